@@ -1,0 +1,95 @@
+"""The layer contract every part of minidnn is built on.
+
+A layer is a small object with
+
+* ``forward(x, training)``: returns the output and caches on ``self`` what
+  ``backward`` needs;
+* ``backward(grad)``: takes dL/d(output), fills ``self.grads`` and returns
+  dL/d(input);
+* ``params`` / ``grads``: dicts with the same keys (``"W"``, ``"b"``, ...), so
+  optimizers, the HDF5 writer and ``summary`` walk every layer the same way;
+* ``buffers``: state that is saved but not trained (batch-norm running
+  statistics, a quantized layer's gain);
+* ``get_config()`` / ``from_config``: a layer can be rebuilt from its config.
+
+No layer knows about optimizers, files or the command line.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def as_generator(rng) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a Generator, an int seed or None."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+class Layer:
+    """Base class: a layer without parameters (activations, pooling, ...)."""
+
+    #: names of parameters that weight decay applies to (not biases, not BN)
+    decay_params: tuple[str, ...] = ()
+
+    def __init__(self, name: str | None = None):
+        self.name = name
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.dtype = np.float32
+
+    # -- the contract -----------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """Draw fresh parameters from ``rng`` (no-op for parameter-free layers)."""
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one sample's output given one sample's input shape."""
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        return cls(**config)
+
+    # -- shared helpers -----------------------------------------------------
+    def cast(self, dtype) -> "Layer":
+        """Convert parameters, gradients and float buffers to ``dtype``."""
+        self.dtype = np.dtype(dtype).type
+        for store in (self.params, self.grads, self.buffers):
+            for key, value in store.items():
+                if np.issubdtype(value.dtype, np.floating):
+                    store[key] = value.astype(self.dtype)
+        return self
+
+    def zero_grads(self) -> None:
+        for key, value in self.params.items():
+            self.grads[key] = np.zeros_like(value)
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def _check_input(self, x: np.ndarray, trailing: tuple[int, ...], what: str) -> None:
+        """Raise a ValueError naming the layer when x's trailing dims differ."""
+        if x.ndim != len(trailing) + 1 or tuple(x.shape[1:]) != tuple(trailing):
+            expected = ", ".join(["batch"] + [str(d) for d in trailing])
+            raise ValueError(
+                f"{self!r} expects input of shape ({expected}){what}, got {tuple(x.shape)}"
+            )
+
+    def __repr__(self) -> str:
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_config().items() if k != "name" and v is not None
+        )
+        return f"{type(self).__name__}({args})"

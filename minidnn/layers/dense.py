@@ -1,0 +1,99 @@
+"""Fully connected layer."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer, as_generator
+
+
+class Dense(Layer):
+    """y = x W + b, with W of shape (in_features, out_features).
+
+    Initialisation is Glorot/Xavier uniform, U(-a, a) with
+    a = sqrt(6 / (in + out)) (Glorot & Bengio, 2010), the usual choice for
+    sigmoid and tanh nets; ``init="he"`` gives N(0, 2/in) for ReLU nets.
+
+    The three products of backprop live in three small methods so that a
+    layer holding its weights differently (a fixed CSR pattern, integer codes
+    plus a scale) overrides just those and keeps everything else:
+
+    * ``_forward_product(x)``      = x W                (batch, out)
+    * ``_input_grad(grad)``        = grad Wᵀ            (batch, in)
+    * ``_weight_grad(x, grad)``    = xᵀ grad            (in, out)
+    """
+
+    decay_params = ("W",)
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 init: str = "glorot", rng=None, name: str | None = None):
+        super().__init__(name)
+        if int(in_features) <= 0 or int(out_features) <= 0:
+            raise ValueError(
+                f"Dense needs positive sizes, got in_features={in_features}, "
+                f"out_features={out_features}")
+        if init not in ("glorot", "he", "zeros"):
+            raise ValueError(f"Dense init must be 'glorot', 'he' or 'zeros', got {init!r}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.bias = bool(bias)
+        self.init = init
+        self.initialize(as_generator(rng))
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        shape = (self.in_features, self.out_features)
+        if self.init == "glorot":
+            limit = np.sqrt(6.0 / (self.in_features + self.out_features))
+            W = rng.uniform(-limit, limit, size=shape)
+        elif self.init == "he":
+            W = rng.normal(0.0, np.sqrt(2.0 / self.in_features), size=shape)
+        else:
+            W = np.zeros(shape)
+        self.params["W"] = W.astype(self.dtype)
+        if self.bias:
+            self.params["b"] = np.zeros(self.out_features, dtype=self.dtype)
+        self.zero_grads()
+
+    def set_weights(self, W: np.ndarray, b: np.ndarray | None = None) -> "Dense":
+        """Load pretrained weights (shape-checked): the pretraining seam."""
+        W = np.asarray(W)
+        if W.shape != self.params["W"].shape:
+            raise ValueError(f"{self!r}: W must have shape {self.params['W'].shape}, got {W.shape}")
+        self.params["W"] = W.astype(self.dtype, copy=True)
+        if b is not None:
+            if not self.bias:
+                raise ValueError(f"{self!r} has no bias to set")
+            b = np.asarray(b).reshape(-1)
+            if b.shape != (self.out_features,):
+                raise ValueError(f"{self!r}: b must have shape ({self.out_features},), got {b.shape}")
+            self.params["b"] = b.astype(self.dtype, copy=True)
+        return self
+
+    def _forward_product(self, x):
+        return x @ self.params["W"]
+
+    def _input_grad(self, grad):
+        return grad @ self.params["W"].T
+
+    def _weight_grad(self, x, grad):
+        return x.T @ grad
+
+    def forward(self, x, training=False):
+        self._check_input(x, (self.in_features,), "")
+        self._x = x
+        out = self._forward_product(x)
+        if self.bias:
+            out += self.params["b"]
+        return out
+
+    def backward(self, grad):
+        self.grads["W"] = self._weight_grad(self._x, grad)
+        if self.bias:
+            self.grads["b"] = grad.sum(axis=0)
+        return self._input_grad(grad)
+
+    def output_shape(self, input_shape):
+        return (self.out_features,)
+
+    def get_config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias, "init": self.init, "name": self.name}

@@ -1,0 +1,126 @@
+"""Sequential: a list of layers run forward in order and backward in reverse."""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers.base import DTYPES, Layer
+
+
+class Sequential:
+    """A feed-forward network.
+
+    ``Sequential(layers, seed=0, dtype="float32")`` names the layers
+    (``dense_0``, ``relu_1``, ...) where no name was given, draws every
+    layer's initial parameters from one Generator seeded by ``seed`` and casts
+    them to ``dtype``. Pass ``seed=None`` to keep the parameters the layers
+    already hold (for example pretrained ones).
+    """
+
+    def __init__(self, layers: list[Layer], seed: int | None = 0, dtype="float32",
+                 input_shape: tuple[int, ...] | None = None):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a Layer")
+        self.layers = list(layers)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        taken = set()
+        for i, layer in enumerate(self.layers):
+            if layer.name is None:
+                layer.name = f"{type(layer).__name__.lower()}_{i}"
+            if layer.name in taken:
+                raise ValueError(f"Sequential: two layers are named {layer.name!r}")
+            taken.add(layer.name)
+        self.dtype = DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype).type
+        if seed is not None:
+            self.initialize(seed)
+        self.cast(self.dtype)
+
+    def initialize(self, seed) -> None:
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.initialize(rng)
+
+    def cast(self, dtype) -> "Sequential":
+        self.dtype = np.dtype(dtype).type
+        for layer in self.layers:
+            layer.cast(self.dtype)
+        return self
+
+    # -- running the net ----------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating) or x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Outputs (logits) for all of ``x`` in evaluation mode, in batches."""
+        outs = [self.forward(x[i:i + batch_size], training=False)
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs, axis=0)
+
+    # -- introspection ------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        return sum(layer.n_params for layer in self.layers)
+
+    def named_params(self):
+        for layer in self.layers:
+            for pname, value in layer.params.items():
+                yield f"{layer.name}/{pname}", value
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+
+    def summary(self, input_shape: tuple[int, ...] | None = None) -> str:
+        """A table of layers, output shapes, parameter counts and bytes."""
+        shape = tuple(input_shape or self.input_shape or ()) or None
+        rows = [("layer", "type", "output shape", "params", "bytes")]
+        total_bytes = 0
+        for layer in self.layers:
+            if shape is not None:
+                try:
+                    shape = layer.output_shape(shape)
+                    shown = "(batch, " + ", ".join(map(str, shape)) + ")"
+                except Exception:  # a layer that cannot infer shapes
+                    shape, shown = None, "?"
+            else:
+                shown = "?"
+            nbytes = sum(v.nbytes for v in layer.params.values()) + \
+                sum(v.nbytes for v in layer.buffers.values())
+            total_bytes += nbytes
+            rows.append((layer.name, repr(layer), shown, f"{layer.n_params:,}", f"{nbytes:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("-" * len(lines[0]))
+        lines.append(f"total parameters: {self.n_params:,}   bytes: {total_bytes:,}   "
+                     f"dtype: {np.dtype(self.dtype).name}")
+        return "\n".join(lines)
+
+    def get_config(self) -> dict:
+        return {"dtype": np.dtype(self.dtype).name,
+                "input_shape": list(self.input_shape) if self.input_shape else None,
+                "layers": [{"class": type(l).__name__, "config": l.get_config()}
+                           for l in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Sequential":
+        from .layers import layer_from_config
+        layers = [layer_from_config(item["class"], item["config"]) for item in config["layers"]]
+        return cls(layers, seed=None, dtype=config.get("dtype", "float32"),
+                   input_shape=config.get("input_shape"))
