@@ -126,7 +126,9 @@ class SGD:
                 "groups": self.groups}
 
     def state_dict(self) -> dict:
-        return {"velocity": dict(self.velocity), "epoch": self.epoch, "steps": self.steps}
+        # copies: _update changes velocities in place, which would rewrite a saved snapshot
+        return {"velocity": {k: v.copy() for k, v in self.velocity.items()},
+                "epoch": self.epoch, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.velocity = {k: np.array(v) for k, v in state["velocity"].items()}
