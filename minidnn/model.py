@@ -59,10 +59,23 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers):
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate dL/d(output); fills every layer's ``grads``.
+
+        Returns dL/d(input), or None with ``input_grad=False``: training needs
+        no gradient for the data, so the layers before the first trainable one
+        are skipped and that one computes its parameter gradients only."""
+        first = 0
+        if not input_grad:
+            first = next((i for i, l in enumerate(self.layers) if l.params), len(self.layers))
+        for layer in reversed(self.layers[first + 1:]):
             grad = layer.backward(grad)
-        return grad
+        if first == len(self.layers):
+            return None
+        if input_grad:
+            return self.layers[0].backward(grad)
+        self.layers[first].backward_params(grad)
+        return None
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Outputs (logits) for all of ``x`` in evaluation mode, in batches."""

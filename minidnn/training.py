@@ -202,7 +202,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
                 raise TrainingDiverged(
                     f"loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}; "
                     f"try a smaller learning rate; {kept}")
-            model.backward(grad)
+            model.backward(grad, input_grad=False)
             optimizer.step(model)
             total_loss += batch_loss * len(idx)
             if out.ndim == 2 and yb.ndim == 1:

@@ -121,3 +121,21 @@ def test_mlp_reaches_90_percent_on_the_embedded_mnist_subset():
     md.fit(model, splits.train, epochs=3, batch_size=100, optimizer=md.SGD(0.1, momentum=0.9),
            progress=False, log=None)
     assert md.evaluate(model, splits.test)["accuracy"] >= 0.93
+
+
+def test_backward_without_input_grad_gives_the_same_parameter_gradients():
+    from minidnn.layers import Conv2D, MaxPool2D
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 1, 8, 8))
+    model = md.Sequential([Conv2D(1, 2, 3), MaxPool2D(2), md.Flatten(), md.Dense(18, 4)],
+                          dtype="float64")
+    g = rng.standard_normal((3, 4))
+    model.forward(x, training=True)
+    assert model.backward(g).shape == x.shape
+    full = {k: v.copy() for l in model.layers for k, v in
+            ((f"{l.name}/{n}", g_) for n, g_ in l.grads.items())}
+    model.forward(x, training=True)
+    assert model.backward(g, input_grad=False) is None
+    for l in model.layers:
+        for n, g_ in l.grads.items():
+            np.testing.assert_array_equal(g_, full[f"{l.name}/{n}"])

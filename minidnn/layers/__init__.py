@@ -1,14 +1,17 @@
 """Layers: one small class each, with ``forward`` and ``backward``."""
 from .activations import Identity, ReLU, Sigmoid, Tanh, sigmoid
 from .base import Layer
+from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .normalization import BatchNorm
+from .pooling import AvgPool2D, MaxPool2D
 from .reshape import Flatten
 
 #: class name -> class, for rebuilding a model from its saved architecture.
 LAYER_TYPES = {cls.__name__: cls for cls in
-               (Dense, ReLU, Sigmoid, Tanh, Identity, Flatten, Dropout, BatchNorm)}
+               (Dense, ReLU, Sigmoid, Tanh, Identity, Flatten, Dropout, BatchNorm,
+                Conv2D, MaxPool2D, AvgPool2D)}
 
 
 def register_layer(cls):
@@ -26,4 +29,5 @@ def layer_from_config(class_name: str, config: dict) -> Layer:
 
 
 __all__ = ["Layer", "Dense", "ReLU", "Sigmoid", "Tanh", "Identity", "Flatten", "Dropout",
-           "BatchNorm", "sigmoid", "LAYER_TYPES", "register_layer", "layer_from_config"]
+           "BatchNorm", "Conv2D", "MaxPool2D", "AvgPool2D", "sigmoid", "LAYER_TYPES",
+           "register_layer", "layer_from_config"]

@@ -48,6 +48,13 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def backward_params(self, grad: np.ndarray) -> None:
+        """Fill ``grads`` without computing the input gradient.
+
+        Training calls this on the first trainable layer, whose input (the
+        data) needs no gradient; layers override it to skip that product."""
+        self.backward(grad)
+
     def initialize(self, rng: np.random.Generator) -> None:
         """Draw fresh parameters from ``rng`` (no-op for parameter-free layers)."""
 

@@ -85,10 +85,13 @@ class Dense(Layer):
             out += self.params["b"]
         return out
 
-    def backward(self, grad):
+    def backward_params(self, grad):
         self.grads["W"] = self._weight_grad(self._x, grad)
         if self.bias:
             self.grads["b"] = grad.sum(axis=0)
+
+    def backward(self, grad):
+        self.backward_params(grad)
         return self._input_grad(grad)
 
     def output_shape(self, input_shape):

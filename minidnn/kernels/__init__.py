@@ -1,0 +1,1 @@
+"""Numba kernels, each beside the plain NumPy twin that documents it."""

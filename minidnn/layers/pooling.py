@@ -1,0 +1,302 @@
+"""Max and average pooling (NCHW), with Caffe's ceil-mode output size.
+
+Window (a, b) of a pooling layer with kernel (kh, kw), stride (sh, sw) and
+padding (ph, pw) covers input rows [a·sh - ph, a·sh - ph + kh) and columns
+[b·sw - pw, b·sw - pw + kw), clipped to the input.
+
+Output size (per spatial axis, size H, kernel k, stride s, padding p):
+
+* ``ceil_mode=False`` (PyTorch's default): OH = floor((H + 2p - k) / s) + 1.
+* ``ceil_mode=True`` (Caffe): OH = ceil((H + 2p - k) / s) + 1, minus one if the
+  last window would start at or beyond H + p, so that every window starts
+  inside the input or its left padding (Caffe's ``PoolingLayer::Reshape``;
+  Caffe checks this only when p > 0, we always do, as PyTorch). Cifar10_quick's
+  3/2 pools take 32 -> 16 -> 8 -> 4.
+
+Padding must satisfy 0 <= p < k, so every window overlaps the input.
+
+Each Numba kernel has its NumPy twin here (``*_numpy``), which defines it.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..kernels.im2col import as_pair
+from .base import Layer
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int,
+                     ceil_mode: bool = False) -> int:
+    """Number of windows along one axis (see the module docstring)."""
+    span = size + 2 * padding - kernel
+    if span < 0:
+        return 0
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _avg_divisors(size, kernel, stride, padding, n_out):
+    """Per-window divisor along one axis: the window clipped to the padded input [-p, size + p)."""
+    start = np.arange(n_out) * stride - padding
+    return np.minimum(start + kernel, size + padding) - start
+
+
+def _pad_to_windows(x, geometry, fill):
+    """x padded by ph, pw (and on the far side as far as ceil-mode windows reach) with fill."""
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    H, W = x.shape[2:]
+    bottom = max(ph, (OH - 1) * sh + kh - H - ph)
+    right = max(pw, (OW - 1) * sw + kw - W - pw)
+    return np.pad(x, ((0, 0), (0, 0), (ph, bottom), (pw, right)), constant_values=fill)
+
+
+# -- NumPy twins: the definition ----------------------------------------------
+def maxpool_forward_numpy(x, geometry):
+    """Max over each window and the argmax as a flat index h·W + w into the
+    (H, W) input plane; ties go to the first element in row-major order."""
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    N, C, H, W = x.shape
+    x_pad = _pad_to_windows(x, geometry, -np.inf)
+    windows = np.stack([x_pad[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw]
+                        for i in range(kh) for j in range(kw)])   # (kh·kw, N, C, OH, OW)
+    k = np.argmax(windows, axis=0)
+    out = np.take_along_axis(windows, k[None], axis=0)[0]
+    rows = np.arange(OH).reshape(-1, 1) * sh - ph + k // kw
+    cols = np.arange(OW) * sw - pw + k % kw
+    return out.astype(x.dtype), (rows * W + cols).astype(np.int32)
+
+
+def maxpool_backward_numpy(grad, argmax, x_shape):
+    """Each output gradient goes to its window's argmax input only."""
+    N, C, H, W = x_shape
+    dx = np.zeros((N * C, H * W), dtype=grad.dtype)
+    plane = np.repeat(np.arange(N * C), argmax[0, 0].size)
+    np.add.at(dx, (plane, argmax.reshape(-1)), grad.reshape(-1))
+    return dx.reshape(x_shape)
+
+
+def avgpool_forward_numpy(x, geometry):
+    """Sum over the window (padding counts as zeros) / window size clipped to
+    the padded input: Caffe's and PyTorch's ``count_include_pad=True``."""
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    H, W = x.shape[2:]
+    x_pad = _pad_to_windows(x, geometry, 0)
+    total = sum(x_pad[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw]
+                for i in range(kh) for j in range(kw))
+    divisor = np.outer(_avg_divisors(H, kh, sh, ph, OH), _avg_divisors(W, kw, sw, pw, OW))
+    return (total / divisor).astype(x.dtype)
+
+
+def avgpool_backward_numpy(grad, geometry, x_shape):
+    """Each output gradient / divisor is spread over the window's input pixels."""
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    N, C, H, W = x_shape
+    divisor = np.outer(_avg_divisors(H, kh, sh, ph, OH), _avg_divisors(W, kw, sw, pw, OW))
+    share = (grad / divisor).astype(grad.dtype)
+    dx_pad = _pad_to_windows(np.zeros(x_shape, grad.dtype), geometry, 0)
+    for i in range(kh):
+        for j in range(kw):
+            dx_pad[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw] += share
+    return dx_pad[:, :, ph:ph + H, pw:pw + W].copy()
+
+
+# -- Numba kernels ----------------------------------------------------------------
+# One thread per sample; inside, each (H, W) plane is a 2-D view, which Numba
+# indexes much faster than the 4-D array.
+@numba.njit(cache=True, parallel=True)
+def _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax):
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    for n in numba.prange(N):
+        for c in range(C):
+            x_plane, out_plane, argmax_plane = x[n, c], out[n, c], argmax[n, c]
+            for a in range(OH):
+                h0 = max(a * sh - ph, 0)
+                h1 = min(a * sh - ph + kh, H)
+                for b in range(OW):
+                    w0 = max(b * sw - pw, 0)
+                    w1 = min(b * sw - pw + kw, W)
+                    best = x_plane[h0, w0]
+                    best_at = h0 * W + w0
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            v = x_plane[h, w]
+                            # strict > keeps the first of ties; the first NaN wins, as
+                            # np.argmax. Bitwise ops keep it branch-free (2x faster).
+                            take = (v > best) | ((v != v) & (best == best))
+                            best = v if take else best
+                            best_at = h * W + w if take else best_at
+                    out_plane[a, b] = best
+                    argmax_plane[a, b] = best_at
+
+
+@numba.njit(cache=True, parallel=True)
+def _maxpool_backward_kernel(grad, argmax, dx_planes):
+    N, C, OH, OW = grad.shape
+    for n in numba.prange(N):
+        for c in range(C):
+            grad_plane, argmax_plane, dx_plane = grad[n, c], argmax[n, c], dx_planes[n, c]
+            for a in range(OH):
+                for b in range(OW):
+                    dx_plane[argmax_plane[a, b]] += grad_plane[a, b]
+
+
+@numba.njit(cache=True, parallel=True)
+def _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out):
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    for n in numba.prange(N):
+        for c in range(C):
+            x_plane, out_plane = x[n, c], out[n, c]
+            for a in range(OH):
+                h_start = a * sh - ph
+                h_end = min(h_start + kh, H + ph)
+                h0, h1 = max(h_start, 0), min(h_end, H)
+                for b in range(OW):
+                    w_start = b * sw - pw
+                    w_end = min(w_start + kw, W + pw)
+                    w0, w1 = max(w_start, 0), min(w_end, W)
+                    total = 0.0
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            total += x_plane[h, w]
+                    out_plane[a, b] = total / ((h_end - h_start) * (w_end - w_start))
+
+
+@numba.njit(cache=True, parallel=True)
+def _avgpool_backward_kernel(grad, kh, kw, sh, sw, ph, pw, dx):
+    N, C, H, W = dx.shape
+    OH, OW = grad.shape[2], grad.shape[3]
+    for n in numba.prange(N):
+        for c in range(C):
+            grad_plane, dx_plane = grad[n, c], dx[n, c]
+            for a in range(OH):
+                h_start = a * sh - ph
+                h_end = min(h_start + kh, H + ph)
+                h0, h1 = max(h_start, 0), min(h_end, H)
+                for b in range(OW):
+                    w_start = b * sw - pw
+                    w_end = min(w_start + kw, W + pw)
+                    w0, w1 = max(w_start, 0), min(w_end, W)
+                    share = grad_plane[a, b] / ((h_end - h_start) * (w_end - w_start))
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            dx_plane[h, w] += share
+
+
+# -- layers ----------------------------------------------------------------------------
+class _Pool2D(Layer):
+    """Shared geometry, validation and config of MaxPool2D and AvgPool2D."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 name: str | None = None):
+        super().__init__(name)
+        kind = type(self).__name__
+        self.kernel = as_pair(kernel_size, f"{kind} kernel_size")
+        self.strides = self.kernel if stride is None else as_pair(stride, f"{kind} stride")
+        self.pads = as_pair(padding, f"{kind} padding")
+        if min(self.kernel) <= 0 or min(self.strides) <= 0:
+            raise ValueError(f"{kind} needs kernel_size > 0 and stride > 0, got "
+                             f"kernel_size={kernel_size!r}, stride={stride!r}")
+        if not all(0 <= p < k for p, k in zip(self.pads, self.kernel)):
+            raise ValueError(f"{kind} needs 0 <= padding < kernel_size, got "
+                             f"padding={padding!r}, kernel_size={kernel_size!r}")
+        self.ceil_mode = bool(ceil_mode)
+        self._stride_given = stride
+
+    def _geometry(self, shape, per_sample=False):
+        """(kh, kw, sh, sw, ph, pw, OH, OW) for an input shape, or a ValueError."""
+        if len(shape) != (3 if per_sample else 4):
+            expected = "(C, H, W)" if per_sample else "(batch, C, H, W)"
+            raise ValueError(f"{self!r} expects input of shape {expected}, got {tuple(shape)}")
+        H, W = shape[-2:]
+        OH = pool_output_size(H, self.kernel[0], self.strides[0], self.pads[0], self.ceil_mode)
+        OW = pool_output_size(W, self.kernel[1], self.strides[1], self.pads[1], self.ceil_mode)
+        if OH <= 0 or OW <= 0:
+            raise ValueError(f"{self!r} needs H + 2*padding >= {self.kernel[0]} and "
+                             f"W + 2*padding >= {self.kernel[1]}, got input of shape "
+                             f"{tuple(shape)}")
+        return self.kernel + self.strides + self.pads + (OH, OW)
+
+    def output_shape(self, input_shape):
+        geometry = self._geometry(tuple(input_shape), per_sample=True)
+        return (input_shape[0],) + geometry[6:]
+
+    def get_config(self):
+        def value(pair):
+            return pair[0] if pair[0] == pair[1] else pair
+        return {"kernel_size": value(self.kernel),
+                "stride": None if self._stride_given is None else value(self.strides),
+                "padding": value(self.pads), "ceil_mode": self.ceil_mode, "name": self.name}
+
+    def __repr__(self) -> str:
+        config = self.get_config()
+        args = [f"kernel_size={config['kernel_size']!r}"]
+        if config["stride"] is not None:
+            args.append(f"stride={config['stride']!r}")
+        if self.pads != (0, 0):
+            args.append(f"padding={config['padding']!r}")
+        if self.ceil_mode:
+            args.append("ceil_mode=True")
+        return f"{type(self).__name__}({', '.join(args)})"
+
+
+class MaxPool2D(_Pool2D):
+    """y[n, c, a, b] = max of x[n, c] over window (a, b).
+
+    Backward routes each output gradient to its window's argmax only (the
+    first maximum in row-major order on ties); overlapping windows that share
+    an argmax add up there. Shapes: (batch, C, H, W) -> (batch, C, OH, OW).
+    """
+
+    def forward(self, x, training=False):
+        geometry = self._geometry(np.shape(x))
+        kh, kw, sh, sw, ph, pw, OH, OW = geometry
+        x = np.ascontiguousarray(x)
+        N, C = x.shape[:2]
+        out = np.empty((N, C, OH, OW), dtype=x.dtype)
+        argmax = np.empty((N, C, OH, OW), dtype=np.int32)
+        _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax)
+        self._x_shape, self._argmax = x.shape, argmax
+        return out
+
+    def backward(self, grad):
+        N, C, H, W = self._x_shape
+        dx = np.zeros((N, C, H * W), dtype=grad.dtype)
+        _maxpool_backward_kernel(np.ascontiguousarray(grad), self._argmax, dx)
+        return dx.reshape(self._x_shape)
+
+
+class AvgPool2D(_Pool2D):
+    """y[n, c, a, b] = Σ x[n, c] over window (a, b) / |window|.
+
+    Padding counts as zeros and |window| is the window clipped to the padded
+    input [-p, H + p), as Caffe (and PyTorch's ``count_include_pad=True``):
+    a ceil-mode window that hangs over the far edge is averaged over its part
+    inside the padded input only, so a constant input pools to itself there.
+    Shapes: (batch, C, H, W) -> (batch, C, OH, OW).
+    """
+
+    def forward(self, x, training=False):
+        geometry = self._geometry(np.shape(x))
+        kh, kw, sh, sw, ph, pw, OH, OW = geometry
+        x = np.ascontiguousarray(x)
+        N, C = x.shape[:2]
+        out = np.empty((N, C, OH, OW), dtype=x.dtype)
+        _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out)
+        self._x_shape, self._geometry_cache = x.shape, geometry
+        return out
+
+    def backward(self, grad):
+        kh, kw, sh, sw, ph, pw, _, _ = self._geometry_cache
+        dx = np.zeros(self._x_shape, dtype=grad.dtype)
+        _avgpool_backward_kernel(np.ascontiguousarray(grad), kh, kw, sh, sw, ph, pw, dx)
+        return dx
+
+
+__all__ = ["MaxPool2D", "AvgPool2D", "pool_output_size"]
