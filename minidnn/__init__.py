@@ -1,15 +1,15 @@
 """minidnn: a from-scratch deep-learning engine on NumPy and Numba."""
 __version__ = "0.1.0"
 
-from .layers import (BatchNorm, Dense, Dropout, Flatten, Identity, Layer,  # noqa: E402
-                     ReLU, Sigmoid, Tanh)
+from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,  # noqa: E402
+                     Identity, Layer, MaxPool2D, ReLU, Sigmoid, Tanh)
 from .losses import MSE, SoftmaxCrossEntropy  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .optimizers import SGD, ConstantLR, StepLR  # noqa: E402
 from .io import load, save  # noqa: E402
 from .training import History, TrainingDiverged, evaluate, fit  # noqa: E402
 
-__all__ = ["__version__", "Layer", "Dense", "ReLU", "Sigmoid", "Tanh", "Identity", "Flatten",
+__all__ = ["__version__", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Identity", "Flatten",
            "Dropout", "BatchNorm", "MSE", "SoftmaxCrossEntropy", "Sequential", "SGD",
            "ConstantLR", "StepLR", "save", "load", "fit", "evaluate", "History",
            "TrainingDiverged"]

@@ -1,0 +1,407 @@
+"""Restricted Boltzmann machine trained by contrastive divergence.
+
+Energy of a joint state (v, h), v of n_visible units and h of n_hidden binary
+units, W of shape (n_visible, n_hidden), visible bias b, hidden bias c:
+
+    Bernoulli visible:  E(v, h) = -bᵀv - cᵀh - vᵀWh,                v ∈ {0,1}^n
+    Gaussian visible:   E(v, h) = ½‖v - b‖² - cᵀh - vᵀWh,           v ∈ ℝ^n
+                        (unit variance: standardise the data first)
+
+p(v, h) = exp(-E(v, h)) / Z. Summing h out gives the free energy
+
+    F(v) = -bᵀv - Σ_j softplus(c_j + (vW)_j)        (Bernoulli)
+    F(v) = ½‖v - b‖² - Σ_j softplus(c_j + (vW)_j)   (Gaussian)
+
+with p(v) = exp(-F(v)) / Z, and the conditionals factorise:
+
+    P(h_j = 1 | v) = σ(c_j + (vW)_j)
+    P(v_i = 1 | h) = σ(b_i + (Wh)_i)     or   v_i | h ~ N(b_i + (Wh)_i, 1).
+
+The log-likelihood gradient is ∂ log p(v)/∂W = v p(h|v)ᵀ − E_model[v hᵀ];
+CD-k replaces the model expectation by the end of a k-step Gibbs chain
+started at the data (Hinton, 2002, "Training products of experts by
+minimizing contrastive divergence"); persistent CD keeps the chains running
+across updates instead (Tieleman, 2008, "Training restricted Boltzmann
+machines using approximations to the likelihood gradient"). Hyperparameters
+and monitoring follow Hinton, 2010, "A practical guide to training restricted
+Boltzmann machines" (UTML TR 2010-003).
+
+Training itself (epochs, minibatches, momentum schedule, checkpoints) is the
+greedy layer-wise loop in ``minidnn.pretraining.dbn``; an RBM supplies one
+minibatch's gradient (``train_batch``) and its per-epoch monitors.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..kernels.rbm_kernels import sigmoid_bias, sigmoid_sample
+from ..layers.activations import sigmoid
+from ..layers.base import as_generator
+
+#: largest number of units on the smaller side that exact enumeration will sum over
+MAX_ENUMERATED_UNITS = 20
+
+VISIBLE_TYPES = ("bernoulli", "gaussian")
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + eˣ), stable for any x."""
+    return np.logaddexp(0, x)
+
+
+def logsumexp(a: np.ndarray, axis=None) -> np.ndarray:
+    top = np.max(a, axis=axis, keepdims=True)
+    out = top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True))
+    return np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
+
+
+def all_binary_states(n: int) -> np.ndarray:
+    """Every vector of {0,1}^n, shape (2**n, n), in counting order."""
+    return np.array(list(itertools.product((0, 1), repeat=n)), dtype=np.float64).reshape(2 ** n, n)
+
+
+def check_array(x, n_features: int, owner: str, what: str = "input") -> np.ndarray:
+    """A finite 2-D float array of width ``n_features``; images (N, 1, 28, 28) are flattened.
+
+    Raises ValueError saying what was expected and what was given."""
+    x = np.asarray(x)
+    if x.ndim > 2 and int(np.prod(x.shape[1:])) == n_features:
+        x = x.reshape(len(x), n_features)
+    if x.ndim != 2 or x.shape[1] != n_features:
+        raise ValueError(f"{owner} expects {what} of shape (batch, {n_features}), "
+                         f"got {tuple(x.shape)}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
+            or x.dtype == np.bool_):
+        raise ValueError(f"{owner} expects a numeric {what}, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise ValueError(f"{owner}: {what} contains {bad} NaN or Inf values")
+    return x
+
+
+class BernoulliRBM:
+    """RBM with binary hidden units and Bernoulli (or Gaussian) visible units.
+
+    Parameters live in ``params`` (``W`` (n_visible, n_hidden),
+    ``visible_bias`` (n_visible,), ``hidden_bias`` (n_hidden,)) and the last
+    minibatch gradient of the *negative* log-likelihood in ``grads``, so the
+    engine's SGD (momentum, weight decay on ``W`` only) updates an RBM as it
+    updates a Dense layer. W starts as N(0, 0.01²), biases at 0 (Hinton, 2010).
+    """
+
+    decay_params = ("W",)
+
+    def __init__(self, n_visible: int, n_hidden: int, visible: str = "bernoulli",
+                 rng=None, init_std: float = 0.01, name: str | None = None, dtype=np.float32):
+        if int(n_visible) <= 0 or int(n_hidden) <= 0:
+            raise ValueError(f"BernoulliRBM needs positive sizes, got n_visible={n_visible}, "
+                             f"n_hidden={n_hidden}")
+        if visible not in VISIBLE_TYPES:
+            raise ValueError(f"BernoulliRBM visible must be one of {VISIBLE_TYPES}, got {visible!r}")
+        self.n_visible, self.n_hidden = int(n_visible), int(n_hidden)
+        self.visible = visible
+        self.init_std = float(init_std)
+        self.name = name or "rbm"
+        self.dtype = np.dtype(dtype).type
+        rng = as_generator(rng)
+        self.params = {
+            "W": (self.init_std * rng.standard_normal((self.n_visible, self.n_hidden))).astype(self.dtype),
+            "visible_bias": np.zeros(self.n_visible, dtype=self.dtype),
+            "hidden_bias": np.zeros(self.n_hidden, dtype=self.dtype),
+        }
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    # -- bookkeeping ----------------------------------------------------------------
+    @property
+    def W(self) -> np.ndarray:
+        return self.params["W"]
+
+    def get_config(self) -> dict:
+        return {"n_visible": self.n_visible, "n_hidden": self.n_hidden, "visible": self.visible,
+                "init_std": self.init_std, "name": self.name}
+
+    def cast(self, dtype) -> "BernoulliRBM":
+        self.dtype = np.dtype(dtype).type
+        self.params = {k: v.astype(self.dtype) for k, v in self.params.items()}
+        self.grads = {k: v.astype(self.dtype) for k, v in self.grads.items()}
+        return self
+
+    def __repr__(self) -> str:
+        extra = "" if self.visible == "bernoulli" else f", visible={self.visible!r}"
+        return f"BernoulliRBM({self.n_visible}, {self.n_hidden}{extra})"
+
+    def _visible_input(self, v, what="visible input"):
+        return check_array(v, self.n_visible, repr(self), what).astype(self.dtype, copy=False)
+
+    def _hidden_input(self, h):
+        return check_array(h, self.n_hidden, repr(self), "hidden input").astype(self.dtype, copy=False)
+
+    # -- conditionals and sampling ----------------------------------------------------
+    def hidden_probs(self, v: np.ndarray) -> np.ndarray:
+        """P(h = 1 | v) = σ(vW + c), (batch, n_visible) -> (batch, n_hidden).
+
+        Computed exactly as Dense(W, c) followed by Sigmoid, so the MLP a DBN
+        becomes has bit-identical hidden activations."""
+        v = self._visible_input(v)
+        pre = v @ self.params["W"]
+        pre += self.params["hidden_bias"]
+        return sigmoid(pre)
+
+    def visible_mean(self, h: np.ndarray) -> np.ndarray:
+        """E[v | h]: σ(hWᵀ + b) for Bernoulli units, hWᵀ + b for Gaussian ones."""
+        h = self._hidden_input(h)
+        pre = h @ self.params["W"].T
+        pre += self.params["visible_bias"]
+        return sigmoid(pre) if self.visible == "bernoulli" else pre
+
+    def sample_hidden(self, v: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+        """(P(h=1|v), a sample h ~ P(h|v)), both (batch, n_hidden)."""
+        v = self._visible_input(v)
+        return self._sample_hidden(np.ascontiguousarray(v), as_generator(rng))
+
+    def sample_visible(self, h: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+        """(E[v|h], a sample v ~ p(v|h)), both (batch, n_visible)."""
+        h = self._hidden_input(h)
+        return self._sample_visible(np.ascontiguousarray(h), as_generator(rng))
+
+    def gibbs(self, v: np.ndarray, steps: int, rng) -> np.ndarray:
+        """Run ``steps`` full Gibbs steps v → h → v from each row of v; return the last v."""
+        if int(steps) < 0:
+            raise ValueError(f"gibbs steps must be >= 0, got {steps}")
+        rng = as_generator(rng)
+        v = np.ascontiguousarray(self._visible_input(v))
+        for _ in range(int(steps)):
+            _, h = self._sample_hidden(v, rng)
+            _, v = self._sample_visible(h, rng)
+        return v
+
+    # the unchecked fast paths used by training
+    def _sample_hidden(self, v, rng):
+        pre = v @ self.params["W"]
+        uniforms = rng.random(pre.shape, dtype=self.dtype)
+        return sigmoid_sample(pre, self.params["hidden_bias"], uniforms)
+
+    def _visible_mean_fast(self, h):
+        pre = h @ self.params["W"].T
+        if self.visible == "bernoulli":
+            return sigmoid_bias(pre, self.params["visible_bias"])
+        pre += self.params["visible_bias"]
+        return pre
+
+    def _sample_visible(self, h, rng):
+        if self.visible == "bernoulli":
+            pre = h @ self.params["W"].T
+            uniforms = rng.random(pre.shape, dtype=self.dtype)
+            return sigmoid_sample(pre, self.params["visible_bias"], uniforms)
+        mean = self._visible_mean_fast(h)
+        return mean, mean + rng.standard_normal(mean.shape, dtype=self.dtype)
+
+    # -- energies and likelihoods --------------------------------------------------------
+    def energy(self, v: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """E(v, h) per row, (batch,), in float64."""
+        v = self._visible_input(v).astype(np.float64)
+        h = self._hidden_input(h).astype(np.float64)
+        W, b, c = (self.params[k].astype(np.float64)
+                   for k in ("W", "visible_bias", "hidden_bias"))
+        interaction = np.einsum("ni,ij,nj->n", v, W, h)
+        if self.visible == "bernoulli":
+            visible_term = -v @ b
+        else:
+            visible_term = 0.5 * ((v - b) ** 2).sum(axis=1)
+        return visible_term - h @ c - interaction
+
+    def free_energy(self, v: np.ndarray) -> np.ndarray:
+        """F(v) = -log Σ_h exp(-E(v, h)) per row, (batch,), in float64."""
+        v = self._visible_input(v).astype(np.float64)
+        W, b, c = (self.params[k].astype(np.float64)
+                   for k in ("W", "visible_bias", "hidden_bias"))
+        hidden_term = softplus(v @ W + c).sum(axis=1)
+        if self.visible == "bernoulli":
+            return -v @ b - hidden_term
+        return 0.5 * ((v - b) ** 2).sum(axis=1) - hidden_term
+
+    def log_partition(self) -> float:
+        """log Z by exact enumeration of the smaller layer (≤ MAX_ENUMERATED_UNITS units).
+
+        Bernoulli: log Z = logsumexp over v of -F(v), or over h of
+        cᵀh + Σ_i softplus(b_i + (Wh)_i). Gaussian visible (h side only):
+        log Z = logsumexp_h [cᵀh + ½‖b + Wh‖² − ½‖b‖²] + (n_visible/2) log 2π."""
+        W, b, c = (self.params[k].astype(np.float64)
+                   for k in ("W", "visible_bias", "hidden_bias"))
+        if self.visible == "gaussian":
+            if self.n_hidden > MAX_ENUMERATED_UNITS:
+                raise ValueError(f"{self!r}: exact log Z needs n_hidden <= "
+                                 f"{MAX_ENUMERATED_UNITS}, got {self.n_hidden}")
+            H = all_binary_states(self.n_hidden)
+            mean = H @ W.T + b
+            terms = H @ c + 0.5 * (mean ** 2).sum(axis=1) - 0.5 * (b ** 2).sum()
+            return float(logsumexp(terms)) + 0.5 * self.n_visible * np.log(2 * np.pi)
+        if min(self.n_visible, self.n_hidden) > MAX_ENUMERATED_UNITS:
+            raise ValueError(f"{self!r}: exact log Z needs min(n_visible, n_hidden) <= "
+                             f"{MAX_ENUMERATED_UNITS}; use pseudo_log_likelihood instead")
+        if self.n_visible <= self.n_hidden:
+            return float(logsumexp(-self.free_energy(all_binary_states(self.n_visible))))
+        H = all_binary_states(self.n_hidden)
+        return float(logsumexp(H @ c + softplus(H @ W.T + b).sum(axis=1)))
+
+    @property
+    def can_enumerate(self) -> bool:
+        side = self.n_hidden if self.visible == "gaussian" else min(self.n_visible, self.n_hidden)
+        return side <= MAX_ENUMERATED_UNITS
+
+    def log_likelihood(self, v: np.ndarray) -> float:
+        """Exact mean log p(v) = −mean F(v) − log Z (small RBMs only)."""
+        return float(-self.free_energy(v).mean() - self.log_partition())
+
+    def pseudo_log_likelihood(self, v: np.ndarray, rng) -> float:
+        """Stochastic pseudo-log-likelihood, mean over rows (Bernoulli visible only).
+
+        log PL(v) = Σ_i log P(v_i | v_-i) ≈ n · log σ(F(ṽ) − F(v)), ṽ = v with
+        one uniformly drawn unit flipped (Besag, 1975; as in scikit-learn)."""
+        if self.visible != "bernoulli":
+            raise ValueError("pseudo-likelihood is defined here for Bernoulli visible units only")
+        v = self._visible_input(v).astype(np.float64)
+        rng = as_generator(rng)
+        flipped = v.copy()
+        idx = rng.integers(0, self.n_visible, size=len(v))
+        rows = np.arange(len(v))
+        flipped[rows, idx] = 1 - flipped[rows, idx]
+        delta = self.free_energy(flipped) - self.free_energy(v)
+        return float((self.n_visible * -softplus(-delta)).mean())
+
+    def reconstruction_error(self, v: np.ndarray) -> float:
+        """Mean over samples and units of (v − E[v | P(h|v)])², the deterministic reconstruction."""
+        v = self._visible_input(v)
+        return float(((v - self.visible_mean(self.hidden_probs(v))) ** 2).mean())
+
+    # -- contrastive divergence ----------------------------------------------------------
+    def cd_gradients(self, v0: np.ndarray, k: int, rng, chain: np.ndarray | None = None,
+                     sample_reconstruction: bool = False) -> dict:
+        """One minibatch's CD-k (or PCD-k) estimate of −∂ mean log p(v)/∂θ into ``self.grads``.
+
+        positive phase: v0, p0 = P(h|v0), h ~ P(h|v0)
+        negative phase: k Gibbs steps from h (CD) or from the hidden states
+        of the persistent chains ``chain`` (PCD, (chains, n_hidden), advanced
+        in place, as scikit-learn's ``h_samples_``); vk, pk = P(h|vk)
+
+            grads["W"]            = −(v0ᵀp0 − vkᵀpk) / batch
+            grads["visible_bias"] = −mean(v0 − vk)
+            grads["hidden_bias"]  = −mean(p0 − pk)
+
+        Hidden *probabilities* enter the statistics (Rao-Blackwellised). In
+        plain CD the last visible step uses the mean E[v|h] instead of a
+        sample unless ``sample_reconstruction`` (Hinton, 2010, §3.2); the
+        persistent chain is always sampled. Returns {"reconstruction_error"}:
+        mean squared difference between v0 and its one-step reconstruction
+        (CD only: PCD's chains do not reconstruct the batch, so for PCD the
+        epoch's reconstruction error comes from ``monitor``).
+        """
+        if int(k) < 1:
+            raise ValueError(f"CD-k needs k >= 1, got {k}")
+        v0 = np.ascontiguousarray(v0, dtype=self.dtype)
+        n = len(v0)
+        if chain is not None and (chain.ndim != 2 or chain.shape[1] != self.n_hidden):
+            raise ValueError(f"{self!r}: persistent chain must hold hidden states "
+                             f"(chains, {self.n_hidden}), got {chain.shape}")
+        p0, h0 = self._sample_hidden(v0, rng)
+        h = h0 if chain is None else chain
+        reconstruction = None
+        for step in range(int(k)):
+            last = step == int(k) - 1
+            if last and chain is None and not sample_reconstruction:
+                vk = mean = self._visible_mean_fast(h)
+            else:
+                mean, vk = self._sample_visible(h, rng)
+            if step == 0 and chain is None:
+                reconstruction = mean
+            pk = vk @ self.params["W"]
+            if last:
+                sigmoid_bias(pk, self.params["hidden_bias"])
+            else:
+                _, h = sigmoid_sample(pk, self.params["hidden_bias"],
+                                      rng.random(pk.shape, dtype=self.dtype))
+        if chain is not None:
+            # the chain's next hidden state: h ~ P(h | vk), no extra product needed
+            chain[...] = rng.random(pk.shape, dtype=self.dtype) < pk
+        # one GEMM for both phases: [v0; vk]ᵀ [−p0/n0; pk/nk] = −(v0ᵀp0/n0 − vkᵀpk/nk);
+        # the persistent chain may hold more rows than a short last minibatch
+        pos, neg = self.dtype(-1.0 / n), self.dtype(1.0 / len(vk))
+        stacked_v = np.concatenate([v0, vk])
+        stacked_p = np.concatenate([pos * p0, neg * pk])
+        self.grads["W"] = stacked_v.T @ stacked_p
+        self.grads["visible_bias"] = pos * v0.sum(axis=0) + neg * vk.sum(axis=0)
+        self.grads["hidden_bias"] = pos * p0.sum(axis=0) + neg * pk.sum(axis=0)
+        if reconstruction is None:  # PCD: the chain does not reconstruct v0; see monitor()
+            return {}
+        diff = v0 - reconstruction
+        return {"reconstruction_error": float(np.einsum("ij,ij->", diff, diff) / diff.size)}
+
+    # -- the hooks the greedy trainer calls ------------------------------------------------
+    def init_from_data(self, x: np.ndarray) -> None:
+        """Visible biases from the data: log(p/(1−p)) for Bernoulli units (Hinton, 2010,
+        §8.1), the mean for Gaussian ones."""
+        mean = x.mean(axis=0, dtype=np.float64)
+        if self.visible == "bernoulli":
+            p = np.clip(mean, 1e-3, 1 - 1e-3)
+            self.params["visible_bias"] = np.log(p / (1 - p)).astype(self.dtype)
+        else:
+            self.params["visible_bias"] = mean.astype(self.dtype)
+
+    def new_train_state(self, x: np.ndarray, config, rng) -> dict:
+        """State carried across minibatches: the persistent chains for PCD."""
+        if not config.persistent:
+            return {}
+        rows = rng.integers(0, len(x), size=min(config.batch_size, len(x)))
+        visible = np.ascontiguousarray(x[rows], dtype=self.dtype)
+        return {"chain": self._sample_hidden(visible, rng)[1]}
+
+    def train_batch(self, xb: np.ndarray, rng, config, state: dict) -> dict:
+        return self.cd_gradients(xb, config.k, rng, chain=state.get("chain"),
+                                 sample_reconstruction=config.sample_reconstruction)
+
+    def monitor(self, x_monitor: np.ndarray, rng) -> dict:
+        """Per-epoch monitors on a fixed subset: exact log-likelihood when the RBM is small
+        enough to enumerate, else pseudo-log-likelihood (Bernoulli visible)."""
+        out = {"monitor_reconstruction_error": self.reconstruction_error(x_monitor)}
+        if self.can_enumerate:
+            out["log_likelihood"] = self.log_likelihood(x_monitor)
+        elif self.visible == "bernoulli":
+            out["pseudo_log_likelihood"] = self.pseudo_log_likelihood(x_monitor, rng)
+        return out
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """What the next layer of a DBN is trained on: P(h = 1 | x)."""
+        return self.hidden_probs(x)
+
+    def to_layers(self):
+        """Dense(W, hidden_bias) + Sigmoid: the MLP layers this RBM initialises."""
+        from ..layers import Dense, Sigmoid
+        dense = Dense(self.n_visible, self.n_hidden, init="zeros")
+        dense.set_weights(self.params["W"], self.params["hidden_bias"])
+        return [dense, Sigmoid()]
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        from .dbn import DBN
+        DBN.from_units([self]).save(path)
+
+    @classmethod
+    def load(cls, path) -> "BernoulliRBM":
+        from .dbn import load_pretrained
+        stack = load_pretrained(path)
+        if len(stack.units) != 1 or not isinstance(stack.units[0], cls):
+            raise ValueError(f"{path!r} holds a {type(stack).__name__} of {len(stack.units)} "
+                             f"units, not a single BernoulliRBM")
+        return stack.units[0]
+
+    def fit(self, x, config=None, seed: int = 0, checkpoint=None, resume: bool = False,
+            progress: bool = False, log=None, **overrides) -> list:
+        """Train this RBM on x with CD-k: ``fit(x, epochs=10, lr=0.1, k=1, persistent=False, ...)``.
+
+        Keyword overrides are fields of ``PretrainConfig``; returns the per-epoch history."""
+        from .dbn import DBN, PretrainConfig
+        config = PretrainConfig.make(config, **overrides)
+        return DBN.from_units([self]).pretrain(x, config, seed=seed, checkpoint=checkpoint,
+                                               resume=resume, progress=progress, log=log)[0]
