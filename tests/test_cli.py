@@ -61,9 +61,10 @@ def _all_parsers(parser):
 
 
 def test_every_option_of_every_command_has_help():
+    import argparse
     for parser in _all_parsers(build_parser()):
         for action in parser._actions:
-            if action.option_strings or action.dest not in ("command", "data_command"):
+            if not isinstance(action, argparse._SubParsersAction):
                 assert action.help, f"{parser.prog}: {action.option_strings or action.dest} has no help"
 
 
@@ -80,3 +81,14 @@ def test_console_script_entry_point_runs():
                             capture_output=True, text=True, check=True)
     for command in ("train", "eval", "info", "data"):
         assert command in result.stdout
+
+
+def test_pretrain_then_fine_tune_from_the_pretrained_file(tmp_path, capsys):
+    dbn = tmp_path / "dbn.h5"
+    assert run("pretrain", "rbm", "--layers", "784-32", "--epochs", 1, "--limit", 2000,
+               "-o", dbn) == 0
+    out = tmp_path / "ft.h5"
+    assert run("train", "--quiet", "--init-from", dbn, "--epochs", 1, "--out", out) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert run("info", out) == 0
+    assert "Flatten" in capsys.readouterr().out

@@ -75,7 +75,7 @@ def test_stack_to_mlp_keeps_the_hidden_forward_pass_exactly(make):
         hidden = layer.forward(hidden)
     np.testing.assert_array_equal(hidden, stack.transform(x))
     assert mlp.forward(x).shape == (200, 2)
-    assert [type(l).__name__ for l in mlp.layers] == ["Dense", "Sigmoid"] * 2 + ["Dense"]
+    assert [type(l).__name__ for l in mlp.layers] == ["Flatten"] + ["Dense", "Sigmoid"] * 2 + ["Dense"]
 
 
 def test_pretrained_mlp_fine_tunes_with_the_engine():
@@ -114,7 +114,7 @@ def test_save_load_round_trip(tmp_path):
     rbm.save(tmp_path / "rbm.h5")
     assert BernoulliRBM.load(tmp_path / "rbm.h5").visible == "gaussian"
     mlp = mlp_from_pretrained(tmp_path / "dbn.h5", n_classes=3)
-    np.testing.assert_array_equal(mlp.layers[2].params["W"], dbn.units[1].params["W"])
+    np.testing.assert_array_equal(mlp.layers[3].params["W"], dbn.units[1].params["W"])
 
 
 class Interrupt(Exception):

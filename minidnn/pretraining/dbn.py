@@ -43,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import io
-from ..layers import Dense
+from ..layers import Dense, Flatten
 from ..model import Sequential
 from ..optimizers import SGD
 from .rbm import BernoulliRBM, check_array
@@ -230,9 +230,12 @@ class GreedyStack:
         return out
 
     def to_mlp(self, n_classes: int | None, seed: int = 0, dtype="float32") -> Sequential:
-        """Sequential of each unit's Dense + activation, plus Dense(last, n_classes)
-        drawn (Glorot) from a Generator seeded by ``seed`` when n_classes is given."""
-        layers = [layer for unit in self.units for layer in unit.to_layers()]
+        """Flatten, then each unit's Dense + activation, plus Dense(last, n_classes)
+        drawn (Glorot) from a Generator seeded by ``seed`` when n_classes is given.
+
+        The leading Flatten lets the MLP take images (N, 1, 28, 28) as the
+        rest of the engine does; it is the identity on (N, 784)."""
+        layers = [Flatten()] + [layer for unit in self.units for layer in unit.to_layers()]
         if n_classes is not None:
             if int(n_classes) < 1:
                 raise ValueError(f"n_classes must be >= 1, got {n_classes}")
