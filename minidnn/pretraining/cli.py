@@ -133,8 +133,10 @@ def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
 
     autoencoder = kinds.add_parser("autoencoder", help="stacked autoencoders, MSE loss")
     _common_arguments(autoencoder)
-    autoencoder.add_argument("--encoder", choices=("sigmoid", "identity"), default="sigmoid")
-    autoencoder.add_argument("--decoder", choices=("sigmoid", "identity"), default="sigmoid")
+    autoencoder.add_argument("--encoder", choices=("sigmoid", "identity"), default="sigmoid",
+                             help="encoder nonlinearity f in y = f(Wx + b) (default %(default)s)")
+    autoencoder.add_argument("--decoder", choices=("sigmoid", "identity"), default="sigmoid",
+                             help="decoder nonlinearity g in x' = g(Wᵀy + c) (default %(default)s)")
     autoencoder.add_argument("--untied", action="store_true", help="separate decoder weights")
     autoencoder.set_defaults(func=run_autoencoder)
     return pretrain
