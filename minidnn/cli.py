@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from .table import format_table
+
 DATASETS = ("embedded", "mnist", "fashion-mnist")
 
 
@@ -71,13 +73,9 @@ def result_table(history, test: dict, seconds: float, out: str) -> str:
         rows.append((str(r["epoch"]), f"{r['train_loss']:.4f}", f"{100 * r.get('train_acc', 0):.2f}%",
                      f"{r.get('val_loss', float('nan')):.4f}", f"{100 * r.get('val_acc', 0):.2f}%",
                      f"{r['seconds']:.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    lines.append("-" * len(lines[0]))
-    lines.append(f"test loss {test['loss']:.4f}   test accuracy {100 * test['accuracy']:.2f}%   "
-                 f"training time {seconds:.1f}s   model saved to {out}")
-    return "\n".join(lines)
+    return format_table(rows, f"test loss {test['loss']:.4f}   test accuracy "
+                              f"{100 * test['accuracy']:.2f}%   training time {seconds:.1f}s   "
+                              f"model saved to {out}", right_align=True)
 
 
 def cmd_eval(args) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers.base import DTYPES, Layer
+from .table import format_table
 
 
 class Sequential:
@@ -117,13 +118,8 @@ class Sequential:
                 sum(v.nbytes for v in layer.buffers.values())
             total_bytes += nbytes
             rows.append((layer.name, repr(layer), shown, f"{layer.n_params:,}", f"{nbytes:,}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-        lines.insert(1, "-" * len(lines[0]))
-        lines.append("-" * len(lines[0]))
-        lines.append(f"total parameters: {self.n_params:,}   bytes: {total_bytes:,}   "
-                     f"dtype: {np.dtype(self.dtype).name}")
-        return "\n".join(lines)
+        return format_table(rows, f"total parameters: {self.n_params:,}   bytes: {total_bytes:,}   "
+                                  f"dtype: {np.dtype(self.dtype).name}")
 
     def get_config(self) -> dict:
         return {"dtype": np.dtype(self.dtype).name,

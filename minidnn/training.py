@@ -57,8 +57,12 @@ def _split_xy(data, what: str):
         raise ValueError(f"{what}: {len(x)} inputs but {len(y)} targets")
     if len(x) == 0:
         raise ValueError(f"{what} is empty")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise ValueError(f"{what} contains NaN or Inf inputs")
+    if np.issubdtype(x.dtype, np.floating):
+        # in chunks: a whole-array isfinite would hold a boolean copy of the data set
+        for start in range(0, len(x), 4096):
+            if not np.isfinite(x[start:start + 4096]).all():
+                raise ValueError(f"{what} contains NaN or Inf inputs "
+                                 f"(first in samples {start}..{start + 4095})")
     return x, y
 
 

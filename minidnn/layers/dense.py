@@ -100,3 +100,7 @@ class Dense(Layer):
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias, "init": self.init, "name": self.name}
+
+    def __repr__(self) -> str:
+        extra = "" if self.bias else ", bias=False"
+        return f"Dense({self.in_features}, {self.out_features}{extra})"
