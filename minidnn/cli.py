@@ -94,6 +94,10 @@ def cmd_info(args) -> int:
     import json
 
     from . import io
+    with io.open_h5(args.model) as h5:
+        pretrained = h5.attrs.get("format") == "minidnn-pretrained"
+    if pretrained:
+        return _info_pretrained(args.model)
     model = io.load(args.model)
     print(f"{args.model}  ({os.path.getsize(args.model):,} bytes on disk)")
     print(model.summary())
@@ -105,6 +109,18 @@ def cmd_info(args) -> int:
             last = training["history"][-1]
             print("last epoch: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                              for k, v in last.items()))
+    return 0
+
+
+def _info_pretrained(path) -> int:
+    """Summary of a `minidnn pretrain` file: its stack, state and the MLP it gives."""
+    from .pretraining.dbn import read_pretrained
+    stack, meta = read_pretrained(path)
+    print(f"{path}  ({os.path.getsize(path):,} bytes on disk)")
+    state = "complete" if meta["complete"] else f"unfinished checkpoint (at {meta['progress']})"
+    print(f"pretrained {stack!r}: {state}")
+    print("as an MLP for `minidnn train --init-from` (output layer not included):")
+    print(stack.to_mlp(None).summary())
     return 0
 
 

@@ -87,6 +87,8 @@ def test_pretrain_then_fine_tune_from_the_pretrained_file(tmp_path, capsys):
     dbn = tmp_path / "dbn.h5"
     assert run("pretrain", "rbm", "--layers", "784-32", "--epochs", 1, "--limit", 2000,
                "-o", dbn) == 0
+    assert run("info", dbn) == 0
+    assert "DBN(784-32): complete" in capsys.readouterr().out
     out = tmp_path / "ft.h5"
     assert run("train", "--quiet", "--init-from", dbn, "--epochs", 1, "--out", out) == 0
     assert "test accuracy" in capsys.readouterr().out
