@@ -69,6 +69,23 @@ class Layer:
     def from_config(cls, config: dict) -> "Layer":
         return cls(**config)
 
+    def set_weights(self, W: np.ndarray, b: np.ndarray | None = None) -> "Layer":
+        """Load weights (and optionally the bias), shape-checked: the seam
+        through which pretrained (RBM, autoencoder) weights enter a model."""
+        for key, value in (("W", W), ("b", b)):
+            if value is None:
+                continue
+            if key not in self.params:
+                raise ValueError(f"{self!r} has no {key} to set")
+            value = np.asarray(value)
+            expected = self.params[key].shape
+            if key == "b":
+                value = value.reshape(-1)
+            if value.shape != expected:
+                raise ValueError(f"{self!r}: {key} must have shape {expected}, got {value.shape}")
+            self.params[key] = value.astype(self.dtype, copy=True)
+        return self
+
     # -- shared helpers -----------------------------------------------------
     def cast(self, dtype) -> "Layer":
         """Convert parameters, gradients and float buffers to ``dtype``."""

@@ -81,22 +81,6 @@ class Conv2D(Layer):
             self.params["b"] = np.zeros(self.out_channels, dtype=self.dtype)
         self.zero_grads()
 
-    def set_weights(self, W: np.ndarray, b: np.ndarray | None = None) -> "Conv2D":
-        """Load weights W (out, in, kh, kw) and optionally b (out,), shape-checked."""
-        W = np.asarray(W)
-        if W.shape != self.weight_shape:
-            raise ValueError(f"{self!r}: W must have shape {self.weight_shape}, got {W.shape}")
-        self.params["W"] = W.astype(self.dtype, copy=True)
-        if b is not None:
-            if not self.bias:
-                raise ValueError(f"{self!r} has no bias to set")
-            b = np.asarray(b).reshape(-1)
-            if b.shape != (self.out_channels,):
-                raise ValueError(f"{self!r}: b must have shape ({self.out_channels},), "
-                                 f"got {b.shape}")
-            self.params["b"] = b.astype(self.dtype, copy=True)
-        return self
-
     # -- shapes ---------------------------------------------------------------------
     def _spatial_out(self, H: int, W: int) -> tuple[int, int]:
         OH = conv_output_size(H, self.kernel[0], self.strides[0], self.pads[0])

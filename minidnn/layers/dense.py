@@ -53,21 +53,6 @@ class Dense(Layer):
             self.params["b"] = np.zeros(self.out_features, dtype=self.dtype)
         self.zero_grads()
 
-    def set_weights(self, W: np.ndarray, b: np.ndarray | None = None) -> "Dense":
-        """Load pretrained weights (shape-checked): the pretraining seam."""
-        W = np.asarray(W)
-        if W.shape != self.params["W"].shape:
-            raise ValueError(f"{self!r}: W must have shape {self.params['W'].shape}, got {W.shape}")
-        self.params["W"] = W.astype(self.dtype, copy=True)
-        if b is not None:
-            if not self.bias:
-                raise ValueError(f"{self!r} has no bias to set")
-            b = np.asarray(b).reshape(-1)
-            if b.shape != (self.out_features,):
-                raise ValueError(f"{self!r}: b must have shape ({self.out_features},), got {b.shape}")
-            self.params["b"] = b.astype(self.dtype, copy=True)
-        return self
-
     def _forward_product(self, x):
         return x @ self.params["W"]
 
