@@ -192,8 +192,9 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         t0 = time.perf_counter()
         order = shuffle_rng.permutation(n)
         total_loss, correct = 0.0, 0
+        # disable=None: a bar on terminals only, not in redirected logs
         bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not progress, unit="batch")
+                   disable=None if progress else True, unit="batch")
         for b in bar:
             idx = order[b * batch_size:(b + 1) * batch_size]
             xb, yb = x[idx], y[idx]

@@ -134,7 +134,7 @@ def train_unit(unit, x: np.ndarray, config: PretrainConfig, rng: np.random.Gener
         order = rng.permutation(n)
         totals: dict[str, float] = {}
         bar = tqdm(range(n_batches), desc=f"{desc}epoch {epoch + 1}/{config.epochs}",
-                   leave=False, disable=not progress, unit="batch")
+                   leave=False, disable=None if progress else True, unit="batch")
         for b in bar:
             idx = np.sort(order[b * config.batch_size:(b + 1) * config.batch_size])
             xb = x[idx]
