@@ -194,11 +194,8 @@ class Autoencoder:
 
     @classmethod
     def load(cls, path) -> "Autoencoder":
-        from .dbn import load_pretrained
-        stack = load_pretrained(path)
-        if len(stack.units) != 1 or not isinstance(stack.units[0], cls):
-            raise ValueError(f"{path!r} holds {stack!r}, not a single Autoencoder")
-        return stack.units[0]
+        from .dbn import load_single_unit
+        return load_single_unit(path, cls)
 
 
 class StackedAutoencoder(GreedyStack):

@@ -424,6 +424,15 @@ def load_pretrained(path) -> GreedyStack:
     return read_pretrained(path)[0]
 
 
+def load_single_unit(path, unit_class):
+    """The one unit (an RBM or an autoencoder) a file saved by ``unit.save`` holds."""
+    stack = load_pretrained(path)
+    if len(stack.units) != 1 or not isinstance(stack.units[0], unit_class):
+        raise ValueError(f"{os.fspath(path)!r} holds {stack!r}, not a single "
+                         f"{unit_class.__name__}")
+    return stack.units[0]
+
+
 def mlp_from_pretrained(path, n_classes: int, seed: int = 0) -> Sequential:
     """The MLP a pretrained stack initialises: its encoders + Dense(last, n_classes).
 

@@ -389,12 +389,8 @@ class BernoulliRBM:
 
     @classmethod
     def load(cls, path) -> "BernoulliRBM":
-        from .dbn import load_pretrained
-        stack = load_pretrained(path)
-        if len(stack.units) != 1 or not isinstance(stack.units[0], cls):
-            raise ValueError(f"{path!r} holds a {type(stack).__name__} of {len(stack.units)} "
-                             f"units, not a single BernoulliRBM")
-        return stack.units[0]
+        from .dbn import load_single_unit
+        return load_single_unit(path, cls)
 
     def fit(self, x, config=None, seed: int = 0, checkpoint=None, resume: bool = False,
             progress: bool = False, log=None, **overrides) -> list:
