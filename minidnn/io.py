@@ -56,8 +56,7 @@ def write_model(h5: h5py.Group, model: Sequential, training: dict | None = None)
     layers = h5.create_group("layers")
     for layer in model.layers:
         group = layers.create_group(layer.name)
-        for kind in ("params", "buffers"):
-            store = getattr(layer, kind)
+        for kind, store in zip(("params", "buffers"), layer.state_for_file()):
             sub = group.create_group(kind)
             for key, value in store.items():
                 sub.create_dataset(key, data=np.asarray(value))
@@ -76,26 +75,39 @@ def read_model(h5: h5py.Group, where: str = "model file") -> Sequential:
         model = Sequential.from_config(json.loads(h5.attrs["architecture"]))
         for layer in model.layers:
             group = h5["layers"][layer.name]
-            for kind in ("params", "buffers"):
-                store = getattr(layer, kind)
-                saved = group[kind]
-                if set(saved.keys()) != set(store.keys()):
-                    raise ModelFileError(
-                        f"{where}: layer {layer.name} has {kind} {sorted(saved.keys())}, "
-                        f"its architecture expects {sorted(store.keys())}")
-                for key in saved:
-                    value = saved[key][()]
-                    if value.shape != store[key].shape:
-                        raise ModelFileError(
-                            f"{where}: {layer.name}/{kind}/{key} has shape {value.shape}, "
-                            f"expected {store[key].shape}")
-                    store[key] = value
-            layer.zero_grads()
+            stored = [{key: group[kind][key][()] for key in group[kind]}
+                      for kind in ("params", "buffers")]
+            try:
+                layer.load_state(*stored)
+            except ValueError as err:
+                raise ModelFileError(f"{where}: {err}") from err
     except ModelFileError:
         raise
     except (KeyError, ValueError, OSError, json.JSONDecodeError) as err:
         raise ModelFileError(f"{where} is damaged or incomplete: {err}") from err
     return model
+
+
+def write_state(group: h5py.Group, state: dict) -> None:
+    """Write a nested dict into ``group``: arrays as datasets, dicts as
+    subgroups, everything else as JSON attributes. Keys may contain "/"
+    (they are escaped as "|"). ``read_state`` gives it back."""
+    for key, value in state.items():
+        name = str(key).replace("/", "|")
+        if isinstance(value, dict):
+            write_state(group.create_group(name), value)
+        elif isinstance(value, np.ndarray):
+            group.create_dataset(name, data=value)
+        else:
+            group.attrs[name] = to_json(value)
+
+
+def read_state(group: h5py.Group) -> dict:
+    """The nested dict ``write_state`` wrote, with the original keys."""
+    state = {key.replace("|", "/"): json.loads(value) for key, value in group.attrs.items()}
+    for key, item in group.items():
+        state[key.replace("|", "/")] = read_state(item) if isinstance(item, h5py.Group) else item[()]
+    return state
 
 
 def open_h5(path, mode="r") -> h5py.File:

@@ -1,4 +1,4 @@
-"""SGD with momentum and weight decay, learning-rate schedules, parameter groups.
+"""SGD with momentum and weight decay, learning-rate schedules, per-layer overrides.
 
 Update rule (the form of Caffe and of the papers in SPEC.md, technique 4):
 
@@ -8,13 +8,22 @@ Update rule (the form of Caffe and of the papers in SPEC.md, technique 4):
 with η the learning rate, α the momentum, λ the weight decay (applied only
 to a layer's ``decay_params``: weights, not biases or batch-norm scales).
 
-Seams for the compression techniques:
+Computing a step is kept apart from applying it (as tinygrad's
+``_step``/``_apply_update`` and scikit-learn's ``_get_updates``): ``SGD``
+computes the float step ΔW, velocity always in a floating dtype, and hands it
+to ``layer.apply_update(name, ΔW)``. A layer that stores integer codes
+(technique 1) rounds there; the optimizer never sees the storage.
 
-* ``SGD._update(key, param, grad, hyper)`` computes one parameter's new
-  value; a subclass that updates only some rows (semi-synchronous updates)
-  or rounds the result onto a grid (randomized rounding) overrides it.
-* ``after_step`` callbacks run after every step with the model, for
-  projections such as re-imposing a sparsity pattern.
+Seams for update rules:
+
+* ``begin_step(model)`` runs before each minibatch's forward pass (``fit``
+  calls it); a rule that must tell layers something before the step
+  (semi-synchronous groups) overrides it.
+* ``_step_delta(key, layer, pname, grad, hyper)`` computes one parameter's
+  float step; a subclass that masks part of the gradient overrides it.
+* ``state_dict()`` is written to checkpoints whole (arrays as datasets, the
+  rest as JSON), so a subclass may add state of its own.
+* ``after_step`` callbacks run after every step with the model.
 """
 from __future__ import annotations
 
@@ -55,14 +64,24 @@ def schedule_from_config(config: dict | None):
 
 
 class SGD:
-    """Minibatch SGD with momentum, weight decay and per-layer groups.
+    """Minibatch SGD with momentum, weight decay and per-layer overrides.
 
-    ``groups`` maps a layer name to overrides of ``lr``, ``momentum`` and
-    ``weight_decay`` for that layer, e.g. ``{"dense_2": {"lr": 0.01}}``.
+    Args:
+        lr: learning rate η (before the schedule).
+        momentum: α in [0, 1).
+        weight_decay: λ, L2 decay on each layer's ``decay_params``.
+        schedule: epoch → learning rate (``ConstantLR`` by default, ``StepLR``).
+        per_layer: layer name → overrides of ``lr``, ``momentum`` and
+            ``weight_decay`` for that layer, e.g. ``{"dense_2": {"lr": 0.01}}``.
+        groups: old name of ``per_layer`` (kept so existing code runs).
     """
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
-                 schedule=None, groups: dict | None = None):
+                 schedule=None, per_layer: dict | None = None, groups: dict | None = None):
+        if groups is not None:
+            if per_layer is not None:
+                raise ValueError("SGD: give per_layer= (groups= is its old name), not both")
+            per_layer = groups
         for label, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"SGD {label} must be a finite number >= 0, got {value}")
@@ -70,7 +89,7 @@ class SGD:
             raise ValueError(f"SGD momentum must be < 1, got {momentum}")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.schedule = schedule or ConstantLR()
-        self.groups = dict(groups or {})
+        self.per_layer = dict(per_layer or {})
         self.velocity: dict[str, np.ndarray] = {}
         self.epoch = 0
         self.steps = 0
@@ -82,56 +101,69 @@ class SGD:
     def hyper(self, layer) -> dict:
         """The hyperparameters in force for ``layer`` at the current epoch."""
         h = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
-        h.update(self.groups.get(layer.name, {}))
+        h.update(self.per_layer.get(layer.name, {}))
         h["lr"] = self.schedule(h["lr"], self.epoch)
         return h
 
+    def begin_step(self, model) -> None:
+        """Called before each minibatch's forward pass; plain SGD does nothing."""
+
     def step(self, model) -> None:
-        """Apply one update to every parameter of ``model`` from its ``grads``."""
+        """Apply one update to every parameter of ``model`` from its ``grads``.
+
+        ``model`` is anything with ``.layers`` (a ``Sequential``, a list holder
+        for pretraining units); each layer has ``name``, ``params``, ``grads``,
+        ``decay_params`` and ``apply_update``."""
         for layer in model.layers:
             if not layer.params:
                 continue
             h = self.hyper(layer)
-            for pname, param in layer.params.items():
-                key = f"{layer.name}/{pname}"
+            for pname in layer.params:
                 hp = dict(h)
                 if pname not in layer.decay_params:
                     hp["weight_decay"] = 0.0
-                layer.params[pname] = self._update(key, param, layer.grads[pname], hp)
+                key = f"{layer.name}/{pname}"
+                delta = self._step_delta(key, layer, pname, layer.grads[pname], hp)
+                layer.apply_update(pname, delta)
         self.steps += 1
         for callback in self.after_step:
             callback(model, self)
 
-    def _update(self, key, param, grad, hyper):
+    def _step_delta(self, key, layer, pname, grad, hyper) -> np.ndarray:
+        """The float step ΔW = α·ΔW − η·(g + λ·W) for one parameter.
+
+        Returns the velocity itself when momentum is on (the layer must not
+        keep a reference to ``delta``)."""
         step = grad
         if hyper["weight_decay"]:
-            step = grad + hyper["weight_decay"] * param
-        lr = param.dtype.type(hyper["lr"])
-        if hyper["momentum"]:
-            v = self.velocity.get(key)
-            if v is None:
-                v = np.zeros_like(param)
-            v *= param.dtype.type(hyper["momentum"])
-            v -= lr * step
-            self.velocity[key] = v
-            param += v
-        else:
-            param -= lr * step
-        return param
+            step = grad + grad.dtype.type(hyper["weight_decay"]) * layer.param_value(pname)
+        lr = grad.dtype.type(hyper["lr"])
+        if not hyper["momentum"]:
+            return -lr * step
+        v = self.velocity.get(key)
+        if v is None:
+            v = np.zeros_like(grad)
+        v *= grad.dtype.type(hyper["momentum"])
+        v -= lr * step
+        self.velocity[key] = v
+        return v
 
     # -- checkpoint support -------------------------------------------------
     def get_config(self) -> dict:
         return {"type": "sgd", "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay, "schedule": self.schedule.get_config(),
-                "groups": self.groups}
+                "per_layer": self.per_layer}
 
     def state_dict(self) -> dict:
-        # copies: _update changes velocities in place, which would rewrite a saved snapshot
+        """Everything a resumed run needs: nested dicts of arrays and JSON values.
+
+        Checkpoints store it whole, so a subclass extends it with its own keys."""
+        # copies: steps change velocities in place, which would rewrite a saved snapshot
         return {"velocity": {k: v.copy() for k, v in self.velocity.items()},
                 "epoch": self.epoch, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.velocity = {k: np.array(v) for k, v in state["velocity"].items()}
+        self.velocity = {k: np.array(v) for k, v in state.get("velocity", {}).items()}
         self.epoch = int(state["epoch"])
         self.steps = int(state["steps"])
 
@@ -139,5 +171,6 @@ class SGD:
 def optimizer_from_config(config: dict) -> SGD:
     if config.get("type") != "sgd":
         raise ValueError(f"unknown optimizer {config!r}")
+    per_layer = config.get("per_layer", config.get("groups"))
     return SGD(config["lr"], config["momentum"], config["weight_decay"],
-               schedule_from_config(config.get("schedule")), config.get("groups"))
+               schedule_from_config(config.get("schedule")), per_layer=per_layer)

@@ -116,11 +116,7 @@ def write_checkpoint(path, model, optimizer, shuffle_rng, epoch: int, history: H
         ck.attrs["history"] = io.to_json(history.epochs)
         ck.attrs["rng_states"] = io.to_json(_rng_states(model, shuffle_rng))
         ck.attrs["optimizer"] = io.to_json(optimizer.get_config())
-        state = optimizer.state_dict()
-        ck.attrs["optimizer_steps"] = state["steps"]
-        vel = ck.create_group("velocity")
-        for key, value in state["velocity"].items():
-            vel.create_dataset(key.replace("/", "|"), data=value)
+        io.write_state(ck.create_group("optimizer_state"), optimizer.state_dict())
     io.atomic_write(path, write)
 
 
@@ -136,14 +132,12 @@ def read_checkpoint(path, model, optimizer, shuffle_rng) -> tuple[int, History]:
             raise ValueError(f"checkpoint {os.fspath(path)!r} holds a different architecture "
                              f"than the model being trained; start a new run or match the model")
         for live, stored in zip(model.layers, saved.layers):
-            live.params = {k: v.astype(live.dtype) for k, v in stored.params.items()}
-            live.buffers = {k: v.astype(live.dtype) if np.issubdtype(v.dtype, np.floating) else v
-                            for k, v in stored.buffers.items()}
-            live.zero_grads()
+            live.load_state(*stored.state_for_file())
         ck = h5["checkpoint"]
-        velocity = {key.replace("|", "/"): ck["velocity"][key][()] for key in ck["velocity"]}
-        optimizer.load_state_dict({"velocity": velocity, "epoch": int(ck.attrs["epoch"]),
-                                   "steps": int(ck.attrs["optimizer_steps"])})
+        if "optimizer_state" not in ck:
+            raise io.ModelFileError(f"checkpoint {os.fspath(path)!r} was written by an older "
+                                    f"minidnn (no optimizer_state); start a new run")
+        optimizer.load_state_dict(io.read_state(ck["optimizer_state"]))
         _set_rng_states(model, shuffle_rng, json.loads(ck.attrs["rng_states"]))
         history = History(json.loads(ck.attrs["history"]))
         return int(ck.attrs["epoch"]), history
@@ -198,6 +192,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         for b in bar:
             idx = order[b * batch_size:(b + 1) * batch_size]
             xb, yb = x[idx], y[idx]
+            optimizer.begin_step(model)
             out = model.forward(xb, training=True)
             batch_loss, grad = loss(out, yb)
             if not math.isfinite(batch_loss):

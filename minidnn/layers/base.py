@@ -12,6 +12,19 @@ A layer is a small object with
   statistics, a quantized layer's gain);
 * ``get_config()`` / ``from_config``: a layer can be rebuilt from its config.
 
+Three hooks let a layer hold its weights in a form other than a float array
+(integer codes on a grid, a CSR structure) without the optimizer, the model
+files or the checkpoints knowing about it:
+
+* ``apply_update(name, delta)``: the optimizer computes a float step (momentum
+  and weight decay in float) and the layer applies it; the default adds it in
+  place, a quantized layer rounds the result back onto its grid.
+  ``param_value(name)`` is the float value weight decay acts on.
+* ``state_for_file()`` / ``load_state(params, buffers)``: what goes into a model
+  file and how it comes back; the default checks names and shapes against the
+  freshly built layer, a layer whose stored arrays change shape (a random
+  nnz, packed codes) overrides it and checks its own invariant.
+
 No layer knows about optimizers, files or the command line.
 """
 from __future__ import annotations
@@ -28,11 +41,32 @@ def as_generator(rng) -> np.random.Generator:
     return np.random.default_rng(rng)
 
 
-class Layer:
-    """Base class: a layer without parameters (activations, pooling, ...)."""
+class ParamHolder:
+    """What an optimizer needs of anything that holds trainable parameters:
+    ``params``/``grads`` dicts with the same keys, ``decay_params`` and how an
+    update lands. ``Layer`` and the pretraining blocks (RBM, autoencoder)
+    share it, so ``SGD.step`` treats them alike."""
 
     #: names of parameters that weight decay applies to (not biases, not BN)
     decay_params: tuple[str, ...] = ()
+
+    def apply_update(self, name: str, delta: np.ndarray) -> None:
+        """Apply the optimizer's float step ``delta`` to parameter ``name``.
+
+        The default is ``params[name] += delta`` in place. A layer that stores
+        its weights in another form (integer codes on a grid) overrides this:
+        the optimizer never needs to know the storage."""
+        param = self.params[name]
+        param += delta.astype(param.dtype, copy=False)
+
+    def param_value(self, name: str) -> np.ndarray:
+        """The float value of parameter ``name`` (what weight decay acts on)."""
+        return self.params[name]
+
+
+
+class Layer(ParamHolder):
+    """Base class: a layer without parameters (activations, pooling, ...)."""
 
     def __init__(self, name: str | None = None):
         self.name = name
@@ -86,6 +120,37 @@ class Layer:
             self.params[key] = value.astype(self.dtype, copy=True)
         return self
 
+    # -- how state is stored ------------------------------------------------------
+    def state_for_file(self) -> tuple[dict, dict]:
+        """The ``(params, buffers)`` arrays a model file stores for this layer."""
+        return self.params, self.buffers
+
+    def load_state(self, params: dict, buffers: dict) -> None:
+        """Take the arrays read from a file (or checkpoint) into this layer.
+
+        The layer was just rebuilt from its config, so its own arrays say which
+        names and shapes to expect. Floating arrays are cast to the layer's
+        dtype; others (integer codes, indices) keep their exact dtype.
+        Raises ValueError naming the array that does not fit."""
+        for kind, stored, live in (("params", params, self.params),
+                                   ("buffers", buffers, self.buffers)):
+            if set(stored) != set(live):
+                raise ValueError(f"layer {self.name} has {kind} {sorted(stored)}, "
+                                 f"its architecture expects {sorted(live)}")
+            for key, value in stored.items():
+                value = np.asarray(value)
+                if value.shape != live[key].shape:
+                    raise ValueError(f"{self.name}/{kind}/{key} has shape {value.shape}, "
+                                     f"expected {live[key].shape}")
+                if np.issubdtype(live[key].dtype, np.floating):
+                    live[key] = value.astype(self.dtype, copy=True)
+                elif value.dtype != live[key].dtype:
+                    raise ValueError(f"{self.name}/{kind}/{key} has dtype {value.dtype}, "
+                                     f"expected {live[key].dtype}")
+                else:
+                    live[key] = value.copy()
+        self.zero_grads()
+
     # -- shared helpers -----------------------------------------------------
     def cast(self, dtype) -> "Layer":
         """Convert parameters, gradients and float buffers to ``dtype``."""
@@ -97,8 +162,11 @@ class Layer:
         return self
 
     def zero_grads(self) -> None:
+        """Zero gradients, always floating (a parameter held as integer codes
+        has a float gradient with respect to its value)."""
         for key, value in self.params.items():
-            self.grads[key] = np.zeros_like(value)
+            dtype = value.dtype if np.issubdtype(value.dtype, np.floating) else self.dtype
+            self.grads[key] = np.zeros(value.shape, dtype=dtype)
 
     @property
     def n_params(self) -> int:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers.activations import sigmoid
-from ..layers.base import as_generator
+from ..layers.base import ParamHolder, as_generator
 from .dbn import GreedyStack, parse_layer_sizes
 from .rbm import check_array
 
@@ -42,7 +42,7 @@ def _derivative_from_output(kind: str, out: np.ndarray):
     return out * (1 - out) if kind == "sigmoid" else None
 
 
-class Autoencoder:
+class Autoencoder(ParamHolder):
     """One autoencoder layer: ``Autoencoder(784, 500, encoder="sigmoid", decoder="sigmoid",
     tied=True, rng=0)``. W starts Glorot-uniform, biases at 0."""
 

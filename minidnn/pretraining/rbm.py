@@ -38,7 +38,7 @@ import numpy as np
 
 from ..kernels.rbm_kernels import sigmoid_bias, sigmoid_sample
 from ..layers.activations import sigmoid
-from ..layers.base import as_generator
+from ..layers.base import ParamHolder, as_generator
 
 #: largest number of units on the smaller side that exact enumeration will sum over
 MAX_ENUMERATED_UNITS = 20
@@ -81,7 +81,7 @@ def check_array(x, n_features: int, owner: str, what: str = "input") -> np.ndarr
     return x
 
 
-class BernoulliRBM:
+class BernoulliRBM(ParamHolder):
     """RBM with binary hidden units and Bernoulli (or Gaussian) visible units.
 
     Parameters live in ``params`` (``W`` (n_visible, n_hidden),
