@@ -103,7 +103,7 @@ class Sequential:
     def summary(self, input_shape: tuple[int, ...] | None = None) -> str:
         """A table of layers, output shapes, parameter counts and bytes."""
         shape = tuple(input_shape or self.input_shape or ()) or None
-        rows = [("layer", "type", "output shape", "params", "bytes")]
+        rows = [("layer", "type", "output shape", "params", "storage", "bytes")]
         total_bytes = 0
         for layer in self.layers:
             if shape is not None:
@@ -114,10 +114,10 @@ class Sequential:
                     shape, shown = None, "?"
             else:
                 shown = "?"
-            nbytes = sum(v.nbytes for v in layer.params.values()) + \
-                sum(v.nbytes for v in layer.buffers.values())
+            nbytes = layer.storage_bytes()
             total_bytes += nbytes
-            rows.append((layer.name, repr(layer), shown, f"{layer.n_params:,}", f"{nbytes:,}"))
+            rows.append((layer.name, repr(layer), shown, f"{layer.n_params:,}",
+                         layer.storage_format(), f"{nbytes:,}"))
         return format_table(rows, f"total parameters: {self.n_params:,}   bytes: {total_bytes:,}   "
                                   f"dtype: {np.dtype(self.dtype).name}")
 

@@ -125,6 +125,21 @@ class Layer(ParamHolder):
         """The ``(params, buffers)`` arrays a model file stores for this layer."""
         return self.params, self.buffers
 
+    def storage_format(self) -> str:
+        """How the weights are held, in words, for ``summary`` and ``minidnn info``.
+
+        The default names the parameters' dtypes (``"float32"``); a compressed
+        layer says what it stores instead (``"ternary, 2 bits/weight"``,
+        ``"CSR, density 0.04"``, ``"pattern 6_2_0_1_0"``)."""
+        dtypes = sorted({np.dtype(v.dtype).name for v in self.params.values()})
+        return "/".join(dtypes) if dtypes else "-"
+
+    def storage_bytes(self) -> int:
+        """Bytes of the arrays a model file stores for this layer (params and buffers)."""
+        params, buffers = self.state_for_file()
+        return int(sum(np.asarray(v).nbytes for v in params.values()) +
+                   sum(np.asarray(v).nbytes for v in buffers.values()))
+
     def load_state(self, params: dict, buffers: dict) -> None:
         """Take the arrays read from a file (or checkpoint) into this layer.
 
