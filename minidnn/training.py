@@ -236,7 +236,7 @@ def _describe_changes(changes: dict) -> str:
 
 # -- the loop ------------------------------------------------------------------------
 
-def _resolve_drop_last(model, drop_last) -> bool:
+def resolve_drop_last(model, drop_last) -> bool:
     """``drop_last=None`` means: drop the short last batch iff the model has batch norm."""
     if drop_last is None:
         return any(isinstance(layer, BatchNorm) for layer in model.layers)
@@ -285,17 +285,17 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     """
     x, y = _split_xy(train, "training data")
     if val is not None:
-        _split_xy(val, "validation data")
+        val = _split_xy(val, "validation data")
     epochs = check_positive_int(epochs, "fit: epochs")
     batch_size = check_positive_int(batch_size, "fit: batch_size")
     if divergence_factor is not None and not divergence_factor > 1:
         raise ValueError(f"fit: divergence_factor must be > 1 (or None), got {divergence_factor}")
-    if keep_best and (val is None or np.asarray(val[1]).ndim != 1):
+    if keep_best and (val is None or val[1].ndim != 1):
         raise ValueError("fit: keep_best=True needs validation data with class labels (val=)")
     loss = loss or SoftmaxCrossEntropy()
     log = log or (lambda line: None)
     n = len(x)
-    drop_last = _resolve_drop_last(model, drop_last)
+    drop_last = resolve_drop_last(model, drop_last)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     if n_batches == 0:
         raise ValueError(f"fit: {n} training samples make no full batch of {batch_size}, and "
