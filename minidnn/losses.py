@@ -46,14 +46,15 @@ class SoftmaxCrossEntropy:
                                  f"got range [{target.min()}, {target.max()}]")
             onehot = np.zeros_like(logits)
             onehot[np.arange(n), target] = 1
-            loss = -logp[np.arange(n), target].sum() / n
+            # summed in float64: a float32 sum of finite per-sample losses may overflow
+            loss = -logp[np.arange(n), target].sum(dtype=np.float64) / n
         else:
             if target.shape != logits.shape:
                 raise ValueError(f"SoftmaxCrossEntropy: targets of shape {target.shape} for "
                                  f"logits of shape {logits.shape}; give class labels (batch,) "
                                  f"or probabilities (batch, {k})")
             onehot = target.astype(logits.dtype)
-            loss = -(onehot * np.where(onehot != 0, logp, 0)).sum() / n
+            loss = -(onehot * np.where(onehot != 0, logp, 0)).sum(dtype=np.float64) / n
         grad = (np.exp(logp) - onehot) / logits.dtype.type(n)
         return float(loss) + 0.0, grad.astype(logits.dtype, copy=False)  # + 0.0: no -0.0
 
