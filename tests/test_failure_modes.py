@@ -348,7 +348,7 @@ def test_a_damaged_cache_is_warned_about_and_skipped(isolated_data, damage):
     path = cache.cache_path("mnist")
     path.parent.mkdir(parents=True)
     good = _valid_npz_bytes(isolated_data)
-    path.write_bytes({"garbage": b"\x00garbage" * 100, "truncated": good[:len(good) // 2],
+    path.write_bytes({"garbage": b"PK\x03\x04garbage" * 100, "truncated": good[:len(good) // 2],
                       "empty": b"", "bad member": good[:40] + b"\xff" * 60 + good[100:]}[damage])
     with pytest.warns(UserWarning, match="ignoring unreadable cache"):
         assert cache.read_cache(registry.MNIST) is None
