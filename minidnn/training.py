@@ -75,15 +75,17 @@ def _split_xy(data, what: str):
         raise ValueError(f"{what}: {len(x)} inputs but {len(y)} targets")
     if len(x) == 0:
         raise ValueError(f"{what} is empty")
-    if np.issubdtype(x.dtype, np.floating):
+    for array, name, kind in ((x, "x", "inputs"), (y, "y", "targets")):
+        if not np.issubdtype(array.dtype, np.floating):
+            continue
         # in chunks: a whole-array isfinite would hold a boolean copy of the data set
-        for start in range(0, len(x), 4096):
-            chunk = x[start:start + 4096]
+        for start in range(0, len(array), 4096):
+            chunk = array[start:start + 4096]
             finite = np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
             if not finite.all():
                 first = start + int(np.argmin(finite))
-                raise ValueError(f"{what} contains NaN or Inf inputs (first in sample {first}, "
-                                 f"x[{first}])")
+                raise ValueError(f"{what} contains NaN or Inf {kind} (first in sample {first}, "
+                                 f"{name}[{first}])")
     return x, y
 
 
@@ -221,9 +223,10 @@ def _changed_settings(path, settings: dict) -> dict:
     """{setting: [checkpoint's value, this run's value]} for the settings that
     differ; a setting the checkpoint did not record is not compared."""
     stored = io.read_training_info(path)
-    before = {k: stored[k] for k in ("batch_size", "seed", "drop_last") if k in stored}
+    compared = ("batch_size", "seed", "drop_last", "dataset")
+    before = {k: stored[k] for k in compared if k in stored}
     before.update({f"optimizer.{k}": v for k, v in stored.get("optimizer", {}).items()})
-    now = {k: settings[k] for k in ("batch_size", "seed", "drop_last")}
+    now = {k: settings[k] for k in compared if k in settings}
     now.update({f"optimizer.{k}": v for k, v in settings["optimizer"].items()})
     now = json.loads(io.to_json(now))          # compare as the file stores them
     return {k: [before[k], now[k]] for k in now if k in before and before[k] != now[k]}
@@ -255,8 +258,8 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     ``seed``, runs forward/backward/``optimizer.step`` per minibatch, then
     evaluates on ``val`` (if given) and writes ``checkpoint`` (if given)
     atomically. ``resume=True`` continues from ``checkpoint`` when it exists;
-    it refuses a checkpoint written with another batch size, seed, drop_last or
-    optimizer setting (lr, momentum, ...) unless ``resume_with_changes=True``,
+    it refuses a checkpoint written with another batch size, seed, drop_last,
+    data set (``info["dataset"]``) or optimizer setting (lr, momentum, ...) unless ``resume_with_changes=True``,
     which logs the change and records it in the history (``"changed"``).
     ``log`` receives one line per epoch (``None`` silences it).
 
@@ -268,7 +271,8 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     off). Then ``TrainingDiverged`` is raised, saying at which epoch and what
     was kept: the diverged epoch is never written to ``checkpoint`` (the last
     good one stays there), and the model in memory is rolled back to its state
-    after the last good epoch (weights, buffers, optimizer state).
+    after the last good epoch (weights, buffers, optimizer state), or with
+    ``keep_best`` to the best epoch's weights.
 
     ``drop_last``: skip the short last minibatch of each epoch. The default
     (None) drops it when the model has batch norm, whose statistics are wrong
@@ -309,6 +313,8 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     history, start_epoch = History(), 0
     settings = {"batch_size": batch_size, "seed": seed, "drop_last": drop_last,
                 "optimizer": optimizer.get_config()}
+    if info and "dataset" in info:
+        settings["dataset"] = info["dataset"]
     training_info = {"epochs": epochs, **settings,
                      "loss": getattr(loss, "name", type(loss).__name__), **(info or {})}
 
@@ -349,6 +355,10 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
                                                  if batch is not None else "")
         rolled = (f"the model in memory was rolled back to its state after epoch {epoch}"
                   if epoch else "the model in memory was rolled back to its initial weights")
+        if keep_best and best is not None:      # what the caller asked to keep
+            _restore(model, best[2])
+            rolled = (f"the model in memory holds the weights of epoch {best[0]}, the best by "
+                      f"validation accuracy ({100 * best[1]:.2f}%)")
         if checkpoint is None:
             kept = "no checkpoint was asked for"
         elif written_epoch is not None:

@@ -504,3 +504,49 @@ def test_cli_train_prints_each_epoch_once(tmp_path, capsys):
     for record in io.read_training_info(out)["history"]:
         assert printed.count(f"{record['train_loss']:.4f}") == 1
     assert "test accuracy" in printed
+
+
+# == relatives ==========================================================================
+
+def test_nan_targets_are_named_like_nan_inputs():
+    x = np.zeros((10, 12), np.float32)
+    t = np.zeros((10, 3), np.float32)
+    t[7, 1] = np.nan
+    model = md.Sequential([md.Dense(12, 3)])
+    with pytest.raises(ValueError, match=r"NaN or Inf targets \(first in sample 7, y\[7\]\)"):
+        md.fit(model, (x, t), epochs=1, batch_size=5, optimizer=md.SGD(0.1), loss=md.MSE(),
+               progress=False, log=None)
+
+
+def test_resume_refuses_another_data_set(tmp_path):
+    ck = tmp_path / "run.ckpt.h5"
+    train(relu_net(), toy_problem(), 1, checkpoint=ck, info={"dataset": "mnist"})
+    with pytest.raises(ValueError, match="dataset 'mnist' -> 'fashion-mnist'"):
+        train(relu_net(), toy_problem(), 2, checkpoint=ck, resume=True,
+              info={"dataset": "fashion-mnist"})
+
+
+class BlowUpAfter:
+    """A schedule: the base rate for ``epochs`` epochs, then 1e6 (a divergence)."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def __call__(self, base_lr, epoch):
+        return base_lr if epoch < self.epochs else 1e6
+
+    def get_config(self):
+        return {"type": "blow-up", "after": self.epochs}
+
+
+def test_divergence_with_keep_best_leaves_the_best_epoch_in_memory():
+    data, val = _noisy_val_problem()
+    reference = relu_net()
+    best_epoch = train(reference, data, 3, val=val, keep_best=True,
+                       optimizer=md.SGD(0.3, momentum=0.9)).best_epoch
+    model = relu_net()
+    with pytest.raises(TrainingDiverged, match=f"epoch 4/6.*holds the weights of epoch "
+                                               f"{best_epoch}, the best by validation accuracy"):
+        train(model, data, 6, val=val, keep_best=True,
+              optimizer=md.SGD(0.3, momentum=0.9, schedule=BlowUpAfter(3)))
+    assert params_equal(model, reference)
