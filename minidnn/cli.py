@@ -45,7 +45,8 @@ def cmd_train(args) -> int:
     from .training import TrainingDiverged, evaluate, fit, resolve_drop_last
 
     say = (lambda line: None) if args.quiet else print
-    splits = _load_data(args, log=say)
+    data_source = []
+    splits = _load_data(args, log=lambda line: (data_source.append(line), say(line)))
     input_shape = splits.train.x.shape[1:]
     n_classes = int(splits.train.y.max()) + 1
     if args.init_from:
@@ -85,6 +86,7 @@ def cmd_train(args) -> int:
                                   "seed": args.seed, "optimizer": optimizer.get_config(),
                                   "drop_last": resolve_drop_last(model, args.drop_last),
                                   "best_epoch": history.best_epoch,
+                                  "data_source": data_source[0] if data_source else None,
                                   "history": history.epochs, "test": test})
     if args.quiet:
         print(result_table(history, test, seconds, out))

@@ -175,7 +175,18 @@ def write_checkpoint(path, model, optimizer, shuffle_rng, epoch: int, history: H
 
 
 def read_checkpoint(path, model, optimizer, shuffle_rng) -> tuple[int, History]:
-    """Load weights, optimizer and RNG states from ``path`` into the live objects."""
+    """Load weights, optimizer and RNG states from ``path`` into the live objects.
+
+    A checkpoint that lacks a part or holds unreadable JSON is a ModelFileError."""
+    try:
+        return _read_checkpoint(path, model, optimizer, shuffle_rng)
+    except (KeyError, json.JSONDecodeError) as err:
+        raise io.ModelFileError(f"checkpoint {os.fspath(path)!r} is damaged or incomplete "
+                                f"({type(err).__name__}: {err}); start a new run or restore "
+                                f"it") from err
+
+
+def _read_checkpoint(path, model, optimizer, shuffle_rng) -> tuple[int, History]:
     with io.open_h5(path) as h5:
         if "checkpoint" not in h5:
             raise io.ModelFileError(f"{os.fspath(path)!r} is a model file, not a training checkpoint")
@@ -332,6 +343,10 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
                     f"resume_with_changes=True (--resume-with-changes) to continue with the "
                     f"new ones; the change is then recorded in the history")
             start_epoch, history = read_checkpoint(checkpoint, model, optimizer, shuffle_rng)
+            if start_epoch > epochs:
+                raise ValueError(f"checkpoint {os.fspath(checkpoint)!r} is already at epoch "
+                                 f"{start_epoch}, beyond epochs={epochs}; ask for epochs >= "
+                                 f"{start_epoch} to continue it, or start a new run")
             resumed = True
             log(f"resumed from {checkpoint} after epoch {start_epoch}")
             if changes:

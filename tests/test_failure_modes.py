@@ -397,6 +397,7 @@ def test_cli_train_says_where_its_data_came_from_and_stops_on_a_bad_data_dir(tmp
     assert run("train", "--arch", "mlp:784-8-10", "--epochs", 1, "--out", out) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("data: ")]
     assert len(lines) == 1 and "embedded MNIST subset" in lines[0]
+    assert io.read_training_info(out)["data_source"] == lines[0]
     assert run("train", "--dataset", "mnist", "--data-dir", tmp_path / "nope", "--out", out) == 1
     assert "named by data_dir cannot be used" in capsys.readouterr().err
 
@@ -550,3 +551,27 @@ def test_divergence_with_keep_best_leaves_the_best_epoch_in_memory():
         train(model, data, 6, val=val, keep_best=True,
               optimizer=md.SGD(0.3, momentum=0.9, schedule=BlowUpAfter(3)))
     assert params_equal(model, reference)
+
+
+def test_train_help_says_momentum_follows_caffe_and_offers_pytorch(capsys):
+    from minidnn.cli import build_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "in Caffe's form by default" in text and "--momentum-form {caffe,pytorch}" in text
+
+
+def test_a_checkpoint_missing_a_part_is_a_clear_error(tmp_path):
+    ck = tmp_path / "run.ckpt.h5"
+    train(relu_net(), toy_problem(), 1, checkpoint=ck)
+    with h5py.File(ck, "a") as h5:
+        del h5["checkpoint"].attrs["rng_states"]
+    with pytest.raises(io.ModelFileError, match="damaged or incomplete.*rng_states"):
+        train(relu_net(), toy_problem(), 2, checkpoint=ck, resume=True)
+
+
+def test_resume_refuses_a_checkpoint_already_past_the_asked_epochs(tmp_path):
+    ck = tmp_path / "run.ckpt.h5"
+    train(relu_net(), toy_problem(), 2, checkpoint=ck)
+    with pytest.raises(ValueError, match="already at epoch 2, beyond epochs=1"):
+        train(relu_net(), toy_problem(), 1, checkpoint=ck, resume=True)
