@@ -46,7 +46,11 @@ def cmd_train(args) -> int:
 
     say = (lambda line: None) if args.quiet else print
     data_source = []
-    splits = _load_data(args, log=lambda line: (data_source.append(line), say(line)))
+
+    def say_source(line):        # shown, and kept in the model file's training info
+        data_source.append(line)
+        say(line)
+    splits = _load_data(args, log=say_source)
     input_shape = splits.train.x.shape[1:]
     n_classes = int(splits.train.y.max()) + 1
     if args.init_from:

@@ -269,9 +269,10 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     ``seed``, runs forward/backward/``optimizer.step`` per minibatch, then
     evaluates on ``val`` (if given) and writes ``checkpoint`` (if given)
     atomically. ``resume=True`` continues from ``checkpoint`` when it exists;
-    it refuses a checkpoint written with another batch size, seed, drop_last,
-    data set (``info["dataset"]``) or optimizer setting (lr, momentum, ...) unless ``resume_with_changes=True``,
-    which logs the change and records it in the history (``"changed"``).
+    it refuses a checkpoint written with another batch size, seed,
+    drop_last, data set (``info["dataset"]``) or optimizer setting (lr,
+    momentum, ...) unless ``resume_with_changes=True``, which logs the change
+    and records it in the history (``"changed"``).
     ``log`` receives one line per epoch (``None`` silences it).
 
     Divergence rule: training has diverged when (1) a minibatch loss is NaN
