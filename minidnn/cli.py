@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(NumPy + Numba, no deep-learning framework).")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    common.add_argument("--threads", type=int, default=None,
+                        help="threads for BLAS and the Numba kernels (default: the cores this "
+                             "process may use); see minidnn.configure_threads")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", parents=[common], help="train a network and save it as HDF5",
@@ -198,6 +201,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        from .threads import configure_threads
+        configure_threads(getattr(args, "threads", None))
         return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted; rerun with --resume to continue from the last checkpoint",
