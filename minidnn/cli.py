@@ -34,7 +34,8 @@ def cmd_train(args) -> int:
     from .optimizers import SGD, StepLR
     from .training import evaluate, fit
 
-    splits = _load_data(args)
+    from .data.transforms import configure_inputs
+    splits, transform, input_info = configure_inputs(args, _load_data(args))
     input_shape = splits.train.x.shape[1:]
     n_classes = int(splits.train.y.max()) + 1
     if args.init_from:
@@ -55,15 +56,15 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()
     history = fit(model, splits.train, splits.val, epochs=args.epochs, batch_size=args.batch_size,
                   optimizer=optimizer, seed=args.seed, checkpoint=checkpoint, resume=args.resume,
-                  progress=not args.quiet, log=say,
+                  progress=not args.quiet, log=say, transform=transform,
                   info={"dataset": args.dataset, "architecture": args.arch,
-                        "init_from": args.init_from})
+                        "init_from": args.init_from, **input_info})
     seconds = time.perf_counter() - t0
     test = evaluate(model, splits.test)
     io.save(model, out, training={"dataset": args.dataset, "architecture": args.arch,
                                   "epochs": args.epochs, "batch_size": args.batch_size,
                                   "seed": args.seed, "optimizer": optimizer.get_config(),
-                                  "history": history.epochs, "test": test})
+                                  "history": history.epochs, "test": test, **input_info})
     print(result_table(history, test, seconds, out))
     return 0
 
@@ -82,9 +83,13 @@ def result_table(history, test: dict, seconds: float, out: str) -> str:
 def cmd_eval(args) -> int:
     from . import io
     from .training import evaluate
+    from .data.transforms import transform_from_config
     model = io.load(args.model)
     splits = _load_data(args)
     data = getattr(splits, args.split)
+    normalize = transform_from_config((io.read_training_info(args.model) or {}).get("input_transform"))
+    if normalize is not None:      # the model was trained on normalised inputs
+        data = type(data)(normalize(data.x), data.y)
     result = evaluate(model, data, batch_size=args.batch_size)
     print(f"{args.model} on {args.dataset}/{args.split} ({len(data)} samples): "
           f"loss {result['loss']:.4f}  accuracy {100 * result['accuracy']:.2f}%")
@@ -162,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="model.h5", help="output model file (default %(default)s)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file written every epoch (default: OUT with .ckpt.h5)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
+    from .data.transforms import add_input_options
+    add_input_options(p)
     p.add_argument("--init-from", default=None, metavar="FILE.h5",
                    help="start from pretrained weights (an RBM/DBN/autoencoder file from `minidnn pretrain`)")
     p.set_defaults(func=cmd_train)

@@ -147,7 +147,8 @@ def read_checkpoint(path, model, optimizer, shuffle_rng) -> tuple[int, History]:
 
 def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, optimizer,
         loss=None, seed: int = 0, checkpoint=None, resume: bool = False,
-        progress: bool = True, log=print, info: dict | None = None) -> History:
+        progress: bool = True, log=print, info: dict | None = None,
+        transform=None) -> History:
     """Train ``model`` on ``train`` = (x, y) with minibatch SGD.
 
     Each epoch reshuffles the training set with a Generator seeded by
@@ -156,6 +157,10 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     atomically. ``resume=True`` continues from ``checkpoint`` when it exists.
     A NaN/Inf loss raises TrainingDiverged and leaves the last checkpoint as
     it was. ``log`` receives one line per epoch (``None`` silences it).
+    ``transform(xb, rng)``, if given, maps each training minibatch before the
+    forward pass (augmentation, e.g. ``minidnn.data.transforms.RandomCropFlip``);
+    it draws from the Generator that shuffles, which every checkpoint saves, so
+    a resumed run sees the same augmented batches bit for bit.
     """
     x, y = _split_xy(train, "training data")
     if val is not None:
@@ -192,6 +197,8 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         for b in bar:
             idx = order[b * batch_size:(b + 1) * batch_size]
             xb, yb = x[idx], y[idx]
+            if transform is not None:
+                xb = transform(xb, shuffle_rng)
             optimizer.begin_step(model)
             out = model.forward(xb, training=True)
             batch_loss, grad = loss(out, yb)

@@ -125,3 +125,55 @@ class RandomCropFlip:
 
     def __repr__(self) -> str:
         return f"RandomCropFlip(padding={self.padding}, flip={self.flip})"
+
+
+# -- the training data pipeline of the CLI ------------------------------------------
+
+class TrainTransform:
+    """What ``fit(transform=...)`` applies to each training minibatch: the
+    augmentation (on pixel/255 images, so crops pad with black, as usual), then
+    the normalisation."""
+
+    def __init__(self, augment: RandomCropFlip | None, normalize: ChannelNormalize | None):
+        self.augment, self.normalize = augment, normalize
+
+    def __call__(self, x, rng):
+        if self.augment is not None:
+            x = self.augment(x, rng)
+        if self.normalize is not None:
+            x = self.normalize(x)
+        return x
+
+
+def add_input_options(parser) -> None:
+    """``--augment`` and ``--normalize`` for ``minidnn train``."""
+    parser.add_argument("--augment", action="store_true",
+                        help="random crop after 4-pixel zero padding and random horizontal "
+                             "flip of each training image (seeded by --seed, resumable)")
+    parser.add_argument("--normalize", choices=("none", "channel"), default="none",
+                        help="'channel': subtract each channel's training mean and divide by "
+                             "its std (stored in the model file, applied by `minidnn eval`)")
+
+
+def configure_inputs(args, splits):
+    """(splits with val/test normalised, fit's transform or None, info for the model file)."""
+    from .dataset import Dataset, Splits
+    normalize = ChannelNormalize.fit(splits.train.x) if args.normalize == "channel" else None
+    augment = RandomCropFlip(4) if args.augment else None
+    info = {"augment": augment.get_config() if augment else None,
+            "input_transform": normalize.get_config() if normalize else None}
+    if normalize is None and augment is None:
+        return splits, None, info
+    if normalize is not None:
+        splits = Splits(splits.train, Dataset(normalize(splits.val.x), splits.val.y),
+                        Dataset(normalize(splits.test.x), splits.test.y))
+    return splits, TrainTransform(augment, normalize), info
+
+
+def transform_from_config(config: dict | None):
+    """The input transform a model file names (None: inputs as loaded)."""
+    if not config:
+        return None
+    if config.get("type") == "channel_normalize":
+        return ChannelNormalize(config["mean"], config["std"])
+    raise ValueError(f"unknown input transform {config!r}")
