@@ -5,10 +5,12 @@
 
 Times one minibatch step (forward with training=True, loss, backward without the
 data's input gradient, as ``fit`` does) layer by layer on random data of the
-real shape, and prints the median per layer over the repeats. Relative shares
-are meaningful even on a loaded machine when run single-threaded (the default
-here), absolute times are not: the coordinator's quiet-machine run of
-bench/speed_vs_torch.py gives those.
+real shape, and prints the median per layer over the repeats. The clock is
+the process's CPU time (``time.process_time``), single-threaded by default, so
+the shares stay meaningful on a loaded machine where wall time is not (a
+process waiting for a core accrues no CPU time); cache effects of the
+neighbours remain. The coordinator's quiet-machine run of
+bench/speed_vs_torch.py gives wall-clock figures.
 """
 from __future__ import annotations
 
@@ -41,22 +43,22 @@ def profile(arch: str, repeats: int, seed: int = 0) -> dict:
     for step in range(repeats + 3):            # 3 warm-up steps (JIT, caches)
         out = x
         for name, layer in zip(names, model.layers):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             out = layer.forward(out, training=True)
-            fwd[name].append(time.perf_counter() - t0)
+            fwd[name].append(time.process_time() - t0)
         _, grad = loss(out, y)
         for i in range(len(model.layers) - 1, -1, -1):
             layer, name = model.layers[i], names[i]
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             if i == 0:
                 layer.backward_params(grad)
             else:
                 grad = layer.backward(grad)
-            bwd[name].append(time.perf_counter() - t0)
+            bwd[name].append(time.process_time() - t0)
     med = {n: (float(np.median(fwd[n][3:])), float(np.median(bwd[n][3:]))) for n in names}
     total = sum(f + b for f, b in med.values())
     return {"arch": arch, "batch": batch, "threads": os.environ.get("OMP_NUM_THREADS"),
-            "repeats": repeats, "step_ms": 1e3 * total,
+            "repeats": repeats, "clock": "process_time", "step_ms": 1e3 * total,
             "layers": [{"layer": n, "forward_ms": 1e3 * f, "backward_ms": 1e3 * b,
                         "share": (f + b) / total} for n, (f, b) in med.items()]}
 
