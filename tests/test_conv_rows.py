@@ -91,12 +91,14 @@ class _ScaledConv(Conv2D):
     """A conv holding W as integer codes times a scale, through the three products only."""
 
     def _weight_rows(self):
-        return weight_rows(np.round(self.params["W"] * 4) / 4)
+        return self.weight_matrix(np.round(self.params["W"] * 4) / 4)
 
 
-def test_the_three_products_are_the_seam_a_subclass_overrides():
+@pytest.mark.parametrize("channels_last_min", [0, 10**6])
+def test_the_three_products_are_the_seam_a_subclass_overrides(channels_last_min):
     rng = np.random.default_rng(4)
     layer = _ScaledConv(2, 3, 3, rng=0)
+    layer.CHANNELS_LAST_MIN = channels_last_min
     layer.cast(np.float64)
     x = rng.standard_normal((2, 2, 5, 5))
     Wq = np.round(layer.params["W"] * 4) / 4
@@ -115,3 +117,32 @@ def test_maxpool_kernel_lets_the_first_nan_win_like_its_twin():
         expected, argmax = maxpool_forward_numpy(x, layer._geometry(x.shape))
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(layer._argmax, argmax)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((2, 3, 7, 6), 3, 1, 1), ((2, 4, 8, 8), (3, 2), (2, 1), (1, 0)), ((1, 1, 6, 6), 5, 1, 2)])
+def test_both_row_orders_give_the_same_outputs_and_gradients(shape, kernel, stride, padding):
+    from tests.gradcheck import check_layer_gradients
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape)
+    results = []
+    for channels_last_min in (0, 10**6):        # channels_last, channels_first
+        layer = Conv2D(shape[1], 3, kernel, stride, padding, rng=0)
+        layer.CHANNELS_LAST_MIN = channels_last_min
+        layer.cast(np.float64)
+        y = layer.forward(x, training=True)
+        g = np.random.default_rng(6).standard_normal(y.shape)
+        dx = layer.backward(g)
+        results.append((layer.row_order, y, dx, layer.grads["W"], layer.grads["b"]))
+        np.testing.assert_array_equal(layer.weight_from_matrix(layer.weight_matrix(
+            layer.params["W"])), layer.params["W"])
+    (order_a, *a), (order_b, *b) = results
+    assert (order_a, order_b) == ("channels_last", "channels_first")
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+
+
+def test_first_layers_with_few_channels_use_the_column_order():
+    assert Conv2D(1, 20, 5).row_order == "channels_first"       # LeNet conv1
+    assert Conv2D(3, 32, 5).row_order == "channels_first"       # 3·5 = 15 < 16
+    assert Conv2D(20, 50, 5).row_order == "channels_last"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.im2col import (RowBuffers, as_pair, conv_output_size, im2row, row2im,
-                              weight_from_rows, weight_rows)
+from ..kernels.im2col import (RowBuffers, as_pair, col2im, conv_output_size, im2col, im2row,
+                              row2im, weight_from_rows, weight_rows)
 from .base import Layer, as_generator
 
 
@@ -46,6 +46,15 @@ class Conv2D(Layer):
     Inference runs at most ``EVAL_CHUNK`` samples at a time, so evaluating
     with batch 1000 never holds a gigabyte of rows.
 
+    Few input channels (``in_channels · kw < CHANNELS_LAST_MIN``, e.g. LeNet's
+    and Cifar10_quick's first layers): a window row is then only kw·C values
+    long, and the column layout's runs of OW are longer, so the layer uses
+    rows = im2col(x)ᵀ (a transposed view: the columns in (c, i, j) order, BLAS
+    reads it without a copy) and W_r = W.reshape(O, C·kh·kw)ᵀ. ``row_order``
+    says which ("channels_last" or "channels_first"); ``weight_matrix`` and
+    ``weight_from_matrix`` convert W in either, so an override of the three
+    products never needs to know.
+
     Initialisation: ``init="he"`` (default) draws W ~ N(0, 2 / fan_in),
     fan_in = in_channels·kh·kw (He et al., 2015), for ReLU nets;
     ``init="glorot"`` draws U(-a, a) with a = sqrt(6 / (fan_in + fan_out)),
@@ -54,6 +63,7 @@ class Conv2D(Layer):
     """
 
     EVAL_CHUNK = 128
+    CHANNELS_LAST_MIN = 16
 
     decay_params = ("W",)
 
@@ -124,23 +134,49 @@ class Conv2D(Layer):
         return (self.out_channels, OH, OW)
 
     # -- the three products (override these to hold W differently) -----------------
+    @property
+    def row_order(self) -> str:
+        """The order of a row's kh·kw·C entries: (i, j, c) or (c, i, j)."""
+        small = self.in_channels * self.kernel[1] < self.CHANNELS_LAST_MIN
+        return "channels_first" if small else "channels_last"
+
+    def weight_matrix(self, W: np.ndarray) -> np.ndarray:
+        """W (O, C, kh, kw) -> W_r (kh·kw·C, O) in this layer's row order."""
+        if self.row_order == "channels_first":
+            return W.reshape(W.shape[0], -1).T
+        return weight_rows(W)
+
+    def weight_from_matrix(self, W_r: np.ndarray) -> np.ndarray:
+        """Inverse of ``weight_matrix``: (kh·kw·C, O) -> (O, C, kh, kw)."""
+        if self.row_order == "channels_first":
+            return np.ascontiguousarray(W_r.T).reshape(self.weight_shape)
+        return weight_from_rows(W_r, self.weight_shape)
+
     def _weight_rows(self) -> np.ndarray:
-        return weight_rows(self.params["W"])
+        return self.weight_matrix(self.params["W"])
 
     def _forward_product(self, rows):
         """rows (batch·OH·OW, kh·kw·C) -> rows · W_r (batch·OH·OW, O)."""
-        return rows @ self._weight_rows()
+        W_r = self._weight_rows()
+        if self.row_order == "channels_first":
+            # as (O, batch·OH·OW) = W_rᵀ · rowsᵀ (both contiguous), returned as its view
+            return np.matmul(W_r.T, rows.T).T
+        return rows @ W_r
 
     def _input_grad(self, grad_rows):
         """dY_r (batch·OH·OW, O) -> dY_r · W_rᵀ (batch·OH·OW, kh·kw·C)."""
         W_r = self._weight_rows()
-        out = self._scratch.get("drows", (grad_rows.shape[0], W_r.shape[0]),
-                                np.result_type(grad_rows, W_r))
+        dtype = np.result_type(grad_rows, W_r)
+        if self.row_order == "channels_first":
+            # computed as (C·kh·kw, batch·OH·OW), the layout col2im reads; returned as its view
+            out = self._scratch.get("dcols", (W_r.shape[0], grad_rows.shape[0]), dtype)
+            return np.matmul(W_r, grad_rows.T, out=out).T
+        out = self._scratch.get("drows", (grad_rows.shape[0], W_r.shape[0]), dtype)
         return np.matmul(grad_rows, W_r.T, out=out)
 
     def _weight_grad(self, rows, grad_rows):
         """rowsᵀ · dY_r, returned in W's own shape (O, C, kh, kw)."""
-        return weight_from_rows(rows.T @ grad_rows, self.weight_shape)
+        return self.weight_from_matrix(rows.T @ grad_rows)
 
     # -- forward / backward -----------------------------------------------------------
     @property
@@ -153,10 +189,16 @@ class Conv2D(Layer):
     def _forward_rows(self, x, buffers):
         N = x.shape[0]
         OH, OW = self._spatial_out(x.shape[2], x.shape[3])
-        rows = im2row(x, self.kernel, self.strides, self.pads, buffers=buffers)
+        if self.row_order == "channels_first":
+            rows = im2col(x, self.kernel, self.strides, self.pads).T
+        else:
+            rows = im2row(x, self.kernel, self.strides, self.pads, buffers=buffers)
         y_rows = self._forward_product(rows)                          # (N·OH·OW, O)
         # (n, a, b, o) -> (n, o, a, b) while adding the bias: one pass over y
-        y_view = y_rows.reshape(N, OH, OW, self.out_channels).transpose(0, 3, 1, 2)
+        if y_rows.flags.c_contiguous:
+            y_view = y_rows.reshape(N, OH, OW, self.out_channels).transpose(0, 3, 1, 2)
+        else:   # the (O, N·OH·OW) product seen transposed: swap N and O, runs of OH·OW
+            y_view = y_rows.T.reshape(self.out_channels, N, OH, OW).transpose(1, 0, 2, 3)
         out = np.empty((N, self.out_channels, OH, OW), dtype=y_rows.dtype)
         if self.bias:
             np.add(y_view, self.params["b"].reshape(1, -1, 1, 1), out=out)
@@ -182,10 +224,16 @@ class Conv2D(Layer):
         if getattr(self, "_rows", None) is None:
             raise RuntimeError(f"{self!r}: backward needs a forward pass with training=True")
         N, O = grad.shape[0], self.out_channels
-        grad_rows = self._scratch.get("grad_rows", (grad.shape[0] * grad.shape[2] * grad.shape[3], O),
-                                      self.dtype)
-        # (n, o, a, b) -> (n, a, b, o), the layout of the forward product
-        np.copyto(grad_rows.reshape(N, -1, O), grad.reshape(N, O, -1).transpose(0, 2, 1))
+        M = grad.shape[0] * grad.shape[2] * grad.shape[3]
+        if self.row_order == "channels_first":
+            # (n, o, a, b) -> (o, n, a, b): runs of OH·OW; the products see its transpose
+            grad_cols = self._scratch.get("grad_cols", (O, M), self.dtype)
+            np.copyto(grad_cols.reshape(O, N, -1), grad.reshape(N, O, -1).transpose(1, 0, 2))
+            grad_rows = grad_cols.T
+        else:
+            grad_rows = self._scratch.get("grad_rows", (M, O), self.dtype)
+            # (n, o, a, b) -> (n, a, b, o), the layout of the forward product
+            np.copyto(grad_rows.reshape(N, -1, O), grad.reshape(N, O, -1).transpose(0, 2, 1))
         self.grads["W"] = self._weight_grad(self._rows, grad_rows)
         if self.bias:
             self.grads["b"] = grad_rows.sum(axis=0)
@@ -194,6 +242,8 @@ class Conv2D(Layer):
     def backward(self, grad):
         grad_rows = self.backward_params(grad)
         drows = self._input_grad(grad_rows)
+        if self.row_order == "channels_first":
+            return col2im(drows.T, self._x_shape, self.kernel, self.strides, self.pads)
         return row2im(drows, self._x_shape, self.kernel, self.strides, self.pads,
                       buffers=self._scratch)
 
