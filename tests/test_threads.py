@@ -39,3 +39,15 @@ def test_configure_threads_caps_blas_and_numba_and_picks_a_non_spinning_layer():
         "                  'blas': sorted({p['num_threads'] for p in threadpool_info()}),\n"
         "                  'report_layer': report['numba_layer']}))")
     assert result == {"layer": "workqueue", "numba": 1, "blas": [1], "report_layer": "workqueue"}
+
+
+def test_small_kernels_run_on_one_thread_and_restore_the_thread_count():
+    import numba
+
+    from minidnn.kernels.im2col import SERIAL_BELOW, serial_if_small
+    before = numba.get_num_threads()
+    with serial_if_small(SERIAL_BELOW - 1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    with serial_if_small(SERIAL_BELOW):
+        assert numba.get_num_threads() == before

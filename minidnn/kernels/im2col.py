@@ -105,6 +105,31 @@ def col2im_numpy(cols: np.ndarray, x_shape, kernel, stride=1, padding=0) -> np.n
 
 
 # -- Numba kernels ----------------------------------------------------------------
+#: below this many elements a parallel kernel runs on one thread: handing a few
+#: microseconds of work to a second thread costs more than it saves (batch-1
+#: inference), and on a busy machine the wake-up can take milliseconds
+SERIAL_BELOW = 1 << 16
+
+
+class serial_if_small:
+    """``with serial_if_small(n):`` runs Numba's parallel kernels on one thread
+    when n < SERIAL_BELOW (numba.set_num_threads is per calling thread)."""
+
+    def __init__(self, n_elements: int):
+        self.small = n_elements < SERIAL_BELOW
+
+    def __enter__(self):
+        if self.small:
+            self.before = numba.get_num_threads()
+            numba.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.small:
+            numba.set_num_threads(self.before)
+        return False
+
+
 @numba.njit(cache=True, inline="always")
 def _valid_range(j, pad, stride, size, n_out):
     """Output positions b in [lo, hi) whose input b·stride - pad + j lies in [0, size)."""
@@ -181,7 +206,8 @@ def im2col(x: np.ndarray, kernel, stride=1, padding=0) -> np.ndarray:
     N, C, _, _ = x.shape
     kh, kw, sh, sw, ph, pw, OH, OW = _geometry(x.shape, kernel, stride, padding)
     cols = np.empty((C * kh * kw, N * OH * OW), dtype=x.dtype)
-    _im2col_kernel(x, kh, kw, sh, sw, ph, pw, OH, OW, cols)
+    with serial_if_small(cols.size):
+        _im2col_kernel(x, kh, kw, sh, sw, ph, pw, OH, OW, cols)
     return cols
 
 
@@ -195,7 +221,8 @@ def col2im(cols: np.ndarray, x_shape, kernel, stride=1, padding=0) -> np.ndarray
                          f"x_shape {x_shape}, got {tuple(cols.shape)}")
     cols = np.ascontiguousarray(cols)
     dx = np.zeros(x_shape, dtype=cols.dtype)
-    _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, OH, OW, dx)
+    with serial_if_small(cols.size):
+        _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, OH, OW, dx)
     return dx
 
 
@@ -319,7 +346,8 @@ def im2row(x: np.ndarray, kernel, stride=1, padding=0, buffers: RowBuffers | Non
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
         _pad_channels_last(x, ph, pw, out=x_pad)
         rows = buffers.get("rows", (N * OH * OW, kh * kw * C), x.dtype)
-    _im2row_kernel(x_pad, kh, kw, sh, sw, OH, OW, rows)
+    with serial_if_small(rows.size):
+        _im2row_kernel(x_pad, kh, kw, sh, sw, OH, OW, rows)
     return rows
 
 
@@ -336,7 +364,8 @@ def row2im(rows: np.ndarray, x_shape, kernel, stride=1, padding=0,
     shape = (N, H + 2 * ph, W + 2 * pw, C)
     dx_pad = (np.zeros(shape, rows.dtype) if buffers is None
               else buffers.get("dx_pad", shape, rows.dtype, zero=True))
-    _row2im_kernel(rows, kh, kw, sh, sw, OH, OW, dx_pad)
+    with serial_if_small(rows.size):
+        _row2im_kernel(rows, kh, kw, sh, sw, OH, OW, dx_pad)
     # a copy always (with C = 1 and no padding the transpose alone would be a
     # view of the reused buffer, overwritten by the next call)
     return np.array(dx_pad[:, ph:ph + H, pw:pw + W, :].transpose(0, 3, 1, 2), order="C")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..kernels.im2col import as_pair
+from ..kernels.im2col import as_pair, serial_if_small
 from .base import Layer
 
 
@@ -261,14 +261,16 @@ class MaxPool2D(_Pool2D):
         N, C = x.shape[:2]
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
         argmax = np.empty((N, C, OH, OW), dtype=np.int32)
-        _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax)
+        with serial_if_small(x.size):
+            _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax)
         self._x_shape, self._argmax = x.shape, argmax
         return out
 
     def backward(self, grad):
         N, C, H, W = self._x_shape
         dx = np.zeros((N, C, H * W), dtype=grad.dtype)
-        _maxpool_backward_kernel(np.ascontiguousarray(grad), self._argmax, dx)
+        with serial_if_small(dx.size):
+            _maxpool_backward_kernel(np.ascontiguousarray(grad), self._argmax, dx)
         return dx.reshape(self._x_shape)
 
 
@@ -288,14 +290,16 @@ class AvgPool2D(_Pool2D):
         x = np.ascontiguousarray(x)
         N, C = x.shape[:2]
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
-        _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out)
+        with serial_if_small(x.size):
+            _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out)
         self._x_shape, self._geometry_cache = x.shape, geometry
         return out
 
     def backward(self, grad):
         kh, kw, sh, sw, ph, pw, _, _ = self._geometry_cache
         dx = np.zeros(self._x_shape, dtype=grad.dtype)
-        _avgpool_backward_kernel(np.ascontiguousarray(grad), kh, kw, sh, sw, ph, pw, dx)
+        with serial_if_small(dx.size):
+            _avgpool_backward_kernel(np.ascontiguousarray(grad), kh, kw, sh, sw, ph, pw, dx)
         return dx
 
 
