@@ -146,3 +146,16 @@ def test_first_layers_with_few_channels_use_the_column_order():
     assert Conv2D(1, 20, 5).row_order == "channels_first"       # LeNet conv1
     assert Conv2D(3, 32, 5).row_order == "channels_first"       # 3·5 = 15 < 16
     assert Conv2D(20, 50, 5).row_order == "channels_last"
+
+
+@pytest.mark.parametrize("shape, ceil", [((2, 3, 8, 8), False), ((2, 2, 7, 9), False),
+                                         ((1, 2, 7, 9), True)])
+def test_the_2x2_maxpool_fast_path_equals_the_numpy_twin_with_ties_and_nans(shape, ceil):
+    rng = np.random.default_rng(7)
+    x = (np.round(rng.random(shape) * 4) / 4).astype(np.float32)    # many ties
+    x.reshape(-1)[rng.choice(x.size, 5, replace=False)] = np.nan
+    layer = MaxPool2D(2, ceil_mode=ceil)
+    out = layer.forward(x, training=True)
+    expected, argmax = maxpool_forward_numpy(x, layer._geometry(x.shape))
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(layer._argmax, argmax)
