@@ -188,13 +188,11 @@ def _minidnn_train(args, name) -> dict:
     from minidnn import architectures
     spec = TRAIN[name]
     x, y, _, _ = _load(args, spec["dataset"])
-    import numpy as np
-    init = np.load(f"{args.workdir}/init_{name}.npz")
     bs = spec["batch"]
 
     def build():
-        model = architectures.build(spec["arch"], input_shape=x.shape[1:], seed=SEED)
-        return model
+        # seed 0: the very weights _prepare exported for torch
+        return architectures.build(spec["arch"], input_shape=x.shape[1:], seed=SEED)
 
     warm = build()
     minidnn.fit(warm, (x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs]), epochs=1,
@@ -202,7 +200,6 @@ def _minidnn_train(args, name) -> dict:
                 progress=False, log=None)
     del warm
     model = build()
-    del init
     history = minidnn.fit(model, (x, y), epochs=1, batch_size=bs,
                           optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED, progress=False,
                           log=None)
