@@ -192,6 +192,32 @@ def run_torch(args) -> dict:
             "history": history}
 
 
+def export_partial(args) -> None:
+    """Write the latest minidnn checkpoint as a model file (with its input
+    normalisation) to <model-out stem>_partial.h5, while the run goes on."""
+    import json
+
+    from minidnn import io
+    from minidnn.training import evaluate
+    checkpoint = Path(args.checkpoint_dir) / f"cifar10_quick{args.tag}.ckpt.h5"
+    model = io.load(str(checkpoint))
+    with io.open_h5(str(checkpoint)) as h5:
+        epoch = int(h5["checkpoint"].attrs["epoch"])
+        history = json.loads(h5["checkpoint"].attrs["history"])
+    _, _, xv, yv, _, _, normalize = prepared_data(None)
+    val = evaluate(model, (xv, yv))
+    out = str(Path(args.model_out).with_name(Path(args.model_out).stem + "_partial.h5"))
+    io.save(model, out, training={
+        "dataset": "cifar10 (JPEG-derived copy)", "architecture": "cifar10-quick",
+        "recipe": "caffe cifar10_quick, PARTIAL", "partial_after_epoch": epoch,
+        "of_epochs": args.epochs_high + args.epochs_low,
+        "input_transform": normalize.get_config(),
+        "input_note": "x = pixel/255 from minidnn.data.load('cifar10'), then "
+                      "(x - mean[c]) / std[c] with the stored mean and std",
+        "history": history, "val": val})
+    print(f"{out}: after epoch {epoch}, validation accuracy {100 * val['accuracy']:.2f}%")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", choices=("minidnn", "torch", "both"), default="both")
@@ -204,8 +230,15 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="", help="suffix of result and checkpoint names")
     parser.add_argument("--model-out", default="/work/artifacts/cifar10_quick.h5")
     parser.add_argument("--checkpoint-dir", default="/work/artifacts")
+    parser.add_argument("--export-partial", action="store_true",
+                        help="save the latest minidnn checkpoint as <model-out>_partial.h5 "
+                             "(with its input normalisation) and exit")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.export_partial:
+        sys.path.insert(0, str(ROOT))
+        export_partial(args)
+        return 0
     RESULTS.mkdir(exist_ok=True)
     Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     if args.worker:
