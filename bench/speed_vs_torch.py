@@ -1,34 +1,46 @@
-"""Seconds per training epoch and peak memory: minidnn against PyTorch (CPU), side by side.
+"""minidnn against PyTorch (CPU) and scikit-learn, each in its own clean process.
 
-Both frameworks train the same architecture from the same initial weights on
-the same data, in the same minibatch order, with the same SGD hyperparameters
-and the same thread budget. Each training run is its own subprocess, so
-torch's import never shows in minidnn's memory figure and vice versa.
+    python bench/speed_vs_torch.py                     # everything, ~6-8 min on 2 quiet cores
+    python bench/speed_vs_torch.py --only mlp lenet --repeats 5
+    python bench/speed_vs_torch.py --tiny              # smoke test: small data, seconds
 
-    python bench/speed_vs_torch.py                       # MLP and LeNet, full MNIST
-    python bench/speed_vs_torch.py --model mlp --epochs 3 --repeats 3
-    python bench/speed_vs_torch.py --embedded            # the small MNIST subset in the repo
-    python bench/speed_vs_torch.py --model lenet --layer-times   # where minidnn's time goes
+Fairness, in the order the issue asks for it:
 
-What is timed: the training loop only (shuffle, gather minibatch, forward,
-loss, backward, SGD step, running loss and accuracy), i.e. minidnn's
-``fit(..., val=None)`` per-epoch ``seconds`` and the equivalent hand-written
-PyTorch loop. No validation pass. Before the timed epochs each worker runs 20
-throw-away minibatches on a copy of the model (Numba compilation or cache
-load, BLAS and torch warm-up). Reported: the median (and min) over all timed
-epochs of all repeats, and ratio = minidnn median / torch median.
+* Every measurement runs in a fresh subprocess whose environment is built
+  from scratch (not copied from this process): PATH, HOME, LANG, PYTHONPATH
+  and the thread caps OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS = --threads, plus
+  MINIDNN_CACHE / MINIDNN_DATA when set. It is printed at the start and
+  stored in the JSON. This parent imports neither minidnn nor torch nor NumPy.
+* minidnn's workers call ``minidnn.configure_threads(threads)`` (what the CLI
+  does); torch's call ``torch.set_num_threads(threads)``; scikit-learn's run
+  under ``threadpoolctl.threadpool_limits(threads)``.
+* The machine's GEMM peak is measured in the same run (float32 NumPy/OpenBLAS
+  and torch matmul of 2048x2048, best of 5), and each workload's GFLOP/s is
+  printed beside its time, with the fraction of that peak.
+* Repeats are interleaved (minidnn, torch, torch, minidnn, ...) and medians
+  reported; each worker first runs 20 throw-away minibatches (JIT, caches).
+* Peak memory: each worker's own peak RSS (/proc/self/status VmHWM).
 
-Peak memory: the worker's own peak resident set size (/proc/self/status
-VmHWM, read at the end of its run). ``os.wait4``'s ``ru_maxrss`` is kept in
-the JSON too, but it is not used: it also counts the forked child before
-``exec``, i.e. this parent's pages (~376 MiB here), and so overstates a
-worker that stays below that. Both sides hold the same float32 training set
-(50,000 × 784 × 4 B = 157 MB).
+Workloads (one timed epoch each, same data, initial weights, minibatch order
+and SGD settings on both sides):
 
-Thread budget: the environment of each worker caps OpenMP/OpenBLAS/MKL/Numba
-(``NUMBA_NUM_THREADS``) at --threads; minidnn's worker also enters
-``threadpoolctl.threadpool_limits(threads)``, torch's calls
-``torch.set_num_threads(threads)``.
+* ``mlp``: 784-500-10 ReLU on MNIST (50,000), batch 100, lr 0.1, momentum 0.9.
+* ``lenet``: Caffe LeNet on MNIST, batch 64, lr 0.01, momentum 0.9, wd 5e-4.
+* ``cifar10_quick``: Caffe Cifar10_quick on CIFAR-10 (45,000), batch 100,
+  lr 0.001, momentum 0.9, wd 0.004.
+* ``rbm``: a 784x500 Bernoulli RBM, one epoch of PCD-1 at batch 100, lr 0.1,
+  no momentum or decay (what sklearn's BernoulliRBM does) against
+  ``sklearn.neural_network.BernoulliRBM``.
+* ``inference``: MLP and LeNet forward passes in evaluation mode: batch 1
+  latency (median and p99 of 2,000 calls) and batch 100 throughput over the
+  10,000 test images (torch eager, ``no_grad``).
+
+FLOP counts are nominal: 2 per multiply-add of the conv/dense products;
+training = forward + weight gradient + input gradient (not for the first
+layer, whose input gradient neither framework computes); the RBM epoch = 5
+GEMMs of 784x500 per example (v->h, h->v, v->h, and the two statistics).
+
+Results: bench/results/speed_vs_torch.json (``--out``) and a table.
 """
 from __future__ import annotations
 
@@ -42,314 +54,460 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-
-#: model name -> (minidnn architecture, batch size, SGD hyperparameters)
-MODELS = {
-    "mlp": {"arch": "mlp:784-500-10:relu", "batch_size": 100,
-            "sgd": {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}, "target": 1.2},
-    "lenet": {"arch": "lenet", "batch_size": 64,
-              "sgd": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}, "target": 2.0},
-}
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
 WARMUP_BATCHES = 20
 SEED = 0
 
+TRAIN = {
+    "mlp": {"arch": "mlp:784-500-10:relu", "dataset": "mnist", "batch": 100,
+            "sgd": {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}, "target": 0.9},
+    "lenet": {"arch": "lenet", "dataset": "mnist", "batch": 64,
+              "sgd": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}, "target": 1.0},
+    "cifar10_quick": {"arch": "cifar10-quick", "dataset": "cifar10", "batch": 100,
+                      "sgd": {"lr": 0.001, "momentum": 0.9, "weight_decay": 0.004},
+                      "target": 1.0},
+}
+
 
 # =====================================================================================
-# workers: each runs in its own process and writes one JSON file
+# the clean environment
 # =====================================================================================
 
-def _worker_minidnn(args) -> dict:
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=args.threads):
-        import numba
-        import minidnn
-        from minidnn.architectures import build
-        spec = MODELS[args.model]
-        x = np.load(os.path.join(args.workdir, "x.npy"))
-        y = np.load(os.path.join(args.workdir, "y.npy"))
-        bs = spec["batch_size"]
-
-        warm = build(spec["arch"], seed=SEED)
-        minidnn.fit(warm, (x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs]), epochs=1,
-                    batch_size=bs, optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED,
-                    progress=False, log=None)
-        del warm
-
-        model = build(spec["arch"], seed=SEED)
-        timers = _install_layer_timers(model) if args.layer_times else None
-        setup_mem = _common.memory_status()
-        history = minidnn.fit(model, (x, y), epochs=args.epochs, batch_size=bs,
-                              optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED,
-                              progress=False, log=None)
-        result = {"framework": "minidnn", "version": minidnn.__version__,
-                  "numba_threads": numba.config.NUMBA_NUM_THREADS,
-                  "epoch_seconds": history["seconds"], "train_loss": history["train_loss"],
-                  "train_acc": history["train_acc"], "rss_after_setup_mib": setup_mem.get("VmRSS")}
-        if timers is not None:
-            result["layer_seconds"] = {k: v for k, v in timers.items()}
-    result.update({"peak_rss_mib_self": _common.memory_status().get("VmHWM")})
-    return result
+def clean_env(threads: int) -> dict:
+    """An environment built from nothing but what a worker needs."""
+    python_dir = os.path.dirname(sys.executable)
+    env = {"PATH": os.pathsep.join([python_dir, "/usr/local/bin", "/usr/bin", "/bin"]),
+           "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    for var in ("MINIDNN_CACHE", "MINIDNN_DATA"):
+        if os.environ.get(var):
+            env[var] = os.environ[var]
+    return env
 
 
-def _install_layer_timers(model) -> dict:
-    """Wrap every layer's forward/backward with a perf_counter accumulator (seconds)."""
-    totals: dict[str, float] = {}
+# =====================================================================================
+# workers (each in its own process)
+# =====================================================================================
 
-    def wrap(layer, method):
-        inner = getattr(layer, method)
-        key = f"{layer.name} {type(layer).__name__} {method}"
-        totals[key] = 0.0
+def _peak_rss_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
 
-        def timed(*a, **k):
-            t0 = time.perf_counter()
-            out = inner(*a, **k)
-            totals[key] += time.perf_counter() - t0
-            return out
-        setattr(layer, method, timed)
 
+def _flops_per_example(model, train: bool) -> float:
+    """2 × multiply-adds of every Conv2D/Dense per example (see the module docstring)."""
+    from minidnn.layers import Conv2D, Dense
+    shape, total, first = tuple(model.input_shape), 0.0, True
     for layer in model.layers:
-        wrap(layer, "forward")
-        wrap(layer, "backward")
-    # fit calls only backward_params (no input gradient) on the first trainable layer
-    first = next((l for l in model.layers if l.params), None)
-    if first is not None and hasattr(first, "backward_params"):
-        wrap(first, "backward_params")
-    return totals
+        out = layer.output_shape(shape)
+        if isinstance(layer, (Conv2D, Dense)):
+            size = 1
+            for d in out:
+                size *= d
+            macs = size * layer.params["W"].size / layer.params["W"].shape[
+                0 if isinstance(layer, Conv2D) else 1]
+            total += 2 * macs * ((2 if first else 3) if train else 1)
+            first = False
+        shape = out
+    return total
 
 
-def _torch_model(name: str, torch):
-    nn = torch.nn
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 500), nn.ReLU(), nn.Linear(500, 10))
-    return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 500), nn.ReLU(),
-                         nn.Linear(500, 10))
+def _prepare(args) -> dict:
+    """Data as .npy and initial weights in torch's layout, written by a clean worker."""
+    import numpy as np
 
-
-def _worker_torch(args) -> dict:
-    import copy
-
-    import torch
-    import torch.nn.functional as F
-    torch.set_num_threads(args.threads)
-    spec = MODELS[args.model]
-    x = np.load(os.path.join(args.workdir, "x.npy"))
-    y = np.load(os.path.join(args.workdir, "y.npy"))
-    bs = spec["batch_size"]
-    x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
-
-    model = _torch_model(args.model, torch)
-    init = np.load(os.path.join(args.workdir, f"init_{args.model}.npz"))
-    with torch.no_grad():
-        for i, p in enumerate(model.parameters()):
-            p.copy_(torch.from_numpy(init[f"p{i}"]))
-
-    def train_epochs(net, x_t, y_t, epochs):
-        opt = torch.optim.SGD(net.parameters(), **spec["sgd"])
-        shuffle_rng = np.random.default_rng(SEED)   # the same order as minidnn.fit
-        n = len(x_t)
-        records = []
-        for _ in range(epochs):
-            t0 = time.perf_counter()
-            order = torch.from_numpy(shuffle_rng.permutation(n))
-            total_loss, correct = 0.0, 0
-            for start in range(0, n, bs):
-                idx = order[start:start + bs]
-                xb, yb = x_t[idx], y_t[idx]
-                out = net(xb)
-                loss = F.cross_entropy(out, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total_loss += loss.item() * len(idx)
-                correct += int((out.argmax(dim=1) == yb).sum())
-            records.append((time.perf_counter() - t0, total_loss / n, correct / n))
-        return records
-
-    train_epochs(copy.deepcopy(model), x_t[:WARMUP_BATCHES * bs], y_t[:WARMUP_BATCHES * bs], 1)
-    setup_mem = _common.memory_status()
-    if args.layer_times:
-        from torch.profiler import ProfilerActivity, profile
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_epochs(copy.deepcopy(model), x_t[:50 * bs], y_t[:50 * bs], 1)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-    records = train_epochs(model, x_t, y_t, args.epochs)
-    return {"framework": "torch", "version": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "epoch_seconds": [r[0] for r in records], "train_loss": [r[1] for r in records],
-            "train_acc": [r[2] for r in records], "rss_after_setup_mib": setup_mem.get("VmRSS"),
-            "peak_rss_mib_self": _common.memory_status().get("VmHWM")}
-
-
-def run_worker(args) -> None:
-    result = (_worker_minidnn if args.worker == "minidnn" else _worker_torch)(args)
-    _common.write_json(Path(args.result), result)
-
-
-# =====================================================================================
-# parent: prepares data and initial weights, launches workers, summarises
-# =====================================================================================
-
-def _prepare(workdir: str, dataset: str, models: list[str]) -> dict:
-    """Training set as .npy (shared by both workers) and each model's initial weights
-    in torch's parameter order and layout, so both sides start from the same point."""
-    from minidnn.architectures import build
+    from minidnn import architectures, data
     from minidnn.layers import Dense
-    splits = _common.load_splits(dataset)
-    x, y = np.ascontiguousarray(splits.train.x), splits.train.y
-    np.save(os.path.join(workdir, "x.npy"), x)
-    np.save(os.path.join(workdir, "y.npy"), y)
-    for name in models:
-        model = build(MODELS[name]["arch"], seed=SEED)
-        arrays, i = {}, 0
+    info = {}
+    for dataset in sorted({TRAIN[m]["dataset"] for m in args.models if m in TRAIN}
+                          | ({"mnist"} if {"rbm", "inference"} & set(args.models) else set())):
+        splits = data.load(dataset, progress=False)
+        x, y = splits.train.x, splits.train.y
+        xt, yt = splits.test.x, splits.test.y
+        if args.tiny:
+            x, y, xt, yt = x[:1000], y[:1000], xt[:500], yt[:500]
+        np.save(f"{args.workdir}/{dataset}_x.npy", np.ascontiguousarray(x))
+        np.save(f"{args.workdir}/{dataset}_y.npy", y)
+        np.save(f"{args.workdir}/{dataset}_xt.npy", np.ascontiguousarray(xt))
+        np.save(f"{args.workdir}/{dataset}_yt.npy", yt)
+        info[dataset] = {"train": list(x.shape), "test": list(xt.shape)}
+    for name, spec in TRAIN.items():
+        shape = (3, 32, 32) if spec["dataset"] == "cifar10" else (1, 28, 28)
+        model = architectures.build(spec["arch"], input_shape=shape, seed=SEED)
+        arrays = []
         for layer in model.layers:
             for pname in ("W", "b"):
                 if pname in layer.params:
                     value = layer.params[pname]
-                    if isinstance(layer, Dense) and pname == "W":
-                        value = value.T      # minidnn (in, out) -> torch (out, in)
-                    arrays[f"p{i}"] = np.ascontiguousarray(value, dtype=np.float32)
-                    i += 1
-        np.savez(os.path.join(workdir, f"init_{name}.npz"), **arrays)
-    os.sync()   # flush the 157 MB just written now, not during the first timed worker
-    return {"dataset": dataset, "n_train": int(len(x)), "x_shape": list(x.shape)}
+                    arrays.append(value.T if isinstance(layer, Dense) and pname == "W" else value)
+        np.savez(f"{args.workdir}/init_{name}.npz",
+                 **{f"p{i}": np.ascontiguousarray(a, dtype=np.float32) for i, a in enumerate(arrays)})
+        info[f"{name}_flops_train_per_example"] = _flops_per_example(model, True)
+        info[f"{name}_flops_infer_per_example"] = _flops_per_example(model, False)
+    info["rbm_flops_per_example"] = 5 * 2 * 784 * 500
+    return info
 
 
-def _launch(framework: str, model: str, args, workdir: str, index: int) -> dict:
-    result_path = os.path.join(workdir, f"result_{framework}_{model}_{index}.json")
-    log_path = os.path.join(workdir, f"log_{framework}_{model}_{index}.txt")
-    command = [sys.executable, os.path.abspath(__file__), "--worker", framework,
-               "--model", model, "--epochs", str(args.epochs), "--threads", str(args.threads),
-               "--workdir", workdir, "--result", result_path]
-    if args.layer_times:
-        command.append("--layer-times")
+def _gemm(framework: str, threads: int) -> dict:
+    n, best = 2048, float("inf")
+    if framework == "numpy":
+        import numpy as np
+        a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+        b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+        mm = lambda: a @ b                                          # noqa: E731
+    else:
+        import torch
+        torch.set_num_threads(threads)
+        a, b = torch.rand(n, n), torch.rand(n, n)
+        mm = lambda: a @ b                                          # noqa: E731
+    mm()
+    for _ in range(5):
+        t0 = time.perf_counter()
+        mm()
+        best = min(best, time.perf_counter() - t0)
+    return {"n": n, "seconds": best, "gflops": 2 * n ** 3 / best / 1e9}
+
+
+def _load(args, dataset):
+    import numpy as np
+    return tuple(np.load(f"{args.workdir}/{dataset}_{part}.npy") for part in ("x", "y", "xt", "yt"))
+
+
+def _minidnn_train(args, name) -> dict:
+    import minidnn
+    from minidnn import architectures
+    spec = TRAIN[name]
+    x, y, _, _ = _load(args, spec["dataset"])
+    bs = spec["batch"]
+
+    def build():
+        # seed 0: the very weights _prepare exported for torch
+        return architectures.build(spec["arch"], input_shape=x.shape[1:], seed=SEED)
+
+    warm = build()
+    minidnn.fit(warm, (x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs]), epochs=1,
+                batch_size=bs, optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED,
+                progress=False, log=None)
+    del warm
+    model = build()
+    history = minidnn.fit(model, (x, y), epochs=1, batch_size=bs,
+                          optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED, progress=False,
+                          log=None)
+    return {"seconds": history["seconds"][0], "train_loss": history["train_loss"][0],
+            "n_examples": len(x)}
+
+
+def _torch_net(name, torch):
+    nn = torch.nn
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 500), nn.ReLU(), nn.Linear(500, 10))
+    if name == "lenet":
+        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 500), nn.ReLU(),
+                             nn.Linear(500, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
+        nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
+        nn.Flatten(), nn.Linear(1024, 64), nn.Linear(64, 10))
+
+
+def _torch_model(args, name, torch):
+    import numpy as np
+    net = _torch_net(name, torch)
+    init = np.load(f"{args.workdir}/init_{name}.npz")
+    with torch.no_grad():
+        for i, p in enumerate(net.parameters()):
+            p.copy_(torch.from_numpy(init[f"p{i}"]))
+    return net
+
+
+def _torch_train(args, name) -> dict:
+    import copy
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(args.threads)
+    spec = TRAIN[name]
+    x, y, _, _ = _load(args, spec["dataset"])
+    x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+    bs = spec["batch"]
+    net = _torch_model(args, name, torch)
+
+    def epoch(net, x_t, y_t):
+        opt = torch.optim.SGD(net.parameters(), **spec["sgd"])
+        order = torch.from_numpy(np.random.default_rng(SEED).permutation(len(x_t)))
+        total = 0.0
+        t0 = time.perf_counter()
+        for start in range(0, len(x_t), bs):
+            idx = order[start:start + bs]
+            xb, yb = x_t[idx], y_t[idx]
+            out = net(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        return time.perf_counter() - t0, total / len(x_t)
+
+    epoch(copy.deepcopy(net), x_t[:WARMUP_BATCHES * bs], y_t[:WARMUP_BATCHES * bs])
+    seconds, loss = epoch(net, x_t, y_t)
+    return {"seconds": seconds, "train_loss": loss, "n_examples": len(x)}
+
+
+def _minidnn_rbm(args) -> dict:
+    from minidnn.pretraining import BernoulliRBM, PretrainConfig
+    x = _load(args, "mnist")[0].reshape(-1, 784)
+    BernoulliRBM(784, 16, rng=0).fit(x[:200], epochs=1, batch_size=100)     # JIT warm-up
+    config = PretrainConfig(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.0,
+                            final_momentum=0.0, batch_size=100, k=1, persistent=True)
+    rbm = BernoulliRBM(784, 500, rng=0)
     t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=_common.thread_env(args.threads))
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    output = Path(log_path).read_text()
-    if process.returncode != 0:
-        raise RuntimeError(f"{framework} worker for {model} failed "
-                           f"(exit {process.returncode}):\n{output[-4000:]}")
-    result = json.loads(Path(result_path).read_text())
-    # ru_maxrss (KiB on Linux) also counts the forked child before exec, i.e. this parent's
-    # pages; the worker's own /proc VmHWM is its true peak, used when available
-    result["peak_rss_mib_wait4"] = usage.ru_maxrss / 1024.0
-    result["peak_rss_mib"] = result.get("peak_rss_mib_self") or result["peak_rss_mib_wait4"]
-    result["process_wall_seconds"] = wall
-    if output.strip():
-        result["worker_output"] = output[-6000:]
+    rbm.fit(x, config, seed=SEED)
+    return {"seconds": time.perf_counter() - t0, "n_examples": len(x)}
+
+
+def _sklearn_rbm(args) -> dict:
+    from sklearn.neural_network import BernoulliRBM
+    from threadpoolctl import threadpool_limits
+    x = _load(args, "mnist")[0].reshape(-1, 784)
+    with threadpool_limits(limits=args.threads):
+        BernoulliRBM(n_components=16, batch_size=100, n_iter=1, random_state=0).fit(x[:200])
+        model = BernoulliRBM(n_components=500, learning_rate=0.1, batch_size=100, n_iter=1,
+                             random_state=SEED)
+        t0 = time.perf_counter()
+        model.fit(x)
+        return {"seconds": time.perf_counter() - t0, "n_examples": len(x)}
+
+
+def _latency(forward, x1, xt, batch=100, calls=2000) -> dict:
+    import numpy as np
+    for _ in range(50):
+        forward(x1)
+    times = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        forward(x1)
+        times.append(time.perf_counter() - t0)
+    forward(xt[:batch])
+    t0 = time.perf_counter()
+    for start in range(0, len(xt), batch):
+        forward(xt[start:start + batch])
+    seconds = time.perf_counter() - t0
+    return {"batch1_median_ms": 1e3 * float(np.median(times)),
+            "batch1_p99_ms": 1e3 * float(np.percentile(times, 99)),
+            "batch100_images_per_s": len(xt) / seconds, "batch100_seconds": seconds}
+
+
+def _minidnn_inference(args, name) -> dict:
+    from minidnn import architectures
+    _, _, xt, _ = _load(args, "mnist")
+    model = architectures.build(TRAIN[name]["arch"], input_shape=(1, 28, 28), seed=SEED)
+    return _latency(lambda xb: model.forward(xb, training=False), xt[:1], xt,
+                    calls=args.latency_calls)
+
+
+def _torch_inference(args, name) -> dict:
+    import torch
+    torch.set_num_threads(args.threads)
+    _, _, xt, _ = _load(args, "mnist")
+    net = _torch_model(args, name, torch).eval()
+    xt_t = torch.from_numpy(xt)
+
+    def forward(xb):
+        with torch.no_grad():
+            return net(xb)
+    return _latency(forward, xt_t[:1], xt_t, calls=args.latency_calls)
+
+
+def run_worker(args) -> dict:
+    task, framework = args.task, args.worker
+    if framework == "minidnn":
+        import minidnn
+        minidnn.configure_threads(args.threads)
+    if task == "prepare":
+        result = _prepare(args)
+    elif task == "gemm":
+        result = _gemm(framework, args.threads)
+    elif task in TRAIN:
+        result = (_minidnn_train if framework == "minidnn" else _torch_train)(args, task)
+    elif task == "rbm":
+        result = (_minidnn_rbm if framework == "minidnn" else _sklearn_rbm)(args)
+    elif task.startswith("infer_"):
+        name = task[len("infer_"):]
+        result = (_minidnn_inference if framework == "minidnn" else _torch_inference)(args, name)
+    else:
+        raise ValueError(task)
+    result["peak_rss_mib"] = _peak_rss_mib()
+    if framework == "minidnn":
+        import numba
+        result["numba_layer"] = numba.threading_layer() if task != "prepare" else None
     return result
 
 
-def _summary(runs: list[dict]) -> dict:
-    epochs = [s for run in runs for s in run["epoch_seconds"]]
-    return {"median_epoch_s": statistics.median(epochs), "min_epoch_s": min(epochs),
-            "max_epoch_s": max(epochs), "n_epochs_timed": len(epochs),
-            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
-            "rss_after_setup_mib": statistics.median(r["rss_after_setup_mib"] for r in runs),
-            "final_train_loss": runs[-1]["train_loss"][-1],
-            "first_epoch_train_loss": runs[-1]["train_loss"][0],
-            "version": runs[-1]["version"]}
+# =====================================================================================
+# parent: launches clean workers, interleaves, summarises (stdlib only)
+# =====================================================================================
 
-
-def _table(rows: list[dict]) -> str:
-    header = ("model", "batch", "minidnn s/epoch", "torch s/epoch", "ratio", "target",
-              "minidnn peak RSS", "torch peak RSS", "epoch-1 loss m/t")
-    lines = [header]
-    for r in rows:
-        m, t = r["minidnn"], r["torch"]
-        lines.append((r["model"], str(r["batch_size"]),
-                      f"{m['median_epoch_s']:.2f} (min {m['min_epoch_s']:.2f})",
-                      f"{t['median_epoch_s']:.2f} (min {t['min_epoch_s']:.2f})",
-                      f"{r['ratio_median']:.2f}", f"<= {r['target']}",
-                      f"{m['peak_rss_mib']:.0f} MiB", f"{t['peak_rss_mib']:.0f} MiB",
-                      f"{m['first_epoch_train_loss']:.4f}/{t['first_epoch_train_loss']:.4f}"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
-    text.insert(1, "-" * len(text[0]))
-    return "\n".join(text)
+def launch(framework, task, args, workdir, env) -> dict:
+    out = Path(workdir) / f"{framework}_{task}_{time.monotonic_ns()}.json"
+    command = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--task", task,
+               "--threads", str(args.threads), "--workdir", workdir, "--result", str(out),
+               "--latency-calls", str(args.latency_calls)] + (["--tiny"] if args.tiny else []) \
+        + ["--only"] + args.only
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{framework} {task} failed (exit {done.returncode}):\n"
+                           f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return json.loads(out.read_text())
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("mlp", "lenet", "both"), default="both")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per run")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", default=["mlp", "lenet", "cifar10_quick", "rbm",
+                                                       "inference"],
+                        choices=["mlp", "lenet", "cifar10_quick", "rbm", "inference"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs per framework, interleaved minidnn/torch")
-    parser.add_argument("--embedded", action="store_true",
-                        help="use the small MNIST subset kept in the repository")
-    parser.add_argument("--layer-times", action="store_true",
-                        help="also time each minidnn layer's forward/backward and print "
-                             "torch's profiler table (adds overhead: not for the ratio)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON output (default bench/results/speed_vs_torch_<model>.json)")
-    # internal: one training run in this process
-    parser.add_argument("--worker", choices=("minidnn", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per framework and workload, interleaved (default 3; "
+                             "cifar10_quick uses min(repeats, 2))")
+    parser.add_argument("--latency-calls", type=int, default=2000)
+    parser.add_argument("--tiny", action="store_true",
+                        help="1,000 training / 500 test images: checks the harness, not speed")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--worker", choices=("minidnn", "torch", "sklearn", "numpy"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.repeats < 1 or args.threads < 1:
-        parser.error("--epochs, --repeats and --threads must be >= 1")
+    args.models = args.only
     if args.worker:
-        run_worker(args)
+        sys.path.insert(0, str(ROOT))
+        result = run_worker(args)
+        Path(args.result).write_text(json.dumps(result, default=float))
         return 0
 
-    models = ["mlp", "lenet"] if args.model == "both" else [args.model]
-    dataset = "embedded" if args.embedded else "mnist"
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="minidnn-bench-") as workdir:
-        data_info = _prepare(workdir, dataset, models)
-        print(f"data: {dataset} train {data_info['x_shape']}; threads {args.threads}; "
-              f"{args.epochs} timed epoch(s) x {args.repeats} repeat(s) per framework", flush=True)
-        for name in models:
-            spec = MODELS[name]
-            runs = {"minidnn": [], "torch": []}
-            for r in range(args.repeats):
-                order = ("minidnn", "torch") if r % 2 == 0 else ("torch", "minidnn")
-                for framework in order:
-                    result = _launch(framework, name, args, workdir, r)
+    env = clean_env(args.threads)
+    print("worker environment (built from scratch):")
+    for key, value in env.items():
+        print(f"  {key}={value}")
+    started = time.time()
+    rows, raw = [], {}
+    with tempfile.TemporaryDirectory(prefix="minidnn-speed-") as workdir:
+        info = launch("minidnn", "prepare", args, workdir, env)
+        peaks = {fw: launch(fw, "gemm", args, workdir, env) for fw in ("numpy", "torch")}
+        peak = max(p["gflops"] for p in peaks.values())
+        print(f"GEMM peak ({args.threads} threads, float32 2048^3, best of 5): NumPy/OpenBLAS "
+              f"{peaks['numpy']['gflops']:.1f} GFLOP/s, torch {peaks['torch']['gflops']:.1f} "
+              f"GFLOP/s", flush=True)
+        tasks = []
+        for name in ("mlp", "lenet", "cifar10_quick"):
+            if name in args.only:
+                tasks.append((name, "torch", info[f"{name}_flops_train_per_example"], "train"))
+        if "rbm" in args.only:
+            tasks.append(("rbm", "sklearn", info["rbm_flops_per_example"], "train"))
+        if "inference" in args.only:
+            for name in ("mlp", "lenet"):
+                tasks.append((f"infer_{name}", "torch", info[f"{name}_flops_infer_per_example"],
+                              "infer"))
+        for task, peer, flops, kind in tasks:
+            repeats = min(args.repeats, 2) if task == "cifar10_quick" else args.repeats
+            runs = {"minidnn": [], peer: []}
+            for r in range(repeats):
+                for framework in (("minidnn", peer) if r % 2 == 0 else (peer, "minidnn")):
+                    result = launch(framework, task, args, workdir, env)
                     runs[framework].append(result)
-                    print(f"  {name} {framework:<7} repeat {r + 1}: epochs "
-                          + ", ".join(f"{s:.2f}s" for s in result["epoch_seconds"])
-                          + f"; peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
-                    if args.layer_times and "worker_output" in result:
-                        print(result["worker_output"])
-                    if args.layer_times and "layer_seconds" in result:
-                        total = sum(result["epoch_seconds"])
-                        for key, sec in sorted(result["layer_seconds"].items(),
-                                               key=lambda kv: -kv[1]):
-                            print(f"    {key:<32} {sec:7.2f}s  {100 * sec / total:5.1f}%")
-            m, t = _summary(runs["minidnn"]), _summary(runs["torch"])
-            rows.append({"model": name, "architecture": spec["arch"],
-                         "batch_size": spec["batch_size"], "sgd": spec["sgd"],
-                         "target": spec["target"], "minidnn": m, "torch": t,
-                         "ratio_median": m["median_epoch_s"] / t["median_epoch_s"],
-                         "ratio_min": m["min_epoch_s"] / t["min_epoch_s"],
-                         "meets_target": m["median_epoch_s"] / t["median_epoch_s"] <= spec["target"],
-                         "runs": runs})
-    print()
-    print(_table(rows))
-    payload = {"benchmark": "speed_vs_torch", "machine": _common.machine_info(),
-               "command": "python " + " ".join([os.path.relpath(__file__, _common.REPO_ROOT)]
-                                               + (argv if argv is not None else sys.argv[1:])),
-               "data": data_info, "threads": args.threads, "epochs": args.epochs,
-               "repeats": args.repeats, "warmup_batches": WARMUP_BATCHES,
-               "layer_times": args.layer_times, "results": rows}
-    out = args.out or (_common.RESULTS_DIR / f"speed_vs_torch_{args.model}"
-                       f"{'_embedded' if args.embedded else ''}"
-                       f"{'_layertimes' if args.layer_times else ''}.json")
-    _common.write_json(out, payload)
-    print(f"\nwritten {os.path.relpath(out, _common.REPO_ROOT)}")
+                    shown = (f"{result['seconds']:.2f} s" if kind == "train" else
+                             f"batch-1 {result['batch1_median_ms']:.3f} ms, batch-100 "
+                             f"{result['batch100_images_per_s']:.0f} img/s")
+                    print(f"  {task:<14} {framework:<8} repeat {r + 1}: {shown}, peak RSS "
+                          f"{result['peak_rss_mib']:.0f} MiB", flush=True)
+            raw[task] = runs
+            row = {"task": task, "peer": peer, "kind": kind}
+            for framework, results in runs.items():
+                side = "ours" if framework == "minidnn" else "peer"
+                row[f"{side}_peak_rss_mib"] = statistics.median(r["peak_rss_mib"] for r in results)
+                if kind == "train":
+                    seconds = statistics.median(r["seconds"] for r in results)
+                    gflops = flops * results[0]["n_examples"] / seconds / 1e9
+                    row.update({f"{side}_seconds": seconds, f"{side}_gflops": gflops,
+                                f"{side}_fraction_of_peak": gflops / peak})
+                else:
+                    for key in ("batch1_median_ms", "batch1_p99_ms", "batch100_images_per_s"):
+                        row[f"{side}_{key}"] = statistics.median(r[key] for r in results)
+                    row[f"{side}_batch100_gflops"] = (
+                        flops * row[f"{side}_batch100_images_per_s"] / 1e9)
+            if kind == "train":
+                row["ratio"] = row["ours_seconds"] / row["peer_seconds"]
+                row["target"] = TRAIN[task]["target"] if task in TRAIN else 0.6
+            else:
+                row["ratio_batch1_median"] = (row["ours_batch1_median_ms"]
+                                              / row["peer_batch1_median_ms"])
+                row["ratio_batch1_p99"] = row["ours_batch1_p99_ms"] / row["peer_batch1_p99_ms"]
+                row["ratio_batch100_time"] = (row["peer_batch100_images_per_s"]
+                                              / row["ours_batch100_images_per_s"])
+            rows.append(row)
+
+    print(f"\nGEMM peak {peak:.1f} GFLOP/s ({args.threads} threads); ratio = minidnn / peer "
+          f"(time), medians of {args.repeats} interleaved runs\n")
+    header = f"{'workload':<15}{'minidnn':>22}{'peer':>30}{'ratio':>8}{'target':>8}{'peak RSS m/p':>16}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        rss = f"{row['ours_peak_rss_mib']:.0f}/{row['peer_peak_rss_mib']:.0f} MiB"
+        if row["kind"] == "train":
+            ours = f"{row['ours_seconds']:.2f} s {row['ours_gflops']:.1f} GF/s"
+            peer = f"{row['peer']} {row['peer_seconds']:.2f} s {row['peer_gflops']:.1f} GF/s"
+            print(f"{row['task']:<15}{ours:>22}{peer:>30}{row['ratio']:>8.2f}"
+                  f"{'<= ' + str(row['target']):>8}{rss:>16}")
+        else:
+            ours = (f"{row['ours_batch1_median_ms']:.3f}/{row['ours_batch1_p99_ms']:.3f} ms "
+                    f"{row['ours_batch100_images_per_s']:.0f}/s")
+            peer = (f"{row['peer_batch1_median_ms']:.3f}/{row['peer_batch1_p99_ms']:.3f} ms "
+                    f"{row['peer_batch100_images_per_s']:.0f}/s")
+            print(f"{row['task']:<15}{ours:>22}{peer:>30}{row['ratio_batch1_median']:>8.2f}"
+                  f"{'<= 1.0':>8}{rss:>16}")
+    print("(inference: batch-1 median/p99 latency and batch-100 images/s; ratio = median latency)")
+    payload = {"benchmark": "speed_vs_torch", "command": "python bench/speed_vs_torch.py "
+               + " ".join(argv if argv is not None else sys.argv[1:]),
+               "environment": env, "threads": args.threads, "repeats": args.repeats,
+               "tiny": args.tiny, "gemm_peak": peaks, "gemm_peak_gflops": peak,
+               "data": {k: v for k, v in info.items() if not k.endswith("per_example")},
+               "flops_per_example": {k: v for k, v in info.items() if k.endswith("per_example")},
+               "wall_seconds": time.time() - started, "results": rows, "runs": raw,
+               "machine": _machine()}
+    out = args.out or BENCH / "results" / f"speed_vs_torch{'_tiny' if args.tiny else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    print(f"\nwritten {out} ({time.time() - started:.0f} s)")
     return 0
+
+
+def _machine() -> dict:
+    import platform
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info
+                        if line.startswith("model name")), "")
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load_average": load}
 
 
 if __name__ == "__main__":

@@ -1,14 +1,9 @@
 """minidnn: a from-scratch deep-learning engine on NumPy and Numba."""
 __version__ = "0.1.0"
 
-import os as _os
-
-# Numba's OpenMP threads busy-wait after each parallel kernel by default,
-# stealing the cores that the next BLAS call (OpenBLAS's own threads) needs:
-# on 2 cores a LeNet step took 55 ms instead of 21 ms. Passive waiting hands
-# the cores back. setdefault keeps a user's own choice.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# Importing minidnn changes nothing in the host process (no environment
+# variables, thread pools or seeds); minidnn.configure_threads(n) is the one
+# explicit, documented process-wide set-up (see minidnn/threads.py).
 from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,  # noqa: E402
                      Identity, Layer, MaxPool2D, ReLU, Sigmoid, Tanh)
 from .losses import MSE, SoftmaxCrossEntropy  # noqa: E402
@@ -16,8 +11,9 @@ from .model import Sequential  # noqa: E402
 from .optimizers import SGD, ConstantLR, StepLR  # noqa: E402
 from .io import load, save  # noqa: E402
 from .training import History, TrainingDiverged, evaluate, fit  # noqa: E402
+from .threads import configure_threads  # noqa: E402
 
 __all__ = ["__version__", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Identity", "Flatten",
            "Dropout", "BatchNorm", "MSE", "SoftmaxCrossEntropy", "Sequential", "SGD",
            "ConstantLR", "StepLR", "save", "load", "fit", "evaluate", "History",
-           "TrainingDiverged"]
+           "TrainingDiverged", "configure_threads"]

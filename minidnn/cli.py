@@ -51,7 +51,8 @@ def cmd_train(args) -> int:
     def say_source(line):        # shown, and kept in the model file's training info
         data_source.append(line)
         say(line)
-    splits = _load_data(args, log=say_source)
+    from .data.transforms import configure_inputs
+    splits, transform, input_info = configure_inputs(args, _load_data(args, log=say_source))
     input_shape = splits.train.x.shape[1:]
     n_classes = int(splits.train.y.max()) + 1
     if args.init_from:
@@ -74,11 +75,11 @@ def cmd_train(args) -> int:
         history = fit(model, splits.train, splits.val, epochs=args.epochs,
                       batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
                       checkpoint=checkpoint, resume=args.resume, progress=not args.quiet,
-                      log=say, drop_last=args.drop_last, keep_best=args.keep_best,
+                      log=say, transform=transform, drop_last=args.drop_last, keep_best=args.keep_best,
                       divergence_factor=args.divergence_factor or None,
                       resume_with_changes=args.resume_with_changes,
                       info={"dataset": args.dataset, "architecture": args.arch,
-                            "init_from": args.init_from})
+                            "init_from": args.init_from, **input_info})
     except TrainingDiverged as err:
         untouched = (f"the existing --out {out} was not replaced" if os.path.exists(out)
                      else f"--out {out} was not written")
@@ -92,7 +93,7 @@ def cmd_train(args) -> int:
                                   "drop_last": resolve_drop_last(model, args.drop_last),
                                   "best_epoch": history.best_epoch,
                                   "data_source": data_source[0] if data_source else None,
-                                  "history": history.epochs, "test": test})
+                                  "history": history.epochs, "test": test, **input_info})
     if args.quiet:
         print(result_table(history, test, seconds, out))
     else:  # the epochs were printed as they ran: only the outcome is new
@@ -119,9 +120,13 @@ def result_table(history, test: dict, seconds: float, out: str) -> str:
 def cmd_eval(args) -> int:
     from . import io
     from .training import evaluate
+    from .data.transforms import transform_from_config
     model = io.load(args.model)
     splits = _load_data(args)
     data = getattr(splits, args.split)
+    normalize = transform_from_config((io.read_training_info(args.model) or {}).get("input_transform"))
+    if normalize is not None:      # the model was trained on normalised inputs
+        data = type(data)(normalize(data.x), data.y)
     result = evaluate(model, data, batch_size=args.batch_size)
     print(f"{args.model} on {args.dataset}/{args.split} ({len(data)} samples): "
           f"loss {result['loss']:.4f}  accuracy {100 * result['accuracy']:.2f}%")
@@ -180,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(NumPy + Numba, no deep-learning framework).")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    common.add_argument("--threads", type=int, default=None,
+                        help="threads for BLAS and the Numba kernels (default: the cores this "
+                             "process may use); see minidnn.configure_threads")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", parents=[common], help="train a network and save it as HDF5",
@@ -222,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (TrainingDiverged) when an epoch's training loss exceeds this "
                         "multiple of the lowest so far; NaN/Inf losses or weights always stop "
                         "it; 0 turns the multiple off (default %(default)s)")
+    from .data.transforms import add_input_options
+    add_input_options(p)
     p.add_argument("--init-from", default=None, metavar="FILE.h5",
                    help="start from pretrained weights (an RBM/DBN/autoencoder file from `minidnn pretrain`)")
     p.set_defaults(func=cmd_train)
@@ -261,6 +271,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        from .threads import configure_threads
+        configure_threads(getattr(args, "threads", None))
         return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted; rerun with --resume to continue from the last checkpoint",

@@ -262,7 +262,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         progress: bool = True, log=print, info: dict | None = None,
         drop_last: bool | None = None, keep_best: bool = False,
         divergence_factor: float | None = DIVERGENCE_FACTOR,
-        resume_with_changes: bool = False) -> History:
+        resume_with_changes: bool = False, transform=None) -> History:
     """Train ``model`` on ``train`` = (x, y) with minibatch SGD.
 
     Each epoch reshuffles the training set with a Generator seeded by
@@ -298,6 +298,10 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
 
     Random layers (Dropout) of a model that was loaded from a file or built
     with ``Sequential(seed=None)`` are seeded from ``seed`` first.
+    ``transform(xb, rng)``, if given, maps each training minibatch before the
+    forward pass (augmentation, e.g. ``minidnn.data.transforms.RandomCropFlip``);
+    it draws from the Generator that shuffles, which every checkpoint saves, so
+    a resumed run sees the same augmented batches bit for bit.
     """
     x, y = _split_xy(train, "training data")
     if val is not None:
@@ -409,6 +413,8 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
             for b in bar:
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
+                if transform is not None:
+                    xb = transform(xb, shuffle_rng)
                 optimizer.begin_step(model)
                 out = model.forward(xb, training=True)
                 batch_loss, grad = loss(out, yb)

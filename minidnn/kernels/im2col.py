@@ -23,6 +23,20 @@ networks for document processing"; Jia, 2014, Caffe).
 
 Each public function runs the Numba kernel; ``im2col_numpy`` and
 ``col2im_numpy`` are the plain NumPy twins that define what the kernels do.
+
+The row layout (what ``Conv2D`` uses)
+-------------------------------------
+``im2row`` is the transpose with the columns in (i, j, c) order:
+
+    rows[(n·OH + a)·OW + b,  (i·kw + j)·C + c] = x_pad[n, c, a·sh + i, b·sw + j]
+
+of shape (batch·OH·OW, kh·kw·C). In channels-last order (x_pad as (n, h, w, c))
+one window row i is kw·C CONTIGUOUS values, so the kernel copies runs of kw·C
+floats (160 for a 5x5 window over 32 channels) instead of runs of OW, and
+rows @ W_rows, with W_rows = W.transpose(2, 3, 1, 0).reshape(kh·kw·C, O)
+(``weight_rows``), gives the output in (n, a, b, o) order for all O at once.
+``row2im`` is its adjoint. ``im2row_numpy`` / ``row2im_numpy`` are the twins
+(a strided window view of x_pad and one copy; kh·kw slice additions).
 """
 from __future__ import annotations
 
@@ -91,6 +105,31 @@ def col2im_numpy(cols: np.ndarray, x_shape, kernel, stride=1, padding=0) -> np.n
 
 
 # -- Numba kernels ----------------------------------------------------------------
+#: below this many elements a parallel kernel runs on one thread: handing a few
+#: microseconds of work to a second thread costs more than it saves (batch-1
+#: inference), and on a busy machine the wake-up can take milliseconds
+SERIAL_BELOW = 1 << 16
+
+
+class serial_if_small:
+    """``with serial_if_small(n):`` runs Numba's parallel kernels on one thread
+    when n < SERIAL_BELOW (numba.set_num_threads is per calling thread)."""
+
+    def __init__(self, n_elements: int):
+        self.small = n_elements < SERIAL_BELOW
+
+    def __enter__(self):
+        if self.small:
+            self.before = numba.get_num_threads()
+            numba.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.small:
+            numba.set_num_threads(self.before)
+        return False
+
+
 @numba.njit(cache=True, inline="always")
 def _valid_range(j, pad, stride, size, n_out):
     """Output positions b in [lo, hi) whose input b·stride - pad + j lies in [0, size)."""
@@ -167,7 +206,8 @@ def im2col(x: np.ndarray, kernel, stride=1, padding=0) -> np.ndarray:
     N, C, _, _ = x.shape
     kh, kw, sh, sw, ph, pw, OH, OW = _geometry(x.shape, kernel, stride, padding)
     cols = np.empty((C * kh * kw, N * OH * OW), dtype=x.dtype)
-    _im2col_kernel(x, kh, kw, sh, sw, ph, pw, OH, OW, cols)
+    with serial_if_small(cols.size):
+        _im2col_kernel(x, kh, kw, sh, sw, ph, pw, OH, OW, cols)
     return cols
 
 
@@ -181,5 +221,151 @@ def col2im(cols: np.ndarray, x_shape, kernel, stride=1, padding=0) -> np.ndarray
                          f"x_shape {x_shape}, got {tuple(cols.shape)}")
     cols = np.ascontiguousarray(cols)
     dx = np.zeros(x_shape, dtype=cols.dtype)
-    _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, OH, OW, dx)
+    with serial_if_small(cols.size):
+        _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, OH, OW, dx)
     return dx
+
+
+# -- the row layout: (batch·OH·OW, kh·kw·C) ------------------------------------------
+def weight_rows(W: np.ndarray) -> np.ndarray:
+    """W (O, C, kh, kw) -> (kh·kw·C, O), the weight matrix of the row layout."""
+    O = W.shape[0]
+    return np.ascontiguousarray(W.transpose(2, 3, 1, 0)).reshape(-1, O)
+
+
+def weight_from_rows(W_rows: np.ndarray, weight_shape) -> np.ndarray:
+    """Inverse of ``weight_rows``: (kh·kw·C, O) -> W (O, C, kh, kw)."""
+    O, C, kh, kw = weight_shape
+    return np.ascontiguousarray(W_rows.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))
+
+
+def _pad_channels_last(x, ph, pw, out=None):
+    """x (N, C, H, W) -> zero-padded channels-last (N, H + 2ph, W + 2pw, C).
+
+    ``out``, if given, is reused: its border is never written, so a buffer that
+    was zero once stays zero-padded."""
+    N, C, H, W = x.shape
+    if out is None:
+        out = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+    out[:, ph:ph + H, pw:pw + W, :] = x.transpose(0, 2, 3, 1)
+    return out
+
+
+def im2row_numpy(x: np.ndarray, kernel, stride=1, padding=0) -> np.ndarray:
+    """(batch, C, H, W) -> rows (batch·OH·OW, kh·kw·C); see "The row layout"."""
+    N, C, _, _ = x.shape
+    kh, kw, sh, sw, ph, pw, OH, OW = _geometry(x.shape, kernel, stride, padding)
+    x_pad = _pad_channels_last(x, ph, pw)
+    sN, sH, sW, sC = x_pad.strides
+    windows = np.lib.stride_tricks.as_strided(
+        x_pad, (N, OH, OW, kh, kw, C), (sN, sh * sH, sw * sW, sH, sW, sC), writeable=False)
+    return np.ascontiguousarray(windows).reshape(N * OH * OW, kh * kw * C)
+
+
+def row2im_numpy(rows: np.ndarray, x_shape, kernel, stride=1, padding=0) -> np.ndarray:
+    """Adjoint of ``im2row_numpy``: rows (batch·OH·OW, kh·kw·C) -> (batch, C, H, W)."""
+    N, C, H, W = x_shape
+    kh, kw, sh, sw, ph, pw, OH, OW = _geometry(x_shape, kernel, stride, padding)
+    rows6 = rows.reshape(N, OH, OW, kh, kw, C)
+    dx_pad = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=rows.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx_pad[:, i:i + sh * OH:sh, j:j + sw * OW:sw, :] += rows6[:, :, :, i, j, :]
+    return np.ascontiguousarray(dx_pad[:, ph:ph + H, pw:pw + W, :].transpose(0, 3, 1, 2))
+
+
+@numba.njit(cache=True, parallel=True)
+def _im2row_kernel(x_pad, kh, kw, sh, sw, OH, OW, rows):
+    N, Hp, Wp, C = x_pad.shape
+    run = kw * C                       # one window row: contiguous in channels-last
+    for n in numba.prange(N):
+        plane = x_pad[n].reshape(Hp, Wp * C)
+        for a in range(OH):
+            for b in range(OW):
+                dst = rows[(n * OH + a) * OW + b]
+                start = b * sw * C
+                for i in range(kh):
+                    src = plane[a * sh + i]
+                    for t in range(run):
+                        dst[i * run + t] = src[start + t]
+
+
+@numba.njit(cache=True, parallel=True)
+def _row2im_kernel(rows, kh, kw, sh, sw, OH, OW, dx_pad):
+    N, Hp, Wp, C = dx_pad.shape
+    run = kw * C
+    # one thread per sample: each writes only its own dx_pad[n], no races
+    for n in numba.prange(N):
+        plane = dx_pad[n].reshape(Hp, Wp * C)
+        for a in range(OH):
+            for b in range(OW):
+                src = rows[(n * OH + a) * OW + b]
+                start = b * sw * C
+                for i in range(kh):
+                    dst = plane[a * sh + i]
+                    for t in range(run):
+                        dst[start + t] += src[i * run + t]
+
+
+class RowBuffers:
+    """Scratch arrays reused from one call to the next (same shape, same dtype),
+    so a training loop does not allocate and page-fault ~100 MB per step."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, key, shape, dtype, zero=False):
+        array = self._arrays.get(key)
+        if array is None or array.shape != tuple(shape) or array.dtype != dtype:
+            array = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+            self._arrays[key] = array
+        elif zero:
+            array.fill(0)
+        return array
+
+    def clear(self):
+        self._arrays.clear()
+
+
+def im2row(x: np.ndarray, kernel, stride=1, padding=0, buffers: RowBuffers | None = None
+           ) -> np.ndarray:
+    """(batch, C, H, W) -> rows (batch·OH·OW, kh·kw·C), in x's dtype (Numba kernel).
+
+    With ``buffers``, the padded input and the rows are written into reused
+    arrays (the returned rows are then overwritten by the next call)."""
+    N, C, H, W = np.shape(x)
+    kh, kw, sh, sw, ph, pw, OH, OW = _geometry(np.shape(x), kernel, stride, padding)
+    x = np.asarray(x)
+    if buffers is None:
+        x_pad = _pad_channels_last(x, ph, pw)
+        rows = np.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
+    else:
+        shape = (N, H + 2 * ph, W + 2 * pw, C)
+        fresh = buffers._arrays.get("x_pad")
+        x_pad = buffers.get("x_pad", shape, x.dtype,
+                            zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
+        _pad_channels_last(x, ph, pw, out=x_pad)
+        rows = buffers.get("rows", (N * OH * OW, kh * kw * C), x.dtype)
+    with serial_if_small(rows.size):
+        _im2row_kernel(x_pad, kh, kw, sh, sw, OH, OW, rows)
+    return rows
+
+
+def row2im(rows: np.ndarray, x_shape, kernel, stride=1, padding=0,
+           buffers: RowBuffers | None = None) -> np.ndarray:
+    """Adjoint of ``im2row``: rows (batch·OH·OW, kh·kw·C) -> (batch, C, H, W) (Numba kernel)."""
+    x_shape = tuple(int(d) for d in x_shape)
+    kh, kw, sh, sw, ph, pw, OH, OW = _geometry(x_shape, kernel, stride, padding)
+    N, C, H, W = x_shape
+    if rows.shape != (N * OH * OW, kh * kw * C):
+        raise ValueError(f"row2im expects rows of shape {(N * OH * OW, kh * kw * C)} for "
+                         f"x_shape {x_shape}, got {tuple(rows.shape)}")
+    rows = np.ascontiguousarray(rows)
+    shape = (N, H + 2 * ph, W + 2 * pw, C)
+    dx_pad = (np.zeros(shape, rows.dtype) if buffers is None
+              else buffers.get("dx_pad", shape, rows.dtype, zero=True))
+    with serial_if_small(rows.size):
+        _row2im_kernel(rows, kh, kw, sh, sw, OH, OW, dx_pad)
+    # a copy always (with C = 1 and no padding the transpose alone would be a
+    # view of the reused buffer, overwritten by the next call)
+    return np.array(dx_pad[:, ph:ph + H, pw:pw + W, :].transpose(0, 3, 1, 2), order="C")

