@@ -31,6 +31,7 @@ def _load_data(args):
 def cmd_train(args) -> int:
     from . import architectures, io
     from .optimizers import SGD, StepLR
+    from .quantization import discrete
     from .training import evaluate, fit
 
     splits = _load_data(args)
@@ -43,6 +44,7 @@ def cmd_train(args) -> int:
     else:
         model = architectures.build(args.arch, n_classes=n_classes, input_shape=input_shape,
                                     seed=args.seed, dtype=args.dtype)
+    model = discrete.model_from_args(args, model, log=(lambda line: None) if args.quiet else print)
     schedule = StepLR(args.lr_step, args.lr_gamma) if args.lr_step else None
     optimizer = SGD(args.lr, args.momentum, args.weight_decay, schedule=schedule)
     out = args.out
@@ -58,6 +60,7 @@ def cmd_train(args) -> int:
                   info={"dataset": args.dataset, "architecture": args.arch,
                         "init_from": args.init_from})
     seconds = time.perf_counter() - t0
+    model = discrete.model_to_save(args, model)
     test = evaluate(model, splits.test)
     io.save(model, out, training={"dataset": args.dataset, "architecture": args.arch,
                                   "epochs": args.epochs, "batch_size": args.batch_size,
@@ -160,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     p.add_argument("--init-from", default=None, metavar="FILE.h5",
                    help="start from pretrained weights (an RBM/DBN/autoencoder file from `minidnn pretrain`)")
+    from .quantization.discrete import add_train_options as add_discrete_weight_options
+    add_discrete_weight_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a saved model", description="Loss and accuracy of a saved model on a data split.")
