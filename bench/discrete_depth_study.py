@@ -65,6 +65,8 @@ def parse_args():
     p.add_argument("--dbn-dir", default="/work/artifacts/issue9",
                    help="where the pretrained DBNs are kept (large; not committed)")
     p.add_argument("--out", default=OUT)
+    p.add_argument("--save-models", action="store_true",
+                   help="also save each finished model (as shipped) under --dbn-dir/models")
     p.add_argument("--plot", action="store_true", help="only draw figures and the table")
     p.add_argument("--dry-run", action="store_true", help="list the points still to do")
     return p.parse_args()
@@ -155,6 +157,11 @@ def run_point(args, variant, depth, step, seed, splits, dbn):
               f"test {100 * rec['test_error']:.2f}% ({seconds:.1f}s)", flush=True)
     best = min(records, key=lambda r: (r["val_error"], r["epoch"]))
     shipped = export_discrete(model, inference="float") if variant == "shadow" else model
+    if args.save_models:
+        from minidnn import save
+        os.makedirs(os.path.join(args.dbn_dir, "models"), exist_ok=True)
+        save(shipped, os.path.join(args.dbn_dir, "models", label + ".h5"),
+             training={"study": "discrete_depth", "point": label})
     codes_on_grid = all(
         int(np.abs(l.params["codes"]).max()) <= l.grid.max_code
         for l in shipped.layers if "codes" in l.params)
