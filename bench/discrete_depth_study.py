@@ -60,7 +60,8 @@ def parse_args():
     p.add_argument("--pretrain-epochs", type=int, default=10,
                    help="epochs per RBM (SPEC recipe: 50; momentum switch scaled with it)")
     p.add_argument("--finetune-epochs", type=int, default=6, help="SPEC recipe: 100")
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.5, help="learning rate of the discrete variants")
+    p.add_argument("--lr-float", type=float, default=2.0, help="learning rate of the float baseline")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--dbn-dir", default="/work/artifacts/issue9",
                    help="where the pretrained DBNs are kept (large; not committed)")
@@ -77,13 +78,17 @@ def point_name(variant, depth, step, seed):
 
 
 def points(args):
+    """Seed by seed; within a seed step by step (float first), the variants of one
+    step together, so a partial run has whole curves to compare."""
     for seed in args.seeds:
-        for variant in args.variants:
-            if variant == "float":
-                steps = [None]
-            else:
-                steps = args.steps or (STEPS if variant == "rr" else CONTROL_STEPS)
-            for step in steps:
+        if "float" in args.variants:
+            for depth in args.depths:
+                yield "float", depth, None, seed
+        steps = args.steps or STEPS
+        for step in steps:
+            for variant in (v for v in args.variants if v != "float"):
+                if args.steps is None and variant != "rr" and step not in CONTROL_STEPS:
+                    continue
                 for depth in args.depths:
                     yield variant, depth, step, seed
 
@@ -134,7 +139,8 @@ def run_point(args, variant, depth, step, seed, splits, dbn):
     train = (splits.train.flatten(), splits.train.y)
     val = (splits.val.flatten(), splits.val.y)
     test = (splits.test.flatten(), splits.test.y)
-    optimizer = SGD(args.lr)
+    lr = args.lr_float if variant == "float" else args.lr
+    optimizer = SGD(lr)
     label = point_name(variant, depth, step, seed)
     records = []
     t0 = time.perf_counter()
@@ -166,7 +172,7 @@ def run_point(args, variant, depth, step, seed, splits, dbn):
         int(np.abs(l.params["codes"]).max()) <= l.grid.max_code
         for l in shipped.layers if "codes" in l.params)
     return {"variant": variant, "depth": depth, "layers": [784] + [300] * (depth - 2) + [10],
-            "step": step, "seed": seed, "finetune_epochs": args.finetune_epochs, "lr": args.lr,
+            "step": step, "seed": seed, "finetune_epochs": args.finetune_epochs, "lr": lr,
             "batch_size": args.batch_size, "momentum": 0.0,
             "pretrain_epochs_per_rbm": args.pretrain_epochs,
             "selected_epoch": best["epoch"], "val_error": best["val_error"],

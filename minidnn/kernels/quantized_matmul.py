@@ -10,7 +10,7 @@ the codes themselves and apply the scale s = g·Δ once per output, at the end:
   randomized rounding of W/max|W| most ternary codes are 0). The codes are
   first turned into a ``TernaryPlan``: for each output unit j, the input
   indices with c_ij = +1 and those with c_ij = −1 (CSR-like, column by
-  column; int32 pointers, int16/int32 indices).
+  column; int32 pointers, uint16/uint32 indices).
 * ``code_matmul``: any int8 codes (Δ = 2^−k): y_b = s·Σ_i x_bi c_i, an
   integer-code product whose float32 accumulator is scaled once; rows of x
   that are zero (MNIST background pixels) are skipped.
@@ -59,8 +59,7 @@ class TernaryPlan:
 
     @property
     def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in (self.plus_ptr, self.plus_index,
-                                          self.minus_ptr, self.minus_index)))
+        return int(sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray)))
 
 
 def ternary_plan(codes: np.ndarray) -> TernaryPlan:
@@ -72,7 +71,8 @@ def ternary_plan(codes: np.ndarray) -> TernaryPlan:
         raise ValueError(f"ternary codes must be -1, 0 or 1, got values in "
                          f"[{codes.min()}, {codes.max()}]")
     n_in, n_out = codes.shape
-    index_dtype = np.int16 if n_in <= np.iinfo(np.int16).max else np.int32
+    # unsigned: Numba adds a negative-index wraparound test to every signed gather
+    index_dtype = np.uint16 if n_in <= np.iinfo(np.uint16).max else np.uint32
     lists = []
     for sign in (1, -1):
         cols, rows = np.nonzero(codes.T == sign)        # column-major: grouped by output j
@@ -80,6 +80,24 @@ def ternary_plan(codes: np.ndarray) -> TernaryPlan:
         np.cumsum(np.bincount(cols, minlength=n_out), out=ptr[1:])
         lists += [ptr, rows.astype(index_dtype)]
     return TernaryPlan(n_in, n_out, *lists)
+
+
+@numba.njit(cache=True, inline="always")
+def _gather_sum(xb, index, start, stop):
+    """Σ xb[index[p]] for p in [start, stop), with four partial sums: one running
+    sum would make every addition wait for the previous one (add latency)."""
+    a0 = a1 = a2 = a3 = xb.dtype.type(0)
+    p = start
+    while p + 4 <= stop:
+        a0 += xb[index[p]]
+        a1 += xb[index[p + 1]]
+        a2 += xb[index[p + 2]]
+        a3 += xb[index[p + 3]]
+        p += 4
+    while p < stop:
+        a0 += xb[index[p]]
+        p += 1
+    return (a0 + a1) + (a2 + a3)
 
 
 @numba.njit(cache=True)
@@ -90,12 +108,9 @@ def ternary_matmul_rows_kernel(x, plus_ptr, plus_index, minus_ptr, minus_index, 
     for b in range(batch):
         xb = x[b]
         for j in range(n_out):
-            acc = x.dtype.type(0)
-            for p in range(plus_ptr[j], plus_ptr[j + 1]):
-                acc += xb[plus_index[p]]
-            for p in range(minus_ptr[j], minus_ptr[j + 1]):
-                acc -= xb[minus_index[p]]
-            out[b, j] = acc * scale
+            plus = _gather_sum(xb, plus_index, plus_ptr[j], plus_ptr[j + 1])
+            minus = _gather_sum(xb, minus_index, minus_ptr[j], minus_ptr[j + 1])
+            out[b, j] = (plus - minus) * scale
 
 
 @numba.njit(cache=True)
