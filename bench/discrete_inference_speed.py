@@ -19,6 +19,7 @@ the three are compared on a fixed input.
     python bench/discrete_inference_speed.py                      # synthetic ternary net
     python bench/discrete_inference_speed.py --model /work/artifacts/issue9/models/rr_L6_20_s0.h5
     python bench/discrete_inference_speed.py --repeats 1 --calls 20   # a quick check
+    python bench/discrete_inference_speed.py --memory-only --model ...  # bytes only
 
 Weights: without --model, a float net with N(0, 1/fan_in) weights is
 discretised by randomized rounding (gain max|W|), which gives a typical
@@ -53,6 +54,8 @@ def parse_args():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--calls", type=int, default=300, help="timed forwards per run (batch 1)")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only report weight bytes (no timing; fine on a loaded machine)")
     p.add_argument("--out", default=str(_common.RESULTS_DIR / "discrete_inference_speed.json"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -169,7 +172,19 @@ def main():
                "sizes": SIZES, "weight_bytes": {"ternary_packed": ternary_bytes,
                                                  "float32": float_bytes,
                                                  "ratio": ternary_bytes / float_bytes},
+               "all_stored_bytes": {"ternary": sum(l.storage_bytes() for l in model.layers),
+                                    "float32": sum(l.storage_bytes() for l in twin.layers)},
                "nonzero_codes": nonzero / total, "runs": {}}
+    print(f"weights: ternary {ternary_bytes:,} B vs float32 {float_bytes:,} B "
+          f"(ratio 1/{float_bytes / ternary_bytes:.2f}); with biases and gains "
+          f"{results['all_stored_bytes']['ternary']:,} B vs {results['all_stored_bytes']['float32']:,} B "
+          f"(1/{results['all_stored_bytes']['float32'] / results['all_stored_bytes']['ternary']:.2f}); "
+          f"nonzero codes {100 * nonzero / total:.1f}%")
+    if args.memory_only:
+        path = Path(args.out).with_name("discrete_weight_memory.json")
+        _common.write_json(path, {k: v for k, v in results.items() if k != "runs"})
+        print(f"wrote {path}")
+        return
     with tempfile.TemporaryDirectory() as workdir:
         x = _common.load_splits("mnist").test.flatten()[:max(args.batches)]
         np.save(os.path.join(workdir, "x.npy"), x)
@@ -212,8 +227,6 @@ def main():
                              if "torch" in med else {})}
     results["summary"] = summary
     _common.write_json(Path(args.out), results)
-    print(f"weights: ternary {ternary_bytes:,} B vs float32 {float_bytes:,} B "
-          f"(ratio 1/{float_bytes / ternary_bytes:.1f}); nonzero codes {100 * nonzero / total:.1f}%")
     for batch, s in summary.items():
         print(f"batch {batch:>3}: " + "  ".join(f"{k} {1e6 * v:.1f} µs" for k, v in s["median_s"].items())
               + f"  float32/ternary {s['float32_over_ternary']:.2f}x"
