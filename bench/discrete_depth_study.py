@@ -285,6 +285,11 @@ def write_table(table, out):
     return text
 
 
+def tex(step):
+    """"2^-2" -> "$2^{-2}$" for matplotlib's mathtext."""
+    return f"$2^{{{step[2:]}}}$"
+
+
 def plot(table, out):
     import matplotlib
     matplotlib.use("Agg")
@@ -299,7 +304,7 @@ def plot(table, out):
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for step in STEPS:
-        curve(ax, "rr", step, f"Δ = {step}")
+        curve(ax, "rr", step, f"Δ = {tex(step)}")
     curve(ax, "float", None, "float32", color="black", linestyle="--")
     ax.set_xlabel("layers (counting input and output)")
     ax.set_ylabel("test error (%)")
@@ -313,9 +318,9 @@ def plot(table, out):
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for step in CONTROL_STEPS:
-        curve(ax, "rr", step, f"RR, memory-saving, Δ = {step}")
-        curve(ax, "nearest", step, f"nearest, memory-saving, Δ = {step}", linestyle=":")
-        curve(ax, "shadow", step, f"shadow (BinaryConnect), Δ = {step}", linestyle="-.")
+        curve(ax, "rr", step, f"RR, memory-saving, Δ = {tex(step)}")
+        curve(ax, "nearest", step, f"nearest, memory-saving, Δ = {tex(step)}", linestyle=":")
+        curve(ax, "shadow", step, f"shadow (BinaryConnect), Δ = {tex(step)}", linestyle="-.")
     curve(ax, "float", None, "float32", color="black", linestyle="--")
     ax.set_xlabel("layers (counting input and output)")
     ax.set_ylabel("test error (%)")
@@ -329,7 +334,7 @@ def plot(table, out):
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for step in STEPS:
-        curve(ax, "rr", step, f"Δ = {step}", x_of=lambda d, t: t["bytes"] / 1024)
+        curve(ax, "rr", step, f"Δ = {tex(step)}", x_of=lambda d, t: t["bytes"] / 1024)
     curve(ax, "float", None, "float32", x_of=lambda d, t: t["bytes"] / 1024, color="black",
           linestyle="--")
     ax.set_xscale("log")
