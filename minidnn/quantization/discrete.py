@@ -401,7 +401,7 @@ class ShadowDiscreteDense(_GridLayer):
         """The exported layer: codes = nearest(W), same gain, bias and name."""
         layer = DiscreteDense(self.in_features, self.out_features, grid=self.grid,
                               rounding=self.rounding, bias=self.bias, inference=inference,
-                              rng=np.random.default_rng(self.rng.integers(2**63)), name=self.name)
+                              rng=copy.deepcopy(self.rng), name=self.name)   # this rng untouched
         layer.cast(self.dtype)
         return layer.set_codes(self._codes(False), self.gain, self.params.get("b"))
 
