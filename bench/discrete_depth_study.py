@@ -78,17 +78,17 @@ def point_name(variant, depth, step, seed):
 
 
 def points(args):
-    """Seed by seed; within a seed step by step (float first), the variants of one
-    step together, so a partial run has whole curves to compare."""
-    for seed in args.seeds:
-        if "float" in args.variants:
+    """Float first, then step by step, the variants of one step together, each over
+    the seeds, so a partial run has whole curves, with their spread, to compare."""
+    if "float" in args.variants:
+        for seed in args.seeds:
             for depth in args.depths:
                 yield "float", depth, None, seed
-        steps = args.steps or STEPS
-        for step in steps:
-            for variant in (v for v in args.variants if v != "float"):
-                if args.steps is None and variant != "rr" and step not in CONTROL_STEPS:
-                    continue
+    for step in args.steps or STEPS:
+        for variant in (v for v in args.variants if v != "float"):
+            if args.steps is None and variant != "rr" and step not in CONTROL_STEPS:
+                continue
+            for seed in args.seeds:
                 for depth in args.depths:
                     yield variant, depth, step, seed
 
