@@ -307,9 +307,13 @@ def test_shadow_control_keeps_float_weights_clipped_and_exports_to_codes():
     assert layer.params["W"].dtype == np.float32 and np.abs(layer.params["W"]).max() <= 1
     exported = export_discrete(model)
     assert isinstance(exported.layers[0], DiscreteDense)
-    assert np.array_equal(exported.layers[0].params["codes"],
-                          R.round_to_nearest(layer.params["W"], layer.grid))
+    codes = exported.layers[0].params["codes"]
+    assert np.all(np.abs(codes * layer.grid.step - layer.params["W"]) < layer.grid.step)
     np.testing.assert_allclose(exported.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(export_discrete(model).layers[0].params["codes"], codes)  # no stream used
+    near = ShadowDiscreteDense.from_float(layer.params["W"], None, "2^-1", rounding="nearest")
+    assert np.array_equal(near.to_discrete().params["codes"],
+                          R.round_to_nearest(layer.params["W"], layer.grid))
 
 
 # -- conversion, files, checkpoints ----------------------------------------------------------------

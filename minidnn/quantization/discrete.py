@@ -29,7 +29,8 @@ is rounded away, so Q does not move.
 Bengio & David, 2015): a float shadow W ∈ [−1, 1] takes the updates (clipped
 to [−1, 1]); every training forward uses a fresh rounding of it (randomized
 or nearest), the gradient with respect to the rounded weights is applied to
-W (straight-through), evaluation and export use the nearest grid point.
+W (straight-through); evaluation and export use one rounding of W in the
+layer's rounding mode (randomized: the distribution it was trained under).
 
 ``discretize(model, grid, …)`` turns any trained float model (``Dense``
 layers) or pretrained stack (DBN, stacked autoencoders) into a discrete one,
@@ -42,6 +43,7 @@ file round trips exactly and codes outside the grid are refused on load.
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import numpy as np
 
@@ -336,8 +338,8 @@ class ShadowDiscreteDense(_GridLayer):
     Training forward: Q = round(W) on the grid (a fresh randomized rounding
     per step, or nearest), y = g·(x Q) + b. Backward: ∂L/∂Q = g·xᵀδ is used as
     the gradient of W (straight-through estimator), and updates land on W,
-    clipped to [−1, 1]. Evaluation (and ``to_discrete``) uses the nearest grid
-    point of W. Unlike ``DiscreteDense`` this layer keeps a full-precision
+    clipped to [−1, 1]. Evaluation (and ``to_discrete``) uses one rounding of W
+    in the layer's rounding mode, keyed by a hash of W (deterministic). Unlike ``DiscreteDense`` this layer keeps a full-precision
     copy of every weight, which is what the paper's memory-saving mode avoids.
     """
 
@@ -371,8 +373,18 @@ class ShadowDiscreteDense(_GridLayer):
         return self
 
     def _codes(self, training):
-        how = self.rounding if training else "nearest"
-        return _round(self.params["W"], self.grid, how, self.rng)
+        """Training: a fresh rounding of W per step. Evaluation and export: one
+        rounding drawn from a copy of the stream (the same codes at every call
+        until W changes, keyed by a hash of W; the training stream is not consumed). Randomized
+        training makes the net work under RR draws of W; rounding it to nearest
+        instead would zero most ternary weights (|W| < ½)."""
+        W = self.params["W"]
+        if training:
+            rng = self.rng
+        else:   # a function of W alone: the same after a file round trip or a resume
+            digest = hashlib.blake2b(W.astype(np.float32).tobytes(), digest_size=8).digest()
+            rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        return _round(W, self.grid, self.rounding, rng)
 
     def forward(self, x, training=False):
         self._check_input(x, (self.in_features,), "")
@@ -398,7 +410,7 @@ class ShadowDiscreteDense(_GridLayer):
             np.clip(self.params["W"], -1.0, 1.0, out=self.params["W"])
 
     def to_discrete(self, inference="kernel") -> DiscreteDense:
-        """The exported layer: codes = nearest(W), same gain, bias and name."""
+        """The exported layer: the evaluation codes (see ``_codes``), same gain, bias and name."""
         layer = DiscreteDense(self.in_features, self.out_features, grid=self.grid,
                               rounding=self.rounding, bias=self.bias, inference=inference,
                               rng=copy.deepcopy(self.rng), name=self.name)   # this rng untouched
