@@ -44,6 +44,7 @@ def cmd_train(args) -> int:
     from . import architectures, io
     from .optimizers import SGD, StepLR
     from .training import TrainingDiverged, evaluate, fit, resolve_drop_last
+    from .quantization import discrete
 
     say = (lambda line: None) if args.quiet else print
     data_source = []
@@ -62,6 +63,7 @@ def cmd_train(args) -> int:
     else:
         model = architectures.build(args.arch, n_classes=n_classes, input_shape=input_shape,
                                     seed=args.seed, dtype=args.dtype)
+    model = discrete.model_from_args(args, model, log=(lambda line: None) if args.quiet else print)
     schedule = StepLR(args.lr_step, args.lr_gamma) if args.lr_step else None
     optimizer = SGD(args.lr, args.momentum, args.weight_decay, schedule=schedule,
                     momentum_form=args.momentum_form)
@@ -86,6 +88,7 @@ def cmd_train(args) -> int:
         raise TrainingDiverged(f"{err} And {untouched}.", err.epoch,
                                err.batch, err.reason, f"{err.kept}; {untouched}") from None
     seconds = time.perf_counter() - t0
+    model = discrete.model_to_save(args, model)
     test = evaluate(model, splits.test)
     io.save(model, out, training={"dataset": args.dataset, "architecture": args.arch,
                                   "epochs": args.epochs, "batch_size": args.batch_size,
@@ -234,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_options(p)
     p.add_argument("--init-from", default=None, metavar="FILE.h5",
                    help="start from pretrained weights (an RBM/DBN/autoencoder file from `minidnn pretrain`)")
+    from .quantization.discrete import add_train_options as add_discrete_weight_options
+    add_discrete_weight_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a saved model", description="Loss and accuracy of a saved model on a data split.")

@@ -9,6 +9,7 @@ import pytest
 
 import minidnn as md
 from minidnn.layers import LAYER_TYPES
+from minidnn.quantization import DiscreteDense, ShadowDiscreteDense
 
 from . import contract
 
@@ -24,6 +25,8 @@ EXAMPLES = {
     "Conv2D": (lambda: md.Conv2D(2, 3, 3, padding=1, name="l"), (2, 2, 5, 5)),
     "MaxPool2D": (lambda: md.MaxPool2D(2, name="l"), (2, 2, 4, 4)),
     "AvgPool2D": (lambda: md.AvgPool2D(2, name="l"), (2, 2, 4, 4)),
+    "DiscreteDense": (lambda: DiscreteDense(5, 4, grid="2^-2", name="l"), (3, 5)),
+    "ShadowDiscreteDense": (lambda: ShadowDiscreteDense(5, 4, grid="2^-1", name="l"), (3, 5)),
 }
 
 

@@ -1,0 +1,238 @@
+"""Inference speed and weight memory of a ternary net: code kernels vs float32 vs PyTorch.
+
+The model is the paper's 6-layer net 784-300-300-300-300-10 (sigmoid) with
+ternary weights (Δ = 2^0). Three forwards of the *same* weights are timed:
+
+* ``ternary``: minidnn ``DiscreteDense`` with ``inference="kernel"``: the
+  ternary add/subtract kernel over the nonzero codes, one scale g·Δ per output;
+* ``float32``: minidnn ``Dense`` layers holding W = g·c·Δ as float32 (BLAS);
+* ``torch``: ``torch.nn.Linear`` float32 with the same W, under ``no_grad``.
+
+At batch 1 and 100. Each (implementation, batch) is run in its own clean
+subprocess with every thread pool capped at --threads; the repeats are
+interleaved (ternary, float32, torch, ternary, …) so a load change hits all
+of them alike; each run reports the median seconds per forward over --calls
+calls after a warm-up, and the table gives the median over repeats. A float32
+GEMM (1024³) is timed in the same run for the machine's peak. The outputs of
+the three are compared on a fixed input.
+
+    python bench/discrete_inference_speed.py                      # synthetic ternary net
+    python bench/discrete_inference_speed.py --model /work/artifacts/issue9/models/rr_L6_20_s0.h5
+    python bench/discrete_inference_speed.py --repeats 1 --calls 20   # a quick check
+    python bench/discrete_inference_speed.py --memory-only --model ...  # bytes only
+
+Weights: without --model, a float net with N(0, 1/fan_in) weights is
+discretised by randomized rounding (gain max|W|), which gives a typical
+sparsity of the codes; pass a trained model (from the depth study's
+``--save-models``) for the real one. Results: bench/results/discrete_inference_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+SIZES = [784, 300, 300, 300, 300, 10]
+IMPLS = ("ternary", "float32", "torch")
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="a ternary minidnn model file (default: synthetic)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 100])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--calls", type=int, default=300, help="timed forwards per run (batch 1)")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only report weight bytes (no timing; fine on a loaded machine)")
+    p.add_argument("--out", default=str(_common.RESULTS_DIR / "discrete_inference_speed.json"))
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def ternary_model(path):
+    import minidnn as md
+    from minidnn.quantization import discretize
+    if path:
+        model = md.load(path)
+    else:
+        rng = np.random.default_rng(0)
+        layers = []
+        for n_in, n_out in zip(SIZES, SIZES[1:]):
+            dense = md.Dense(n_in, n_out)
+            dense.set_weights(rng.normal(0, 1 / np.sqrt(n_in), (n_in, n_out)))
+            layers += [dense, md.Sigmoid()]
+        model = discretize(md.Sequential(layers[:-1], seed=None), "2^0", rng=1)
+    for layer in model.layers:
+        if "codes" in layer.params:
+            if not layer.grid.is_ternary:
+                raise SystemExit(f"{path}: layer {layer.name} is on {layer.grid!r}, not ternary")
+            layer.inference = "kernel"
+    return model
+
+
+def float_twin(model):
+    """The same net with float32 Dense layers holding W = g·c·Δ."""
+    import minidnn as md
+    layers = []
+    for layer in model.layers:
+        if "codes" in layer.params:
+            dense = md.Dense(layer.in_features, layer.out_features, name=layer.name)
+            dense.set_weights(layer.float_weights(), layer.params["b"])
+            layers.append(dense)
+        elif layer.params:
+            raise SystemExit(f"unexpected layer {layer!r}")
+        else:
+            layers.append(type(layer).from_config(layer.get_config()))
+    return md.Sequential(layers, seed=None)
+
+
+def worker(args) -> dict:
+    x_all = np.load(os.path.join(args.workdir, "x.npy"))
+    x = np.ascontiguousarray(x_all[:args.batch])
+    if args.worker == "torch":
+        import torch
+        torch.set_num_threads(args.threads)
+        weights = np.load(os.path.join(args.workdir, "weights.npz"))
+        mods = []
+        n = len([k for k in weights if k.startswith("W")])
+        for i in range(n):
+            W, b = weights[f"W{i}"], weights[f"b{i}"]
+            lin = torch.nn.Linear(W.shape[0], W.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(W.T.copy()))
+                lin.bias.copy_(torch.from_numpy(b))
+            mods += [lin, torch.nn.Sigmoid()]
+        net = torch.nn.Sequential(*mods[:-1]).eval()
+        xt = torch.from_numpy(x)
+
+        def forward():
+            with torch.no_grad():
+                return net(xt).numpy()
+    else:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads)
+        model = ternary_model(args.model)
+        if args.worker == "float32":
+            model = float_twin(model)
+
+        def forward():
+            return model.forward(x, training=False)
+    for _ in range(20):
+        out = forward()
+    calls = max(10, args.calls // max(1, args.batch // 10))
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        forward()
+        times.append(time.perf_counter() - t0)
+    np.save(os.path.join(args.workdir, f"out_{args.worker}_{args.batch}.npy"), out)
+    return {"median_s": statistics.median(times), "min_s": min(times), "calls": calls}
+
+
+def gemm_peak(threads) -> float:
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(threads):
+        a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+        a @ a
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ a
+            times.append(time.perf_counter() - t0)
+    return 2 * 1024 ** 3 / min(times) / 1e9
+
+
+def main():
+    args = parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    model = ternary_model(args.model)
+    twin = float_twin(model)
+    from minidnn.quantization import weight_storage_bytes
+    ternary_bytes, float_bytes = weight_storage_bytes(model), weight_storage_bytes(twin)
+    nonzero = sum(int(np.count_nonzero(l.params["codes"])) for l in model.layers if "codes" in l.params)
+    total = sum(l.params["codes"].size for l in model.layers if "codes" in l.params)
+    results = {"machine": _common.machine_info(), "threads": args.threads, "model": args.model or
+               "synthetic N(0, 1/fan_in) weights, randomized rounding to ternary",
+               "sizes": SIZES, "weight_bytes": {"ternary_packed": ternary_bytes,
+                                                 "float32": float_bytes,
+                                                 "ratio": ternary_bytes / float_bytes},
+               "all_stored_bytes": {"ternary": sum(l.storage_bytes() for l in model.layers),
+                                    "float32": sum(l.storage_bytes() for l in twin.layers)},
+               "nonzero_codes": nonzero / total, "runs": {}}
+    print(f"weights: ternary {ternary_bytes:,} B vs float32 {float_bytes:,} B "
+          f"(ratio 1/{float_bytes / ternary_bytes:.2f}); with biases and gains "
+          f"{results['all_stored_bytes']['ternary']:,} B vs {results['all_stored_bytes']['float32']:,} B "
+          f"(1/{results['all_stored_bytes']['float32'] / results['all_stored_bytes']['ternary']:.2f}); "
+          f"nonzero codes {100 * nonzero / total:.1f}%")
+    if args.memory_only:
+        path = Path(args.out).with_name("discrete_weight_memory.json")
+        _common.write_json(path, {k: v for k, v in results.items() if k != "runs"})
+        print(f"wrote {path}")
+        return
+    with tempfile.TemporaryDirectory() as workdir:
+        x = _common.load_splits("mnist").test.flatten()[:max(args.batches)]
+        np.save(os.path.join(workdir, "x.npy"), x)
+        arrays = {}
+        for i, layer in enumerate(l for l in twin.layers if l.params):
+            arrays[f"W{i}"], arrays[f"b{i}"] = layer.params["W"], layer.params["b"]
+        np.savez(os.path.join(workdir, "weights.npz"), **arrays)
+        env = _common.thread_env(args.threads)
+        results["gemm_peak_gflops"] = gemm_peak(args.threads)
+        for repeat in range(args.repeats):
+            for batch in args.batches:
+                for impl in IMPLS:
+                    cmd = [sys.executable, __file__, "--worker", impl, "--workdir", workdir,
+                           "--batch", str(batch), "--threads", str(args.threads),
+                           "--calls", str(args.calls)] + (["--model", args.model] if args.model else [])
+                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        if impl == "torch" and "No module named 'torch'" in proc.stderr:
+                            continue
+                        raise SystemExit(proc.stderr)
+                    run = json.loads(proc.stdout.strip().splitlines()[-1])
+                    results["runs"].setdefault(f"{impl}@{batch}", []).append(run)
+                    print(f"repeat {repeat + 1}/{args.repeats} batch {batch:>3} {impl:8s} "
+                          f"{1e6 * run['median_s']:9.1f} µs/forward", flush=True)
+        agreement = {}
+        for batch in args.batches:
+            ref = np.load(os.path.join(workdir, f"out_float32_{batch}.npy"))
+            for impl in ("ternary", "torch"):
+                path = os.path.join(workdir, f"out_{impl}_{batch}.npy")
+                if os.path.exists(path):
+                    agreement[f"{impl}@{batch}"] = float(np.abs(np.load(path) - ref).max())
+        results["max_abs_difference_vs_float32"] = agreement
+    summary = {}
+    for batch in args.batches:
+        med = {impl: statistics.median(r["median_s"] for r in results["runs"][f"{impl}@{batch}"])
+               for impl in IMPLS if f"{impl}@{batch}" in results["runs"]}
+        summary[batch] = {"median_s": med,
+                          "float32_over_ternary": med["float32"] / med["ternary"],
+                          **({"torch_over_ternary": med["torch"] / med["ternary"]}
+                             if "torch" in med else {})}
+    results["summary"] = summary
+    _common.write_json(Path(args.out), results)
+    for batch, s in summary.items():
+        print(f"batch {batch:>3}: " + "  ".join(f"{k} {1e6 * v:.1f} µs" for k, v in s["median_s"].items())
+              + f"  float32/ternary {s['float32_over_ternary']:.2f}x"
+              + (f"  torch/ternary {s['torch_over_ternary']:.2f}x" if "torch_over_ternary" in s else ""))
+    print(f"GEMM peak {results['gemm_peak_gflops']:.1f} GFLOP/s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
