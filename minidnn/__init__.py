@@ -16,6 +16,7 @@ from .model import Sequential  # noqa: E402
 from .optimizers import SGD, ConstantLR, StepLR  # noqa: E402
 from .io import load, save  # noqa: E402
 from .training import History, TrainingDiverged, evaluate, fit  # noqa: E402
+from . import quantization  # noqa: E402,F401  (registers the quantized layers for model files)
 
 __all__ = ["__version__", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Identity", "Flatten",
            "Dropout", "BatchNorm", "MSE", "SoftmaxCrossEntropy", "Sequential", "SGD",
