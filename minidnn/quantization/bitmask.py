@@ -31,6 +31,7 @@ for B ≤ 8 and int16 up to B = 16.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -146,11 +147,7 @@ class BitMaskPattern:
 
     def magnitude_codes(self) -> np.ndarray:
         """Every representable |code| (value / step), ascending, 0 first."""
-        low = max(self.free_positions)
-        weights = [1 << (low - p) for p in self.free_positions]
-        codes = {sum(c) for r in range(len(weights) + 1)
-                 for c in itertools.combinations(weights, r)}
-        return np.array(sorted(codes), dtype=np.int64)
+        return np.array(_magnitude_codes(self.bits, self.masked), dtype=np.int64)
 
     @property
     def max_code(self) -> int:
@@ -174,6 +171,15 @@ class BitMaskPattern:
     def code_dtype(self):
         """The smallest signed integer dtype holding every code (int8 for B ≤ 8)."""
         return np.int8 if self.max_code <= 127 else np.int16
+
+
+@functools.lru_cache(maxsize=4096)
+def _magnitude_codes(bits: int, masked: tuple[int, ...]) -> tuple[int, ...]:
+    free = [p for p in range(bits - 1) if p not in masked]
+    low = max(free)
+    weights = [1 << (low - p) for p in free]
+    return tuple(sorted({sum(c) for r in range(len(weights) + 1)
+                         for c in itertools.combinations(weights, r)}))
 
 
 def enumerate_patterns(effective_bits: int, max_bits: int = 8, shifts=(0,)) -> list[BitMaskPattern]:

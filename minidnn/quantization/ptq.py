@@ -283,7 +283,7 @@ class BitMaskQuantized:
         return step_a * self.step_per_channel          # powers of two: exact
 
     def _max_code(self) -> int:
-        return int(max(p.max_code for p in self.patterns))
+        return int(max(p.max_code for p in set(self.patterns)))
 
 
 @register_layer
@@ -434,19 +434,25 @@ class QuantizedConv2D(BitMaskQuantized, Conv2D):
         y2 = self._W_values.reshape(self.out_channels, -1) @ cols
         return self._to_nchw(y2, N, OH, OW)
 
+    def _code_columns(self, x):
+        """im2col of the input's activation codes (quantized before im2col: 25x fewer
+        roundings for a 5x5 kernel; padding zeros are code 0 either way)."""
+        codes, step, a_max = self._input_codes(x)
+        # int16 codes are exact in float32, the dtype im2col's kernel takes
+        cols, shape = self._columns(codes.astype(np.float32))
+        return cols.astype(np.int16), step, a_max, shape
+
     def _integer_y2(self, x):
-        cols, (N, OH, OW) = self._columns(np.asarray(x, dtype=np.float64))
-        codes, step, a_max = self._input_codes(cols)
+        cols, step, a_max, (N, OH, OW) = self._code_columns(x)
         W2 = self.params["W"].reshape(self.out_channels, -1)
         check_int32_accumulation(a_max, self._max_code(), W2.shape[1], repr(self))
-        acc = int_matmul(W2, codes)                                    # (O, N·OH·OW) int32
+        acc = int_matmul(W2, cols)                                     # (O, N·OH·OW) int32
         return acc * self._output_scale(step)[:, None], N, OH, OW
 
     def simulate_integer(self, x):
         """The integer path in float64: dequantized W times fake-quantized input columns."""
-        cols, (N, OH, OW) = self._columns(np.asarray(x, dtype=np.float64))
-        codes, step, _ = self._input_codes(cols)
-        y2 = self.weight_values(np.float64).reshape(self.out_channels, -1) @ (codes * step)
+        cols, step, _, (N, OH, OW) = self._code_columns(x)
+        y2 = self.weight_values(np.float64).reshape(self.out_channels, -1) @ (cols * step)
         return self._to_nchw(y2, N, OH, OW, bias64=True)
 
     def backward_params(self, grad):

@@ -110,7 +110,8 @@ def _channel_errors(layer, q, sigma) -> np.ndarray:
 
 def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = False,
                     max_bits: int = 8, shifts=(0,), batch_size: int = 1000,
-                    moment_rows: int = 50000, seed: int = 0, log=print) -> SearchResult:
+                    moment_rows: int = 50000, top_k: int | None = None, seed: int = 0,
+                    log=print) -> SearchResult:
     """Choose a bit-mask pattern per layer (optionally per channel) on validation data.
 
     Args:
@@ -124,6 +125,8 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         max_bits: largest word B tried (8: int8 codes).
         shifts: binary-point shifts S tried (the paper's S = 0).
         moment_rows: rows (dense inputs / im2col columns) sampled for Σ.
+        top_k: evaluate validation accuracy only for the ``top_k`` candidates of least
+            output error e (plus the plain format); None (default): every candidate.
         seed: seeds that sampling.
         log: receives one line per layer (None: silent).
     Returns a ``SearchResult``; ``quantize_model(model, result.assignment)`` builds the model.
@@ -174,17 +177,20 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         sigma = _input_moment(base, h, moment_rows, rng)
         candidates = enumerate_patterns(budget[layer.name], max_bits, shifts)
         scored = []
-        per_pattern_errors = []
-        for pattern in candidates:
-            q = quantize_layer(base, pattern)
-            errors = _channel_errors(base, q, sigma)
-            per_pattern_errors.append(errors)
-            acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
+        quantized = [quantize_layer(base, pattern) for pattern in candidates]
+        per_pattern_errors = [_channel_errors(base, q, sigma) for q in quantized]
+        mse = [float(e.mean()) for e in per_pattern_errors]
+        # top_k: only the k least-error candidates (and the plain format) get a validation pass
+        evaluated = set(range(len(candidates))) if top_k is None else \
+            set(np.argsort(mse, kind="stable")[:int(top_k)].tolist()) | {0}
+        for i, (pattern, q) in enumerate(zip(candidates, quantized)):
             record = {"layer": layer.name, "pattern": str(pattern),
                       "readable": pattern.readable(), "effective_bits": pattern.effective_bits,
-                      "val_accuracy": acc, "val_loss": val_loss,
-                      "output_mse": float(errors.mean())}
-            scored.append((acc, -val_loss, -len(scored), str(pattern)))
+                      "val_accuracy": None, "val_loss": None, "output_mse": mse[i]}
+            if i in evaluated:
+                acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
+                record.update(val_accuracy=acc, val_loss=val_loss)
+                scored.append((acc, -val_loss, -i, str(pattern)))
             result.candidates.append(record)
         best = max(scored)
         choice, choice_acc, choice_loss = best[3], best[0], -best[1]
@@ -205,7 +211,7 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         result.assignment[layer.name] = choice
         current[t] = quantize_layer(base, choice)
         shown = choice if isinstance(choice, str) else f"per-channel ({len(set(choice))} distinct)"
-        log(f"{layer.name}: {len(candidates)} patterns at {budget[layer.name]} bits -> {shown}, "
+        log(f"{layer.name}: {len(candidates)} patterns ({len(scored)} evaluated) at {budget[layer.name]} bits -> {shown}, "
             f"val accuracy {choice_acc:.4f}")
     final_acc, _ = _run(current[at:], h, y, batch_size, loss)
     result.val_accuracy = final_acc
