@@ -95,10 +95,10 @@ def run_paper_table(model, splits):
     return {"rows": rows}
 
 
-def run_search(model, splits, bits, layers, per_channel, val_size, top_k):
+def run_search(model, splits, bits, layers, per_channel, val_size, top_k, shifts=(0,)):
     val = splits.val if val_size is None else (splits.val.x[:val_size], splits.val.y[:val_size])
     result = search_patterns(model, val, bits, layers=layers, per_channel=per_channel,
-                             top_k=top_k)
+                             top_k=top_k, shifts=tuple(shifts))
     q = quantize_model(model, result.assignment)
     shown = {k: (v if isinstance(v, str) else {"per_channel": v, "distinct": sorted(set(v))})
              for k, v in result.assignment.items()}
@@ -150,9 +150,9 @@ def main(argv=None) -> int:
     splits = load_splits("mnist")
     runs = {"float": lambda: run_float(model, splits),
             "paper_table": lambda: run_paper_table(model, splits)}
-    for bits in (4, 3):
+    for pc in (False, True):
         for scope, layers in (("conv", "conv"), ("all", "all")):
-            for pc in (False, True):
+            for bits in (4, 3):
                 name = f"search_{scope}_{bits}" + ("_pc" if pc else "")
                 runs[name] = (lambda b=bits, l=layers, p=pc:
                               run_search(model, splits, b, l, p, args.val_size, args.top_k))

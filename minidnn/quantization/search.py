@@ -59,6 +59,13 @@ class SearchResult:
                 "seconds": self.seconds, "candidates": self.candidates}
 
 
+def _readable(pattern):
+    try:
+        return pattern.readable()
+    except ValueError:                  # the point lies outside the word (large |S|)
+        return None
+
+
 def _run(layers, h, y, batch_size, loss):
     """Accuracy and mean loss of ``layers`` applied to cached inputs ``h``."""
     correct, total = 0, 0.0
@@ -185,7 +192,7 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
             set(np.argsort(mse, kind="stable")[:int(top_k)].tolist()) | {0}
         for i, (pattern, q) in enumerate(zip(candidates, quantized)):
             record = {"layer": layer.name, "pattern": str(pattern),
-                      "readable": pattern.readable(), "effective_bits": pattern.effective_bits,
+                      "readable": _readable(pattern), "effective_bits": pattern.effective_bits,
                       "val_accuracy": None, "val_loss": None, "output_mse": mse[i]}
             if i in evaluated:
                 acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
