@@ -13,6 +13,17 @@ from .table import format_table
 DATASETS = ("embedded", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar100-coarse")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, with a message that says so."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _add_data_args(p):
     p.add_argument("--dataset", default="embedded", choices=DATASETS,
                    help="data set: 'embedded' is the small MNIST subset shipped in data/ "
@@ -24,17 +35,23 @@ def _add_data_args(p):
                         "default: $MINIDNN_DATA, then the cache, then a download")
 
 
-def _load_data(args):
+def _load_data(args, log=None):
     from . import data
-    return data.load(args.dataset, data_dir=args.data_dir, progress=not args.quiet)
+    return data.load(args.dataset, data_dir=args.data_dir, progress=not args.quiet, log=log)
 
 
 def cmd_train(args) -> int:
     from . import architectures, io
     from .optimizers import SGD, StepLR
-    from .training import evaluate, fit
+    from .training import TrainingDiverged, evaluate, fit, resolve_drop_last
 
-    splits = _load_data(args)
+    say = (lambda line: None) if args.quiet else print
+    data_source = []
+
+    def say_source(line):        # shown, and kept in the model file's training info
+        data_source.append(line)
+        say(line)
+    splits = _load_data(args, log=say_source)
     input_shape = splits.train.x.shape[1:]
     n_classes = int(splits.train.y.max()) + 1
     if args.init_from:
@@ -45,27 +62,49 @@ def cmd_train(args) -> int:
         model = architectures.build(args.arch, n_classes=n_classes, input_shape=input_shape,
                                     seed=args.seed, dtype=args.dtype)
     schedule = StepLR(args.lr_step, args.lr_gamma) if args.lr_step else None
-    optimizer = SGD(args.lr, args.momentum, args.weight_decay, schedule=schedule)
+    optimizer = SGD(args.lr, args.momentum, args.weight_decay, schedule=schedule,
+                    momentum_form=args.momentum_form)
     out = args.out
     checkpoint = args.checkpoint or (os.path.splitext(out)[0] + ".ckpt.h5")
-    say = (lambda line: None) if args.quiet else print
     say(f"training {args.arch if not args.init_from else args.init_from} on {args.dataset}: "
         f"{len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test, "
         f"{model.n_params:,} parameters, {args.epochs} epochs, batch {args.batch_size}")
     t0 = time.perf_counter()
-    history = fit(model, splits.train, splits.val, epochs=args.epochs, batch_size=args.batch_size,
-                  optimizer=optimizer, seed=args.seed, checkpoint=checkpoint, resume=args.resume,
-                  progress=not args.quiet, log=say,
-                  info={"dataset": args.dataset, "architecture": args.arch,
-                        "init_from": args.init_from})
+    try:
+        history = fit(model, splits.train, splits.val, epochs=args.epochs,
+                      batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
+                      checkpoint=checkpoint, resume=args.resume, progress=not args.quiet,
+                      log=say, drop_last=args.drop_last, keep_best=args.keep_best,
+                      divergence_factor=args.divergence_factor or None,
+                      resume_with_changes=args.resume_with_changes,
+                      info={"dataset": args.dataset, "architecture": args.arch,
+                            "init_from": args.init_from})
+    except TrainingDiverged as err:
+        untouched = (f"the existing --out {out} was not replaced" if os.path.exists(out)
+                     else f"--out {out} was not written")
+        raise TrainingDiverged(f"{err} And {untouched}.", err.epoch,
+                               err.batch, err.reason, f"{err.kept}; {untouched}") from None
     seconds = time.perf_counter() - t0
     test = evaluate(model, splits.test)
     io.save(model, out, training={"dataset": args.dataset, "architecture": args.arch,
                                   "epochs": args.epochs, "batch_size": args.batch_size,
                                   "seed": args.seed, "optimizer": optimizer.get_config(),
+                                  "drop_last": resolve_drop_last(model, args.drop_last),
+                                  "best_epoch": history.best_epoch,
+                                  "data_source": data_source[0] if data_source else None,
                                   "history": history.epochs, "test": test})
-    print(result_table(history, test, seconds, out))
+    if args.quiet:
+        print(result_table(history, test, seconds, out))
+    else:  # the epochs were printed as they ran: only the outcome is new
+        print(result_footer(history, test, seconds, out))
     return 0
+
+
+def result_footer(history, test: dict, seconds: float, out: str) -> str:
+    kept = (f"   weights of epoch {history.best_epoch} (best val acc)"
+            if history.best_epoch is not None else "")
+    return (f"test loss {test['loss']:.4f}   test accuracy {100 * test['accuracy']:.2f}%   "
+            f"training time {seconds:.1f}s   model saved to {out}{kept}")
 
 
 def result_table(history, test: dict, seconds: float, out: str) -> str:
@@ -74,9 +113,7 @@ def result_table(history, test: dict, seconds: float, out: str) -> str:
         rows.append((str(r["epoch"]), f"{r['train_loss']:.4f}", f"{100 * r.get('train_acc', 0):.2f}%",
                      f"{r.get('val_loss', float('nan')):.4f}", f"{100 * r.get('val_acc', 0):.2f}%",
                      f"{r['seconds']:.1f}"))
-    return format_table(rows, f"test loss {test['loss']:.4f}   test accuracy "
-                              f"{100 * test['accuracy']:.2f}%   training time {seconds:.1f}s   "
-                              f"model saved to {out}", right_align=True)
+    return format_table(rows, result_footer(history, test, seconds, out), right_align=True)
 
 
 def cmd_eval(args) -> int:
@@ -99,9 +136,14 @@ def cmd_info(args) -> int:
         pretrained = h5.attrs.get("format") == "minidnn-pretrained"
     if pretrained:
         return _info_pretrained(args.model)
+    from .checks import describe_nonfinite, nonfinite_arrays
     model = io.load(args.model)
     print(f"{args.model}  ({os.path.getsize(args.model):,} bytes on disk)")
     print(model.summary())
+    bad = nonfinite_arrays(model)
+    if bad:
+        print(f"WARNING: non-finite weights: {describe_nonfinite(bad, limit=len(bad))}; "
+              f"this model's outputs are NaN or Inf")
     training = io.read_training_info(args.model)
     if training:
         shown = {k: v for k, v in training.items() if k != "history"}
@@ -147,10 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture: lenet, cifar10-quick, or mlp:SIZES[:ACTIVATION] "
                         "(e.g. mlp:784-500-10:sigmoid). Default: %(default)s")
     _add_data_args(p)
-    p.add_argument("--epochs", type=int, default=5, help="passes over the training set (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=100, help="minibatch size (default %(default)s)")
+    p.add_argument("--epochs", type=_positive_int, default=5, help="passes over the training set (default %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=100, help="minibatch size (default %(default)s)")
+    p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip each epoch's short last batch (default: on when the model has "
+                        "batch norm, whose statistics a tiny batch ruins; off otherwise)")
     p.add_argument("--lr", type=float, default=0.1, help="learning rate η (default %(default)s)")
-    p.add_argument("--momentum", type=float, default=0.9, help="momentum α (default %(default)s)")
+    p.add_argument("--momentum", type=float, default=0.9,
+                   help="momentum α (default %(default)s), in Caffe's form by default: "
+                        "ΔW ← αΔW − η(g + λW), W ← W + ΔW (see --momentum-form)")
+    p.add_argument("--momentum-form", choices=("caffe", "pytorch"), default="caffe",
+                   help="caffe (default, the papers' form) or pytorch (v ← αv + g + λW, "
+                        "W ← W − ηv, torch.optim.SGD); they differ only after the learning "
+                        "rate changes (--lr-step)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay λ on weights (default %(default)s)")
     p.add_argument("--lr-step", type=int, default=0, help="multiply lr by --lr-gamma every this many epochs (0: constant lr)")
     p.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule factor (default %(default)s)")
@@ -158,7 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating-point type (default %(default)s)")
     p.add_argument("--out", default="model.h5", help="output model file (default %(default)s)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file written every epoch (default: OUT with .ckpt.h5)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint if it exists (refused when --lr, "
+                        "--batch-size, --seed or another optimizer setting differs from it)")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="with --resume: accept settings that differ from the checkpoint's, "
+                        "and record the change in the history")
+    p.add_argument("--keep-best", action="store_true",
+                   help="save the weights of the epoch with the best validation accuracy "
+                        "(not those of the last epoch) to --out")
+    p.add_argument("--divergence-factor", type=float, default=10.0,
+                   help="stop (TrainingDiverged) when an epoch's training loss exceeds this "
+                        "multiple of the lowest so far; NaN/Inf losses or weights always stop "
+                        "it; 0 turns the multiple off (default %(default)s)")
     p.add_argument("--init-from", default=None, metavar="FILE.h5",
                    help="start from pretrained weights (an RBM/DBN/autoencoder file from `minidnn pretrain`)")
     p.set_defaults(func=cmd_train)
@@ -167,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file (.h5) written by `minidnn train` or save()")
     _add_data_args(p)
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="which split (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=1000, help="evaluation batch size (default %(default)s)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("info", parents=[common], help="summarise a model file", description="Layers, output shapes, parameter counts, bytes and training info of a model file.")

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import warnings
 
 import h5py
 import numpy as np
 
 from . import __version__
+from .checks import NonFiniteWarning, describe_nonfinite, nonfinite_arrays
 from .model import Sequential
 
 FORMAT = "minidnn-model"
@@ -122,14 +125,53 @@ def open_h5(path, mode="r") -> h5py.File:
                              f"minidnn model): {err}") from err
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:        # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(path) -> list[str]:
+    """Delete the temporary files that writes of ``path`` by processes that no
+    longer exist left behind (a ``kill -9`` mid-write); returns their paths.
+
+    Temporaries are named ``.tmp-<file name>.<pid>.<random>.h5`` beside
+    ``path``, so only those of this file, written by dead processes, go."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(r"\.tmp-" + re.escape(os.path.basename(path)) + r"\.(\d+)\.[^.]+\.h5$")
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            try:
+                os.remove(os.path.join(directory, name))
+                removed.append(os.path.join(directory, name))
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path, write) -> None:
     """Call ``write(h5file)`` on a temporary file, then rename it over ``path``.
 
-    A crash mid-write leaves the previous file intact, never a half-written one."""
+    A crash mid-write leaves the previous file intact, never a half-written
+    one; the temporary a killed process leaves is removed by the next write
+    of the same file (``remove_stale_temporaries``)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=directory)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}.{os.getpid()}.",
+                               suffix=".h5", dir=directory)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as h5:
@@ -141,15 +183,32 @@ def atomic_write(path, write) -> None:
         raise
 
 
-def save(model: Sequential, path, training: dict | None = None) -> None:
-    """Save ``model`` (architecture, weights, buffers, training info) to ``path``."""
+def save(model: Sequential, path, training: dict | None = None,
+         allow_nonfinite: bool = False) -> None:
+    """Save ``model`` (architecture, weights, buffers, training info) to ``path``.
+
+    Refuses (ValueError) a model with NaN or Inf weights or buffers, which
+    could only give NaN outputs, unless ``allow_nonfinite=True``."""
+    bad = nonfinite_arrays(model)
+    if bad and not allow_nonfinite:
+        raise ValueError(f"refusing to save a model with NaN or Inf weights to "
+                         f"{os.fspath(path)!r}: {describe_nonfinite(bad)} (a diverged training "
+                         f"run?); pass allow_nonfinite=True to save it anyway")
     atomic_write(path, lambda h5: write_model(h5, model, training))
 
 
 def load(path) -> Sequential:
-    """Load a model saved by ``save`` (or a checkpoint written by ``fit``)."""
+    """Load a model saved by ``save`` (or a checkpoint written by ``fit``).
+
+    Warns (``NonFiniteWarning``) when the file holds NaN or Inf weights."""
     with open_h5(path) as h5:
-        return read_model(h5, where=repr(os.fspath(path)))
+        model = read_model(h5, where=repr(os.fspath(path)))
+    bad = nonfinite_arrays(model)
+    if bad:
+        warnings.warn(f"{os.fspath(path)!r} holds NaN or Inf weights: {describe_nonfinite(bad)}; "
+                      f"its outputs will not be finite (saved from a diverged run?)",
+                      NonFiniteWarning, stacklevel=2)
+    return model
 
 
 def read_training_info(path) -> dict:

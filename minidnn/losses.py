@@ -5,8 +5,12 @@ import numpy as np
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log softmax along axis 1, stable for any logits (log-sum-exp trick)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    """log softmax along axis 1, stable for any logits (log-sum-exp trick).
+
+    Logits further apart than the float range give -inf for the far ones (the
+    exact limit; exp(-inf) = 0), never NaN, so the overflow is not warned about."""
+    with np.errstate(over="ignore"):
+        shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
@@ -20,7 +24,9 @@ class SoftmaxCrossEntropy:
     """L = -1/N Σ_n log softmax(z_n)[y_n]; dL/dz = (softmax(z) - onehot(y)) / N.
 
     Targets are integer class labels (batch,) or one-hot/probabilities
-    (batch, classes)."""
+    (batch, classes). Only the classes a target puts weight on enter the sum,
+    so a class whose log-probability is -inf (logits further apart than the
+    float range) adds 0, not 0·(-inf) = NaN, as PyTorch's cross_entropy."""
 
     name = "softmax_cross_entropy"
 
@@ -31,16 +37,26 @@ class SoftmaxCrossEntropy:
         n, k = logits.shape
         logp = log_softmax(logits)
         if target.ndim == 1:
+            if not np.issubdtype(target.dtype, np.integer):
+                raise ValueError(f"SoftmaxCrossEntropy: class labels must be integers, got "
+                                 f"dtype {target.dtype}; convert them with y.astype(np.int64), "
+                                 f"or pass one-hot/probability targets of shape (batch, {k})")
             if target.size and (target.min() < 0 or target.max() >= k):
                 raise ValueError(f"SoftmaxCrossEntropy: labels must be in [0, {k}), "
                                  f"got range [{target.min()}, {target.max()}]")
             onehot = np.zeros_like(logits)
             onehot[np.arange(n), target] = 1
+            # summed in float64: a float32 sum of finite per-sample losses may overflow
+            loss = -logp[np.arange(n), target].sum(dtype=np.float64) / n
         else:
+            if target.shape != logits.shape:
+                raise ValueError(f"SoftmaxCrossEntropy: targets of shape {target.shape} for "
+                                 f"logits of shape {logits.shape}; give class labels (batch,) "
+                                 f"or probabilities (batch, {k})")
             onehot = target.astype(logits.dtype)
-        loss = -(onehot * logp).sum() / n
+            loss = -(onehot * np.where(onehot != 0, logp, 0)).sum(dtype=np.float64) / n
         grad = (np.exp(logp) - onehot) / logits.dtype.type(n)
-        return float(loss), grad.astype(logits.dtype, copy=False)
+        return float(loss) + 0.0, grad.astype(logits.dtype, copy=False)  # + 0.0: no -0.0
 
 
 class MSE:

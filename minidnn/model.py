@@ -15,6 +15,11 @@ class Sequential:
     layer's initial parameters from one Generator seeded by ``seed`` and casts
     them to ``dtype``. Pass ``seed=None`` to keep the parameters the layers
     already hold (for example pretrained ones).
+
+    Random layers (Dropout, anything with an ``rng`` Generator) are seeded by
+    ``seed`` as well. With ``seed=None`` (and so for every model rebuilt from
+    a file) ``layer_rngs_seeded`` is False and ``fit(seed=)`` seeds them from
+    its own seed before training; ``seed_random_layers(seed)`` does it by hand.
     """
 
     def __init__(self, layers: list[Layer], seed: int | None = 0, dtype="float32",
@@ -34,6 +39,7 @@ class Sequential:
                 raise ValueError(f"Sequential: two layers are named {layer.name!r}")
             taken.add(layer.name)
         self.dtype = DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype).type
+        self.layer_rngs_seeded = seed is not None
         if seed is not None:
             self.initialize(seed)
         self.cast(self.dtype)
@@ -42,6 +48,15 @@ class Sequential:
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             layer.initialize(rng)
+
+    def seed_random_layers(self, seed) -> None:
+        """Give every layer that draws random numbers (a Generator ``rng``) a
+        fresh Generator: layer i gets SeedSequence(seed, spawn_key=(i,)), so
+        the streams are independent and depend on the seed only."""
+        for i, layer in enumerate(self.layers):
+            if isinstance(getattr(layer, "rng", None), np.random.Generator):
+                layer.rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
+        self.layer_rngs_seeded = True
 
     def cast(self, dtype) -> "Sequential":
         self.dtype = np.dtype(dtype).type
@@ -80,6 +95,10 @@ class Sequential:
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Outputs (logits) for all of ``x`` in evaluation mode, in batches."""
+        from .checks import check_positive_int
+        batch_size = check_positive_int(batch_size, "predict: batch_size")
+        if len(x) == 0:
+            raise ValueError("predict: x is empty (0 samples)")
         outs = [self.forward(x[i:i + batch_size], training=False)
                 for i in range(0, len(x), batch_size)]
         return np.concatenate(outs, axis=0)
@@ -131,5 +150,11 @@ class Sequential:
     def from_config(cls, config: dict) -> "Sequential":
         from .layers import layer_from_config
         layers = [layer_from_config(item["class"], item["config"]) for item in config["layers"]]
-        return cls(layers, seed=None, dtype=config.get("dtype", "float32"),
-                   input_shape=config.get("input_shape"))
+        model = cls(layers, seed=None, dtype=config.get("dtype", "float32"),
+                    input_shape=config.get("input_shape"))
+        # A model file holds no RNG state: seed 0 here, so that no draw ever
+        # comes from OS entropy, and leave the flag False so that fit(seed=)
+        # reseeds the random layers from its own seed.
+        model.seed_random_layers(0)
+        model.layer_rngs_seeded = False
+        return model

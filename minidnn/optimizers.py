@@ -7,6 +7,18 @@ Update rule (the form of Caffe and of the papers in SPEC.md, technique 4):
 
 with η the learning rate, α the momentum, λ the weight decay (applied only
 to a layer's ``decay_params``: weights, not biases or batch-norm scales).
+This is the default (``momentum_form="caffe"``), the form the papers use.
+
+``momentum_form="pytorch"`` is torch.optim.SGD's form (dampening 0, no
+Nesterov):
+
+    v ← α·v + (∂L/∂W + λ·W)
+    W ← W − η·v
+
+The two agree while η is constant (Caffe's ΔW is −η times PyTorch's v), but
+not across a learning-rate change: Caffe's velocity still carries the steps
+taken at the old rate, PyTorch's is rescaled by the new one at once. After a
+×0.1 step the weights differ by about 25 % within 5 steps.
 
 Computing a step is kept apart from applying it (as tinygrad's
 ``_step``/``_apply_update`` and scikit-learn's ``_get_updates``): ``SGD``
@@ -96,10 +108,16 @@ class SGD:
         per_layer: layer name → overrides of ``lr``, ``momentum`` and
             ``weight_decay`` for that layer, e.g. ``{"dense_2": {"lr": 0.01}}``.
         groups: old name of ``per_layer`` (kept so existing code runs).
+        momentum_form: ``"caffe"`` (default, ΔW ← αΔW − η(g + λW); W ← W + ΔW)
+            or ``"pytorch"`` (v ← αv + g + λW; W ← W − ηv), see the module
+            docstring; they differ only when the learning rate changes.
     """
 
+    MOMENTUM_FORMS = ("caffe", "pytorch")
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
-                 schedule=None, per_layer: dict | None = None, groups: dict | None = None):
+                 schedule=None, per_layer: dict | None = None, groups: dict | None = None,
+                 momentum_form: str = "caffe"):
         if groups is not None:
             if per_layer is not None:
                 raise ValueError("SGD: give per_layer= (groups= is its old name), not both")
@@ -109,6 +127,10 @@ class SGD:
                 raise ValueError(f"SGD {label} must be a finite number >= 0, got {value}")
         if momentum >= 1:
             raise ValueError(f"SGD momentum must be < 1, got {momentum}")
+        if momentum_form not in self.MOMENTUM_FORMS:
+            raise ValueError(f"SGD momentum_form must be one of {self.MOMENTUM_FORMS}, "
+                             f"got {momentum_form!r}")
+        self.momentum_form = momentum_form
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.schedule = schedule or ConstantLR()
         self.per_layer = dict(per_layer or {})
@@ -153,10 +175,11 @@ class SGD:
             callback(model, self)
 
     def _step_delta(self, key, layer, pname, grad, hyper) -> np.ndarray:
-        """The float step ΔW = α·ΔW − η·(g + λ·W) for one parameter.
+        """The float step ΔW = α·ΔW − η·(g + λ·W) for one parameter (Caffe's
+        form), or ΔW = −η·v with v ← α·v + g + λ·W (``momentum_form="pytorch"``).
 
-        Returns the velocity itself when momentum is on (the layer must not
-        keep a reference to ``delta``)."""
+        Returns the velocity itself when Caffe's momentum is on (the layer must
+        not keep a reference to ``delta``)."""
         step = grad
         if hyper["weight_decay"]:
             step = grad + grad.dtype.type(hyper["weight_decay"]) * layer.param_value(pname)
@@ -167,15 +190,18 @@ class SGD:
         if v is None:
             v = np.zeros_like(grad)
         v *= grad.dtype.type(hyper["momentum"])
-        v -= lr * step
         self.velocity[key] = v
+        if self.momentum_form == "pytorch":
+            v += step
+            return -lr * v
+        v -= lr * step
         return v
 
     # -- checkpoint support -------------------------------------------------
     def get_config(self) -> dict:
         return {"type": "sgd", "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay, "schedule": self.schedule.get_config(),
-                "per_layer": self.per_layer}
+                "per_layer": self.per_layer, "momentum_form": self.momentum_form}
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs: nested dicts of arrays and JSON values.
@@ -196,4 +222,5 @@ def optimizer_from_config(config: dict) -> SGD:
         raise ValueError(f"unknown optimizer {config!r}")
     per_layer = config.get("per_layer", config.get("groups"))
     return SGD(config["lr"], config["momentum"], config["weight_decay"],
-               schedule_from_config(config.get("schedule")), per_layer=per_layer)
+               schedule_from_config(config.get("schedule")), per_layer=per_layer,
+               momentum_form=config.get("momentum_form", "caffe"))

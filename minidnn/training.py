@@ -9,29 +9,47 @@ never interrupted.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from . import io
+from .checks import NonFiniteWarning, check_positive_int, describe_nonfinite, nonfinite_arrays
+from .layers.normalization import BatchNorm
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 
 
+DIVERGENCE_FACTOR = 10.0
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """Training met the divergence rule (see ``fit``); nothing diverged was kept.
+
+    ``epoch`` is the 1-based epoch that diverged, ``batch`` the 1-based
+    minibatch (None when the rule fired at the end of the epoch), ``reason``
+    what was seen and ``kept`` what was kept where, in words."""
+
+    def __init__(self, message: str, epoch: int, batch: int | None, reason: str, kept: str):
+        super().__init__(message)
+        self.epoch, self.batch, self.reason, self.kept = epoch, batch, reason, kept
 
 
 @dataclass
 class History:
-    """Per-epoch records: epoch, lr, train_loss, train_acc, val_loss, val_acc, seconds."""
+    """Per-epoch records: epoch, lr, train_loss, train_acc, val_loss, val_acc, seconds.
+
+    ``best_epoch`` is the epoch whose weights ``fit(keep_best=True)`` kept."""
 
     epochs: list = field(default_factory=list)
+    best_epoch: int | None = None
 
     def append(self, record: dict) -> None:
         self.epochs.append(record)
@@ -57,12 +75,17 @@ def _split_xy(data, what: str):
         raise ValueError(f"{what}: {len(x)} inputs but {len(y)} targets")
     if len(x) == 0:
         raise ValueError(f"{what} is empty")
-    if np.issubdtype(x.dtype, np.floating):
+    for array, name, kind in ((x, "x", "inputs"), (y, "y", "targets")):
+        if not np.issubdtype(array.dtype, np.floating):
+            continue
         # in chunks: a whole-array isfinite would hold a boolean copy of the data set
-        for start in range(0, len(x), 4096):
-            if not np.isfinite(x[start:start + 4096]).all():
-                raise ValueError(f"{what} contains NaN or Inf inputs "
-                                 f"(first in samples {start}..{start + 4095})")
+        for start in range(0, len(array), 4096):
+            chunk = array[start:start + 4096]
+            finite = np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
+            if not finite.all():
+                first = start + int(np.argmin(finite))
+                raise ValueError(f"{what} contains NaN or Inf {kind} (first in sample {first}, "
+                                 f"{name}[{first}])")
     return x, y
 
 
@@ -73,17 +96,29 @@ def _accuracy(outputs: np.ndarray, y: np.ndarray) -> float | None:
 
 
 def evaluate(model: Sequential, data, loss=None, batch_size: int = 1000) -> dict:
-    """Mean loss and accuracy (for integer labels) of ``model`` on ``data``."""
+    """Mean loss and accuracy (for integer labels) of ``model`` on ``data``.
+
+    Warns (``NonFiniteWarning``) when the model holds NaN/Inf weights or its
+    outputs are not finite: such a loss and accuracy mean nothing."""
+    batch_size = check_positive_int(batch_size, "evaluate: batch_size")
     x, y = _split_xy(data, "evaluation data")
     loss = loss or SoftmaxCrossEntropy()
-    total_loss, correct, n = 0.0, 0, len(x)
+    total_loss, correct, n, nonfinite_outputs = 0.0, 0, len(x), 0
     for start in range(0, n, batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         out = model.forward(xb, training=False)
+        if np.issubdtype(out.dtype, np.floating):
+            nonfinite_outputs += int(np.count_nonzero(~np.isfinite(out)))
         batch_loss, _ = loss(out, yb)
         total_loss += batch_loss * len(xb)
         if out.ndim == 2 and yb.ndim == 1:
             correct += int((out.argmax(axis=1) == yb).sum())
+    if nonfinite_outputs:
+        bad = nonfinite_arrays(model)
+        cause = (f"it holds non-finite weights: {describe_nonfinite(bad)}" if bad
+                 else "its weights are finite, so an activation overflowed")
+        warnings.warn(f"evaluate: {nonfinite_outputs} model outputs are NaN or Inf ({cause}); "
+                      f"the loss and accuracy are meaningless", NonFiniteWarning, stacklevel=2)
     result = {"loss": total_loss / n}
     if y.ndim == 1:
         result["accuracy"] = correct / n
@@ -107,8 +142,21 @@ def _set_rng_states(model, shuffle_rng, states: dict) -> None:
             layer.rng.bit_generator.state = states[layer.name]
 
 
+def _snapshot(model: Sequential) -> list[tuple[dict, dict]]:
+    """A copy of every layer's stored arrays (``state_for_file``), for rollback."""
+    return [tuple({k: np.array(v, copy=True) for k, v in store.items()}
+                  for store in layer.state_for_file()) for layer in model.layers]
+
+
+def _restore(model: Sequential, snapshot: list[tuple[dict, dict]]) -> None:
+    for layer, (params, buffers) in zip(model.layers, snapshot):
+        layer.load_state(params, buffers)
+
+
 def write_checkpoint(path, model, optimizer, shuffle_rng, epoch: int, history: History,
-                     training: dict) -> None:
+                     training: dict, best: tuple[int, float, list] | None = None) -> None:
+    """Write model, optimizer state, RNG states, history (and the best epoch's
+    weights for ``keep_best``) atomically to ``path``."""
     def write(h5):
         io.write_model(h5, model, training)
         ck = h5.create_group("checkpoint")
@@ -117,11 +165,28 @@ def write_checkpoint(path, model, optimizer, shuffle_rng, epoch: int, history: H
         ck.attrs["rng_states"] = io.to_json(_rng_states(model, shuffle_rng))
         ck.attrs["optimizer"] = io.to_json(optimizer.get_config())
         io.write_state(ck.create_group("optimizer_state"), optimizer.state_dict())
+        if best is not None:
+            best_epoch, best_acc, snapshot = best
+            ck.attrs["best_epoch"], ck.attrs["best_val_acc"] = best_epoch, best_acc
+            io.write_state(ck.create_group("best_state"),
+                           {layer.name: {"params": params, "buffers": buffers}
+                            for layer, (params, buffers) in zip(model.layers, snapshot)})
     io.atomic_write(path, write)
 
 
 def read_checkpoint(path, model, optimizer, shuffle_rng) -> tuple[int, History]:
-    """Load weights, optimizer and RNG states from ``path`` into the live objects."""
+    """Load weights, optimizer and RNG states from ``path`` into the live objects.
+
+    A checkpoint that lacks a part or holds unreadable JSON is a ModelFileError."""
+    try:
+        return _read_checkpoint(path, model, optimizer, shuffle_rng)
+    except (KeyError, json.JSONDecodeError) as err:
+        raise io.ModelFileError(f"checkpoint {os.fspath(path)!r} is damaged or incomplete "
+                                f"({type(err).__name__}: {err}); start a new run or restore "
+                                f"it") from err
+
+
+def _read_checkpoint(path, model, optimizer, shuffle_rng) -> tuple[int, History]:
     with io.open_h5(path) as h5:
         if "checkpoint" not in h5:
             raise io.ModelFileError(f"{os.fspath(path)!r} is a model file, not a training checkpoint")
@@ -140,48 +205,197 @@ def read_checkpoint(path, model, optimizer, shuffle_rng) -> tuple[int, History]:
         optimizer.load_state_dict(io.read_state(ck["optimizer_state"]))
         _set_rng_states(model, shuffle_rng, json.loads(ck.attrs["rng_states"]))
         history = History(json.loads(ck.attrs["history"]))
+        if "best_epoch" in ck.attrs:
+            history.best_epoch = int(ck.attrs["best_epoch"])
         return int(ck.attrs["epoch"]), history
+
+
+def read_best_state(path, model) -> tuple[int, float, list] | None:
+    """(best epoch, its val_acc, its arrays) stored by ``fit(keep_best=True)``, or None."""
+    with io.open_h5(path) as h5:
+        ck = h5["checkpoint"]
+        if "best_state" not in ck:
+            return None
+        state = io.read_state(ck["best_state"])
+        snapshot = [(state[l.name]["params"], state[l.name]["buffers"]) for l in model.layers]
+        return int(ck.attrs["best_epoch"]), float(ck.attrs["best_val_acc"]), snapshot
+
+
+def _checkpoint_epoch(path) -> int | None:
+    """The epoch a checkpoint file holds, or None when it is not a readable checkpoint."""
+    try:
+        with io.open_h5(path) as h5:
+            return int(h5["checkpoint"].attrs["epoch"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _changed_settings(path, settings: dict) -> dict:
+    """{setting: [checkpoint's value, this run's value]} for the settings that
+    differ; a setting the checkpoint did not record is not compared."""
+    stored = io.read_training_info(path)
+    compared = ("batch_size", "seed", "drop_last", "dataset")
+    before = {k: stored[k] for k in compared if k in stored}
+    before.update({f"optimizer.{k}": v for k, v in stored.get("optimizer", {}).items()})
+    now = {k: settings[k] for k in compared if k in settings}
+    now.update({f"optimizer.{k}": v for k, v in settings["optimizer"].items()})
+    now = json.loads(io.to_json(now))          # compare as the file stores them
+    return {k: [before[k], now[k]] for k in now if k in before and before[k] != now[k]}
+
+
+def _describe_changes(changes: dict) -> str:
+    return ", ".join(f"{k.removeprefix('optimizer.')} {old!r} -> {new!r}"
+                     for k, (old, new) in changes.items())
 
 
 # -- the loop ------------------------------------------------------------------------
 
+def resolve_drop_last(model, drop_last) -> bool:
+    """``drop_last=None`` means: drop the short last batch iff the model has batch norm."""
+    if drop_last is None:
+        return any(isinstance(layer, BatchNorm) for layer in model.layers)
+    return bool(drop_last)
+
+
 def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, optimizer,
         loss=None, seed: int = 0, checkpoint=None, resume: bool = False,
-        progress: bool = True, log=print, info: dict | None = None) -> History:
+        progress: bool = True, log=print, info: dict | None = None,
+        drop_last: bool | None = None, keep_best: bool = False,
+        divergence_factor: float | None = DIVERGENCE_FACTOR,
+        resume_with_changes: bool = False) -> History:
     """Train ``model`` on ``train`` = (x, y) with minibatch SGD.
 
     Each epoch reshuffles the training set with a Generator seeded by
     ``seed``, runs forward/backward/``optimizer.step`` per minibatch, then
     evaluates on ``val`` (if given) and writes ``checkpoint`` (if given)
-    atomically. ``resume=True`` continues from ``checkpoint`` when it exists.
-    A NaN/Inf loss raises TrainingDiverged and leaves the last checkpoint as
-    it was. ``log`` receives one line per epoch (``None`` silences it).
+    atomically. ``resume=True`` continues from ``checkpoint`` when it exists;
+    it refuses a checkpoint written with another batch size, seed,
+    drop_last, data set (``info["dataset"]``) or optimizer setting (lr,
+    momentum, ...) unless ``resume_with_changes=True``, which logs the change
+    and records it in the history (``"changed"``).
+    ``log`` receives one line per epoch (``None`` silences it).
+
+    Divergence rule: training has diverged when (1) a minibatch loss is NaN
+    or Inf, (2) a weight or buffer is NaN or Inf at the end of an epoch, or
+    (3) an epoch's mean training loss exceeds ``divergence_factor`` (10) times
+    the lowest seen so far, that is, the best epoch's training loss or the loss
+    of this call's first minibatch, whichever is lower (``None`` turns (3)
+    off). Then ``TrainingDiverged`` is raised, saying at which epoch and what
+    was kept: the diverged epoch is never written to ``checkpoint`` (the last
+    good one stays there), and the model in memory is rolled back to its state
+    after the last good epoch (weights, buffers, optimizer state), or with
+    ``keep_best`` to the best epoch's weights.
+
+    ``drop_last``: skip the short last minibatch of each epoch. The default
+    (None) drops it when the model has batch norm, whose statistics are wrong
+    on a tiny batch (a batch of one is refused outright); the epoch's shuffle
+    decides which samples sit out, so none is left out for good.
+
+    ``keep_best=True`` (needs ``val`` with class labels): at the end the model
+    holds the weights of the epoch with the highest validation accuracy (the
+    first such epoch), ``history.best_epoch``; checkpoints keep them too, so
+    this works across resumes.
+
+    Random layers (Dropout) of a model that was loaded from a file or built
+    with ``Sequential(seed=None)`` are seeded from ``seed`` first.
     """
     x, y = _split_xy(train, "training data")
     if val is not None:
-        _split_xy(val, "validation data")
-    if int(epochs) < 1 or int(batch_size) < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+        val = _split_xy(val, "validation data")
+    epochs = check_positive_int(epochs, "fit: epochs")
+    batch_size = check_positive_int(batch_size, "fit: batch_size")
+    if divergence_factor is not None and not divergence_factor > 1:
+        raise ValueError(f"fit: divergence_factor must be > 1 (or None), got {divergence_factor}")
+    if keep_best and (val is None or val[1].ndim != 1):
+        raise ValueError("fit: keep_best=True needs validation data with class labels (val=)")
     loss = loss or SoftmaxCrossEntropy()
     log = log or (lambda line: None)
+    n = len(x)
+    drop_last = resolve_drop_last(model, drop_last)
+    n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+    if n_batches == 0:
+        raise ValueError(f"fit: {n} training samples make no full batch of {batch_size}, and "
+                         f"drop_last drops the short one; use a smaller batch_size"
+                         + (" (the model has batch norm, so drop_last is on by default)"
+                            if drop_last else ""))
+    n_seen = n_batches * batch_size if drop_last else n
+    if not model.layer_rngs_seeded:
+        model.seed_random_layers(seed)
     shuffle_rng = np.random.default_rng(seed)
     history, start_epoch = History(), 0
-    training_info = {"epochs": int(epochs), "batch_size": int(batch_size), "seed": seed,
-                     "loss": getattr(loss, "name", type(loss).__name__),
-                     "optimizer": optimizer.get_config(), **(info or {})}
+    settings = {"batch_size": batch_size, "seed": seed, "drop_last": drop_last,
+                "optimizer": optimizer.get_config()}
+    if info and "dataset" in info:
+        settings["dataset"] = info["dataset"]
+    training_info = {"epochs": epochs, **settings,
+                     "loss": getattr(loss, "name", type(loss).__name__), **(info or {})}
 
+    resumed, changes = False, {}
     if resume:
         if checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path")
         if os.path.exists(checkpoint):
+            changes = _changed_settings(checkpoint, settings)
+            if changes and not resume_with_changes:
+                raise ValueError(
+                    f"checkpoint {os.fspath(checkpoint)!r} was written with other settings than "
+                    f"this run asks for: {_describe_changes(changes)}. Resume with the same "
+                    f"settings, start a new run (another checkpoint, or no resume), or pass "
+                    f"resume_with_changes=True (--resume-with-changes) to continue with the "
+                    f"new ones; the change is then recorded in the history")
             start_epoch, history = read_checkpoint(checkpoint, model, optimizer, shuffle_rng)
+            if start_epoch > epochs:
+                raise ValueError(f"checkpoint {os.fspath(checkpoint)!r} is already at epoch "
+                                 f"{start_epoch}, beyond epochs={epochs}; ask for epochs >= "
+                                 f"{start_epoch} to continue it, or start a new run")
+            resumed = True
             log(f"resumed from {checkpoint} after epoch {start_epoch}")
+            if changes:
+                log(f"resuming with changed settings: {_describe_changes(changes)}")
         else:
             log(f"no checkpoint at {checkpoint}; starting from scratch")
+    best = None                       # (epoch, val_acc, snapshot) for keep_best
+    if keep_best and resumed:
+        best = read_best_state(checkpoint, model)
+    if drop_last and n % batch_size:
+        log(f"drop_last: each epoch skips its short last batch ({n % batch_size} of {n} "
+            f"samples, chosen by the shuffle)")
 
-    n = len(x)
-    n_batches = math.ceil(n / batch_size)
-    for epoch in range(start_epoch, int(epochs)):
+    lowest_loss = min((r["train_loss"] for r in history.epochs), default=math.inf)
+    written_epoch = None              # the epoch this call last wrote to the checkpoint
+
+    def diverged(epoch, batch, reason, good_state):
+        _restore(model, good_state[0])
+        optimizer.load_state_dict(good_state[1])
+        where = f"epoch {epoch + 1}/{epochs}" + (f", batch {batch + 1}/{n_batches}"
+                                                 if batch is not None else "")
+        rolled = (f"the model in memory was rolled back to its state after epoch {epoch}"
+                  if epoch else "the model in memory was rolled back to its initial weights")
+        if keep_best and best is not None:      # what the caller asked to keep
+            _restore(model, best[2])
+            rolled = (f"the model in memory holds the weights of epoch {best[0]}, the best by "
+                      f"validation accuracy ({100 * best[1]:.2f}%)")
+        if checkpoint is None:
+            kept = "no checkpoint was asked for"
+        elif written_epoch is not None:
+            kept = f"the checkpoint {checkpoint} holds epoch {written_epoch}, the last good one"
+        elif resumed:
+            kept = (f"the checkpoint {checkpoint} (epoch {start_epoch}, resumed from) was "
+                    f"not replaced")
+        elif os.path.exists(checkpoint):
+            earlier = _checkpoint_epoch(checkpoint)
+            kept = (f"the checkpoint {checkpoint} left by an earlier run"
+                    + (f" (after its epoch {earlier})" if earlier is not None else "")
+                    + " was not replaced")
+        else:
+            kept = f"no checkpoint was written to {checkpoint} (no epoch completed)"
+        raise TrainingDiverged(f"training diverged at {where}: {reason}; try a smaller learning "
+                               f"rate. {rolled[0].upper() + rolled[1:]}; {kept}.",
+                               epoch + 1, None if batch is None else batch + 1, reason,
+                               f"{rolled}; {kept}")
+
+    for epoch in range(start_epoch, epochs):
+        good_state = (_snapshot(model), copy.deepcopy(optimizer.state_dict()))
         optimizer.set_epoch(epoch)
         t0 = time.perf_counter()
         order = shuffle_rng.permutation(n)
@@ -189,42 +403,66 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         # disable=None: a bar on terminals only, not in redirected logs
         bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                    disable=None if progress else True, unit="batch")
-        for b in bar:
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
-            optimizer.begin_step(model)
-            out = model.forward(xb, training=True)
-            batch_loss, grad = loss(out, yb)
-            if not math.isfinite(batch_loss):
-                kept = (f"the last good checkpoint (epoch {start_epoch if epoch == start_epoch else epoch}) "
-                        f"is kept at {checkpoint}" if checkpoint and os.path.exists(checkpoint)
-                        else "no checkpoint was written")
-                raise TrainingDiverged(
-                    f"loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}; "
-                    f"try a smaller learning rate; {kept}")
-            model.backward(grad, input_grad=False)
-            optimizer.step(model)
-            total_loss += batch_loss * len(idx)
-            if out.ndim == 2 and yb.ndim == 1:
-                correct += int((out.argmax(axis=1) == yb).sum())
-            if progress and b % 20 == 0:
-                bar.set_postfix(loss=f"{batch_loss:.4f}")
+        # Overflow on the way to a divergence is reported by the rule below,
+        # once and clearly, not as NumPy warnings printed above it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for b in bar:
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                optimizer.begin_step(model)
+                out = model.forward(xb, training=True)
+                batch_loss, grad = loss(out, yb)
+                if not math.isfinite(batch_loss):
+                    bar.close()
+                    diverged(epoch, b, f"the minibatch loss became {batch_loss}", good_state)
+                if b == 0 and epoch == start_epoch:   # the loss before this call's first step
+                    lowest_loss = min(lowest_loss, batch_loss)
+                model.backward(grad, input_grad=False)
+                optimizer.step(model)
+                total_loss += batch_loss * len(idx)
+                if out.ndim == 2 and yb.ndim == 1:
+                    correct += int((out.argmax(axis=1) == yb).sum())
+                if progress and b % 20 == 0:
+                    bar.set_postfix(loss=f"{batch_loss:.4f}")
         bar.close()
+        train_loss = total_loss / n_seen
+        bad = nonfinite_arrays(model)
+        if bad:
+            diverged(epoch, None, f"weights became NaN or Inf: {describe_nonfinite(bad)}",
+                     good_state)
+        if not math.isfinite(train_loss):
+            diverged(epoch, None, f"the epoch's mean training loss is {train_loss}", good_state)
+        if divergence_factor is not None and train_loss > divergence_factor * lowest_loss:
+            diverged(epoch, None, f"the epoch's mean training loss {train_loss:.4g} exceeds "
+                                  f"{divergence_factor:g} x the lowest so far ({lowest_loss:.4g})",
+                     good_state)
+        lowest_loss = min(lowest_loss, train_loss)
         record = {"epoch": epoch + 1, "lr": optimizer.hyper(model.layers[0])["lr"],
-                  "train_loss": total_loss / n}
+                  "train_loss": train_loss}
         if y.ndim == 1:
-            record["train_acc"] = correct / n
+            record["train_acc"] = correct / n_seen
         if val is not None:
             metrics = evaluate(model, val, loss)
             record["val_loss"] = metrics["loss"]
             if "accuracy" in metrics:
                 record["val_acc"] = metrics["accuracy"]
+        if changes and epoch == start_epoch:
+            record["changed"] = changes
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
+        if keep_best and (best is None or record["val_acc"] > best[1]):
+            best = (epoch + 1, record["val_acc"], _snapshot(model))
         log(format_record(record, epochs))
         if checkpoint is not None:
             write_checkpoint(checkpoint, model, optimizer, shuffle_rng, epoch + 1, history,
-                             {**training_info, "history": history.epochs})
+                             {**training_info, "history": history.epochs},
+                             best=best if keep_best else None)
+            written_epoch = epoch + 1
+    if keep_best and best is not None:
+        _restore(model, best[2])
+        history.best_epoch = best[0]
+        log(f"keep_best: the model holds the weights of epoch {best[0]} "
+            f"(val_acc {100 * best[1]:.2f}%)")
     return history
 
 

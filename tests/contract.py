@@ -123,3 +123,44 @@ def check_sgd_step_keeps_dtypes(layer, x, rng):
         assert after[key].dtype == before[key].dtype and after[key].shape == before[key].shape, \
             f"{layer!r}: an SGD step changed {key} from {before[key].dtype}{before[key].shape} " \
             f"to {after[key].dtype}{after[key].shape}"
+
+
+# -- failure modes (issue 7): NaN is never hidden, misuse is named -------------------
+
+def check_nan_propagates(layer, x):
+    """NaN in the input, or in any floating parameter, reaches the output, in
+    training and in evaluation, as IEEE arithmetic and PyTorch give."""
+    layer.cast(np.float64)
+    x = np.array(x, dtype=np.float64)
+    forward = _replaying(layer)
+    for training in (True, False):
+        poisoned = x.copy()
+        poisoned.flat[0] = np.nan
+        assert np.isnan(forward(poisoned, training)).any(), \
+            f"{layer!r} (training={training}) hides a NaN input"
+        for name, param in layer.params.items():
+            if not np.issubdtype(param.dtype, np.floating):
+                continue
+            kept = param.flat[0]
+            param.flat[0] = np.nan
+            try:
+                assert np.isnan(forward(x, training)).any(), \
+                    f"{layer!r} (training={training}) hides a NaN in {name}"
+            finally:
+                param.flat[0] = kept
+
+
+def check_call_order_errors(fresh_layer, x):
+    """backward before forward is a RuntimeError naming the layer; a gradient
+    of another shape than the output is a ValueError giving the expected one."""
+    import pytest
+    x = np.asarray(x, dtype=np.float32)
+    with pytest.raises(RuntimeError, match="called before forward"):
+        fresh_layer.backward(np.zeros((2, 2), np.float32))
+    with pytest.raises(RuntimeError, match="called before forward"):
+        fresh_layer.backward_params(np.zeros((2, 2), np.float32))
+    out = fresh_layer.forward(x, True)
+    wrong = np.zeros(out.shape[:-1] + (out.shape[-1] + 1,), np.float32)
+    with pytest.raises(ValueError, match=rf"expects a gradient of shape \({out.shape[0]}, "):
+        fresh_layer.backward(wrong)
+    fresh_layer.backward(np.zeros(out.shape, np.float32))        # the right shape works

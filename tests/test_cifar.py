@@ -189,9 +189,20 @@ def test_archive_missing_a_member_names_it(tmp_path):
         load("cifar10", data_dir=tmp_path, progress=False)
 
 
-def test_nothing_found_lists_every_place_tried(tmp_path):
+def test_a_named_directory_without_the_files_stops_the_load(tmp_path):
+    # the user's directory is used or the load stops: no silent fallback to the cache
     with pytest.raises(DataUnavailableError) as caught:
         load("cifar100", data_dir=tmp_path, download=False, progress=False)
+    text = str(caught.value)
+    assert str(tmp_path) in text and "cifar-100" in text
+
+
+def test_nothing_found_lists_every_place_tried(tmp_path, monkeypatch):
+    monkeypatch.delenv("MINIDNN_DATA", raising=False)
+    monkeypatch.setenv("MINIDNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cifar, "shared_data_dirs", lambda: [])
+    with pytest.raises(DataUnavailableError) as caught:
+        load("cifar100", download=False, progress=False)
     text = str(caught.value)
     assert "cifar-100-binary.tar.gz" in text and "cache" in text and "download=False" in text
 

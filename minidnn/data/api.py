@@ -36,9 +36,18 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _named_directory(data_dir) -> tuple[Path, str] | None:
+    """The directory the user named (data_dir=, else $MINIDNN_DATA) and how."""
+    if data_dir is not None:
+        return Path(data_dir), "data_dir"
+    if os.environ.get("MINIDNN_DATA"):
+        return Path(os.environ["MINIDNN_DATA"]), "$MINIDNN_DATA"
+    return None
+
+
 def _directories(info: registry.DatasetInfo, data_dir) -> list[Path]:
-    chosen = data_dir if data_dir is not None else os.environ.get("MINIDNN_DATA")
-    directories = [Path(chosen)] if chosen else []
+    named = _named_directory(data_dir)
+    directories = [named[0]] if named else []
     if info.default_dir and Path(info.default_dir) not in directories:
         directories.append(Path(info.default_dir))
     return directories
@@ -46,17 +55,30 @@ def _directories(info: registry.DatasetInfo, data_dir) -> list[Path]:
 
 def _obtain(info: registry.DatasetInfo, data_dir, download: bool, progress: bool,
             use_cache: bool = True) -> tuple[dict, str, bool]:
-    """(arrays, provenance, came_from_cache) from the first source that works."""
+    """(arrays, provenance, came_from_cache) from the first source that works.
+
+    A directory the user named (``data_dir`` or $MINIDNN_DATA) is used or the
+    load stops: when it is missing or lacks a file, DataUnavailableError says
+    what is missing, rather than falling back to the cache or a download."""
     attempts = []
+    named = _named_directory(data_dir)
     for directory in _directories(info, data_dir):
         try:
+            if named and directory == named[0] and not directory.is_dir():
+                raise sources.SourceUnavailable(f"{directory} does not exist or is not a directory")
             arrays, provenance = sources.from_directory(info, directory, progress)
             return arrays, provenance, False
-        except sources.ChecksumError as error:
-            warnings.warn(f"refused {error}", stacklevel=3)
-            attempts.append(f"directory {directory}: {error}")
-        except sources.SourceUnavailable as error:
-            attempts.append(f"directory: {error}")
+        except (sources.ChecksumError, sources.SourceUnavailable) as error:
+            if named and directory == named[0]:
+                raise DataUnavailableError(
+                    f"the {info.title} directory named by {named[1]} cannot be used: {error}. "
+                    f"Put the four IDX files (gz or raw) there, name another directory, or "
+                    f"leave it unset to use the cache or a download") from error
+            if isinstance(error, sources.ChecksumError):
+                warnings.warn(f"refused {error}", stacklevel=3)
+                attempts.append(f"directory {directory}: {error}")
+            else:
+                attempts.append(f"directory: {error}")
     if use_cache:
         arrays = read_cache(info)
         if arrays is not None:
@@ -97,7 +119,7 @@ def _obtain_and_cache(info, data_dir, download, progress) -> tuple[dict, str, Pa
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
-         progress: bool = True, val_size: int | None = None) -> Splits:
+         progress: bool = True, val_size: int | None = None, log=None) -> Splits:
     """Load a dataset as Splits(train, val, test) of Dataset(x, y).
 
     x is float32 (N, 1, 28, 28) = pixel / 255, y int64 (CIFAR: (N, 3, 32, 32),
@@ -107,18 +129,31 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
     50,000 / 10,000 / 10,000). "embedded" is the 10,000 / 2,000 / 2,000
     real-MNIST subset in the repository and needs no download.
 
+    A directory named by ``data_dir`` (or $MINIDNN_DATA) must hold the data
+    set, else DataUnavailableError says what is missing. ``log``, when given,
+    receives one line saying where the data came from.
+
     >>> train, val, test = load("embedded")
     >>> train.x.shape, train.y.dtype
     ((10000, 1, 28, 28), dtype('int64'))
     """
     _check_name(name)
     if name == "embedded":
-        return load_embedded()
+        if data_dir is not None:
+            raise ValueError(f"data_dir={os.fspath(data_dir)!r} does not apply to the embedded "
+                             f"subset, which is part of the repository; name a full data set "
+                             f"(mnist, fashion-mnist) to read it from a directory")
+        path = locate_subset()
+        if log is not None:
+            log(f"data: the embedded MNIST subset {path} (part of the repository, sha256 verified)")
+        return load_embedded(path)
     if name in registry.CIFAR_NAMES:
         from . import cifar
-        return cifar.load(name, data_dir, download, progress, val_size)
+        return cifar.load(name, data_dir, download, progress, val_size, log=log)
     info = registry.IDX_DATASETS[name]
-    arrays, _, _ = _obtain_and_cache(info, data_dir, download, progress)
+    arrays, provenance, _ = _obtain_and_cache(info, data_dir, download, progress)
+    if log is not None:
+        log(f"data: {info.title}: {provenance}")
     return split_train_pool(arrays["train_images"], arrays["train_labels"],
                             arrays["test_images"], arrays["test_labels"], val_size)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,10 @@ def read_cache(info: registry.DatasetInfo) -> dict | None:
         with np.load(path, allow_pickle=False) as archive:
             arrays = validate_arrays({part: archive[part] for part in registry.PARTS},
                                      str(path))
-    except (OSError, KeyError, ValueError) as error:
-        warnings.warn(f"ignoring unreadable cache {path}: {error}", stacklevel=3)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        # garbage, truncated and empty files: np.load raises each of these
+        warnings.warn(f"ignoring unreadable cache {path}: {type(error).__name__}: {error}",
+                      stacklevel=3)
         return None
     bad = [part for part, ok in content_matches(info, arrays).items() if not ok]
     if bad:

@@ -470,7 +470,13 @@ def obtain(info: CifarInfo, data_dir=None, download: bool = True, progress: bool
         try:
             return finish(*_from_directory(info, Path(chosen), progress))
         except CifarUnavailable as error:
-            attempts.append(f"directory: {error}")
+            # A directory the user named is used or the load stops: falling back to the
+            # cache or a download would hide that their files are missing.
+            from .api import DataUnavailableError
+            raise DataUnavailableError(
+                f"{info.title}: the directory {os.fspath(chosen)!r} given by "
+                f"{'data_dir=' if data_dir is not None else '$MINIDNN_DATA'} cannot be used: "
+                f"{error}") from None
     if use_cache:
         cached = read_cache(info)
         if cached is not None:
@@ -499,14 +505,16 @@ def obtain(info: CifarInfo, data_dir=None, download: bool = True, progress: bool
 
 
 def load(name: str, data_dir=None, download: bool = True, progress: bool = True,
-         val_size: int | None = None) -> Splits:
+         val_size: int | None = None, log=None) -> Splits:
     """Splits(train, val, test) of CIFAR-10, CIFAR-100 (fine) or CIFAR-100 coarse.
 
     x float32 (N, 3, 32, 32) = pixel / 255; y int64. Validation is the LAST
     val_size (default 5,000) of the 50,000 training images.
     """
     info, label = DATASET_NAMES[name]
-    arrays, _ = obtain(info, data_dir, download, progress)
+    arrays, provenance = obtain(info, data_dir, download, progress)
+    if log is not None:
+        log(f"data: {info.title}: {provenance}")
     n_pool = len(arrays["train_images"])
     if val_size is None:
         val_size = DEFAULT_VAL_SIZE if n_pool > DEFAULT_VAL_SIZE else n_pool // 10

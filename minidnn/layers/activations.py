@@ -15,14 +15,18 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class ReLU(Layer):
-    """max(0, x)."""
+    """max(0, x); NaN stays NaN, as IEEE ``maximum`` and PyTorch's relu.
+
+    dReLU/dx = 1 where the output is not <= 0 (so a NaN position passes its
+    gradient, as torch's ``threshold_backward``), else 0. Forward is one pass
+    (np.maximum propagates NaN, where a mask-and-select would turn it into 0)."""
 
     def forward(self, x, training=False):
-        self._mask = x > 0
-        return np.where(self._mask, x, 0).astype(x.dtype, copy=False)
+        self._y = np.maximum(x, x.dtype.type(0))
+        return self._y
 
     def backward(self, grad):
-        return np.where(self._mask, grad, 0).astype(grad.dtype, copy=False)
+        return np.where(self._y <= 0, grad.dtype.type(0), grad)
 
 
 class Sigmoid(Layer):

@@ -25,9 +25,19 @@ files or the checkpoints knowing about it:
   freshly built layer, a layer whose stored arrays change shape (a random
   nnz, packed codes) overrides it and checks its own invariant.
 
+The call-order contract is checked for every layer class, new ones included
+(``Layer.__init_subclass__`` wraps each class's own ``forward``, ``backward``
+and ``backward_params``): ``backward`` before any ``forward`` raises a
+RuntimeError naming the layer, and a gradient whose shape differs from the
+last forward output raises a ValueError saying which shape was expected. Only
+the outermost call is checked, so a subclass that calls ``super().forward``
+is checked once, against its own output.
+
 No layer knows about optimizers, files or the command line.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -65,8 +75,59 @@ class ParamHolder:
 
 
 
+def _layer_label(layer) -> str:
+    return f"layer {layer.name} ({layer!r})" if layer.name else repr(layer)
+
+
+def _recording_forward(forward):
+    """Wrap ``forward`` to remember the shape of its output for ``backward``'s check."""
+    @functools.wraps(forward)
+    def recorded(self, x, *args, **kwargs):
+        depth = self.__dict__.get("_call_depth", 0)
+        self._call_depth = depth + 1
+        try:
+            out = forward(self, x, *args, **kwargs)
+        finally:
+            self._call_depth = depth
+        if depth == 0:
+            self._forward_output_shape = np.shape(out)
+        return out
+    return recorded
+
+
+def _checked_backward(backward):
+    """Wrap ``backward``/``backward_params``: refuse a call before forward or a
+    gradient of another shape than the last forward output."""
+    @functools.wraps(backward)
+    def checked(self, grad, *args, **kwargs):
+        depth = self.__dict__.get("_call_depth", 0)
+        if depth == 0:
+            expected = self.__dict__.get("_forward_output_shape")
+            if expected is None:
+                raise RuntimeError(f"{_layer_label(self)}: {backward.__name__} was called before "
+                                   f"forward; call forward(x, training=True) first")
+            if np.shape(grad) != expected:
+                raise ValueError(f"{_layer_label(self)}: {backward.__name__} expects a gradient "
+                                 f"of shape {expected} (the shape of its last forward output), "
+                                 f"got {np.shape(grad)}")
+        self._call_depth = depth + 1
+        try:
+            return backward(self, grad, *args, **kwargs)
+        finally:
+            self._call_depth = depth
+    return checked
+
+
 class Layer(ParamHolder):
     """Base class: a layer without parameters (activations, pooling, ...)."""
+
+    def __init_subclass__(cls, **kwargs):
+        # The call-order contract (module docstring), for every layer class.
+        super().__init_subclass__(**kwargs)
+        for method, wrap in (("forward", _recording_forward), ("backward", _checked_backward),
+                             ("backward_params", _checked_backward)):
+            if method in cls.__dict__:
+                setattr(cls, method, wrap(cls.__dict__[method]))
 
     def __init__(self, name: str | None = None):
         self.name = name

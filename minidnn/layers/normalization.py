@@ -14,6 +14,12 @@ class BatchNorm(Layer):
     Training uses the batch statistics and updates the running ones,
     running ← (1-momentum)·running + momentum·batch (the unbiased batch
     variance, as PyTorch); evaluation uses the running ones.
+
+    A training batch must give more than one value per feature (PyTorch
+    refuses it too): one sample of a dense input has zero batch variance, and
+    its running-variance update would pull the statistics that evaluation uses
+    towards 0. ``fit`` therefore drops a short last batch by default when a
+    model has batch norm (``drop_last``).
     """
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5,
@@ -46,6 +52,13 @@ class BatchNorm(Layer):
     def forward(self, x, training=False):
         axes = self._axes(x)
         if training:
+            if x.size <= self.num_features:
+                label = f"layer {self.name} ({self!r})" if self.name else repr(self)
+                raise ValueError(
+                    f"{label} needs more than one value per feature in training, got input of "
+                    f"shape {tuple(x.shape)}: the batch variance of one sample is 0. Use "
+                    f"batches of 2 or more (fit(drop_last=True) drops a short last batch), "
+                    f"or evaluation mode (training=False)")
             mean = x.mean(axis=axes)
             var = x.var(axis=axes)
             n = x.size // self.num_features
