@@ -264,3 +264,16 @@ def test_cli_quantize_writes_a_file_that_info_shows(trained_small_cnn, tmp_path,
     assert "pattern 7_3_0_1_2_0 (X0.00XXX), 4 bits/weight" in out
     assert main(["quantize", str(tmp_path / "m.h5"), "--pattern", "conv1", "-o", "x.h5"]) != 0
     assert "expects LAYER=PATTERN" in capsys.readouterr().err
+
+
+def test_inv_policy_follows_caffe_per_iteration():
+    from minidnn.optimizers import InvLR, optimizer_from_config
+    opt = md.SGD(0.01, momentum=0.9, schedule=InvLR(1e-4, 0.75))
+    layer = md.Dense(2, 2, name="d")
+    assert opt.hyper(layer)["lr"] == 0.01
+    opt.steps = 5000
+    assert opt.hyper(layer)["lr"] == pytest.approx(0.01 * (1 + 1e-4 * 5000) ** -0.75)
+    opt.set_epoch(3)                                   # epochs do not move it
+    assert opt.hyper(layer)["lr"] == pytest.approx(0.01 * 1.5 ** -0.75)
+    back = optimizer_from_config(opt.get_config())
+    assert isinstance(back.schedule, InvLR) and back.schedule.get_config() == opt.schedule.get_config()
