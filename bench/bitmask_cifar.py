@@ -30,6 +30,14 @@ from minidnn.quantization import BitMaskPattern, quantize_model
 OUT = RESULTS_DIR / "bitmask_cifar10"
 UNIFORM = ["4_0_0", "5_1_0_0", "6_2_0_1_0", "7_3_0_1_2_0", "8_4_0_1_2_3_0",
            "3_0_0", "4_1_0_0", "5_2_0_1_0", "6_3_0_1_2_0", "7_4_0_1_2_3_0"]
+SHORT_UNIFORM = ["4_0_0", "6_2_0_1_0", "8_4_0_1_2_3_0", "3_0_0", "5_2_0_1_0", "7_4_0_1_2_3_0"]
+
+
+def subset(splits, val_size, test_size):
+    """The first val_size / test_size images of val and test (None: all)."""
+    def cut(d, n):
+        return d if n is None else Dataset(d.x[:n], d.y[:n])
+    return Splits(splits.train, cut(splits.val, val_size), cut(splits.test, test_size))
 
 
 def normalised_splits(model_path):
@@ -51,15 +59,19 @@ def main(argv=None) -> int:
     ap.add_argument("--val-size", type=int, default=None)
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--test-size", type=int, default=None,
+                    help="evaluate on the first N test images only (scaled runs)")
+    ap.add_argument("--short", action="store_true", help="six uniform patterns instead of ten")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     out = Path(args.out)
     model = md.load(args.model)
     splits, transform = normalised_splits(args.model)
+    splits = subset(splits, args.val_size, args.test_size)
 
     def uniform():
         rows = []
-        for p in UNIFORM:
+        for p in (SHORT_UNIFORM if args.short else UNIFORM):
             q = quantize_model(model, {"conv": p})
             rows.append({"pattern": p, "readable": BitMaskPattern.parse(p).readable(),
                          "effective_bits": BitMaskPattern.parse(p).effective_bits,
@@ -91,6 +103,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         payload = run()
         payload.update(run=name, model=args.model, dataset="cifar10 (JPEG-derived copy)",
+                       val_images=len(splits.val.y), test_images=len(splits.test.y),
                        seconds_total=time.perf_counter() - t0)
         write_json(path, payload)
         summary = {k: payload[k] for k in ("test_accuracy", "val_accuracy", "assignment") if k in payload}
