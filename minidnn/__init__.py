@@ -12,7 +12,7 @@ from .optimizers import SGD, ConstantLR, StepLR  # noqa: E402
 from .io import load, save  # noqa: E402
 from .training import History, TrainingDiverged, evaluate, fit  # noqa: E402
 from .threads import configure_threads  # noqa: E402
-from . import quantization  # noqa: E402,F401  (registers the discrete layers for model files)
+from . import quantization  # noqa: E402,F401  (registers the discrete and bit-mask quantized layers for model files)
 
 __all__ = ["__version__", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Identity", "Flatten",
            "Dropout", "BatchNorm", "MSE", "SoftmaxCrossEntropy", "Sequential", "SGD",

@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_pretrain_parser = None
     if add_pretrain_parser is not None:
         add_pretrain_parser(sub)
+    from .quantization.cli import add_quantize_parser
+    add_quantize_parser(sub)
     return parser
 
 

@@ -67,11 +67,33 @@ class StepLR:
         return {"type": "step", "step_size": self.step_size, "gamma": self.gamma}
 
 
+class InvLR:
+    """Caffe's "inv" policy, per iteration: η(iter) = η₀ · (1 + γ·iter)^(−power).
+
+    Caffe's LeNet solver uses γ = 1e-4, power = 0.75. ``per_iteration`` tells
+    ``SGD.hyper`` to pass the step count instead of the epoch."""
+
+    per_iteration = True
+
+    def __init__(self, gamma: float = 1e-4, power: float = 0.75):
+        if not (np.isfinite(gamma) and gamma >= 0 and np.isfinite(power) and power >= 0):
+            raise ValueError(f"InvLR needs gamma >= 0 and power >= 0, got gamma={gamma}, power={power}")
+        self.gamma, self.power = float(gamma), float(power)
+
+    def __call__(self, base_lr, iteration):
+        return base_lr * (1.0 + self.gamma * iteration) ** (-self.power)
+
+    def get_config(self):
+        return {"type": "inv", "gamma": self.gamma, "power": self.power}
+
+
 def schedule_from_config(config: dict | None):
     if not config or config.get("type") == "constant":
         return ConstantLR()
     if config["type"] == "step":
         return StepLR(config["step_size"], config["gamma"])
+    if config["type"] == "inv":
+        return InvLR(config["gamma"], config["power"])
     raise ValueError(f"unknown learning-rate schedule {config!r}")
 
 
@@ -124,7 +146,8 @@ class SGD:
         """The hyperparameters in force for ``layer`` at the current epoch."""
         h = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
         h.update(self.per_layer.get(layer.name, {}))
-        h["lr"] = self.schedule(h["lr"], self.epoch)
+        when = self.steps if getattr(self.schedule, "per_iteration", False) else self.epoch
+        h["lr"] = self.schedule(h["lr"], when)
         return h
 
     def begin_step(self, model) -> None:

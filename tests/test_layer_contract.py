@@ -10,6 +10,7 @@ import pytest
 import minidnn as md
 from minidnn.layers import LAYER_TYPES
 from minidnn.quantization import DiscreteDense, ShadowDiscreteDense
+from minidnn.quantization import QuantizedConv2D, QuantizedDense
 
 from . import contract
 
@@ -27,6 +28,10 @@ EXAMPLES = {
     "AvgPool2D": (lambda: md.AvgPool2D(2, name="l"), (2, 2, 4, 4)),
     "DiscreteDense": (lambda: DiscreteDense(5, 4, grid="2^-2", name="l"), (3, 5)),
     "ShadowDiscreteDense": (lambda: ShadowDiscreteDense(5, 4, grid="2^-1", name="l"), (3, 5)),
+    "QuantizedDense": (lambda: QuantizedDense(5, 4, pattern="6_2_0_1_0", name="l"), (3, 5)),
+    "QuantizedConv2D": (lambda: QuantizedConv2D(2, 3, 3, padding=1, name="l",
+                                                pattern=["5_1_0_0", "6_2_0_1_0", "4_0_0"]),
+                        (2, 2, 5, 5)),
 }
 
 
