@@ -16,8 +16,9 @@ from .model import Sequential  # noqa: E402
 from .optimizers import SGD, ConstantLR, StepLR  # noqa: E402
 from .io import load, save  # noqa: E402
 from .training import History, TrainingDiverged, evaluate, fit  # noqa: E402
+from .sparse import SparseDense, prune_to_density  # noqa: E402  (registers the layer)
 
 __all__ = ["__version__", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Identity", "Flatten",
            "Dropout", "BatchNorm", "MSE", "SoftmaxCrossEntropy", "Sequential", "SGD",
            "ConstantLR", "StepLR", "save", "load", "fit", "evaluate", "History",
-           "TrainingDiverged"]
+           "TrainingDiverged", "SparseDense", "prune_to_density"]
