@@ -29,7 +29,7 @@ def _load_data(args):
 
 
 def cmd_train(args) -> int:
-    from . import architectures, io
+    from . import architectures, io, sparse
     from .optimizers import SGD, StepLR
     from .training import evaluate, fit
 
@@ -43,6 +43,7 @@ def cmd_train(args) -> int:
     else:
         model = architectures.build(args.arch, n_classes=n_classes, input_shape=input_shape,
                                     seed=args.seed, dtype=args.dtype)
+        model = sparse.configure_from_args(args, model)   # --density (technique 3)
     schedule = StepLR(args.lr_step, args.lr_gamma) if args.lr_step else None
     optimizer = SGD(args.lr, args.momentum, args.weight_decay, schedule=schedule)
     out = args.out
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     p.add_argument("--init-from", default=None, metavar="FILE.h5",
                    help="start from pretrained weights (an RBM/DBN/autoencoder file from `minidnn pretrain`)")
+    from .sparse import add_train_options as add_sparse_options
+    add_sparse_options(p)                                   # --density (technique 3)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a saved model", description="Loss and accuracy of a saved model on a data split.")

@@ -318,3 +318,101 @@ def prune_to_density(layer: Dense, density: float, per_unit: bool = False) -> Sp
     return SparseDense.from_csr(indptr.astype(INDEX_DTYPE), cols.astype(INDEX_DTYPE), data,
                                 n_in, n_out, bias=layer.params.get("b"), name=layer.name,
                                 pattern="per_unit" if per_unit else "bernoulli")
+
+
+# -- the command line ------------------------------------------------------------------------
+
+def parse_densities(text: str):
+    """``"0.04"`` → 0.04 (every Dense but the output layer); ``"dense_1=0.04,dense_3=0.5"``
+    → {"dense_1": 0.04, "dense_3": 0.5} (layers by name). ValueError otherwise."""
+    text = str(text).strip()
+    if "=" not in text:
+        return check_density(text, "--density")
+    densities = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--density: write one number (0.04) or LAYER=γ pairs "
+                             f"(dense_1=0.04,dense_3=0.5), got {text!r}")
+        densities[name.strip()] = check_density(value, f"--density {name.strip()}")
+    return densities
+
+
+def sparsify(model, densities, seed: int = 0, pattern: str = "bernoulli",
+             init: str = "fan_in"):
+    """Replace Dense layers of ``model`` (in place) by SparseDense layers of the same
+    name and shape, with fresh random patterns and values drawn from ``seed``.
+
+    ``densities`` is one γ (every Dense layer except the last one, the output,
+    as in the paper, where only the 784×500 matrix is sparse) or a dict
+    {layer name: γ}. Returns the model."""
+    dense = [i for i, layer in enumerate(model.layers)
+             if isinstance(layer, Dense) and not isinstance(layer, SparseDense)]
+    if isinstance(densities, dict):
+        names = {model.layers[i].name: i for i in dense}
+        unknown = sorted(set(densities) - set(names))
+        if unknown:
+            raise ValueError(f"--density names {unknown}, but the Dense layers of this model "
+                             f"are {sorted(names)}")
+        chosen = {names[name]: gamma for name, gamma in densities.items()}
+    else:
+        gamma = check_density(densities, "sparsify")
+        chosen = {i: gamma for i in dense[:-1]}
+        if not chosen:
+            raise ValueError("sparsify: this model has a single Dense layer (the output); "
+                             "name it to make it sparse, e.g. --density dense_1=0.5")
+    rng = np.random.default_rng(seed)
+    for i in sorted(chosen):
+        old = model.layers[i]
+        new = SparseDense(old.in_features, old.out_features, density=chosen[i],
+                          pattern=pattern, init=init, bias=old.bias, rng=rng, name=old.name)
+        model.layers[i] = new.cast(model.dtype)
+    return model
+
+
+def add_train_options(parser) -> None:
+    """``--density``, ``--sparse-pattern`` and ``--sparse-init`` for ``minidnn train``."""
+    parser.add_argument("--density", default=None, metavar="γ|LAYER=γ,...",
+                        help="fixed random sparse weights in CSR (SPEC technique 3): one density "
+                             "for every Dense layer but the output (e.g. 0.04), or per layer "
+                             "by name (dense_1=0.04,dense_3=0.5)")
+    parser.add_argument("--sparse-pattern", choices=PATTERNS, default="bernoulli",
+                        help="bernoulli: each weight kept with probability γ; per_unit: exactly "
+                             "round(γ·inputs) per unit (default %(default)s)")
+    parser.add_argument("--sparse-init", choices=INITS, default="fan_in",
+                        help="nonzero values N(0, 1/(γ·inputs)) (fan_in) or N(0, 1/γ) (paper) "
+                             "(default %(default)s)")
+
+
+def configure_from_args(args, model):
+    """Apply ``--density`` (if given) to a freshly built model; returns the model."""
+    if getattr(args, "density", None) is None:
+        return model
+    return sparsify(model, parse_densities(args.density), seed=args.seed,
+                    pattern=args.sparse_pattern, init=args.sparse_init)
+
+
+def add_pretrain_options(parser) -> None:
+    """``--density`` (one γ, or one per unit: 0.04,0.5) and friends for
+    ``minidnn pretrain autoencoder``."""
+    parser.add_argument("--density", default=None, metavar="γ[,γ...]",
+                        help="fixed random sparse W in CSR for every unit (0.04) or one density "
+                             "per unit (0.04,1); the MLP it initialises stays sparse")
+    parser.add_argument("--sparse-pattern", choices=PATTERNS, default="bernoulli",
+                        help="bernoulli or per_unit (default %(default)s)")
+    parser.add_argument("--sparse-init", choices=INITS, default="fan_in",
+                        help="fan_in: N(0, 1/(γ·inputs)); paper: N(0, 1/γ) (default %(default)s)")
+
+
+def autoencoder_options(args, n_units: int) -> dict:
+    """The StackedAutoencoder keyword arguments that ``add_pretrain_options`` parsed."""
+    if getattr(args, "density", None) is None:
+        return {}
+    parts = [part for part in str(args.density).split(",") if part.strip()]
+    densities = [check_density(part, "--density") for part in parts]
+    if len(densities) == 1:
+        densities = densities * n_units
+    if len(densities) != n_units:
+        raise ValueError(f"--density gives {len(densities)} densities for {n_units} "
+                         f"autoencoders; give one, or one per unit")
+    return {"density": densities, "pattern": args.sparse_pattern, "init": args.sparse_init}

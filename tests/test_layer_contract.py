@@ -24,6 +24,7 @@ EXAMPLES = {
     "Conv2D": (lambda: md.Conv2D(2, 3, 3, padding=1, name="l"), (2, 2, 5, 5)),
     "MaxPool2D": (lambda: md.MaxPool2D(2, name="l"), (2, 2, 4, 4)),
     "AvgPool2D": (lambda: md.AvgPool2D(2, name="l"), (2, 2, 4, 4)),
+    "SparseDense": (lambda: md.SparseDense(6, 5, density=0.4, name="l"), (3, 6)),
 }
 
 

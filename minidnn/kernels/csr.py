@@ -185,14 +185,13 @@ def _csr_matmul_permuted_rows(indptr, indices, perm, data, dense, out):
             p += 1
 
 
-def _sampled_matmul_rows(indptr, indices, left, right, out):
+def _sampled_matmul_rows(indptr, indices, left, right, zero, out):
     # Four dot products per pass over the left row (one load of it feeds four
-    # multiply-adds); sums start from a zero of the operands' dtype so float32
-    # stays float32 and vectorises 8 wide.
+    # multiply-adds); sums start from ``zero``, a scalar of the operands' dtype,
+    # so float32 stays float32 and vectorises 8 wide.
     n_rows, k = left.shape
     for r in numba.prange(n_rows):
         row = left[r]
-        zero = row[0] - row[0] if k else 0
         start, stop = indptr[r], indptr[r + 1]
         p = start
         while p + 4 <= stop:
@@ -268,5 +267,6 @@ def sampled_matmul(indptr, indices, left, right, n_cols: int, out=None):
                          f"the same number of columns")
     if out is None:
         out = np.empty(len(indices), dtype=left.dtype)
-    _kernel("sampled", len(indices) * left.shape[1])(indptr, indices, left, right, out)
+    _kernel("sampled", len(indices) * left.shape[1])(indptr, indices, left, right,
+                                                      left.dtype.type(0), out)
     return out
