@@ -57,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--ft-epochs", type=int, default=15)
     p.add_argument("--ae-lrs", default="0.1,0.3", help="autoencoder lrs tried at γ=0.04")
     p.add_argument("--ft-lrs", default="0.05,0.1,0.2", help="fine-tuning lrs tried at γ=0.04")
+    p.add_argument("--ft-lr-step", type=int, default=0,
+                   help="fine-tuning lr × 0.1 from this epoch on (0: constant lr)")
     p.add_argument("--init", default="fan_in", choices=("fan_in", "paper"))
     p.add_argument("--init-compare", action="store_true",
                    help="also run init='paper' at γ=0.04 (pretrained and control)")
@@ -64,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--artifacts", default="/work/artifacts/issue-11")
     p.add_argument("--out-dir", default=str(OUT_DIR))
     p.add_argument("--report", action="store_true", help="print the table and exit")
+    p.add_argument("--no-control", action="store_true", help="skip the no-pretraining runs")
     return p.parse_args(argv)
 
 
@@ -101,7 +104,8 @@ class Study:
     # -- the pieces ------------------------------------------------------------------------
     def autoencoder(self, density, lr, init):
         from minidnn.pretraining import StackedAutoencoder, load_pretrained, PretrainConfig
-        run_id = f"ae_g{density:g}_lr{lr:g}_{init}"
+        run_id = f"ae_g{density:g}_lr{lr:g}_{init}" + (
+            "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}")
         h5 = self.artifacts / f"{run_id}.h5"
         result = self.done(run_id)
         if result is not None and h5.exists():
@@ -157,9 +161,11 @@ class Study:
         pattern_before = self._pattern(model)
         for e in range(self.args.ft_epochs):
             t0 = time.perf_counter()
-            md.fit(model, self.train, epochs=1, batch_size=100,
-                   optimizer=self._optimizer(model, lr), seed=self.args.seed * 1000 + e,
-                   progress=False, log=None)
+            opt = self._optimizer(model, lr)
+            step = self.args.ft_lr_step
+            opt.lr = lr * (0.1 if step and e + 1 >= step else 1.0)
+            md.fit(model, self.train, epochs=1, batch_size=100, optimizer=opt,
+                   seed=self.args.seed * 1000 + e, progress=False, log=None)
             t_train += time.perf_counter() - t0
             val = md.evaluate(model, self.val)
             test = md.evaluate(model, self.test)
@@ -169,7 +175,8 @@ class Study:
             log(f"{run_id} epoch {e + 1}: val {100 * val['accuracy']:.2f}% "
                 f"test {100 * test['accuracy']:.2f}% ({epochs[-1]['seconds']:.1f}s)")
         best = max(epochs, key=lambda r: (r["val_acc"], -r["epoch"]))
-        result = {"run": run_id, "lr": lr, "momentum": 0.9, "batch_size": 100,
+        result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
+                  "momentum": 0.9, "batch_size": 100,
                   "epochs": self.args.ft_epochs, **extra,
                   "best_val_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                   "test_acc_at_best_val": best["test_acc"], "final_test_acc": epochs[-1]["test_acc"],
@@ -222,9 +229,10 @@ class Study:
                           lambda stack=stack: stack.to_mlp(10, seed=a.seed), ft_lr,
                           {"density": density, "init": a.init, "pretrained": True,
                            "ae_lr": ae_lr})
-            self.finetune(f"control_g{density:g}_lr{ft_lr:g}_{a.init}",
-                          lambda d=density: self.control_model(d, a.init), ft_lr,
-                          {"density": density, "init": a.init, "pretrained": False})
+            if not a.no_control:
+                self.finetune(f"control_g{density:g}_lr{ft_lr:g}_{a.init}",
+                              lambda d=density: self.control_model(d, a.init), ft_lr,
+                              {"density": density, "init": a.init, "pretrained": False})
         if a.init_compare:
             other = "paper" if a.init == "fan_in" else "fan_in"
             _, stack = self.autoencoder(0.04, ae_lr, other)
@@ -245,12 +253,13 @@ def report(out_dir=OUT_DIR):
         return
     choices = json.loads(choices_path.read_text())
     init, ae_lr, ft_lr = choices["init"], choices["ae_lr"], choices["ft_lr"]
+    ae_suffix = "" if choices["ae_epochs"] == 10 else f"_e{choices['ae_epochs']}"
     print(f"autoencoder {choices['ae_epochs']} epochs lr {ae_lr}; fine-tuning "
           f"{choices['ft_epochs']} epochs lr {ft_lr}; init {init}")
     print(f"{'γ':>5} | {'MSE (ours)':>10} {'MSE paper':>9} | {'pretrained %':>12} "
           f"{'paper %':>7} | {'control %':>9} | {'AE s/ep':>7} {'FT s/ep':>7}")
     for density in sorted(DENSITIES, reverse=True):
-        ae = out_dir / f"ae_g{density:g}_lr{ae_lr:g}_{init}.json"
+        ae = out_dir / f"ae_g{density:g}_lr{ae_lr:g}_{init}{ae_suffix}.json"
         ft = out_dir / f"ft_g{density:g}_lr{ft_lr:g}_{init}.json"
         ctl = out_dir / f"control_g{density:g}_lr{ft_lr:g}_{init}.json"
         ae, ft, ctl = (json.loads(p.read_text()) if p.exists() else None for p in (ae, ft, ctl))
