@@ -57,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--ft-epochs", type=int, default=15)
     p.add_argument("--ae-lrs", default="0.1,0.3", help="autoencoder lrs tried at γ=0.04")
     p.add_argument("--ft-lrs", default="0.05,0.1,0.2", help="fine-tuning lrs tried at γ=0.04")
+    p.add_argument("--ae-weight-decay", type=float, default=0.002)
     p.add_argument("--ft-lr-step", type=int, default=0,
                    help="fine-tuning lr × 0.1 from this epoch on (0: constant lr)")
     p.add_argument("--init", default="fan_in", choices=("fan_in", "paper"))
@@ -67,6 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default=str(OUT_DIR))
     p.add_argument("--report", action="store_true", help="print the table and exit")
     p.add_argument("--no-control", action="store_true", help="skip the no-pretraining runs")
+    p.add_argument("--prune-compare", action="store_true",
+                   help="only: train the dense control, prune it to each --densities γ by "
+                        "magnitude (prune_to_density), fine-tune on that fixed pattern")
     return p.parse_args(argv)
 
 
@@ -105,7 +109,8 @@ class Study:
     def autoencoder(self, density, lr, init):
         from minidnn.pretraining import StackedAutoencoder, load_pretrained, PretrainConfig
         run_id = f"ae_g{density:g}_lr{lr:g}_{init}" + (
-            "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}")
+            "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}") + (
+            "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}")
         h5 = self.artifacts / f"{run_id}.h5"
         result = self.done(run_id)
         if result is not None and h5.exists():
@@ -117,7 +122,8 @@ class Study:
             rng = np.random.default_rng(self.args.seed)
             var = 1.0 / 784 if init == "fan_in" else 1.0
             unit.params["W"][...] = rng.normal(0, np.sqrt(var), unit.params["W"].shape)
-        config = PretrainConfig(epochs=self.args.ae_epochs, lr=lr, weight_decay=0.002,
+        config = PretrainConfig(epochs=self.args.ae_epochs, lr=lr,
+                                weight_decay=self.args.ae_weight_decay,
                                 momentum=0.5, final_momentum=0.9, momentum_switch_epoch=3,
                                 batch_size=100)
         t0 = time.perf_counter()
@@ -125,6 +131,7 @@ class Study:
         seconds = time.perf_counter() - t0
         stack.save(h5)
         result = {"run": run_id, "density": density, "lr": lr, "init": init,
+                  "weight_decay": self.args.ae_weight_decay,
                   "epochs": self.args.ae_epochs, "seconds": seconds,
                   "seconds_per_epoch": seconds / self.args.ae_epochs,
                   "val_mse": unit.reconstruction_error(self.val[0]),
@@ -150,7 +157,7 @@ class Study:
         return md.Sequential([md.Flatten(), first, md.Sigmoid(), last], seed=None,
                              input_shape=(784,))
 
-    def finetune(self, run_id, make_model, lr, extra):
+    def finetune(self, run_id, make_model, lr, extra, save=False):
         import minidnn as md
         result = self.done(run_id)
         if result is not None:
@@ -183,8 +190,31 @@ class Study:
                   "train_seconds": t_train, "train_seconds_per_epoch": t_train / len(epochs),
                   "pattern_unchanged": pattern_before == self._pattern(model),
                   "history": epochs}
+        if save:
+            result["file"] = str(self.artifacts / f"{run_id}.h5")
+            md.save(model, result["file"])
         self.write(run_id, result)
         return result
+
+    def prune_compare(self, densities, lr):
+        """Magnitude pruning of a trained dense net (random patterns' comparison)."""
+        import minidnn as md
+        from minidnn.sparse import prune_to_density
+        a = self.args
+        dense_run = self.finetune(f"control_g1_lr{lr:g}_{a.init}",
+                                  lambda: self.control_model(1.0, a.init), lr,
+                                  {"density": 1.0, "init": a.init, "pretrained": False},
+                                  save=True)
+
+        def pruned(density):
+            model = md.load(dense_run["file"])
+            model.layers[1] = prune_to_density(model.layers[1], density)
+            return model
+        for density in densities:
+            if density < 1.0:
+                self.finetune(f"pruned_g{density:g}_lr{lr:g}", lambda d=density: pruned(d), lr,
+                              {"density": density, "pattern": "magnitude-pruned dense",
+                               "from": dense_run["run"]})
 
     def _optimizer(self, model, lr):
         # one SGD across the epochs: fit is called once per epoch, so keep the velocity
@@ -204,6 +234,10 @@ class Study:
         densities = [float(d) for d in a.densities.split(",")]
         ae_lrs = [float(v) for v in a.ae_lrs.split(",")]
         ft_lrs = [float(v) for v in a.ft_lrs.split(",")]
+        if a.prune_compare:
+            self.prune_compare(densities, ft_lrs[0])
+            log("prune comparison complete")
+            return
         # 1. choose the autoencoder lr at γ = 0.04 on validation MSE
         ae_runs = [self.autoencoder(0.04, lr, a.init)[0] for lr in ae_lrs]
         ae_lr = min(ae_runs, key=lambda r: r["val_mse"])["lr"]
@@ -219,6 +253,7 @@ class Study:
         ft_lr = max(ft_runs, key=lambda r: r["best_val_acc"])["lr"]
         log(f"fine-tuning lr chosen on validation accuracy: {ft_lr}")
         self.write("choices", {"ae_lr": ae_lr, "ft_lr": ft_lr, "init": a.init,
+                               "ae_weight_decay": a.ae_weight_decay, "ft_lr_step": a.ft_lr_step,
                                "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
                                "ae_candidates": {r["lr"]: r["val_mse"] for r in ae_runs},
                                "ft_candidates": {r["lr"]: r["best_val_acc"] for r in ft_runs}})
@@ -253,7 +288,9 @@ def report(out_dir=OUT_DIR):
         return
     choices = json.loads(choices_path.read_text())
     init, ae_lr, ft_lr = choices["init"], choices["ae_lr"], choices["ft_lr"]
-    ae_suffix = "" if choices["ae_epochs"] == 10 else f"_e{choices['ae_epochs']}"
+    ae_suffix = ("" if choices["ae_epochs"] == 10 else f"_e{choices['ae_epochs']}") + (
+        "" if choices.get("ae_weight_decay", 0.002) == 0.002 else
+        f"_wd{choices['ae_weight_decay']:g}")
     print(f"autoencoder {choices['ae_epochs']} epochs lr {ae_lr}; fine-tuning "
           f"{choices['ft_epochs']} epochs lr {ft_lr}; init {init}")
     print(f"{'γ':>5} | {'MSE (ours)':>10} {'MSE paper':>9} | {'pretrained %':>12} "
