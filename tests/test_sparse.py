@@ -377,3 +377,24 @@ def test_cli_trains_and_pretrains_sparse(tmp_path, capsys):
     assert isinstance(md.load(tmp_path / "ft.h5").layers[1], SparseDense)
     assert main(["train", "--density", "1.5", "--quiet", "--out", str(out)]) == 1
     assert "density must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_resumed_sparse_training_equals_uninterrupted(tmp_path):
+    x, y = _blobs(200)
+
+    def net():
+        return md.Sequential([SparseDense(20, 12, density=0.3), md.Sigmoid(), md.Dense(12, 3)],
+                             seed=4, input_shape=(20,))
+
+    def train(model, epochs, **kw):
+        return md.fit(model, (x, y), epochs=epochs, batch_size=25, seed=2, progress=False,
+                      log=None, optimizer=md.SGD(0.1, momentum=0.9, weight_decay=1e-3), **kw)
+    whole = net()
+    train(whole, 3)
+    first = net()
+    train(first, 1, checkpoint=tmp_path / "ck.h5")
+    resumed = net()
+    train(resumed, 3, checkpoint=tmp_path / "ck.h5", resume=True)
+    for a, b in zip(whole.layers, resumed.layers):
+        for key in a.params:
+            np.testing.assert_array_equal(a.params[key], b.params[key], err_msg=key)
