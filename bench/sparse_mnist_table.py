@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--ae-lrs", default="0.1,0.3", help="autoencoder lrs tried at γ=0.04")
     p.add_argument("--ft-lrs", default="0.05,0.1,0.2", help="fine-tuning lrs tried at γ=0.04")
     p.add_argument("--ae-weight-decay", type=float, default=0.002)
+    p.add_argument("--ft-weight-decay", type=float, default=0.0,
+                   help="L2 decay on the weights (the nonzeros) while fine-tuning")
     p.add_argument("--ft-lr-step", type=int, default=0,
                    help="fine-tuning lr × 0.1 from this epoch on (0: constant lr)")
     p.add_argument("--init", default="fan_in", choices=("fan_in", "paper"))
@@ -171,18 +173,21 @@ class Study:
             opt = self._optimizer(model, lr)
             step = self.args.ft_lr_step
             opt.lr = lr * (0.1 if step and e + 1 >= step else 1.0)
-            md.fit(model, self.train, epochs=1, batch_size=100, optimizer=opt,
-                   seed=self.args.seed * 1000 + e, progress=False, log=None)
+            fitted = md.fit(model, self.train, epochs=1, batch_size=100, optimizer=opt,
+                            seed=self.args.seed * 1000 + e, progress=False, log=None)
             t_train += time.perf_counter() - t0
             val = md.evaluate(model, self.val)
             test = md.evaluate(model, self.test)
-            epochs.append({"epoch": e + 1, "val_acc": val["accuracy"], "val_loss": val["loss"],
+            epochs.append({"epoch": e + 1, "train_acc": fitted.last().get("train_acc"),
+                           "train_loss": fitted.last().get("train_loss"),
+                           "val_acc": val["accuracy"], "val_loss": val["loss"],
                            "test_acc": test["accuracy"], "test_loss": test["loss"],
                            "seconds": time.perf_counter() - t0})
             log(f"{run_id} epoch {e + 1}: val {100 * val['accuracy']:.2f}% "
                 f"test {100 * test['accuracy']:.2f}% ({epochs[-1]['seconds']:.1f}s)")
         best = max(epochs, key=lambda r: (r["val_acc"], -r["epoch"]))
         result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
+                  "weight_decay": self.args.ft_weight_decay,
                   "momentum": 0.9, "batch_size": 100,
                   "epochs": self.args.ft_epochs, **extra,
                   "best_val_epoch": best["epoch"], "best_val_acc": best["val_acc"],
@@ -220,7 +225,8 @@ class Study:
         # one SGD across the epochs: fit is called once per epoch, so keep the velocity
         import minidnn as md
         if getattr(self, "_opt_model", None) is not model:
-            self._opt_model, self._opt = model, md.SGD(lr, momentum=0.9)
+            self._opt_model, self._opt = model, md.SGD(
+                lr, momentum=0.9, weight_decay=self.args.ft_weight_decay)
         return self._opt
 
     @staticmethod
