@@ -69,6 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--artifacts", default="/work/artifacts/issue-11")
     p.add_argument("--out-dir", default=str(OUT_DIR))
     p.add_argument("--report", action="store_true", help="print the table and exit")
+    p.add_argument("--markdown", action="store_true", help="with --report: a Markdown table")
     p.add_argument("--no-control", action="store_true", help="skip the no-pretraining runs")
     p.add_argument("--prune-compare", action="store_true",
                    help="only: train the dense control, prune it to each --densities γ by "
@@ -286,7 +287,7 @@ class Study:
         log("study complete")
 
 
-def report(out_dir=OUT_DIR):
+def report(out_dir=OUT_DIR, markdown=False):
     out_dir = Path(out_dir)
     choices_path = out_dir / "choices.json"
     if not choices_path.exists():
@@ -299,8 +300,13 @@ def report(out_dir=OUT_DIR):
         f"_wd{choices['ae_weight_decay']:g}")
     print(f"autoencoder {choices['ae_epochs']} epochs lr {ae_lr}; fine-tuning "
           f"{choices['ft_epochs']} epochs lr {ft_lr}; init {init}")
-    print(f"{'γ':>5} | {'MSE (ours)':>10} {'MSE paper':>9} | {'pretrained %':>12} "
-          f"{'paper %':>7} | {'control %':>9} | {'AE s/ep':>7} {'FT s/ep':>7}")
+    if markdown:
+        print("| γ | pretraining MSE (ours) | paper | test % pretrained (ours) | paper | "
+              "test % no pretraining (ours) | best-val epoch (pre / none) |")
+        print("|---|---|---|---|---|---|---|")
+    else:
+        print(f"{'γ':>5} | {'MSE (ours)':>10} {'MSE paper':>9} | {'pretrained %':>12} "
+              f"{'paper %':>7} | {'control %':>9} | {'AE s/ep':>7} {'FT s/ep':>7}")
     for density in sorted(DENSITIES, reverse=True):
         ae = out_dir / f"ae_g{density:g}_lr{ae_lr:g}_{init}{ae_suffix}.json"
         ft = out_dir / f"ft_g{density:g}_lr{ft_lr:g}_{init}.json"
@@ -308,6 +314,14 @@ def report(out_dir=OUT_DIR):
         ae, ft, ctl = (json.loads(p.read_text()) if p.exists() else None for p in (ae, ft, ctl))
         paper_mse, paper_acc = PAPER.get(density, (None, None))
         cell = lambda r, k, f: (f % (100 * r[k]) if r else "-")   # noqa: E731
+        if markdown:
+            mse = f"{ae['test_mse']:.2e}" if ae else "-"
+            pmse = f"{paper_mse:.2e}" if paper_mse else "-"
+            print(f"| {density:g} | {mse} | {pmse} | "
+                  f"{cell(ft, 'test_acc_at_best_val', '%.2f')} | {paper_acc or '-'} | "
+                  f"{cell(ctl, 'test_acc_at_best_val', '%.2f')} | "
+                  f"{ft['best_val_epoch'] if ft else '-'} / {ctl['best_val_epoch'] if ctl else '-'} |")
+            continue
         print(f"{density:>5g} | {ae['test_mse'] if ae else float('nan'):>10.3e} "
               f"{paper_mse if paper_mse else float('nan'):>9.2e} | "
               f"{cell(ft, 'test_acc_at_best_val', '%.2f'):>12} "
@@ -320,7 +334,7 @@ def report(out_dir=OUT_DIR):
 def main(argv=None):
     args = parse_args(argv)
     if args.report:
-        report(args.out_dir)
+        report(args.out_dir, args.markdown)
         return 0
     Study(args).run()
     report(args.out_dir)
