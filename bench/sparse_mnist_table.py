@@ -272,9 +272,11 @@ class Study:
                           {"density": density, "init": a.init, "pretrained": True,
                            "ae_lr": ae_lr})
             if not a.no_control:
+                # the dense control is kept: --prune-compare prunes it
                 self.finetune(f"control_g{density:g}_lr{ft_lr:g}_{a.init}",
                               lambda d=density: self.control_model(d, a.init), ft_lr,
-                              {"density": density, "init": a.init, "pretrained": False})
+                              {"density": density, "init": a.init, "pretrained": False},
+                              save=density == 1.0)
         if a.init_compare:
             other = "paper" if a.init == "fan_in" else "fan_in"
             _, stack = self.autoencoder(0.04, ae_lr, other)
