@@ -142,6 +142,18 @@ def _steps(peer, density, x, g):
     raise ValueError(peer)
 
 
+def _difference(outputs, density, x, g):
+    """Largest |difference| of (y, dx, ∂W at the pattern, ∂b) from minidnn's SparseDense."""
+    layer = _pattern(density)
+    y = layer.forward(x, training=True)
+    dx = layer.backward(g)
+    ours = (y, dx, layer.grads["data"], layer.grads["b"])
+    theirs = [np.asarray(o.values() if getattr(o, "layout", None) is not None and
+                         "sparse" in str(o.layout) else o) for o in outputs]
+    return float(max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max()
+                     for a, b in zip(ours, theirs)))
+
+
 def worker_layer(peer, densities, iters, min_seconds):
     import warnings
     warnings.filterwarnings("ignore")
@@ -157,6 +169,8 @@ def worker_layer(peer, densities, iters, min_seconds):
         step = _steps(peer, density, x, g)
         seconds, n = _median_step(step, iters, min_seconds)
         out[str(density)] = {"seconds": seconds, "steps_timed": n}
+        if peer in ("scipy", "torch"):   # same numbers as minidnn's layer, or the time is moot
+            out[str(density)]["max_abs_diff_vs_minidnn"] = _difference(step(), density, x, g)
     if peer.startswith("minidnn"):       # where the time goes, per product (diagnosis only)
         for density in densities:
             layer = _pattern(density)
