@@ -24,7 +24,10 @@ EXAMPLES = {
     "Conv2D": (lambda: md.Conv2D(2, 3, 3, padding=1, name="l"), (2, 2, 5, 5)),
     "MaxPool2D": (lambda: md.MaxPool2D(2, name="l"), (2, 2, 4, 4)),
     "AvgPool2D": (lambda: md.AvgPool2D(2, name="l"), (2, 2, 4, 4)),
-    "SparseDense": (lambda: md.SparseDense(6, 5, density=0.4, name="l"), (3, 6)),
+    # per_unit 0.6: every input is connected (an unconnected input cannot reach the
+    # output of a sparse layer, by design: tests/test_sparse.py)
+    "SparseDense": (lambda: md.SparseDense(6, 5, density=0.6, pattern="per_unit", name="l"),
+                    (3, 6)),
 }
 
 

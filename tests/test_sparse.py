@@ -398,3 +398,21 @@ def test_resumed_sparse_training_equals_uninterrupted(tmp_path):
     for a, b in zip(whole.layers, resumed.layers):
         for key in a.params:
             np.testing.assert_array_equal(a.params[key], b.params[key], err_msg=key)
+
+
+def test_nan_reaches_exactly_the_units_its_input_is_connected_to():
+    # A stored zero is never multiplied, so a NaN in an input that no unit reads
+    # cannot reach the output (as with SciPy's and PyTorch's CSR products); a NaN in
+    # a connected input reaches every unit that reads it, and only those.
+    layer = SparseDense(8, 6, density=0.3, rng=2).cast(np.float64)
+    pairs = layer.pattern_pairs()
+    connected = set(pairs[:, 0].tolist())
+    x = np.ones((2, 8))
+    for feature in range(8):
+        poisoned = x.copy()
+        poisoned[0, feature] = np.nan
+        out = layer.forward(poisoned)
+        readers = sorted(pairs[pairs[:, 0] == feature, 1].tolist())
+        assert sorted(np.flatnonzero(np.isnan(out[0])).tolist()) == readers
+        assert not np.isnan(out[1]).any()
+    assert connected != set(range(8))        # the seed leaves some input unread
