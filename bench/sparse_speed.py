@@ -1,7 +1,7 @@
 """Speed and memory of fixed sparse layers (SPEC technique 3): minidnn CSR against dense
 BLAS, SciPy CSR and PyTorch sparse CSR, plus a training epoch, peak memory and file bytes.
 
-    python bench/sparse_speed.py                       # the full run (~10 min on 2 cores)
+    python bench/sparse_speed.py                       # the full run (~5 min on a quiet 2-core machine)
     python bench/sparse_speed.py --tiny                # a check that every part runs (~1 min)
 
 What is timed, for each γ in {1, 0.33, 0.16, 0.08, 0.04, 0.02, 0.01}: one training step
