@@ -63,6 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--ft-lr-step", type=int, default=0,
                    help="fine-tuning lr × 0.1 from this epoch on (0: constant lr)")
     p.add_argument("--init", default="fan_in", choices=("fan_in", "paper"))
+    p.add_argument("--pattern", default="bernoulli", choices=("bernoulli", "per_unit"),
+                   help="SparseDense pattern (use another --out-dir for per_unit)")
     p.add_argument("--init-compare", action="store_true",
                    help="also run init='paper' at γ=0.04 (pretrained and control)")
     p.add_argument("--seed", type=int, default=0)
@@ -119,7 +121,8 @@ class Study:
         if result is not None and h5.exists():
             return result, load_pretrained(h5)
         stack = StackedAutoencoder([784, 500], rng=self.args.seed,
-                                   density=None if density == 1.0 else density, init=init)
+                                   density=None if density == 1.0 else density, init=init,
+                                   pattern=self.args.pattern)
         unit = stack.units[0]
         if density == 1.0:   # the same matrix SparseDense(density=1) would draw, held dense
             rng = np.random.default_rng(self.args.seed)
@@ -155,7 +158,8 @@ class Study:
             var = 1.0 / 784 if init == "fan_in" else 1.0
             first.params["W"] = rng.normal(0, np.sqrt(var), (784, 500)).astype(np.float32)
         else:
-            first = md.SparseDense(784, 500, density=density, init=init, rng=rng)
+            first = md.SparseDense(784, 500, density=density, init=init, rng=rng,
+                                   pattern=self.args.pattern)
         last = md.Dense(500, 10, rng=np.random.default_rng(self.args.seed))
         return md.Sequential([md.Flatten(), first, md.Sigmoid(), last], seed=None,
                              input_shape=(784,))
