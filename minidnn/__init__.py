@@ -13,8 +13,9 @@ from .io import load, save  # noqa: E402
 from .training import History, TrainingDiverged, evaluate, fit  # noqa: E402
 from .threads import configure_threads  # noqa: E402
 from . import quantization  # noqa: E402,F401  (registers the discrete and bit-mask quantized layers for model files)
+from .sparse import SparseDense, prune_to_density  # noqa: E402  (registers the layer)
 
 __all__ = ["__version__", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Identity", "Flatten",
            "Dropout", "BatchNorm", "MSE", "SoftmaxCrossEntropy", "Sequential", "SGD",
            "ConstantLR", "StepLR", "save", "load", "fit", "evaluate", "History",
-           "TrainingDiverged", "configure_threads"]
+           "TrainingDiverged", "configure_threads", "SparseDense", "prune_to_density"]

@@ -41,7 +41,7 @@ def _load_data(args, log=None):
 
 
 def cmd_train(args) -> int:
-    from . import architectures, io
+    from . import architectures, io, sparse
     from .optimizers import SGD, StepLR
     from .training import TrainingDiverged, evaluate, fit, resolve_drop_last
     from .quantization import discrete
@@ -63,6 +63,7 @@ def cmd_train(args) -> int:
     else:
         model = architectures.build(args.arch, n_classes=n_classes, input_shape=input_shape,
                                     seed=args.seed, dtype=args.dtype)
+        model = sparse.configure_from_args(args, model)   # --density (technique 3)
     model = discrete.model_from_args(args, model, log=(lambda line: None) if args.quiet else print)
     schedule = StepLR(args.lr_step, args.lr_gamma) if args.lr_step else None
     optimizer = SGD(args.lr, args.momentum, args.weight_decay, schedule=schedule,
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from pretrained weights (an RBM/DBN/autoencoder file from `minidnn pretrain`)")
     from .quantization.discrete import add_train_options as add_discrete_weight_options
     add_discrete_weight_options(p)
+    from .sparse import add_train_options as add_sparse_options
+    add_sparse_options(p)                                   # --density (technique 3)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a saved model", description="Loss and accuracy of a saved model on a data split.")

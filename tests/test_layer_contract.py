@@ -32,6 +32,10 @@ EXAMPLES = {
     "QuantizedConv2D": (lambda: QuantizedConv2D(2, 3, 3, padding=1, name="l",
                                                 pattern=["5_1_0_0", "6_2_0_1_0", "4_0_0"]),
                         (2, 2, 5, 5)),
+    # per_unit 0.6: every input is connected (an unconnected input cannot reach the
+    # output of a sparse layer, by design: tests/test_sparse.py)
+    "SparseDense": (lambda: md.SparseDense(6, 5, density=0.6, pattern="per_unit", name="l"),
+                    (3, 6)),
 }
 
 

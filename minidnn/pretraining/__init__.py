@@ -5,7 +5,9 @@
 * ``DBN``: RBMs stacked greedily; ``to_mlp(n_classes)`` gives the Sequential
   to fine-tune with backprop.
 * ``Autoencoder`` / ``StackedAutoencoder``: tied (or untied) weights, same
-  greedy recipe, same ``to_mlp``.
+  greedy recipe, same ``to_mlp``; ``density=γ`` makes W a fixed random sparse
+  matrix in CSR (``minidnn.sparse.SparseDense``, SPEC technique 3), trained
+  and handed to the MLP without a dense copy.
 * ``PretrainConfig``: the hyperparameters (defaults: the seed-000 recipe).
 * HDF5 files: ``stack.save(path)``, ``load_pretrained(path)``,
   ``mlp_from_pretrained(path, n_classes)``; per-epoch checkpoints and resume

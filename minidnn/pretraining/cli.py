@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from .autoencoder import StackedAutoencoder
+from ..sparse import add_pretrain_options, autoencoder_options
 from .dbn import DBN, PretrainConfig, mlp_from_pretrained, parse_layer_sizes
 
 __all__ = ["add_pretrain_parser", "mlp_from_pretrained", "load_training_images"]
@@ -65,8 +66,10 @@ def run_rbm(args) -> int:
 
 def run_autoencoder(args) -> int:
     """``pretrain autoencoder``: stacked autoencoders, tied unless --untied."""
-    stack = StackedAutoencoder(parse_layer_sizes(args.layers), encoder=args.encoder,
-                               decoder=args.decoder, tied=not args.untied, rng=args.seed)
+    sizes = parse_layer_sizes(args.layers)
+    stack = StackedAutoencoder(sizes, encoder=args.encoder, decoder=args.decoder,
+                               tied=not args.untied, rng=args.seed,
+                               **autoencoder_options(args, len(sizes) - 1))
     return _run(args, stack)
 
 
@@ -138,5 +141,6 @@ def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
     autoencoder.add_argument("--decoder", choices=("sigmoid", "identity"), default="sigmoid",
                              help="decoder nonlinearity g in x' = g(Wᵀy + c) (default %(default)s)")
     autoencoder.add_argument("--untied", action="store_true", help="separate decoder weights")
+    add_pretrain_options(autoencoder)       # --density (technique 3)
     autoencoder.set_defaults(func=run_autoencoder)
     return pretrain

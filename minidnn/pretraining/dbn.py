@@ -322,9 +322,14 @@ class GreedyStack:
             h5.attrs["rng_state"] = io.to_json(rng.bit_generator.state if rng is not None else {})
             units = h5.create_group("units")
             for i, unit in enumerate(self.units):
-                params = units.create_group(str(i)).create_group("params")
+                group = units.create_group(str(i))
+                params = group.create_group("params")
                 for key, value in unit.params.items():
                     params.create_dataset(key, data=value)
+                if getattr(unit, "buffers", None):   # a sparse unit's CSR pattern
+                    buffers = group.create_group("buffers")
+                    for key, value in unit.buffers.items():
+                        buffers.create_dataset(key, data=value)
             train_state = h5.create_group("train_state")
             velocity = train_state.create_group("velocity")
             if optimizer is not None:
@@ -346,7 +351,10 @@ class GreedyStack:
                              f"({[u.get_config() for u in stack.units]}), not {self!r}; "
                              f"start a new run or match the architecture")
         for live, saved in zip(self.units, stack.units):
-            live.params = {k: v.astype(live.dtype) for k, v in saved.params.items()}
+            if hasattr(live, "load_state"):      # units whose stored arrays change shape
+                live.load_state(saved.params, saved.buffers)
+            else:
+                live.params = {k: v.astype(live.dtype) for k, v in saved.params.items()}
         self.history = stack.history
         if meta["rng_state"]:
             rng.bit_generator.state = meta["rng_state"]
@@ -396,6 +404,13 @@ def read_pretrained(path):
                 if set(saved) != set(unit.params):
                     raise io.ModelFileError(f"{where}: unit {i} has params {sorted(saved)}, "
                                             f"expected {sorted(unit.params)}")
+                if hasattr(unit, "load_state"):     # checks its own invariant (CSR)
+                    group = h5["units"][str(i)]
+                    buffers = group["buffers"] if "buffers" in group else {}
+                    unit.load_state({k: saved[k][()] for k in saved},
+                                    {k: buffers[k][()] for k in buffers})
+                    units.append(unit)
+                    continue
                 for key in saved:
                     value = saved[key][()]
                     if value.shape != unit.params[key].shape:

@@ -1,0 +1,351 @@
+"""SPEC technique 3's table on full MNIST: fixed random sparse W, autoencoder pretraining,
+784-500-10 fine-tuning, against a no-pretraining control, at every density γ.
+
+    python bench/sparse_mnist_table.py                      # the whole protocol, resumable
+    python bench/sparse_mnist_table.py --densities 0.04     # one column
+    python bench/sparse_mnist_table.py --report             # print the table from the JSONs
+
+Protocol (Matsumoto 2017 / SPEC "Technique 3", scaled to a shared 2-core CPU):
+
+* data: MNIST 50,000 train / 10,000 validation / 10,000 test, pixels in [0, 1];
+* pretraining: one tied autoencoder 784-500, y = σ(Wx + b), x' = σ(Wᵀy + c),
+  MSE, W with density γ (``Autoencoder(density=γ)``: SparseDense, CSR kernels;
+  at γ = 1 a Dense W, the same matrix, because BLAS is faster there), values
+  N(0, 1/(γ·784)) (``init="fan_in"``); SGD, batch 100, weight decay 0.002,
+  momentum 0.5 then 0.9 from epoch 3, ``--ae-epochs`` epochs (paper: 10,000);
+* fine-tuning: the encoder (same CSR pattern, it never changes) + sigmoid +
+  Dense(500, 10), softmax cross-entropy, SGD momentum 0.9, batch 100,
+  ``--ft-epochs`` epochs (paper: 10,000);
+* control: the same net from random init (SparseDense(784, 500, γ), same init),
+  same fine-tuning;
+* choices on the validation set only: the autoencoder's learning rate (by
+  validation reconstruction MSE) and the fine-tuning learning rate (by best
+  validation accuracy), both at γ = 0.04 and then used at every γ; for each
+  run, the reported test accuracy is the one at the epoch of best validation
+  accuracy (the last epoch's is recorded too).
+* pretraining MSE is mean((x' − x)²) over the 10,000 test images and 784 pixels.
+
+Every finished run writes one JSON file to bench/results/sparse_table/ and is
+never recomputed; the pretrained autoencoders go to --artifacts. Kill it and
+start it again with the same arguments to continue.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import RESULTS_DIR  # noqa: E402
+
+PAPER = {1.0: (5.29e-4, 98.38), 0.33: (5.12e-4, 98.34), 0.16: (4.95e-4, 98.13),
+         0.08: (5.19e-4, 98.17), 0.04: (5.88e-4, 97.90)}
+DENSITIES = (0.04, 0.01, 0.02, 0.08, 0.16, 0.33, 1.0)
+OUT_DIR = RESULTS_DIR / "sparse_table"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--densities", default=",".join(map(str, DENSITIES)))
+    p.add_argument("--ae-epochs", type=int, default=10)
+    p.add_argument("--ft-epochs", type=int, default=15)
+    p.add_argument("--ae-lrs", default="0.1,0.3", help="autoencoder lrs tried at γ=0.04")
+    p.add_argument("--ft-lrs", default="0.05,0.1,0.2", help="fine-tuning lrs tried at γ=0.04")
+    p.add_argument("--ae-weight-decay", type=float, default=0.002)
+    p.add_argument("--ft-weight-decay", type=float, default=0.0,
+                   help="L2 decay on the weights (the nonzeros) while fine-tuning")
+    p.add_argument("--ft-lr-step", type=int, default=0,
+                   help="fine-tuning lr × 0.1 from this epoch on (0: constant lr)")
+    p.add_argument("--init", default="fan_in", choices=("fan_in", "paper"))
+    p.add_argument("--pattern", default="bernoulli", choices=("bernoulli", "per_unit"),
+                   help="SparseDense pattern (use another --out-dir for per_unit)")
+    p.add_argument("--init-compare", action="store_true",
+                   help="also run init='paper' at γ=0.04 (pretrained and control)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--artifacts", default="/work/artifacts/issue-11")
+    p.add_argument("--out-dir", default=str(OUT_DIR))
+    p.add_argument("--report", action="store_true", help="print the table and exit")
+    p.add_argument("--markdown", action="store_true", help="with --report: a Markdown table")
+    p.add_argument("--no-control", action="store_true", help="skip the no-pretraining runs")
+    p.add_argument("--prune-compare", action="store_true",
+                   help="only: train the dense control, prune it to each --densities γ by "
+                        "magnitude (prune_to_density), fine-tune on that fixed pattern")
+    return p.parse_args(argv)
+
+
+def log(line):
+    print(time.strftime("%H:%M:%S"), line, flush=True)
+
+
+class Study:
+    def __init__(self, args):
+        import minidnn.data
+        self.args = args
+        self.out = Path(args.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.artifacts = Path(args.artifacts)
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        splits = minidnn.data.load("mnist")
+        self.train = (splits.train.flatten(), splits.train.y)
+        self.val = (splits.val.flatten(), splits.val.y)
+        self.test = (splits.test.flatten(), splits.test.y)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def path(self, run_id):
+        return self.out / f"{run_id}.json"
+
+    def done(self, run_id):
+        p = self.path(run_id)
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def write(self, run_id, result):
+        tmp = self.path(run_id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, self.path(run_id))
+        log(f"wrote {self.path(run_id)}")
+
+    # -- the pieces ------------------------------------------------------------------------
+    def autoencoder(self, density, lr, init):
+        from minidnn.pretraining import StackedAutoencoder, load_pretrained, PretrainConfig
+        run_id = f"ae_g{density:g}_lr{lr:g}_{init}" + (
+            "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}") + (
+            "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}")
+        h5 = self.artifacts / f"{run_id}.h5"
+        result = self.done(run_id)
+        if result is not None and h5.exists():
+            return result, load_pretrained(h5)
+        stack = StackedAutoencoder([784, 500], rng=self.args.seed,
+                                   density=None if density == 1.0 else density, init=init,
+                                   pattern=self.args.pattern)
+        unit = stack.units[0]
+        if density == 1.0:   # the same matrix SparseDense(density=1) would draw, held dense
+            rng = np.random.default_rng(self.args.seed)
+            var = 1.0 / 784 if init == "fan_in" else 1.0
+            unit.params["W"][...] = rng.normal(0, np.sqrt(var), unit.params["W"].shape)
+        config = PretrainConfig(epochs=self.args.ae_epochs, lr=lr,
+                                weight_decay=self.args.ae_weight_decay,
+                                momentum=0.5, final_momentum=0.9, momentum_switch_epoch=3,
+                                batch_size=100)
+        t0 = time.perf_counter()
+        history = stack.pretrain(self.train[0], config, seed=self.args.seed, log=log)
+        seconds = time.perf_counter() - t0
+        stack.save(h5)
+        result = {"run": run_id, "density": density, "lr": lr, "init": init,
+                  "weight_decay": self.args.ae_weight_decay,
+                  "epochs": self.args.ae_epochs, "seconds": seconds,
+                  "seconds_per_epoch": seconds / self.args.ae_epochs,
+                  "val_mse": unit.reconstruction_error(self.val[0]),
+                  "test_mse": unit.reconstruction_error(self.test[0]),
+                  "train_history": history[0], "nnz": self._nnz(unit), "file": str(h5)}
+        self.write(run_id, result)
+        return result, stack
+
+    @staticmethod
+    def _nnz(unit):
+        return int(unit.params["data"].size) if "data" in unit.params else 784 * 500
+
+    def control_model(self, density, init):
+        import minidnn as md
+        rng = np.random.default_rng(self.args.seed)
+        if density == 1.0:
+            first = md.Dense(784, 500, init="zeros")
+            var = 1.0 / 784 if init == "fan_in" else 1.0
+            first.params["W"] = rng.normal(0, np.sqrt(var), (784, 500)).astype(np.float32)
+        else:
+            first = md.SparseDense(784, 500, density=density, init=init, rng=rng,
+                                   pattern=self.args.pattern)
+        last = md.Dense(500, 10, rng=np.random.default_rng(self.args.seed))
+        return md.Sequential([md.Flatten(), first, md.Sigmoid(), last], seed=None,
+                             input_shape=(784,))
+
+    def finetune(self, run_id, make_model, lr, extra, save=False):
+        import minidnn as md
+        result = self.done(run_id)
+        if result is not None:
+            return result
+        model = make_model()
+        epochs = []
+        t_train = 0.0
+        pattern_before = self._pattern(model)
+        for e in range(self.args.ft_epochs):
+            t0 = time.perf_counter()
+            opt = self._optimizer(model, lr)
+            step = self.args.ft_lr_step
+            opt.lr = lr * (0.1 if step and e + 1 >= step else 1.0)
+            fitted = md.fit(model, self.train, epochs=1, batch_size=100, optimizer=opt,
+                            seed=self.args.seed * 1000 + e, progress=False, log=None)
+            t_train += time.perf_counter() - t0
+            val = md.evaluate(model, self.val)
+            test = md.evaluate(model, self.test)
+            epochs.append({"epoch": e + 1, "train_acc": fitted.last().get("train_acc"),
+                           "train_loss": fitted.last().get("train_loss"),
+                           "val_acc": val["accuracy"], "val_loss": val["loss"],
+                           "test_acc": test["accuracy"], "test_loss": test["loss"],
+                           "seconds": time.perf_counter() - t0})
+            log(f"{run_id} epoch {e + 1}: val {100 * val['accuracy']:.2f}% "
+                f"test {100 * test['accuracy']:.2f}% ({epochs[-1]['seconds']:.1f}s)")
+        best = max(epochs, key=lambda r: (r["val_acc"], -r["epoch"]))
+        result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
+                  "weight_decay": self.args.ft_weight_decay,
+                  "momentum": 0.9, "batch_size": 100,
+                  "epochs": self.args.ft_epochs, **extra,
+                  "best_val_epoch": best["epoch"], "best_val_acc": best["val_acc"],
+                  "test_acc_at_best_val": best["test_acc"], "final_test_acc": epochs[-1]["test_acc"],
+                  "train_seconds": t_train, "train_seconds_per_epoch": t_train / len(epochs),
+                  "pattern_unchanged": pattern_before == self._pattern(model),
+                  "history": epochs}
+        if save:
+            result["file"] = str(self.artifacts / f"{run_id}.h5")
+            md.save(model, result["file"])
+        self.write(run_id, result)
+        return result
+
+    def prune_compare(self, densities, lr):
+        """Magnitude pruning of a trained dense net (random patterns' comparison)."""
+        import minidnn as md
+        from minidnn.sparse import prune_to_density
+        a = self.args
+        dense_run = self.finetune(f"control_g1_lr{lr:g}_{a.init}",
+                                  lambda: self.control_model(1.0, a.init), lr,
+                                  {"density": 1.0, "init": a.init, "pretrained": False},
+                                  save=True)
+
+        def pruned(density):
+            model = md.load(dense_run["file"])
+            model.layers[1] = prune_to_density(model.layers[1], density)
+            return model
+        for density in densities:
+            if density < 1.0:
+                self.finetune(f"pruned_g{density:g}_lr{lr:g}", lambda d=density: pruned(d), lr,
+                              {"density": density, "pattern": "magnitude-pruned dense",
+                               "from": dense_run["run"]})
+
+    def _optimizer(self, model, lr):
+        # one SGD across the epochs: fit is called once per epoch, so keep the velocity
+        import minidnn as md
+        if getattr(self, "_opt_model", None) is not model:
+            self._opt_model, self._opt = model, md.SGD(
+                lr, momentum=0.9, weight_decay=self.args.ft_weight_decay)
+        return self._opt
+
+    @staticmethod
+    def _pattern(model):
+        return [(l.name, l.buffers["indptr"].tobytes(), l.buffers["indices"].tobytes())
+                for l in model.layers if "indices" in l.buffers]
+
+    # -- the protocol ------------------------------------------------------------------------
+    def run(self):
+        a = self.args
+        densities = [float(d) for d in a.densities.split(",")]
+        ae_lrs = [float(v) for v in a.ae_lrs.split(",")]
+        ft_lrs = [float(v) for v in a.ft_lrs.split(",")]
+        if a.prune_compare:
+            self.prune_compare(densities, ft_lrs[0])
+            log("prune comparison complete")
+            return
+        # 1. choose the autoencoder lr at γ = 0.04 on validation MSE
+        ae_runs = [self.autoencoder(0.04, lr, a.init)[0] for lr in ae_lrs]
+        ae_lr = min(ae_runs, key=lambda r: r["val_mse"])["lr"]
+        log(f"autoencoder lr chosen on validation MSE: {ae_lr}")
+        # 2. choose the fine-tuning lr at γ = 0.04 on validation accuracy
+        ft_runs = []
+        for lr in ft_lrs:
+            _, stack = self.autoencoder(0.04, ae_lr, a.init)
+            ft_runs.append(self.finetune(f"ft_g0.04_lr{lr:g}_{a.init}",
+                                         lambda stack=stack: stack.to_mlp(10, seed=a.seed),
+                                         lr, {"density": 0.04, "init": a.init,
+                                              "pretrained": True, "ae_lr": ae_lr}))
+        ft_lr = max(ft_runs, key=lambda r: r["best_val_acc"])["lr"]
+        log(f"fine-tuning lr chosen on validation accuracy: {ft_lr}")
+        self.write("choices", {"ae_lr": ae_lr, "ft_lr": ft_lr, "init": a.init,
+                               "ae_weight_decay": a.ae_weight_decay, "ft_lr_step": a.ft_lr_step,
+                               "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
+                               "ae_candidates": {r["lr"]: r["val_mse"] for r in ae_runs},
+                               "ft_candidates": {r["lr"]: r["best_val_acc"] for r in ft_runs}})
+        # 3. every density: pretrained and control
+        for density in densities:
+            _, stack = self.autoencoder(density, ae_lr, a.init)
+            self.finetune(f"ft_g{density:g}_lr{ft_lr:g}_{a.init}",
+                          lambda stack=stack: stack.to_mlp(10, seed=a.seed), ft_lr,
+                          {"density": density, "init": a.init, "pretrained": True,
+                           "ae_lr": ae_lr})
+            if not a.no_control:
+                # the dense control is kept: --prune-compare prunes it
+                self.finetune(f"control_g{density:g}_lr{ft_lr:g}_{a.init}",
+                              lambda d=density: self.control_model(d, a.init), ft_lr,
+                              {"density": density, "init": a.init, "pretrained": False},
+                              save=density == 1.0)
+        if a.init_compare:
+            other = "paper" if a.init == "fan_in" else "fan_in"
+            _, stack = self.autoencoder(0.04, ae_lr, other)
+            self.finetune(f"ft_g0.04_lr{ft_lr:g}_{other}",
+                          lambda stack=stack: stack.to_mlp(10, seed=a.seed), ft_lr,
+                          {"density": 0.04, "init": other, "pretrained": True, "ae_lr": ae_lr})
+            self.finetune(f"control_g0.04_lr{ft_lr:g}_{other}",
+                          lambda: self.control_model(0.04, other), ft_lr,
+                          {"density": 0.04, "init": other, "pretrained": False})
+        log("study complete")
+
+
+def report(out_dir=OUT_DIR, markdown=False):
+    out_dir = Path(out_dir)
+    choices_path = out_dir / "choices.json"
+    if not choices_path.exists():
+        print("no choices.json yet: the learning-rate selection has not finished")
+        return
+    choices = json.loads(choices_path.read_text())
+    init, ae_lr, ft_lr = choices["init"], choices["ae_lr"], choices["ft_lr"]
+    ae_suffix = ("" if choices["ae_epochs"] == 10 else f"_e{choices['ae_epochs']}") + (
+        "" if choices.get("ae_weight_decay", 0.002) == 0.002 else
+        f"_wd{choices['ae_weight_decay']:g}")
+    print(f"autoencoder {choices['ae_epochs']} epochs lr {ae_lr}; fine-tuning "
+          f"{choices['ft_epochs']} epochs lr {ft_lr}; init {init}")
+    if markdown:
+        print("| γ | pretraining MSE (ours) | paper | test % pretrained (ours) | paper | "
+              "test % no pretraining (ours) | best-val epoch (pre / none) |")
+        print("|---|---|---|---|---|---|---|")
+    else:
+        print(f"{'γ':>5} | {'MSE (ours)':>10} {'MSE paper':>9} | {'pretrained %':>12} "
+              f"{'paper %':>7} | {'control %':>9} | {'AE s/ep':>7} {'FT s/ep':>7}")
+    for density in sorted(DENSITIES, reverse=True):
+        ae = out_dir / f"ae_g{density:g}_lr{ae_lr:g}_{init}{ae_suffix}.json"
+        ft = out_dir / f"ft_g{density:g}_lr{ft_lr:g}_{init}.json"
+        ctl = out_dir / f"control_g{density:g}_lr{ft_lr:g}_{init}.json"
+        ae, ft, ctl = (json.loads(p.read_text()) if p.exists() else None for p in (ae, ft, ctl))
+        paper_mse, paper_acc = PAPER.get(density, (None, None))
+        cell = lambda r, k, f: (f % (100 * r[k]) if r else "-")   # noqa: E731
+        if markdown:
+            mse = f"{ae['test_mse']:.2e}" if ae else "-"
+            pmse = f"{paper_mse:.2e}" if paper_mse else "-"
+            print(f"| {density:g} | {mse} | {pmse} | "
+                  f"{cell(ft, 'test_acc_at_best_val', '%.2f')} | {paper_acc or '-'} | "
+                  f"{cell(ctl, 'test_acc_at_best_val', '%.2f')} | "
+                  f"{ft['best_val_epoch'] if ft else '-'} / {ctl['best_val_epoch'] if ctl else '-'} |")
+            continue
+        print(f"{density:>5g} | {ae['test_mse'] if ae else float('nan'):>10.3e} "
+              f"{paper_mse if paper_mse else float('nan'):>9.2e} | "
+              f"{cell(ft, 'test_acc_at_best_val', '%.2f'):>12} "
+              f"{paper_acc if paper_acc else '-':>7} | "
+              f"{cell(ctl, 'test_acc_at_best_val', '%.2f'):>9} | "
+              f"{ae['seconds_per_epoch'] if ae else float('nan'):>7.1f} "
+              f"{ft['train_seconds_per_epoch'] if ft else float('nan'):>7.1f}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.report:
+        report(args.out_dir, args.markdown)
+        return 0
+    Study(args).run()
+    report(args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""Speed and memory of fixed sparse layers (SPEC technique 3): minidnn CSR against dense
+BLAS, SciPy CSR and PyTorch sparse CSR, plus a training epoch, peak memory and file bytes.
+
+    python bench/sparse_speed.py                       # the full run (~5 min on a quiet 2-core machine)
+    python bench/sparse_speed.py --tiny                # a check that every part runs (~1 min)
+
+What is timed, for each γ in {1, 0.33, 0.16, 0.08, 0.04, 0.02, 0.01}: one training step
+of a 784→500 layer at batch 100, float32, the three products of backprop
+
+    forward  y = x W + b          (batch, 500)
+    input    dx = dy Wᵀ           (batch, 784)
+    weight   ∂L/∂W at the stored entries only (all of W for dense BLAS)
+
+from x (100, 784) and dy (100, 500), both C-ordered, to y, dx and the gradient; any
+transposes a peer needs are inside its time. The peers:
+
+* ``minidnn``: ``SparseDense.forward`` + ``backward`` (Numba CSR kernels, the training path),
+  with minidnn's default OMP_WAIT_POLICY=PASSIVE; ``minidnn_active``: the same with
+  OMP_WAIT_POLICY=ACTIVE (Numba's OpenMP threads spin between kernels instead of sleeping);
+* ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ;
+* ``scipy``: ``scipy.sparse`` CSR products, gradient gathered at the pattern
+  (``einsum`` over ``dyᵀ[rows] * xᵀ[cols]``);
+* ``torch``: PyTorch sparse CSR (``A @ xᵀ``, a CSR of Aᵀ built once for dx,
+  ``torch.sparse.sampled_addmm`` for the gradient).
+
+Protocol: every peer runs in its own fresh subprocess with the same thread count
+(``--threads``, default 2: OMP/OpenBLAS/MKL/Numba/torch all capped); the peers'
+subprocesses are interleaved over ``--repeats`` rounds in rotating order; inside a
+subprocess each γ is warmed up, then timed over ``--iters`` steps and the median is
+kept; the figure is the median over rounds. A GEMM peak (float32 1024³ and the
+784×500×100 shapes) is measured in the same run. Then:
+
+* a training epoch on full MNIST (50,000 images, 784-500-10 sigmoid, SGD momentum 0.9,
+  batch 100) at γ = 0.04 (first layer SparseDense) against dense, each in its own
+  subprocess, interleaved; peak resident memory of each (VmHWM, reset after the data is
+  loaded so it measures training, and the whole process's too);
+* HDF5 bytes of the first layer's weights (sparse: data + indices + indptr) against
+  dense W, and the file sizes.
+
+The JSON goes to bench/results/sparse_speed.json (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import RESULTS_DIR, thread_env  # noqa: E402
+
+DENSITIES = (1.0, 0.33, 0.16, 0.08, 0.04, 0.02, 0.01)
+PEERS = ("minidnn", "minidnn_active", "dense", "scipy", "torch")
+N_IN, N_OUT, BATCH = 784, 500, 100
+
+
+# -- inside a worker subprocess -----------------------------------------------------------
+
+def _pattern(density, seed=0):
+    """One CSR pattern + values per γ, shared by every peer (the minidnn layer's)."""
+    from minidnn.sparse import SparseDense
+    layer = SparseDense(N_IN, N_OUT, density=density, rng=seed)
+    return layer
+
+
+def _median_step(step, iters, min_seconds):
+    for _ in range(3):
+        step()
+    times = []
+    t_end = time.perf_counter() + min_seconds
+    while len(times) < iters or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+        if len(times) > 20 * iters:
+            break
+    return float(np.median(times)), len(times)
+
+
+def _steps(peer, density, x, g):
+    """A function doing forward + input gradient + weight gradient for ``peer``."""
+    import minidnn as md
+    layer = _pattern(density)
+    if peer in ("minidnn", "minidnn_active"):
+        def step():
+            layer.forward(x, training=True)
+            layer.backward(g)
+        return step
+    if peer == "dense":
+        dense = md.Dense(N_IN, N_OUT, rng=0)
+
+        def step():
+            dense.forward(x, training=True)
+            dense.backward(g)
+        return step
+    if peer == "scipy":
+        import scipy.sparse as sp
+        a = layer.to_scipy()                     # (out, in) CSR of Wᵀ
+        at = a.T.tocsr()
+        b = layer.params["b"]
+        rows = np.repeat(np.arange(N_OUT), np.diff(a.indptr))
+        cols = a.indices
+
+        def step():
+            y = (a @ x.T).T + b
+            dx = (at @ g.T).T
+            gt, xt = g.T, x.T
+            dw = np.einsum("ij,ij->i", gt[rows], xt[cols])
+            db = g.sum(axis=0)
+            return y, dx, dw, db
+        del sp
+        return step
+    if peer == "torch":
+        import torch
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        a = layer.to_scipy()
+        at = a.T.tocsr()
+
+        def to_torch(m, shape):
+            return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                           torch.from_numpy(m.indices.astype(np.int64)),
+                                           torch.from_numpy(m.data.astype(np.float32)), shape)
+        A, AT = to_torch(a, (N_OUT, N_IN)), to_torch(at, (N_IN, N_OUT))
+        b = torch.from_numpy(layer.params["b"])
+        xt_, gt_ = torch.from_numpy(x), torch.from_numpy(g)
+
+        def step():
+            with torch.no_grad():
+                y = (A @ xt_.T).T + b
+                dx = (AT @ gt_.T).T
+                dw = torch.sparse.sampled_addmm(A, gt_.T.contiguous(), xt_, beta=0.0, alpha=1.0)
+                db = gt_.sum(0)
+            return y, dx, dw, db
+        return step
+    raise ValueError(peer)
+
+
+def _difference(outputs, density, x, g):
+    """Largest |difference| of (y, dx, ∂W at the pattern, ∂b) from minidnn's SparseDense."""
+    layer = _pattern(density)
+    y = layer.forward(x, training=True)
+    dx = layer.backward(g)
+    ours = (y, dx, layer.grads["data"], layer.grads["b"])
+    theirs = [np.asarray(o.values() if getattr(o, "layout", None) is not None and
+                         "sparse" in str(o.layout) else o) for o in outputs]
+    return float(max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max()
+                     for a, b in zip(ours, theirs)))
+
+
+def worker_layer(peer, densities, iters, min_seconds):
+    import warnings
+    warnings.filterwarnings("ignore")
+    if peer == "torch":
+        # before minidnn is imported: minidnn sets OMP_WAIT_POLICY=PASSIVE for its own
+        # OpenMP pool, and torch's OpenMP must start with its own default
+        import torch  # noqa: F401
+    rng = np.random.default_rng(1)
+    x = rng.random((BATCH, N_IN), dtype=np.float32)
+    g = rng.standard_normal((BATCH, N_OUT)).astype(np.float32)
+    out = {}
+    for density in densities:
+        step = _steps(peer, density, x, g)
+        seconds, n = _median_step(step, iters, min_seconds)
+        out[str(density)] = {"seconds": seconds, "steps_timed": n}
+        if peer in ("scipy", "torch"):   # same numbers as minidnn's layer, or the time is moot
+            out[str(density)]["max_abs_diff_vs_minidnn"] = _difference(step(), density, x, g)
+    if peer.startswith("minidnn"):       # where the time goes, per product (diagnosis only)
+        for density in densities:
+            layer = _pattern(density)
+            layer.forward(x, True)
+            parts = {"forward": lambda: layer.forward(x, True),
+                     "input_grad": lambda: layer._input_grad(g),
+                     "weight_grad": lambda: layer._weight_grad(x, g)}
+            layer.forward(x, True)
+            out[str(density)]["parts"] = {k: _median_step(f, iters, min_seconds / 4)[0]
+                                          for k, f in parts.items()}
+    return out
+
+
+def worker_gemm(iters, min_seconds):
+    rng = np.random.default_rng(0)
+    big = rng.random((1024, 1024), dtype=np.float32)
+    seconds, _ = _median_step(lambda: big @ big, max(5, iters // 10), min_seconds)
+    x = rng.random((BATCH, N_IN), dtype=np.float32)
+    W = rng.random((N_IN, N_OUT), dtype=np.float32)
+    g = rng.random((BATCH, N_OUT), dtype=np.float32)
+    layer_seconds, _ = _median_step(lambda: (x @ W, g @ W.T, x.T @ g), iters, min_seconds)
+    return {"gemm_1024_gflops": 2 * 1024 ** 3 / seconds / 1e9,
+            "three_layer_gemms_seconds": layer_seconds,
+            "three_layer_gemms_gflops": 3 * 2 * BATCH * N_IN * N_OUT / layer_seconds / 1e9}
+
+
+def _vm(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def worker_epoch(density, limit):
+    import minidnn as md
+    import minidnn.data
+    splits = minidnn.data.load("mnist")
+    x, y = splits.train.flatten(), splits.train.y
+    if limit:
+        x, y = x[:limit], y[:limit]
+    rss_data = _vm("VmRSS")
+    rng = np.random.default_rng(0)
+    first = (md.Dense(N_IN, N_OUT, rng=rng) if density >= 1.0
+             else md.SparseDense(N_IN, N_OUT, density=density, rng=rng))
+    model = md.Sequential([md.Flatten(), first, md.Sigmoid(), md.Dense(N_OUT, 10, rng=rng)],
+                          seed=None, input_shape=(N_IN,))
+    opt = md.SGD(0.1, momentum=0.9)
+    md.fit(model, (x[:500], y[:500]), epochs=1, batch_size=BATCH, optimizer=opt,
+           progress=False, log=None)     # load/compile the kernels outside the measured epoch
+    whole_peak_before = _vm("VmHWM")
+    try:                                   # reset the high-water mark: measure the epoch only
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    rss_before = _vm("VmRSS")
+    t0 = time.perf_counter()
+    md.fit(model, (x, y), epochs=1, batch_size=BATCH, optimizer=opt, progress=False, log=None)
+    seconds = time.perf_counter() - t0
+    peak = _vm("VmHWM")
+    return {"seconds": seconds, "images": len(x), "rss_after_data": rss_data,
+            "rss_before_epoch": rss_before, "peak_rss_training": peak,
+            "peak_rss_training_increase": peak - rss_before,
+            "peak_rss_before_epoch": whole_peak_before,
+            "model_state_bytes": int(sum(l.storage_bytes() for l in model.layers)),
+            "optimizer_state_bytes": int(sum(v.nbytes for v in opt.velocity.values()))}
+
+
+def worker_main(args):
+    densities = [float(d) for d in args.densities.split(",")]
+    if args.worker == "gemm":
+        result = worker_gemm(args.iters, args.min_seconds)
+    elif args.worker == "epoch":
+        result = worker_epoch(float(args.density), args.limit)
+    else:
+        result = worker_layer(args.worker, densities, args.iters, args.min_seconds)
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+def run_worker(argv, threads):
+    cmd = [sys.executable, str(Path(__file__).resolve())] + argv
+    env = thread_env(threads)
+    env.pop("OMP_WAIT_POLICY", None)
+    if "minidnn_active" in argv:
+        # minidnn's default is PASSIVE (threads sleep between kernels, leaving the cores to
+        # OpenBLAS); ACTIVE keeps them spinning, which saves the wake-up of each kernel
+        env["OMP_WAIT_POLICY"] = "ACTIVE"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {argv} failed:\n{proc.stderr[-3000:]}")
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def file_bytes(density):
+    import h5py
+
+    import minidnn as md
+    sparse = md.Sequential([md.Flatten(), md.SparseDense(N_IN, N_OUT, density=density, rng=0),
+                            md.Sigmoid(), md.Dense(N_OUT, 10)], seed=None, input_shape=(N_IN,))
+    dense = md.Sequential([md.Flatten(), md.Dense(N_IN, N_OUT), md.Sigmoid(),
+                           md.Dense(N_OUT, 10)], seed=0, input_shape=(N_IN,))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, model in (("sparse", sparse), ("dense", dense)):
+            path = os.path.join(tmp, f"{label}.h5")
+            md.save(model, path)
+            with h5py.File(path) as h5:
+                group = h5[f"layers/{model.layers[1].name}"]
+                stored = {}
+                group.visititems(lambda name, obj: stored.__setitem__(name, obj.nbytes)
+                                 if isinstance(obj, h5py.Dataset) else None)
+            out[label] = {"first_layer_dataset_bytes": stored,
+                          "first_layer_bytes": int(sum(stored.values())),
+                          "file_bytes": os.path.getsize(path)}
+    out["weight_bytes_ratio_dense_over_sparse"] = (out["dense"]["first_layer_bytes"] /
+                                                   out["sparse"]["first_layer_bytes"])
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds of subprocesses")
+    p.add_argument("--iters", type=int, default=50, help="timed steps per γ per subprocess")
+    p.add_argument("--min-seconds", type=float, default=0.3, help="at least this long per γ")
+    p.add_argument("--densities", default=",".join(map(str, DENSITIES)))
+    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--epoch-repeats", type=int, default=2)
+    p.add_argument("--epoch-density", type=float, default=0.04)
+    p.add_argument("--limit", type=int, default=0, help="training images in the epoch (0: all)")
+    p.add_argument("--tiny", action="store_true", help="a quick check that everything runs")
+    p.add_argument("--out", default=str(RESULTS_DIR / "sparse_speed.json"))
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--density", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker_main(args)
+    if args.tiny:
+        args.repeats, args.iters, args.min_seconds = 1, 5, 0.0
+        args.densities, args.epoch_repeats, args.limit = "1.0,0.04", 1, 2000
+        if args.out == str(RESULTS_DIR / "sparse_speed.json"):
+            args.out = str(RESULTS_DIR / "sparse_speed_tiny.json")
+    peers = args.peers.split(",")
+    common = ["--densities", args.densities, "--iters", str(args.iters),
+              "--min-seconds", str(args.min_seconds)]
+    rounds = {peer: [] for peer in peers}
+    gemm = []
+    for r in range(args.repeats):
+        order = peers[r % len(peers):] + peers[:r % len(peers)]
+        gemm.append(run_worker(["--worker", "gemm"] + common, args.threads))
+        for peer in order:
+            rounds[peer].append(run_worker(["--worker", peer] + common, args.threads))
+            print(f"round {r + 1}/{args.repeats} {peer}: " + "  ".join(
+                f"γ={d} {1e6 * v['seconds']:.0f}µs" for d, v in rounds[peer][-1].items()),
+                flush=True)
+    layer = {}
+    others = [p for p in peers if not p.startswith("minidnn")]
+    for density in args.densities.split(","):
+        density = str(float(density))
+        row = {peer: float(np.median([rd[density]["seconds"] for rd in rounds[peer]]))
+               for peer in peers}
+        for mine in (p for p in peers if p.startswith("minidnn")):
+            if "parts" in rounds[mine][0][density]:
+                row[f"{mine}_parts"] = {k: float(np.median([rd[density]["parts"][k]
+                                                            for rd in rounds[mine]]))
+                                        for k in rounds[mine][0][density]["parts"]}
+            for peer in others:
+                prefix = "" if mine == "minidnn" else f"{mine}_"
+                row[f"{prefix}speedup_vs_{peer}"] = row[peer] / row[mine]
+        layer[density] = row
+    epochs = {"sparse": [], "dense": []}
+    for r in range(args.epoch_repeats):
+        for label, density in ((("sparse", args.epoch_density), ("dense", 1.0)) if r % 2 == 0
+                               else (("dense", 1.0), ("sparse", args.epoch_density))):
+            epochs[label].append(run_worker(["--worker", "epoch", "--density", str(density),
+                                             "--limit", str(args.limit)], args.threads))
+            print(f"epoch {label}: {epochs[label][-1]['seconds']:.2f}s", flush=True)
+    epoch = {label: {"seconds": float(np.median([e["seconds"] for e in runs])),
+                     "peak_rss_training": int(max(e["peak_rss_training"] for e in runs)),
+                     "peak_rss_training_increase": int(max(e["peak_rss_training_increase"]
+                                                           for e in runs)),
+                     "runs": runs} for label, runs in epochs.items()}
+    epoch["density"] = args.epoch_density
+    epoch["speedup"] = epoch["dense"]["seconds"] / epoch["sparse"]["seconds"]
+    result = {"threads": args.threads, "repeats": args.repeats, "iters": args.iters,
+              "shape": [N_IN, N_OUT, BATCH], "gemm_peak": gemm,
+              "layer_step_seconds": layer, "raw_rounds": rounds, "epoch": epoch,
+              "file_bytes": file_bytes(args.epoch_density),
+              "host": os.uname().nodename, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"\nGEMM peak {np.median([g['gemm_1024_gflops'] for g in gemm]):.1f} GFLOP/s "
+          f"(1024³ sgemm, {args.threads} threads); dense layer step "
+          f"{np.median([g['three_layer_gemms_gflops'] for g in gemm]):.1f} GFLOP/s")
+    print("µs per fwd + bwd + weight-gradient step; then minidnn's speed-up over "
+          + ", ".join(others) + " (default | OMP_WAIT_POLICY=ACTIVE)")
+    print(f"{'γ':>5} " + " ".join(f"{p:>14}" for p in peers))
+    for density, row in layer.items():
+        print(f"{float(density):>5g} " + " ".join(f"{1e6 * row[p]:>14.0f}" for p in peers) + "   " +
+              "  ".join(f"{p} {row.get(f'speedup_vs_{p}', float('nan')):.2f}×|"
+                        f"{row.get(f'minidnn_active_speedup_vs_{p}', float('nan')):.2f}×"
+                        for p in others))
+    print(f"training epoch at γ={args.epoch_density}: {epoch['sparse']['seconds']:.2f}s, dense "
+          f"{epoch['dense']['seconds']:.2f}s ({epoch['speedup']:.2f}× faster); peak RSS during "
+          f"training +{epoch['sparse']['peak_rss_training_increase'] / 2**20:.1f} MiB vs "
+          f"+{epoch['dense']['peak_rss_training_increase'] / 2**20:.1f} MiB (whole process "
+          f"{epoch['sparse']['peak_rss_training'] / 2**20:.0f} vs "
+          f"{epoch['dense']['peak_rss_training'] / 2**20:.0f} MiB); weights + momentum "
+          f"{sum(epoch['sparse']['runs'][0][k] for k in ('model_state_bytes', 'optimizer_state_bytes')):,} "
+          f"vs {sum(epoch['dense']['runs'][0][k] for k in ('model_state_bytes', 'optimizer_state_bytes')):,} bytes")
+    fb = result["file_bytes"]
+    print(f"HDF5 first-layer weights: {fb['sparse']['first_layer_bytes']:,} bytes sparse vs "
+          f"{fb['dense']['first_layer_bytes']:,} dense "
+          f"({fb['weight_bytes_ratio_dense_over_sparse']:.1f}× smaller); files "
+          f"{fb['sparse']['file_bytes']:,} vs {fb['dense']['file_bytes']:,} bytes")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The CSR kernels equal their SciPy/NumPy twins, and the twins equal dense products.
+
+Shapes, densities (0 and 1 included), empty rows and columns, float32 and
+float64 are drawn by hypothesis; both Numba builds (serial and parallel) are
+checked, whatever the thread count."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minidnn.kernels import csr
+
+
+def random_csr(rng, n_rows, n_cols, density, dtype, empty_row=False, empty_col=False):
+    mask = rng.random((n_rows, n_cols)) < density
+    if empty_row and n_rows:
+        mask[rng.integers(n_rows)] = False
+    if empty_col and n_cols:
+        mask[:, rng.integers(n_cols)] = False
+    dense = np.where(mask, rng.standard_normal((n_rows, n_cols)), 0).astype(dtype)
+    a = sp.csr_matrix(dense)
+    a.sort_indices()
+    return (a.indptr.astype(np.int32), a.indices.astype(np.int32), a.data.astype(dtype),
+            dense, mask)
+
+
+problems = st.fixed_dictionaries({
+    "n_rows": st.integers(0, 13), "n_cols": st.integers(1, 13), "k": st.integers(0, 11),
+    "density": st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.0]),
+    "dtype": st.sampled_from([np.float32, np.float64]),
+    "empty_row": st.booleans(), "empty_col": st.booleans(), "seed": st.integers(0, 2 ** 16)})
+
+
+def _tolerance(dtype):
+    return {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+
+
+def _both_builds(name):
+    serial, parallel = csr._KERNELS[name]
+    return [("serial", serial), ("parallel", parallel)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems)
+def test_csr_matmul_kernels_equal_the_twin(p):
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                 p["dtype"], p["empty_row"], p["empty_col"])
+    x = rng.standard_normal((p["n_cols"], p["k"])).astype(p["dtype"])
+    twin = csr.csr_matmul_numpy(indptr, indices, data, x)
+    np.testing.assert_allclose(twin, dense @ x, **_tolerance(p["dtype"]))
+    for label, kernel in _both_builds("matmul"):
+        out = np.full((p["n_rows"], p["k"]), np.nan, dtype=p["dtype"])
+        kernel(indptr, indices, data, x, out)
+        np.testing.assert_allclose(out, twin, **_tolerance(p["dtype"]), err_msg=label)
+    public = csr.csr_matmul(indptr, indices, data, x, p["n_cols"])
+    assert public.dtype == p["dtype"]
+    np.testing.assert_allclose(public, twin, **_tolerance(p["dtype"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems)
+def test_transposed_product_kernels_equal_the_twin(p):
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                 p["dtype"], p["empty_row"], p["empty_col"])
+    g = rng.standard_normal((p["n_rows"], p["k"])).astype(p["dtype"])
+    twin = csr.csr_matmul_transposed_numpy(indptr, indices, data, g, p["n_cols"])
+    np.testing.assert_allclose(twin, dense.T @ g, **_tolerance(p["dtype"]))
+    transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
+    for label, kernel in _both_builds("matmul_permuted"):
+        out = np.full((p["n_cols"], p["k"]), np.nan, dtype=p["dtype"])
+        kernel(*transposed, data, g, out)
+        np.testing.assert_allclose(out, twin, **_tolerance(p["dtype"]), err_msg=label)
+    public = csr.csr_matmul_transposed(transposed, data, g, p["n_rows"])
+    np.testing.assert_allclose(public, twin, **_tolerance(p["dtype"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems)
+def test_sampled_product_kernels_equal_the_twin(p):
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, _, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                p["dtype"], p["empty_row"], p["empty_col"])
+    left = rng.standard_normal((p["n_rows"], p["k"])).astype(p["dtype"])
+    right = rng.standard_normal((p["n_cols"], p["k"])).astype(p["dtype"])
+    twin = csr.sampled_matmul_numpy(indptr, indices, left, right)
+    # CSR order is row-major order of the mask
+    np.testing.assert_allclose(twin, (left @ right.T)[mask], **_tolerance(p["dtype"]))
+    for label, kernel in _both_builds("sampled"):
+        out = np.full(len(indices), np.nan, dtype=p["dtype"])
+        kernel(indptr, indices, left, right, p["dtype"](0), out)
+        np.testing.assert_allclose(out, twin, **_tolerance(p["dtype"]), err_msg=label)
+    public = csr.sampled_matmul(indptr, indices, left, right, p["n_cols"])
+    assert public.dtype == p["dtype"] and public.shape == (len(indices),)
+    np.testing.assert_allclose(public, twin, **_tolerance(p["dtype"]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems)
+def test_transpose_structure_is_scipys_transpose(p):
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                 p["dtype"], p["empty_row"], p["empty_col"])
+    t_indptr, t_indices, perm = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
+    at = sp.csr_matrix(dense.T)
+    at.sort_indices()
+    np.testing.assert_array_equal(t_indptr, at.indptr)
+    np.testing.assert_array_equal(t_indices, at.indices)
+    np.testing.assert_array_equal(data[perm], at.data)
+    csr.check_csr(t_indptr, t_indices, data[perm], (p["n_cols"], p["n_rows"]))
+
+
+def test_large_products_use_the_parallel_build_and_agree():
+    rng = np.random.default_rng(0)
+    indptr, indices, data, dense, mask = random_csr(rng, 300, 400, 0.1, np.float32)
+    x = rng.standard_normal((400, 100)).astype(np.float32)
+    g = rng.standard_normal((300, 100)).astype(np.float32)
+    assert len(data) * 100 >= csr.PARALLEL_MIN_WORK
+    np.testing.assert_allclose(csr.csr_matmul(indptr, indices, data, x, 400), dense @ x,
+                               rtol=1e-4, atol=1e-4)
+    transposed = csr.csr_transpose_structure(indptr, indices, 400)
+    np.testing.assert_allclose(csr.csr_matmul_transposed(transposed, data, g, 300), dense.T @ g,
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(csr.sampled_matmul(indptr, indices, g, x, 400), (g @ x.T)[mask],
+                               rtol=1e-4, atol=1e-4)
+
+
+# -- the invariant ----------------------------------------------------------------------------
+
+def _valid():
+    # 3 × 4: row 0 = {1, 3}, row 1 = {}, row 2 = {0, 2}
+    return (np.array([0, 2, 2, 4], np.int32), np.array([1, 3, 0, 2], np.int32),
+            np.array([1.0, 2.0, 3.0, 4.0], np.float32))
+
+
+def test_check_csr_accepts_a_valid_matrix():
+    csr.check_csr(*_valid(), (3, 4))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda p, i, d: (p, np.array([1, 4, 0, 2], np.int32), d), "out of range"),
+    (lambda p, i, d: (p, np.array([1, 3, -1, 2], np.int32), d), "out of range"),
+    (lambda p, i, d: (p, np.array([3, 1, 0, 2], np.int32), d), "row 0 are not sorted"),
+    (lambda p, i, d: (p, np.array([1, 3, 2, 2], np.int32), d), "row 2 are not sorted and unique"),
+    (lambda p, i, d: (np.array([0, 3, 2, 4], np.int32), i, d), "non-decreasing"),
+    (lambda p, i, d: (np.array([1, 2, 2, 4], np.int32), i, d), "start at 0"),
+    (lambda p, i, d: (np.array([0, 2, 4], np.int32), i, d), "length 3, expected"),
+    (lambda p, i, d: (np.array([0, 2, 2, 3], np.int32), i, d), "says 3 nonzeros"),
+    (lambda p, i, d: (p, i, d[:3]), "data 3"),
+    (lambda p, i, d: (p, i.astype(np.float32), d), "must be integers"),
+    (lambda p, i, d: (p, i, np.array([1, np.nan, 3, 4], np.float32)), "NaN"),
+])
+def test_check_csr_names_what_is_wrong(change, message):
+    with pytest.raises(ValueError, match=message):
+        csr.check_csr(*change(*_valid()), (3, 4), "test matrix")
+
+
+def test_public_kernels_reject_operands_of_the_wrong_shape():
+    indptr, indices, data = _valid()
+    with pytest.raises(ValueError, match=r"expects dense of shape \(4, k\), got \(3, 2\)"):
+        csr.csr_matmul(indptr, indices, data, np.zeros((3, 2), np.float32), 4)
+    with pytest.raises(ValueError, match=r"expects dense of shape \(3, k\)"):
+        csr.csr_matmul_transposed(csr.csr_transpose_structure(indptr, indices, 4), data,
+                                  np.zeros((4, 2), np.float32), 3)
+    with pytest.raises(ValueError, match="right of shape"):
+        csr.sampled_matmul(indptr, indices, np.zeros((3, 2)), np.zeros((5, 2)), 4)
