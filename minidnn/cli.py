@@ -29,7 +29,7 @@ def _load_data(args):
 
 
 def cmd_train(args) -> int:
-    from . import architectures, io
+    from . import architectures, io, semisync
     from .optimizers import SGD, StepLR
     from .training import evaluate, fit
 
@@ -45,6 +45,7 @@ def cmd_train(args) -> int:
                                     seed=args.seed, dtype=args.dtype)
     schedule = StepLR(args.lr_step, args.lr_gamma) if args.lr_step else None
     optimizer = SGD(args.lr, args.momentum, args.weight_decay, schedule=schedule)
+    optimizer = semisync.optimizer_from_args(args, optimizer)  # --semi-sync (technique 4)
     out = args.out
     checkpoint = args.checkpoint or (os.path.splitext(out)[0] + ".ckpt.h5")
     say = (lambda line: None) if args.quiet else print
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     p.add_argument("--init-from", default=None, metavar="FILE.h5",
                    help="start from pretrained weights (an RBM/DBN/autoencoder file from `minidnn pretrain`)")
+    __import__("minidnn.semisync").semisync.add_train_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a saved model", description="Loss and accuracy of a saved model on a data split.")
