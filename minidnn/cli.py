@@ -10,16 +10,17 @@ import numpy as np
 
 from .table import format_table
 
-DATASETS = ("embedded", "mnist", "fashion-mnist")
+DATASETS = ("embedded", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar100-coarse")
 
 
 def _add_data_args(p):
     p.add_argument("--dataset", default="embedded", choices=DATASETS,
                    help="data set: 'embedded' is the small MNIST subset shipped in data/ "
                         "(no download); mnist and fashion-mnist are the full sets "
-                        "(50k train / 10k validation / 10k test). Default: %(default)s")
+                        "(50k train / 10k validation / 10k test); cifar10, cifar100 (fine labels) "
+                        "and cifar100-coarse are 45k / 5k / 10k. Default: %(default)s")
     p.add_argument("--data-dir", default=None,
-                   help="directory holding the data set's standard files (IDX .gz); "
+                   help="directory holding the data set's standard files (IDX .gz, CIFAR .tar.gz); "
                         "default: $MINIDNN_DATA, then the cache, then a download")
 
 
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     f = data_sub.add_parser("fetch", parents=[common], help="download/convert a data set into the cache, verifying checksums",
                             description="Make a data set available in the local cache, verifying checksums.")
-    f.add_argument("name", choices=("mnist", "fashion-mnist"), help="data set to fetch")
+    f.add_argument("name", choices=DATASETS[1:], help="data set to fetch")
     f.add_argument("--data-dir", default=None, help="read the standard files from this directory instead of downloading")
     f.set_defaults(func=cmd_data_fetch)
 

