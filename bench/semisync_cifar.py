@@ -252,7 +252,8 @@ def report(png: Path) -> str:
             ax.set_xlabel("epoch")
             ax.set_ylabel("validation accuracy")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
         fig.suptitle("Semi-synchronous FC updates, VGG-style net on CIFAR-10 (" +
                      any_r["architecture"].split(",bn")[0].split(",dropout")[0] + ")", fontsize=10)
         fig.tight_layout()
