@@ -41,7 +41,7 @@ def _load_data(args, log=None):
 
 
 def cmd_train(args) -> int:
-    from . import architectures, io, sparse
+    from . import architectures, io, semisync, sparse
     from .optimizers import SGD, StepLR
     from .training import TrainingDiverged, evaluate, fit, resolve_drop_last
     from .quantization import discrete
@@ -68,6 +68,7 @@ def cmd_train(args) -> int:
     schedule = StepLR(args.lr_step, args.lr_gamma) if args.lr_step else None
     optimizer = SGD(args.lr, args.momentum, args.weight_decay, schedule=schedule,
                     momentum_form=args.momentum_form)
+    optimizer = semisync.optimizer_from_args(args, optimizer)  # --semi-sync (technique 4)
     out = args.out
     checkpoint = args.checkpoint or (os.path.splitext(out)[0] + ".ckpt.h5")
     say(f"training {args.arch if not args.init_from else args.init_from} on {args.dataset}: "
@@ -242,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_discrete_weight_options(p)
     from .sparse import add_train_options as add_sparse_options
     add_sparse_options(p)                                   # --density (technique 3)
+    from .semisync import add_train_options as add_semi_sync_options
+    add_semi_sync_options(p)                                # --semi-sync (technique 4)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a saved model", description="Loss and accuracy of a saved model on a data split.")
