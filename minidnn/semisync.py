@@ -274,6 +274,10 @@ def optimizer_from_args(args, optimizer: SGD) -> SGD:
     layers = None if spec == "fc" else [s.strip() for s in spec.split(",") if s.strip()]
     if layers == []:
         raise ValueError(f"--semi-sync expects 'fc' or layer names, got {spec!r}")
+    if getattr(optimizer, "momentum_form", "caffe") != "caffe":
+        # the paper's rule (inactive units move by αΔW) is written in Caffe's form
+        raise ValueError(f"--semi-sync follows the paper's rule in Caffe's momentum form; "
+                         f"--momentum-form {optimizer.momentum_form} is not supported with it")
     return SemiSyncSGD(optimizer.lr, optimizer.momentum, optimizer.weight_decay,
                        schedule=optimizer.schedule, per_layer=optimizer.per_layer,
                        layers=layers, n_groups=args.semi_sync_groups,

@@ -186,7 +186,7 @@ def test_one_group_equals_plain_momentum_sgd_bit_for_bit():
 @pytest.mark.parametrize("order", ["contiguous", "random"])
 def test_resume_in_the_middle_of_a_cycle_equals_an_uninterrupted_run(tmp_path, order):
     data = toy_problem(n=150)  # 5 minibatches per epoch; fc1 has 4 groups, fc2 3
-    kw = dict(batch_size=32, progress=False, log=None, seed=2)
+    kw = dict(batch_size=32, progress=False, log=None, seed=2, drop_last=False)  # 5 steps/epoch
 
     def opt():
         return SemiSyncSGD(0.05, momentum=0.9, weight_decay=1e-4, order=order, seed=7)
@@ -276,3 +276,11 @@ def test_config_round_trip():
     opt = SemiSyncSGD(0.01, 0.9, 1e-4, layers=["fc1"], n_groups=3, order="random", seed=4)
     again = SemiSyncSGD.from_config(opt.get_config())
     assert again.get_config() == opt.get_config()
+
+
+def test_semi_sync_refuses_the_pytorch_momentum_form():
+    from types import SimpleNamespace
+    from minidnn.semisync import optimizer_from_args
+    args = SimpleNamespace(semi_sync="fc", semi_sync_groups=None, semi_sync_order="contiguous", seed=0)
+    with pytest.raises(ValueError, match="Caffe's momentum form"):
+        optimizer_from_args(args, md.SGD(0.1, momentum=0.9, momentum_form="pytorch"))
