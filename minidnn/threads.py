@@ -50,6 +50,9 @@ def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue
     report = {"threads": n}
     try:
         from threadpoolctl import threadpool_limits
+        # SciPy ships its own OpenBLAS, loaded only when scipy.linalg/sparse is first
+        # imported; threadpoolctl caps the libraries loaded now, so load it first.
+        import scipy.linalg  # noqa: F401
         _blas_limits = threadpool_limits(limits=n)
         from threadpoolctl import threadpool_info
         report["blas"] = [(p["internal_api"], p["num_threads"]) for p in threadpool_info()]
