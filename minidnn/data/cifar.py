@@ -182,31 +182,15 @@ def _check_labels(labels: list, info: CifarInfo, name: str) -> None:
                 f"{int(values[bad[0]])} at record {int(bad[0])} ({bad.size} bad labels)")
 
 
-class _ContainersAndArraysUnpickler(pickle.Unpickler):
-    """Admits what a CIFAR python batch holds (dicts, lists, bytes, str, ints
-    are pickle opcodes, no globals) plus the globals of a NumPy array; any
-    other global (os.system, builtins.eval, ...) is refused, so no code runs."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR "
-                                         f"batch holds only containers and NumPy arrays")
-        if module == "_codecs":
-            import codecs
-            return codecs.encode
-        if name == "_reconstruct":
-            return np.zeros(0).__reduce__()[0]
-        return getattr(np, name)
+from .sources import _NumpyOnlyUnpickler  # noqa: E402  (dicts, lists, bytes are opcodes: only NumPy's globals are admitted)
 
 
 def parse_python(payload: bytes, info: CifarInfo, name: str) -> tuple[np.ndarray, list]:
     """One pickled python-format batch -> (images (N, 3, 32, 32) uint8, [labels])."""
     try:
-        batch = _ContainersAndArraysUnpickler(io.BytesIO(payload), encoding="latin1").load()
+        batch = _NumpyOnlyUnpickler(io.BytesIO(payload), encoding="latin1").load()
     except pickle.UnpicklingError as error:
         raise CifarFormatError(f"{name}: {error}") from error
     except (EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
