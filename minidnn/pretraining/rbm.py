@@ -240,9 +240,15 @@ class BernoulliRBM(ParamHolder):
             if len(cache) >= 4:
                 cache.clear()
             dtype = self.dtype
+            weights = np.empty(n + m, dtype)
+
+            def row_scale(pos, neg):
+                weights[:n], weights[n:] = pos, neg
+                return weights
             cache[key] = SimpleNamespace(
                 v=np.empty((n + m, self.n_visible), dtype), p=np.empty((n + m, self.n_hidden), dtype),
-                pre_v=np.empty((m, self.n_visible), dtype), h=np.empty((n, self.n_hidden), dtype))
+                pre_v=np.empty((m, self.n_visible), dtype), h=np.empty((n, self.n_hidden), dtype),
+                ones=np.ones(n + m, dtype), row_scale=row_scale)
         return cache[key]
 
     # -- energies and likelihoods --------------------------------------------------------
@@ -399,8 +405,10 @@ class BernoulliRBM(ParamHolder):
                 or not grad_W.flags.c_contiguous:
             grad_W = self.grads["W"] = np.empty_like(W)
         np.matmul(buf.v.T, buf.p, out=grad_W)
-        self.grads["visible_bias"] = pos * buf.v[:n].sum(axis=0) + neg * vk.sum(axis=0)
-        self.grads["hidden_bias"] = buf.p.sum(axis=0)
+        # the bias gradients as two GEMVs with the row weights (pos … pos, neg … neg) and ones
+        # (half the time of three axis-0 sums)
+        self.grads["visible_bias"] = buf.row_scale(pos, neg) @ buf.v
+        self.grads["hidden_bias"] = buf.ones @ buf.p
         if reconstruction_error is None:  # PCD: the chain does not reconstruct v0; see monitor()
             return {}
         return {"reconstruction_error": reconstruction_error}
