@@ -115,8 +115,10 @@ def sigmoid_bernoulli_numpy(pre: np.ndarray, bias: np.ndarray, key):
 
 
 def draw_key(rng: np.random.Generator) -> np.ndarray:
-    """The four uint32 words (k0, k1, c2, c3) of one kernel call, drawn from ``rng``."""
-    return rng.integers(0, 2 ** 32, size=4, dtype=np.uint32)
+    """The four uint32 words (k0, k1, c2, c3) of one kernel call, drawn from ``rng``:
+    two raw 64-bit outputs of its bit generator, low word first on every platform
+    (1 µs; ``rng.integers`` took 6 µs, twice per minibatch)."""
+    return rng.bit_generator.random_raw(2).astype("<u8").view("<u4").astype(np.uint32)
 
 
 # -- scalar pieces (inlined into the kernels) --------------------------------------
