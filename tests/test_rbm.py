@@ -354,8 +354,8 @@ def test_bad_inputs_raise_clear_value_errors():
 def test_exact_log_partition_is_enumerated_in_bounded_chunks(monkeypatch):
     """A 784×16 RBM's log Z (65,536 hidden states) used to build (65,536, 784) float64
     temporaries, 793 MiB of NumPy peak (the speed benchmark's warm-up RBM). Here 784×14
-    (16,384 states): 198 MiB before, 33 MiB chunked (tracemalloc); it must stay under 64 MiB, and the value does not
-    depend on the chunk size."""
+    (16,384 states): 198 MiB before, 33 MiB chunked (tracemalloc); it must stay under
+    64 MiB, and the value must not depend on the chunk size."""
     import tracemalloc
     rbm = BernoulliRBM(784, 14, rng=0)
     tracemalloc.start()
