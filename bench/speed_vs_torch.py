@@ -30,7 +30,8 @@ and SGD settings on both sides):
   lr 0.001, momentum 0.9, wd 0.004.
 * ``rbm``: a 784x500 Bernoulli RBM, one epoch of PCD-1 at batch 100, lr 0.1,
   no momentum or decay (what sklearn's BernoulliRBM does) against
-  ``sklearn.neural_network.BernoulliRBM``.
+  ``sklearn.neural_network.BernoulliRBM``; minidnn's per-epoch monitors are off
+  (``monitor_size=0``), as sklearn's pseudo-likelihood is when not verbose.
 * ``inference``: MLP and LeNet forward passes in evaluation mode: batch 1
   latency (median and p99 of 2,000 calls) and batch 100 throughput over the
   10,000 test images (torch eager, ``no_grad``).
@@ -269,9 +270,11 @@ def _torch_train(args, name) -> dict:
 def _minidnn_rbm(args) -> dict:
     from minidnn.pretraining import BernoulliRBM, PretrainConfig
     x = _load(args, "mnist")[0].reshape(-1, 784)
-    BernoulliRBM(784, 16, rng=0).fit(x[:200], epochs=1, batch_size=100)     # JIT warm-up
+    # monitor_size=0: no per-epoch likelihood monitor, which sklearn computes only when verbose
     config = PretrainConfig(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.0,
-                            final_momentum=0.0, batch_size=100, k=1, persistent=True)
+                            final_momentum=0.0, batch_size=100, k=1, persistent=True,
+                            monitor_size=0)
+    BernoulliRBM(784, 16, rng=0).fit(x[:200], config, seed=SEED)             # JIT warm-up
     rbm = BernoulliRBM(784, 500, rng=0)
     t0 = time.perf_counter()
     rbm.fit(x, config, seed=SEED)

@@ -10,9 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate
 
-from minidnn.kernels.rbm_kernels import (sigmoid_bias, sigmoid_bias_numpy, sigmoid_sample,
-                                         sigmoid_sample_numpy)
+from minidnn.kernels import rbm_kernels
+from minidnn.kernels.rbm_kernels import (draw_key, philox4x32_numpy, philox_bits,
+                                         philox_bits_numpy, sigmoid_bernoulli,
+                                         sigmoid_bernoulli_numpy, sigmoid_bias, sigmoid_bias_numpy,
+                                         sigmoid_sample, sigmoid_sample_numpy,
+                                         uniforms_from_bits_numpy)
 from minidnn.pretraining import BernoulliRBM, PretrainConfig
+from minidnn.pretraining import rbm as rbm_module
 from minidnn.pretraining.rbm import all_binary_states, logsumexp
 
 
@@ -62,6 +67,110 @@ def test_sampling_kernels_match_their_numpy_twins(rows, cols, seed, scale, dtype
     np.testing.assert_array_equal(s_kernel[decided], s_twin[decided])
     np.testing.assert_allclose(sigmoid_bias(pre.copy(), bias), sigmoid_bias_numpy(pre, bias),
                                rtol=tol, atol=tol)
+
+
+# Random123's known-answer vectors for Philox4x32-10 (kat_vectors: counter, key -> output)
+PHILOX_KAT = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+              ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+              ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+               (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+
+
+def test_philox_matches_the_published_known_answers_and_the_kernel_matches_its_twin():
+    for counter, key, expected in PHILOX_KAT:
+        out = philox4x32_numpy(np.array([counter], dtype=np.uint32), key)[0]
+        assert [int(w) for w in out] == list(expected)
+    # the kernel's block 0 under key (0, 0) with c2 = c3 = 0 is the first vector
+    assert [int(w) for w in philox_bits(4, np.zeros(4, np.uint32))] == list(PHILOX_KAT[0][2])
+    rng = np.random.default_rng(5)
+    for n in (1, 3, 4, 5, 1001):
+        key = draw_key(rng)
+        np.testing.assert_array_equal(philox_bits(n, key), philox_bits_numpy(n, key))
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 30), cols=st.integers(1, 41), seed=st.integers(0, 2 ** 31),
+       scale=st.sampled_from([0.1, 3.0, 100.0]), dtype=st.sampled_from([np.float32, np.float64]))
+def test_fused_bernoulli_kernel_matches_its_numpy_twin(rows, cols, seed, scale, dtype):
+    """Same probabilities to rounding, the same draws (Philox words bit for bit), for any
+    row length (blocks of 4 words straddle rows) and into a row block of a bigger buffer."""
+    rng = np.random.default_rng(seed)
+    pre = (scale * rng.standard_normal((rows, cols))).astype(dtype)
+    bias = rng.standard_normal(cols).astype(dtype)
+    key = draw_key(rng)
+    p_twin, s_twin = sigmoid_bernoulli_numpy(pre, bias, key)
+    buffer = np.full((rows + 2, cols), 7, dtype=dtype)
+    p_kernel, s_kernel = sigmoid_bernoulli(pre.copy(), bias, key, buffer[1:-1])
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(p_kernel, p_twin, rtol=tol, atol=tol)
+    u = uniforms_from_bits_numpy(philox_bits_numpy(pre.size, key), dtype).reshape(pre.shape)
+    decided = np.abs(u - p_twin) > 2 * tol
+    np.testing.assert_array_equal(s_kernel[decided], s_twin[decided])
+    assert (buffer[0] == 7).all() and (buffer[-1] == 7).all()
+    assert set(np.unique(s_kernel)) <= {0.0, 1.0}
+
+
+def test_float32_sigmoid_is_accurate_over_the_whole_range():
+    x = np.concatenate([np.linspace(-100, 100, 200001), [0.0, -87.0, 87.0, -88.5, 88.5, 1e4, -1e4]])
+    x = x.astype(np.float32)
+    from scipy.special import expit
+    exact = expit(x.astype(np.float64))
+    got = sigmoid_bias(x.reshape(1, -1).copy(), np.zeros(len(x), np.float32))[0]
+    assert np.abs(got - exact).max() < 1e-7
+    normal = exact > 1e-30                    # below, the exponent is clamped (σ ≈ 1e-38)
+    assert (np.abs(got - exact)[normal] / exact[normal]).max() < 1e-6
+    assert ((got >= 0) & (got <= 1)).all()
+
+
+def test_fused_bernoulli_draws_have_the_right_frequencies_and_no_correlation():
+    """400,000 draws at each of five probabilities: every frequency within 5 binomial
+    standard errors, and neighbouring draws (same block of 4 words and across blocks)
+    uncorrelated to within 5/sqrt(N)."""
+    probs = np.array([0.001, 0.1, 0.5, 0.9, 0.999], dtype=np.float32)
+    logits = np.log(probs / (1 - probs)).astype(np.float32)
+    rows = 80000
+    pre = np.tile(logits, (rows, 1))
+    _, states = sigmoid_bernoulli(pre, np.zeros(5, np.float32), draw_key(np.random.default_rng(0)))
+    se = np.sqrt(probs * (1 - probs) / rows)
+    assert (np.abs(states.mean(0) - probs) < 5 * se).all(), states.mean(0)
+    flat = states[:, 2].astype(np.float64)     # p = 0.5: neighbours in element order
+    z = flat - flat.mean()
+    for lag in (1, 4, 5):
+        corr = (z[:-lag] * z[lag:]).mean() / z.var()
+        assert abs(corr) < 5 / np.sqrt(len(z)), (lag, corr)
+    other = sigmoid_bernoulli(np.tile(logits, (rows, 1)), np.zeros(5, np.float32),
+                              draw_key(np.random.default_rng(1)))[1]
+    assert (other != states).mean() > 0.05       # another key, another stream
+
+
+@pytest.mark.parametrize("persistent,batch", [(False, 7), (True, 7), (True, 4)])
+def test_cd_gradients_equal_a_plain_numpy_cd_step(persistent, batch):
+    """cd_gradients (reused buffers, stacked GEMMs, fused kernels) against CD-1 / PCD-1
+    written out with the NumPy twins and the same keys; PCD with 7 chains and a short
+    batch of 4 rows too. float64, so the draws agree exactly."""
+    rbm = random_rbm(9, 6, seed=4, scale=1.0)
+    W, b, c = (rbm.params[k] for k in ("W", "visible_bias", "hidden_bias"))
+    rng = np.random.default_rng(0)
+    v0 = (rng.random((batch, 9)) < 0.4).astype(np.float64)
+    chain = (rng.random((7, 6)) < 0.5).astype(np.float64) if persistent else None
+    start = None if chain is None else chain.copy()
+    stats = rbm.cd_gradients(v0, 1, np.random.default_rng(3), chain=chain)
+    keys = np.random.default_rng(3)
+    if persistent:
+        _, vk = sigmoid_bernoulli_numpy(start @ W.T, b, draw_key(keys))
+        p0 = sigmoid_bias_numpy(v0 @ W, c)
+        pk, next_chain = sigmoid_bernoulli_numpy(vk @ W, c, draw_key(keys))
+        np.testing.assert_array_equal(chain, next_chain)
+        assert stats == {}
+    else:
+        p0, h0 = sigmoid_bernoulli_numpy(v0 @ W, c, draw_key(keys))
+        vk = sigmoid_bias_numpy(h0 @ W.T, b)
+        pk = sigmoid_bias_numpy(vk @ W, c)
+        assert stats["reconstruction_error"] == pytest.approx(((v0 - vk) ** 2).mean(), rel=1e-12)
+    m = len(vk)
+    np.testing.assert_allclose(rbm.grads["W"], -(v0.T @ p0 / batch - vk.T @ pk / m), atol=1e-13)
+    np.testing.assert_allclose(rbm.grads["visible_bias"], -(v0.mean(0) - vk.mean(0)), atol=1e-13)
+    np.testing.assert_allclose(rbm.grads["hidden_bias"], -(p0.mean(0) - pk.mean(0)), atol=1e-13)
 
 
 # -- exact quantities -------------------------------------------------------------------------
@@ -238,3 +347,43 @@ def test_bad_inputs_raise_clear_value_errors():
         BernoulliRBM(8, 4, visible="poisson")
     with pytest.raises(ValueError, match="exact log Z needs"):
         BernoulliRBM(30, 30).log_partition()
+
+
+# -- memory and monitors -----------------------------------------------------------------------------
+
+def test_exact_log_partition_is_enumerated_in_bounded_chunks(monkeypatch):
+    """A 784×16 RBM's log Z (65,536 hidden states) used to build (65,536, 784) float64
+    temporaries, 793 MiB of NumPy peak (the speed benchmark's warm-up RBM). Here 784×14
+    (16,384 states): 198 MiB before, 33 MiB chunked (tracemalloc); it must stay under
+    64 MiB, and the value must not depend on the chunk size."""
+    import tracemalloc
+    rbm = BernoulliRBM(784, 14, rng=0)
+    tracemalloc.start()
+    try:
+        value = rbm.log_partition()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2 ** 20, peak / 2 ** 20
+    small = random_rbm(7, 9, seed=2)
+    whole = small.log_partition()
+    monkeypatch.setattr(rbm_module, "ENUMERATION_CHUNK_ELEMENTS", 10)
+    assert small.log_partition() == pytest.approx(whole, abs=1e-12)
+    assert np.isfinite(value)
+    np.testing.assert_array_equal(all_binary_states(5, 7, 19), all_binary_states(5)[7:19])
+
+
+def test_monitor_size_zero_skips_the_monitors_and_leaves_training_unchanged():
+    x = toy_data(300)
+    a, b = BernoulliRBM(8, 5, rng=3), BernoulliRBM(8, 5, rng=3)
+    with_monitor = a.fit(x, epochs=2, seed=9, persistent=True)
+    without = b.fit(x, epochs=2, seed=9, persistent=True, monitor_size=0)
+    for key in a.params:
+        np.testing.assert_array_equal(a.params[key], b.params[key])
+    assert "log_likelihood" in with_monitor[-1] and "log_likelihood" not in without[-1]
+    with pytest.raises(ValueError, match="monitor_size >= 0"):
+        PretrainConfig(monitor_size=-1)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        bad = x.copy()
+        bad[5, 1] = -np.inf
+        b.fit(bad, epochs=1)

@@ -61,7 +61,8 @@ class PretrainConfig:
     counted from 1). ``k``, ``persistent`` and ``sample_reconstruction`` are
     RBM-only (CD-k, PCD, sampled last visible step); autoencoders ignore them.
     ``monitor_size`` rows of the training data are used for the per-epoch
-    likelihood / reconstruction monitors."""
+    likelihood / reconstruction monitors; 0 turns the monitors off (PCD then
+    reports no reconstruction error)."""
 
     epochs: int = 50
     lr: float = 0.1
@@ -81,6 +82,8 @@ class PretrainConfig:
                              f"epochs={self.epochs}, batch_size={self.batch_size}")
         if int(self.k) < 1:
             raise ValueError(f"PretrainConfig needs k >= 1 (CD-k), got k={self.k}")
+        if int(self.monitor_size) < 0:
+            raise ValueError(f"PretrainConfig needs monitor_size >= 0, got {self.monitor_size}")
         for label in ("lr", "weight_decay", "momentum", "final_momentum"):
             value = getattr(self, label)
             if not np.isfinite(value) or value < 0:
@@ -149,10 +152,11 @@ def train_unit(unit, x: np.ndarray, config: PretrainConfig, rng: np.random.Gener
         bar.close()
         record = {"epoch": epoch + 1, "lr": config.lr, "momentum": optimizer.momentum,
                   **{key: total / n for key, total in totals.items()}}
-        record.update(unit.monitor(x_monitor, np.random.default_rng([*np.atleast_1d(monitor_seed),
-                                                                     epoch])))
-        if "reconstruction_error" not in record:  # PCD: no per-batch reconstruction
-            record["reconstruction_error"] = record.get("monitor_reconstruction_error")
+        if len(x_monitor):
+            record.update(unit.monitor(x_monitor, np.random.default_rng(
+                [*np.atleast_1d(monitor_seed), epoch])))
+        if "reconstruction_error" not in record and "monitor_reconstruction_error" in record:
+            record["reconstruction_error"] = record["monitor_reconstruction_error"]  # PCD
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         log(f"{desc}epoch {epoch + 1:>3}/{config.epochs}  " + "  ".join(
@@ -246,13 +250,14 @@ class GreedyStack:
 
     # -- training ------------------------------------------------------------------------
     def _check_training_data(self, x) -> np.ndarray:
-        x = check_array(x, self.units[0].n_visible, repr(self), "training data")
+        x, low, high = check_array(x, self.units[0].n_visible, repr(self), "training data",
+                                   with_range=True)
         if len(x) == 0:
             raise ValueError(f"{self!r}: training data is empty")
         first = self.units[0]
-        if getattr(first, "visible", None) == "bernoulli" and (x.min() < 0 or x.max() > 1):
+        if getattr(first, "visible", None) == "bernoulli" and (low < 0 or high > 1):
             raise ValueError(f"{first!r} has Bernoulli visible units and expects data in [0, 1], "
-                             f"got values in [{x.min():.4g}, {x.max():.4g}]; scale the data or "
+                             f"got values in [{low:.4g}, {high:.4g}]; scale the data or "
                              f"use visible='gaussian'")
         return np.ascontiguousarray(x, dtype=first.dtype)
 

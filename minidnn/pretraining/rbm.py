@@ -32,11 +32,11 @@ minibatch's gradient (``train_batch``) and its per-epoch monitors.
 """
 from __future__ import annotations
 
-import itertools
+from types import SimpleNamespace
 
 import numpy as np
 
-from ..kernels.rbm_kernels import sigmoid_bias, sigmoid_sample
+from ..kernels.rbm_kernels import draw_key, sigmoid_bernoulli, sigmoid_bias
 from ..layers.activations import sigmoid
 from ..layers.base import ParamHolder, as_generator
 
@@ -57,14 +57,33 @@ def logsumexp(a: np.ndarray, axis=None) -> np.ndarray:
     return np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
 
 
-def all_binary_states(n: int) -> np.ndarray:
-    """Every vector of {0,1}^n, shape (2**n, n), in counting order."""
-    return np.array(list(itertools.product((0, 1), repeat=n)), dtype=np.float64).reshape(2 ** n, n)
+def all_binary_states(n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Every vector of {0,1}^n, shape (2**n, n), in counting order (first unit most
+    significant); ``start``/``stop`` give only the rows of those counts."""
+    stop = 2 ** n if stop is None else stop
+    counts = np.arange(start, stop, dtype=np.int64)[:, None]
+    return ((counts >> np.arange(n - 1, -1, -1, dtype=np.int64)) & 1).astype(np.float64)
 
 
-def check_array(x, n_features: int, owner: str, what: str = "input") -> np.ndarray:
+#: float64 elements of the (states, units) temporaries of one enumeration chunk (16 MiB)
+ENUMERATION_CHUNK_ELEMENTS = 2 ** 21
+
+
+def enumerated_terms(n: int, width: int, term) -> np.ndarray:
+    """term(S) for every chunk S of ``all_binary_states(n)``, concatenated: (2**n,).
+
+    The chunks keep the (states, width) temporaries to ENUMERATION_CHUNK_ELEMENTS
+    (a 784×16 RBM has 65,536 hidden states: whole, H Wᵀ and its softplus took 1 GB)."""
+    step = max(1, ENUMERATION_CHUNK_ELEMENTS // max(n, width, 1))
+    return np.concatenate([term(all_binary_states(n, i, min(i + step, 2 ** n)))
+                           for i in range(0, 2 ** n, step)])
+
+
+def check_array(x, n_features: int, owner: str, what: str = "input",
+                with_range: bool = False):
     """A finite 2-D float array of width ``n_features``; images (N, 1, 28, 28) are flattened.
 
+    ``with_range``: return (x, min, max) instead (the finiteness check computes them).
     Raises ValueError saying what was expected and what was given."""
     x = np.asarray(x)
     if x.ndim > 2 and int(np.prod(x.shape[1:])) == n_features:
@@ -75,10 +94,13 @@ def check_array(x, n_features: int, owner: str, what: str = "input") -> np.ndarr
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
             or x.dtype == np.bool_):
         raise ValueError(f"{owner} expects a numeric {what}, got dtype {x.dtype}")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+    # min and max propagate NaN and show ±Inf: no (N, features) temporary on the good path
+    # (np.isfinite(x).all() allocated one byte per element: 37 MiB for MNIST)
+    low, high = (x.min(), x.max()) if x.size else (0, 0)
+    if np.issubdtype(x.dtype, np.floating) and not (np.isfinite(low) and np.isfinite(high)):
         bad = int((~np.isfinite(x)).sum())
         raise ValueError(f"{owner}: {what} contains {bad} NaN or Inf values")
-    return x
+    return (x, low, high) if with_range else x
 
 
 class BernoulliRBM(ParamHolder):
@@ -126,6 +148,7 @@ class BernoulliRBM(ParamHolder):
         self.dtype = np.dtype(dtype).type
         self.params = {k: v.astype(self.dtype) for k, v in self.params.items()}
         self.grads = {k: v.astype(self.dtype) for k, v in self.grads.items()}
+        self.__dict__.pop("_scratch", None)
         return self
 
     def __repr__(self) -> str:
@@ -177,26 +200,56 @@ class BernoulliRBM(ParamHolder):
             _, v = self._sample_visible(h, rng)
         return v
 
-    # the unchecked fast paths used by training
-    def _sample_hidden(self, v, rng):
+    # the unchecked fast paths used by training; Bernoulli draws use the kernels' Philox
+    # uniforms under a key drawn from rng (minidnn.kernels.rbm_kernels)
+    def _sample_hidden(self, v, rng, states=None):
         pre = v @ self.params["W"]
-        uniforms = rng.random(pre.shape, dtype=self.dtype)
-        return sigmoid_sample(pre, self.params["hidden_bias"], uniforms)
-
-    def _visible_mean_fast(self, h):
-        pre = h @ self.params["W"].T
-        if self.visible == "bernoulli":
-            return sigmoid_bias(pre, self.params["visible_bias"])
-        pre += self.params["visible_bias"]
-        return pre
+        return sigmoid_bernoulli(pre, self.params["hidden_bias"], draw_key(rng), states)
 
     def _sample_visible(self, h, rng):
+        pre = h @ self.params["W"].T
         if self.visible == "bernoulli":
-            pre = h @ self.params["W"].T
-            uniforms = rng.random(pre.shape, dtype=self.dtype)
-            return sigmoid_sample(pre, self.params["visible_bias"], uniforms)
-        mean = self._visible_mean_fast(h)
-        return mean, mean + rng.standard_normal(mean.shape, dtype=self.dtype)
+            return sigmoid_bernoulli(pre, self.params["visible_bias"], draw_key(rng))
+        pre += self.params["visible_bias"]
+        return pre, pre + rng.standard_normal(pre.shape, dtype=self.dtype)
+
+    def _visible_step_into(self, h, rng, pre, out, sample: bool):
+        """out ← a visible step from h: a sample (``sample``) or the mean E[v|h].
+
+        ``pre`` (rows, n_visible) is scratch; returns the mean (``pre`` or ``out``)."""
+        np.matmul(h, self.params["W"].T, out=pre if sample else out)
+        mean = pre if sample else out
+        if self.visible == "bernoulli":
+            if sample:
+                sigmoid_bernoulli(pre, self.params["visible_bias"], draw_key(rng), out)
+            else:
+                sigmoid_bias(out, self.params["visible_bias"])
+        else:
+            mean += self.params["visible_bias"]
+            if sample:
+                np.add(pre, rng.standard_normal(pre.shape, dtype=self.dtype), out=out)
+        return mean
+
+    def _cd_buffers(self, n: int, m: int) -> SimpleNamespace:
+        """Reused scratch for a minibatch of n rows and m negative-phase rows: [v0; vk]
+        (n+m, n_visible), [p0; pk] (n+m, n_hidden), visible pre-activations (m, n_visible)
+        and hidden states (n, n_hidden). A few shapes are kept (the short last batch)."""
+        cache = self.__dict__.setdefault("_scratch", {})
+        key = (n, m, np.dtype(self.dtype).str)
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.clear()
+            dtype = self.dtype
+            weights = np.empty(n + m, dtype)
+
+            def row_scale(pos, neg):
+                weights[:n], weights[n:] = pos, neg
+                return weights
+            cache[key] = SimpleNamespace(
+                v=np.empty((n + m, self.n_visible), dtype), p=np.empty((n + m, self.n_hidden), dtype),
+                pre_v=np.empty((m, self.n_visible), dtype), h=np.empty((n, self.n_hidden), dtype),
+                ones=np.ones(n + m, dtype), row_scale=row_scale)
+        return cache[key]
 
     # -- energies and likelihoods --------------------------------------------------------
     def energy(self, v: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -234,17 +287,17 @@ class BernoulliRBM(ParamHolder):
             if self.n_hidden > MAX_ENUMERATED_UNITS:
                 raise ValueError(f"{self!r}: exact log Z needs n_hidden <= "
                                  f"{MAX_ENUMERATED_UNITS}, got {self.n_hidden}")
-            H = all_binary_states(self.n_hidden)
-            mean = H @ W.T + b
-            terms = H @ c + 0.5 * (mean ** 2).sum(axis=1) - 0.5 * (b ** 2).sum()
+            terms = enumerated_terms(self.n_hidden, self.n_visible, lambda H: (
+                H @ c + 0.5 * ((H @ W.T + b) ** 2).sum(axis=1) - 0.5 * (b ** 2).sum()))
             return float(logsumexp(terms)) + 0.5 * self.n_visible * np.log(2 * np.pi)
         if min(self.n_visible, self.n_hidden) > MAX_ENUMERATED_UNITS:
             raise ValueError(f"{self!r}: exact log Z needs min(n_visible, n_hidden) <= "
                              f"{MAX_ENUMERATED_UNITS}; use pseudo_log_likelihood instead")
         if self.n_visible <= self.n_hidden:
-            return float(logsumexp(-self.free_energy(all_binary_states(self.n_visible))))
-        H = all_binary_states(self.n_hidden)
-        return float(logsumexp(H @ c + softplus(H @ W.T + b).sum(axis=1)))
+            return float(logsumexp(enumerated_terms(self.n_visible, self.n_hidden,
+                                                    lambda V: -self.free_energy(V))))
+        return float(logsumexp(enumerated_terms(self.n_hidden, self.n_visible, lambda H: (
+            H @ c + softplus(H @ W.T + b).sum(axis=1)))))
 
     @property
     def can_enumerate(self) -> bool:
@@ -300,43 +353,65 @@ class BernoulliRBM(ParamHolder):
         """
         if int(k) < 1:
             raise ValueError(f"CD-k needs k >= 1, got {k}")
-        v0 = np.ascontiguousarray(v0, dtype=self.dtype)
+        k = int(k)
+        v0 = np.asarray(v0)
         n = len(v0)
         if chain is not None and (chain.ndim != 2 or chain.shape[1] != self.n_hidden):
             raise ValueError(f"{self!r}: persistent chain must hold hidden states "
                              f"(chains, {self.n_hidden}), got {chain.shape}")
-        p0, h0 = self._sample_hidden(v0, rng)
-        h = h0 if chain is None else chain
-        reconstruction = None
-        for step in range(int(k)):
-            last = step == int(k) - 1
-            if last and chain is None and not sample_reconstruction:
-                vk = mean = self._visible_mean_fast(h)
-            else:
-                mean, vk = self._sample_visible(h, rng)
-            if step == 0 and chain is None:
-                reconstruction = mean
-            pk = vk @ self.params["W"]
-            if last:
-                sigmoid_bias(pk, self.params["hidden_bias"])
-            else:
-                _, h = sigmoid_sample(pk, self.params["hidden_bias"],
-                                      rng.random(pk.shape, dtype=self.dtype))
-        if chain is not None:
-            # the chain's next hidden state: h ~ P(h | vk), no extra product needed
-            chain[...] = rng.random(pk.shape, dtype=self.dtype) < pk
-        # one GEMM for both phases: [v0; vk]ᵀ [−p0/n0; pk/nk] = −(v0ᵀp0/n0 − vkᵀpk/nk);
+        W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
         # the persistent chain may hold more rows than a short last minibatch
-        pos, neg = self.dtype(-1.0 / n), self.dtype(1.0 / len(vk))
-        stacked_v = np.concatenate([v0, vk])
-        stacked_p = np.concatenate([pos * p0, neg * pk])
-        self.grads["W"] = stacked_v.T @ stacked_p
-        self.grads["visible_bias"] = pos * v0.sum(axis=0) + neg * vk.sum(axis=0)
-        self.grads["hidden_bias"] = pos * p0.sum(axis=0) + neg * pk.sum(axis=0)
-        if reconstruction is None:  # PCD: the chain does not reconstruct v0; see monitor()
+        m = n if chain is None else len(chain)
+        buf = self._cd_buffers(n, m)
+        # rows [:n] of buf.v / buf.p are the positive phase (v0, p0), rows [n:] the negative
+        # (vk, pk), so one GEMM gives both statistics (and, for PCD, both hidden products)
+        buf.v[:n] = v0
+        vk, pk = buf.v[n:], buf.p[n:]
+        reconstruction_error = None
+        if chain is None:   # CD-k: the chain starts at h ~ P(h | v0)
+            np.matmul(buf.v[:n], W, out=buf.p[:n])
+            h = sigmoid_bernoulli(buf.p[:n], c, draw_key(rng), buf.h)[1]
+            for step in range(k):
+                last = step == k - 1
+                mean = self._visible_step_into(h, rng, buf.pre_v, vk,
+                                               sample=not last or sample_reconstruction)
+                if step == 0:
+                    diff = buf.v[:n] - mean
+                    reconstruction_error = float(np.einsum("ij,ij->", diff, diff) / diff.size)
+                np.matmul(vk, W, out=pk)
+                if last:
+                    sigmoid_bias(pk, c)
+                else:
+                    sigmoid_bernoulli(pk, c, draw_key(rng), h)
+        else:               # PCD-k: the chain's hidden states are advanced in place
+            own = chain.dtype == self.dtype and chain.flags.c_contiguous
+            h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
+            for step in range(k):
+                self._visible_step_into(h, rng, buf.pre_v, vk, sample=True)
+                if step < k - 1:
+                    np.matmul(vk, W, out=pk)
+                    sigmoid_bernoulli(pk, c, draw_key(rng), h)
+            np.matmul(buf.v, W, out=buf.p)          # p0 and pk in one product
+            sigmoid_bias(buf.p[:n], c)
+            sigmoid_bernoulli(pk, c, draw_key(rng), h)  # the chain's next state h ~ P(h | vk)
+            if not own:
+                chain[...] = h
+        # [v0; vk]ᵀ [−p0/n; pk/m] = −(v0ᵀp0/n − vkᵀpk/m)
+        pos, neg = self.dtype(-1.0 / n), self.dtype(1.0 / m)
+        buf.p[:n] *= pos
+        pk *= neg
+        grad_W = self.grads.get("W")
+        if grad_W is None or grad_W.shape != W.shape or grad_W.dtype != W.dtype \
+                or not grad_W.flags.c_contiguous:
+            grad_W = self.grads["W"] = np.empty_like(W)
+        np.matmul(buf.v.T, buf.p, out=grad_W)
+        # the bias gradients as two GEMVs with the row weights (pos … pos, neg … neg) and ones
+        # (half the time of three axis-0 sums)
+        self.grads["visible_bias"] = buf.row_scale(pos, neg) @ buf.v
+        self.grads["hidden_bias"] = buf.ones @ buf.p
+        if reconstruction_error is None:  # PCD: the chain does not reconstruct v0; see monitor()
             return {}
-        diff = v0 - reconstruction
-        return {"reconstruction_error": float(np.einsum("ij,ij->", diff, diff) / diff.size)}
+        return {"reconstruction_error": reconstruction_error}
 
     # -- the hooks the greedy trainer calls ------------------------------------------------
     def init_from_data(self, x: np.ndarray) -> None:
