@@ -114,6 +114,32 @@ def test_the_output_feeds_the_rest_of_a_network():
     assert model.layers[1].grads["data"].shape == (model.layers[1].nnz,)
 
 
+def test_fused_training_path_equals_the_three_product_seam():
+    # forward/backward/backward_params run csr_matmul(bias=...) and csr_backward; the
+    # autoencoder uses the three products one by one: the two must agree, with and
+    # without the input gradient, for C- and Fortran-ordered operands
+    layer = SparseDense(30, 20, density=0.3, rng=1)
+    layer.params["b"][:] = np.random.default_rng(2).standard_normal(20)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 30)).astype(np.float32)
+    g = np.asfortranarray(rng.standard_normal((6, 20)).astype(np.float32))
+    y = layer.forward(x, training=True)
+    np.testing.assert_array_equal(y, layer._forward_product(x) + layer.params["b"])
+    dx = layer.backward(g)
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    np.testing.assert_allclose(dx, layer._input_grad(g), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grads["data"], layer._weight_grad(x, g), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grads["b"], g.sum(axis=0), rtol=1e-6, atol=1e-6)
+    layer.forward(x, training=True)
+    assert layer.backward_params(np.ascontiguousarray(g)) is None
+    np.testing.assert_allclose(layer.grads["data"], grads["data"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layer.grads["b"], grads["b"], rtol=1e-6, atol=1e-6)
+    no_bias = SparseDense(30, 20, density=0.3, bias=False, rng=1)
+    np.testing.assert_array_equal(no_bias.forward(x), layer._forward_product(x))
+    no_bias.backward(g)
+    assert set(no_bias.grads) == {"data"}
+
+
 # -- training -----------------------------------------------------------------------------
 
 def _blobs(n=300, width=20, seed=0):

@@ -29,12 +29,27 @@ vectorises (8 float32 per AVX2 instruction):
   weight gradient at its stored entries only, as in the SET reference code's
   ``backpropagation_updates`` (Mocanu et al., 2018).
 
+A layer's training step uses two calls, not three:
+
+* ``csr_matmul(..., bias=b)``: the forward product with the bias added in the
+  same pass over each output row;
+* ``csr_backward(indptr, indices, transposed, data, grad, x)`` = (the sampled
+  weight gradient, the bias gradient grad.sum(axis=1), Aᵀ · grad): both
+  products in one parallel region, each thread taking the same share of the
+  rows of each, so the thread pool wakes once per backward pass
+  (``input_grad=False`` skips Aᵀ · grad, for a net's first layer).
+
 Work is Θ(nnz · k) for each: the zeros are never touched. Each kernel has a
 plain SciPy/NumPy twin (``*_numpy``) that defines what it computes; tests hold
 the kernels to the twins. The Numba kernels come in a serial and a parallel
-(rows split across threads with ``prange``) build of the same function; the
-public functions pick the parallel one only when a call has enough work to pay
-for waking the thread pool (``PARALLEL_MIN_WORK`` multiply-adds).
+build of the same function: the rows are cut into ``n_blocks`` contiguous
+blocks (one per thread) and ``prange`` runs over the blocks. The public
+functions pick the parallel one only when a call has enough work to pay for
+waking the thread pool (``min_parallel_work()``: ``PARALLEL_MIN_WORK``
+multiply-adds on Numba's OpenMP layer, ten times that on its slower-waking
+``workqueue`` layer), and the serial build (one block) otherwise, or at one
+thread. Index arrays reach the kernels as unsigned views of the same bytes,
+which spares every ``dense[indices[p]]`` Numba's negative-index wrap-around.
 """
 from __future__ import annotations
 
