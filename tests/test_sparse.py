@@ -442,3 +442,22 @@ def test_nan_reaches_exactly_the_units_its_input_is_connected_to():
         assert sorted(np.flatnonzero(np.isnan(out[0])).tolist()) == readers
         assert not np.isnan(out[1]).any()
     assert connected != set(range(8))        # the seed leaves some input unread
+
+
+def test_sigmoid_after_a_sparse_layer_keeps_its_fortran_order_and_values():
+    # the sparse layer's output is Fortran-ordered; Sigmoid works in that order (the
+    # gradient it hands back transposes for free) and gives the C-order values
+    layer = SparseDense(12, 9, density=0.4, rng=0)
+    x = np.random.default_rng(1).standard_normal((5, 12)).astype(np.float32)
+    h = layer.forward(x, training=True)
+    assert h.flags.f_contiguous
+    act_f, act_c = md.Sigmoid(), md.Sigmoid()
+    y_f, y_c = act_f.forward(h, True), act_c.forward(np.ascontiguousarray(h), True)
+    np.testing.assert_array_equal(y_f, y_c)
+    assert y_f.flags.f_contiguous
+    g = np.random.default_rng(2).standard_normal((5, 9)).astype(np.float32)
+    d_f, d_c = act_f.backward(g), act_c.backward(g)
+    assert d_f.flags.f_contiguous
+    np.testing.assert_allclose(d_f, d_c, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d_c, g * y_c * (1 - y_c), rtol=1e-6, atol=1e-7)
+    assert np.shares_memory(layer._feature_major(d_f), d_f)

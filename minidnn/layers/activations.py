@@ -44,8 +44,14 @@ class Sigmoid(Layer):
         return self._y
 
     def backward(self, grad):
-        d = 1 - self._y
-        d *= self._y
+        y = self._y
+        if y.flags.f_contiguous and not y.flags.c_contiguous and grad.flags.c_contiguous:
+            # y is Fortran-ordered (after a sparse layer): one copy of grad into that
+            # order makes every pass below contiguous (a mixed-order pass is ~5× slower),
+            # and the result stays in the order the sparse layer transposes for free
+            grad = np.asfortranarray(grad)
+        d = 1 - y
+        d *= y
         if d.dtype == grad.dtype and d.shape == grad.shape:
             d *= grad                   # in place: one temporary instead of three
             return d
