@@ -62,6 +62,10 @@ def parse_args(argv=None):
                    help="L2 decay on the weights (the nonzeros) while fine-tuning")
     p.add_argument("--ft-lr-step", type=int, default=0,
                    help="fine-tuning lr × 0.1 from this epoch on (0: constant lr)")
+    p.add_argument("--ft-schedule", default="step", choices=("step", "cosine"),
+                   help="step: --ft-lr-step; cosine: lr·(1 + cos(π·e/E))/2 at epoch e of E")
+    p.add_argument("--ft-dropout", type=float, default=0.0,
+                   help="dropout rate on the hidden units while fine-tuning (0: none)")
     p.add_argument("--init", default="fan_in", choices=("fan_in", "paper"))
     p.add_argument("--pattern", default="bernoulli", choices=("bernoulli", "per_unit"),
                    help="SparseDense pattern (use another --out-dir for per_unit)")
@@ -169,15 +173,14 @@ class Study:
         result = self.done(run_id)
         if result is not None:
             return result
-        model = make_model()
+        model = self._with_dropout(make_model())
         epochs = []
         t_train = 0.0
         pattern_before = self._pattern(model)
         for e in range(self.args.ft_epochs):
             t0 = time.perf_counter()
             opt = self._optimizer(model, lr)
-            step = self.args.ft_lr_step
-            opt.lr = lr * (0.1 if step and e + 1 >= step else 1.0)
+            opt.lr = lr * self._lr_factor(e)
             fitted = md.fit(model, self.train, epochs=1, batch_size=100, optimizer=opt,
                             seed=self.args.seed * 1000 + e, progress=False, log=None)
             t_train += time.perf_counter() - t0
@@ -192,6 +195,7 @@ class Study:
                 f"test {100 * test['accuracy']:.2f}% ({epochs[-1]['seconds']:.1f}s)")
         best = max(epochs, key=lambda r: (r["val_acc"], -r["epoch"]))
         result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
+                  "lr_schedule": self.args.ft_schedule, "dropout": self.args.ft_dropout,
                   "weight_decay": self.args.ft_weight_decay,
                   "momentum": 0.9, "batch_size": 100,
                   "epochs": self.args.ft_epochs, **extra,
@@ -225,6 +229,26 @@ class Study:
                 self.finetune(f"pruned_g{density:g}_lr{lr:g}", lambda d=density: pruned(d), lr,
                               {"density": density, "pattern": "magnitude-pruned dense",
                                "from": dense_run["run"]})
+
+    def _lr_factor(self, e):
+        """The fine-tuning lr multiplier at epoch e (0-based)."""
+        a = self.args
+        if a.ft_schedule == "cosine":
+            return 0.5 * (1.0 + np.cos(np.pi * e / a.ft_epochs))
+        return 0.1 if a.ft_lr_step and e + 1 >= a.ft_lr_step else 1.0
+
+    def _with_dropout(self, model):
+        """``--ft-dropout p``: a Dropout(p) after each hidden activation (fine-tuning only)."""
+        import minidnn as md
+        if not self.args.ft_dropout:
+            return model
+        layers = []
+        for i, layer in enumerate(model.layers):
+            layers.append(layer)
+            if isinstance(layer, md.Sigmoid):
+                layers.append(md.Dropout(self.args.ft_dropout,
+                                         rng=np.random.default_rng([self.args.seed, i])))
+        return md.Sequential(layers, seed=None, input_shape=(784,))
 
     def _optimizer(self, model, lr):
         # one SGD across the epochs: fit is called once per epoch, so keep the velocity
@@ -265,6 +289,8 @@ class Study:
         log(f"fine-tuning lr chosen on validation accuracy: {ft_lr}")
         self.write("choices", {"ae_lr": ae_lr, "ft_lr": ft_lr, "init": a.init,
                                "ae_weight_decay": a.ae_weight_decay, "ft_lr_step": a.ft_lr_step,
+                               "ft_schedule": a.ft_schedule, "ft_dropout": a.ft_dropout,
+                               "ft_weight_decay": a.ft_weight_decay,
                                "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
                                "ae_candidates": {r["lr"]: r["val_mse"] for r in ae_runs},
                                "ft_candidates": {r["lr"]: r["best_val_acc"] for r in ft_runs}})

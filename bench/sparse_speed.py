@@ -14,9 +14,11 @@ of a 784→500 layer at batch 100, float32, the three products of backprop
 from x (100, 784) and dy (100, 500), both C-ordered, to y, dx and the gradient; any
 transposes a peer needs are inside its time. The peers:
 
-* ``minidnn``: ``SparseDense.forward`` + ``backward`` (Numba CSR kernels, the training path),
-  with minidnn's default OMP_WAIT_POLICY=PASSIVE; ``minidnn_active``: the same with
-  OMP_WAIT_POLICY=ACTIVE (Numba's OpenMP threads spin between kernels instead of sleeping);
+* ``minidnn``: ``SparseDense.forward`` + ``backward`` (Numba CSR kernels, the training path:
+  one forward call, one fused backward call), on Numba's default (OpenMP) threading layer
+  with libgomp's default wait policy (the worker does not call ``configure_threads``);
+  ``minidnn_active``: the same with OMP_WAIT_POLICY=ACTIVE (the threads spin between
+  kernels instead of sleeping);
 * ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ;
 * ``scipy``: ``scipy.sparse`` CSR products, gradient gathered at the pattern
   (``einsum`` over ``dyᵀ[rows] * xᵀ[cols]``);
@@ -259,8 +261,8 @@ def run_worker(argv, threads):
     env = thread_env(threads)
     env.pop("OMP_WAIT_POLICY", None)
     if "minidnn_active" in argv:
-        # minidnn's default is PASSIVE (threads sleep between kernels, leaving the cores to
-        # OpenBLAS); ACTIVE keeps them spinning, which saves the wake-up of each kernel
+        # libgomp's default spins a while, then sleeps; ACTIVE keeps the threads spinning,
+        # which saves the wake-up of each kernel
         env["OMP_WAIT_POLICY"] = "ACTIVE"
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

@@ -25,7 +25,10 @@ cost Θ(nnz · batch) each (``minidnn.kernels.csr``):
     input grad   dx = dy Wᵀ             = (Aᵀ · dyᵀ)ᵀ
     weight grad  ∂L/∂data[p] = Σ_n dy[n, r] x[n, c]   for each stored (r, c)
 
-No dense copy of W is made in training or inference; the gradient, the SGD
+In training, ``forward`` is one kernel call (the bias is added in the same
+pass) and ``backward`` another (``kernels.csr.csr_backward``: weight, bias
+and input gradients in one parallel region; the first layer of a net skips
+the input gradient). No dense copy of W is made in training or inference; the gradient, the SGD
 velocity and the weight decay all have shape (nnz,), so nothing can ever
 leave the pattern. Model files store the three CSR arrays; loading runs the
 full CSR check (``kernels.csr.check_csr``).
@@ -65,8 +68,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.csr import (INDEX_DTYPE, check_csr, csr_matmul, csr_matmul_transposed,
-                          csr_transpose_structure, sampled_matmul)
+from .kernels.csr import (INDEX_DTYPE, check_csr, csr_backward, csr_matmul,
+                          csr_matmul_transposed, csr_transpose_structure, sampled_matmul)
+from .kernels.csr import transpose as csr_transpose
 from .layers import register_layer
 from .layers.base import as_generator
 from .layers.dense import Dense
@@ -212,11 +216,12 @@ class SparseDense(Dense):
         The transposes of the last few operands are kept (by identity), so the
         weight gradient reuses the ones the forward and input-gradient products
         made; ``forward`` clears them. A (batch, features) array in Fortran
-        order (the output of another sparse layer) transposes for free."""
+        order (the output of another sparse layer, or a gradient computed from
+        one) transposes for free."""
         for source, transposed in self._transposes:
             if source is a:
                 return transposed
-        transposed = np.ascontiguousarray(a.T, dtype=self.dtype)
+        transposed = csr_transpose(a, dtype=self.dtype)
         self._transposes.append((a, transposed))
         del self._transposes[:-4]
         return transposed
@@ -242,14 +247,32 @@ class SparseDense(Dense):
                               self._feature_major(grad), self._feature_major(x),
                               self.in_features)
 
+    # -- the training path: the same products, fused -----------------------------------------
     def forward(self, x, training=False):
+        """y = x W + b in one kernel call (the bias is the accumulators' start)."""
         self._transposes = []
-        return super().forward(x, training)
+        self._check_input(x, (self.in_features,), "")
+        self._x = x
+        bias = self.params["b"] if self.bias else None
+        return csr_matmul(self.buffers["indptr"], self.buffers["indices"], self.params["data"],
+                          self._feature_major(x), self.in_features, bias=bias).T
+
+    def _backward(self, grad, input_grad: bool):
+        # the weight, bias and input gradients in one kernel call (one parallel region)
+        grad_data, grad_bias, dx = csr_backward(
+            self.buffers["indptr"], self.buffers["indices"], self._transposed,
+            self.params["data"], self._feature_major(grad), self._feature_major(self._x),
+            input_grad=input_grad)
+        self.grads["data"] = grad_data
+        if self.bias:
+            self.grads["b"] = grad_bias
+        return None if dx is None else dx.T
+
+    def backward(self, grad):
+        return self._backward(grad, input_grad=True)
 
     def backward_params(self, grad):
-        self.grads["data"] = self._weight_grad(self._x, grad)
-        if self.bias:
-            self.grads["b"] = grad.sum(axis=0)
+        self._backward(grad, input_grad=False)
 
     # -- weights in Dense's terms ---------------------------------------------------------------
     def set_weights(self, W: np.ndarray, b: np.ndarray | None = None) -> "SparseDense":

@@ -37,8 +37,14 @@ def _tolerance(dtype):
 
 
 def _both_builds(name):
+    """(label, kernel, n_blocks): the serial build, and the parallel one with one and
+    with three row blocks (the block split is exercised whatever the thread count)."""
     serial, parallel = csr._KERNELS[name]
-    return [("serial", serial), ("parallel", parallel)]
+    return [("serial", serial, 1), ("parallel", parallel, 1), ("parallel, 3 blocks", parallel, 3)]
+
+
+def _u(*arrays):
+    return [csr._unsigned(a) for a in arrays]
 
 
 @settings(max_examples=60, deadline=None)
@@ -50,13 +56,20 @@ def test_csr_matmul_kernels_equal_the_twin(p):
     x = rng.standard_normal((p["n_cols"], p["k"])).astype(p["dtype"])
     twin = csr.csr_matmul_numpy(indptr, indices, data, x)
     np.testing.assert_allclose(twin, dense @ x, **_tolerance(p["dtype"]))
-    for label, kernel in _both_builds("matmul"):
-        out = np.full((p["n_rows"], p["k"]), np.nan, dtype=p["dtype"])
-        kernel(indptr, indices, data, x, out)
-        np.testing.assert_allclose(out, twin, **_tolerance(p["dtype"]), err_msg=label)
+    bias = rng.standard_normal(p["n_rows"]).astype(p["dtype"])
+    twin_bias = csr.csr_matmul_numpy(indptr, indices, data, x, bias)
+    np.testing.assert_allclose(twin_bias, dense @ x + bias[:, None], **_tolerance(p["dtype"]))
+    for label, kernel, blocks in _both_builds("matmul"):
+        for b, want in ((bias[:0], twin), (bias, twin_bias)):
+            out = np.full((p["n_rows"], p["k"]), np.nan, dtype=p["dtype"])
+            kernel(*_u(indptr, indices), data, b, p["dtype"](0), x, out, blocks)
+            np.testing.assert_allclose(out, want, **_tolerance(p["dtype"]), err_msg=label)
     public = csr.csr_matmul(indptr, indices, data, x, p["n_cols"])
     assert public.dtype == p["dtype"]
     np.testing.assert_allclose(public, twin, **_tolerance(p["dtype"]))
+    # the bias is added after the product: bit for bit the product, then += bias
+    np.testing.assert_array_equal(csr.csr_matmul(indptr, indices, data, x, p["n_cols"], bias=bias),
+                                  public + bias[:, None])
 
 
 @settings(max_examples=60, deadline=None)
@@ -69,9 +82,9 @@ def test_transposed_product_kernels_equal_the_twin(p):
     twin = csr.csr_matmul_transposed_numpy(indptr, indices, data, g, p["n_cols"])
     np.testing.assert_allclose(twin, dense.T @ g, **_tolerance(p["dtype"]))
     transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
-    for label, kernel in _both_builds("matmul_permuted"):
+    for label, kernel, blocks in _both_builds("matmul_permuted"):
         out = np.full((p["n_cols"], p["k"]), np.nan, dtype=p["dtype"])
-        kernel(*transposed, data, g, out)
+        kernel(*_u(*transposed), data, g, out, blocks)
         np.testing.assert_allclose(out, twin, **_tolerance(p["dtype"]), err_msg=label)
     public = csr.csr_matmul_transposed(transposed, data, g, p["n_rows"])
     np.testing.assert_allclose(public, twin, **_tolerance(p["dtype"]))
@@ -88,13 +101,54 @@ def test_sampled_product_kernels_equal_the_twin(p):
     twin = csr.sampled_matmul_numpy(indptr, indices, left, right)
     # CSR order is row-major order of the mask
     np.testing.assert_allclose(twin, (left @ right.T)[mask], **_tolerance(p["dtype"]))
-    for label, kernel in _both_builds("sampled"):
+    for label, kernel, blocks in _both_builds("sampled"):
         out = np.full(len(indices), np.nan, dtype=p["dtype"])
-        kernel(indptr, indices, left, right, p["dtype"](0), out)
+        sums = np.full(p["n_rows"], np.nan, dtype=p["dtype"])
+        kernel(*_u(indptr, indices), left, right, p["dtype"](0), out, sums, blocks)
         np.testing.assert_allclose(out, twin, **_tolerance(p["dtype"]), err_msg=label)
+        np.testing.assert_allclose(sums, left.sum(axis=1), **_tolerance(p["dtype"]), err_msg=label)
     public = csr.sampled_matmul(indptr, indices, left, right, p["n_cols"])
     assert public.dtype == p["dtype"] and public.shape == (len(indices),)
     np.testing.assert_allclose(public, twin, **_tolerance(p["dtype"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems)
+def test_fused_backward_kernels_equal_the_twin(p):
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                    p["dtype"], p["empty_row"], p["empty_col"])
+    grad = rng.standard_normal((p["n_rows"], p["k"])).astype(p["dtype"])
+    x = rng.standard_normal((p["n_cols"], p["k"])).astype(p["dtype"])
+    twin = csr.csr_backward_numpy(indptr, indices, data, grad, x)
+    tol = _tolerance(p["dtype"])
+    np.testing.assert_allclose(twin[0], (grad @ x.T)[mask], **tol)
+    np.testing.assert_allclose(twin[1], grad.sum(axis=1), **tol)
+    np.testing.assert_allclose(twin[2], dense.T @ grad, **tol)
+    transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
+    for label, kernel, blocks in _both_builds("backward"):
+        for input_grad in (True, False):
+            outs = (np.full(len(indices), np.nan, p["dtype"]), np.full(p["n_rows"], np.nan, p["dtype"]),
+                    np.full((p["n_cols"] if input_grad else 0, p["k"]), np.nan, p["dtype"]))
+            kernel(*_u(indptr, indices, *transposed), data, grad, x, p["dtype"](0), *outs, blocks)
+            for got, want in zip(outs[:2 + input_grad], twin):
+                np.testing.assert_allclose(got, want, **tol, err_msg=label)
+    for input_grad in (True, False):
+        public = csr.csr_backward(indptr, indices, transposed, data, grad, x, input_grad)
+        assert (public[2] is None) == (not input_grad)
+        for got, want in zip(public[:2 + input_grad], twin):
+            assert got.dtype == p["dtype"]
+            np.testing.assert_allclose(got, want, **tol)
+
+
+def test_transpose_is_c_ordered_and_free_for_fortran_order():
+    a = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    t = csr.transpose(a)
+    assert t.flags.c_contiguous and t.dtype == np.float32
+    np.testing.assert_array_equal(t, a.T)
+    f = np.asfortranarray(a)
+    assert np.shares_memory(csr.transpose(f), f)
+    assert csr.transpose(a, dtype=np.float64).dtype == np.float64
 
 
 @settings(max_examples=30, deadline=None)
@@ -125,6 +179,17 @@ def test_large_products_use_the_parallel_build_and_agree():
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(csr.sampled_matmul(indptr, indices, g, x, 400), (g @ x.T)[mask],
                                rtol=1e-4, atol=1e-4)
+    grad_data, grad_bias, dx = csr.csr_backward(indptr, indices, transposed, data, g, x)
+    np.testing.assert_allclose(grad_data, (g @ x.T)[mask], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grad_bias, g.sum(axis=1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, dense.T @ g, rtol=1e-4, atol=1e-4)
+
+
+def test_parallel_threshold_accounts_for_the_thread_pool():
+    # a few µs to wake OpenMP's pool, ~0.1 ms for workqueue's: the threshold follows
+    assert csr.min_parallel_work() in (csr.PARALLEL_MIN_WORK, 10 * csr.PARALLEL_MIN_WORK)
+    kernel, blocks = csr._kernel("matmul", 0)
+    assert kernel is csr._KERNELS["matmul"][0] and blocks == 1
 
 
 # -- the invariant ----------------------------------------------------------------------------
@@ -166,3 +231,13 @@ def test_public_kernels_reject_operands_of_the_wrong_shape():
                                   np.zeros((4, 2), np.float32), 3)
     with pytest.raises(ValueError, match="right of shape"):
         csr.sampled_matmul(indptr, indices, np.zeros((3, 2)), np.zeros((5, 2)), 4)
+    with pytest.raises(ValueError, match="bias has length 2, expected 3"):
+        csr.csr_matmul(indptr, indices, data, np.zeros((4, 2), np.float32), 4,
+                       bias=np.zeros(2, np.float32))
+    transposed = csr.csr_transpose_structure(indptr, indices, 4)
+    with pytest.raises(ValueError, match=r"expects x of shape \(4, k\)"):
+        csr.csr_backward(indptr, indices, transposed, data, np.zeros((3, 2), np.float32),
+                         np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="same number of columns"):
+        csr.csr_backward(indptr, indices, transposed, data, np.zeros((3, 2), np.float32),
+                         np.zeros((4, 5), np.float32))

@@ -114,6 +114,32 @@ def test_the_output_feeds_the_rest_of_a_network():
     assert model.layers[1].grads["data"].shape == (model.layers[1].nnz,)
 
 
+def test_fused_training_path_equals_the_three_product_seam():
+    # forward/backward/backward_params run csr_matmul(bias=...) and csr_backward; the
+    # autoencoder uses the three products one by one: the two must agree, with and
+    # without the input gradient, for C- and Fortran-ordered operands
+    layer = SparseDense(30, 20, density=0.3, rng=1)
+    layer.params["b"][:] = np.random.default_rng(2).standard_normal(20)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 30)).astype(np.float32)
+    g = np.asfortranarray(rng.standard_normal((6, 20)).astype(np.float32))
+    y = layer.forward(x, training=True)
+    np.testing.assert_array_equal(y, layer._forward_product(x) + layer.params["b"])
+    dx = layer.backward(g)
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    np.testing.assert_allclose(dx, layer._input_grad(g), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grads["data"], layer._weight_grad(x, g), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grads["b"], g.sum(axis=0), rtol=1e-6, atol=1e-6)
+    layer.forward(x, training=True)
+    assert layer.backward_params(np.ascontiguousarray(g)) is None
+    np.testing.assert_allclose(layer.grads["data"], grads["data"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layer.grads["b"], grads["b"], rtol=1e-6, atol=1e-6)
+    no_bias = SparseDense(30, 20, density=0.3, bias=False, rng=1)
+    np.testing.assert_array_equal(no_bias.forward(x), layer._forward_product(x))
+    no_bias.backward(g)
+    assert set(no_bias.grads) == {"data"}
+
+
 # -- training -----------------------------------------------------------------------------
 
 def _blobs(n=300, width=20, seed=0):
@@ -416,3 +442,22 @@ def test_nan_reaches_exactly_the_units_its_input_is_connected_to():
         assert sorted(np.flatnonzero(np.isnan(out[0])).tolist()) == readers
         assert not np.isnan(out[1]).any()
     assert connected != set(range(8))        # the seed leaves some input unread
+
+
+def test_sigmoid_after_a_sparse_layer_keeps_its_fortran_order_and_values():
+    # the sparse layer's output is Fortran-ordered; Sigmoid works in that order (the
+    # gradient it hands back transposes for free) and gives the C-order values
+    layer = SparseDense(12, 9, density=0.4, rng=0)
+    x = np.random.default_rng(1).standard_normal((5, 12)).astype(np.float32)
+    h = layer.forward(x, training=True)
+    assert h.flags.f_contiguous
+    act_f, act_c = md.Sigmoid(), md.Sigmoid()
+    y_f, y_c = act_f.forward(h, True), act_c.forward(np.ascontiguousarray(h), True)
+    np.testing.assert_array_equal(y_f, y_c)
+    assert y_f.flags.f_contiguous
+    g = np.random.default_rng(2).standard_normal((5, 9)).astype(np.float32)
+    d_f, d_c = act_f.backward(g), act_c.backward(g)
+    assert d_f.flags.f_contiguous
+    np.testing.assert_allclose(d_f, d_c, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d_c, g * y_c * (1 - y_c), rtol=1e-6, atol=1e-7)
+    assert np.shares_memory(layer._feature_major(d_f), d_f)

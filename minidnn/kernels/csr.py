@@ -29,12 +29,27 @@ vectorises (8 float32 per AVX2 instruction):
   weight gradient at its stored entries only, as in the SET reference code's
   ``backpropagation_updates`` (Mocanu et al., 2018).
 
+A layer's training step uses two calls, not three:
+
+* ``csr_matmul(..., bias=b)``: the forward product with the bias added in the
+  same pass over each output row;
+* ``csr_backward(indptr, indices, transposed, data, grad, x)`` = (the sampled
+  weight gradient, the bias gradient grad.sum(axis=1), Aᵀ · grad): both
+  products in one parallel region, each thread taking the same share of the
+  rows of each, so the thread pool wakes once per backward pass
+  (``input_grad=False`` skips Aᵀ · grad, for a net's first layer).
+
 Work is Θ(nnz · k) for each: the zeros are never touched. Each kernel has a
 plain SciPy/NumPy twin (``*_numpy``) that defines what it computes; tests hold
 the kernels to the twins. The Numba kernels come in a serial and a parallel
-(rows split across threads with ``prange``) build of the same function; the
-public functions pick the parallel one only when a call has enough work to pay
-for waking the thread pool (``PARALLEL_MIN_WORK`` multiply-adds).
+build of the same function: the rows are cut into ``n_blocks`` contiguous
+blocks (one per thread) and ``prange`` runs over the blocks. The public
+functions pick the parallel one only when a call has enough work to pay for
+waking the thread pool (``min_parallel_work()``: ``PARALLEL_MIN_WORK``
+multiply-adds on Numba's OpenMP layer, ten times that on its slower-waking
+``workqueue`` layer), and the serial build (one block) otherwise, or at one
+thread. Index arrays reach the kernels as unsigned views of the same bytes,
+which spares every ``dense[indices[p]]`` Numba's negative-index wrap-around.
 """
 from __future__ import annotations
 
@@ -117,10 +132,14 @@ def csr_transpose_structure(indptr, indices, n_cols: int):
 
 # -- the SciPy / NumPy twins (the definition) ------------------------------------------------
 
-def csr_matmul_numpy(indptr, indices, data, dense):
-    """A · dense with A = csr(indptr, indices, data) of shape (len(indptr)-1, len(dense))."""
+def csr_matmul_numpy(indptr, indices, data, dense, bias=None):
+    """A · dense (+ bias[:, None]) with A = csr(indptr, indices, data) of shape
+    (len(indptr)-1, len(dense))."""
     a = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, dense.shape[0]))
-    return np.asarray(a @ dense, dtype=dense.dtype)
+    out = np.asarray(a @ dense, dtype=dense.dtype)
+    if bias is not None:
+        out += np.asarray(bias, dtype=dense.dtype)[:, None]
+    return out
 
 
 def csr_matmul_transposed_numpy(indptr, indices, data, dense, n_cols: int):
@@ -135,17 +154,37 @@ def sampled_matmul_numpy(indptr, indices, left, right):
     return np.einsum("ij,ij->i", left[rows], right[indices]).astype(left.dtype, copy=False)
 
 
-# -- the kernels ---------------------------------------------------------------------------
+def csr_backward_numpy(indptr, indices, data, grad, x, input_grad: bool = True):
+    """(grad_data, grad_bias, dx) of ``csr_backward``: the sampled product, the row
+    sums of grad and Aᵀ · grad (None without input_grad)."""
+    dx = (csr_matmul_transposed_numpy(indptr, indices, data, grad, x.shape[0])
+          if input_grad else None)
+    return (sampled_matmul_numpy(indptr, indices, grad, x), grad.sum(axis=1).astype(grad.dtype),
+            dx)
 
-def _csr_matmul_rows(indptr, indices, data, dense, out):
-    # Four stored entries per pass over the output row: the row is loaded and
-    # stored once per four multiply-adds instead of once per one.
-    n_rows, k = out.shape
-    for r in numba.prange(n_rows):
+
+# -- the kernels ---------------------------------------------------------------------------
+#
+# Indices reach the kernels as unsigned views (``_unsigned``: the same bytes), so
+# ``dense[indices[p]]`` needs no negative-index wrap-around and the row loops stay
+# short; every inner loop runs over the batch, contiguous, and vectorises. Each
+# ``*_rows`` function below becomes a serial and a ``prange`` build (``_KERNELS``);
+# the ``_range`` helpers do one block of rows and are shared by both.
+
+@numba.njit(cache=True, fastmath=True)
+def _forward_range(indptr, indices, data, bias, zero, dense, out, r0, r1):
+    # out[r] = Σ_p data[p]·dense[indices[p]] + bias[r] for rows r0..r1; four stored
+    # entries per pass over the output row, so it is loaded and stored once per four
+    # multiply-adds; a bias of length 0 means none. The bias is added last, while
+    # the row is still in L1, so the result is bit for bit the product followed by
+    # ``+= bias`` (what the autoencoder's encoder computes).
+    k = out.shape[1]
+    has_bias = len(bias) > 0
+    for r in range(r0, r1):
         acc = out[r]
-        acc[:] = 0
-        start, stop = indptr[r], indptr[r + 1]
-        p = start
+        for b in range(k):
+            acc[b] = zero
+        p, stop = indptr[r], indptr[r + 1]
         while p + 4 <= stop:
             v0, v1, v2, v3 = data[p], data[p + 1], data[p + 2], data[p + 3]
             s0, s1 = dense[indices[p]], dense[indices[p + 1]]
@@ -159,17 +198,22 @@ def _csr_matmul_rows(indptr, indices, data, dense, out):
             for b in range(k):
                 acc[b] += v0 * s0[b]
             p += 1
+        if has_bias:
+            bias_r = bias[r]
+            for b in range(k):
+                acc[b] += bias_r
 
 
-def _csr_matmul_permuted_rows(indptr, indices, perm, data, dense, out):
-    # the same product, with the values read through a permutation (Aᵀ's
-    # entries in A's data), so Aᵀ never needs a copy of the values
-    n_rows, k = out.shape
-    for r in numba.prange(n_rows):
+@numba.njit(cache=True, fastmath=True)
+def _permuted_range(indptr, indices, perm, data, dense, out, r0, r1):
+    # the same product with the values read through a permutation (Aᵀ's entries in
+    # A's data), so Aᵀ never needs a copy of the values
+    k = out.shape[1]
+    for r in range(r0, r1):
         acc = out[r]
-        acc[:] = 0
-        start, stop = indptr[r], indptr[r + 1]
-        p = start
+        for b in range(k):
+            acc[b] = 0
+        p, stop = indptr[r], indptr[r + 1]
         while p + 4 <= stop:
             v0, v1, v2, v3 = data[perm[p]], data[perm[p + 1]], data[perm[p + 2]], data[perm[p + 3]]
             s0, s1 = dense[indices[p]], dense[indices[p + 1]]
@@ -185,15 +229,23 @@ def _csr_matmul_permuted_rows(indptr, indices, perm, data, dense, out):
             p += 1
 
 
-def _sampled_matmul_rows(indptr, indices, left, right, zero, out):
-    # Four dot products per pass over the left row (one load of it feeds four
-    # multiply-adds); sums start from ``zero``, a scalar of the operands' dtype,
-    # so float32 stays float32 and vectorises 8 wide.
-    n_rows, k = left.shape
-    for r in numba.prange(n_rows):
+@numba.njit(cache=True, fastmath=True)
+def _sampled_range(indptr, indices, left, right, zero, out, row_sums, r0, r1):
+    # out[p] = left[r]·right[indices[p]]: four dot products per pass over the left
+    # row (one load of it feeds four multiply-adds); sums start from ``zero``, a
+    # scalar of the operands' dtype, so float32 stays float32 and vectorises 8 wide.
+    # ``row_sums`` (length n_rows, or 0: not wanted) gets Σ_b left[r, b], the bias
+    # gradient, from the same pass.
+    k = left.shape[1]
+    want_sums = len(row_sums) > 0
+    for r in range(r0, r1):
         row = left[r]
-        start, stop = indptr[r], indptr[r + 1]
-        p = start
+        if want_sums:
+            t = zero
+            for b in range(k):
+                t += row[b]
+            row_sums[r] = t
+        p, stop = indptr[r], indptr[r + 1]
         while p + 4 <= stop:
             c0, c1 = right[indices[p]], right[indices[p + 1]]
             c2, c3 = right[indices[p + 2]], right[indices[p + 3]]
@@ -215,16 +267,74 @@ def _sampled_matmul_rows(indptr, indices, left, right, zero, out):
             p += 1
 
 
+def _csr_matmul_rows(indptr, indices, data, bias, zero, dense, out, n_blocks):
+    n_rows = out.shape[0]
+    for c in numba.prange(n_blocks):
+        _forward_range(indptr, indices, data, bias, zero, dense, out,
+                       c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
+
+
+def _csr_matmul_permuted_rows(indptr, indices, perm, data, dense, out, n_blocks):
+    n_rows = out.shape[0]
+    for c in numba.prange(n_blocks):
+        _permuted_range(indptr, indices, perm, data, dense, out,
+                        c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
+
+
+def _sampled_matmul_rows(indptr, indices, left, right, zero, out, row_sums, n_blocks):
+    n_rows = left.shape[0]
+    for c in numba.prange(n_blocks):
+        _sampled_range(indptr, indices, left, right, zero, out, row_sums,
+                       c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
+
+
+def _backward_rows(indptr, indices, t_indptr, t_indices, perm, data, grad, x, zero,
+                   grad_data, grad_bias, dx, n_blocks):
+    # A layer's whole backward pass in one parallel region: block c does rows
+    # [c·n/B, (c+1)·n/B) of the weight gradient (and the bias gradient) and the
+    # same share of the rows of dx = Aᵀ·grad, so both products share one wake-up
+    # of the thread pool and every thread gets an equal part of each. dx with 0
+    # rows: no input gradient (the first layer of a net).
+    n_rows, n_cols = grad.shape[0], dx.shape[0]
+    for c in numba.prange(n_blocks):
+        _sampled_range(indptr, indices, grad, x, zero, grad_data, grad_bias,
+                       c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
+        _permuted_range(t_indptr, t_indices, perm, data, grad, dx, c * n_cols // n_blocks,
+                        (c + 1) * n_cols // n_blocks)
+
+
 _KERNELS = {}
 for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul_permuted_rows),
-                   ("sampled", _sampled_matmul_rows)):
+                   ("sampled", _sampled_matmul_rows), ("backward", _backward_rows)):
     _KERNELS[_name] = (numba.njit(cache=True, fastmath=True)(_fn),
                        numba.njit(cache=True, fastmath=True, parallel=True)(_fn))
 
 
+def min_parallel_work() -> int:
+    """Multiply-adds from which a call runs on the thread pool. Numba's OpenMP
+    pool wakes in a few µs; its ``workqueue`` pool (minidnn.configure_threads'
+    choice) takes about 0.1 ms, which only a call ten times larger pays for."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:          # no parallel kernel has run yet: the layer is not chosen
+        layer = None
+    return PARALLEL_MIN_WORK * (10 if layer == "workqueue" else 1)
+
+
 def _kernel(name, work):
+    """(kernel, n_blocks): the serial build with one block, or the parallel one
+    with a block per thread when ``work`` multiply-adds pay for the thread pool."""
     serial, parallel = _KERNELS[name]
-    return parallel if work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1 else serial
+    threads = numba.get_num_threads()
+    if threads > 1 and work >= min_parallel_work():
+        return parallel, threads
+    return serial, 1
+
+
+def _unsigned(a: np.ndarray) -> np.ndarray:
+    """The same index array as unsigned integers (a view): indexing with them skips
+    Numba's negative-index wrap-around."""
+    return a.view(np.uint32 if a.itemsize == 4 else np.uint64)
 
 
 def _operand(dense, rows: int, dtype, what: str, name: str = "dense") -> np.ndarray:
@@ -234,13 +344,23 @@ def _operand(dense, rows: int, dtype, what: str, name: str = "dense") -> np.ndar
     return np.ascontiguousarray(dense, dtype=dtype)
 
 
-def csr_matmul(indptr, indices, data, dense, n_cols: int, out=None):
-    """A · dense for A = csr(indptr, indices, data) of shape (n_rows, n_cols); dense
-    (n_cols, k) → (n_rows, k), in data's dtype."""
+def _indices(indptr, indices):
+    return (_unsigned(np.asarray(indptr, dtype=INDEX_DTYPE)),
+            _unsigned(np.asarray(indices, dtype=INDEX_DTYPE)))
+
+
+def csr_matmul(indptr, indices, data, dense, n_cols: int, out=None, bias=None):
+    """A · dense (+ bias[:, None]) for A = csr(indptr, indices, data) of shape
+    (n_rows, n_cols); dense (n_cols, k) → (n_rows, k), in data's dtype."""
     dense = _operand(dense, n_cols, data.dtype, "csr_matmul")
+    n_rows = len(indptr) - 1
     if out is None:
-        out = np.empty((len(indptr) - 1, dense.shape[1]), dtype=data.dtype)
-    _kernel("matmul", len(data) * dense.shape[1])(indptr, indices, data, dense, out)
+        out = np.empty((n_rows, dense.shape[1]), dtype=data.dtype)
+    bias = np.zeros(0, data.dtype) if bias is None else np.asarray(bias, dtype=data.dtype)
+    if len(bias) not in (0, n_rows):
+        raise ValueError(f"csr_matmul: bias has length {len(bias)}, expected {n_rows}")
+    kernel, blocks = _kernel("matmul", len(data) * dense.shape[1])
+    kernel(*_indices(indptr, indices), data, bias, data.dtype.type(0), dense, out, blocks)
     return out
 
 
@@ -251,14 +371,16 @@ def csr_matmul_transposed(transposed, data, dense, n_rows: int, out=None):
     dense = _operand(dense, n_rows, data.dtype, "csr_matmul_transposed")
     if out is None:
         out = np.empty((len(t_indptr) - 1, dense.shape[1]), dtype=data.dtype)
-    _kernel("matmul_permuted", len(data) * dense.shape[1])(t_indptr, t_indices, perm, data,
-                                                            dense, out)
+    kernel, blocks = _kernel("matmul_permuted", len(data) * dense.shape[1])
+    kernel(*_indices(t_indptr, t_indices), _unsigned(np.asarray(perm, dtype=INDEX_DTYPE)),
+           data, dense, out, blocks)
     return out
 
 
-def sampled_matmul(indptr, indices, left, right, n_cols: int, out=None):
+def sampled_matmul(indptr, indices, left, right, n_cols: int, out=None, row_sums=None):
     """(left · rightᵀ) at the pattern (indptr, indices) of an (n_rows, n_cols) matrix:
-    left (n_rows, k), right (n_cols, k) → (nnz,), in the order of ``indices``."""
+    left (n_rows, k), right (n_cols, k) → (nnz,), in the order of ``indices``.
+    ``row_sums`` (n_rows,), if given, receives left.sum(axis=1) from the same pass."""
     left = np.asarray(left)
     left = _operand(left, len(indptr) - 1, left.dtype, "sampled_matmul", "left")
     right = _operand(right, n_cols, left.dtype, "sampled_matmul", "right")
@@ -267,6 +389,49 @@ def sampled_matmul(indptr, indices, left, right, n_cols: int, out=None):
                          f"the same number of columns")
     if out is None:
         out = np.empty(len(indices), dtype=left.dtype)
-    _kernel("sampled", len(indices) * left.shape[1])(indptr, indices, left, right,
-                                                      left.dtype.type(0), out)
+    row_sums = np.zeros(0, left.dtype) if row_sums is None else row_sums
+    kernel, blocks = _kernel("sampled", len(indices) * left.shape[1])
+    kernel(*_indices(indptr, indices), left, right, left.dtype.type(0), out, row_sums, blocks)
     return out
+
+
+def csr_backward(indptr, indices, transposed, data, grad, x, input_grad: bool = True):
+    """A sparse layer's backward pass in one call (one wake-up of the thread pool).
+
+    For A = csr(indptr, indices, data) of shape (n_rows, n_cols), ``transposed`` =
+    csr_transpose_structure(indptr, indices, n_cols), grad (n_rows, k) and x
+    (n_cols, k), both feature-major: returns (grad_data, grad_bias, dx) with
+
+        grad_data = (grad · xᵀ) sampled at A's pattern     (nnz,)
+        grad_bias = grad.sum(axis=1)                        (n_rows,)
+        dx        = Aᵀ · grad                               (n_cols, k), or None
+
+    (``input_grad=False``: no dx, as for a net's first layer). The twin is
+    ``csr_backward_numpy``."""
+    n_rows, n_cols = len(indptr) - 1, len(transposed[0]) - 1
+    grad = _operand(grad, n_rows, data.dtype, "csr_backward", "grad")
+    x = _operand(x, n_cols, data.dtype, "csr_backward", "x")
+    if grad.shape[1] != x.shape[1]:
+        raise ValueError(f"csr_backward: grad {grad.shape} and x {x.shape} must have the same "
+                         f"number of columns")
+    k = grad.shape[1]
+    grad_data = np.empty(len(data), dtype=data.dtype)
+    grad_bias = np.empty(n_rows, dtype=data.dtype)
+    dx = np.empty((n_cols if input_grad else 0, k), dtype=data.dtype)
+    t_indptr, t_indices, perm = transposed
+    kernel, blocks = _kernel("backward", len(data) * k * (2 if input_grad else 1))
+    kernel(*_indices(indptr, indices), *_indices(t_indptr, t_indices),
+           _unsigned(np.asarray(perm, dtype=INDEX_DTYPE)), data, grad, x, data.dtype.type(0),
+           grad_data, grad_bias, dx, blocks)
+    return grad_data, grad_bias, (dx if input_grad else None)
+
+
+def transpose(a: np.ndarray, dtype=None) -> np.ndarray:
+    """aᵀ as a C-contiguous array of ``dtype`` (default a's): the kernels' layout.
+    A Fortran-ordered ``a`` (the output of a sparse layer, or a gradient computed
+    from one) transposes for free, as a view; otherwise NumPy's strided copy
+    (about as fast as a Numba loop here: 100×784 float32 in ~30 µs)."""
+    a = np.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"transpose expects a 2-D array, got shape {a.shape}")
+    return np.ascontiguousarray(a.T, dtype=a.dtype if dtype is None else dtype)
