@@ -173,3 +173,15 @@ def test_discretize_with_the_mse_gain_rule_sets_each_layers_gain_and_clips():
         discretize(float_model, "2^0", gain="mean")
     with pytest.raises(ValueError, match="gain"):
         DiscreteDense.from_float(np.ones((3, 2)), gain=-1.0)
+
+
+def test_cli_grid_gain_mse_gives_smaller_gains_than_the_papers_max(tmp_path):
+    from minidnn.cli import main
+    gains = {}
+    for rule in ("max", "mse"):
+        out = tmp_path / f"{rule}.h5"
+        assert main(["train", "--quiet", "--epochs", "1", "--arch", "mlp:784-16-10:sigmoid",
+                     "--seed", "3", "--momentum", "0", "--grid-step", "2^0",
+                     "--grid-gain", rule, "--out", str(out)]) == 0
+        gains[rule] = [l.gain for l in md.load(out).layers if isinstance(l, DiscreteDense)]
+    assert all(0 < m < x for m, x in zip(gains["mse"], gains["max"]))

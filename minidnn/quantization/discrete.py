@@ -34,7 +34,9 @@ layer's rounding mode (randomized: the distribution it was trained under).
 
 ``discretize(model, grid, …)`` turns any trained float model (``Dense``
 layers) or pretrained stack (DBN, stacked autoencoders) into a discrete one,
-layer names kept.
+layer names kept; ``gain="mse"`` replaces the paper's g = max|W| by the gain
+that minimises the expected randomized-rounding error (``rounding_error_gain``;
+for ternary nets from a DBN about a tenth of max|W|, see its docstring).
 
 Model files store the codes packed at ``grid.bits`` bits per weight (2 for
 ternary) as ``params/codes_packed``, and the gain and step as buffers; a
@@ -561,6 +563,10 @@ def add_train_options(parser) -> None:
                             "no float copy), 'nearest' (deterministic control) or 'shadow' "
                             "(BinaryConnect: float shadow weights, randomized rounding in the "
                             "forward pass, exported rounded to nearest). Default: %(default)s")
+    group.add_argument("--grid-gain", choices=GAIN_RULES, default="max",
+                       help="with --grid-step: per-layer gain rule, 'max' (the paper: max|W|) "
+                            "or 'mse' (the gain minimising the expected randomized-rounding "
+                            "error; weights beyond it clipped). Default: %(default)s")
 
 
 def model_from_args(args, model: Sequential, log=print) -> Sequential:
@@ -573,8 +579,9 @@ def model_from_args(args, model: Sequential, log=print) -> Sequential:
         log(f"note: momentum {args.momentum} keeps a float velocity per weight; the paper's "
             f"memory-saving mode uses --momentum 0")
     model = discretize(model, grid, rounding="randomized" if shadow else args.rounding,
-                       shadow=shadow, rng=args.seed)
-    log(f"discretised onto {grid!r} ({grid.bits} bits/weight), rounding {args.rounding}")
+                       shadow=shadow, rng=args.seed, gain=getattr(args, "grid_gain", "max"))
+    log(f"discretised onto {grid!r} ({grid.bits} bits/weight), rounding {args.rounding}, "
+        f"gain {getattr(args, 'grid_gain', 'max')}")
     return model
 
 
