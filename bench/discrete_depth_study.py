@@ -369,7 +369,7 @@ def plot(table, out):
 
 PROTOCOLS_NOTE = """
 Protocols beside the first (2 epochs): each tag's settings are in its JSON files
-and in run_study.sh. Cell: test error (%) at the epoch of lowest validation error,
+and in run_long.sh. Cell: test error (%) at the epoch of lowest validation error,
 mean ± sample std over seeds (n); [e: mean selected epoch; nz: nonzero codes of
 the hidden layers at that epoch, %].
 """
@@ -417,17 +417,20 @@ def plot_protocols(results, first_table, out):
         if pts:
             ax.errorbar([d for d, _ in pts], [t["mean"] for _, t in pts],
                         yerr=[t["std"] for _, t in pts], capsize=3, marker="o", label=label, **kw)
-    groups = {}
+    groups, first_of = {}, {}
     for r in results:
-        groups.setdefault((r["protocol"], r["variant"], r["step"]), {}).setdefault(
-            r["depth"], []).append(100 * r["test_error"])
+        key = (r["protocol"], r["variant"], r["step"])
+        groups.setdefault(key, {}).setdefault(r["depth"], []).append(100 * r["test_error"])
+        first_of.setdefault(key, r)
     for (protocol, variant, step), by_depth in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        r0 = first_of[(protocol, variant, step)]
         ds = sorted(by_depth)
         means = [np.mean(by_depth[d]) for d in ds]
         stds = [np.std(by_depth[d], ddof=1) if len(by_depth[d]) > 1 else 0.0 for d in ds]
         name = "ternary" if step == "2^0" else (f"Δ = {tex(step)}" if step else "float32")
         ax.errorbar(ds, means, yerr=stds, capsize=3, marker="s",
-                    label=f"{name}, {variant}, protocol {protocol}")
+                    label=f"{name}, {protocol}: gain {r0.get('gain_rule')}, lr {r0['lr']}, "
+                          f"{r0['finetune_epochs']} epochs (n = {max(len(v) for v in by_depth.values())})")
     ax.set_xlabel("layers (counting input and output)")
     ax.set_ylabel("test error (%)")
     ax.set_yscale("log")
