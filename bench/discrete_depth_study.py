@@ -17,7 +17,16 @@ these variants:
 
 Each epoch the validation and test errors are recorded; the reported test
 error is the one at the epoch of lowest *validation* error (selection on
-validation only; the test error of the last epoch is kept too).
+validation only; the test error of the last epoch is kept too), with the
+fraction of nonzero codes per layer (how far randomized rounding has spread
+the codes).
+
+Protocols: ``--protocol TAG`` appends ``_TAG`` to every point's name, so a
+longer or otherwise changed schedule is run beside the earlier results, never
+over them; ``--gain`` picks the per-layer gain rule of the conversion
+(``max``: the paper's max|W|; ``mse``: the gain minimising the expected
+squared rounding error, ``minidnn.quantization.discrete.rounding_error_gain``).
+The tags used are listed in bench/results/discrete_depth/run_study.sh.
 
 Resumable: every finished point is one JSON file in --out
 (``<variant>_L<depth>_<step>_s<seed>.json``) and is never recomputed; several
@@ -63,6 +72,10 @@ def parse_args():
     p.add_argument("--lr", type=float, default=0.5, help="learning rate of the discrete variants")
     p.add_argument("--lr-float", type=float, default=2.0, help="learning rate of the float baseline")
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--gain", choices=["max", "mse"], default="max",
+                   help="per-layer gain rule of the conversion (the paper: max)")
+    p.add_argument("--protocol", default="",
+                   help="tag appended to the point names (a new protocol beside the old results)")
     p.add_argument("--dbn-dir", default="/work/artifacts/issue9",
                    help="where the pretrained DBNs are kept (large; not committed)")
     p.add_argument("--out", default=OUT)
@@ -73,8 +86,9 @@ def parse_args():
     return p.parse_args()
 
 
-def point_name(variant, depth, step, seed):
-    return f"{variant}_L{depth}_{'float' if step is None else step.replace('^', '')}_s{seed}"
+def point_name(variant, depth, step, seed, protocol=""):
+    name = f"{variant}_L{depth}_{'float' if step is None else step.replace('^', '')}_s{seed}"
+    return f"{name}_{protocol}" if protocol else name
 
 
 def points(args):
@@ -120,7 +134,7 @@ def pretrained_dbn(args, seed, x_train):
 
 # -- one point -----------------------------------------------------------------------------------
 
-def build_model(variant, depth, step, seed, dbn):
+def build_model(variant, depth, step, seed, dbn, gain="max"):
     from minidnn.pretraining import GreedyStack
     from minidnn.quantization import discretize
     prefix = GreedyStack.from_units(dbn.units[:depth - 2])
@@ -128,20 +142,20 @@ def build_model(variant, depth, step, seed, dbn):
     if variant == "float":
         return model
     return discretize(model, step, rounding="nearest" if variant == "nearest" else "randomized",
-                      shadow=variant == "shadow", rng=seed, inference="float")
+                      shadow=variant == "shadow", rng=seed, inference="float", gain=gain)
 
 
 def run_point(args, variant, depth, step, seed, splits, dbn):
     from minidnn import SGD, evaluate, fit
     from minidnn.quantization import export_discrete, weight_storage_bytes
 
-    model = build_model(variant, depth, step, seed, dbn)
+    model = build_model(variant, depth, step, seed, dbn, args.gain)
     train = (splits.train.flatten(), splits.train.y)
     val = (splits.val.flatten(), splits.val.y)
     test = (splits.test.flatten(), splits.test.y)
     lr = args.lr_float if variant == "float" else args.lr
     optimizer = SGD(lr)
-    label = point_name(variant, depth, step, seed)
+    label = point_name(variant, depth, step, seed, args.protocol)
     records = []
     t0 = time.perf_counter()
     before = {"val_error": 1 - evaluate(model, val)["accuracy"],
@@ -157,7 +171,9 @@ def run_point(args, variant, depth, step, seed, splits, dbn):
         shipped = export_discrete(model, inference="float") if variant == "shadow" else model
         rec = {"epoch": epoch + 1, "seconds": seconds,
                "val_error": 1 - evaluate(shipped, val)["accuracy"],
-               "test_error": 1 - evaluate(shipped, test)["accuracy"]}
+               "test_error": 1 - evaluate(shipped, test)["accuracy"],
+               "nonzero_codes": [float(np.count_nonzero(l.params["codes"])) / l.params["codes"].size
+                                 for l in shipped.layers if "codes" in l.params]}
         records.append(rec)
         print(f"[{label}] epoch {epoch + 1}/{args.finetune_epochs} val {100 * rec['val_error']:.2f}% "
               f"test {100 * rec['test_error']:.2f}% ({seconds:.1f}s)", flush=True)
@@ -173,7 +189,9 @@ def run_point(args, variant, depth, step, seed, splits, dbn):
         for l in shipped.layers if "codes" in l.params)
     return {"variant": variant, "depth": depth, "layers": [784] + [300] * (depth - 2) + [10],
             "step": step, "seed": seed, "finetune_epochs": args.finetune_epochs, "lr": lr,
-            "batch_size": args.batch_size, "momentum": 0.0,
+            "batch_size": args.batch_size, "momentum": 0.0, "protocol": args.protocol,
+            "gain_rule": None if variant == "float" else args.gain,
+            "gains": [l.gain for l in shipped.layers if "codes" in l.params],
             "pretrain_epochs_per_rbm": args.pretrain_epochs,
             "selected_epoch": best["epoch"], "val_error": best["val_error"],
             "test_error": best["test_error"], "last_test_error": records[-1]["test_error"],
@@ -207,17 +225,17 @@ def run(args):
     from minidnn.data import load
     os.makedirs(args.out, exist_ok=True)
     todo = [p for p in points(args)
-            if not os.path.exists(os.path.join(args.out, point_name(*p) + ".json"))]
+            if not os.path.exists(os.path.join(args.out, point_name(*p, args.protocol) + ".json"))]
     print(f"{len(todo)} points to do", flush=True)
     if args.dry_run:
         for p in todo:
-            print("  ", point_name(*p))
+            print("  ", point_name(*p, args.protocol))
         return
     splits = load("mnist")
     dbns = {}
     for p in todo:
         variant, depth, step, seed = p
-        path = os.path.join(args.out, point_name(*p) + ".json")
+        path = os.path.join(args.out, point_name(*p, args.protocol) + ".json")
         if os.path.exists(path) or not claim(path):
             continue
         try:
@@ -349,14 +367,97 @@ def plot(table, out):
     plt.close(fig)
 
 
+PROTOCOLS_NOTE = """
+Protocols beside the first (2 epochs): each tag's settings are in its JSON files
+and in run_long.sh. Cell: test error (%) at the epoch of lowest validation error,
+mean ± sample std over seeds (n); [e: mean selected epoch; nz: nonzero codes of
+the hidden layers at that epoch, %].
+"""
+
+
+def protocol_table(results, out):
+    """Markdown table of the tagged protocols (appended to table.md)."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["protocol"], r["variant"], r["step"], r["depth"]), []).append(r)
+    rows_keys = sorted({k[:3] for k in groups}, key=lambda k: (k[0], k[1], str(k[2])))
+    depths = sorted({k[3] for k in groups})
+    lines = ["| protocol | variant | Δ | gain | lr | epochs | " + " | ".join(f"L={d}" for d in depths) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(depths)]
+    for key in rows_keys:
+        cells = []
+        any_r = next(rs for k, rs in groups.items() if k[:3] == key)[0]
+        for d in depths:
+            rs = groups.get((*key, d))
+            if not rs:
+                cells.append("–")
+                continue
+            errs = np.array([r["test_error"] for r in rs]) * 100
+            sel = [next(e for e in r["epochs"] if e["epoch"] == r["selected_epoch"]) for r in rs]
+            nz = [100 * np.mean(e["nonzero_codes"][:-1]) for e in sel if e.get("nonzero_codes")]
+            spread = f" ± {errs.std(ddof=1):.2f}" if len(errs) > 1 else ""
+            cells.append(f"{errs.mean():.2f}{spread} (n={len(errs)}) "
+                         f"[e {np.mean([r['selected_epoch'] for r in rs]):.0f}"
+                         + (f"; nz {np.mean(nz):.0f}" if nz else "") + "]")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2] or 'float32'} | {any_r.get('gain_rule') or '–'} | "
+                     f"{any_r['lr']} | {any_r['finetune_epochs']} | " + " | ".join(cells) + " |")
+    return PROTOCOLS_NOTE + "\n" + "\n".join(lines) + "\n"
+
+
+def plot_protocols(results, first_table, out):
+    """ternary_protocols_vs_depth.png: ternary test error vs depth, one curve per protocol."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for variant, step, label, kw in (("rr", "2^0", "ternary, 2 epochs (first protocol)", {}),
+                                     ("float", None, "float32, 2 epochs", {"color": "black",
+                                                                          "linestyle": "--"})):
+        pts = [(d, first_table[(variant, step, d)]) for d in DEPTHS if (variant, step, d) in first_table]
+        if pts:
+            ax.errorbar([d for d, _ in pts], [t["mean"] for _, t in pts],
+                        yerr=[t["std"] for _, t in pts], capsize=3, marker="o", label=label, **kw)
+    groups, first_of = {}, {}
+    for r in results:
+        key = (r["protocol"], r["variant"], r["step"])
+        groups.setdefault(key, {}).setdefault(r["depth"], []).append(100 * r["test_error"])
+        first_of.setdefault(key, r)
+    for (protocol, variant, step), by_depth in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        r0 = first_of[(protocol, variant, step)]
+        ds = sorted(by_depth)
+        means = [np.mean(by_depth[d]) for d in ds]
+        stds = [np.std(by_depth[d], ddof=1) if len(by_depth[d]) > 1 else 0.0 for d in ds]
+        name = "ternary" if step == "2^0" else (f"Δ = {tex(step)}" if step else "float32")
+        ax.errorbar(ds, means, yerr=stds, capsize=3, marker="s",
+                    label=f"{name}, {protocol}: gain {r0.get('gain_rule')}, lr {r0['lr']}, "
+                          f"{r0['finetune_epochs']} epochs (n = {max(len(v) for v in by_depth.values())})")
+    ax.set_xlabel("layers (counting input and output)")
+    ax.set_ylabel("test error (%)")
+    ax.set_yscale("log")
+    ax.set_title("Ternary (Δ = $2^0$): fine-tuning protocols and gain rules")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "ternary_protocols_vs_depth.png"), dpi=120)
+    plt.close(fig)
+
+
 def main():
     args = parse_args()
     if not args.plot:
         run(args)
     results = load_results(args.out)
-    if results:
-        table = summarise(results)
-        print(write_table(table, args.out))
+    first = [r for r in results if not r.get("protocol")]
+    tagged = [r for r in results if r.get("protocol")]
+    if first:
+        table = summarise(first)
+        text = write_table(table, args.out)
+        if tagged:
+            text += protocol_table(tagged, args.out)
+            with open(os.path.join(args.out, "table.md"), "w") as f:
+                f.write(text)
+            plot_protocols(tagged, table, args.out)
+        print(text)
         plot(table, args.out)
         print(f"figures in {args.out}")
 

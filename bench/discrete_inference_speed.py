@@ -3,8 +3,14 @@
 The model is the paper's 6-layer net 784-300-300-300-300-10 (sigmoid) with
 ternary weights (Δ = 2^0). Three forwards of the *same* weights are timed:
 
-* ``ternary``: minidnn ``DiscreteDense`` with ``inference="kernel"``: the
-  ternary add/subtract kernel over the nonzero codes, one scale g·Δ per output;
+* ``ternary``: ``minidnn.quantization.FusedTernaryNet``: the whole net in one
+  kernel call (``minidnn.kernels.ternary_net``): additions and subtractions
+  selected by the codes, one scale g·Δ per output; at batch < 8 one sample at
+  a time over int8 code rows (zero inputs skipped), from batch 8 on
+  batch-inner (features × batch, each ±1 index adds a whole row);
+* ``ternary_layers``: the per-layer reference path, ``DiscreteDense`` with
+  ``inference="kernel"`` (the ``quantized_matmul`` add/subtract kernel) and
+  separate ``Sigmoid`` layers;
 * ``float32``: minidnn ``Dense`` layers holding W = g·c·Δ as float32 (BLAS);
 * ``torch``: ``torch.nn.Linear`` float32 with the same W, under ``no_grad``.
 
@@ -44,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 SIZES = [784, 300, 300, 300, 300, 10]
-IMPLS = ("ternary", "float32", "torch")
+IMPLS = ("ternary", "ternary_layers", "float32", "torch")
 
 
 def parse_args():
@@ -128,9 +134,15 @@ def worker(args) -> dict:
         model = ternary_model(args.model)
         if args.worker == "float32":
             model = float_twin(model)
+        if args.worker == "ternary":
+            from minidnn.quantization import FusedTernaryNet
+            net = FusedTernaryNet.from_model(model)
 
-        def forward():
-            return model.forward(x, training=False)
+            def forward():
+                return net.forward(x)
+        else:
+            def forward():
+                return model.forward(x, training=False)
     for _ in range(20):
         out = forward()
     calls = max(10, args.calls // max(1, args.batch // 10))
@@ -212,7 +224,7 @@ def main():
         agreement = {}
         for batch in args.batches:
             ref = np.load(os.path.join(workdir, f"out_float32_{batch}.npy"))
-            for impl in ("ternary", "torch"):
+            for impl in ("ternary", "ternary_layers", "torch"):
                 path = os.path.join(workdir, f"out_{impl}_{batch}.npy")
                 if os.path.exists(path):
                     agreement[f"{impl}@{batch}"] = float(np.abs(np.load(path) - ref).max())

@@ -1,0 +1,363 @@
+"""The whole forward pass of a ternary net in one kernel call (technique 1's inference path).
+
+A ternary net (every weight matrix on the grid Δ = 2^0, codes c ∈ {−1, 0, 1})
+computes, layer by layer,
+
+    h_{l+1} = f_l(s_l · (h_l c_l) + b_l),      s_l = g_l·Δ,   f_l ∈ {σ, ReLU, identity}
+
+``minidnn.quantization.discrete.DiscreteDense`` runs this one layer at a time
+from Python (the reference path); at batch 1 that per-layer overhead (input
+checks, an array allocation and a kernel dispatch per layer, a separate
+activation layer) costs more than the arithmetic. Here the whole net is one
+call, and the products use no multiplications: each term is an addition or a
+subtraction of an input, and the scale s_l is applied once per output.
+
+Two layouts, each its own kernel:
+
+* **rows** (small batches, ``ternary_net_rows_kernel``): one sample at a time;
+  for each input i with h_i ≠ 0 (zero inputs, e.g. MNIST's background, are
+  skipped), the int8 code row c_i (1 byte a weight, a quarter of float32)
+  selects +h_i, −h_i or 0 for every output, and the selects vectorise across
+  the outputs.
+* **columns** (batches ≥ ``COLUMNS_FROM_BATCH``, ``ternary_net_columns_kernel``):
+  activations are kept transposed, features × batch, for the whole net; each
+  output j adds the rows h[i, :] of its +1 inputs and subtracts those of its
+  −1 inputs (``TernaryPlan``-style index lists, nonzero codes only), four rows
+  a pass so the accumulator row is loaded and stored once per four adds.
+
+The sigmoid inside the kernels is ``sigmoid_poly``: exp by range reduction
+and a degree-6 polynomial (Cephes ``expf``; Moshier, 1989), with 2^n built
+from its bits, so the loop vectorises (a libm ``exp`` per element would cost
+more than the product). Its relative error against the correctly rounded
+sigmoid is below 4·10⁻⁷ (a few float32 ulp); ``sigmoid_poly_numpy`` is its
+twin, bit for bit.
+
+NumPy twin of the whole pass: ``ternary_net_forward_numpy``, the float
+simulation of the same codes, s_l·(h_l @ c_l.astype(float32)) + b_l, then
+f_l (with ``sigmoid_poly_numpy``). The kernels add the same terms in another
+order, so per layer they agree with it to float rounding,
+|Δz| ≤ 2·n_in·ε·s·Σ_i|h_i c_i| (ε = 2⁻²⁴), bit for bit when every partial
+sum is exact (dyadic inputs, identity activations), which the tests check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+IDENTITY, SIGMOID, RELU = 0, 1, 2
+ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
+
+#: from this batch size on, ``ternary_net_forward`` uses the batch-inner (columns) kernel
+COLUMNS_FROM_BATCH = 8
+
+_F = np.float32
+# Cephes expf: exp(t) = 2^n · p(r), n = round(t·log2 e), r = t − n·ln 2 (ln 2 split in two)
+_LOG2E, _LN2_HI, _LN2_LO = _F(1.44269504088896341), _F(0.693359375), _F(-2.12194440e-4)
+_P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
+_P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
+_ROUND = _F(12582912.0)      # 1.5·2^23: (v + R) − R rounds v to an integer (|v| < 2^22)
+_T_MIN = _F(-87.0)           # exp(−87) ≈ 1.6·10⁻³⁸ is still a normal float32
+
+
+# -- the sigmoid: twin and kernel ---------------------------------------------------------
+
+def sigmoid_poly_numpy(z: np.ndarray) -> np.ndarray:
+    """σ(z) in float32 through the Cephes exp polynomial (the kernels' sigmoid, bit for bit).
+
+    e = exp(−|z|) ∈ (0, 1]; σ = 1/(1 + e) for z ≥ 0, e/(1 + e) otherwise."""
+    z = np.asarray(z, dtype=np.float32)
+    t = np.maximum(-np.abs(z), _T_MIN)
+    n = (t * _LOG2E + _ROUND) - _ROUND
+    r = (t - n * _LN2_HI) - n * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    e = (p * (r * r) + r) + _F(1)
+    e *= ((n.astype(np.int32) + 127) << 23).view(np.float32)      # · 2^n
+    one_plus = _F(1) + e
+    return np.where(z >= 0, _F(1) / one_plus, e / one_plus).astype(np.float32)
+
+
+@numba.njit(cache=True, inline="always")
+def _sigmoid_poly_inplace(z, bits):
+    """z ← σ(z) for a contiguous float32 array, ``bits`` an int32 scratch of z's size.
+    Two passes, each a plain loop that vectorises: the polynomial, then 2^n and σ."""
+    ef = bits.view(np.float32)   # not used as floats before pass 2 writes them
+    n_el = z.size
+    for k in range(n_el):
+        t = -abs(z[k])
+        if t < _T_MIN:
+            t = _T_MIN
+        n = (t * _LOG2E + _ROUND) - _ROUND
+        r = (t - n * _LN2_HI) - n * _LN2_LO
+        p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+        e = (p * (r * r) + r) + np.float32(1)
+        bits[k] = (np.int32(n) + np.int32(127)) << np.int32(23)
+        z[k] = -e if z[k] < 0 else e       # keep the sign of z for pass 2
+    for k in range(n_el):
+        v = z[k]
+        e = abs(v) * ef[k]
+        one_plus = np.float32(1) + e
+        z[k] = np.float32(1) / one_plus if v >= 0 else e / one_plus
+
+
+@numba.njit(cache=True)
+def sigmoid_poly_kernel(z, bits):
+    """In place: z ← σ(z) (flat float32), through ``_sigmoid_poly_inplace``."""
+    _sigmoid_poly_inplace(z, bits)
+
+
+@numba.njit(cache=True, inline="always")
+def _activate(z, bits, act):
+    if act == SIGMOID:
+        _sigmoid_poly_inplace(z, bits)
+    elif act == RELU:
+        for k in range(z.size):
+            if not z[k] > 0:      # NaN passes unchanged, as np.maximum
+                z[k] = z[k] if z[k] != z[k] else np.float32(0)
+
+
+def _activate_numpy(z, act):
+    if act == SIGMOID:
+        return sigmoid_poly_numpy(z)
+    if act == RELU:
+        return np.maximum(z, np.float32(0))
+    return z
+
+
+# -- the plan: every layer's arrays, concatenated --------------------------------------------
+
+@dataclass
+class TernaryNetPlan:
+    """A ternary net as flat arrays for the kernels.
+
+    ``sizes`` = [n_0, …, n_L]; layer l's codes (n_l, n_{l+1}) int8, row-major, are
+    ``codes[code_ptr[l]:code_ptr[l+1]]``; its scale ``scales[l]`` = g·Δ, bias
+    ``bias[bias_ptr[l]:bias_ptr[l+1]]``, activation ``acts[l]`` (IDENTITY, SIGMOID,
+    RELU). For the columns kernel, output j of layer l has its +1 inputs at
+    ``plus_index[plus_ptr[out_ptr[l] + j] : plus_ptr[out_ptr[l] + j + 1]]`` (and
+    likewise ``minus_*``), index lists ascending."""
+
+    sizes: np.ndarray
+    codes: np.ndarray
+    code_ptr: np.ndarray
+    scales: np.ndarray
+    bias: np.ndarray
+    bias_ptr: np.ndarray
+    acts: np.ndarray
+    out_ptr: np.ndarray
+    plus_ptr: np.ndarray
+    plus_index: np.ndarray
+    minus_ptr: np.ndarray
+    minus_index: np.ndarray
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.scales)
+
+    @property
+    def width(self) -> int:
+        return int(self.sizes.max())
+
+    def layer_codes(self, l: int) -> np.ndarray:
+        return self.codes[self.code_ptr[l]:self.code_ptr[l + 1]].reshape(
+            int(self.sizes[l]), int(self.sizes[l + 1]))
+
+    def layer_bias(self, l: int) -> np.ndarray:
+        return self.bias[self.bias_ptr[l]:self.bias_ptr[l + 1]]
+
+
+def ternary_net_plan(layers) -> TernaryNetPlan:
+    """The plan of ``layers``: a list of (codes (in, out) in {−1, 0, 1}, scale, bias or
+    None, activation name), each layer's ``in`` equal to the previous ``out``."""
+    if not layers:
+        raise ValueError("a ternary net needs at least one layer")
+    sizes = [int(np.shape(layers[0][0])[0])]
+    codes, scales, biases, acts, plus, minus = [], [], [], [], [], []
+    for l, (c, scale, b, act) in enumerate(layers):
+        c = np.asarray(c)
+        if c.ndim != 2 or c.shape[0] != sizes[-1]:
+            raise ValueError(f"layer {l}: codes of shape {c.shape} do not follow a layer of "
+                             f"{sizes[-1]} outputs")
+        if c.size and (c.min() < -1 or c.max() > 1):
+            raise ValueError(f"layer {l}: ternary codes must be -1, 0 or 1, got values in "
+                             f"[{c.min()}, {c.max()}]")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"layer {l}: activation must be one of {sorted(ACTIVATIONS)}, "
+                             f"got {act!r}")
+        if not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"layer {l}: scale g·Δ must be a finite number > 0, got {scale}")
+        n_out = c.shape[1]
+        b = np.zeros(n_out, np.float32) if b is None else np.asarray(b, np.float32).reshape(-1)
+        if b.shape != (n_out,):
+            raise ValueError(f"layer {l}: bias of shape {b.shape}, expected ({n_out},)")
+        sizes.append(n_out)
+        codes.append(np.ascontiguousarray(c, dtype=np.int8).ravel())
+        scales.append(scale)
+        biases.append(b)
+        acts.append(ACTIVATIONS[act])
+        for sign, store in ((1, plus), (-1, minus)):
+            cols, rows = np.nonzero(c.T == sign)       # grouped by output j, rows ascending
+            store.append((np.bincount(cols, minlength=n_out), rows))
+    index_dtype = np.uint16 if max(sizes) <= np.iinfo(np.uint16).max else np.uint32
+
+    def ptr(parts):
+        out = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in parts], out=out[1:])
+        return out
+
+    def lists(store):
+        counts = np.concatenate([cnt for cnt, _ in store])
+        p = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=p[1:])
+        return p, np.concatenate([rows for _, rows in store]).astype(index_dtype)
+
+    plus_ptr, plus_index = lists(plus)
+    minus_ptr, minus_index = lists(minus)
+    return TernaryNetPlan(
+        sizes=np.array(sizes, dtype=np.int64), codes=np.concatenate(codes),
+        code_ptr=ptr(codes), scales=np.array(scales, dtype=np.float32),
+        bias=np.concatenate(biases), bias_ptr=ptr(biases), acts=np.array(acts, dtype=np.int64),
+        out_ptr=np.concatenate([[0], np.cumsum(sizes[1:])]).astype(np.int64),
+        plus_ptr=plus_ptr, plus_index=plus_index, minus_ptr=minus_ptr, minus_index=minus_index)
+
+
+# -- the twin --------------------------------------------------------------------------------
+
+def ternary_net_forward_numpy(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
+    """The float simulation, layer by layer: f_l(s_l·(h @ c_l) + b_l), float32 throughout."""
+    h = np.asarray(x, dtype=np.float32)
+    for l in range(plan.n_layers):
+        z = h @ plan.layer_codes(l).astype(np.float32)
+        z *= plan.scales[l]
+        z += plan.layer_bias(l)
+        h = _activate_numpy(z, plan.acts[l])
+    return h
+
+
+# -- the kernels -----------------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def ternary_net_rows_kernel(x, sizes, codes, code_ptr, scales, bias, bias_ptr, acts, out):
+    """out[b] = the net's output for sample x[b], one sample at a time (small batches).
+
+    Per layer: acc_j = Σ_{i: h_i ≠ 0} sel(c_ij, h_i) with sel(1, v) = v, sel(−1, v) = −v,
+    sel(0, v) = 0 (a select, no multiplication), then z_j = s·acc_j + b_j, f(z)."""
+    batch = x.shape[0]
+    n_layers = scales.shape[0]
+    width = 0
+    for l in range(n_layers + 1):
+        width = max(width, sizes[l])
+    h = np.empty(width, dtype=np.float32)
+    acc = np.empty(width, dtype=np.float32)
+    bits = np.empty(width, dtype=np.int32)
+    zero = np.float32(0)
+    for b in range(batch):
+        n_in = sizes[0]
+        for i in range(n_in):
+            h[i] = x[b, i]
+        for l in range(n_layers):
+            n_in, n_out = sizes[l], sizes[l + 1]
+            base = code_ptr[l]
+            for j in range(n_out):
+                acc[j] = zero
+            for i in range(n_in):
+                hi = h[i]
+                if hi == zero:
+                    continue
+                neg = -hi
+                row = codes[base + i * n_out: base + (i + 1) * n_out]
+                for j in range(n_out):
+                    c = row[j]
+                    acc[j] += hi if c > 0 else (neg if c < 0 else zero)
+            s = scales[l]
+            bb = bias_ptr[l]
+            for j in range(n_out):
+                acc[j] = acc[j] * s + bias[bb + j]
+            _activate(acc[:n_out], bits[:n_out], acts[l])
+            for j in range(n_out):
+                h[j] = acc[j]
+        for j in range(sizes[n_layers]):
+            out[b, j] = h[j]
+
+
+@numba.njit(cache=True, inline="always")
+def _add_rows(acc, h_t, index, start, stop, sign):
+    """acc[:] += sign · Σ_p h_t[index[p], :], four rows a pass (one acc load/store per four)."""
+    batch = acc.shape[0]
+    p = start
+    while p + 4 <= stop:
+        r0, r1 = h_t[index[p]], h_t[index[p + 1]]
+        r2, r3 = h_t[index[p + 2]], h_t[index[p + 3]]
+        if sign > 0:
+            for k in range(batch):
+                acc[k] += (r0[k] + r1[k]) + (r2[k] + r3[k])
+        else:
+            for k in range(batch):
+                acc[k] -= (r0[k] + r1[k]) + (r2[k] + r3[k])
+        p += 4
+    while p < stop:
+        r0 = h_t[index[p]]
+        if sign > 0:
+            for k in range(batch):
+                acc[k] += r0[k]
+        else:
+            for k in range(batch):
+                acc[k] -= r0[k]
+        p += 1
+
+
+@numba.njit(cache=True)
+def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
+                               plus_ptr, plus_index, minus_ptr, minus_index, out):
+    """The same net on a batch kept transposed (features × batch) from the first layer
+    to the last: output j of a layer is a sum of whole rows h[i, :] (length batch)."""
+    batch = x.shape[0]
+    n_layers = scales.shape[0]
+    width = 0
+    for l in range(n_layers + 1):
+        width = max(width, sizes[l])
+    h_t = np.empty((width, batch), dtype=np.float32)
+    z_t = np.empty((width, batch), dtype=np.float32)
+    bits = np.empty(width * batch, dtype=np.int32)
+    for i in range(sizes[0]):            # transpose the input once
+        for b in range(batch):
+            h_t[i, b] = x[b, i]
+    for l in range(n_layers):
+        n_out = sizes[l + 1]
+        s = scales[l]
+        for j in range(n_out):
+            acc = z_t[j]
+            acc[:] = 0
+            q = out_ptr[l] + j
+            _add_rows(acc, h_t, plus_index, plus_ptr[q], plus_ptr[q + 1], 1)
+            _add_rows(acc, h_t, minus_index, minus_ptr[q], minus_ptr[q + 1], -1)
+            bj = bias[bias_ptr[l] + j]
+            for b in range(batch):
+                acc[b] = acc[b] * s + bj
+        flat = z_t[:n_out].reshape(n_out * batch)
+        _activate(flat, bits[:n_out * batch], acts[l])
+        h_t, z_t = z_t, h_t
+    for b in range(batch):
+        for j in range(sizes[n_layers]):
+            out[b, j] = h_t[j, b]
+
+
+# -- public ------------------------------------------------------------------------------------
+
+def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
+    """The net's output for x (batch, n_0) → (batch, n_L) float32, in one kernel call."""
+    x = np.asarray(x)
+    n0 = int(plan.sizes[0])
+    if x.ndim != 2 or x.shape[1] != n0:
+        raise ValueError(f"ternary_net_forward expects x of shape (batch, {n0}), got {x.shape}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty((x.shape[0], int(plan.sizes[-1])), dtype=np.float32)
+    if x.shape[0] < COLUMNS_FROM_BATCH:
+        ternary_net_rows_kernel(x, plan.sizes, plan.codes, plan.code_ptr, plan.scales,
+                                plan.bias, plan.bias_ptr, plan.acts, out)
+    else:
+        ternary_net_columns_kernel(x, plan.sizes, plan.scales, plan.bias, plan.bias_ptr,
+                                   plan.acts, plan.out_ptr, plan.plus_ptr, plan.plus_index,
+                                   plan.minus_ptr, plan.minus_index, out)
+    return out

@@ -1,0 +1,187 @@
+"""Technique 1: the fused whole-model ternary forward, its sigmoid, and the gain rules."""
+import numpy as np
+import pytest
+
+import minidnn as md
+from minidnn.kernels import rounding as R
+from minidnn.kernels import ternary_net as tn
+from minidnn.quantization import DiscreteDense, FusedTernaryNet, PowerOfTwoGrid, discretize
+from minidnn.quantization.discrete import rounding_error_gain
+
+EPS = 2.0 ** -24
+
+
+def random_ternary_layers(rng, sizes, acts, density=0.3, dyadic=False):
+    layers = []
+    for (n_in, n_out), act in zip(zip(sizes, sizes[1:]), acts):
+        p = density / 2
+        codes = rng.choice([-1, 0, 1], size=(n_in, n_out), p=[p, 1 - 2 * p, p]).astype(np.int8)
+        if dyadic:
+            scale, bias = 0.25, rng.integers(-8, 9, n_out) / 8
+        else:
+            scale, bias = float(rng.uniform(0.05, 0.3)), rng.normal(size=n_out)
+        layers.append((codes, scale, bias.astype(np.float32), act))
+    return layers
+
+
+def run_kernel(kind, x, plan):
+    out = np.empty((x.shape[0], int(plan.sizes[-1])), dtype=np.float32)
+    if kind == "rows":
+        tn.ternary_net_rows_kernel(x, plan.sizes, plan.codes, plan.code_ptr, plan.scales,
+                                   plan.bias, plan.bias_ptr, plan.acts, out)
+    else:
+        tn.ternary_net_columns_kernel(x, plan.sizes, plan.scales, plan.bias, plan.bias_ptr,
+                                      plan.acts, plan.out_ptr, plan.plus_ptr, plan.plus_index,
+                                      plan.minus_ptr, plan.minus_index, out)
+    return out
+
+
+# -- the sigmoid -----------------------------------------------------------------------------
+
+def test_sigmoid_kernel_equals_its_twin_bit_for_bit_and_is_accurate():
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0, 8, 20000), [0.0, -0.0, 1e-30, -1e-30, 87.0, -87.0,
+                                                   -87.5, 200.0, -200.0]]).astype(np.float32)
+    twin = tn.sigmoid_poly_numpy(z)
+    kernel = z.copy()
+    tn.sigmoid_poly_kernel(kernel, np.empty(z.size, dtype=np.int32))
+    assert np.array_equal(kernel, twin)
+    inside = np.linspace(-87, 30, 200001).astype(np.float32)
+    exact = 1 / (1 + np.exp(-inside.astype(np.float64)))
+    assert (np.abs(tn.sigmoid_poly_numpy(inside) - exact) / exact).max() < 4e-7
+    # below −87 the result is σ(−87) ≈ 1.6e-38, never a NaN or a negative
+    assert 0 < tn.sigmoid_poly_numpy(np.float32(-200.0)) < 2e-38
+
+
+# -- the kernels against their twin ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["rows", "columns"])
+@pytest.mark.parametrize("batch", [1, 3, 16])
+def test_fused_kernels_are_bit_identical_to_the_float_simulation_on_dyadic_inputs(kind, batch):
+    """Identity activations, inputs m/8, scale 1/4, biases m/8: every partial sum is
+    exact in float32, so a different summation order cannot change a bit."""
+    rng = np.random.default_rng(batch)
+    layers = random_ternary_layers(rng, [60, 40, 30, 7], ["identity"] * 3, dyadic=True)
+    plan = tn.ternary_net_plan(layers)
+    x = (rng.integers(-8, 9, (batch, 60)) / 8).astype(np.float32)
+    x[:, ::3] = 0                               # zero inputs are skipped by the rows kernel
+    assert np.array_equal(run_kernel(kind, x, plan), tn.ternary_net_forward_numpy(x, plan))
+
+
+@pytest.mark.parametrize("kind", ["rows", "columns"])
+def test_one_fused_layer_is_within_the_stated_summation_order_bound(kind):
+    """|Δz| ≤ 2·n_in·ε·s·Σ_i|h_i c_i| (+ the rounding of the bias add), per output."""
+    rng = np.random.default_rng(1)
+    layers = random_ternary_layers(rng, [300, 50], ["identity"], density=0.6)
+    plan = tn.ternary_net_plan(layers)
+    x = rng.random((12, 300)).astype(np.float32)
+    codes, scale, bias, _ = layers[0]
+    got, twin = run_kernel(kind, x, plan), tn.ternary_net_forward_numpy(x, plan)
+    bound = 2 * 300 * EPS * scale * (np.abs(x) @ np.abs(codes).astype(np.float64))
+    bound += 2 * EPS * (np.abs(twin) + np.abs(bias))
+    assert np.all(np.abs(got.astype(np.float64) - twin) <= bound)
+
+
+@pytest.mark.parametrize("acts", [["sigmoid", "sigmoid", "identity"], ["relu", "relu", "identity"]])
+def test_rows_and_columns_kernels_match_the_twin_through_activations(acts):
+    rng = np.random.default_rng(2)
+    plan = tn.ternary_net_plan(random_ternary_layers(rng, [100, 64, 48, 10], acts))
+    x = rng.random((20, 100)).astype(np.float32)
+    twin = tn.ternary_net_forward_numpy(x, plan)
+    for kind in ("rows", "columns"):
+        np.testing.assert_allclose(run_kernel(kind, x, plan), twin, rtol=1e-5, atol=1e-5)
+
+
+def test_the_plan_refuses_what_is_not_a_ternary_chain():
+    rng = np.random.default_rng(3)
+    good = random_ternary_layers(rng, [5, 4, 3], ["sigmoid", "identity"])
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
+        tn.ternary_net_plan([(good[0][0] * 2, 0.1, None, "sigmoid")])
+    with pytest.raises(ValueError, match="do not follow"):
+        tn.ternary_net_plan([good[0], good[0]])
+    with pytest.raises(ValueError, match="activation"):
+        tn.ternary_net_plan([(good[0][0], 0.1, None, "tanh")])
+    with pytest.raises(ValueError, match="scale"):
+        tn.ternary_net_plan([(good[0][0], 0.0, None, "sigmoid")])
+    with pytest.raises(ValueError, match=r"shape \(batch, 5\)"):
+        tn.ternary_net_forward(np.zeros((2, 4), np.float32), tn.ternary_net_plan(good))
+
+
+# -- the model-level API against the per-layer reference path -------------------------------------
+
+def ternary_mlp(seed=0):
+    rng = np.random.default_rng(seed)
+    layers = [md.Flatten()]
+    sizes = [49, 30, 20, 5]
+    for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        dense = md.Dense(n_in, n_out)
+        dense.set_weights(rng.normal(0, 1 / np.sqrt(n_in), (n_in, n_out)), rng.normal(size=n_out))
+        layers.append(dense)
+        if k < len(sizes) - 2:
+            layers.append(md.Sigmoid())
+    return discretize(md.Sequential(layers, seed=None), "2^0", rng=seed)
+
+
+@pytest.mark.parametrize("batch", [1, 5, 8, 64])
+def test_fused_net_equals_the_layer_by_layer_model_forward(batch):
+    model = ternary_mlp()
+    net = FusedTernaryNet.from_model(model)
+    x = np.random.default_rng(batch).random((batch, 1, 7, 7)).astype(np.float32)
+    reference = model.forward(x, training=False)      # DiscreteDense kernels + Sigmoid layers
+    np.testing.assert_allclose(net.forward(x), reference, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(net.predict(x), net.forward(x).argmax(axis=1))
+
+
+def test_fused_net_refuses_models_it_cannot_run():
+    model = ternary_mlp()
+    fine = discretize(md.Sequential([md.Dense(6, 4), md.Sigmoid(), md.Dense(4, 2)], seed=0),
+                      "2^-2", rng=0)
+    with pytest.raises(ValueError, match="ternary"):
+        FusedTernaryNet.from_model(fine)
+    with pytest.raises(ValueError, match="Tanh"):
+        FusedTernaryNet.from_model(md.Sequential([*model.layers[:2], md.Tanh(), *model.layers[3:]],
+                                                 seed=None))
+    with pytest.raises(ValueError, match="no DiscreteDense"):
+        FusedTernaryNet.from_model(md.Sequential([md.Flatten()], seed=None, input_shape=(4,)))
+
+
+# -- gain rules ------------------------------------------------------------------------------------
+
+def test_rounding_error_gain_lowers_the_measured_rounding_error_of_heavy_tailed_weights():
+    """Laplace weights (like a pretrained RBM's): the chosen gain's mean squared error over
+    many randomized roundings is far below that of the paper's g = max|W|."""
+    rng = np.random.default_rng(4)
+    W = rng.laplace(0, 0.1, (200, 100))
+    grid = PowerOfTwoGrid.parse("2^0")
+    g = rounding_error_gain(W, grid)
+    assert 0 < g < np.abs(W).max()
+
+    def measured(gain):
+        draws = [gain * R.randomized_round(W / gain, grid, rng) for _ in range(30)]
+        return np.mean([((W - d) ** 2).mean() for d in draws])
+    assert measured(g) < 0.3 * measured(np.abs(W).max())
+
+
+def test_discretize_with_the_mse_gain_rule_sets_each_layers_gain_and_clips():
+    float_model = md.Sequential([md.Dense(49, 30), md.Sigmoid(), md.Dense(30, 5)], seed=1)
+    mse = discretize(float_model, "2^0", rng=0, gain="mse")
+    for old, new in zip(float_model.layers, mse.layers):
+        if isinstance(new, DiscreteDense):
+            assert new.gain == pytest.approx(rounding_error_gain(old.params["W"], new.grid))
+            assert np.abs(new.params["codes"]).max() <= 1
+    with pytest.raises(ValueError, match="gain must be one of"):
+        discretize(float_model, "2^0", gain="mean")
+    with pytest.raises(ValueError, match="gain"):
+        DiscreteDense.from_float(np.ones((3, 2)), gain=-1.0)
+
+
+def test_cli_grid_gain_mse_gives_smaller_gains_than_the_papers_max(tmp_path):
+    from minidnn.cli import main
+    gains = {}
+    for rule in ("max", "mse"):
+        out = tmp_path / f"{rule}.h5"
+        assert main(["train", "--quiet", "--epochs", "1", "--arch", "mlp:784-16-10:sigmoid",
+                     "--seed", "3", "--momentum", "0", "--grid-step", "2^0",
+                     "--grid-gain", rule, "--out", str(out)]) == 0
+        gains[rule] = [l.gain for l in md.load(out).layers if isinstance(l, DiscreteDense)]
+    assert all(0 < m < x for m, x in zip(gains["mse"], gains["max"]))
