@@ -111,22 +111,46 @@ def col2im_numpy(cols: np.ndarray, x_shape, kernel, stride=1, padding=0) -> np.n
 SERIAL_BELOW = 1 << 16
 
 
+_thread_count_calls = None     # (get, set), found on first use: importing starts no threads
+
+
+def _thread_count():
+    """Numba's per-thread (get, set) thread count. The public pair costs ~16 us a
+    switch and back (set_num_threads takes a lock and re-validates each time),
+    8 switches a LeNet batch-1 forward, ~20 % of it; once the threading layer is
+    up, its C entry points do the same in ~3 us. The public pair is the fallback
+    where a Numba version lacks them."""
+    global _thread_count_calls
+    if _thread_count_calls is None:
+        numba.get_num_threads()                          # launches the threading layer
+        try:
+            from numba.np.ufunc import parallel
+            _thread_count_calls = (parallel._get_num_threads, parallel._set_num_threads)
+        except (ImportError, AttributeError):
+            _thread_count_calls = (numba.get_num_threads, numba.set_num_threads)
+    return _thread_count_calls
+
+
 class serial_if_small:
     """``with serial_if_small(n):`` runs Numba's parallel kernels on one thread
-    when n < SERIAL_BELOW (numba.set_num_threads is per calling thread)."""
+    when n < SERIAL_BELOW (the thread count is per calling thread)."""
 
     def __init__(self, n_elements: int):
         self.small = n_elements < SERIAL_BELOW
 
     def __enter__(self):
         if self.small:
-            self.before = numba.get_num_threads()
-            numba.set_num_threads(1)
+            get, set_ = _thread_count()
+            self.before = get()
+            if self.before > 1:
+                set_(1)
+            else:
+                self.small = False
         return self
 
     def __exit__(self, *exc):
         if self.small:
-            numba.set_num_threads(self.before)
+            _thread_count()[1](self.before)
         return False
 
 
@@ -198,14 +222,18 @@ def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, OH, OW, dx):
                             dst[b * sw + offset] += src[base + b]
 
 
-def im2col(x: np.ndarray, kernel, stride=1, padding=0) -> np.ndarray:
+def im2col(x: np.ndarray, kernel, stride=1, padding=0, buffers: "RowBuffers | None" = None
+           ) -> np.ndarray:
     """(batch, C, H, W) -> cols (C·kh·kw, batch·OH·OW), in x's dtype (Numba kernel).
 
-    ``kernel``, ``stride``, ``padding``: an int or an (h, w) pair."""
+    ``kernel``, ``stride``, ``padding``: an int or an (h, w) pair. With
+    ``buffers``, cols is written into a reused array (overwritten by the next call)."""
     x = np.ascontiguousarray(x)
     N, C, _, _ = x.shape
     kh, kw, sh, sw, ph, pw, OH, OW = _geometry(x.shape, kernel, stride, padding)
-    cols = np.empty((C * kh * kw, N * OH * OW), dtype=x.dtype)
+    shape = (C * kh * kw, N * OH * OW)
+    cols = (np.empty(shape, dtype=x.dtype) if buffers is None
+            else buffers.get("cols", shape, x.dtype))
     with serial_if_small(cols.size):
         _im2col_kernel(x, kh, kw, sh, sw, ph, pw, OH, OW, cols)
     return cols

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..kernels.im2col import (RowBuffers, as_pair, col2im, conv_output_size, im2col, im2row,
                               row2im, weight_from_rows, weight_rows)
+from ..threads import serial_blas_if_small
 from .base import Layer, as_generator
 
 
@@ -186,14 +187,22 @@ class Conv2D(Layer):
             buffers = self._buffers = RowBuffers()
         return buffers
 
+    @property
+    def _eval_scratch(self) -> RowBuffers:
+        buffers = self.__dict__.get("_eval_buffers")
+        if buffers is None:
+            buffers = self._eval_buffers = RowBuffers()
+        return buffers
+
     def _forward_rows(self, x, buffers):
         N = x.shape[0]
         OH, OW = self._spatial_out(x.shape[2], x.shape[3])
         if self.row_order == "channels_first":
-            rows = im2col(x, self.kernel, self.strides, self.pads).T
+            rows = im2col(x, self.kernel, self.strides, self.pads, buffers=buffers).T
         else:
             rows = im2row(x, self.kernel, self.strides, self.pads, buffers=buffers)
-        y_rows = self._forward_product(rows)                          # (N·OH·OW, O)
+        with serial_blas_if_small(rows.shape[0] * rows.shape[1] * self.out_channels):
+            y_rows = self._forward_product(rows)                      # (N·OH·OW, O)
         # (n, a, b, o) -> (n, o, a, b) while adding the bias: one pass over y
         if y_rows.flags.c_contiguous:
             y_view = y_rows.reshape(N, OH, OW, self.out_channels).transpose(0, 3, 1, 2)
@@ -214,9 +223,12 @@ class Conv2D(Layer):
             out, self._rows = self._forward_rows(x, self._scratch)
             return out
         self._rows = None           # evaluation holds no rows for backward
+        # its own reused scratch (not the training one, whose rows a pending
+        # backward may still need): repeated inference allocates no rows
+        buffers = self._eval_scratch
         if len(x) <= self.EVAL_CHUNK:
-            return self._forward_rows(x, None)[0]
-        return np.concatenate([self._forward_rows(x[i:i + self.EVAL_CHUNK], None)[0]
+            return self._forward_rows(x, buffers)[0]
+        return np.concatenate([self._forward_rows(x[i:i + self.EVAL_CHUNK], buffers)[0]
                                for i in range(0, len(x), self.EVAL_CHUNK)])
 
     def backward_params(self, grad):
