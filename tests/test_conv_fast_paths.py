@@ -1,0 +1,125 @@
+"""The speed paths of the convnet layers, each held to the plain definition:
+the NaN-free max-pool kernels to the exact kernels and the NumPy twin, reused
+scratch buffers to fresh ones, the thread switches to what they restore."""
+import numba
+import numpy as np
+import pytest
+
+from minidnn.kernels.im2col import RowBuffers, im2col, im2col_numpy, serial_if_small
+from minidnn.layers import Conv2D, MaxPool2D
+from minidnn.layers import pooling
+from minidnn.layers.pooling import maxpool_forward_numpy
+from minidnn.threads import serial_blas_if_small
+
+# (x shape, kernel, stride, padding, ceil_mode): LeNet's and Cifar10_quick's
+# pools, a padded 3x3, a non-square window and windows wider than their stride
+POOLS = [((3, 4, 24, 24), 2, 2, 0, False), ((2, 5, 32, 32), 3, 2, 0, True),
+         ((2, 3, 11, 9), 3, 2, 1, True), ((2, 2, 9, 10), (3, 2), (1, 2), (1, 0), False),
+         ((1, 3, 7, 7), 2, 2, 0, True), ((2, 2, 8, 8), 3, 1, 2, False)]
+
+
+def _fast_then_exact(x, layer):
+    geometry = layer._geometry(x.shape)
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    shape = x.shape[:2] + (OH, OW)
+    fast = np.empty(shape, x.dtype), np.empty(shape, np.int32)
+    exact = np.empty(shape, x.dtype), np.empty(shape, np.int32)
+    checksum = np.empty(x.shape[0])
+    pooling._maxpool_fast_kernel(x, kh, kw, sh, sw, ph, pw, *fast, checksum)
+    pooling._maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, *exact)
+    return fast, exact, checksum, geometry
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil", POOLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_maxpool_kernel_equals_the_exact_kernel_and_the_twin_with_ties(
+        shape, kernel, stride, padding, ceil, dtype):
+    rng = np.random.default_rng(3)
+    x = (np.round(rng.standard_normal(shape) * 2) / 2).astype(dtype)     # many ties
+    layer = MaxPool2D(kernel, stride, padding, ceil)
+    (out, argmax), (out_exact, argmax_exact), checksum, geometry = _fast_then_exact(x, layer)
+    np.testing.assert_array_equal(out, out_exact)
+    np.testing.assert_array_equal(argmax, argmax_exact)
+    twin_out, twin_argmax = maxpool_forward_numpy(x, geometry)
+    np.testing.assert_array_equal(out, twin_out)
+    np.testing.assert_array_equal(argmax, twin_argmax)
+    assert np.isfinite(checksum).all()          # no NaN read: the fast result stands
+    np.testing.assert_array_equal(layer.forward(x, training=True), twin_out)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil", POOLS)
+def test_a_nan_anywhere_sends_maxpool_to_the_exact_first_nan_rule(shape, kernel, stride,
+                                                                     padding, ceil):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[rng.choice(x.size, 4, replace=False)] = np.nan
+    layer = MaxPool2D(kernel, stride, padding, ceil)
+    _, _, checksum, geometry = _fast_then_exact(x, layer)
+    assert np.isnan(checksum).any()             # the flag that triggers the rerun
+    out = layer.forward(x, training=True)
+    twin_out, twin_argmax = maxpool_forward_numpy(x, geometry)
+    np.testing.assert_array_equal(out, twin_out)
+    np.testing.assert_array_equal(layer._argmax, twin_argmax)
+    grad = rng.standard_normal(out.shape).astype(np.float32)
+    np.testing.assert_allclose(layer.backward(grad),
+                               pooling.maxpool_backward_numpy(grad, twin_argmax, x.shape))
+
+
+def test_im2col_into_reused_buffers_equals_the_twin_and_reuses_the_array():
+    rng = np.random.default_rng(5)
+    buffers = RowBuffers()
+    first = None
+    for _ in range(2):
+        x = rng.standard_normal((3, 2, 7, 6)).astype(np.float32)
+        cols = im2col(x, 3, 1, 1, buffers=buffers)
+        np.testing.assert_array_equal(cols, im2col_numpy(x, 3, 1, 1))
+        first = cols if first is None else first
+    assert cols is first
+
+
+@pytest.mark.parametrize("in_channels", [1, 8])         # column order, channels-last rows
+def test_reused_scratch_never_leaks_into_outputs_or_gradients(in_channels):
+    """Evaluation and training each reuse their own scratch arrays: an output
+    returned earlier is never overwritten by a later call, and a training step
+    after any number of evaluations gives the fresh layer's gradients."""
+    rng = np.random.default_rng(6)
+    a, b, x = (rng.standard_normal((4, in_channels, 9, 9)) for _ in range(3))
+    grad = rng.standard_normal((4, 3, 9, 9))
+    layer = Conv2D(in_channels, 3, 3, padding=1, rng=0).cast(np.float64)
+    fresh = lambda: Conv2D(in_channels, 3, 3, padding=1, rng=0).cast(np.float64)  # noqa: E731
+    y_a = layer.forward(a)
+    y_b = layer.forward(b)
+    np.testing.assert_allclose(y_a, fresh().forward(a), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y_b, fresh().forward(b), rtol=1e-12, atol=1e-12)
+    reference = fresh()
+    reference.forward(x, training=True)
+    dx_ref = reference.backward(grad)
+    for _ in range(2):                  # the second time round, every buffer is reused
+        layer.forward(a)
+        y = layer.forward(x, training=True)
+        dx = layer.backward(grad)
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(layer.grads["W"], reference.grads["W"], rtol=1e-12)
+    np.testing.assert_allclose(y_a, fresh().forward(a), rtol=1e-12, atol=1e-12)
+    assert not np.shares_memory(y, dx)
+
+
+def test_thread_switches_restore_the_thread_counts():
+    from threadpoolctl import threadpool_info, threadpool_limits
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        a = np.ones((8, 8), np.float32)
+        with serial_blas_if_small(8 * 8 * 8):
+            inside = [lib["num_threads"] for lib in threadpool_info()
+                      if lib["user_api"] == "blas" and "numpy" in lib["filepath"]]
+            product = a @ a
+        after = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert after == before
+    assert not inside or max(inside) == 1
+    np.testing.assert_array_equal(product, np.full((8, 8), 8, np.float32))
+    with serial_blas_if_small(1 << 40):                 # a large product: nothing changes
+        pass
+    n = numba.get_num_threads()
+    with serial_if_small(10):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == n
