@@ -123,3 +123,34 @@ def test_thread_switches_restore_the_thread_counts():
     with serial_if_small(10):
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == n
+
+
+@pytest.mark.parametrize("shape, out_channels, kernel, padding", [
+    ((2, 6, 7, 7), 6, 3, 1), ((2, 4, 6, 5), 3, (5, 3), (2, 1)), ((1, 5, 6, 6), 2, 3, 0)])
+def test_input_gradient_as_a_convolution_of_dy_equals_row2im(shape, out_channels, kernel,
+                                                             padding):
+    from tests.gradcheck import check_layer_gradients
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape)
+    layer = Conv2D(shape[1], out_channels, kernel, padding=padding, rng=0)
+    layer.CHANNELS_LAST_MIN = 0                         # channels-last rows at any size
+    layer.cast(np.float64)
+    y = layer.forward(x, training=True)
+    assert layer._transposed_input_grad_applies()
+    grad = rng.standard_normal(y.shape)
+    dx = layer.backward(grad)
+    layer._transposed_input_grad_applies = lambda: False     # the products' path
+    layer.forward(x, training=True)
+    np.testing.assert_allclose(dx, layer.backward(grad), rtol=1e-10, atol=1e-12)
+    del layer._transposed_input_grad_applies
+    check_layer_gradients(layer, x, np.random.default_rng(9))
+
+
+def test_the_transposed_input_gradient_is_taken_only_where_it_is_cheaper():
+    def applies(layer, shape):
+        layer.forward(np.zeros(shape, np.float32), training=True)
+        return layer._transposed_input_grad_applies()
+    assert applies(Conv2D(32, 32, 5, padding=2), (1, 32, 16, 16))     # Cifar10_quick conv2
+    assert not applies(Conv2D(32, 64, 5, padding=2), (1, 32, 8, 8))   # more out channels
+    assert not applies(Conv2D(20, 50, 5), (1, 20, 12, 12))            # LeNet conv2: valid
+    assert not applies(Conv2D(32, 32, 3, stride=2, padding=1), (1, 32, 8, 8))

@@ -251,8 +251,49 @@ class Conv2D(Layer):
             self.grads["b"] = grad_rows.sum(axis=0)
         return grad_rows
 
+    def _transposed_input_grad_applies(self) -> bool:
+        """Whether dx is cheaper as a convolution of dY than as row2im(dY_r · W_rᵀ).
+
+        At stride 1 the input gradient is itself a convolution:
+        dx[n, c] = Σ_o W'[c, o] ⋆ dY_pad[n, o], with W' = W with in and out
+        channels swapped and the window flipped, dY padded by kh-1-ph (kw-1-pw),
+        so it is one im2row of dY and one GEMM, and the scattering row2im (the
+        slowest kernel of the step) goes. Its rows hold N·H·W·kh·kw·O values
+        against N·OH·OW·kh·kw·C for the products' path: taken only when that
+        is not larger (a "same" convolution with O <= C, e.g. Cifar10_quick's
+        conv2) and the layer keeps the plain product (a subclass that
+        overrides ``_input_grad`` keeps its own)."""
+        if self.strides != (1, 1) or self.row_order != "channels_last":
+            return False
+        if type(self)._input_grad is not Conv2D._input_grad or \
+                type(self)._weight_rows is not Conv2D._weight_rows:
+            return False
+        if any(p > k - 1 for p, k in zip(self.pads, self.kernel)):
+            return False
+        N, C, H, W = self._x_shape
+        OH, OW = self._spatial_out(H, W)
+        return H * W * self.out_channels <= OH * OW * C
+
+    def _transposed_input_grad(self, grad):
+        """dx (N, C, H, W) as the stride-1 convolution of dY (see above)."""
+        (kh, kw), (ph, pw) = self.kernel, self.pads
+        W = self.params["W"]
+        # W'_r[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]
+        W_t = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(
+            -1, self.in_channels)
+        buffers = self.__dict__.get("_transposed_buffers")
+        if buffers is None:
+            buffers = self._transposed_buffers = RowBuffers()
+        rows_t = im2row(np.asarray(grad, dtype=self.dtype), self.kernel, 1,
+                        (kh - 1 - ph, kw - 1 - pw), buffers=buffers)
+        dx_rows = rows_t @ W_t                                        # (N·H·W, C)
+        N, C, H, Wd = self._x_shape
+        return np.ascontiguousarray(dx_rows.reshape(N, H, Wd, C).transpose(0, 3, 1, 2))
+
     def backward(self, grad):
         grad_rows = self.backward_params(grad)
+        if self._transposed_input_grad_applies():
+            return self._transposed_input_grad(grad)
         drows = self._input_grad(grad_rows)
         if self.row_order == "channels_first":
             return col2im(drows.T, self._x_shape, self.kernel, self.strides, self.pads)
