@@ -154,3 +154,25 @@ def test_the_transposed_input_gradient_is_taken_only_where_it_is_cheaper():
     assert not applies(Conv2D(32, 64, 5, padding=2), (1, 32, 8, 8))   # more out channels
     assert not applies(Conv2D(20, 50, 5), (1, 20, 12, 12))            # LeNet conv2: valid
     assert not applies(Conv2D(32, 32, 3, stride=2, padding=1), (1, 32, 8, 8))
+
+
+def test_first_layer_products_written_into_nchw_equal_the_general_path():
+    class _GeneralPath(Conv2D):             # overriding the product turns the fast path off
+        def _forward_product(self, rows):
+            return super()._forward_product(rows)
+
+    rng = np.random.default_rng(10)
+    for shape, kernel, padding, bias in (((3, 1, 9, 8), 3, 0, True), ((2, 3, 8, 8), 5, 2, False)):
+        x = rng.standard_normal(shape)
+        fast = Conv2D(shape[1], 4, kernel, padding=padding, bias=bias, rng=0).cast(np.float64)
+        general = _GeneralPath(shape[1], 4, kernel, padding=padding, bias=bias,
+                               rng=0).cast(np.float64)
+        if bias:
+            fast.params["b"][:] = general.params["b"][:] = rng.standard_normal(4)
+        assert fast.row_order == "channels_first"
+        np.testing.assert_allclose(fast.forward(x, training=True),
+                                   general.forward(x, training=True), rtol=1e-12, atol=1e-12)
+        grad = rng.standard_normal(fast._forward_output_shape)
+        np.testing.assert_allclose(fast.backward(grad), general.backward(grad), rtol=1e-12)
+        np.testing.assert_allclose(fast.grads["W"], general.grads["W"], rtol=1e-12)
+        np.testing.assert_allclose(fast.forward(x), general.forward(x), rtol=1e-12, atol=1e-12)
