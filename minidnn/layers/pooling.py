@@ -287,6 +287,7 @@ def _maxpool_backward_kernel(grad, argmax, dx_planes):
 def _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out):
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
+    square3 = kh == 3 and kw == 3
     for n in numba.prange(N):
         for c in range(C):
             x_plane, out_plane = x[n, c], out[n, c]
@@ -299,9 +300,18 @@ def _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out):
                     w_end = min(w_start + kw, W + pw)
                     w0, w1 = max(w_start, 0), min(w_end, W)
                     total = 0.0
-                    for h in range(h0, h1):
-                        for w in range(w0, w1):
-                            total += x_plane[h, w]
+                    if square3 and h0 == h_start and h1 == h0 + 3 and w0 == w_start \
+                            and w1 == w0 + 3:
+                        # a full 3x3 window (Cifar10_quick): constant trip counts, same
+                        # order of additions, ~2x faster than the run-time bounds
+                        for i in range(3):
+                            row = x_plane[h0 + i]
+                            for j in range(3):
+                                total += row[w0 + j]
+                    else:
+                        for h in range(h0, h1):
+                            for w in range(w0, w1):
+                                total += x_plane[h, w]
                     out_plane[a, b] = total / ((h_end - h_start) * (w_end - w_start))
 
 
@@ -309,6 +319,7 @@ def _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out):
 def _avgpool_backward_kernel(grad, kh, kw, sh, sw, ph, pw, dx):
     N, C, H, W = dx.shape
     OH, OW = grad.shape[2], grad.shape[3]
+    square3 = kh == 3 and kw == 3
     for n in numba.prange(N):
         for c in range(C):
             grad_plane, dx_plane = grad[n, c], dx[n, c]
@@ -321,9 +332,16 @@ def _avgpool_backward_kernel(grad, kh, kw, sh, sw, ph, pw, dx):
                     w_end = min(w_start + kw, W + pw)
                     w0, w1 = max(w_start, 0), min(w_end, W)
                     share = grad_plane[a, b] / ((h_end - h_start) * (w_end - w_start))
-                    for h in range(h0, h1):
-                        for w in range(w0, w1):
-                            dx_plane[h, w] += share
+                    if square3 and h0 == h_start and h1 == h0 + 3 and w0 == w_start \
+                            and w1 == w0 + 3:
+                        for i in range(3):
+                            row = dx_plane[h0 + i]
+                            for j in range(3):
+                                row[w0 + j] += share
+                    else:
+                        for h in range(h0, h1):
+                            for w in range(w0, w1):
+                                dx_plane[h, w] += share
 
 
 # -- layers ----------------------------------------------------------------------------
