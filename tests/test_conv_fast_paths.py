@@ -176,3 +176,36 @@ def test_first_layer_products_written_into_nchw_equal_the_general_path():
         np.testing.assert_allclose(fast.backward(grad), general.backward(grad), rtol=1e-12)
         np.testing.assert_allclose(fast.grads["W"], general.grads["W"], rtol=1e-12)
         np.testing.assert_allclose(fast.forward(x), general.forward(x), rtol=1e-12, atol=1e-12)
+
+
+def test_large_inputs_take_the_parallel_kernels_and_agree_with_the_twins():
+    """Small inputs run the serial builds (``kernel_for``), which the other
+    tests check; here every layer kernel runs parallel (>= SERIAL_BELOW elements)."""
+    from minidnn.kernels.im2col import SERIAL_BELOW, im2row, im2row_numpy, kernel_for
+    from minidnn.kernels.im2col import _im2row_kernel, row2im, row2im_numpy
+    from minidnn.layers import AvgPool2D
+    from minidnn.layers.pooling import avgpool_backward_numpy, avgpool_forward_numpy
+    rng = np.random.default_rng(11)
+    x = np.round(rng.standard_normal((4, 8, 48, 48)), 1).astype(np.float32)   # 73,728 values
+    assert x.size >= SERIAL_BELOW and kernel_for(_im2row_kernel, x.size) is _im2row_kernel
+    assert kernel_for(_im2row_kernel, 10) is not _im2row_kernel
+    for kernel, stride, ceil in ((2, 2, False), (3, 2, True)):
+        layer = MaxPool2D(kernel, stride, ceil_mode=ceil)
+        out = layer.forward(x, training=True)
+        twin_out, twin_argmax = maxpool_forward_numpy(x, layer._geometry(x.shape))
+        np.testing.assert_array_equal(out, twin_out)
+        np.testing.assert_array_equal(layer._argmax, twin_argmax)
+        grad = rng.standard_normal(out.shape).astype(np.float32)
+        np.testing.assert_allclose(layer.backward(grad), pooling.maxpool_backward_numpy(
+            grad, twin_argmax, x.shape), rtol=1e-6)
+    avg = AvgPool2D(3, 2, ceil_mode=True)
+    geometry = avg._geometry(x.shape)
+    out = avg.forward(x, training=True)
+    np.testing.assert_allclose(out, avgpool_forward_numpy(x, geometry), rtol=1e-5, atol=1e-6)
+    grad = rng.standard_normal(out.shape).astype(np.float32)
+    np.testing.assert_allclose(avg.backward(grad), avgpool_backward_numpy(grad, geometry, x.shape),
+                               rtol=1e-5, atol=1e-6)
+    rows = im2row(x, 3, 1, 1)
+    np.testing.assert_array_equal(rows, im2row_numpy(x, 3, 1, 1))
+    np.testing.assert_allclose(row2im(rows, x.shape, 3, 1, 1), row2im_numpy(rows, x.shape, 3, 1, 1),
+                               rtol=1e-5, atol=1e-5)

@@ -154,6 +154,33 @@ class serial_if_small:
         return False
 
 
+_serial_twins = {}
+
+
+def kernel_for(kernel, n_elements: int):
+    """The parallel Numba ``kernel``, or for fewer than SERIAL_BELOW elements its
+    serial build: the same Python source compiled without ``parallel=True``
+    (prange is then range), under its own name so each has its own on-disk
+    cache. Even at one thread a parallel kernel hands its loop to a worker
+    thread of the threading layer and waits for it (with the workqueue layer,
+    a wake-up each call: 0.5-3 ms a LeNet batch-1 forward on a loaded machine);
+    the serial build runs in the calling thread. Built on first use."""
+    if n_elements >= SERIAL_BELOW:
+        return kernel
+    twin = _serial_twins.get(kernel)
+    if twin is None:
+        import types
+        py_func = kernel.py_func
+        copy = types.FunctionType(py_func.__code__, py_func.__globals__,
+                                  py_func.__name__ + "_serial", py_func.__defaults__,
+                                  py_func.__closure__)
+        copy.__qualname__ = py_func.__qualname__ + "_serial"
+        copy.__module__ = py_func.__module__
+        copy.__doc__ = py_func.__doc__
+        twin = _serial_twins[kernel] = numba.njit(cache=True)(copy)
+    return twin
+
+
 @numba.njit(cache=True, inline="always")
 def _valid_range(j, pad, stride, size, n_out):
     """Output positions b in [lo, hi) whose input b·stride - pad + j lies in [0, size)."""
@@ -234,8 +261,7 @@ def im2col(x: np.ndarray, kernel, stride=1, padding=0, buffers: "RowBuffers | No
     shape = (C * kh * kw, N * OH * OW)
     cols = (np.empty(shape, dtype=x.dtype) if buffers is None
             else buffers.get("cols", shape, x.dtype))
-    with serial_if_small(cols.size):
-        _im2col_kernel(x, kh, kw, sh, sw, ph, pw, OH, OW, cols)
+    kernel_for(_im2col_kernel, cols.size)(x, kh, kw, sh, sw, ph, pw, OH, OW, cols)
     return cols
 
 
@@ -249,8 +275,7 @@ def col2im(cols: np.ndarray, x_shape, kernel, stride=1, padding=0) -> np.ndarray
                          f"x_shape {x_shape}, got {tuple(cols.shape)}")
     cols = np.ascontiguousarray(cols)
     dx = np.zeros(x_shape, dtype=cols.dtype)
-    with serial_if_small(cols.size):
-        _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, OH, OW, dx)
+    kernel_for(_col2im_kernel, cols.size)(cols, kh, kw, sh, sw, ph, pw, OH, OW, dx)
     return dx
 
 
@@ -376,8 +401,7 @@ def im2row(x: np.ndarray, kernel, stride=1, padding=0, buffers: RowBuffers | Non
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
         _pad_channels_last(x, ph, pw, out=x_pad)
         rows = buffers.get("rows", (N * OH * OW, kh * kw * C), x.dtype)
-    with serial_if_small(rows.size):
-        _im2row_kernel(x_pad, kh, kw, sh, sw, OH, OW, rows)
+    kernel_for(_im2row_kernel, rows.size)(x_pad, kh, kw, sh, sw, OH, OW, rows)
     return rows
 
 
@@ -394,8 +418,7 @@ def row2im(rows: np.ndarray, x_shape, kernel, stride=1, padding=0,
     shape = (N, H + 2 * ph, W + 2 * pw, C)
     dx_pad = (np.zeros(shape, rows.dtype) if buffers is None
               else buffers.get("dx_pad", shape, rows.dtype, zero=True))
-    with serial_if_small(rows.size):
-        _row2im_kernel(rows, kh, kw, sh, sw, OH, OW, dx_pad)
+    kernel_for(_row2im_kernel, rows.size)(rows, kh, kw, sh, sw, OH, OW, dx_pad)
     # a copy always (with C = 1 and no padding the transpose alone would be a
     # view of the reused buffer, overwritten by the next call)
     return np.array(dx_pad[:, ph:ph + H, pw:pw + W, :].transpose(0, 3, 1, 2), order="C")

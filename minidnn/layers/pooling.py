@@ -22,7 +22,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..kernels.im2col import _valid_range, as_pair, serial_if_small
+from ..kernels.im2col import _valid_range, as_pair, kernel_for
 from .base import Layer
 
 
@@ -417,24 +417,24 @@ class MaxPool2D(_Pool2D):
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
         argmax = np.empty((N, C, OH, OW), dtype=np.int32)
         checksum = np.empty(N)
-        with serial_if_small(x.size):
-            if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and 2 * OH <= x.shape[2] \
-                    and 2 * OW <= x.shape[3]:
-                _maxpool2x2_fast_kernel(x, out, argmax, checksum)
-                if np.isnan(checksum).any():       # a NaN was read: the exact rule
-                    _maxpool2x2_forward_kernel(x, out, argmax)
-            else:
-                _maxpool_fast_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax, checksum)
-                if np.isnan(checksum).any():
-                    _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax)
+        n = x.size
+        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and 2 * OH <= x.shape[2] \
+                and 2 * OW <= x.shape[3]:
+            kernel_for(_maxpool2x2_fast_kernel, n)(x, out, argmax, checksum)
+            if np.isnan(checksum).any():       # a NaN was read: the exact rule
+                kernel_for(_maxpool2x2_forward_kernel, n)(x, out, argmax)
+        else:
+            kernel_for(_maxpool_fast_kernel, n)(x, kh, kw, sh, sw, ph, pw, out, argmax,
+                                                checksum)
+            if np.isnan(checksum).any():
+                kernel_for(_maxpool_forward_kernel, n)(x, kh, kw, sh, sw, ph, pw, out, argmax)
         self._x_shape, self._argmax = x.shape, argmax
         return out
 
     def backward(self, grad):
         N, C, H, W = self._x_shape
         dx = np.zeros((N, C, H * W), dtype=grad.dtype)
-        with serial_if_small(dx.size):
-            _maxpool_backward_kernel(np.ascontiguousarray(grad), self._argmax, dx)
+        kernel_for(_maxpool_backward_kernel, dx.size)(np.ascontiguousarray(grad), self._argmax, dx)
         return dx.reshape(self._x_shape)
 
 
@@ -454,16 +454,15 @@ class AvgPool2D(_Pool2D):
         x = np.ascontiguousarray(x)
         N, C = x.shape[:2]
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
-        with serial_if_small(x.size):
-            _avgpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out)
+        kernel_for(_avgpool_forward_kernel, x.size)(x, kh, kw, sh, sw, ph, pw, out)
         self._x_shape, self._geometry_cache = x.shape, geometry
         return out
 
     def backward(self, grad):
         kh, kw, sh, sw, ph, pw, _, _ = self._geometry_cache
         dx = np.zeros(self._x_shape, dtype=grad.dtype)
-        with serial_if_small(dx.size):
-            _avgpool_backward_kernel(np.ascontiguousarray(grad), kh, kw, sh, sw, ph, pw, dx)
+        kernel_for(_avgpool_backward_kernel, dx.size)(np.ascontiguousarray(grad), kh, kw, sh, sw,
+                                                      ph, pw, dx)
         return dx
 
 
