@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..threads import serial_blas_if_small
 from .base import Layer, as_generator
 
 
@@ -91,7 +92,8 @@ class Dense(Layer):
     def forward(self, x, training=False):
         self._check_input(x, (self.in_features,), "")
         self._x = x
-        out = self._forward_product(x)
+        with serial_blas_if_small(x.shape[0] * self.in_features * self.out_features):
+            out = self._forward_product(x)
         if self.bias:
             out += self.params["b"]
         return out

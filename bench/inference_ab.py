@@ -1,0 +1,92 @@
+"""A/B of two source trees on LeNet inference: batch-1 latency (median, p99)
+and batch-100 throughput, alternately in fresh processes.
+
+    python bench/inference_ab.py --base /tmp/base_tree [--rounds 5] [--threads 1]
+                                 [--calls 1000] [--out bench/results/inference_ab.json]
+
+Random inputs of MNIST's shape, the model of ``architectures.build("lenet")``;
+each process calls ``minidnn.configure_threads(threads)``. Wall-clock times,
+interleaved (base, this, base, ...), medians over the rounds: a relative guide
+on a loaded machine; ``bench/speed_vs_torch.py --only inference`` is the figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys, time
+import numpy as np
+import minidnn
+from minidnn import architectures
+minidnn.configure_threads(int(sys.argv[1]))
+calls = int(sys.argv[2])
+model = architectures.build("lenet", input_shape=(1, 28, 28), seed=0)
+rng = np.random.default_rng(0)
+x1 = rng.random((1, 1, 28, 28), dtype=np.float32)
+xb = rng.random((2000, 1, 28, 28), dtype=np.float32)
+for _ in range(50):
+    model.forward(x1)
+times = []
+for _ in range(calls):
+    t0 = time.perf_counter(); model.forward(x1); times.append(time.perf_counter() - t0)
+model.forward(xb[:100])
+t0 = time.perf_counter()
+for i in range(0, len(xb), 100):
+    model.forward(xb[i:i + 100])
+seconds = time.perf_counter() - t0
+print(json.dumps({"batch1_median_ms": 1e3 * float(np.median(times)),
+                  "batch1_p99_ms": 1e3 * float(np.percentile(times, 99)),
+                  "batch100_images_per_s": len(xb) / seconds}))
+"""
+
+
+def run_once(tree: Path, threads: int, calls: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMBA_NUM_THREADS"):
+        env[name] = str(threads)
+    out = subprocess.run([sys.executable, "-c", WORKER, str(threads), str(calls)], env=env,
+                         cwd=tree, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    import numpy as np
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, required=True, help="the earlier source tree")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not (args.base / "minidnn" / "__init__.py").exists():
+        parser.error(f"--base {args.base} holds no minidnn package")
+    sides = {"base": args.base.resolve(), "this": ROOT}
+    runs = {name: [] for name in sides}
+    for r in range(args.rounds):
+        for name, tree in sides.items():
+            runs[name].append(run_once(tree, args.threads, args.calls))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{n} {runs[n][-1]['batch1_median_ms']:.3f} ms" for n in sides), flush=True)
+    summary = {"threads": args.threads, "rounds": args.rounds, "calls": args.calls,
+               "base": str(sides["base"]), "clock": "wall, interleaved fresh processes"}
+    for name in sides:
+        summary[name] = {key: float(np.median([run[key] for run in runs[name]]))
+                         for key in runs[name][0]}
+        s = summary[name]
+        print(f"{name}: batch-1 median {s['batch1_median_ms']:.3f} ms, p99 "
+              f"{s['batch1_p99_ms']:.3f} ms, batch-100 {s['batch100_images_per_s']:.0f} img/s")
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
