@@ -1,7 +1,7 @@
 """Cifar10_quick with Caffe's recipe, in minidnn and in PyTorch, side by side.
 
     python bench/cifar10_quick.py --framework minidnn|torch|both [--threads 1]
-        [--epochs-high 9 --epochs-low 2] [--train-limit N] [--tag NAME]
+        [--epochs-high 9 --epochs-low 2] [--train-limit N] [--tag NAME] [--caffe-bias]
 
 Recipe (Caffe's examples/cifar10/cifar10_quick_solver*.prototxt): SGD lr 0.001,
 momentum 0.9, weight decay 0.004, batch 100, 4,000 iterations, then 1,000 at
@@ -14,8 +14,8 @@ Initialisation as Caffe's prototxt (Gaussian std 1e-4 for conv1, 0.01 for
 conv2 and conv3, 0.1 for ip1 and ip2; biases 0), drawn once by minidnn and
 copied into the PyTorch model, so both start from the same weights and see
 the same minibatches (the same seeded permutation per epoch). Differences
-left: Caffe's bias lr multiplier 2 and bias decay are not used (by either
-framework); PyTorch's momentum form (v = μv + g; w -= η·v) equals Caffe's
+left: Caffe's bias lr multiplier 2 and bias decay are used (by both
+frameworks) only with --caffe-bias; PyTorch's momentum form (v = μv + g; w -= η·v) equals Caffe's
 (v = μv − η·g) except at the one learning-rate drop.
 
 Each framework runs in its own process (torch is never imported beside
@@ -39,6 +39,8 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 CAFFE_INIT_STD = {"conv1": 1e-4, "conv2": 1e-2, "conv3": 1e-2, "ip1": 0.1, "ip2": 0.1}
 LR, MOMENTUM, WEIGHT_DECAY, BATCH = 0.001, 0.9, 0.004, 100
+# --caffe-bias: the prototxt's bias "lr_mult: 2", decayed like the weights (decay_mult 1)
+CAFFE_BIAS_MULT = {"b": {"lr": 2.0, "weight_decay": 1.0}}
 
 
 def _thread_env(threads: int) -> dict:
@@ -92,7 +94,8 @@ def run_minidnn(args) -> dict:
     minidnn.configure_threads(args.threads)
     x, y, xv, yv, xt, yt, normalize = prepared_data(args.train_limit)
     model = caffe_initialised_model(args.seed)
-    optimizer = SGD(LR, MOMENTUM, WEIGHT_DECAY, schedule=StepLR(args.epochs_high, 0.1))
+    optimizer = SGD(LR, MOMENTUM, WEIGHT_DECAY, schedule=StepLR(args.epochs_high, 0.1),
+                    param_mult=CAFFE_BIAS_MULT if args.caffe_bias else None)
     epochs = args.epochs_high + args.epochs_low
     checkpoint = Path(args.checkpoint_dir) / f"cifar10_quick{args.tag}.ckpt.h5"
     t0 = time.perf_counter()
@@ -136,8 +139,10 @@ def run_torch(args) -> dict:
             b.bias.copy_(torch.from_numpy(a.params["b"]))
     decay = [m.weight for m in theirs]
     no_decay = [m.bias for m in theirs]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=LR, momentum=MOMENTUM)
+    bias = CAFFE_BIAS_MULT["b"] if args.caffe_bias else {"lr": 1.0, "weight_decay": 0.0}
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": WEIGHT_DECAY, "lr_mult": 1.0},
+                           {"params": no_decay, "weight_decay": WEIGHT_DECAY * bias["weight_decay"],
+                            "lr_mult": bias["lr"]}], lr=LR, momentum=MOMENTUM)
     epochs = args.epochs_high + args.epochs_low
     checkpoint = Path(args.checkpoint_dir) / f"cifar10_quick_torch{args.tag}.ckpt.pt"
     rng = np.random.default_rng(args.seed)              # fit's shuffling, replayed
@@ -163,7 +168,7 @@ def run_torch(args) -> dict:
 
     for epoch in range(start, epochs):
         for group in opt.param_groups:
-            group["lr"] = LR * (0.1 if epoch >= args.epochs_high else 1.0)
+            group["lr"] = LR * group["lr_mult"] * (0.1 if epoch >= args.epochs_high else 1.0)
         t0 = time.perf_counter()
         order = rng.permutation(len(x))
         total, correct = 0.0, 0
@@ -228,13 +233,19 @@ def main(argv=None) -> int:
                         help="use only the first N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of result and checkpoint names")
-    parser.add_argument("--model-out", default="/work/artifacts/cifar10_quick.h5")
+    parser.add_argument("--caffe-bias", action="store_true",
+                        help="Caffe's bias settings: twice the learning rate, weight decay "
+                             "as the weights (both frameworks)")
+    parser.add_argument("--model-out", default=None,
+                        help="minidnn model file (default /work/artifacts/cifar10_quick<tag>.h5)")
     parser.add_argument("--checkpoint-dir", default="/work/artifacts")
     parser.add_argument("--export-partial", action="store_true",
                         help="save the latest minidnn checkpoint as <model-out>_partial.h5 "
                              "(with its input normalisation) and exit")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.model_out is None:
+        args.model_out = f"/work/artifacts/cifar10_quick{args.tag}.h5"
     if args.export_partial:
         sys.path.insert(0, str(ROOT))
         export_partial(args)
@@ -248,7 +259,9 @@ def main(argv=None) -> int:
                       epochs_low=args.epochs_low, train_limit=args.train_limit,
                       recipe="lr 0.001 momentum 0.9 wd 0.004 batch 100; 9 epochs (4,050 it) "
                              "then 2 at lr 0.0001 (900 it) on 45,000 images",
-                      data="CIFAR-10 (JPEG-derived copy), 45k train / 5k val / 10k test")
+                      data="CIFAR-10 (JPEG-derived copy), 45k train / 5k val / 10k test",
+                      bias=("Caffe's: lr x2, decayed" if args.caffe_bias
+                            else "lr x1, not decayed"))
         out = RESULTS / f"cifar10_quick_{args.framework}{args.tag}.json"
         out.write_text(json.dumps(result, indent=1))
         print(f"{args.framework}: test accuracy {100 * result['test_accuracy']:.2f}%, "

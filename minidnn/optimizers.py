@@ -108,6 +108,12 @@ class SGD:
         per_layer: layer name → overrides of ``lr``, ``momentum`` and
             ``weight_decay`` for that layer, e.g. ``{"dense_2": {"lr": 0.01}}``.
         groups: old name of ``per_layer`` (kept so existing code runs).
+        param_mult: parameter name → multipliers ``{"lr": m, "weight_decay": m}``
+            applied in every layer on top of the per-layer values: Caffe's
+            ``lr_mult`` / ``decay_mult``. ``{"b": {"lr": 2, "weight_decay": 1}}``
+            is the bias setting of Caffe's example nets (twice the rate, decayed
+            like the weights). A ``weight_decay`` multiplier given for a
+            parameter decays it even if it is not in the layer's ``decay_params``.
         momentum_form: ``"caffe"`` (default, ΔW ← αΔW − η(g + λW); W ← W + ΔW)
             or ``"pytorch"`` (v ← αv + g + λW; W ← W − ηv), see the module
             docstring; they differ only when the learning rate changes.
@@ -117,7 +123,7 @@ class SGD:
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
                  schedule=None, per_layer: dict | None = None, groups: dict | None = None,
-                 momentum_form: str = "caffe"):
+                 momentum_form: str = "caffe", param_mult: dict | None = None):
         if groups is not None:
             if per_layer is not None:
                 raise ValueError("SGD: give per_layer= (groups= is its old name), not both")
@@ -134,6 +140,7 @@ class SGD:
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.schedule = schedule or ConstantLR()
         self.per_layer = dict(per_layer or {})
+        self.param_mult = _checked_param_mult(param_mult)
         self.velocity: dict[str, np.ndarray] = {}
         self.epoch = 0
         self.steps = 0
@@ -164,15 +171,25 @@ class SGD:
                 continue
             h = self.hyper(layer)
             for pname in layer.params:
-                hp = dict(h)
-                if pname not in layer.decay_params:
-                    hp["weight_decay"] = 0.0
+                hp = self._param_hyper(layer, pname, h)
                 key = f"{layer.name}/{pname}"
                 delta = self._step_delta(key, layer, pname, layer.grads[pname], hp)
                 layer.apply_update(pname, delta)
         self.steps += 1
         for callback in self.after_step:
             callback(model, self)
+
+    def _param_hyper(self, layer, pname: str, layer_hyper: dict) -> dict:
+        """One parameter's hyperparameters: the layer's, with weight decay only
+        on ``decay_params``, then the ``param_mult`` multipliers."""
+        hp = dict(layer_hyper)
+        mult = self.param_mult.get(pname, {})
+        if "weight_decay" in mult:
+            hp["weight_decay"] *= mult["weight_decay"]
+        elif pname not in layer.decay_params:
+            hp["weight_decay"] = 0.0
+        hp["lr"] *= mult.get("lr", 1.0)
+        return hp
 
     def _step_delta(self, key, layer, pname, grad, hyper) -> np.ndarray:
         """The float step ΔW = α·ΔW − η·(g + λ·W) for one parameter (Caffe's
@@ -201,7 +218,8 @@ class SGD:
     def get_config(self) -> dict:
         return {"type": "sgd", "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay, "schedule": self.schedule.get_config(),
-                "per_layer": self.per_layer, "momentum_form": self.momentum_form}
+                "per_layer": self.per_layer, "momentum_form": self.momentum_form,
+                "param_mult": self.param_mult}
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs: nested dicts of arrays and JSON values.
@@ -223,4 +241,20 @@ def optimizer_from_config(config: dict) -> SGD:
     per_layer = config.get("per_layer", config.get("groups"))
     return SGD(config["lr"], config["momentum"], config["weight_decay"],
                schedule_from_config(config.get("schedule")), per_layer=per_layer,
-               momentum_form=config.get("momentum_form", "caffe"))
+               momentum_form=config.get("momentum_form", "caffe"),
+               param_mult=config.get("param_mult"))
+
+
+def _checked_param_mult(param_mult) -> dict:
+    """``param_mult`` as a plain dict of float multipliers, or a clear error."""
+    checked = {}
+    for pname, mult in dict(param_mult or {}).items():
+        if not isinstance(mult, dict) or not set(mult) <= {"lr", "weight_decay"}:
+            raise ValueError(f"SGD param_mult[{pname!r}] must be a dict with keys 'lr' and/or "
+                             f"'weight_decay', got {mult!r}")
+        for label, value in mult.items():
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"SGD param_mult[{pname!r}][{label!r}] must be a finite "
+                                 f"number >= 0, got {value}")
+        checked[str(pname)] = {k: float(v) for k, v in mult.items()}
+    return checked

@@ -214,6 +214,31 @@ def test_per_layer_groups_override_the_learning_rate():
     assert h == {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.5}
 
 
+def test_param_mult_is_caffes_lr_mult_and_decay_mult():
+    """{"b": {"lr": 2, "weight_decay": 1}}: biases move at twice the rate and are
+    decayed like the weights (Caffe's example nets); other parameters unchanged."""
+    lr, lam = 0.1, 0.01
+    model = _model()
+    _set_grads(model, np.random.default_rng(3))
+    before = _params(model)
+    opt = SGD(lr=lr, weight_decay=lam, param_mult={"b": {"lr": 2.0, "weight_decay": 1.0},
+                                                   "gamma": {"lr": 0.0}})
+    opt.step(model)
+    after = _params(model)
+    dense = model.layer("dense_0")
+    np.testing.assert_allclose(after["dense_0/b"], before["dense_0/b"]
+                               - 2 * lr * (dense.grads["b"] + lam * before["dense_0/b"]))
+    np.testing.assert_allclose(after["dense_0/W"], before["dense_0/W"]
+                               - lr * (dense.grads["W"] + lam * before["dense_0/W"]))
+    np.testing.assert_array_equal(after["batchnorm_1/gamma"], before["batchnorm_1/gamma"])
+    again = optimizer_from_config(opt.get_config())
+    assert again.param_mult == {"b": {"lr": 2.0, "weight_decay": 1.0}, "gamma": {"lr": 0.0}}
+    with pytest.raises(ValueError, match="param_mult"):
+        SGD(param_mult={"b": {"lr_mult": 2.0}})
+    with pytest.raises(ValueError, match="param_mult"):
+        SGD(param_mult={"b": {"lr": -1.0}})
+
+
 @pytest.mark.parametrize("kwargs", [
     {"lr": -0.1}, {"lr": float("nan")}, {"lr": float("inf")},
     {"momentum": -0.5}, {"momentum": 1.0}, {"momentum": 1.5},
