@@ -22,6 +22,13 @@ validation inputs x is
 each channel takes the pattern with the least error. That per-channel
 assignment is then evaluated on validation accuracy like any candidate and
 kept only if it beats the best single pattern.
+
+Rescale (``rescale="max"`` or ``"pow2"``, see ``ptq``): every candidate is
+rounded as s · q(W / s), s set from the layer's max |w| (per layer for one
+pattern, per output channel for the per-channel assignment, whose errors
+e(o, p) are then computed with each channel's own scale). A rescale absorbs
+the binary-point shift, so with it ``shifts`` other than (0,) only repeat
+candidates.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from ..kernels.im2col import im2col
 from ..layers import Conv2D
 from ..losses import SoftmaxCrossEntropy
 from .bitmask import BitMaskPattern, enumerate_patterns
-from .ptq import float_layer, quantize_layer, resolve_layers
+from .ptq import check_rescale, float_layer, quantize_layer, resolve_layers
 
 
 @dataclass
@@ -52,9 +59,10 @@ class SearchResult:
     val_accuracy: float = float("nan")
     seconds: float = 0.0
     bits: int = 0
+    rescale: str | None = None
 
     def to_json(self) -> dict:
-        return {"bits": self.bits, "assignment": self.assignment,
+        return {"bits": self.bits, "rescale": self.rescale, "assignment": self.assignment,
                 "float_val_accuracy": self.float_val_accuracy, "val_accuracy": self.val_accuracy,
                 "seconds": self.seconds, "candidates": self.candidates}
 
@@ -115,10 +123,14 @@ def _channel_errors(layer, q, sigma) -> np.ndarray:
     return np.einsum("ok,kl,ol->o", rows, sigma, rows)
 
 
+def _n_outputs(layer) -> int:
+    return layer.out_channels if isinstance(layer, Conv2D) else layer.out_features
+
+
 def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = False,
                     max_bits: int = 8, shifts=(0,), batch_size: int = 1000,
                     moment_rows: int = 50000, top_k: int | None = None, seed: int = 0,
-                    log=print) -> SearchResult:
+                    rescale=None, log=print) -> SearchResult:
     """Choose a bit-mask pattern per layer (optionally per channel) on validation data.
 
     Args:
@@ -135,11 +147,16 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         top_k: evaluate validation accuracy only for the ``top_k`` candidates of least
             output error e (plus the plain format); None (default): every candidate.
         seed: seeds that sampling.
+        rescale: None (default, the paper: raw weights rounded), "max" or "pow2": each
+            candidate's weights scaled first (per layer; per channel for the
+            per-channel assignment). ``quantize_model(model, result.assignment,
+            rescale=result.rescale)`` rebuilds the chosen model.
         log: receives one line per layer (None: silent).
     Returns a ``SearchResult``; ``quantize_model(model, result.assignment)`` builds the model.
     """
     t0 = time.perf_counter()
     log = log or (lambda line: None)
+    rescale = check_rescale(rescale)
     try:
         x, y = val
     except (TypeError, ValueError):
@@ -171,7 +188,7 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
     current = [float_layer(l) if l in targets else l for l in model.layers]
     float_acc, _ = _run(current, x, y, batch_size, loss)
     result = SearchResult(assignment={}, float_val_accuracy=float_acc,
-                          bits=bits if isinstance(bits, int) else dict(budget))
+                          bits=bits if isinstance(bits, int) else dict(budget), rescale=rescale)
     log(f"float model: val accuracy {float_acc:.4f}")
 
     h, at = x, 0                                   # h = input of current[at] on val
@@ -184,9 +201,18 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         sigma = _input_moment(base, h, moment_rows, rng)
         candidates = enumerate_patterns(budget[layer.name], max_bits, shifts)
         scored = []
-        quantized = [quantize_layer(base, pattern) for pattern in candidates]
+        quantized = [quantize_layer(base, pattern, rescale=rescale) for pattern in candidates]
         per_pattern_errors = [_channel_errors(base, q, sigma) for q in quantized]
         mse = [float(e.mean()) for e in per_pattern_errors]
+        if per_channel and rescale is not None:
+            # the per-channel assignment scales each channel by its own max |w|: its
+            # errors must be those of per-channel-scaled candidates
+            n_out = _n_outputs(base)
+            channel_errors = [_channel_errors(base, quantize_layer(base, [p] * n_out,
+                                                                   rescale=rescale), sigma)
+                              for p in candidates]
+        else:
+            channel_errors = per_pattern_errors
         # top_k: only the k least-error candidates (and the plain format) get a validation pass
         evaluated = set(range(len(candidates))) if top_k is None else \
             set(np.argsort(mse, kind="stable")[:int(top_k)].tolist()) | {0}
@@ -202,10 +228,10 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         best = max(scored)
         choice, choice_acc, choice_loss = best[3], best[0], -best[1]
         if per_channel:
-            errors = np.stack(per_pattern_errors)                    # (patterns, O)
+            errors = np.stack(channel_errors)                        # (patterns, O)
             picks = errors.argmin(axis=0)
             patterns = [str(candidates[i]) for i in picks]
-            q = quantize_layer(base, patterns)
+            q = quantize_layer(base, patterns, rescale=rescale)
             acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
             result.candidates.append({
                 "layer": layer.name, "pattern": "per-channel (least output error)",
@@ -216,7 +242,7 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
             if (acc, -val_loss) > (choice_acc, -choice_loss):
                 choice, choice_acc, choice_loss = patterns, acc, val_loss
         result.assignment[layer.name] = choice
-        current[t] = quantize_layer(base, choice)
+        current[t] = quantize_layer(base, choice, rescale=rescale)
         shown = choice if isinstance(choice, str) else f"per-channel ({len(set(choice))} distinct)"
         log(f"{layer.name}: {len(candidates)} patterns ({len(scored)} evaluated) at {budget[layer.name]} bits -> {shown}, "
             f"val accuracy {choice_acc:.4f}")
