@@ -6,10 +6,10 @@ The model file is issue 8's Caffe-recipe Cifar10_quick; its training info
 holds the input normalisation x' = (x − mean[c]) / std[c] (x = pixel/255),
 applied here to every split. Runs (bench/results/bitmask_cifar10/<name>.json,
 resumable), in this order (the most informative first, so a cut-short study
-still has them): ``float``; ``uniform`` (one pattern on all three conv layers:
-plain 4_0_0 and 3_0_0, the paper's best LeNet masks, raw weights);
-``search_conv_{4,3}_rescale`` (each layer scaled so max|w| lands on the
-pattern's largest value, S = 0: a rescale absorbs S); ``search_conv_{4,3}_shift``
+still has them): ``float``; ``search_conv_{4,3}_rescale`` (each layer scaled
+so max|w| lands on the pattern's largest value, S = 0: a rescale absorbs S);
+``uniform`` (one pattern on all three conv layers: plain 4_0_0 and 3_0_0, the
+paper's best LeNet masks, raw weights); ``search_conv_{4,3}_shift``
 (raw weights, shifts S in −8..0: the binary point moved instead of a scale);
 ``search_conv_{4,3}_rescale_pc`` (per-channel patterns and scales);
 ``search_conv_{4,3}`` and ``_pc`` (the paper's S = 0, raw weights);
@@ -102,13 +102,14 @@ def main(argv=None) -> int:
     runs = {"float": lambda: {"val_accuracy": accuracy(model, splits.val),
                               "test_accuracy": accuracy(model, splits.test),
                               "weights": weight_stats(model), "input_transform": transform},
-            "uniform": uniform}
+            }
 
     def search(bits, per_channel=False, shifts=(0,), rescale=None):
         return lambda: run_search(model, splits, bits, "conv", per_channel, args.val_size,
                                   args.top_k, shifts=shifts, rescale=rescale)
     for bits in (4, 3):
         runs[f"search_conv_{bits}_rescale"] = search(bits, rescale="max")
+    runs["uniform"] = uniform
     for bits in (4, 3):
         runs[f"search_conv_{bits}_shift"] = search(bits, shifts=range(-8, 1))
     for bits in (4, 3):
