@@ -221,3 +221,30 @@ def test_cli_quantize_rescale_writes_a_scaled_file_that_info_shows(trained_cnn, 
     out = capsys.readouterr().out
     assert "pattern 6_2_0_1_0 (X0.0XXX), 4 bits/weight, rescale pow2 s=" in out
     assert "pattern 5_2_0_1_0 (X0.0XX), 3 bits/weight, rescale pow2 s=" in out
+
+
+def test_candidates_with_identical_weights_share_one_pass_and_top_k_counts_distinct(trained_cnn):
+    """With a rescale every uniform mask (X0.0XXX, X0.XXX0, ...) is the plain format scaled:
+    the same weights. They share one validation pass; top_k picks distinct weight sets."""
+    model, splits = trained_cnn
+    calls = []
+    from minidnn.quantization import search as search_module
+    real_run = search_module._run
+
+    def counting_run(*args, **kwargs):
+        calls.append(1)
+        return real_run(*args, **kwargs)
+    search_module._run, saved = counting_run, real_run
+    try:
+        result = search_patterns(model, splits.val, bits=3, layers="conv1", max_bits=5,
+                                 rescale="max", top_k=3, log=None)
+    finally:
+        search_module._run = saved
+    scored = [c for c in result.candidates if c["val_accuracy"] is not None]
+    shared = [c for c in scored if "same_weights_as" in c]
+    assert {c["same_weights_as"] for c in shared} >= {"3_0_0"}
+    assert "4_1_0_0" in {c["pattern"] for c in shared}       # X0.XX = XX.X scaled
+    assert len(calls) - 2 == len(scored) - len(shared) == 3   # (-2: float and final model)
+    for c in shared:
+        twin = next(d for d in scored if d["pattern"] == c["same_weights_as"])
+        assert (c["val_accuracy"], c["val_loss"]) == (twin["val_accuracy"], twin["val_loss"])

@@ -4,7 +4,9 @@ The paper (Doi & Mitsuyama) tried patterns by hand; here every pattern with
 B − M = ``bits`` effective bits and B ≤ ``max_bits`` (``enumerate_patterns``)
 is tried, layer by layer, and the one with the best **validation** accuracy
 is kept (ties: lower validation loss, then the earlier candidate, i.e. fewer
-total bits). The search sees only the validation pair it is given; it never
+total bits). Candidates that round the layer to identical weights (e.g. every
+narrow word that rounds all of them to 0, or, with a rescale, every uniform
+mask) share one validation pass; ``top_k`` counts distinct weight sets. The search sees only the validation pair it is given; it never
 takes a test set.
 
 Greedy, in layer order: layer t is searched with layers before it already
@@ -32,6 +34,7 @@ candidates.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -144,8 +147,9 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         max_bits: largest word B tried (8: int8 codes).
         shifts: binary-point shifts S tried (the paper's S = 0).
         moment_rows: rows (dense inputs / im2col columns) sampled for Σ.
-        top_k: evaluate validation accuracy only for the ``top_k`` candidates of least
-            output error e (plus the plain format); None (default): every candidate.
+        top_k: evaluate validation accuracy only for the ``top_k`` distinct weight sets of
+            least output error e (plus the plain format; candidates giving the same
+            weights share the score); None (default): every candidate.
         seed: seeds that sampling.
         rescale: None (default, the paper: raw weights rounded), "max" or "pow2": each
             candidate's weights scaled first (per layer; per channel for the
@@ -213,15 +217,30 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
                               for p in candidates]
         else:
             channel_errors = per_pattern_errors
-        # top_k: only the k least-error candidates (and the plain format) get a validation pass
-        evaluated = set(range(len(candidates))) if top_k is None else \
-            set(np.argsort(mse, kind="stable")[:int(top_k)].tolist()) | {0}
+        # candidates that round the layer to the very same weights (all-zero layers of
+        # narrow words, or every uniform mask once rescaled) give the same outputs: one
+        # validation pass serves them all, and top_k counts distinct weight sets
+        keys = [hashlib.sha1(q.weight_values(np.float64).tobytes()).hexdigest() for q in quantized]
+        if top_k is None:
+            chosen_keys = set(keys)
+        else:
+            chosen_keys = {keys[0]}                   # the plain format is always evaluated
+            for i in np.argsort(mse, kind="stable").tolist():
+                if len(chosen_keys - {keys[0]}) >= int(top_k):
+                    break
+                chosen_keys.add(keys[i])
+        first_of = {}
         for i, (pattern, q) in enumerate(zip(candidates, quantized)):
             record = {"layer": layer.name, "pattern": str(pattern),
                       "readable": _readable(pattern), "effective_bits": pattern.effective_bits,
                       "val_accuracy": None, "val_loss": None, "output_mse": mse[i]}
-            if i in evaluated:
-                acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
+            if keys[i] in chosen_keys:
+                if keys[i] in first_of:
+                    j, acc, val_loss = first_of[keys[i]]
+                    record["same_weights_as"] = str(candidates[j])
+                else:
+                    acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
+                    first_of[keys[i]] = (i, acc, val_loss)
                 record.update(val_accuracy=acc, val_loss=val_loss)
                 scored.append((acc, -val_loss, -i, str(pattern)))
             result.candidates.append(record)
@@ -244,7 +263,8 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         result.assignment[layer.name] = choice
         current[t] = quantize_layer(base, choice, rescale=rescale)
         shown = choice if isinstance(choice, str) else f"per-channel ({len(set(choice))} distinct)"
-        log(f"{layer.name}: {len(candidates)} patterns ({len(scored)} evaluated) at {budget[layer.name]} bits -> {shown}, "
+        log(f"{layer.name}: {len(candidates)} patterns ({len(first_of)} distinct evaluated, "
+            f"{len(scored)} scored) at {budget[layer.name]} bits -> {shown}, "
             f"val accuracy {choice_acc:.4f}")
     final_acc, _ = _run(current[at:], h, y, batch_size, loss)
     result.val_accuracy = final_acc
