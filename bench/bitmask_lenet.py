@@ -127,11 +127,12 @@ def run_paper_table_round_then_mask(model, splits):
     return {"rows": rows, "rounding": round_then_mask.__doc__}
 
 
-def run_search(model, splits, bits, layers, per_channel, val_size, top_k, shifts=(0,)):
+def run_search(model, splits, bits, layers, per_channel, val_size, top_k, shifts=(0,),
+               rescale=None):
     val = splits.val if val_size is None else (splits.val.x[:val_size], splits.val.y[:val_size])
     result = search_patterns(model, val, bits, layers=layers, per_channel=per_channel,
-                             top_k=top_k, shifts=tuple(shifts))
-    q = quantize_model(model, result.assignment)
+                             top_k=top_k, shifts=tuple(shifts), rescale=rescale)
+    q = quantize_model(model, result.assignment, rescale=rescale)
     shown = {k: (v if isinstance(v, str) else {"per_channel": v, "distinct": sorted(set(v))})
              for k, v in result.assignment.items()}
     wb_q, wb_f = weight_bytes(q), weight_bytes(model)
@@ -140,7 +141,10 @@ def run_search(model, splits, bits, layers, per_channel, val_size, top_k, shifts
             "full_val_accuracy": accuracy(q, splits.val),
             "weight_bytes": {"float32": wb_f, "quantized": wb_q,
                              "float32_total": sum(wb_f.values()), "quantized_total": sum(wb_q.values())},
-            "model_file_bytes_note": "quantized bytes = codes packed at the effective width"}
+            "weight_scales": {l.name: l.weight_scale().tolist() for l in q.layers
+                              if getattr(l, "rescale", None)},
+            "model_file_bytes_note": "quantized bytes = codes packed at the effective width "
+                                     "(+ 4 bytes per float32 scale of a rescaled layer)"}
 
 
 def run_integer(model, splits, source):

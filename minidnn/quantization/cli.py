@@ -1,7 +1,7 @@
 """``minidnn quantize``: post-training bit-mask quantization of a model file (technique 2).
 
     minidnn quantize MODEL.h5 --pattern conv1=6_2_0_1_0 --pattern conv2=7_3_0_1_2_0 -o q.h5
-    minidnn quantize MODEL.h5 --search --bits 3 [--per-channel] [--layers all] -o q.h5
+    minidnn quantize MODEL.h5 --search --bits 3 [--per-channel] [--layers all] [--rescale max] -o q.h5
 
 Patterns are chosen by hand or searched on the validation split; the test
 split is read only after the choice, to report the final accuracy.
@@ -38,6 +38,12 @@ def add_quantize_parser(sub) -> None:
     p.add_argument("--per-channel", action="store_true",
                    help="also try one pattern per output channel (kept when it is better on "
                         "validation)")
+    p.add_argument("--rescale", choices=("none", "max", "pow2"), default="none",
+                   help="scale each quantized layer (per channel with per-channel patterns) "
+                        "before rounding: 'max' maps max|w| onto the pattern's largest value, "
+                        "'pow2' uses the nearest power of two (a binary-point shift); the "
+                        "float scale is stored in the file and applied at the output "
+                        "(default %(default)s: the raw weights are rounded, as in the paper)")
     p.add_argument("--max-bits", type=int, default=8, help="largest word B searched (default %(default)s)")
     p.add_argument("--activation-bits", type=int, default=8,
                    help="input code width of the integer path (default %(default)s)")
@@ -71,23 +77,25 @@ def run_quantize(args, splits) -> dict:
     touched; the search receives the validation split only."""
     from .. import io
     from ..training import evaluate
-    from .ptq import calibrate, quantize_model, set_integer, weight_bytes
+    from .ptq import calibrate, check_rescale, quantize_model, set_integer, weight_bytes
     from .search import search_patterns
     log = (lambda line: None) if args.quiet else print
     model = io.load(args.model)
     assignment = parse_assignments(args.pattern)
-    report = {"model": args.model, "dataset": args.dataset}
+    rescale = check_rescale(getattr(args, "rescale", None))
+    report = {"model": args.model, "dataset": args.dataset, "rescale": rescale}
     t0 = time.perf_counter()
     if args.search:
         layers = [k.strip() for k in args.layers.split(",") if k.strip()]
         result = search_patterns(model, splits.val, args.bits, layers=layers,
                                  per_channel=args.per_channel, max_bits=args.max_bits,
-                                 batch_size=args.batch_size, log=log)
+                                 batch_size=args.batch_size, rescale=rescale, log=log)
         report["search"] = result.to_json()
         assignment = {**result.assignment, **assignment}     # hand-given patterns win
     if not assignment:
         raise ValueError("nothing to quantize: give --pattern LAYER=PATTERN or --search")
-    quantized = quantize_model(model, assignment, activation_bits=args.activation_bits)
+    quantized = quantize_model(model, assignment, activation_bits=args.activation_bits,
+                               rescale=rescale)
     if args.integer:
         calibrate(quantized, splits.val.x)
         set_integer(quantized, True)
@@ -100,7 +108,7 @@ def run_quantize(args, splits) -> dict:
             report[f"{name}_{split}_accuracy"] = evaluate(net, data, batch_size=args.batch_size)["accuracy"]
     report["weight_bytes"] = {"float": weight_bytes(model), "quantized": weight_bytes(quantized)}
     io.save(quantized, args.out, training={"quantized_from": args.model, "assignment": assignment,
-                                            "integer": bool(args.integer)})
+                                            "integer": bool(args.integer), "rescale": rescale})
     return report
 
 

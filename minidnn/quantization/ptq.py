@@ -13,9 +13,24 @@ the pattern's set V (sign-magnitude, symmetric, see ``bitmask``):
 
 ties (|w| exactly halfway between two neighbours) go to the larger
 magnitude (away from zero, as C's ``round``); |w| above the largest value
-saturates at it. Weights are not rescaled first: the paper rounds the raw
-weights onto a format with one integer bit (S = 0); S ≠ 0 moves the point.
-q is idempotent (q(q(w)) = q(w)), since every v ∈ V is its own nearest.
+saturates at it. By default weights are not rescaled first: the paper rounds
+the raw weights onto a format with one integer bit (S = 0); S ≠ 0 moves the
+point. q is idempotent (q(q(w)) = q(w)), since every v ∈ V is its own nearest.
+
+Optional rescale (``rescale="max"`` or ``"pow2"``, asked for by the user):
+each layer (or, with per-channel patterns, each output channel o) gets a
+float scale s_o and its weights are rounded as W ≈ s_o · q(W / s_o):
+
+    "max":   s_o = max|W_o| / v_max(p_o)            (max|W_o| lands on the largest value)
+    "pow2":  s_o = 2^round(log2(max|W_o| / v_max(p_o)))  (the nearest power of two:
+             the same as a binary-point shift S, with a value set scaled exactly)
+
+s_o is rounded to float32 (so it survives every dtype cast and the model
+file exactly; an all-zero channel keeps s = 1). The codes keep the pattern;
+the scale is applied once at the output: y_o = s_o · Σ code·step·x + b_o.
+The weight-only path folds it into its dequantized weights code·step·s_o
+(one rounding to the layer dtype); the integer path folds it into its
+per-channel output scale (Δa · step_o) · s_o.
 
 Per layer (one pattern) or per output channel (one pattern per channel:
 conv W[o], Dense W[:, j]). Biases stay in float, as do unchosen layers.
@@ -29,12 +44,14 @@ Two forward paths of a quantized layer:
   two (``activation_bits`` bits, unsigned when the calibration data was
   non-negative); the int8 weight codes times the int16 activation codes are
   summed in int32 (``kernels.quantized_matmul.int_matmul``), and the sum is
-  scaled once at the output, y = acc · (Δa · step_o) + b_o, in float64, then
-  cast to the layer dtype. ``simulate_integer(x)`` computes the same layer in
-  float64 with the dequantized weights and the fake-quantized input
-  (a·Δa)·(code·step): every product and partial sum is an integer multiple of
-  Δa·step_o below 2^53 (int32 bounds it by 2^31), hence exact in float64, so
-  the integer path equals this float simulation bit for bit.
+  scaled once at the output, y = acc · ((Δa · step_o) · s_o) + b_o, in float64,
+  then cast to the layer dtype (s_o = 1 without rescale). ``simulate_integer(x)``
+  computes the same layer in float64 with the unscaled dequantized weights and
+  the fake-quantized input, Σ (a·Δa)·(code·step), then multiplies by s_o: every
+  product and partial sum is an integer multiple of Δa·step_o below 2^53 (int32
+  bounds it by 2^31), hence exact in float64, and Δa·step_o is a power of two,
+  so both paths round the same real number acc·Δa·step_o·s_o once: the integer
+  path equals this float simulation bit for bit, with or without a scale.
 """
 from __future__ import annotations
 
@@ -85,6 +102,43 @@ def quantize_activations(x, step: float, lo: int, hi: int) -> np.ndarray:
     return np.clip(codes, lo, hi).astype(np.int16)
 
 
+RESCALE_MODES = ("max", "pow2")
+
+
+def check_rescale(rescale):
+    """None (also "none"/"off"/False) or one of RESCALE_MODES; anything else raises ValueError."""
+    if rescale is None or rescale is False or (isinstance(rescale, str)
+                                               and rescale.lower() in ("none", "off")):
+        return None
+    if isinstance(rescale, str) and rescale.lower() in RESCALE_MODES:
+        return rescale.lower()
+    raise ValueError(f"rescale must be None, 'max' or 'pow2' (max|w| onto the pattern's "
+                     f"largest value, or the nearest power of two), got {rescale!r}")
+
+
+def rescale_factors(rows, patterns, mode: str) -> np.ndarray:
+    """Scale s_o (float32-exact, float64 array) of each row of ``rows`` (n, K) for its pattern.
+
+    "max": s = max|row| / v_max; "pow2": s = 2^round(log2(max|row| / v_max)).
+    A row of zeros (or one whose scale would leave float32's normal range) keeps s = 1."""
+    mode = check_rescale(mode)
+    if mode is None:
+        raise ValueError("rescale_factors needs a rescale mode ('max' or 'pow2'), got None")
+    rows = np.asarray(rows, dtype=np.float64)
+    out = np.ones(len(rows), dtype=np.float64)
+    tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+    for o, (row, pattern) in enumerate(zip(rows, patterns)):
+        peak = float(np.abs(row).max()) if row.size else 0.0
+        if peak == 0.0:
+            continue
+        ratio = peak / pattern.max_value
+        s = 2.0 ** round(math.log2(ratio)) if mode == "pow2" else ratio
+        s = float(np.float32(s))
+        if tiny <= s <= huge:
+            out[o] = s
+    return out
+
+
 def activation_range(bits: int, signed: bool) -> tuple[int, int]:
     """Code range of ``bits``-bit activations: symmetric signed, or unsigned [0, 2^bits − 1]."""
     if signed:
@@ -117,8 +171,13 @@ class BitMaskQuantized:
 
     channel_axis: int = 0
 
-    def _setup_quantization(self, pattern, activation_bits, integer):
+    def _setup_quantization(self, pattern, activation_bits, integer, rescale=None):
         self.per_channel, self.patterns = _as_patterns(pattern, self._n_channels())
+        self.rescale = check_rescale(rescale)
+        if self.rescale is not None:
+            # s_o per output channel (all equal for one pattern per layer); set from the
+            # float weights by set_float_weights, read back from the model file
+            self.buffers["weight_scale"] = np.ones(self._n_channels(), dtype=np.float64)
         if not 2 <= int(activation_bits) <= 15:
             raise ValueError(f"activation_bits must be in 2..15 (int16 activation codes), "
                              f"got {activation_bits}")
@@ -144,16 +203,40 @@ class BitMaskQuantized:
         moved.insert(0, moved.pop(self.channel_axis))
         return np.moveaxis(rows.reshape(moved), 0, self.channel_axis)
 
-    def _step_shape(self):
+    def _per_channel_shape(self, values):
         shape = [1] * self.params["W"].ndim
         shape[self.channel_axis] = -1
-        return self.step_per_channel.reshape(shape)
+        return values.reshape(shape)
+
+    def _step_shape(self):
+        return self._per_channel_shape(self.step_per_channel)
+
+    def weight_scale(self) -> np.ndarray:
+        """s_o of each output channel, float64 (ones without rescale)."""
+        if self.rescale is None:
+            return np.ones(self._n_channels(), dtype=np.float64)
+        return self.buffers["weight_scale"].astype(np.float64)
+
+    def _compute_scale(self, rows) -> None:
+        if self.per_channel:
+            scale = rescale_factors(rows, self.patterns, self.rescale)
+        else:                        # one scale for the layer, from its overall max |w|
+            scale = np.full(len(rows), rescale_factors(rows.reshape(1, -1), self.patterns[:1],
+                                                       self.rescale)[0])
+        self.buffers["weight_scale"] = scale.astype(self.dtype)
 
     # -- codes <-> values ---------------------------------------------------------------------
-    def set_float_weights(self, W: np.ndarray) -> None:
-        """Round float weights W onto the pattern(s) and keep the codes."""
+    def set_float_weights(self, W: np.ndarray, keep_scale: bool = False) -> None:
+        """Round float weights W onto the pattern(s) and keep the codes.
+
+        With rescale, the scale s_o is first set from W (``keep_scale``: reuse the
+        stored one, as a fine-tuning step does) and W_o / s_o is rounded."""
         W = np.asarray(W, dtype=np.float64)
         rows = self._channel_view(W)
+        if self.rescale is not None:
+            if not keep_scale:
+                self._compute_scale(rows)
+            rows = rows / self.weight_scale()[:, None]
         codes = np.empty(rows.shape, dtype=self._codes_dtype)
         for pattern in set(self.patterns):
             sel = np.array([p == pattern for p in self.patterns])
@@ -162,16 +245,24 @@ class BitMaskQuantized:
         self._refresh()
 
     def _refresh(self) -> None:
-        # the dequantized weights, the float path's operand: exact in float32 and float64
-        self._W_values = (self.params["W"] * self._step_shape()).astype(self.dtype)
+        # the dequantized weights code·step·s, the float path's operand: code·step·s is
+        # exact in float64 (step a power of two), then rounded once to the layer dtype
+        scale = self._step_shape() * self._per_channel_shape(self.weight_scale())
+        self._W_values = (self.params["W"] * scale).astype(self.dtype)
         if "W" not in self.grads or not np.issubdtype(self.grads["W"].dtype, np.floating):
             self.zero_grads()
 
     def weight_values(self, dtype=None) -> np.ndarray:
-        """The dequantized weights code · step, in ``dtype`` (default the layer's)."""
+        """The dequantized weights code · step · s (s = 1 without rescale), in ``dtype``
+        (default the layer's)."""
         if dtype is None or np.dtype(dtype) == np.dtype(self.dtype):
             return self._W_values
-        return self.params["W"] * self._step_shape().astype(dtype)
+        scale = self._step_shape() * self._per_channel_shape(self.weight_scale())
+        return (self.params["W"] * scale).astype(dtype)
+
+    def code_values(self) -> np.ndarray:
+        """code · step in float64 (exact), without the scale: the integer path's operand."""
+        return self.params["W"] * self._step_shape()
 
     def param_value(self, name):
         return self._W_values if name == "W" else self.params[name]
@@ -180,7 +271,7 @@ class BitMaskQuantized:
         """A float step on W lands on the nearest pattern value again (fine-tuning stays on the grid)."""
         if name != "W":
             return super().apply_update(name, delta)
-        self.set_float_weights(self.weight_values(np.float64) + delta)
+        self.set_float_weights(self.weight_values(np.float64) + delta, keep_scale=True)
 
     def cast(self, dtype):
         super().cast(dtype)
@@ -238,7 +329,23 @@ class BitMaskQuantized:
         finally:
             self.params["W"] = live_W
         self.params["W"] = codes
+        if self.rescale is not None:
+            scale = self.buffers["weight_scale"].astype(np.float64)
+            if not (np.isfinite(scale).all() and (scale > 0).all()):
+                raise ValueError(f"layer {self.name}: weight_scale must be finite and positive, "
+                                 f"got min {scale.min()!r}, max {scale.max()!r}")
+            if not self.per_channel and not (scale == scale[0]).all():
+                raise ValueError(f"layer {self.name}: one pattern per layer has one scale, "
+                                 f"but weight_scale holds {len(set(scale.tolist()))} values")
         self._refresh()
+
+    def _scale_text(self) -> str:
+        if self.rescale is None:
+            return ""
+        scale = self.weight_scale()
+        if not self.per_channel:
+            return f", rescale {self.rescale} s={scale[0]:.6g}"
+        return f", rescale {self.rescale} s={scale.min():.4g}..{scale.max():.4g}"
 
     def storage_format(self) -> str:
         distinct = sorted({str(p) for p in self.patterns})
@@ -250,8 +357,9 @@ class BitMaskQuantized:
                 shown = f"{p} ({p.readable()})"
             except ValueError:
                 shown = str(p)
-            return f"pattern {shown}, {bits_text} bits/weight"
-        return f"per-channel patterns ({len(distinct)} distinct), {bits_text} bits/weight"
+            return f"pattern {shown}, {bits_text} bits/weight{self._scale_text()}"
+        return (f"per-channel patterns ({len(distinct)} distinct), {bits_text} bits/weight"
+                f"{self._scale_text()}")
 
     def pattern_config(self):
         return [str(p) for p in self.patterns] if self.per_channel else str(self.patterns[0])
@@ -280,7 +388,8 @@ class BitMaskQuantized:
         return quantize_activations(x, step, lo, hi), step, max(abs(lo), abs(hi))
 
     def _output_scale(self, step_a: float) -> np.ndarray:
-        return step_a * self.step_per_channel          # powers of two: exact
+        # Δa·step_o: powers of two, exact; times s_o: exact too (a power-of-two multiple)
+        return (step_a * self.step_per_channel) * self.weight_scale()
 
     def _max_code(self) -> int:
         return int(max(p.max_code for p in set(self.patterns)))
@@ -298,10 +407,10 @@ class QuantizedDense(BitMaskQuantized, Dense):
     channel_axis = 1
 
     def __init__(self, in_features, out_features, bias=True, init="glorot", rng=None,
-                 name=None, pattern="4_0_0", activation_bits=8, integer=False):
+                 name=None, pattern="4_0_0", activation_bits=8, integer=False, rescale=None):
         self.out_features = int(out_features)
         self._pattern_arg = pattern
-        self._quant_args = (activation_bits, integer)
+        self._quant_args = (activation_bits, integer, rescale)
         super().__init__(in_features, out_features, bias=bias, init=init, rng=rng, name=name)
 
     def _n_channels(self):
@@ -314,10 +423,10 @@ class QuantizedDense(BitMaskQuantized, Dense):
         self.set_float_weights(self.params["W"])
 
     @classmethod
-    def from_float(cls, dense: Dense, pattern, activation_bits=8, integer=False):
+    def from_float(cls, dense: Dense, pattern, activation_bits=8, integer=False, rescale=None):
         config = dense.get_config()
         config.update(init="zeros", pattern=pattern, activation_bits=activation_bits,
-                      integer=integer)
+                      integer=integer, rescale=rescale)
         layer = cls(**config)
         layer.cast(dense.dtype)
         layer.set_float_weights(dense.param_value("W"))
@@ -351,12 +460,13 @@ class QuantizedDense(BitMaskQuantized, Dense):
     def simulate_integer(self, x):
         """The integer path computed in float64 from dequantized weights and fake-quantized input."""
         codes, step, _ = self._input_codes(x)
-        y64 = (codes * step) @ self.weight_values(np.float64)
+        y64 = ((codes * step) @ self.code_values()) * self.weight_scale()
         return self._add_bias_exact(y64)
 
     def get_config(self):
         return {**Dense.get_config(self), "pattern": self.pattern_config(),
-                "activation_bits": self.activation_bits, "integer": self.integer}
+                "activation_bits": self.activation_bits, "integer": self.integer,
+                "rescale": self.rescale}
 
     def __repr__(self):
         return "Quantized" + Dense.__repr__(self)
@@ -381,10 +491,10 @@ class QuantizedConv2D(BitMaskQuantized, Conv2D):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, init="he", rng=None, name=None, pattern="4_0_0",
-                 activation_bits=8, integer=False):
+                 activation_bits=8, integer=False, rescale=None):
         self.out_channels = int(out_channels)
         self._pattern_arg = pattern
-        self._quant_args = (activation_bits, integer)
+        self._quant_args = (activation_bits, integer, rescale)
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=padding, bias=bias, init=init, rng=rng, name=name)
 
@@ -398,10 +508,10 @@ class QuantizedConv2D(BitMaskQuantized, Conv2D):
         self.set_float_weights(self.params["W"])
 
     @classmethod
-    def from_float(cls, conv: Conv2D, pattern, activation_bits=8, integer=False):
+    def from_float(cls, conv: Conv2D, pattern, activation_bits=8, integer=False, rescale=None):
         config = conv.get_config()
         config.update(init="zeros", pattern=pattern, activation_bits=activation_bits,
-                      integer=integer)
+                      integer=integer, rescale=rescale)
         layer = cls(**config)
         layer.cast(conv.dtype)
         layer.set_float_weights(conv.param_value("W"))
@@ -452,7 +562,8 @@ class QuantizedConv2D(BitMaskQuantized, Conv2D):
     def simulate_integer(self, x):
         """The integer path in float64: dequantized W times fake-quantized input columns."""
         cols, step, _, (N, OH, OW) = self._code_columns(x)
-        y2 = self.weight_values(np.float64).reshape(self.out_channels, -1) @ (cols * step)
+        y2 = self.code_values().reshape(self.out_channels, -1) @ (cols * step)
+        y2 = y2 * self.weight_scale()[:, None]
         return self._to_nchw(y2, N, OH, OW, bias64=True)
 
     def backward_params(self, grad):
@@ -473,7 +584,8 @@ class QuantizedConv2D(BitMaskQuantized, Conv2D):
 
     def get_config(self):
         return {**Conv2D.get_config(self), "pattern": self.pattern_config(),
-                "activation_bits": self.activation_bits, "integer": self.integer}
+                "activation_bits": self.activation_bits, "integer": self.integer,
+                "rescale": self.rescale}
 
     def __repr__(self):
         return "Quantized" + Conv2D.__repr__(self)
@@ -514,7 +626,7 @@ def float_layer(layer):
     if isinstance(layer, BitMaskQuantized):
         base = Conv2D if isinstance(layer, Conv2D) else Dense
         config = {k: v for k, v in layer.get_config().items()
-                  if k not in ("pattern", "activation_bits", "integer")}
+                  if k not in ("pattern", "activation_bits", "integer", "rescale")}
         config["init"] = "zeros"
         twin = base(**config)
         twin.cast(layer.dtype)
@@ -525,21 +637,25 @@ def float_layer(layer):
     return layer
 
 
-def quantize_layer(layer, pattern, activation_bits=8, integer=False):
-    """A QuantizedConv2D/QuantizedDense from a trained Conv2D/Dense (rounded to ``pattern``)."""
+def quantize_layer(layer, pattern, activation_bits=8, integer=False, rescale=None):
+    """A QuantizedConv2D/QuantizedDense from a trained Conv2D/Dense (rounded to ``pattern``;
+    ``rescale``: None, "max" or "pow2", see the module docstring)."""
     base = float_layer(layer)
     for float_type, quantized_type in QUANTIZED_TYPES.items():
         if type(base) is float_type:
-            return quantized_type.from_float(base, pattern, activation_bits, integer)
+            return quantized_type.from_float(base, pattern, activation_bits, integer, rescale)
     raise TypeError(f"only Conv2D and Dense layers can be quantized, got {layer!r}")
 
 
-def quantize_model(model, assignment: dict, activation_bits: int = 8):
+def quantize_model(model, assignment: dict, activation_bits: int = 8, rescale=None):
     """A copy of ``model`` with the layers in ``assignment`` quantized.
 
     ``assignment``: layer key (see ``resolve_layers``) → pattern, or list of
-    per-channel patterns. Other layers are shared with ``model`` (not copied)."""
+    per-channel patterns. ``rescale``: None (default: the raw weights are
+    rounded), "max" or "pow2" for every quantized layer. Other layers are
+    shared with ``model`` (not copied)."""
     from ..model import Sequential
+    rescale = check_rescale(rescale)
     chosen = {}
     for key, pattern in assignment.items():
         for layer in resolve_layers(model, key):
@@ -547,7 +663,8 @@ def quantize_model(model, assignment: dict, activation_bits: int = 8):
     layers = []
     for layer in model.layers:
         if layer.name in chosen:
-            layers.append(quantize_layer(layer, chosen[layer.name], activation_bits))
+            layers.append(quantize_layer(layer, chosen[layer.name], activation_bits,
+                                         rescale=rescale))
         else:
             layers.append(layer)
     return Sequential(layers, seed=None, dtype=model.dtype, input_shape=model.input_shape)
@@ -580,17 +697,19 @@ def set_integer(model, on: bool = True) -> None:
 
 
 def weight_bytes(model) -> dict:
-    """Bytes of the weights (W only) as stored: packed codes for quantized layers, float otherwise."""
+    """Bytes of the weights (W only) as stored: packed codes (plus the float32 scales of a
+    rescaled layer: 4 bytes, or 4 per channel) for quantized layers, float otherwise."""
     out = {}
     for layer in quantizable_layers(model):
         if isinstance(layer, BitMaskQuantized):
-            out[layer.name] = int(layer._pack().nbytes)
+            scales = 0 if layer.rescale is None else (layer._n_channels() if layer.per_channel else 1)
+            out[layer.name] = int(layer._pack().nbytes) + 4 * scales
         else:
             out[layer.name] = int(layer.params["W"].nbytes)
     return out
 
 
 __all__ = ["quantize_to_pattern", "dequantize", "round_to_pattern", "quantize_activations",
-           "activation_range", "BitMaskQuantized", "QuantizedDense", "QuantizedConv2D",
+           "activation_range", "RESCALE_MODES", "check_rescale", "rescale_factors", "BitMaskQuantized", "QuantizedDense", "QuantizedConv2D",
            "quantizable_layers", "resolve_layers", "float_layer", "quantize_layer",
            "quantize_model", "calibrate", "set_integer", "weight_bytes"]

@@ -4,7 +4,9 @@ The paper (Doi & Mitsuyama) tried patterns by hand; here every pattern with
 B − M = ``bits`` effective bits and B ≤ ``max_bits`` (``enumerate_patterns``)
 is tried, layer by layer, and the one with the best **validation** accuracy
 is kept (ties: lower validation loss, then the earlier candidate, i.e. fewer
-total bits). The search sees only the validation pair it is given; it never
+total bits). Candidates that round the layer to identical weights (e.g. every
+narrow word that rounds all of them to 0, or, with a rescale, every uniform
+mask) share one validation pass; ``top_k`` counts distinct weight sets. The search sees only the validation pair it is given; it never
 takes a test set.
 
 Greedy, in layer order: layer t is searched with layers before it already
@@ -22,9 +24,17 @@ validation inputs x is
 each channel takes the pattern with the least error. That per-channel
 assignment is then evaluated on validation accuracy like any candidate and
 kept only if it beats the best single pattern.
+
+Rescale (``rescale="max"`` or ``"pow2"``, see ``ptq``): every candidate is
+rounded as s · q(W / s), s set from the layer's max |w| (per layer for one
+pattern, per output channel for the per-channel assignment, whose errors
+e(o, p) are then computed with each channel's own scale). A rescale absorbs
+the binary-point shift, so with it ``shifts`` other than (0,) only repeat
+candidates.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -34,7 +44,7 @@ from ..kernels.im2col import im2col
 from ..layers import Conv2D
 from ..losses import SoftmaxCrossEntropy
 from .bitmask import BitMaskPattern, enumerate_patterns
-from .ptq import float_layer, quantize_layer, resolve_layers
+from .ptq import check_rescale, float_layer, quantize_layer, resolve_layers
 
 
 @dataclass
@@ -52,9 +62,10 @@ class SearchResult:
     val_accuracy: float = float("nan")
     seconds: float = 0.0
     bits: int = 0
+    rescale: str | None = None
 
     def to_json(self) -> dict:
-        return {"bits": self.bits, "assignment": self.assignment,
+        return {"bits": self.bits, "rescale": self.rescale, "assignment": self.assignment,
                 "float_val_accuracy": self.float_val_accuracy, "val_accuracy": self.val_accuracy,
                 "seconds": self.seconds, "candidates": self.candidates}
 
@@ -115,10 +126,14 @@ def _channel_errors(layer, q, sigma) -> np.ndarray:
     return np.einsum("ok,kl,ol->o", rows, sigma, rows)
 
 
+def _n_outputs(layer) -> int:
+    return layer.out_channels if isinstance(layer, Conv2D) else layer.out_features
+
+
 def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = False,
                     max_bits: int = 8, shifts=(0,), batch_size: int = 1000,
                     moment_rows: int = 50000, top_k: int | None = None, seed: int = 0,
-                    log=print) -> SearchResult:
+                    rescale=None, log=print) -> SearchResult:
     """Choose a bit-mask pattern per layer (optionally per channel) on validation data.
 
     Args:
@@ -132,14 +147,20 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         max_bits: largest word B tried (8: int8 codes).
         shifts: binary-point shifts S tried (the paper's S = 0).
         moment_rows: rows (dense inputs / im2col columns) sampled for Σ.
-        top_k: evaluate validation accuracy only for the ``top_k`` candidates of least
-            output error e (plus the plain format); None (default): every candidate.
+        top_k: evaluate validation accuracy only for the ``top_k`` distinct weight sets of
+            least output error e (plus the plain format; candidates giving the same
+            weights share the score); None (default): every candidate.
         seed: seeds that sampling.
+        rescale: None (default, the paper: raw weights rounded), "max" or "pow2": each
+            candidate's weights scaled first (per layer; per channel for the
+            per-channel assignment). ``quantize_model(model, result.assignment,
+            rescale=result.rescale)`` rebuilds the chosen model.
         log: receives one line per layer (None: silent).
     Returns a ``SearchResult``; ``quantize_model(model, result.assignment)`` builds the model.
     """
     t0 = time.perf_counter()
     log = log or (lambda line: None)
+    rescale = check_rescale(rescale)
     try:
         x, y = val
     except (TypeError, ValueError):
@@ -171,7 +192,7 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
     current = [float_layer(l) if l in targets else l for l in model.layers]
     float_acc, _ = _run(current, x, y, batch_size, loss)
     result = SearchResult(assignment={}, float_val_accuracy=float_acc,
-                          bits=bits if isinstance(bits, int) else dict(budget))
+                          bits=bits if isinstance(bits, int) else dict(budget), rescale=rescale)
     log(f"float model: val accuracy {float_acc:.4f}")
 
     h, at = x, 0                                   # h = input of current[at] on val
@@ -184,28 +205,52 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
         sigma = _input_moment(base, h, moment_rows, rng)
         candidates = enumerate_patterns(budget[layer.name], max_bits, shifts)
         scored = []
-        quantized = [quantize_layer(base, pattern) for pattern in candidates]
+        quantized = [quantize_layer(base, pattern, rescale=rescale) for pattern in candidates]
         per_pattern_errors = [_channel_errors(base, q, sigma) for q in quantized]
         mse = [float(e.mean()) for e in per_pattern_errors]
-        # top_k: only the k least-error candidates (and the plain format) get a validation pass
-        evaluated = set(range(len(candidates))) if top_k is None else \
-            set(np.argsort(mse, kind="stable")[:int(top_k)].tolist()) | {0}
+        if per_channel and rescale is not None:
+            # the per-channel assignment scales each channel by its own max |w|: its
+            # errors must be those of per-channel-scaled candidates
+            n_out = _n_outputs(base)
+            channel_errors = [_channel_errors(base, quantize_layer(base, [p] * n_out,
+                                                                   rescale=rescale), sigma)
+                              for p in candidates]
+        else:
+            channel_errors = per_pattern_errors
+        # candidates that round the layer to the very same weights (all-zero layers of
+        # narrow words, or every uniform mask once rescaled) give the same outputs: one
+        # validation pass serves them all, and top_k counts distinct weight sets
+        keys = [hashlib.sha1(q.weight_values(np.float64).tobytes()).hexdigest() for q in quantized]
+        if top_k is None:
+            chosen_keys = set(keys)
+        else:
+            chosen_keys = {keys[0]}                   # the plain format is always evaluated
+            for i in np.argsort(mse, kind="stable").tolist():
+                if len(chosen_keys - {keys[0]}) >= int(top_k):
+                    break
+                chosen_keys.add(keys[i])
+        first_of = {}
         for i, (pattern, q) in enumerate(zip(candidates, quantized)):
             record = {"layer": layer.name, "pattern": str(pattern),
                       "readable": _readable(pattern), "effective_bits": pattern.effective_bits,
                       "val_accuracy": None, "val_loss": None, "output_mse": mse[i]}
-            if i in evaluated:
-                acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
+            if keys[i] in chosen_keys:
+                if keys[i] in first_of:
+                    j, acc, val_loss = first_of[keys[i]]
+                    record["same_weights_as"] = str(candidates[j])
+                else:
+                    acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
+                    first_of[keys[i]] = (i, acc, val_loss)
                 record.update(val_accuracy=acc, val_loss=val_loss)
                 scored.append((acc, -val_loss, -i, str(pattern)))
             result.candidates.append(record)
         best = max(scored)
         choice, choice_acc, choice_loss = best[3], best[0], -best[1]
         if per_channel:
-            errors = np.stack(per_pattern_errors)                    # (patterns, O)
+            errors = np.stack(channel_errors)                        # (patterns, O)
             picks = errors.argmin(axis=0)
             patterns = [str(candidates[i]) for i in picks]
-            q = quantize_layer(base, patterns)
+            q = quantize_layer(base, patterns, rescale=rescale)
             acc, val_loss = _run([q] + rest, h, y, batch_size, loss)
             result.candidates.append({
                 "layer": layer.name, "pattern": "per-channel (least output error)",
@@ -216,9 +261,10 @@ def search_patterns(model, val, bits: int, layers="conv", per_channel: bool = Fa
             if (acc, -val_loss) > (choice_acc, -choice_loss):
                 choice, choice_acc, choice_loss = patterns, acc, val_loss
         result.assignment[layer.name] = choice
-        current[t] = quantize_layer(base, choice)
+        current[t] = quantize_layer(base, choice, rescale=rescale)
         shown = choice if isinstance(choice, str) else f"per-channel ({len(set(choice))} distinct)"
-        log(f"{layer.name}: {len(candidates)} patterns ({len(scored)} evaluated) at {budget[layer.name]} bits -> {shown}, "
+        log(f"{layer.name}: {len(candidates)} patterns ({len(first_of)} distinct evaluated, "
+            f"{len(scored)} scored) at {budget[layer.name]} bits -> {shown}, "
             f"val accuracy {choice_acc:.4f}")
     final_acc, _ = _run(current[at:], h, y, batch_size, loss)
     result.val_accuracy = final_acc
