@@ -48,7 +48,7 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-from minidnn import architectures, io  # noqa: E402
+from minidnn import architectures, io, training  # noqa: E402
 from minidnn.optimizers import SGD  # noqa: E402
 from minidnn.semisync import SemiSyncSGD  # noqa: E402
 from minidnn.training import evaluate, fit  # noqa: E402
@@ -179,7 +179,10 @@ def run_one(config: str, seed: int, args, splits, source: str) -> dict:
         else {"epoch": 0, "val_acc": -1.0}
     t0 = time.perf_counter()
     history = None
-    for epoch in range(1, args.epochs + 1):
+    # an interrupted run continues from its checkpoint's epoch (fit refuses to
+    # be asked for fewer epochs than a checkpoint already holds)
+    done = training._checkpoint_epoch(ckpt) if ckpt.exists() else None
+    for epoch in range(max(1, done or 1), args.epochs + 1):
         # one epoch per call: fit resumes from the checkpoint, so the weights of the
         # best validation epoch can be kept between epochs
         history = fit(model, train, val, epochs=epoch, batch_size=args.batch_size,
