@@ -262,11 +262,30 @@ def report(png: Path) -> str:
                          f"   last epoch {np.mean(lasts):.4f} ± {lstd:.4f}")
         else:
             lines.append(f"  {rule:<9} {drop:<10} not run yet")
+    lines += ["", "Semi-sync minus sync on the same seed (BN on conv), test accuracy at the "
+                  "best-validation epoch, percentage points"]
+    for drop, (c_sync, c_semi) in (("no dropout", ("bn_conv", "bn_conv+semi")),
+                                   ("dropout", ("bn_conv+dropout", "bn_conv+semi+dropout"))):
+        seeds = sorted(s for (c, s) in results if c == c_sync and (c_semi, s) in results)
+        if not seeds:
+            lines.append(f"  {drop:<10} no seed with both runs yet")
+            continue
+        d = np.array([100 * (results[(c_semi, s)]["test_acc_at_best_val"]
+                             - results[(c_sync, s)]["test_acc_at_best_val"]) for s in seeds])
+        std = f"{np.std(d, ddof=1):.2f}" if len(d) > 1 else "nan"
+        lines.append(f"  {drop:<10} {d.mean():+.2f} ± {std} over seeds {seeds} "
+                     f"(per seed: {', '.join(f'{x:+.2f}' for x in d)}; semi-sync ahead on "
+                     f"{int((d > 0).sum())} of {len(d)})")
+    lines += ["", "Last-epoch training accuracy (running mean over the epoch) / validation accuracy, per run"]
+    for (c, s), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        last = r["history"][-1]
+        lines.append(f"  {c:<22} seed {s}: train {last['train_acc']:.4f}  val {last['val_acc']:.4f}  "
+                     f"best val {r['best_val_acc']:.4f} at epoch {r['best_epoch']}")
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
         for c in TABLE1:
             r = results.get((c, seed0))
             if r:
@@ -284,9 +303,20 @@ def report(png: Path) -> str:
                     axes[1].fill_between(ep, acc.mean(0) - acc.std(0, ddof=1),
                                          acc.mean(0) + acc.std(0, ddof=1), alpha=0.2)
         axes[1].set_title("Table 2 runs: BN on conv (mean ± std over seeds)")
+        for (rule, drop), c in TABLE2.items():
+            runs = [r for (cc, _), r in results.items() if cc == c]
+            if runs:
+                n = min(len(r["history"]) for r in runs)
+                for key, style in (("train_acc", "--"), ("val_acc", "-")):
+                    acc = np.array([[e[key] for e in r["history"][:n]] for r in runs]).mean(0)
+                    line, = axes[2].plot(np.arange(1, n + 1), acc, style, marker="o", ms=3,
+                                         label=f"{rule}, {drop} ({key.split('_')[0]})",
+                                         color=axes[1].lines[list(TABLE2.values()).index(c)].get_color()
+                                         if len(axes[1].lines) == len(TABLE2) else None)
+        axes[2].set_title("Table 2: training (dashed) vs validation (solid), seed mean")
         for ax in axes:
             ax.set_xlabel("epoch")
-            ax.set_ylabel("validation accuracy")
+            ax.set_ylabel("accuracy" if ax is axes[2] else "validation accuracy")
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
