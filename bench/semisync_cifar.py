@@ -15,8 +15,22 @@ never recomputed; an interrupted run resumes from its per-epoch checkpoint
 (``*.ckpt.h5``, git-ignored). ``--report`` prints the tables and draws the
 accuracy-vs-epoch PNG from the JSON files.
 
-    python bench/semisync_cifar.py                  # run what is missing, in order
-    python bench/semisync_cifar.py --report         # tables + PNG
+    python bench/semisync_cifar.py                  # protocol p2: run what is missing, in order
+    python bench/semisync_cifar.py --report         # tables + PNG (+ _report.txt)
+    python bench/semisync_cifar.py --protocol p1 --report   # last sitting's smaller study
+
+Protocols (each has its own results folder, so finished runs of one are
+never mixed with another's):
+
+* ``p1`` (sitting 14): ``vgg-cifar:width=4,fc=256`` (fc6/fc7 in 16 groups),
+  5,000 train / 2,000 val, 8 epochs, seeds 0-4, table 1 first.
+  Results in ``results/semisync_cifar/``.
+* ``p2`` (sitting 15, the default): ``vgg-cifar:width=8,fc=1024`` (one
+  eighth of VGG-16's conv widths, fc6 64→1024 and fc7 1024→1024 in 32
+  groups each, as the issue suggests), 16,000 train / 5,000 val, 8 epochs;
+  table 2 (BN on conv) over seeds 0, 1, 2 first (sync and semi-sync
+  without dropout for every seed, then the two with dropout), then table
+  1's other configs at seed 0. Results in ``results/semisync_cifar_p2/``.
 """
 from __future__ import annotations
 
@@ -34,12 +48,20 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-from minidnn import architectures, io  # noqa: E402
+from minidnn import architectures, io, training  # noqa: E402
 from minidnn.optimizers import SGD  # noqa: E402
 from minidnn.semisync import SemiSyncSGD  # noqa: E402
 from minidnn.training import evaluate, fit  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "semisync_cifar"
+
+#: protocol tag -> settings (results folder, net, data, epochs, seeds, run order)
+PROTOCOLS = {
+    "p1": {"results": "semisync_cifar", "width": 4, "fc": 256, "n_train": 5000, "n_val": 2000,
+           "epochs": 8, "seeds": [0, 1, 2, 3, 4], "order": "table1_first"},
+    "p2": {"results": "semisync_cifar_p2", "width": 8, "fc": 1024, "n_train": 16000,
+           "n_val": 5000, "epochs": 8, "seeds": [0, 1, 2], "order": "table2_first"},
+}
 ARCHIVES = (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar-10-binary.tar.xz",
             Path("/work/shared/data/cifar-10-binary.tar.xz"))
 ARCHIVE = next((a for a in ARCHIVES if a.exists()), ARCHIVES[-1])
@@ -62,12 +84,22 @@ TABLE2 = {("sync", "no dropout"): "bn_conv", ("sync", "dropout"): "bn_conv+dropo
           ("semi-sync", "no dropout"): "bn_conv+semi", ("semi-sync", "dropout"): "bn_conv+semi+dropout"}
 
 
-def run_order(seeds: list[int]) -> list[tuple[str, int]]:
-    """Table 1 and table 2 with the first seed, then table 2's seeds one by one."""
-    order = [(c, seeds[0]) for c in TABLE1 + ["bn_conv+dropout", "bn_conv+semi", "bn_conv+semi+dropout"]]
+def run_order(seeds: list[int], order: str = "table1_first") -> list[tuple[str, int]]:
+    """``table1_first``: table 1 and table 2 with the first seed, then table 2's
+    seeds one by one. ``table2_first``: table 2 first (its sync /
+    semi-sync pair without dropout over every seed, then the pair with
+    dropout), then table 1's other configs with the first seed."""
+    if order == "table2_first":
+        # the no-dropout pair (the paper's main comparison) over all seeds, then
+        # the dropout pair, so a cut-short study still has sync vs semi paired
+        runs = [(c, s) for pair in (("bn_conv", "bn_conv+semi"),
+                                    ("bn_conv+dropout", "bn_conv+semi+dropout"))
+                for s in seeds for c in pair]
+        return runs + [(c, seeds[0]) for c in TABLE1 if (c, seeds[0]) not in runs]
+    runs = [(c, seeds[0]) for c in TABLE1 + ["bn_conv+dropout", "bn_conv+semi", "bn_conv+semi+dropout"]]
     for s in seeds[1:]:
-        order += [(c, s) for c in TABLE2.values()]
-    return order
+        runs += [(c, s) for c in TABLE2.values()]
+    return runs
 
 
 # -- data ------------------------------------------------------------------------------
@@ -147,7 +179,10 @@ def run_one(config: str, seed: int, args, splits, source: str) -> dict:
         else {"epoch": 0, "val_acc": -1.0}
     t0 = time.perf_counter()
     history = None
-    for epoch in range(1, args.epochs + 1):
+    # an interrupted run continues from its checkpoint's epoch (fit refuses to
+    # be asked for fewer epochs than a checkpoint already holds)
+    done = training._checkpoint_epoch(ckpt) if ckpt.exists() else None
+    for epoch in range(max(1, done or 1), args.epochs + 1):
         # one epoch per call: fit resumes from the checkpoint, so the weights of the
         # best validation epoch can be kept between epochs
         history = fit(model, train, val, epochs=epoch, batch_size=args.batch_size,
@@ -172,6 +207,7 @@ def run_one(config: str, seed: int, args, splits, source: str) -> dict:
         "history": history.epochs, "best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
         "test_acc_at_best_val": best_test, "test_acc_final": final_test,
         "seconds_this_session": time.perf_counter() - t0,
+        "protocol": args.protocol,
     }
     out = RESULTS / f"{config}_s{seed}.json"
     out.write_text(json.dumps(result, indent=1))
@@ -226,11 +262,30 @@ def report(png: Path) -> str:
                          f"   last epoch {np.mean(lasts):.4f} ± {lstd:.4f}")
         else:
             lines.append(f"  {rule:<9} {drop:<10} not run yet")
+    lines += ["", "Semi-sync minus sync on the same seed (BN on conv), test accuracy at the "
+                  "best-validation epoch, percentage points"]
+    for drop, (c_sync, c_semi) in (("no dropout", ("bn_conv", "bn_conv+semi")),
+                                   ("dropout", ("bn_conv+dropout", "bn_conv+semi+dropout"))):
+        seeds = sorted(s for (c, s) in results if c == c_sync and (c_semi, s) in results)
+        if not seeds:
+            lines.append(f"  {drop:<10} no seed with both runs yet")
+            continue
+        d = np.array([100 * (results[(c_semi, s)]["test_acc_at_best_val"]
+                             - results[(c_sync, s)]["test_acc_at_best_val"]) for s in seeds])
+        std = f"{np.std(d, ddof=1):.2f}" if len(d) > 1 else "nan"
+        lines.append(f"  {drop:<10} {d.mean():+.2f} ± {std} over seeds {seeds} "
+                     f"(per seed: {', '.join(f'{x:+.2f}' for x in d)}; semi-sync ahead on "
+                     f"{int((d > 0).sum())} of {len(d)})")
+    lines += ["", "Last-epoch training accuracy (running mean over the epoch) / validation accuracy, per run"]
+    for (c, s), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        last = r["history"][-1]
+        lines.append(f"  {c:<22} seed {s}: train {last['train_acc']:.4f}  val {last['val_acc']:.4f}  "
+                     f"best val {r['best_val_acc']:.4f} at epoch {r['best_epoch']}")
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
         for c in TABLE1:
             r = results.get((c, seed0))
             if r:
@@ -248,9 +303,20 @@ def report(png: Path) -> str:
                     axes[1].fill_between(ep, acc.mean(0) - acc.std(0, ddof=1),
                                          acc.mean(0) + acc.std(0, ddof=1), alpha=0.2)
         axes[1].set_title("Table 2 runs: BN on conv (mean ± std over seeds)")
+        for (rule, drop), c in TABLE2.items():
+            runs = [r for (cc, _), r in results.items() if cc == c]
+            if runs:
+                n = min(len(r["history"]) for r in runs)
+                for key, style in (("train_acc", "--"), ("val_acc", "-")):
+                    acc = np.array([[e[key] for e in r["history"][:n]] for r in runs]).mean(0)
+                    line, = axes[2].plot(np.arange(1, n + 1), acc, style, marker="o", ms=3,
+                                         label=f"{rule}, {drop} ({key.split('_')[0]})",
+                                         color=axes[1].lines[list(TABLE2.values()).index(c)].get_color()
+                                         if len(axes[1].lines) == len(TABLE2) else None)
+        axes[2].set_title("Table 2: training (dashed) vs validation (solid), seed mean")
         for ax in axes:
             ax.set_xlabel("epoch")
-            ax.set_ylabel("validation accuracy")
+            ax.set_ylabel("accuracy" if ax is axes[2] else "validation accuracy")
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
@@ -267,28 +333,44 @@ def report(png: Path) -> str:
 def main(argv=None) -> int:
     global RESULTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--width", type=int, default=4, help="first-stage channels (VGG-16: 64); default %(default)s")
-    p.add_argument("--fc", type=int, default=256, help="units of fc6 and fc7 (VGG-16: 4096); default %(default)s")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--n-train", type=int, default=5000, help="training subset (of 45,000 after the validation cut)")
-    p.add_argument("--n-val", type=int, default=2000)
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="p2",
+                   help="study settings and results folder (see above); default %(default)s")
+    p.add_argument("--width", type=int, default=None, help="first-stage channels (VGG-16: 64); default: the protocol's")
+    p.add_argument("--fc", type=int, default=None, help="units of fc6 and fc7 (VGG-16: 4096); default: the protocol's")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--n-train", type=int, default=None, help="training subset (of 50,000 less the validation cut)")
+    p.add_argument("--n-val", type=int, default=None)
     p.add_argument("--n-test", type=int, default=10000)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--only", nargs="*", default=None, help="run only these configs")
     p.add_argument("--report", action="store_true", help="print the tables and write the PNG")
-    p.add_argument("--results-dir", default=None, help="default bench/results/semisync_cifar")
+    p.add_argument("--results-dir", default=None,
+                   help="default bench/results/<the protocol's folder>; needed when a setting "
+                        "is changed from the protocol's, so runs of different settings never mix")
     args = p.parse_args(argv)
-    if args.results_dir:
-        RESULTS = Path(args.results_dir)
+    proto = PROTOCOLS[args.protocol]
+    changed = [k for k in ("width", "fc", "epochs", "n_train", "n_val", "seeds")
+               if getattr(args, k) is not None and getattr(args, k) != proto[k]]
+    for key in ("width", "fc", "epochs", "n_train", "n_val", "seeds"):
+        if getattr(args, key) is None:
+            setattr(args, key, proto[key])
+    if changed and not args.results_dir and not args.report:
+        p.error(f"--{changed[0].replace('_', '-')} differs from protocol {args.protocol}; give "
+                f"--results-dir too, so its runs do not mix with the protocol's")
+    RESULTS = Path(args.results_dir) if args.results_dir else BENCH_DIR / "results" / proto["results"]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    png = RESULTS.parent / f"{RESULTS.name}_curves.png"
+    txt = RESULTS.parent / f"{RESULTS.name}_report.txt"
     if args.report:
-        print(report(BENCH_DIR / "results" / "semisync_cifar_curves.png"))
+        text = report(png)
+        txt.write_text(text + "\n")
+        print(text)
         return 0
     splits = None
-    for config, seed in run_order(args.seeds):
+    for config, seed in run_order(args.seeds, proto["order"]):
         if args.only and config not in args.only:
             continue
         if (RESULTS / f"{config}_s{seed}.json").exists():
@@ -299,14 +381,15 @@ def main(argv=None) -> int:
         lock.write_text(str(os.getpid()))
         if splits is None:
             *splits, source = make_splits(args.n_train, args.n_val, args.n_test)
-            print(f"data: {source}; train {splits[0][0].shape}, val {splits[1][0].shape}, "
-                  f"test {splits[2][0].shape}", flush=True)
+            print(f"protocol {args.protocol} ({RESULTS}); data: {source}; train {splits[0][0].shape}, "
+                  f"val {splits[1][0].shape}, test {splits[2][0].shape}", flush=True)
         print(f"run {config} seed {seed}", flush=True)
         r = run_one(config, seed, args, splits, source)
         lock.unlink(missing_ok=True)
         print(f"done {config} seed {seed}: best epoch {r['best_epoch']} val {r['best_val_acc']:.4f} "
               f"test {r['test_acc_at_best_val']:.4f} (last {r['test_acc_final']:.4f})", flush=True)
-    print(report(BENCH_DIR / "results" / "semisync_cifar_curves.png"))
+        txt.write_text(report(png) + "\n")
+    print(report(png))
     return 0
 
 

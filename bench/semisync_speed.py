@@ -9,9 +9,15 @@ float32 GEMM peak measured in the same run for scale:
    (a slice) and random (an index array);
 2. one training step (forward + backward + update) of the ``vgg-cifar``
    net, SGD against SemiSyncSGD on fc6/fc7, and the time per epoch it
-   implies (50,000 images / batch).
+   implies (50,000 images / batch);
+3. the same step of the FC head alone (fc6, fc7, fc8 on the flattened
+   conv features), sync / semi contiguous / semi random, where the saving
+   would show if the convolutions were free;
+4. a profile of the whole step: conv body (conv, BN, ReLU, pool) against
+   FC head (forward + backward) against the optimizer update, which says
+   where the step time goes.
 
-    python bench/semisync_speed.py                       # full size, ~5 min
+    python bench/semisync_speed.py --threads 1          # full size, ~6 min
     python bench/semisync_speed.py --tiny                # a smoke run, seconds
 """
 from __future__ import annotations
@@ -27,6 +33,9 @@ from pathlib import Path
 import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
+#: wall clock (the default, for a quiet machine); ``--clock cpu`` uses the
+#: process's CPU time, which a busy machine's time slicing does not inflate
+CLOCK = time.perf_counter
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 
@@ -44,9 +53,9 @@ def worker(kind: str, args) -> dict:
         a @ b
         ts = []
         for _ in range(args.inner):
-            t = time.perf_counter()
+            t = CLOCK()
             a @ b
-            ts.append(time.perf_counter() - t)
+            ts.append(CLOCK() - t)
         return {"gflops": 2 * n ** 3 / np.median(ts) / 1e9, "n": n}
     if kind.startswith("fc_grad"):
         F, B = args.fc, args.batch
@@ -59,9 +68,9 @@ def worker(kind: str, args) -> dict:
         ts = []
         for i in range(args.inner + 3):
             layer.active_units = None if kind == "fc_grad_sync" else groups.active(i)
-            t = time.perf_counter()
+            t = CLOCK()
             layer.backward_params(g)
-            ts.append(time.perf_counter() - t)
+            ts.append(CLOCK() - t)
         return {"seconds": float(np.median(ts[3:])), "groups": len(groups),
                 "flops_full": 2 * B * F * F}
     if kind in ("step_sync", "step_semi"):
@@ -73,20 +82,86 @@ def worker(kind: str, args) -> dict:
         y = rng.integers(0, 10, args.batch)
         ts = []
         for _ in range(args.inner + 2):
-            t = time.perf_counter()
+            t = CLOCK()
             opt.begin_step(model)
             _, grad = loss(model.forward(x, training=True), y)
             model.backward(grad, input_grad=False)
             opt.step(model)
-            ts.append(time.perf_counter() - t)
+            ts.append(CLOCK() - t)
         sec = float(np.median(ts[2:]))
         return {"seconds": sec, "epoch_seconds_50k": sec * math.ceil(50000 / args.batch),
                 "architecture": spec}
+    if kind in ("head_sync", "head_semi", "head_semi_random"):
+        # the net's FC head alone (fc6, fc7, fc8 on the flattened conv features):
+        # where the saving would show if the convolutions cost nothing
+        from minidnn import Sequential
+        from minidnn.layers import ReLU
+        n_in = 8 * args.width
+        model = Sequential([Dense(n_in, args.fc, init="he", name="fc6"), ReLU(),
+                            Dense(args.fc, args.fc, init="he", name="fc7"), ReLU(),
+                            Dense(args.fc, 10, name="fc8")], seed=0, input_shape=(n_in,))
+        opt = SGD(0.001, 0.9) if kind == "head_sync" else SemiSyncSGD(
+            0.001, 0.9, order="random" if kind.endswith("random") else "contiguous")
+        loss = SoftmaxCrossEntropy()
+        x = rng.standard_normal((args.batch, n_in)).astype(np.float32)
+        y = rng.integers(0, 10, args.batch)
+        ts = []
+        for _ in range(args.inner * 5 + 5):
+            t = CLOCK()
+            opt.begin_step(model)
+            _, grad = loss(model.forward(x, training=True), y)
+            model.backward(grad, input_grad=False)
+            opt.step(model)
+            ts.append(CLOCK() - t)
+        return {"seconds": float(np.median(ts[5:]))}
+    if kind in ("profile_sync", "profile_semi"):
+        # one training step split by layer (forward + backward) and the update,
+        # the layers summed into conv body (conv, BN, ReLU, pool) and FC head
+        spec = f"vgg-cifar:width={args.width},fc={args.fc}" + (f",{args.options}" if args.options else "")
+        model = architectures.build(spec, input_shape=(3, 32, 32), seed=0)
+        opt = SGD(0.001, 0.9) if kind == "profile_sync" else SemiSyncSGD(0.001, 0.9)
+        loss = SoftmaxCrossEntropy()
+        x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+        y = rng.integers(0, 10, args.batch)
+        names = [layer.name for layer in model.layers]
+        per = {n: [] for n in names + ["update"]}
+        for it in range(args.inner + 2):
+            t_layer = dict.fromkeys(names, 0.0)
+            opt.begin_step(model)
+            h = x
+            for layer in model.layers:
+                t = CLOCK()
+                h = layer.forward(h, True)
+                t_layer[layer.name] += CLOCK() - t
+            _, grad = loss(h, y)
+            for i in range(len(model.layers) - 1, -1, -1):
+                layer = model.layers[i]
+                t = CLOCK()
+                if i == 0:
+                    layer.backward_params(grad)  # no gradient for the data, as in fit
+                else:
+                    grad = layer.backward(grad)
+                t_layer[layer.name] += CLOCK() - t
+            t = CLOCK()
+            opt.step(model)
+            t_update = CLOCK() - t
+            if it >= 2:
+                for n in names:
+                    per[n].append(t_layer[n])
+                per["update"].append(t_update)
+        med = {n: float(np.median(v)) for n, v in per.items()}
+        head = ("flatten", "fc6", "relu_fc6", "drop_fc6", "bn_fc6", "fc7", "relu_fc7",
+                "drop_fc7", "bn_fc7", "fc8")
+        fc_s = sum(v for n, v in med.items() if n.startswith(("fc", "relu_fc", "bn_fc", "drop_fc")))
+        conv_s = sum(v for n, v in med.items() if n != "update" and n not in head)
+        return {"layers": med, "conv_body_seconds": conv_s, "fc_head_seconds": fc_s,
+                "update_seconds": med["update"], "architecture": spec}
     raise ValueError(kind)
 
 
 KINDS = ("gemm_peak", "fc_grad_sync", "fc_grad_semi_contiguous", "fc_grad_semi_random",
-         "step_sync", "step_semi")
+         "step_sync", "step_semi", "head_sync", "head_semi", "head_semi_random",
+         "profile_sync", "profile_semi")
 
 
 def main(argv=None) -> int:
@@ -101,8 +176,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="interleaved subprocess rounds")
     p.add_argument("--tiny", action="store_true", help="smoke-test sizes")
     p.add_argument("--out", default=str(BENCH_DIR / "results" / "semisync_speed.json"))
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall (default; for the quiet machine) or cpu: process CPU time, for "
+                        "indicative figures on a loaded machine")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.tiny:
         args.fc, args.width, args.gemm, args.inner, args.repeats = 64, 2, 128, 3, 2
     if args.worker:
@@ -110,7 +190,7 @@ def main(argv=None) -> int:
         return 0
     from _common import thread_env
     env = thread_env(args.threads)
-    passthrough = ["--fc", str(args.fc), "--width", str(args.width), "--options", args.options,
+    passthrough = ["--clock", args.clock, "--fc", str(args.fc), "--width", str(args.width), "--options", args.options,
                    "--batch", str(args.batch), "--gemm", str(args.gemm), "--inner", str(args.inner)]
     runs = {k: [] for k in KINDS}
     for r in range(args.repeats):
@@ -126,13 +206,18 @@ def main(argv=None) -> int:
     flops = runs["fc_grad_sync"][0]["flops_full"]
     G = runs["fc_grad_semi_contiguous"][0]["groups"]
     result = {
-        "threads": args.threads, "batch": args.batch, "fc": args.fc, "groups": G,
+        "threads": args.threads, "clock": args.clock, "batch": args.batch, "fc": args.fc, "groups": G,
         "gemm_peak_gflops": peak,
         "fc_weight_grad_seconds": {k.replace("fc_grad_", ""): med(k) for k in KINDS if k.startswith("fc_grad")},
         "fc_weight_grad_sync_gflops": flops / med("fc_grad_sync") / 1e9,
         "step_seconds": {"sync": med("step_sync"), "semi": med("step_semi")},
         "epoch_seconds_50k": {"sync": med("step_sync", "epoch_seconds_50k"),
                               "semi": med("step_semi", "epoch_seconds_50k")},
+        "fc_head_step_seconds": {"sync": med("head_sync"), "semi": med("head_semi"),
+                                 "semi_random": med("head_semi_random")},
+        "profile_seconds": {v: {part: float(np.median([r[part] for r in runs[f"profile_{v}"]]))
+                                for part in ("conv_body_seconds", "fc_head_seconds", "update_seconds")}
+                            for v in ("sync", "semi")},
         "architecture": runs["step_sync"][0]["architecture"], "repeats": args.repeats,
         "inner": args.inner, "raw": runs,
     }
@@ -148,6 +233,16 @@ def main(argv=None) -> int:
     print(f"training step {result['architecture']}, batch {args.batch}: sync {1e3 * s['sync']:.1f} ms, "
           f"semi {1e3 * s['semi']:.1f} ms; epoch of 50k: sync {result['epoch_seconds_50k']['sync']:.0f} s, "
           f"semi {result['epoch_seconds_50k']['semi']:.0f} s")
+    h = result["fc_head_step_seconds"]
+    print(f"FC head alone (fc6, fc7, fc8), training step: sync {1e3 * h['sync']:.2f} ms, "
+          f"semi {1e3 * h['semi']:.2f} ms (×{h['sync'] / h['semi']:.2f}), "
+          f"semi random {1e3 * h['semi_random']:.2f} ms")
+    for v, prof in result["profile_seconds"].items():
+        total = sum(prof.values())
+        print(f"step profile ({v}): conv body (conv, BN, ReLU, pool) {1e3 * prof['conv_body_seconds']:.1f} ms "
+              f"({100 * prof['conv_body_seconds'] / total:.0f} %), FC head {1e3 * prof['fc_head_seconds']:.2f} ms "
+              f"({100 * prof['fc_head_seconds'] / total:.1f} %), update {1e3 * prof['update_seconds']:.2f} ms "
+              f"({100 * prof['update_seconds'] / total:.1f} %)")
     print(f"written {args.out}")
     return 0
 

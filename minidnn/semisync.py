@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from .kernels.column_scatter import add_columns
 from .optimizers import SGD, schedule_from_config
 
 ORDERS = ("contiguous", "random")
@@ -199,9 +200,12 @@ class SemiSyncSGD(SGD):
         cols = groups.active(self.steps)
         # W is (in, out): a unit is a column; b is (out,): a unit is an entry
         sel = (slice(None), cols) if pname == "W" else (cols,)
-        step = grad[sel]
+
+        def gather(a):  # np.take: a faster gather of index-array columns than a[:, cols]
+            return np.take(a, cols, axis=1) if pname == "W" and not isinstance(cols, slice) else a[sel]
+        step = gather(grad)
         if hyper["weight_decay"]:
-            step = step + grad.dtype.type(hyper["weight_decay"]) * layer.param_value(pname)[sel]
+            step = step + grad.dtype.type(hyper["weight_decay"]) * gather(layer.param_value(pname))
         lr = grad.dtype.type(hyper["lr"])
         v = self.velocity.get(key)
         if v is None:
@@ -210,7 +214,12 @@ class SemiSyncSGD(SGD):
             v *= grad.dtype.type(hyper["momentum"])
         else:
             v[...] = 0
-        v[sel] -= lr * step
+        if pname == "W" and not isinstance(cols, slice):
+            # random groups: one Numba sweep instead of NumPy's 2-D fancy
+            # update (same arithmetic: v + (−η)·step == v − η·step exactly)
+            add_columns(v, cols, step, -lr)
+        else:
+            v[sel] -= lr * step
         self.velocity[key] = v
         return v
 

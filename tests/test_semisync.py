@@ -130,10 +130,11 @@ def test_one_group_per_minibatch_round_robin_each_unit_once_per_cycle(order):
     assert np.any(model.layer("out").params["W"] != out_before)  # the output layer: plain SGD
 
 
-def test_inactive_units_move_by_exactly_alpha_delta_w():
+@pytest.mark.parametrize("order", ["contiguous", "random"])  # random: the Numba column kernels
+def test_inactive_units_move_by_exactly_alpha_delta_w(order):
     x, y = toy_problem()
     model = net()
-    opt = SemiSyncSGD(0.05, momentum=0.9, weight_decay=0.001)
+    opt = SemiSyncSGD(0.05, momentum=0.9, weight_decay=0.001, order=order)
     for t in range(3):
         one_step(model, opt, x[32 * t:32 * t + 32], y[32 * t:32 * t + 32])
     for t in range(3, 9):
@@ -157,7 +158,9 @@ def test_inactive_units_move_by_exactly_alpha_delta_w():
 def test_dense_computes_only_the_active_columns():
     rng = np.random.default_rng(0)
     layer = Dense(6, 9, rng=1)
-    for cols in (slice(3, 6), np.array([0, 4, 8]), slice(0, 3), np.array([1, 2])):
+    # index arrays after index arrays take the Numba clear-and-write sweep
+    for cols in (slice(3, 6), np.array([0, 4, 8]), slice(0, 3), np.array([1, 2]),
+                 np.array([3, 5, 7]), np.array([0, 8])):
         x = rng.standard_normal((5, 6)).astype(np.float32)
         g = rng.standard_normal((5, 9)).astype(np.float32)
         layer.active_units = cols

@@ -30,7 +30,11 @@ class Dense(Layer):
     step are re-zeroed, so the buffer is not cleared whole. With G groups
     the product costs 2·batch·in·(out/G) flops instead of 2·batch·in·out
     (for 1024 units in 32 groups, 1/32 of the FC weight gradient). The
-    forward pass and the input gradient still use every unit.
+    forward pass and the input gradient still use every unit. With random
+    groups (an index array) the clear-and-write of the scattered columns is
+    one Numba sweep over the rows (``kernels.column_scatter.write_columns``);
+    it still touches most cache lines of the buffer, so random groups save
+    less than contiguous ones.
     ``active_units = None`` (the default) computes the full product.
     """
 
@@ -82,10 +86,18 @@ class Dense(Layer):
         if (buf is None or buf is not getattr(self, "_partial_grad", None)
                 or buf.shape != shape or buf.dtype != grad.dtype):
             buf = np.zeros(shape, dtype=grad.dtype)
+            prev = slice(0, 0)
         else:
             # only the columns written last time are non-zero
-            buf[:, self._partial_cols] = 0
-        buf[:, cols] = x.T @ grad[:, cols]
+            prev = self._partial_cols
+        if isinstance(cols, slice) or isinstance(prev, slice):
+            buf[:, prev] = 0
+            buf[:, cols] = x.T @ grad[:, cols]
+        else:
+            # random groups: NumPy's 2-D fancy assignment costs more than the
+            # product it saves; one Numba sweep over the rows clears and writes
+            from ..kernels.column_scatter import write_columns
+            write_columns(buf, prev, cols, x.T @ np.take(grad, cols, axis=1))
         self._partial_grad, self._partial_cols = buf, cols
         return buf
 
