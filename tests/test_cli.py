@@ -94,3 +94,12 @@ def test_pretrain_then_fine_tune_from_the_pretrained_file(tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
     assert run("info", out) == 0
     assert "Flatten" in capsys.readouterr().out
+
+
+def test_pretrain_monitor_size_zero_turns_the_monitors_off_and_negative_is_refused(capsys):
+    parse = build_parser().parse_args
+    args = parse(["pretrain", "rbm", "--layers", "784-32", "--monitor-size", "0", "-o", "x.h5"])
+    assert args.monitor_size == 0
+    with pytest.raises(SystemExit):
+        parse(["pretrain", "rbm", "--layers", "784-32", "--monitor-size", "-1", "-o", "x.h5"])
+    assert "expected an integer >= 0" in capsys.readouterr().err

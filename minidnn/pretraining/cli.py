@@ -80,6 +80,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PretrainConfig()
     parser.add_argument("--layers", default="784-300-300-300",
@@ -103,8 +110,9 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first epoch (from 1) with the final momentum (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
                         help="minibatch size (default: %(default)s)")
-    parser.add_argument("--monitor-size", type=_positive_int, default=defaults.monitor_size,
-                        help="training rows used for per-epoch monitors (default: %(default)s)")
+    parser.add_argument("--monitor-size", type=_nonnegative_int, default=defaults.monitor_size,
+                        help="training rows used for per-epoch monitors; 0 turns them off "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of all randomness (%(default)s)")
     parser.add_argument("-o", "--output", required=True,
                         help="HDF5 file written every epoch (checkpoint, then the result)")
