@@ -111,3 +111,21 @@ def write_json(path: Path, payload: dict) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def interleaved_ab(parser, base: Path, rounds: int, run_once, describe) -> tuple[dict, dict]:
+    """A/B of an earlier source tree against this checkout.
+
+    Runs ``run_once(tree)`` (one fresh process on that tree, returning a dict)
+    for "base" then "this", ``rounds`` times, so drifts in machine load hit
+    both sides alike; prints ``describe(runs)`` after each round. Returns
+    (sides: name → tree, runs: name → list of results)."""
+    if not (base / "minidnn" / "__init__.py").exists():
+        parser.error(f"--base {base} holds no minidnn package")
+    sides = {"base": base.resolve(), "this": REPO_ROOT}
+    runs = {name: [] for name in sides}
+    for r in range(rounds):
+        for name, tree in sides.items():
+            runs[name].append(run_once(tree))
+        print(f"round {r + 1}/{rounds}: {describe(runs)}", flush=True)
+    return sides, runs

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _common import interleaved_ab  # noqa: E402
 
 WORKER = r"""
 import json, sys, time
@@ -66,15 +68,9 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not (args.base / "minidnn" / "__init__.py").exists():
-        parser.error(f"--base {args.base} holds no minidnn package")
-    sides = {"base": args.base.resolve(), "this": ROOT}
-    runs = {name: [] for name in sides}
-    for r in range(args.rounds):
-        for name, tree in sides.items():
-            runs[name].append(run_once(tree, args.threads, args.calls))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{n} {runs[n][-1]['batch1_median_ms']:.3f} ms" for n in sides), flush=True)
+    sides, runs = interleaved_ab(
+        parser, args.base, args.rounds, lambda tree: run_once(tree, args.threads, args.calls),
+        lambda runs: ", ".join(f"{n} {runs[n][-1]['batch1_median_ms']:.3f} ms" for n in runs))
     summary = {"threads": args.threads, "rounds": args.rounds, "calls": args.calls,
                "base": str(sides["base"]), "clock": "wall, interleaved fresh processes"}
     for name in sides:

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _common import interleaved_ab  # noqa: E402
 
 
 def run_once(tree: Path, arch: str, repeats: int) -> dict:
@@ -45,15 +47,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not (args.base / "minidnn" / "__init__.py").exists():
-        parser.error(f"--base {args.base} holds no minidnn package")
-    sides = {"base": args.base.resolve(), "this": ROOT}
-    runs = {name: [] for name in sides}
-    for r in range(args.rounds):
-        for name, tree in sides.items():
-            runs[name].append(run_once(tree, args.arch, args.repeats))
-        print(f"round {r + 1}/{args.rounds}: base {runs['base'][-1]['step_ms']:.1f} ms, "
-              f"this {runs['this'][-1]['step_ms']:.1f} ms", flush=True)
+    sides, runs = interleaved_ab(
+        parser, args.base, args.rounds, lambda tree: run_once(tree, args.arch, args.repeats),
+        lambda runs: f"base {runs['base'][-1]['step_ms']:.1f} ms, this {runs['this'][-1]['step_ms']:.1f} ms")
     layers = [row["layer"] for row in runs["this"][0]["layers"]]
     summary = {"arch": args.arch, "rounds": args.rounds, "repeats": args.repeats,
                "clock": "process_time, 1 thread, interleaved fresh processes",
