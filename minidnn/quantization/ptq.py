@@ -190,6 +190,27 @@ class BitMaskQuantized:
         self.buffers["input_step"] = np.zeros((), dtype=np.float64)
         self.buffers["input_range"] = np.zeros(2, dtype=np.int32)
 
+    def initialize(self, rng):
+        """The float layer's initialisation, then its weights onto the patterns."""
+        if not hasattr(self, "patterns"):
+            self._setup_quantization(self._pattern_arg, *self._quant_args)
+        super().initialize(rng)         # Dense's or Conv2D's (next in the MRO)
+        self.set_float_weights(self.params["W"])
+
+    @classmethod
+    def from_float(cls, layer, pattern, activation_bits=8, integer=False, rescale=None):
+        """The quantized twin of a trained float ``Dense`` / ``Conv2D``: same
+        config and bias, weights rounded onto ``pattern``."""
+        config = layer.get_config()
+        config.update(init="zeros", pattern=pattern, activation_bits=activation_bits,
+                      integer=integer, rescale=rescale)
+        quantized = cls(**config)
+        quantized.cast(layer.dtype)
+        quantized.set_float_weights(layer.param_value("W"))
+        if layer.bias:
+            quantized.params["b"] = layer.params["b"].copy()
+        return quantized
+
     # subclass hooks
     def _n_channels(self) -> int:
         raise NotImplementedError
@@ -416,24 +437,6 @@ class QuantizedDense(BitMaskQuantized, Dense):
     def _n_channels(self):
         return self.out_features
 
-    def initialize(self, rng):
-        if not hasattr(self, "patterns"):
-            self._setup_quantization(self._pattern_arg, *self._quant_args)
-        Dense.initialize(self, rng)
-        self.set_float_weights(self.params["W"])
-
-    @classmethod
-    def from_float(cls, dense: Dense, pattern, activation_bits=8, integer=False, rescale=None):
-        config = dense.get_config()
-        config.update(init="zeros", pattern=pattern, activation_bits=activation_bits,
-                      integer=integer, rescale=rescale)
-        layer = cls(**config)
-        layer.cast(dense.dtype)
-        layer.set_float_weights(dense.param_value("W"))
-        if dense.bias:
-            layer.params["b"] = dense.params["b"].copy()
-        return layer
-
     def _forward_product(self, x):
         return x @ self._W_values
 
@@ -500,24 +503,6 @@ class QuantizedConv2D(BitMaskQuantized, Conv2D):
 
     def _n_channels(self):
         return self.out_channels
-
-    def initialize(self, rng):
-        if not hasattr(self, "patterns"):
-            self._setup_quantization(self._pattern_arg, *self._quant_args)
-        Conv2D.initialize(self, rng)
-        self.set_float_weights(self.params["W"])
-
-    @classmethod
-    def from_float(cls, conv: Conv2D, pattern, activation_bits=8, integer=False, rescale=None):
-        config = conv.get_config()
-        config.update(init="zeros", pattern=pattern, activation_bits=activation_bits,
-                      integer=integer, rescale=rescale)
-        layer = cls(**config)
-        layer.cast(conv.dtype)
-        layer.set_float_weights(conv.param_value("W"))
-        if conv.bias:
-            layer.params["b"] = conv.params["b"].copy()
-        return layer
 
     def _columns(self, x):
         N, C, H, W = np.shape(x)
