@@ -69,7 +69,8 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels.csr import (INDEX_DTYPE, check_csr, csr_backward, csr_matmul,
-                          csr_matmul_transposed, csr_transpose_structure, sampled_matmul)
+                          csr_matmul_batch_major, csr_matmul_transposed,
+                          csr_transpose_structure, sampled_matmul)
 from .kernels.csr import transpose as csr_transpose
 from .layers import register_layer
 from .layers.base import as_generator
@@ -170,6 +171,9 @@ class SparseDense(Dense):
         self._transposed = csr_transpose_structure(self.buffers["indptr"],
                                                    self.buffers["indices"], self.in_features)
         self._transposes = []
+        # the training path's feature-major operands: x's (kept for the backward
+        # pass) and reusable buffers for the transposes of C-ordered x and grad
+        self._xt = self._xt_buffer = self._gt_buffer = None
         self.zero_grads()
 
     @classmethod
@@ -249,20 +253,50 @@ class SparseDense(Dense):
 
     # -- the training path: the same products, fused -----------------------------------------
     def forward(self, x, training=False):
-        """y = x W + b in one kernel call (the bias is the accumulators' start)."""
+        """y = x W + b in one kernel call (the bias is added in the same pass).
+
+        A C-ordered x (a data batch) is transposed to the kernels' layout inside
+        that call, into a buffer kept for the backward pass and reused from step
+        to step; a Fortran-ordered x (another sparse layer's output) is used as
+        it is. y comes back as a (batch, out) Fortran-ordered view."""
         self._transposes = []
         self._check_input(x, (self.in_features,), "")
         self._x = x
         bias = self.params["b"] if self.bias else None
-        return csr_matmul(self.buffers["indptr"], self.buffers["indices"], self.params["data"],
-                          self._feature_major(x), self.in_features, bias=bias).T
+        indptr, indices, data = self.buffers["indptr"], self.buffers["indices"], self.params["data"]
+        x = np.asarray(x)
+        if x.ndim == 2 and x.dtype == self.dtype and x.T.flags.c_contiguous:
+            self._xt = x.T
+            return csr_matmul(indptr, indices, data, self._xt, self.in_features, bias=bias).T
+        if x.ndim != 2:
+            self._xt = self._feature_major(x)
+            return csr_matmul(indptr, indices, data, self._xt, self.in_features, bias=bias).T
+        out, self._xt = csr_matmul_batch_major(indptr, indices, data, x, self.in_features,
+                                               bias=bias, xt=self._xt_buffer)
+        self._xt_buffer = self._xt
+        return out.T
 
     def _backward(self, grad, input_grad: bool):
-        # the weight, bias and input gradients in one kernel call (one parallel region)
-        grad_data, grad_bias, dx = csr_backward(
-            self.buffers["indptr"], self.buffers["indices"], self._transposed,
-            self.params["data"], self._feature_major(grad), self._feature_major(self._x),
-            input_grad=input_grad)
+        # the weight, bias and input gradients in one kernel call (one parallel region,
+        # or two when a C-ordered grad is first transposed in the same call)
+        xt = self._xt if self._xt is not None else self._feature_major(self._x)
+        grad = np.asarray(grad)
+        structure = (self.buffers["indptr"], self.buffers["indices"], self._transposed,
+                     self.params["data"])
+        if grad.ndim == 2 and grad.dtype == self.dtype and grad.T.flags.c_contiguous:
+            grad_data, grad_bias, dx = csr_backward(*structure, grad.T, xt,
+                                                    input_grad=input_grad)
+        elif grad.ndim == 2:
+            shape = (self.out_features, grad.shape[0])
+            if (self._gt_buffer is None or self._gt_buffer.shape != shape
+                    or self._gt_buffer.dtype != self.dtype):
+                self._gt_buffer = np.empty(shape, dtype=self.dtype)
+            grad_data, grad_bias, dx = csr_backward(*structure, grad, xt, input_grad=input_grad,
+                                                    batch_major_grad=True,
+                                                    grad_scratch=self._gt_buffer)
+        else:
+            grad_data, grad_bias, dx = csr_backward(*structure, self._feature_major(grad), xt,
+                                                    input_grad=input_grad)
         self.grads["data"] = grad_data
         if self.bias:
             self.grads["b"] = grad_bias

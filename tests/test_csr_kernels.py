@@ -130,7 +130,7 @@ def test_fused_backward_kernels_equal_the_twin(p):
         for input_grad in (True, False):
             outs = (np.full(len(indices), np.nan, p["dtype"]), np.full(p["n_rows"], np.nan, p["dtype"]),
                     np.full((p["n_cols"] if input_grad else 0, p["k"]), np.nan, p["dtype"]))
-            kernel(*_u(indptr, indices, *transposed), data, grad, x, p["dtype"](0), *outs, blocks)
+            kernel(*_u(*transposed), data, grad, x, p["dtype"](0), *outs, blocks)
             for got, want in zip(outs[:2 + input_grad], twin):
                 np.testing.assert_allclose(got, want, **tol, err_msg=label)
     for input_grad in (True, False):

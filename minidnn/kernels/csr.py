@@ -288,24 +288,170 @@ def _sampled_matmul_rows(indptr, indices, left, right, zero, out, row_sums, n_bl
                        c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
 
 
-def _backward_rows(indptr, indices, t_indptr, t_indices, perm, data, grad, x, zero,
-                   grad_data, grad_bias, dx, n_blocks):
-    # A layer's whole backward pass in one parallel region: block c does rows
-    # [c·n/B, (c+1)·n/B) of the weight gradient (and the bias gradient) and the
-    # same share of the rows of dx = Aᵀ·grad, so both products share one wake-up
-    # of the thread pool and every thread gets an equal part of each. dx with 0
-    # rows: no input gradient (the first layer of a net).
-    n_rows, n_cols = grad.shape[0], dx.shape[0]
+@numba.njit(cache=True, fastmath=True)
+def _transpose_block(a, out):
+    # out[j, i] = a[i, j]: 8 × 8 tiles with constant trip counts (LLVM unrolls
+    # them; each tile's reads and writes stay in a few cache lines), then the
+    # ragged edges
+    n, m = a.shape
+    n8, m8 = n - n % 8, m - m % 8
+    for r0 in range(0, n8, 8):
+        for j0 in range(0, m8, 8):
+            for i in range(8):
+                for j in range(8):
+                    out[j0 + j, r0 + i] = a[r0 + i, j0 + j]
+        for j in range(m8, m):
+            for i in range(8):
+                out[j, r0 + i] = a[r0 + i, j]
+    for r in range(n8, n):
+        for j in range(m):
+            out[j, r] = a[r, j]
+
+
+@numba.njit(cache=True, fastmath=True)
+def _transpose_range(a, out, j0, j1):
+    # out[j, :] = a[:, j] for the columns j0..j1 of a (one thread's share)
+    _transpose_block(a[:, j0:j1], out[j0:j1])
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_columns_range(t_indptr, t_indices, perm, data, grad, x, zero, grad_data, dx,
+                            c0, c1):
+    # Column c of A (row c of Aᵀ) for c0..c1, both products in one pass over its
+    # entries q (row r = t_indices[q], value data[perm[q]]):
+    #     dx[c]              = Σ_q data[perm[q]] · grad[r]          (Aᵀ · grad)
+    #     grad_data[perm[q]] = grad[r] · x[c]                      (the sampled product)
+    # The grad[r] row is loaded once for both (the three-product form loads it
+    # twice, from L2), x[c] and dx[c] stay in L1 for the whole column, and four
+    # entries share each pass over them. dx with 0 rows: the sampled product only.
+    k = grad.shape[1]
+    want_dx = dx.shape[0] > 0
+    for c in range(c0, c1):
+        xr = x[c]
+        q, stop = t_indptr[c], t_indptr[c + 1]
+        if want_dx:
+            acc = dx[c]
+            for b in range(k):
+                acc[b] = zero
+            while q + 4 <= stop:
+                p0, p1, p2, p3 = perm[q], perm[q + 1], perm[q + 2], perm[q + 3]
+                v0, v1, v2, v3 = data[p0], data[p1], data[p2], data[p3]
+                s0, s1 = grad[t_indices[q]], grad[t_indices[q + 1]]
+                s2, s3 = grad[t_indices[q + 2]], grad[t_indices[q + 3]]
+                t0 = t1 = t2 = t3 = zero
+                for b in range(k):
+                    a0, a1, a2, a3 = s0[b], s1[b], s2[b], s3[b]
+                    acc[b] += v0 * a0 + v1 * a1 + v2 * a2 + v3 * a3
+                    xb = xr[b]
+                    t0 += a0 * xb
+                    t1 += a1 * xb
+                    t2 += a2 * xb
+                    t3 += a3 * xb
+                grad_data[p0], grad_data[p1], grad_data[p2], grad_data[p3] = t0, t1, t2, t3
+                q += 4
+            while q < stop:
+                v0 = data[perm[q]]
+                s0 = grad[t_indices[q]]
+                t0 = zero
+                for b in range(k):
+                    a0 = s0[b]
+                    acc[b] += v0 * a0
+                    t0 += a0 * xr[b]
+                grad_data[perm[q]] = t0
+                q += 1
+        else:
+            while q + 4 <= stop:
+                s0, s1 = grad[t_indices[q]], grad[t_indices[q + 1]]
+                s2, s3 = grad[t_indices[q + 2]], grad[t_indices[q + 3]]
+                t0 = t1 = t2 = t3 = zero
+                for b in range(k):
+                    xb = xr[b]
+                    t0 += s0[b] * xb
+                    t1 += s1[b] * xb
+                    t2 += s2[b] * xb
+                    t3 += s3[b] * xb
+                grad_data[perm[q]], grad_data[perm[q + 1]] = t0, t1
+                grad_data[perm[q + 2]], grad_data[perm[q + 3]] = t2, t3
+                q += 4
+            while q < stop:
+                s0 = grad[t_indices[q]]
+                t0 = zero
+                for b in range(k):
+                    t0 += s0[b] * xr[b]
+                grad_data[perm[q]] = t0
+                q += 1
+
+
+@numba.njit(cache=True, fastmath=True)
+def _row_sums_range(a, zero, out, r0, r1):
+    k = a.shape[1]
+    for r in range(r0, r1):
+        row = a[r]
+        t = zero
+        for b in range(k):
+            t += row[b]
+        out[r] = t
+
+
+def _backward_rows(t_indptr, t_indices, perm, data, grad, x, zero, grad_data, grad_bias, dx,
+                   n_blocks):
+    # A layer's whole backward pass in one parallel region: block c does columns
+    # [c·n/B, (c+1)·n/B) of A (the rows of dx and those entries of the weight
+    # gradient, fused) and the same share of the bias gradient's rows, so the
+    # thread pool wakes once per backward pass. dx with 0 rows: no input gradient
+    # (the first layer of a net); grad_bias of length 0: no bias.
+    n_rows, n_cols = grad.shape[0], x.shape[0]
+    want_bias = len(grad_bias) > 0
     for c in numba.prange(n_blocks):
-        _sampled_range(indptr, indices, grad, x, zero, grad_data, grad_bias,
+        if want_bias:
+            _row_sums_range(grad, zero, grad_bias, c * n_rows // n_blocks,
+                            (c + 1) * n_rows // n_blocks)
+        _backward_columns_range(t_indptr, t_indices, perm, data, grad, x, zero, grad_data, dx,
+                                c * n_cols // n_blocks, (c + 1) * n_cols // n_blocks)
+
+
+def _backward_batch_major_rows(t_indptr, t_indices, perm, data, grad_bm, grad, x, zero,
+                               grad_data, grad_bias, dx, n_blocks):
+    # the same, from a batch-major grad (k, n_rows): first each block transposes
+    # its share of it into ``grad`` (n_rows, k), then (a second parallel region,
+    # a barrier between them) the fused products; one call from Python
+    n_rows, n_cols = grad.shape[0], x.shape[0]
+    for c in numba.prange(n_blocks):
+        _transpose_range(grad_bm, grad, c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
+    want_bias = len(grad_bias) > 0
+    for c in numba.prange(n_blocks):
+        if want_bias:
+            _row_sums_range(grad, zero, grad_bias, c * n_rows // n_blocks,
+                            (c + 1) * n_rows // n_blocks)
+        _backward_columns_range(t_indptr, t_indices, perm, data, grad, x, zero, grad_data, dx,
+                                c * n_cols // n_blocks, (c + 1) * n_cols // n_blocks)
+
+
+def _csr_matmul_batch_major_rows(indptr, indices, data, bias, zero, x_bm, dense, out,
+                                 n_blocks):
+    # A · x_bmᵀ from a batch-major x_bm (k, n_cols): each block transposes its
+    # share of the columns into ``dense`` (n_cols, k, kept: the backward pass
+    # reads it), then the product by row blocks (a second parallel region)
+    n_rows, n_cols = out.shape[0], dense.shape[0]
+    for c in numba.prange(n_blocks):
+        _transpose_range(x_bm, dense, c * n_cols // n_blocks, (c + 1) * n_cols // n_blocks)
+    for c in numba.prange(n_blocks):
+        _forward_range(indptr, indices, data, bias, zero, dense, out,
                        c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
-        _permuted_range(t_indptr, t_indices, perm, data, grad, dx, c * n_cols // n_blocks,
-                        (c + 1) * n_cols // n_blocks)
+
+
+def _transpose_rows(a, out, n_blocks):
+    n_cols = a.shape[1]
+    for c in numba.prange(n_blocks):
+        _transpose_range(a, out, c * n_cols // n_blocks, (c + 1) * n_cols // n_blocks)
 
 
 _KERNELS = {}
 for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul_permuted_rows),
-                   ("sampled", _sampled_matmul_rows), ("backward", _backward_rows)):
+                   ("sampled", _sampled_matmul_rows), ("backward", _backward_rows),
+                   ("backward_batch_major", _backward_batch_major_rows),
+                   ("matmul_batch_major", _csr_matmul_batch_major_rows),
+                   ("transpose", _transpose_rows)):
     _KERNELS[_name] = (numba.njit(cache=True, fastmath=True)(_fn),
                        numba.njit(cache=True, fastmath=True, parallel=True)(_fn))
 
@@ -395,7 +541,33 @@ def sampled_matmul(indptr, indices, left, right, n_cols: int, out=None, row_sums
     return out
 
 
-def csr_backward(indptr, indices, transposed, data, grad, x, input_grad: bool = True):
+def csr_matmul_batch_major(indptr, indices, data, x, n_cols: int, bias=None, xt=None):
+    """(A · xᵀ (+ bias[:, None]), xᵀ) from a batch-major x (k, n_cols) in one call.
+
+    The transpose to the kernels' feature-major layout happens inside the same
+    parallel call, each thread taking a share of the columns; xᵀ (n_cols, k,
+    C-ordered) is handed back because the backward pass needs it too. ``xt``:
+    a buffer of that shape and data's dtype to write it into (reused between
+    steps, so no allocation). Equals ``csr_matmul(..., transpose(x), ...)``."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != n_cols:
+        raise ValueError(f"csr_matmul_batch_major expects x of shape (k, {n_cols}), got {x.shape}")
+    x = np.ascontiguousarray(x, dtype=data.dtype)
+    k, n_rows = x.shape[0], len(indptr) - 1
+    if xt is None or xt.shape != (n_cols, k) or xt.dtype != data.dtype \
+            or not xt.flags.c_contiguous:
+        xt = np.empty((n_cols, k), dtype=data.dtype)
+    out = np.empty((n_rows, k), dtype=data.dtype)
+    bias = np.zeros(0, data.dtype) if bias is None else np.asarray(bias, dtype=data.dtype)
+    if len(bias) not in (0, n_rows):
+        raise ValueError(f"csr_matmul_batch_major: bias has length {len(bias)}, expected {n_rows}")
+    kernel, blocks = _kernel("matmul_batch_major", (len(data) + n_cols) * k)
+    kernel(*_indices(indptr, indices), data, bias, data.dtype.type(0), x, xt, out, blocks)
+    return out, xt
+
+
+def csr_backward(indptr, indices, transposed, data, grad, x, input_grad: bool = True,
+                 batch_major_grad: bool = False, grad_scratch=None):
     """A sparse layer's backward pass in one call (one wake-up of the thread pool).
 
     For A = csr(indptr, indices, data) of shape (n_rows, n_cols), ``transposed`` =
@@ -406,10 +578,26 @@ def csr_backward(indptr, indices, transposed, data, grad, x, input_grad: bool = 
         grad_bias = grad.sum(axis=1)                        (n_rows,)
         dx        = Aᵀ · grad                               (n_cols, k), or None
 
-    (``input_grad=False``: no dx, as for a net's first layer). The twin is
-    ``csr_backward_numpy``."""
+    (``input_grad=False``: no dx, as for a net's first layer). The kernel walks
+    Aᵀ's rows (A's columns) and computes dx[c] and the weight gradient of
+    column c's entries in the same pass, so each grad row it loads feeds both
+    products. ``batch_major_grad=True``: grad is given as (k, n_rows) and is
+    transposed inside the same call (into ``grad_scratch``, an (n_rows, k)
+    buffer, if given). The twin is ``csr_backward_numpy``."""
     n_rows, n_cols = len(indptr) - 1, len(transposed[0]) - 1
-    grad = _operand(grad, n_rows, data.dtype, "csr_backward", "grad")
+    if batch_major_grad:
+        grad = np.asarray(grad)
+        if grad.ndim != 2 or grad.shape[1] != n_rows:
+            raise ValueError(f"csr_backward expects a batch-major grad of shape (k, {n_rows}), "
+                             f"got {grad.shape}")
+        grad_bm = np.ascontiguousarray(grad, dtype=data.dtype)
+        k = grad_bm.shape[0]
+        if grad_scratch is None or grad_scratch.shape != (n_rows, k) \
+                or grad_scratch.dtype != data.dtype or not grad_scratch.flags.c_contiguous:
+            grad_scratch = np.empty((n_rows, k), dtype=data.dtype)
+        grad = grad_scratch
+    else:
+        grad = _operand(grad, n_rows, data.dtype, "csr_backward", "grad")
     x = _operand(x, n_cols, data.dtype, "csr_backward", "x")
     if grad.shape[1] != x.shape[1]:
         raise ValueError(f"csr_backward: grad {grad.shape} and x {x.shape} must have the same "
@@ -419,11 +607,33 @@ def csr_backward(indptr, indices, transposed, data, grad, x, input_grad: bool = 
     grad_bias = np.empty(n_rows, dtype=data.dtype)
     dx = np.empty((n_cols if input_grad else 0, k), dtype=data.dtype)
     t_indptr, t_indices, perm = transposed
-    kernel, blocks = _kernel("backward", len(data) * k * (2 if input_grad else 1))
-    kernel(*_indices(indptr, indices), *_indices(t_indptr, t_indices),
-           _unsigned(np.asarray(perm, dtype=INDEX_DTYPE)), data, grad, x, data.dtype.type(0),
-           grad_data, grad_bias, dx, blocks)
+    structure = (*_indices(t_indptr, t_indices), _unsigned(np.asarray(perm, dtype=INDEX_DTYPE)))
+    work = len(data) * k * (2 if input_grad else 1)
+    if batch_major_grad:
+        kernel, blocks = _kernel("backward_batch_major", work + n_rows * k)
+        kernel(*structure, data, grad_bm, grad, x, data.dtype.type(0), grad_data, grad_bias, dx,
+               blocks)
+    else:
+        kernel, blocks = _kernel("backward", work)
+        kernel(*structure, data, grad, x, data.dtype.type(0), grad_data, grad_bias, dx, blocks)
     return grad_data, grad_bias, (dx if input_grad else None)
+
+
+def transpose_into(a: np.ndarray, out=None) -> np.ndarray:
+    """aᵀ written into ``out`` (a C-ordered (m, n) array of a's dtype; a new one if
+    None) by the tiled Numba kernel, parallel over column blocks for large a.
+    The twin is ``np.ascontiguousarray(a.T)``."""
+    a = np.ascontiguousarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"transpose_into expects a 2-D array, got shape {a.shape}")
+    if out is None:
+        out = np.empty(a.shape[::-1], dtype=a.dtype)
+    elif out.shape != a.shape[::-1] or out.dtype != a.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"transpose_into: out must be a C-ordered {a.shape[::-1]} array of "
+                         f"{a.dtype}, got {out.shape} {out.dtype}")
+    kernel, blocks = _kernel("transpose", a.size)
+    kernel(a, out, blocks)
+    return out
 
 
 def transpose(a: np.ndarray, dtype=None) -> np.ndarray:
