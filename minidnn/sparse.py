@@ -69,8 +69,9 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels.csr import (INDEX_DTYPE, check_csr, csr_backward, csr_matmul,
-                          csr_matmul_batch_major, csr_matmul_transposed,
+                          csr_matmul_transposed,
                           csr_transpose_structure, sampled_matmul)
+from .kernels.csr import TrainingKernels
 from .kernels.csr import transpose as csr_transpose
 from .layers import register_layer
 from .layers.base import as_generator
@@ -174,6 +175,8 @@ class SparseDense(Dense):
         # the training path's feature-major operands: x's (kept for the backward
         # pass) and reusable buffers for the transposes of C-ordered x and grad
         self._xt = self._xt_buffer = self._gt_buffer = None
+        self._kernels = TrainingKernels(self.buffers["indptr"], self.buffers["indices"],
+                                        self._transposed, self.in_features)
         self.zero_grads()
 
     @classmethod
@@ -262,18 +265,18 @@ class SparseDense(Dense):
         self._transposes = []
         self._check_input(x, (self.in_features,), "")
         self._x = x
-        bias = self.params["b"] if self.bias else None
-        indptr, indices, data = self.buffers["indptr"], self.buffers["indices"], self.params["data"]
+        data = self.params["data"]
+        bias = self.params["b"] if self.bias else np.zeros(0, dtype=data.dtype)
         x = np.asarray(x)
-        if x.ndim == 2 and x.dtype == self.dtype and x.T.flags.c_contiguous:
-            self._xt = x.T
-            return csr_matmul(indptr, indices, data, self._xt, self.in_features, bias=bias).T
         if x.ndim != 2:
-            self._xt = self._feature_major(x)
-            return csr_matmul(indptr, indices, data, self._xt, self.in_features, bias=bias).T
-        out, self._xt = csr_matmul_batch_major(indptr, indices, data, x, self.in_features,
-                                               bias=bias, xt=self._xt_buffer)
-        self._xt_buffer = self._xt
+            out, self._xt = self._kernels.forward(data, bias, self._feature_major(x),
+                                                  batch_major=False)
+        elif x.dtype == self.dtype and x.T.flags.c_contiguous:
+            out, self._xt = self._kernels.forward(data, bias, x.T, batch_major=False)
+        else:
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+            out, self._xt = self._kernels.forward(data, bias, x, self._xt_buffer)
+            self._xt_buffer = self._xt
         return out.T
 
     def _backward(self, grad, input_grad: bool):
@@ -281,22 +284,21 @@ class SparseDense(Dense):
         # or two when a C-ordered grad is first transposed in the same call)
         xt = self._xt if self._xt is not None else self._feature_major(self._x)
         grad = np.asarray(grad)
-        structure = (self.buffers["indptr"], self.buffers["indices"], self._transposed,
-                     self.params["data"])
-        if grad.ndim == 2 and grad.dtype == self.dtype and grad.T.flags.c_contiguous:
-            grad_data, grad_bias, dx = csr_backward(*structure, grad.T, xt,
-                                                    input_grad=input_grad)
-        elif grad.ndim == 2:
+        data = self.params["data"]
+        if grad.ndim != 2 or grad.shape != (xt.shape[1], self.out_features):
+            raise ValueError(f"{self!r}.backward expects grad of shape "
+                             f"{(xt.shape[1], self.out_features)}, got {grad.shape}")
+        if grad.dtype == self.dtype and grad.T.flags.c_contiguous:
+            grad_data, grad_bias, dx = self._kernels.backward(data, grad.T, xt, input_grad,
+                                                              self.bias)
+        else:
             shape = (self.out_features, grad.shape[0])
             if (self._gt_buffer is None or self._gt_buffer.shape != shape
                     or self._gt_buffer.dtype != self.dtype):
                 self._gt_buffer = np.empty(shape, dtype=self.dtype)
-            grad_data, grad_bias, dx = csr_backward(*structure, grad, xt, input_grad=input_grad,
-                                                    batch_major_grad=True,
-                                                    grad_scratch=self._gt_buffer)
-        else:
-            grad_data, grad_bias, dx = csr_backward(*structure, self._feature_major(grad), xt,
-                                                    input_grad=input_grad)
+            grad_data, grad_bias, dx = self._kernels.backward(
+                data, np.ascontiguousarray(grad, dtype=self.dtype), xt, input_grad, self.bias,
+                batch_major=True, grad_scratch=self._gt_buffer)
         self.grads["data"] = grad_data
         if self.bias:
             self.grads["b"] = grad_bias

@@ -619,6 +619,65 @@ def csr_backward(indptr, indices, transposed, data, grad, x, input_grad: bool = 
     return grad_data, grad_bias, (dx if input_grad else None)
 
 
+class TrainingKernels:
+    """The two kernel calls of a sparse layer's training step, for one fixed pattern.
+
+    ``csr_matmul(_batch_major)`` and ``csr_backward`` check and convert their
+    operands on every call (a few µs each, which at γ = 0.04 is a tenth of a
+    step); this holds the unsigned index views of A and Aᵀ, made once, and
+    trusts its caller (SparseDense) for the rest: data, bias and the dense
+    operands C-contiguous in data's dtype, with matching shapes. Results equal
+    the public functions' (the same kernels), and so their twins."""
+
+    def __init__(self, indptr, indices, transposed, n_cols: int):
+        t_indptr, t_indices, perm = transposed
+        self.n_rows, self.n_cols = len(indptr) - 1, int(n_cols)
+        self.nnz = len(indices)
+        self.indptr, self.indices = _indices(indptr, indices)
+        self.t_indptr, self.t_indices = _indices(t_indptr, t_indices)
+        self.perm = _unsigned(np.asarray(perm, dtype=INDEX_DTYPE))
+
+    def forward(self, data, bias, x, xt=None, batch_major: bool = True):
+        """(A · xᵀ + bias, xᵀ) for a batch-major x (k, n_cols), transposed into
+        ``xt`` (n_cols, k) inside the call; ``batch_major=False``: x is already
+        feature-major (n_cols, k) and is handed back as xᵀ. bias: length n_rows
+        or 0."""
+        zero = data.dtype.type(0)
+        if not batch_major:
+            out = np.empty((self.n_rows, x.shape[1]), dtype=data.dtype)
+            kernel, blocks = _kernel("matmul", self.nnz * x.shape[1])
+            kernel(self.indptr, self.indices, data, bias, zero, x, out, blocks)
+            return out, x
+        k = x.shape[0]
+        if xt is None or xt.shape != (self.n_cols, k) or xt.dtype != data.dtype:
+            xt = np.empty((self.n_cols, k), dtype=data.dtype)
+        out = np.empty((self.n_rows, k), dtype=data.dtype)
+        kernel, blocks = _kernel("matmul_batch_major", (self.nnz + self.n_cols) * k)
+        kernel(self.indptr, self.indices, data, bias, zero, x, xt, out, blocks)
+        return out, xt
+
+    def backward(self, data, grad, xt, input_grad: bool, want_bias: bool = True,
+                 batch_major: bool = False, grad_scratch=None):
+        """(grad_data, grad_bias or None, dx or None) as ``csr_backward``; grad is
+        (n_rows, k), or (k, n_rows) with ``batch_major`` (then transposed inside
+        the call into ``grad_scratch``, an (n_rows, k) buffer)."""
+        zero = data.dtype.type(0)
+        k = xt.shape[1]
+        grad_data = np.empty(self.nnz, dtype=data.dtype)
+        grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
+        dx = np.empty((self.n_cols if input_grad else 0, k), dtype=data.dtype)
+        work = self.nnz * k * (2 if input_grad else 1)
+        if batch_major:
+            kernel, blocks = _kernel("backward_batch_major", work + self.n_rows * k)
+            kernel(self.t_indptr, self.t_indices, self.perm, data, grad, grad_scratch, xt, zero,
+                   grad_data, grad_bias, dx, blocks)
+        else:
+            kernel, blocks = _kernel("backward", work)
+            kernel(self.t_indptr, self.t_indices, self.perm, data, grad, xt, zero, grad_data,
+                   grad_bias, dx, blocks)
+        return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
+
+
 def transpose_into(a: np.ndarray, out=None) -> np.ndarray:
     """aᵀ written into ``out`` (a C-ordered (m, n) array of a's dtype; a new one if
     None) by the tiled Numba kernel, parallel over column blocks for large a.
