@@ -141,6 +141,80 @@ def test_fused_backward_kernels_equal_the_twin(p):
             np.testing.assert_allclose(got, want, **tol)
 
 
+@settings(max_examples=60, deadline=None)
+@given(problems)
+def test_batch_major_kernels_transpose_inside_and_equal_the_twins(p):
+    # the training path's kernels take C-ordered (batch, features) operands and do
+    # the transpose in the same call: same results as the feature-major kernels'
+    # twins, and the transposed operand they hand back is exactly aᵀ
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                    p["dtype"], p["empty_row"], p["empty_col"])
+    x = rng.standard_normal((p["k"], p["n_cols"])).astype(p["dtype"])        # batch-major
+    grad = rng.standard_normal((p["k"], p["n_rows"])).astype(p["dtype"])
+    bias = rng.standard_normal(p["n_rows"]).astype(p["dtype"])
+    tol = _tolerance(p["dtype"])
+    want_y = csr.csr_matmul_numpy(indptr, indices, data, x.T, bias)
+    want = csr.csr_backward_numpy(indptr, indices, data, grad.T, x.T)
+    transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
+    for label, kernel, blocks in _both_builds("matmul_batch_major"):
+        for b, wy in ((bias[:0], csr.csr_matmul_numpy(indptr, indices, data, x.T)), (bias, want_y)):
+            xt = np.full((p["n_cols"], p["k"]), np.nan, p["dtype"])
+            out = np.full((p["n_rows"], p["k"]), np.nan, p["dtype"])
+            kernel(*_u(indptr, indices), data, b, p["dtype"](0), x, xt, out, blocks)
+            np.testing.assert_array_equal(xt, x.T, err_msg=label)
+            np.testing.assert_allclose(out, wy, **tol, err_msg=label)
+    for label, kernel, blocks in _both_builds("backward_batch_major"):
+        for input_grad in (True, False):
+            gt = np.full((p["n_rows"], p["k"]), np.nan, p["dtype"])
+            outs = (np.full(len(indices), np.nan, p["dtype"]), np.full(p["n_rows"], np.nan, p["dtype"]),
+                    np.full((p["n_cols"] if input_grad else 0, p["k"]), np.nan, p["dtype"]))
+            kernel(*_u(*transposed), data, grad, gt, np.ascontiguousarray(x.T), p["dtype"](0),
+                   *outs, blocks)
+            np.testing.assert_array_equal(gt, grad.T, err_msg=label)
+            for got, w in zip(outs[:2 + input_grad], want):
+                np.testing.assert_allclose(got, w, **tol, err_msg=label)
+    # the public functions and the layer's TrainingKernels: the same, through their checks
+    y, xt = csr.csr_matmul_batch_major(indptr, indices, data, x, p["n_cols"], bias=bias)
+    np.testing.assert_allclose(y, want_y, **tol)
+    np.testing.assert_array_equal(xt, x.T)
+    for input_grad in (True, False):
+        got = csr.csr_backward(indptr, indices, transposed, data, grad, xt, input_grad,
+                               batch_major_grad=True)
+        for g_, w in zip(got[:2 + input_grad], want):
+            np.testing.assert_allclose(g_, w, **tol)
+    step = csr.TrainingKernels(indptr, indices, transposed, p["n_cols"])
+    y2, xt2 = step.forward(data, bias, x)
+    np.testing.assert_allclose(y2, want_y, **tol)
+    y3, _ = step.forward(data, bias, np.ascontiguousarray(x.T), batch_major=False)
+    np.testing.assert_allclose(y3, want_y, **tol)
+    for batch_major, g_in in ((True, grad), (False, np.ascontiguousarray(grad.T))):
+        scratch = np.empty((p["n_rows"], p["k"]), p["dtype"])
+        gd, gb, dx = step.backward(data, g_in, xt2, True, True, batch_major=batch_major,
+                                   grad_scratch=scratch)
+        for g_, w in zip((gd, gb, dx), want):
+            np.testing.assert_allclose(g_, w, **tol)
+        gd, gb, dx = step.backward(data, g_in, xt2, False, False, batch_major=batch_major,
+                                   grad_scratch=scratch)
+        assert gb is None and dx is None
+        np.testing.assert_allclose(gd, want[0], **tol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 21), st.integers(0, 21), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2 ** 16))
+def test_tiled_transpose_kernel_equals_numpy(n, m, dtype, seed):
+    # 8 × 8 tiles plus ragged edges: every size around the tile width, both builds
+    a = np.random.default_rng(seed).standard_normal((n, m)).astype(dtype)
+    for label, kernel, blocks in _both_builds("transpose"):
+        out = np.full((m, n), np.nan, dtype)
+        kernel(a, out, blocks)
+        np.testing.assert_array_equal(out, np.ascontiguousarray(a.T), err_msg=label)
+    np.testing.assert_array_equal(csr.transpose_into(a), a.T)
+    with pytest.raises(ValueError, match="out must be a C-ordered"):
+        csr.transpose_into(a, np.empty((m + 1, n), dtype))
+
+
 def test_transpose_is_c_ordered_and_free_for_fortran_order():
     a = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
     t = csr.transpose(a)
@@ -241,3 +315,8 @@ def test_public_kernels_reject_operands_of_the_wrong_shape():
     with pytest.raises(ValueError, match="same number of columns"):
         csr.csr_backward(indptr, indices, transposed, data, np.zeros((3, 2), np.float32),
                          np.zeros((4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"batch-major grad of shape \(k, 3\)"):
+        csr.csr_backward(indptr, indices, transposed, data, np.zeros((3, 2), np.float32),
+                         np.zeros((4, 2), np.float32), batch_major_grad=True)
+    with pytest.raises(ValueError, match=r"expects x of shape \(k, 4\)"):
+        csr.csr_matmul_batch_major(indptr, indices, data, np.zeros((4, 2), np.float32), 4)
