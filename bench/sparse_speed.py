@@ -15,7 +15,8 @@ from x (100, 784) and dy (100, 500), both C-ordered, to y, dx and the gradient; 
 transposes a peer needs are inside its time. The peers:
 
 * ``minidnn``: ``SparseDense.forward`` + ``backward`` (Numba CSR kernels, the training path:
-  one forward call, one fused backward call), on Numba's default (OpenMP) threading layer
+  one forward call with the transpose of x inside, one fused backward call with the
+  transpose of dy inside), on Numba's default (OpenMP) threading layer
   with libgomp's default wait policy (the worker does not call ``configure_threads``);
   ``minidnn_active``: the same with OMP_WAIT_POLICY=ACTIVE (the threads spin between
   kernels instead of sleeping);
@@ -177,7 +178,10 @@ def worker_layer(peer, densities, iters, min_seconds):
         for density in densities:
             layer = _pattern(density)
             layer.forward(x, True)
+            # forward and backward: the training path (transposes of the C-ordered x
+            # and g inside); input_grad, weight_grad: the three-product seam
             parts = {"forward": lambda: layer.forward(x, True),
+                     "backward": lambda: layer.backward(g),
                      "input_grad": lambda: layer._input_grad(g),
                      "weight_grad": lambda: layer._weight_grad(x, g)}
             layer.forward(x, True)

@@ -26,9 +26,11 @@ cost Θ(nnz · batch) each (``minidnn.kernels.csr``):
     weight grad  ∂L/∂data[p] = Σ_n dy[n, r] x[n, c]   for each stored (r, c)
 
 In training, ``forward`` is one kernel call (the bias is added in the same
-pass) and ``backward`` another (``kernels.csr.csr_backward``: weight, bias
-and input gradients in one parallel region; the first layer of a net skips
-the input gradient). No dense copy of W is made in training or inference; the gradient, the SGD
+pass; a C-ordered x is transposed to the kernels' layout inside it, into a
+buffer reused from step to step) and ``backward`` another
+(``kernels.csr.csr_backward``: weight, bias and input gradients fused in one
+pass over Aᵀ's rows, one parallel region; the first layer of a net skips the
+input gradient; a C-ordered grad is transposed inside the same call). No dense copy of W is made in training or inference; the gradient, the SGD
 velocity and the weight decay all have shape (nnz,), so nothing can ever
 leave the pattern. Model files store the three CSR arrays; loading runs the
 full CSR check (``kernels.csr.check_csr``).

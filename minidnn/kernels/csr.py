@@ -29,15 +29,24 @@ vectorises (8 float32 per AVX2 instruction):
   weight gradient at its stored entries only, as in the SET reference code's
   ``backpropagation_updates`` (Mocanu et al., 2018).
 
-A layer's training step uses two calls, not three:
+A layer's training step uses two calls, not three (``TrainingKernels``, which
+holds the unsigned index views of A and Aᵀ, made once per pattern):
 
-* ``csr_matmul(..., bias=b)``: the forward product with the bias added in the
-  same pass over each output row;
+* the forward product with the bias added in the same pass over each output
+  row (``csr_matmul(..., bias=b)``); from a C-ordered (batch, features) x, as a
+  data batch is, the transpose to the feature-major layout happens inside the
+  same call (``csr_matmul_batch_major``: a first parallel region transposes,
+  each thread a share of the columns, in 8 × 8 tiles; a second one multiplies),
+  into a buffer that the backward pass reads and the next step reuses;
 * ``csr_backward(indptr, indices, transposed, data, grad, x)`` = (the sampled
-  weight gradient, the bias gradient grad.sum(axis=1), Aᵀ · grad): both
-  products in one parallel region, each thread taking the same share of the
-  rows of each, so the thread pool wakes once per backward pass
-  (``input_grad=False`` skips Aᵀ · grad, for a net's first layer).
+  weight gradient, the bias gradient grad.sum(axis=1), Aᵀ · grad), fused: it
+  walks Aᵀ's rows (A's columns c) and for each entry (r, c) loads grad[r] once
+  for both dx[c] += A[r, c]·grad[r] and grad_data = grad[r]·x[c], with x[c]
+  and dx[c] in L1 for the whole column; the sampled product no longer reads
+  its operands a second time. One parallel region (a thread per block of
+  columns, and the same share of the bias rows); ``input_grad=False`` skips
+  dx (a net's first layer); ``batch_major_grad=True`` takes a C-ordered
+  (batch, n_rows) grad and transposes it inside the same call.
 
 Work is Θ(nnz · k) for each: the zeros are never touched. Each kernel has a
 plain SciPy/NumPy twin (``*_numpy``) that defines what it computes; tests hold
@@ -173,9 +182,11 @@ def csr_backward_numpy(indptr, indices, data, grad, x, input_grad: bool = True):
 
 @numba.njit(cache=True, fastmath=True)
 def _forward_range(indptr, indices, data, bias, zero, dense, out, r0, r1):
-    # out[r] = Σ_p data[p]·dense[indices[p]] + bias[r] for rows r0..r1; eight (then
-    # four) stored entries per pass over the output row, so it is loaded and stored
-    # once per eight multiply-adds; a bias of length 0 means none. The bias is added last, while
+    # out[r] = Σ_p data[p]·dense[indices[p]] + bias[r] for rows r0..r1; four stored
+    # entries per pass over the output row, so it is loaded and stored once per four
+    # multiply-adds (eight per pass was no faster at γ = 0.04, where a row has ~31
+    # entries and more of it then falls to the shorter passes); a bias of length 0
+    # means none. The bias is added last, while
     # the row is still in L1, so the result is bit for bit the product followed by
     # ``+= bias`` (what the autoencoder's encoder computes).
     k = out.shape[1]
@@ -185,20 +196,6 @@ def _forward_range(indptr, indices, data, bias, zero, dense, out, r0, r1):
         for b in range(k):
             acc[b] = zero
         p, stop = indptr[r], indptr[r + 1]
-        while p + 8 <= stop:
-            # eight entries per pass: the loop's fixed cost per pass (pointer set-up,
-            # LLVM's run-time overlap checks, the 4-wide tail of k = 100) is spread
-            # over twice the multiply-adds
-            v0, v1, v2, v3 = data[p], data[p + 1], data[p + 2], data[p + 3]
-            v4, v5, v6, v7 = data[p + 4], data[p + 5], data[p + 6], data[p + 7]
-            s0, s1 = dense[indices[p]], dense[indices[p + 1]]
-            s2, s3 = dense[indices[p + 2]], dense[indices[p + 3]]
-            s4, s5 = dense[indices[p + 4]], dense[indices[p + 5]]
-            s6, s7 = dense[indices[p + 6]], dense[indices[p + 7]]
-            for b in range(k):
-                acc[b] += ((v0 * s0[b] + v1 * s1[b]) + (v2 * s2[b] + v3 * s3[b])) + \
-                    ((v4 * s4[b] + v5 * s5[b]) + (v6 * s6[b] + v7 * s7[b]))
-            p += 8
         while p + 4 <= stop:
             v0, v1, v2, v3 = data[p], data[p + 1], data[p + 2], data[p + 3]
             s0, s1 = dense[indices[p]], dense[indices[p + 1]]
