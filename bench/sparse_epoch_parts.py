@@ -1,0 +1,121 @@
+"""Where a training step's time goes in the 784-500-10 MNIST epoch, sparse (γ) against dense.
+
+    python bench/sparse_epoch_parts.py                  # 1 thread, 10,000 images, ~1 min
+    python bench/sparse_epoch_parts.py --density 0.04 --images 50000 --threads 2 --clock wall
+
+Each layer's forward / backward / backward_params and the optimizer's step are wrapped
+with a timer; whatever is left of the epoch is the fit loop itself (batch gathering,
+the loss, the divergence checks). ``--clock thread`` (default) reads this thread's CPU
+time, which leaves out the waits for a core on a loaded machine (right at one thread;
+a Numba or BLAS worker thread's time is not counted, so use ``--clock wall`` at two).
+Best of ``--repeats`` epochs. A diagnosis for issue #11's epoch target, not a speed figure:
+the sparse/dense ratio of the epoch is bounded by what both nets spend outside the
+first layer.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import RESULTS_DIR  # noqa: E402
+
+
+def measure(density, x, y, repeats, clock):
+    import minidnn as md
+    now = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
+    spent = collections.defaultdict(int)
+
+    def wrap(obj, name, label):
+        inner = getattr(obj, name)
+
+        def timed(*args, **kwargs):
+            t0 = now()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] += now() - t0
+        setattr(obj, name, timed)
+
+    rng = np.random.default_rng(0)
+    first = (md.Dense(784, 500, rng=rng) if density >= 1.0
+             else md.SparseDense(784, 500, density=density, rng=rng))
+    sigmoid, last = md.Sigmoid(), md.Dense(500, 10, rng=rng)
+    model = md.Sequential([md.Flatten(), first, sigmoid, last], seed=None, input_shape=(784,))
+    opt = md.SGD(0.1, momentum=0.9)
+    md.fit(model, (x[:500], y[:500]), epochs=1, batch_size=100, optimizer=opt, progress=False,
+           log=None)      # compile / load the kernels outside the measured epochs
+    # Sequential.backward calls backward_params on the first layer (no dx) and backward
+    # on the others (Dense's backward calls its backward_params: timed once, inside)
+    for layer, label, methods in ((first, "first layer", ("forward", "backward_params")),
+                                  (sigmoid, "sigmoid", ("forward", "backward")),
+                                  (last, "dense 500→10", ("forward", "backward"))):
+        for method in methods:
+            wrap(layer, method, f"{label}.{method}")
+    wrap(opt, "step", "optimizer.step")
+    best = None
+    steps = int(np.ceil(len(x) / 100))
+    for _ in range(repeats):
+        before = dict(spent)
+        t0 = now()
+        md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=opt, progress=False, log=None)
+        total = now() - t0
+        parts = {k: (spent[k] - before.get(k, 0)) / 1e3 / steps for k in spent}
+        if best is None or total < best[0]:
+            best = (total, parts)
+    total, parts = best
+    own = dict(parts)
+    own["fit loop, loss, rest"] = total / 1e3 / steps - sum(own.values())
+    return {"us_per_step_total": total / 1e3 / steps, "us_per_step": own}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--density", type=float, default=0.04)
+    p.add_argument("--images", type=int, default=10000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=("thread", "wall"), default="thread")
+    p.add_argument("--out", default=str(RESULTS_DIR / "sparse_epoch_parts.json"))
+    args = p.parse_args(argv)
+    import os
+    import numba
+    from threadpoolctl import threadpool_limits
+    import minidnn.data
+    numba.set_num_threads(args.threads)
+    splits = minidnn.data.load("mnist")
+    x, y = splits.train.flatten()[:args.images], splits.train.y[:args.images]
+    result = {"threads": args.threads, "clock": args.clock, "images": len(x),
+              "load_average": os.getloadavg()}
+    with threadpool_limits(args.threads):
+        for density in (args.density, 1.0):
+            r = measure(density, x, y, args.repeats, args.clock)
+            result["sparse" if density < 1 else "dense"] = r
+            print(f"{'sparse γ=%g' % density if density < 1 else 'dense'}: "
+                  f"{r['us_per_step_total']:.0f} µs per step ({args.clock} clock, "
+                  f"{args.threads} thread(s), best of {args.repeats})")
+            for k, v in sorted(r["us_per_step"].items(), key=lambda kv: -kv[1]):
+                print(f"    {k:28s} {v:8.1f} µs")
+    s, d = result["sparse"], result["dense"]
+    outside = s["us_per_step_total"] - sum(v for k, v in s["us_per_step"].items()
+                                           if k.startswith("first layer"))
+    result["ratio"] = d["us_per_step_total"] / s["us_per_step_total"]
+    result["ratio_if_first_layer_were_free"] = d["us_per_step_total"] / outside
+    print(f"dense/sparse step ratio {result['ratio']:.2f}; with a free sparse layer it would be "
+          f"{result['ratio_if_first_layer_were_free']:.2f}")
+    result["load_average_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
