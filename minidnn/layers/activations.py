@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.activation import sigmoid32
 from .base import Layer
 
 
@@ -40,7 +41,9 @@ class Sigmoid(Layer):
     """σ(x) = 1/(1+e^-x); σ' = σ(1-σ)."""
 
     def forward(self, x, training=False):
-        self._y = sigmoid(x)
+        # float32: one Numba pass (kernels/activation.py, held to ``sigmoid`` by the tests)
+        y = sigmoid32(x) if isinstance(x, np.ndarray) else None
+        self._y = sigmoid(x) if y is None else y
         return self._y
 
     def backward(self, grad):

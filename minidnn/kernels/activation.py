@@ -1,0 +1,36 @@
+"""A float32 sigmoid kernel for the Sigmoid layer, beside its NumPy twin.
+
+σ(x) = 1 / (1 + e^(−x)) in one pass over a contiguous float32 array, with the
+vectorised e^t of ``rbm_kernels._sigmoid32`` (Cody–Waite range reduction and a
+degree-6 polynomial, Cephes' ``expf``; error below 2^-23 relative to the exact
+value). The NumPy twin, ``layers.activations.sigmoid``, takes four passes
+(negate, exp, add, reciprocal): on a (100, 500) batch, the hidden layer of the
+784-500-10 MNIST net, the kernel took ~45 µs against ~95 µs (one thread,
+interleaved A/B on the loaded machine). It differs from the twin by at most
+1.2e-7, and below x ≈ −87 it gives ~1.6e-38 where NumPy gives a denormal or
+0 (the clamp that keeps e^t finite); NaN stays NaN, as in the twin.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .rbm_kernels import _sigmoid32
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sigmoid_flat(x, out):
+    # the clamp inside _sigmoid32 would turn NaN into a number: keep NaN explicitly
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = _sigmoid32(v) if v == v else v
+
+
+def sigmoid32(x: np.ndarray) -> np.ndarray | None:
+    """σ(x) in a new array of x's memory order, for a C- or Fortran-contiguous float32
+    x; None for any other x (the caller then uses the NumPy twin)."""
+    if x.dtype != np.float32 or not (x.flags.c_contiguous or x.flags.f_contiguous):
+        return None
+    out = np.empty_like(x)              # order "K": the same memory order as x
+    _sigmoid_flat(x.ravel(order="K"), out.ravel(order="K"))
+    return out

@@ -1,0 +1,39 @@
+"""The float32 sigmoid kernel equals its NumPy twin, in every memory order, NaN and ±inf included."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minidnn as md
+from minidnn.kernels.activation import sigmoid32
+from minidnn.layers.activations import sigmoid
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 19), st.integers(1, 19), st.floats(0.1, 200), st.booleans(),
+       st.integers(0, 2 ** 16))
+def test_sigmoid_kernel_equals_the_numpy_twin(rows, cols, scale, fortran, seed):
+    x = (np.random.default_rng(seed).standard_normal((rows, cols)) * scale).astype(np.float32)
+    if fortran:
+        x = np.asfortranarray(x)
+    got, want = sigmoid32(x), sigmoid(x)
+    assert got.dtype == np.float32 and got.flags.f_contiguous == x.flags.f_contiguous
+    # the twin's denormals below x ≈ -87 become ~1.6e-38: an absolute tolerance
+    np.testing.assert_allclose(got, want, rtol=2e-7, atol=2e-7)
+
+
+def test_sigmoid_kernel_keeps_nan_and_saturates_at_infinity():
+    x = np.array([[np.nan, np.inf, -np.inf, 0.0, -100.0, 100.0, 88.0, -88.0]], np.float32)
+    y = sigmoid32(x)
+    assert np.isnan(y[0, 0]) and not np.isnan(y[0, 1:]).any()
+    np.testing.assert_array_equal(y[0, [1, 5, 6]], 1.0)
+    assert y[0, 3] == 0.5 and 0 <= y[0, 2] < 1e-37 and 0 <= y[0, 4] < 1e-37
+
+
+def test_other_inputs_fall_back_to_the_twin_and_the_layer_uses_the_kernel():
+    x64 = np.linspace(-5, 5, 12).reshape(3, 4)
+    assert sigmoid32(x64) is None and sigmoid32(x64.astype(np.float32)[:, ::2]) is None
+    layer = md.Sigmoid()
+    np.testing.assert_array_equal(layer.forward(x64), sigmoid(x64))
+    x = x64.astype(np.float32)
+    np.testing.assert_array_equal(layer.forward(x), sigmoid32(x))
+    np.testing.assert_allclose(layer.forward(x[:, ::2]), sigmoid(x[:, ::2]), rtol=2e-7)
