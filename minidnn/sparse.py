@@ -30,7 +30,8 @@ pass; a C-ordered x is transposed to the kernels' layout inside it, into a
 buffer reused from step to step) and ``backward`` another
 (``kernels.csr.csr_backward``: weight, bias and input gradients fused in one
 pass over Aᵀ's rows, one parallel region; the first layer of a net skips the
-input gradient; a C-ordered grad is transposed inside the same call). No dense copy of W is made in training or inference; the gradient, the SGD
+input gradient; a C-ordered grad is transposed inside the same call). No
+dense copy of W is made in training or inference; the gradient, the SGD
 velocity and the weight decay all have shape (nnz,), so nothing can ever
 leave the pattern. Model files store the three CSR arrays; loading runs the
 full CSR check (``kernels.csr.check_csr``).
@@ -70,10 +71,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.csr import (INDEX_DTYPE, check_csr, csr_backward, csr_matmul,
-                          csr_matmul_transposed,
-                          csr_transpose_structure, sampled_matmul)
-from .kernels.csr import TrainingKernels
+from .kernels.csr import (INDEX_DTYPE, TrainingKernels, check_csr, csr_matmul,
+                          csr_matmul_transposed, csr_transpose_structure, sampled_matmul)
 from .kernels.csr import transpose as csr_transpose
 from .layers import register_layer
 from .layers.base import as_generator

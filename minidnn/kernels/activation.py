@@ -1,9 +1,9 @@
-"""A float32 sigmoid kernel for the Sigmoid layer, beside its NumPy twin.
+"""A float32 sigmoid kernel for ``layers.activations.sigmoid`` (the layer, autoencoders, RBMs).
 
 σ(x) = 1 / (1 + e^(−x)) in one pass over a contiguous float32 array, with the
 vectorised e^t of ``rbm_kernels._sigmoid32`` (Cody–Waite range reduction and a
 degree-6 polynomial, Cephes' ``expf``; error below 2^-23 relative to the exact
-value). The NumPy twin, ``layers.activations.sigmoid``, takes four passes
+value). The NumPy twin, ``layers.activations.sigmoid_numpy``, takes four passes
 (negate, exp, add, reciprocal): on a (100, 500) batch, the hidden layer of the
 784-500-10 MNIST net, the kernel took ~45 µs against ~95 µs (one thread,
 interleaved A/B on the loaded machine). It differs from the twin by at most
