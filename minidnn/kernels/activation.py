@@ -2,13 +2,12 @@
 
 σ(x) = 1 / (1 + e^(−x)) in one pass over a contiguous float32 array, with the
 vectorised e^t of ``rbm_kernels._sigmoid32`` (Cody–Waite range reduction and a
-degree-6 polynomial, Cephes' ``expf``; error below 2^-23 relative to the exact
-value). The NumPy twin, ``layers.activations.sigmoid_numpy``, takes four passes
+degree-6 polynomial, Cephes' ``expf``). The NumPy twin, ``layers.activations.sigmoid_numpy``, takes four passes
 (negate, exp, add, reciprocal): on a (100, 500) batch, the hidden layer of the
 784-500-10 MNIST net, the kernel took ~45 µs against ~95 µs (one thread,
 interleaved A/B on the loaded machine). It differs from the twin by at most
-1.2e-7, and below x ≈ −87 it gives ~1.6e-38 where NumPy gives a denormal or
-0 (the clamp that keeps e^t finite); NaN stays NaN, as in the twin.
+1.2e-7; below x = −87 it gives 0, where NumPy gives a denormal (under
+1.2e-38) down to −88.7 and 0 beyond; NaN stays NaN, as in the twin.
 """
 from __future__ import annotations
 
@@ -20,10 +19,15 @@ from .rbm_kernels import _sigmoid32
 
 @numba.njit(cache=True, error_model="numpy")
 def _sigmoid_flat(x, out):
-    # the clamp inside _sigmoid32 would turn NaN into a number: keep NaN explicitly
+    # the clamp inside _sigmoid32 would turn NaN into a number and give ~1.6e-38 far
+    # below 0: keep NaN, and give 0 below -87 (NumPy's limit: exp(-x) overflows to inf
+    # from -88.7 on; in between it gives denormals under 1.2e-38)
+    zero = np.float32(0.0)
+    low = np.float32(-87.0)
     for i in range(x.shape[0]):
         v = x[i]
-        out[i] = _sigmoid32(v) if v == v else v
+        y = _sigmoid32(v)
+        out[i] = v if v != v else (zero if v < low else y)
 
 
 def sigmoid32(x: np.ndarray) -> np.ndarray | None:
