@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minidnn as md
-from minidnn.kernels.activation import sigmoid32
+from minidnn.kernels.activation import sigmoid32, sigmoid_grad32
 from minidnn.layers.activations import sigmoid, sigmoid_numpy
 
 
@@ -39,3 +39,23 @@ def test_other_inputs_fall_back_to_the_twin_and_the_layer_uses_the_kernel():
     np.testing.assert_array_equal(layer.forward(x), sigmoid32(x))
     np.testing.assert_array_equal(sigmoid(x), sigmoid32(x))
     np.testing.assert_allclose(layer.forward(x[:, ::2]), sigmoid_numpy(x[:, ::2]), rtol=2e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 19), st.integers(1, 19), st.sampled_from(["CC", "FF", "FC", "CF"]),
+       st.integers(0, 2 ** 16))
+def test_sigmoid_gradient_kernel_equals_the_twin_bit_for_bit(rows, cols, orders, seed):
+    rng = np.random.default_rng(seed)
+    y = np.asarray(sigmoid_numpy(rng.standard_normal((rows, cols)).astype(np.float32) * 4),
+                   order=orders[0])
+    grad = np.asarray(rng.standard_normal((rows, cols)), dtype=np.float32, order=orders[1])
+    twin = (1 - y) * y * grad
+    got = sigmoid_grad32(y, grad)
+    if got is None:                     # mixed orders (not both 1-row/1-column): the twin
+        assert orders in ("FC", "CF")
+    else:
+        np.testing.assert_array_equal(got, twin)
+    layer = md.Sigmoid()
+    layer.forward(np.asarray(rng.standard_normal((rows, cols)), np.float32, order=orders[0]))
+    np.testing.assert_allclose(layer.backward(grad), (1 - layer._y) * layer._y * grad,
+                               rtol=1e-6, atol=1e-7)

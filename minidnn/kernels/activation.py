@@ -38,3 +38,31 @@ def sigmoid32(x: np.ndarray) -> np.ndarray | None:
     out = np.empty_like(x)              # order "K": the same memory order as x
     _sigmoid_flat(x.ravel(order="K"), out.ravel(order="K"))
     return out
+
+
+@numba.njit(cache=True)
+def _sigmoid_grad_flat(y, grad, out):
+    # ((1 - y)·y)·grad in the twin's order, each product rounded as NumPy's (no
+    # fastmath: no fused multiply-add), so the result is the twin's bit for bit
+    one = np.float32(1.0)
+    for i in range(y.shape[0]):
+        v = y[i]
+        out[i] = ((one - v) * v) * grad[i]
+
+
+def sigmoid_grad32(y: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
+    """dσ = grad·σ(1 − σ) from σ = y, in one pass, for float32 y and grad of one shape
+    that share a memory order (both C- or both Fortran-contiguous); None otherwise.
+    The twin is ``(1 - y) * y * grad`` (``Sigmoid.backward``'s NumPy path)."""
+    if (y.dtype != np.float32 or grad.dtype != np.float32 or y.shape != grad.shape):
+        return None
+    same_order = ((y.flags.c_contiguous and grad.flags.c_contiguous)
+                  or (y.flags.f_contiguous and grad.flags.f_contiguous))
+    if not same_order:
+        return None
+    out = np.empty_like(y)
+    if y.flags.c_contiguous and grad.flags.c_contiguous:
+        _sigmoid_grad_flat(y.reshape(-1), grad.reshape(-1), out.reshape(-1))
+    else:
+        _sigmoid_grad_flat(y.ravel(order="F"), grad.ravel(order="F"), out.ravel(order="F"))
+    return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.activation import sigmoid32
+from ..kernels.activation import sigmoid32, sigmoid_grad32
 from .base import Layer
 
 
@@ -67,6 +67,10 @@ class Sigmoid(Layer):
             # order makes every pass below contiguous (a mixed-order pass is ~5× slower),
             # and the result stays in the order the sparse layer transposes for free
             grad = np.asfortranarray(grad)
+        if isinstance(grad, np.ndarray):
+            d = sigmoid_grad32(y, grad)         # float32, one order: one Numba pass
+            if d is not None:
+                return d
         d = 1 - y
         d *= y
         if d.dtype == grad.dtype and d.shape == grad.shape:
