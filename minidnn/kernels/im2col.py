@@ -177,7 +177,9 @@ def kernel_for(kernel, n_elements: int):
         copy.__qualname__ = py_func.__qualname__ + "_serial"
         copy.__module__ = py_func.__module__
         copy.__doc__ = py_func.__doc__
-        twin = _serial_twins[kernel] = numba.njit(cache=True)(copy)
+        # the same options less parallel (fastmath, where the kernel asks for it)
+        fastmath = kernel.targetoptions.get("fastmath", False)
+        twin = _serial_twins[kernel] = numba.njit(cache=True, fastmath=fastmath)(copy)
     return twin
 
 
