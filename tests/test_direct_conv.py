@@ -89,3 +89,81 @@ def test_the_direct_path_falls_back_where_it_does_not_apply():
     own, plain = _OwnProduct(1, 4, 3, rng=0).cast(np.float64), Conv2D(1, 4, 3, rng=0).cast(
         np.float64)
     np.testing.assert_allclose(own.forward(x), plain.forward(x), rtol=1e-12, atol=1e-12)
+
+
+# -- training: direct forward and direct weight gradient (stride 1) -----------------
+STRIDE1 = [c for c in CASES if c[3] == 1]
+
+
+@pytest.mark.parametrize("shape, out_channels, kernel, stride, padding", STRIDE1)
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float64, 1e-12)])
+def test_direct_weight_gradient_equals_the_twin(shape, out_channels, kernel, stride, padding,
+                                                dtype, tol):
+    from minidnn.kernels.direct_conv import direct_conv_weight_grad, \
+        direct_conv_weight_grad_numpy
+    rng = np.random.default_rng(5)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    x = rng.standard_normal(shape).astype(dtype)
+    grad = rng.standard_normal((shape[0], out_channels, shape[2] + 2 * ph - kh + 1,
+                                shape[3] + 2 * pw - kw + 1)).astype(dtype)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    np.testing.assert_allclose(direct_conv_weight_grad(x_pad, grad, (kh, kw)),
+                               direct_conv_weight_grad_numpy(x, grad, (kh, kw), 1, (ph, pw)),
+                               rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="dY must have shape"):
+        direct_conv_weight_grad(x_pad, grad[:, :, 1:], (kh, kw))
+
+
+class _ProductPath(Conv2D):
+    """The same layer with the weight gradient as its product: the plain path."""
+    def _weight_grad(self, rows, grad_rows):
+        return super()._weight_grad(rows, grad_rows)
+
+
+@pytest.mark.parametrize("shape, out_channels, kernel, stride, padding", STRIDE1)
+def test_a_direct_training_step_equals_the_product_path(shape, out_channels, kernel, stride,
+                                                        padding):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape)
+    direct = Conv2D(shape[1], out_channels, kernel, stride, padding, rng=0).cast(np.float64)
+    plain = _ProductPath(shape[1], out_channels, kernel, stride, padding, rng=0).cast(np.float64)
+    direct.params["b"][:] = plain.params["b"][:] = rng.standard_normal(out_channels)
+    assert direct._direct_train_applies() and not plain._direct_train_applies()
+    for _ in range(2):                                  # the second step reuses every buffer
+        y = direct.forward(x, training=True)
+        np.testing.assert_allclose(y, plain.forward(x, training=True), rtol=1e-12, atol=1e-12)
+        grad = rng.standard_normal(y.shape)
+        np.testing.assert_allclose(direct.backward(grad), plain.backward(grad), rtol=1e-12,
+                                   atol=1e-12)
+        for key in ("W", "b"):
+            np.testing.assert_allclose(direct.grads[key], plain.grads[key], rtol=1e-12,
+                                       atol=1e-12)
+        direct.forward(x, training=True)
+        plain.forward(x, training=True)
+        direct.backward_params(grad)                    # the first layer of a model: no dx
+        np.testing.assert_allclose(direct.grads["W"], plain.grads["W"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, out_channels, kernel, padding", [
+    ((2, 1, 7, 7), 4, 5, 0), ((2, 3, 6, 5), 5, 3, 1), ((1, 2, 5, 6), 3, (5, 3), (2, 1))])
+def test_direct_training_gradients_match_finite_differences(shape, out_channels, kernel, padding):
+    from tests.gradcheck import check_layer_gradients
+    layer = Conv2D(shape[1], out_channels, kernel, padding=padding, rng=0).cast(np.float64)
+    assert layer._direct_train_applies()
+    check_layer_gradients(layer, np.random.default_rng(7).standard_normal(shape),
+                          np.random.default_rng(8))
+
+
+def test_training_falls_back_to_columns_at_stride_2_and_after_evaluation_backward_refuses():
+    layer = Conv2D(2, 3, 3, stride=2, padding=1, rng=0)
+    assert layer._direct_eval_applies() and not layer._direct_train_applies()
+    x = np.random.default_rng(9).standard_normal((2, 2, 7, 7)).astype(np.float32)
+    y = layer.forward(x, training=True)
+    assert layer._rows is not None and layer._direct_x_pad is None
+    layer.backward(np.ones_like(y))
+    first = Conv2D(1, 3, 3, rng=0)
+    first.forward(x[:, :1], training=True)
+    first.forward(x[:, :1])                               # evaluation keeps nothing
+    with pytest.raises(RuntimeError, match="training=True"):
+        first.backward_params(np.ones((2, 3, 5, 5), np.float32))
