@@ -401,7 +401,8 @@ def im2row(x: np.ndarray, kernel, stride=1, padding=0, buffers: RowBuffers | Non
         fresh = buffers._arrays.get("x_pad")
         x_pad = buffers.get("x_pad", shape, x.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
-        _pad_channels_last(x, ph, pw, out=x_pad)
+        from .layout import pad_channels_last      # (layout imports this module)
+        pad_channels_last(x, ph, pw, out=x_pad)    # its parallel kernel: same values
         rows = buffers.get("rows", (N * OH * OW, kh * kw * C), x.dtype)
     kernel_for(_im2row_kernel, rows.size)(x_pad, kh, kw, sh, sw, OH, OW, rows)
     return rows

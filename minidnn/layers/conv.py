@@ -6,6 +6,7 @@ import numpy as np
 from ..kernels.direct_conv import direct_conv, direct_conv_weight_grad
 from ..kernels.im2col import (RowBuffers, as_pair, col2im, conv_output_size, im2col, im2row,
                               row2im, weight_from_rows, weight_rows)
+from ..kernels.layout import nchw_to_rows, rows_to_nchw
 from ..threads import serial_blas_if_small
 from .base import Layer, as_generator
 
@@ -224,6 +225,9 @@ class Conv2D(Layer):
         with serial_blas_if_small(rows.shape[0] * rows.shape[1] * self.out_channels):
             y_rows = self._forward_product(rows)                      # (N·OH·OW, O)
         # (n, a, b, o) -> (n, o, a, b) while adding the bias: one pass over y
+        if y_rows.flags.c_contiguous and y_rows.dtype == self.dtype:
+            # the parallel kernel of that pass (NumPy's strided add runs on one thread)
+            return rows_to_nchw(y_rows, N, OH, OW, self.params["b"] if self.bias else None), rows
         if y_rows.flags.c_contiguous:
             y_view = y_rows.reshape(N, OH, OW, self.out_channels).transpose(0, 3, 1, 2)
         else:   # the (O, N·OH·OW) product seen transposed: swap N and O, runs of OH·OW
@@ -321,7 +325,7 @@ class Conv2D(Layer):
         else:
             grad_rows = self._scratch.get("grad_rows", (M, O), self.dtype)
             # (n, o, a, b) -> (n, a, b, o), the layout of the forward product
-            np.copyto(grad_rows.reshape(N, -1, O), grad.reshape(N, O, -1).transpose(0, 2, 1))
+            nchw_to_rows(grad, out=grad_rows)
         if self._rows is not None:
             self.grads["W"] = self._weight_grad(self._rows, grad_rows)
             if self.bias:
@@ -365,7 +369,7 @@ class Conv2D(Layer):
                         (kh - 1 - ph, kw - 1 - pw), buffers=buffers)
         dx_rows = rows_t @ W_t                                        # (N·H·W, C)
         N, C, H, Wd = self._x_shape
-        return np.ascontiguousarray(dx_rows.reshape(N, H, Wd, C).transpose(0, 3, 1, 2))
+        return rows_to_nchw(dx_rows, N, H, Wd)
 
     def backward(self, grad):
         grad_rows = self.backward_params(grad)
