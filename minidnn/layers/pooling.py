@@ -184,17 +184,14 @@ def _maxpool2x2_fast_kernel(x, out, argmax, checksum):
                 for b in range(OW):
                     w = 2 * b
                     v0, v1, v2, v3 = top[w], top[w + 1], bottom[w], bottom[w + 1]
-                    total += (v0 + v1) + (v2 + v3)
+                    total += v0 + v1 + v2 + v3
                     best, best_at = v0, 2 * a * W + w
-                    take = v1 > best            # selects, not branches
-                    best = v1 if take else best
-                    best_at = 2 * a * W + w + 1 if take else best_at
-                    take = v2 > best
-                    best = v2 if take else best
-                    best_at = (2 * a + 1) * W + w if take else best_at
-                    take = v3 > best
-                    best = v3 if take else best
-                    best_at = (2 * a + 1) * W + w + 1 if take else best_at
+                    if v1 > best:
+                        best, best_at = v1, 2 * a * W + w + 1
+                    if v2 > best:
+                        best, best_at = v2, (2 * a + 1) * W + w
+                    if v3 > best:
+                        best, best_at = v3, (2 * a + 1) * W + w + 1
                     out_row[b] = best
                     argmax_row[b] = best_at
         checksum[n] = total
@@ -220,21 +217,16 @@ def _max_of_window(x_plane, h0, h1, w0, w1, W):
 def _max_of_3x3(x_plane, h, w, W):
     """The same for a full 3x3 window at (h, w): constant trip counts, which
     the compiler unrolls (~2x faster than the same loop with kh, kw at run time)."""
-    r0, r1, r2 = x_plane[h], x_plane[h + 1], x_plane[h + 2]
-    # the sum as a tree, not a chain of 9 dependent additions: the checksum's
-    # chain of float additions was the kernel's critical path (~4x slower)
-    total = ((r0[w] + r0[w + 1]) + (r0[w + 2] + r1[w])) + \
-        ((r1[w + 1] + r1[w + 2]) + (r2[w] + r2[w + 1])) + r2[w + 2]
-    best = r0[w]
+    best = x_plane[h, w]
     best_at = h * W + w
+    total = 0.0
     for i in range(3):
         row = x_plane[h + i]
         for j in range(3):
             v = row[w + j]
-            # as selects, not a branch (which random data mispredicts)
-            take = v > best
-            best = v if take else best
-            best_at = (h + i) * W + w + j if take else best_at
+            total += v
+            if v > best:
+                best, best_at = v, (h + i) * W + w + j
     return best, best_at, total
 
 
