@@ -1,11 +1,16 @@
-"""A/B inside ONE process: training steps with the direct first-layer
-convolution (``Conv2D._direct_train_applies``) on and off, interleaved.
+"""A/B inside ONE process: training steps (or evaluation forwards) with a
+convolution fast path of sitting 16 on and off, interleaved.
 
-    python bench/conv_direct_ab.py [--arch lenet|cifar10-quick] [--repeats 40]
-                                   [--threads 1] [--out bench/results/conv_direct_ab_ARCH.json]
+    python bench/conv_direct_ab.py [--arch lenet|cifar10-quick] [--repeats 40] [--eval]
+                                   [--toggle direct|layout] [--threads 1]
+                                   [--out bench/results/conv_direct_ab_ARCH.json]
 
+``--toggle direct``: the direct first-layer convolution
+(``Conv2D._direct_train_applies``, or ``_direct_eval_applies`` with --eval);
+``--toggle layout``: the parallel layout kernels of ``minidnn.kernels.layout``
+against their NumPy twins (at every size, ignoring PARALLEL_MIN).
 Each repeat runs one whole minibatch step (forward with training=True, loss,
-backward as ``fit`` does, no update) with the direct path on, then one with it
+backward as ``fit`` does, no update) with the path on, then one with it
 off (order alternating), on random data of the real shape; the clock is the
 process's CPU time at one thread (``time.process_time``: a process waiting
 for a core accrues none) and wall time at more, and the medians are reported. Both sides share
@@ -25,6 +30,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100)}
 
 
+def _without_threshold(layout, function):
+    """``function`` with layout.PARALLEL_MIN at 0 while it runs (always the kernel)."""
+    def forced(*args, **kwargs):
+        saved, layout.PARALLEL_MIN = layout.PARALLEL_MIN, 0
+        try:
+            return function(*args, **kwargs)
+        finally:
+            layout.PARALLEL_MIN = saved
+    return forced
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="lenet", choices=sorted(SETUPS))
@@ -32,6 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval", action="store_true",
                         help="time evaluation forwards at batch 100 (direct eval path on/off)")
+    parser.add_argument("--toggle", default="direct", choices=("direct", "layout"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     import numpy as np
@@ -51,6 +68,19 @@ def main(argv=None) -> int:
     loss = SoftmaxCrossEntropy()
     which = "_direct_eval_applies" if args.eval else "_direct_train_applies"
     direct_rule = getattr(Conv2D, which)
+    import minidnn.kernels.layout as layout
+    import minidnn.layers.conv as conv
+    kernels = (layout.rows_to_nchw, layout.nchw_to_rows, layout.pad_channels_last)
+    twins = (layout.rows_to_nchw_numpy, layout.nchw_to_rows_numpy,
+             layout.pad_channels_last_numpy)
+    forced = tuple(_without_threshold(layout, f) for f in kernels)
+
+    def switch(on: bool):
+        if args.toggle == "direct":
+            setattr(Conv2D, which, direct_rule if on else (lambda self: False))
+        else:
+            conv.rows_to_nchw, conv.nchw_to_rows, layout.pad_channels_last = \
+                forced if on else twins
 
     def step():
         if args.eval:
@@ -67,7 +97,7 @@ def main(argv=None) -> int:
     clock = time.process_time if args.threads == 1 else time.perf_counter
 
     def timed(on: bool) -> float:
-        setattr(Conv2D, which, direct_rule if on else (lambda self: False))
+        switch(on)
         t0 = clock()
         step()
         return clock() - t0
@@ -79,14 +109,16 @@ def main(argv=None) -> int:
         for on in ((True, False) if r % 2 == 0 else (False, True)):
             times[on].append(timed(on))
     setattr(Conv2D, which, direct_rule)
+    conv.rows_to_nchw, conv.nchw_to_rows, layout.pad_channels_last = kernels
     on_ms, off_ms = (1e3 * float(np.median(times[k])) for k in (True, False))
     result = {"arch": args.arch, "batch": batch, "threads": args.threads, "mode":
-              "eval" if args.eval else "train", "repeats": args.repeats,
-              "clock": ("process_time" if args.threads == 1 else "perf_counter")
-              + ", one process, interleaved", "direct_ms": on_ms,
-              "plain_ms": off_ms, "ratio": on_ms / off_ms}
-    print(f"{args.arch} {result['mode']} batch {batch}, {args.threads} thread(s): direct "
-          f"{on_ms:.2f} ms, plain {off_ms:.2f} ms, ratio {on_ms / off_ms:.3f} (medians of "
+              "eval" if args.eval else "train", "toggle": args.toggle, "repeats": args.repeats,
+              "on_is": args.toggle, "clock": ("process_time" if args.threads == 1 else "perf_counter")
+              + ", one process, interleaved", "on_ms": on_ms,
+              "off_ms": off_ms, "ratio": on_ms / off_ms}
+    print(f"{args.arch} {result['mode']} batch {batch}, {args.threads} thread(s), "
+          f"{args.toggle}: on "
+          f"{on_ms:.2f} ms, off {off_ms:.2f} ms, ratio {on_ms / off_ms:.3f} (medians of "
           f"{args.repeats})")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
