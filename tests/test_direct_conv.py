@@ -167,3 +167,16 @@ def test_training_falls_back_to_columns_at_stride_2_and_after_evaluation_backwar
     first.forward(x[:, :1])                               # evaluation keeps nothing
     with pytest.raises(RuntimeError, match="training=True"):
         first.backward_params(np.ones((2, 3, 5, 5), np.float32))
+
+
+def test_evaluation_of_a_large_batch_runs_in_chunks_into_one_output():
+    rng = np.random.default_rng(10)
+    layer = Conv2D(3, 4, 5, padding=2, rng=0).cast(np.float64)
+    layer.EVAL_CHUNK = 3
+    x = rng.standard_normal((8, 3, 6, 6))                 # chunks of 3, 3 and 2
+    y = layer.forward(x)
+    np.testing.assert_allclose(y, direct_conv_numpy(x, layer.params["W"], layer.params["b"], 1,
+                                                    2), rtol=1e-12, atol=1e-12)
+    assert layer._eval_scratch._arrays["direct_x_pad"].shape[0] <= 3
+    with pytest.raises(ValueError, match="out must be"):
+        direct_conv(x, layer.params["W"], None, 1, 2, out=np.empty((8, 4, 6, 5)))

@@ -133,11 +133,13 @@ def _direct_conv_kernel(x_pad, W, bias, sh, sw, out):
 
 
 def direct_conv(x: np.ndarray, W: np.ndarray, bias=None, stride=1, padding=0,
-                x_pad_buffer: np.ndarray | None = None) -> np.ndarray:
+                x_pad_buffer: np.ndarray | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
     """The Numba kernel: same arguments and result as ``direct_conv_numpy``.
 
     ``x_pad_buffer``: optional reused (N, C, H + 2ph, W + 2pw) array with a zero
-    border (only its interior is written), to skip the allocation of the padded copy."""
+    border (only its interior is written), to skip the allocation of the padded
+    copy. ``out``: optional C-contiguous (N, O, OH, OW) array to write y into."""
     O, C, kh, kw = W.shape
     if x.ndim != 4 or x.shape[1] != C:
         raise ValueError(f"direct_conv expects x of shape (batch, {C}, H, W) for W of shape "
@@ -159,7 +161,11 @@ def direct_conv(x: np.ndarray, W: np.ndarray, bias=None, stride=1, padding=0,
         x_pad[:, :, ph:ph + H, pw:pw + Wd] = x
     W = np.ascontiguousarray(W, dtype=dtype)
     bias = np.zeros(O, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    out = np.empty((N, O, OH, OW), dtype)
+    if out is None:
+        out = np.empty((N, O, OH, OW), dtype)
+    elif out.shape != (N, O, OH, OW) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {dtype} array of shape "
+                         f"{(N, O, OH, OW)}, got {out.dtype} {out.shape}")
     kernel_for(_direct_conv_kernel, out.size)(x_pad, W, bias, sh, sw, out)
     return out
 

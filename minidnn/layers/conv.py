@@ -256,7 +256,16 @@ class Conv2D(Layer):
         # backward may still need): repeated inference allocates no rows
         buffers = self._eval_scratch
         if self._direct_eval_applies():
-            return self._direct_forward(x, buffers)[0]
+            if len(x) <= self.EVAL_CHUNK:
+                return self._direct_forward(x, buffers)[0]
+            # in chunks too, each written into its part of y: the padded-input
+            # scratch then holds EVAL_CHUNK samples, not the whole batch
+            OH, OW = self._spatial_out(x.shape[2], x.shape[3])
+            y = np.empty((len(x), self.out_channels, OH, OW), dtype=x.dtype)
+            for i in range(0, len(x), self.EVAL_CHUNK):
+                self._direct_forward(x[i:i + self.EVAL_CHUNK], buffers,
+                                     out=y[i:i + self.EVAL_CHUNK])
+            return y
         if len(x) <= self.EVAL_CHUNK:
             return self._forward_rows(x, buffers)[0]
         return np.concatenate([self._forward_rows(x[i:i + self.EVAL_CHUNK], buffers)[0]
@@ -283,7 +292,7 @@ class Conv2D(Layer):
         return (self.strides == (1, 1) and self._direct_eval_applies()
                 and type(self)._weight_grad is Conv2D._weight_grad)
 
-    def _direct_forward(self, x, buffers):
+    def _direct_forward(self, x, buffers, out=None):
         """(y, x_pad): the direct convolution and the zero-padded input it read."""
         N, C, H, W = x.shape
         (ph, pw) = self.pads
@@ -296,7 +305,7 @@ class Conv2D(Layer):
             x_pad = buffers.get("direct_x_pad", shape, x.dtype,
                                 zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
         y = direct_conv(x, self.params["W"], self.params.get("b"), self.strides, self.pads,
-                        x_pad_buffer=x_pad if (ph or pw) else None)
+                        x_pad_buffer=x_pad if (ph or pw) else None, out=out)
         return y, x_pad
 
     def backward_params(self, grad):
