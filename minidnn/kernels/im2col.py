@@ -177,7 +177,9 @@ def kernel_for(kernel, n_elements: int):
         copy.__qualname__ = py_func.__qualname__ + "_serial"
         copy.__module__ = py_func.__module__
         copy.__doc__ = py_func.__doc__
-        twin = _serial_twins[kernel] = numba.njit(cache=True)(copy)
+        # the same options less parallel (fastmath, where the kernel asks for it)
+        fastmath = kernel.targetoptions.get("fastmath", False)
+        twin = _serial_twins[kernel] = numba.njit(cache=True, fastmath=fastmath)(copy)
     return twin
 
 
@@ -399,7 +401,8 @@ def im2row(x: np.ndarray, kernel, stride=1, padding=0, buffers: RowBuffers | Non
         fresh = buffers._arrays.get("x_pad")
         x_pad = buffers.get("x_pad", shape, x.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
-        _pad_channels_last(x, ph, pw, out=x_pad)
+        from .layout import pad_channels_last      # (layout imports this module)
+        pad_channels_last(x, ph, pw, out=x_pad)    # its parallel kernel: same values
         rows = buffers.get("rows", (N * OH * OW, kh * kw * C), x.dtype)
     kernel_for(_im2row_kernel, rows.size)(x_pad, kh, kw, sh, sw, OH, OW, rows)
     return rows
