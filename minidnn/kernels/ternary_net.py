@@ -24,6 +24,21 @@ Two layouts, each its own kernel:
   output j adds the rows h[i, :] of its +1 inputs and subtracts those of its
   −1 inputs (``TernaryPlan``-style index lists, nonzero codes only), four rows
   a pass so the accumulator row is loaded and stored once per four adds.
+* **gemm** (batches ≥ ``COLUMNS_FROM_BATCH`` when more than ``GEMM_ABOVE_DENSITY``
+  of the codes are nonzero, ``ternary_net_gemm_forward``): the
+  add-only product costs one addition per nonzero code and sample, gathered
+  from memory, where a BLAS GEMM does several flops a cycle from registers;
+  with dense codes (57 % nonzero) the columns kernel is ~2× slower than the
+  float32 forward at batch 100. So, per layer, the int8 codes are expanded into
+  a float32 scratch of ONE layer, c_ij → float32(c_ij) ∈ {−1, 0, 1} (exact),
+  z = h @ c (BLAS), then z·s + b and f in one pass
+  (``scale_bias_activate_kernel``). The expansion costs O(n_in·n_out), the GEMM
+  O(n_in·n_out·batch); the scratch is made from the codes in each call and
+  dropped after it, so no float weight is kept anywhere. Input columns that
+  are zero for the whole batch (MNIST's border: 276 of 784 pixels at batch 100)
+  are dropped first, with their code rows (``nonzero_columns_kernel``,
+  ``gather_expand_kernel``): a zero input adds an exact zero, so only the
+  summation order changes.
 
 The sigmoid inside the kernels is ``sigmoid_poly``: exp by range reduction
 and a degree-6 polynomial (Cephes ``expf``; Moshier, 1989), with 2^n built
@@ -38,6 +53,11 @@ f_l (with ``sigmoid_poly_numpy``). The kernels add the same terms in another
 order, so per layer they agree with it to float rounding,
 |Δz| ≤ 2·n_in·ε·s·Σ_i|h_i c_i| (ε = 2⁻²⁴), bit for bit when every partial
 sum is exact (dyadic inputs, identity activations), which the tests check.
+The gemm path makes the twin's own BLAS call on the same float32 operands when
+no input column is dropped, so it is then bit for bit equal to the twin on any
+input (the poly sigmoid included); when columns are dropped, BLAS blocks the
+shorter sum differently and the bound above holds (bit for bit again on
+dyadic inputs).
 """
 from __future__ import annotations
 
@@ -51,6 +71,13 @@ ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
 
 #: from this batch size on, ``ternary_net_forward`` uses the batch-inner (columns) kernel
 COLUMNS_FROM_BATCH = 8
+#: from ``COLUMNS_FROM_BATCH`` on, nets with more than this fraction of nonzero codes take
+#: the gemm path, sparser ones the columns kernel (whose cost is ∝ the nonzero codes).
+#: Measured (``bench/discrete_inference_speed.py --crossover``, bench/README.md): at 25 %
+#: nonzero the columns kernel is 15–40 % faster than gemm at batch 32–256, at 57.5 % it is
+#: 1.3–1.8× slower; the log-ratio crosses zero near 0.32–0.40.
+GEMM_ABOVE_DENSITY = 0.35
+PATHS = ("auto", "rows", "columns", "gemm")
 
 _F = np.float32
 # Cephes expf: exp(t) = 2^n · p(r), n = round(t·log2 e), r = t − n·ln 2 (ln 2 split in two)
@@ -97,8 +124,10 @@ def _sigmoid_poly_inplace(z, bits):
     for k in range(n_el):
         v = z[k]
         e = abs(v) * ef[k]
-        one_plus = np.float32(1) + e
-        z[k] = np.float32(1) / one_plus if v >= 0 else e / one_plus
+        # one division of a selected numerator: with two divisions under a select
+        # the loop stayed scalar (~6 ns an element; now ~1)
+        numerator = np.float32(1) if v >= 0 else e
+        z[k] = numerator / (np.float32(1) + e)
 
 
 @numba.njit(cache=True)
@@ -158,6 +187,11 @@ class TernaryNetPlan:
     @property
     def width(self) -> int:
         return int(self.sizes.max())
+
+    @property
+    def nonzero_fraction(self) -> float:
+        """Fraction of the codes that are ±1 (the add-only kernels' work per weight)."""
+        return (len(self.plus_index) + len(self.minus_index)) / max(1, len(self.codes))
 
     def layer_codes(self, l: int) -> np.ndarray:
         return self.codes[self.code_ptr[l]:self.code_ptr[l + 1]].reshape(
@@ -343,17 +377,148 @@ def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
             out[b, j] = h_t[j, b]
 
 
+# -- the gemm path: codes expanded per layer, one BLAS product, a fused epilogue -------------
+
+@numba.njit(cache=True)
+def nonzero_columns_kernel(h, keep):
+    """Write into ``keep`` the indices of the columns of h (batch, n) that hold any
+    nonzero (NaN counts as nonzero) and return how many. Row by row (contiguous, the
+    OR vectorises; a column-by-column scan with an early exit was 4× slower on MNIST),
+    and when the first row has no zero (a sigmoid layer's output) that row decides."""
+    batch, n = h.shape
+    nonzero = np.empty(n, dtype=np.bool_)
+    count = 0
+    first = h[0]
+    for i in range(n):
+        nonzero[i] = first[i] != 0
+        count += nonzero[i]
+    if count < n:
+        for b in range(1, batch):
+            row = h[b]
+            for i in range(n):
+                nonzero[i] |= row[i] != 0
+    count = 0
+    for i in range(n):
+        if nonzero[i]:
+            keep[count] = i
+            count += 1
+    return count
+
+
+def nonzero_columns_numpy(h: np.ndarray) -> np.ndarray:
+    """Twin of ``nonzero_columns_kernel``: the columns of h with any nonzero."""
+    return np.flatnonzero(np.any(h != 0, axis=0))
+
+
+@numba.njit(cache=True)
+def gather_expand_kernel(h, codes, keep, h_kept, w):
+    """h_kept[:, r] = h[:, keep[r]] and w[r, :] = float32(codes[keep[r], :]) for
+    r < len(keep): the kept input columns and their code rows, expanded exactly."""
+    n_keep = keep.shape[0]
+    n_out = codes.shape[1]
+    for r in range(n_keep):
+        row = codes[keep[r]]
+        dst = w[r]
+        for j in range(n_out):
+            dst[j] = np.float32(row[j])
+    for b in range(h.shape[0]):
+        src = h[b]
+        dst = h_kept[b]
+        for r in range(n_keep):
+            dst[r] = src[keep[r]]
+
+
+@numba.njit(cache=True)
+def expand_codes_kernel(codes, w):
+    """w[k] = float32(codes[k]) (flat): the int8 → float32 expansion, exact."""
+    for k in range(codes.shape[0]):
+        w[k] = np.float32(codes[k])
+
+
+def gather_expand_numpy(h, codes, keep):
+    """Twin of ``gather_expand_kernel``: (h[:, keep], codes[keep] as float32)."""
+    return h[:, keep], codes[keep].astype(np.float32)
+
+
+@numba.njit(cache=True)
+def scale_bias_activate_kernel(z, s, bias, act, bits):
+    """In place on z (batch, n_out) C-contiguous: z ← f(z·s + b), the affine pass, then
+    the activation (``bits``: int32 scratch of z's size)."""
+    batch, n_out = z.shape
+    for b in range(batch):
+        row = z[b]
+        for j in range(n_out):
+            row[j] = row[j] * s + bias[j]
+    _activate(z.reshape(batch * n_out), bits, act)
+
+
+def scale_bias_activate_numpy(z, s, bias, act):
+    """Twin of ``scale_bias_activate_kernel`` (the twin forward's own steps)."""
+    z = z * np.float32(s)
+    z += bias
+    return _activate_numpy(z, act)
+
+
+def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
+    """The net's output for x (batch, n_0) float32 C-contiguous, layer by layer:
+    drop the all-zero input columns, expand the kept code rows into a float32
+    scratch of one layer, z = h @ c (BLAS), z ← f(s·z + b)."""
+    h = x
+    batch = x.shape[0]
+    if batch == 0:
+        return np.empty((0, int(plan.sizes[-1])), dtype=np.float32)
+    scratch = np.empty(max(int(plan.sizes[l] * plan.sizes[l + 1])
+                           for l in range(plan.n_layers)), dtype=np.float32)
+    keep = np.empty(plan.width, dtype=np.int64)
+    bits = np.empty(batch * plan.width, dtype=np.int32)
+    for l in range(plan.n_layers):
+        n_in, n_out = int(plan.sizes[l]), int(plan.sizes[l + 1])
+        codes = plan.layer_codes(l)
+        n_keep = nonzero_columns_kernel(h, keep)
+        w = scratch[:n_keep * n_out].reshape(n_keep, n_out)
+        if n_keep == n_in:
+            h_kept = h
+            expand_codes_kernel(plan.codes[plan.code_ptr[l]:plan.code_ptr[l + 1]], scratch)
+        else:
+            h_kept = np.empty((batch, n_keep), dtype=np.float32)
+            gather_expand_kernel(h, codes, keep[:n_keep], h_kept, w)
+        z = np.empty((batch, n_out), dtype=np.float32)
+        np.matmul(h_kept, w, out=z)
+        scale_bias_activate_kernel(z, plan.scales[l], plan.layer_bias(l), plan.acts[l],
+                                   bits[:batch * n_out])
+        h = z
+    return h
+
+
 # -- public ------------------------------------------------------------------------------------
 
-def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
-    """The net's output for x (batch, n_0) → (batch, n_L) float32, in one kernel call."""
+def choose_path(batch: int, plan: TernaryNetPlan) -> str:
+    """The path ``ternary_net_forward(path="auto")`` takes: rows below
+    ``COLUMNS_FROM_BATCH``, then gemm when the codes are dense
+    (nonzero fraction > ``GEMM_ABOVE_DENSITY``), columns otherwise."""
+    if batch < COLUMNS_FROM_BATCH:
+        return "rows"
+    return "gemm" if plan.nonzero_fraction > GEMM_ABOVE_DENSITY else "columns"
+
+
+def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan, path: str = "auto") -> np.ndarray:
+    """The net's output for x (batch, n_0) → (batch, n_L) float32. ``path``: "auto"
+    (``choose_path``), or force "rows", "columns" (one kernel call each) or "gemm"."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     x = np.asarray(x)
     n0 = int(plan.sizes[0])
     if x.ndim != 2 or x.shape[1] != n0:
         raise ValueError(f"ternary_net_forward expects x of shape (batch, {n0}), got {x.shape}")
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[0] == 0:
+        return np.empty((0, int(plan.sizes[-1])), dtype=np.float32)
+    if path == "auto":
+        path = choose_path(x.shape[0], plan)
+    if path == "gemm":
+        return ternary_net_gemm_forward(x, plan)
     out = np.empty((x.shape[0], int(plan.sizes[-1])), dtype=np.float32)
-    if x.shape[0] < COLUMNS_FROM_BATCH:
+    if path == "rows":
         ternary_net_rows_kernel(x, plan.sizes, plan.codes, plan.code_ptr, plan.scales,
                                 plan.bias, plan.bias_ptr, plan.acts, out)
     else:
