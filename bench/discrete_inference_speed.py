@@ -30,6 +30,13 @@ the three are compared on a fixed input.
     python bench/discrete_inference_speed.py --repeats 1 --calls 20   # a quick check
     python bench/discrete_inference_speed.py --memory-only --model ...  # bytes only
     python bench/discrete_inference_speed.py --crossover --model ...    # each path forced
+    python bench/discrete_inference_speed.py --ab --model ...           # one process, under load
+
+``--ab`` is the guide for a loaded machine: ``ternary`` (auto path) and
+``float32`` in ONE process, alternated call by call (--calls pairs per batch),
+reporting the median of the per-pair time ratios float32/ternary (a load spike
+hits both calls of a pair alike) beside each one's median and minimum; results
+in ``discrete_inference_ab.json`` unless --out. Not a speed figure.
 
 ``--crossover`` times the three ternary paths forced (``ternary_rows``,
 ``ternary_columns``, ``ternary_gemm``) against ``float32`` at batches 1–256:
@@ -68,6 +75,8 @@ def parse_args():
     p.add_argument("--model", default=None, help="a ternary minidnn model file (default: synthetic)")
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help=f"default 1 100; with --crossover {' '.join(map(str, CROSSOVER_BATCHES))}")
+    p.add_argument("--ab", action="store_true",
+                   help="in-process paired A/B of ternary (auto) vs float32 (for a loaded machine)")
     p.add_argument("--crossover", action="store_true",
                    help="time each ternary path forced (rows, columns, gemm) against float32")
     p.add_argument("--threads", type=int, default=1)
@@ -182,6 +191,47 @@ def gemm_peak(threads) -> float:
     return 2 * 1024 ** 3 / min(times) / 1e9
 
 
+def paired_ab(args):
+    """ternary (auto path) against float32 in one process, call by call (see --ab)."""
+    from threadpoolctl import threadpool_limits
+    from minidnn.quantization import FusedTernaryNet
+    threadpool_limits(args.threads)
+    model = ternary_model(args.model)
+    net, twin = FusedTernaryNet.from_model(model), float_twin(model)
+    x_all = np.ascontiguousarray(_common.load_splits("mnist").test.flatten()[:max(args.batches)],
+                                 dtype=np.float32)
+    out = {"machine": _common.machine_info(), "threads": args.threads, "model": args.model,
+           "note": "one process, interleaved pairs, taken under load: a guide, not a speed figure",
+           "gemm_peak_gflops": gemm_peak(args.threads), "batches": {}}
+    for batch in args.batches:
+        x = np.ascontiguousarray(x_all[:batch])
+        forwards = {"ternary": lambda: net.forward(x), "float32": lambda: twin.forward(x, training=False)}
+        for f in forwards.values():
+            for _ in range(10):
+                f()
+        times = {k: [] for k in forwards}
+        for _ in range(args.calls):
+            for k, f in forwards.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        ratios = [f / t for f, t in zip(times["float32"], times["ternary"])]
+        out["batches"][batch] = {
+            "path_auto": net.path_for(batch), "pairs": args.calls,
+            "median_float32_over_ternary": statistics.median(ratios),
+            **{f"{k}_median_s": statistics.median(v) for k, v in times.items()},
+            **{f"{k}_min_s": min(v) for k, v in times.items()}}
+        r = out["batches"][batch]
+        print(f"batch {batch:>3} [{r['path_auto']}]: float32/ternary median of pairs "
+              f"{r['median_float32_over_ternary']:.2f}x; medians {1e6 * r['ternary_median_s']:.0f} / "
+              f"{1e6 * r['float32_median_s']:.0f} µs, minima {1e6 * r['ternary_min_s']:.0f} / "
+              f"{1e6 * r['float32_min_s']:.0f} µs (ternary / float32)", flush=True)
+    path = Path(args.out if args.out != str(_common.RESULTS_DIR / "discrete_inference_speed.json")
+                else _common.RESULTS_DIR / "discrete_inference_ab.json")
+    _common.write_json(path, out)
+    print(f"GEMM peak {out['gemm_peak_gflops']:.1f} GFLOP/s; wrote {path}")
+
+
 def main():
     args = parse_args()
     if args.worker:
@@ -192,6 +242,8 @@ def main():
     impls = CROSSOVER_IMPLS if args.crossover else IMPLS
     if args.crossover and args.out == str(_common.RESULTS_DIR / "discrete_inference_speed.json"):
         args.out = str(_common.RESULTS_DIR / "discrete_inference_crossover.json")
+    if args.ab:
+        return paired_ab(args)
     model = ternary_model(args.model)
     twin = float_twin(model)
     from minidnn.quantization import weight_storage_bytes
