@@ -7,8 +7,8 @@ ternary weights (Δ = 2^0). Three forwards of the *same* weights are timed:
   the path it picks itself (``choose_path``, recorded as ``path_auto``): at
   batch < 8 "rows", one kernel call, one sample at a time over int8 code rows
   (zero inputs skipped), additions and subtractions selected by the codes,
-  one scale g·Δ per output; from batch 8 on "columns" (add-only, batch-inner)
-  for sparse codes, or "gemm" for dense codes (> 35 % nonzero): per layer the
+  one scale g·Δ per output; from batch 8 on "gemm", except for sparse codes
+  (≤ 35 % nonzero) from batch 48 on, "columns" (add-only, batch-inner). gemm: per layer the
   int8 codes expanded into a float32 scratch of one layer made in the call,
   whole-batch-zero input columns dropped, one BLAS product, s·z + b and σ in one pass;
 * ``ternary_layers``: the per-layer reference path, ``DiscreteDense`` with
@@ -40,7 +40,8 @@ in ``discrete_inference_ab.json`` unless --out. Not a speed figure.
 
 ``--crossover`` times the three ternary paths forced (``ternary_rows``,
 ``ternary_columns``, ``ternary_gemm``) against ``float32`` at batches 1–256:
-the measurement behind ``COLUMNS_FROM_BATCH`` and ``GEMM_ABOVE_DENSITY``.
+the measurement behind ``GEMM_FROM_BATCH``, ``COLUMNS_FROM_BATCH`` and
+``GEMM_ABOVE_DENSITY`` (``minidnn.kernels.ternary_net``).
 
 Weights: without --model, a float net with N(0, 1/fan_in) weights is
 discretised by randomized rounding (gain max|W|), which gives a typical

@@ -216,10 +216,10 @@ def test_auto_path_follows_batch_and_code_density_and_every_path_agrees():
     dense = tn.ternary_net_plan(random_ternary_layers(rng, [100, 64, 48, 10], acts, density=0.6))
     sparse = tn.ternary_net_plan(random_ternary_layers(rng, [100, 64, 48, 10], acts, density=0.2))
     assert dense.nonzero_fraction > tn.GEMM_ABOVE_DENSITY > sparse.nonzero_fraction
-    assert [tn.choose_path(b, dense) for b in (1, tn.COLUMNS_FROM_BATCH - 1,
-                                               tn.COLUMNS_FROM_BATCH, 100)] == \
-        ["rows", "rows", "gemm", "gemm"]
-    assert tn.choose_path(100, sparse) == "columns"
+    batches = (1, tn.GEMM_FROM_BATCH - 1, tn.GEMM_FROM_BATCH, tn.COLUMNS_FROM_BATCH, 100)
+    assert [tn.choose_path(b, dense) for b in batches] == ["rows", "rows", "gemm", "gemm", "gemm"]
+    assert [tn.choose_path(b, sparse) for b in batches] == \
+        ["rows", "rows", "gemm", "columns", "columns"]
     x = rng.random((24, 100)).astype(np.float32)
     x[:, :30] = 0
     for plan in (dense, sparse):
@@ -236,8 +236,7 @@ def test_fused_net_keeps_no_float_weights_across_gemm_calls():
     model = ternary_mlp()
     net = FusedTernaryNet.from_model(model)
     x = np.random.default_rng(10).random((32, 49)).astype(np.float32)
-    assert net.path_for(32) == ("gemm" if net.plan.nonzero_fraction > tn.GEMM_ABOVE_DENSITY
-                                else "columns")
+    assert net.path_for(32) == "gemm"
     np.testing.assert_allclose(net.forward(x, path="gemm"), model.forward(x, training=False),
                                rtol=1e-5, atol=1e-5)
     floats = [v for v in list(vars(net).values()) + list(vars(net.plan).values())

@@ -19,13 +19,15 @@ Two layouts, each its own kernel:
   skipped), the int8 code row c_i (1 byte a weight, a quarter of float32)
   selects +h_i, −h_i or 0 for every output, and the selects vectorise across
   the outputs.
-* **columns** (batches ≥ ``COLUMNS_FROM_BATCH``, ``ternary_net_columns_kernel``):
+* **columns** (sparse codes at batches ≥ ``COLUMNS_FROM_BATCH``,
+  ``ternary_net_columns_kernel``):
   activations are kept transposed, features × batch, for the whole net; each
   output j adds the rows h[i, :] of its +1 inputs and subtracts those of its
   −1 inputs (``TernaryPlan``-style index lists, nonzero codes only), four rows
   a pass so the accumulator row is loaded and stored once per four adds.
-* **gemm** (batches ≥ ``COLUMNS_FROM_BATCH`` when more than ``GEMM_ABOVE_DENSITY``
-  of the codes are nonzero, ``ternary_net_gemm_forward``): the
+* **gemm** (batches ≥ ``GEMM_FROM_BATCH``, except sparse codes, at most
+  ``GEMM_ABOVE_DENSITY`` nonzero, from ``COLUMNS_FROM_BATCH`` on;
+  ``ternary_net_gemm_forward``): the
   add-only product costs one addition per nonzero code and sample, gathered
   from memory, where a BLAS GEMM does several flops a cycle from registers;
   with dense codes (57 % nonzero) the columns kernel is ~2× slower than the
@@ -69,13 +71,15 @@ import numpy as np
 IDENTITY, SIGMOID, RELU = 0, 1, 2
 ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
 
-#: from this batch size on, ``ternary_net_forward`` uses the batch-inner (columns) kernel
-COLUMNS_FROM_BATCH = 8
-#: from ``COLUMNS_FROM_BATCH`` on, nets with more than this fraction of nonzero codes take
-#: the gemm path, sparser ones the columns kernel (whose cost is ∝ the nonzero codes).
-#: Measured (``bench/discrete_inference_speed.py --crossover``, bench/README.md): at 25 %
-#: nonzero the columns kernel is 15–40 % faster than gemm at batch 32–256, at 57.5 % it is
-#: 1.3–1.8× slower; the log-ratio crosses zero near 0.32–0.40.
+# The paths' crossovers (``bench/discrete_inference_speed.py --crossover``, under load;
+# bench/README.md): rows is fastest below batch 8 on both study models; from 8 on, gemm
+# on the 57.5 %-nonzero model at every batch (columns 1.3–1.8× slower), and on the
+# 25 %-nonzero model gemm up to batch 32, columns from 100 (cost ∝ the nonzero codes).
+#: below this batch size ``ternary_net_forward`` runs one sample at a time (rows)
+GEMM_FROM_BATCH = 8
+#: nets with at most ``GEMM_ABOVE_DENSITY`` nonzero codes take the columns kernel from here
+COLUMNS_FROM_BATCH = 48
+#: above this fraction of nonzero codes the gemm path is kept at every batch ≥ 8
 GEMM_ABOVE_DENSITY = 0.35
 PATHS = ("auto", "rows", "columns", "gemm")
 
@@ -494,11 +498,13 @@ def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
 
 def choose_path(batch: int, plan: TernaryNetPlan) -> str:
     """The path ``ternary_net_forward(path="auto")`` takes: rows below
-    ``COLUMNS_FROM_BATCH``, then gemm when the codes are dense
-    (nonzero fraction > ``GEMM_ABOVE_DENSITY``), columns otherwise."""
-    if batch < COLUMNS_FROM_BATCH:
+    ``GEMM_FROM_BATCH``; then gemm, except for sparse codes (nonzero fraction
+    ≤ ``GEMM_ABOVE_DENSITY``) from ``COLUMNS_FROM_BATCH`` on, which take columns."""
+    if batch < GEMM_FROM_BATCH:
         return "rows"
-    return "gemm" if plan.nonzero_fraction > GEMM_ABOVE_DENSITY else "columns"
+    if batch >= COLUMNS_FROM_BATCH and plan.nonzero_fraction <= GEMM_ABOVE_DENSITY:
+        return "columns"
+    return "gemm"
 
 
 def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan, path: str = "auto") -> np.ndarray:

@@ -5,9 +5,9 @@
 activations between them (a leading ``Flatten`` is allowed) and runs its whole
 forward pass in one kernel call of ``minidnn.kernels.ternary_net``: additions
 and subtractions of the inputs selected by the codes, one scale g·Δ per
-output, no per-layer Python; or, at batches ≥ 8 when the codes are dense, one
-BLAS product a layer on the codes expanded into a float32 scratch of one
-layer. The model's own ``forward`` (layer by layer) is the reference it is
+output, no per-layer Python; or, at batches ≥ 8 (up to 47 when the codes are
+sparse), one BLAS product a layer on the codes expanded into a float32
+scratch of one layer. The model's own ``forward`` (layer by layer) is the reference it is
 tested against.
 
     net = FusedTernaryNet.from_model(model)
@@ -67,8 +67,8 @@ class FusedTernaryNet:
         """Output (batch, classes) float32 for x (batch, features) or images (flattened).
 
         ``path`` (``minidnn.kernels.ternary_net.choose_path`` when "auto"): "rows" (one
-        sample at a time, small batches), "columns" (add-only, batch-inner; sparse codes)
-        or "gemm" (per layer, the codes expanded into a float32 scratch of one layer
+        sample at a time, small batches), "columns" (add-only, batch-inner; sparse codes
+        at large batches) or "gemm" (per layer, the codes expanded into a float32 scratch of one layer
         for a BLAS product, made in the call and dropped after it; dense codes)."""
         x = np.asarray(x)
         if x.ndim > 2:
