@@ -9,10 +9,12 @@ computes, layer by layer,
 from Python (the reference path); at batch 1 that per-layer overhead (input
 checks, an array allocation and a kernel dispatch per layer, a separate
 activation layer) costs more than the arithmetic. Here the whole net is one
-call, and the products use no multiplications: each term is an addition or a
-subtraction of an input, and the scale s_l is applied once per output.
+call (on the rows and columns paths), and the products use no multiplications:
+each term is an addition or a subtraction of an input, and the scale s_l is
+applied once per output. The gemm path trades that for BLAS's throughput: it
+multiplies by the codes expanded to float32 ±1 and 0, one product a layer.
 
-Two layouts, each its own kernel:
+Three paths (``choose_path`` picks one by batch size and code density):
 
 * **rows** (small batches, ``ternary_net_rows_kernel``): one sample at a time;
   for each input i with h_i ≠ 0 (zero inputs, e.g. MNIST's background, are
@@ -73,7 +75,7 @@ ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
 
 # The paths' crossovers (``bench/discrete_inference_speed.py --crossover``, under load;
 # bench/README.md): rows is fastest below batch 8 on both study models; from 8 on, gemm
-# on the 57.5 %-nonzero model at every batch (columns 1.3–1.8× slower), and on the
+# on the 57.5 %-nonzero model at every batch (columns 1.6–2.9× slower), and on the
 # 25 %-nonzero model gemm up to batch 32, columns from 100 (cost ∝ the nonzero codes).
 #: below this batch size ``ternary_net_forward`` runs one sample at a time (rows)
 GEMM_FROM_BATCH = 8
@@ -129,7 +131,7 @@ def _sigmoid_poly_inplace(z, bits):
         v = z[k]
         e = abs(v) * ef[k]
         # one division of a selected numerator: with two divisions under a select
-        # the loop stayed scalar (~6 ns an element; now ~1)
+        # the loop stayed scalar (~3× slower under load)
         numerator = np.float32(1) if v >= 0 else e
         z[k] = numerator / (np.float32(1) + e)
 
@@ -385,8 +387,8 @@ def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
 
 @numba.njit(cache=True)
 def nonzero_columns_kernel(h, keep):
-    """Write into ``keep`` the indices of the columns of h (batch, n) that hold any
-    nonzero (NaN counts as nonzero) and return how many. Row by row (contiguous, the
+    """Write into ``keep`` the indices of the columns of h (batch ≥ 1, n) that hold
+    any nonzero (NaN counts as nonzero) and return how many. Row by row (contiguous, the
     OR vectorises; a column-by-column scan with an early exit was 4× slower on MNIST),
     and when the first row has no zero (a sigmoid layer's output) that row decides."""
     batch, n = h.shape

@@ -66,10 +66,11 @@ class FusedTernaryNet:
     def forward(self, x: np.ndarray, path: str = "auto") -> np.ndarray:
         """Output (batch, classes) float32 for x (batch, features) or images (flattened).
 
-        ``path`` (``minidnn.kernels.ternary_net.choose_path`` when "auto"): "rows" (one
-        sample at a time, small batches), "columns" (add-only, batch-inner; sparse codes
-        at large batches) or "gemm" (per layer, the codes expanded into a float32 scratch of one layer
-        for a BLAS product, made in the call and dropped after it; dense codes)."""
+        ``path`` (``minidnn.kernels.ternary_net.choose_path`` when "auto"): "rows"
+        (one sample at a time, small batches), "columns" (add-only, batch-inner;
+        sparse codes at large batches) or "gemm" (per layer, the codes expanded into
+        a float32 scratch of one layer for a BLAS product, made in the call and
+        dropped after it; the other batches ≥ 8)."""
         x = np.asarray(x)
         if x.ndim > 2:
             x = x.reshape(x.shape[0], -1)
