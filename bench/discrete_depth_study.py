@@ -409,7 +409,7 @@ def plot_protocols(results, first_table, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(7, 7))
     for variant, step, label, kw in (("rr", "2^0", "ternary, 2 epochs (first protocol)", {}),
                                      ("float", None, "float32, 2 epochs", {"color": "black",
                                                                           "linestyle": "--"})):
@@ -428,14 +428,16 @@ def plot_protocols(results, first_table, out):
         means = [np.mean(by_depth[d]) for d in ds]
         stds = [np.std(by_depth[d], ddof=1) if len(by_depth[d]) > 1 else 0.0 for d in ds]
         name = "ternary" if step == "2^0" else (f"Δ = {tex(step)}" if step else "float32")
+        name += {"shadow": " shadow (BinaryConnect)", "nearest": " nearest"}.get(variant, "")
         ax.errorbar(ds, means, yerr=stds, capsize=3, marker="s",
+                    linestyle={"shadow": "-.", "nearest": ":"}.get(variant, "-"),
                     label=f"{name}, {protocol}: gain {r0.get('gain_rule')}, lr {r0['lr']}, "
                           f"{r0['finetune_epochs']} epochs (n = {max(len(v) for v in by_depth.values())})")
     ax.set_xlabel("layers (counting input and output)")
     ax.set_ylabel("test error (%)")
     ax.set_yscale("log")
-    ax.set_title("Ternary (Δ = $2^0$): fine-tuning protocols and gain rules")
-    ax.legend(fontsize=8)
+    ax.set_title("Ternary (Δ = $2^0$): fine-tuning protocols, gain rules, controls")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "ternary_protocols_vs_depth.png"), dpi=120)

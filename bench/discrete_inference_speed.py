@@ -3,11 +3,14 @@
 The model is the paper's 6-layer net 784-300-300-300-300-10 (sigmoid) with
 ternary weights (Δ = 2^0). Three forwards of the *same* weights are timed:
 
-* ``ternary``: ``minidnn.quantization.FusedTernaryNet``: the whole net in one
-  kernel call (``minidnn.kernels.ternary_net``): additions and subtractions
-  selected by the codes, one scale g·Δ per output; at batch < 8 one sample at
-  a time over int8 code rows (zero inputs skipped), from batch 8 on
-  batch-inner (features × batch, each ±1 index adds a whole row);
+* ``ternary``: ``minidnn.quantization.FusedTernaryNet`` (``minidnn.kernels.ternary_net``),
+  the path it picks itself (``choose_path``, recorded as ``path_auto``): at
+  batch < 8 "rows", one kernel call, one sample at a time over int8 code rows
+  (zero inputs skipped), additions and subtractions selected by the codes,
+  one scale g·Δ per output; from batch 8 on "gemm", except for sparse codes
+  (≤ 35 % nonzero) from batch 48 on, "columns" (add-only, batch-inner). gemm: per layer the
+  int8 codes expanded into a float32 scratch of one layer made in the call,
+  whole-batch-zero input columns dropped, one BLAS product, s·z + b and σ in one pass;
 * ``ternary_layers``: the per-layer reference path, ``DiscreteDense`` with
   ``inference="kernel"`` (the ``quantized_matmul`` add/subtract kernel) and
   separate ``Sigmoid`` layers;
@@ -26,6 +29,19 @@ the three are compared on a fixed input.
     python bench/discrete_inference_speed.py --model /work/artifacts/issue9/models/rr_L6_20_s0.h5
     python bench/discrete_inference_speed.py --repeats 1 --calls 20   # a quick check
     python bench/discrete_inference_speed.py --memory-only --model ...  # bytes only
+    python bench/discrete_inference_speed.py --crossover --model ...    # each path forced
+    python bench/discrete_inference_speed.py --ab --model ...           # one process, under load
+
+``--ab`` is the guide for a loaded machine: ``ternary`` (auto path) and
+``float32`` in ONE process, alternated call by call (--calls pairs per batch),
+reporting the median of the per-pair time ratios float32/ternary (a load spike
+hits both calls of a pair alike) beside each one's median and minimum; results
+in ``discrete_inference_ab.json`` unless --out. Not a speed figure.
+
+``--crossover`` times the three ternary paths forced (``ternary_rows``,
+``ternary_columns``, ``ternary_gemm``) against ``float32`` at batches 1–256:
+the measurement behind ``GEMM_FROM_BATCH``, ``COLUMNS_FROM_BATCH`` and
+``GEMM_ABOVE_DENSITY`` (``minidnn.kernels.ternary_net``).
 
 Weights: without --model, a float net with N(0, 1/fan_in) weights is
 discretised by randomized rounding (gain max|W|), which gives a typical
@@ -51,12 +67,19 @@ import _common  # noqa: E402
 
 SIZES = [784, 300, 300, 300, 300, 10]
 IMPLS = ("ternary", "ternary_layers", "float32", "torch")
+CROSSOVER_IMPLS = ("ternary_rows", "ternary_columns", "ternary_gemm", "float32")
+CROSSOVER_BATCHES = [1, 4, 8, 16, 32, 64, 100, 256]
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="a ternary minidnn model file (default: synthetic)")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 100])
+    p.add_argument("--batches", type=int, nargs="+", default=None,
+                   help=f"default 1 100; with --crossover {' '.join(map(str, CROSSOVER_BATCHES))}")
+    p.add_argument("--ab", action="store_true",
+                   help="in-process paired A/B of ternary (auto) vs float32 (for a loaded machine)")
+    p.add_argument("--crossover", action="store_true",
+                   help="time each ternary path forced (rows, columns, gemm) against float32")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--calls", type=int, default=300, help="timed forwards per run (batch 1)")
@@ -134,12 +157,13 @@ def worker(args) -> dict:
         model = ternary_model(args.model)
         if args.worker == "float32":
             model = float_twin(model)
-        if args.worker == "ternary":
+        if args.worker == "ternary" or args.worker in CROSSOVER_IMPLS[:3]:
             from minidnn.quantization import FusedTernaryNet
             net = FusedTernaryNet.from_model(model)
+            path = "auto" if args.worker == "ternary" else args.worker.split("_")[1]
 
             def forward():
-                return net.forward(x)
+                return net.forward(x, path=path)
         else:
             def forward():
                 return model.forward(x, training=False)
@@ -168,11 +192,59 @@ def gemm_peak(threads) -> float:
     return 2 * 1024 ** 3 / min(times) / 1e9
 
 
+def paired_ab(args):
+    """ternary (auto path) against float32 in one process, call by call (see --ab)."""
+    from threadpoolctl import threadpool_limits
+    from minidnn.quantization import FusedTernaryNet
+    threadpool_limits(args.threads)
+    model = ternary_model(args.model)
+    net, twin = FusedTernaryNet.from_model(model), float_twin(model)
+    x_all = np.ascontiguousarray(_common.load_splits("mnist").test.flatten()[:max(args.batches)],
+                                 dtype=np.float32)
+    out = {"machine": _common.machine_info(), "threads": args.threads, "model": args.model,
+           "note": "one process, interleaved pairs, taken under load: a guide, not a speed figure",
+           "gemm_peak_gflops": gemm_peak(args.threads), "batches": {}}
+    for batch in args.batches:
+        x = np.ascontiguousarray(x_all[:batch])
+        forwards = {"ternary": lambda: net.forward(x), "float32": lambda: twin.forward(x, training=False)}
+        for f in forwards.values():
+            for _ in range(10):
+                f()
+        times = {k: [] for k in forwards}
+        for _ in range(args.calls):
+            for k, f in forwards.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        ratios = [f / t for f, t in zip(times["float32"], times["ternary"])]
+        out["batches"][batch] = {
+            "path_auto": net.path_for(batch), "pairs": args.calls,
+            "median_float32_over_ternary": statistics.median(ratios),
+            **{f"{k}_median_s": statistics.median(v) for k, v in times.items()},
+            **{f"{k}_min_s": min(v) for k, v in times.items()}}
+        r = out["batches"][batch]
+        print(f"batch {batch:>3} [{r['path_auto']}]: float32/ternary median of pairs "
+              f"{r['median_float32_over_ternary']:.2f}x; medians {1e6 * r['ternary_median_s']:.0f} / "
+              f"{1e6 * r['float32_median_s']:.0f} µs, minima {1e6 * r['ternary_min_s']:.0f} / "
+              f"{1e6 * r['float32_min_s']:.0f} µs (ternary / float32)", flush=True)
+    path = Path(args.out if args.out != str(_common.RESULTS_DIR / "discrete_inference_speed.json")
+                else _common.RESULTS_DIR / "discrete_inference_ab.json")
+    _common.write_json(path, out)
+    print(f"GEMM peak {out['gemm_peak_gflops']:.1f} GFLOP/s; wrote {path}")
+
+
 def main():
     args = parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
         return
+    if args.batches is None:
+        args.batches = CROSSOVER_BATCHES if args.crossover else [1, 100]
+    impls = CROSSOVER_IMPLS if args.crossover else IMPLS
+    if args.crossover and args.out == str(_common.RESULTS_DIR / "discrete_inference_speed.json"):
+        args.out = str(_common.RESULTS_DIR / "discrete_inference_crossover.json")
+    if args.ab:
+        return paired_ab(args)
     model = ternary_model(args.model)
     twin = float_twin(model)
     from minidnn.quantization import weight_storage_bytes
@@ -187,6 +259,9 @@ def main():
                "all_stored_bytes": {"ternary": sum(l.storage_bytes() for l in model.layers),
                                     "float32": sum(l.storage_bytes() for l in twin.layers)},
                "nonzero_codes": nonzero / total, "runs": {}}
+    from minidnn.quantization import FusedTernaryNet
+    fused = FusedTernaryNet.from_model(model)
+    results["path_auto"] = {str(b): fused.path_for(b) for b in args.batches}
     print(f"weights: ternary {ternary_bytes:,} B vs float32 {float_bytes:,} B "
           f"(ratio 1/{float_bytes / ternary_bytes:.2f}); with biases and gains "
           f"{results['all_stored_bytes']['ternary']:,} B vs {results['all_stored_bytes']['float32']:,} B "
@@ -208,7 +283,7 @@ def main():
         results["gemm_peak_gflops"] = gemm_peak(args.threads)
         for repeat in range(args.repeats):
             for batch in args.batches:
-                for impl in IMPLS:
+                for impl in impls:
                     cmd = [sys.executable, __file__, "--worker", impl, "--workdir", workdir,
                            "--batch", str(batch), "--threads", str(args.threads),
                            "--calls", str(args.calls)] + (["--model", args.model] if args.model else [])
@@ -224,7 +299,7 @@ def main():
         agreement = {}
         for batch in args.batches:
             ref = np.load(os.path.join(workdir, f"out_float32_{batch}.npy"))
-            for impl in ("ternary", "ternary_layers", "torch"):
+            for impl in [i for i in impls if i != "float32"]:
                 path = os.path.join(workdir, f"out_{impl}_{batch}.npy")
                 if os.path.exists(path):
                     agreement[f"{impl}@{batch}"] = float(np.abs(np.load(path) - ref).max())
@@ -232,17 +307,28 @@ def main():
     summary = {}
     for batch in args.batches:
         med = {impl: statistics.median(r["median_s"] for r in results["runs"][f"{impl}@{batch}"])
-               for impl in IMPLS if f"{impl}@{batch}" in results["runs"]}
-        summary[batch] = {"median_s": med,
-                          "float32_over_ternary": med["float32"] / med["ternary"],
-                          **({"torch_over_ternary": med["torch"] / med["ternary"]}
-                             if "torch" in med else {})}
+               for impl in impls if f"{impl}@{batch}" in results["runs"]}
+        if args.crossover:
+            paths = {i: med[i] for i in CROSSOVER_IMPLS[:3]}
+            summary[batch] = {"median_s": med, "fastest_path": min(paths, key=paths.get),
+                              "path_auto": results["path_auto"][str(batch)],
+                              **{f"float32_over_{i}": med["float32"] / med[i] for i in paths}}
+        else:
+            summary[batch] = {"median_s": med, "path_auto": results["path_auto"][str(batch)],
+                              "float32_over_ternary": med["float32"] / med["ternary"],
+                              **({"torch_over_ternary": med["torch"] / med["ternary"]}
+                                 if "torch" in med else {})}
     results["summary"] = summary
     _common.write_json(Path(args.out), results)
     for batch, s in summary.items():
-        print(f"batch {batch:>3}: " + "  ".join(f"{k} {1e6 * v:.1f} µs" for k, v in s["median_s"].items())
-              + f"  float32/ternary {s['float32_over_ternary']:.2f}x"
-              + (f"  torch/ternary {s['torch_over_ternary']:.2f}x" if "torch_over_ternary" in s else ""))
+        line = f"batch {batch:>3}: " + "  ".join(f"{k} {1e6 * v:.1f} µs" for k, v in s["median_s"].items())
+        if args.crossover:
+            line += f"  fastest {s['fastest_path']}, auto {s['path_auto']}"
+        else:
+            line += (f"  [{s['path_auto']}]  float32/ternary {s['float32_over_ternary']:.2f}x"
+                     + (f"  torch/ternary {s['torch_over_ternary']:.2f}x"
+                        if "torch_over_ternary" in s else ""))
+        print(line)
     print(f"GEMM peak {results['gemm_peak_gflops']:.1f} GFLOP/s; wrote {args.out}")
 
 

@@ -105,6 +105,8 @@ def test_the_plan_refuses_what_is_not_a_ternary_chain():
         tn.ternary_net_plan([(good[0][0], 0.0, None, "sigmoid")])
     with pytest.raises(ValueError, match=r"shape \(batch, 5\)"):
         tn.ternary_net_forward(np.zeros((2, 4), np.float32), tn.ternary_net_plan(good))
+    with pytest.raises(ValueError, match="path must be one of"):
+        tn.ternary_net_forward(np.zeros((2, 5), np.float32), tn.ternary_net_plan(good), "blas")
 
 
 # -- the model-level API against the per-layer reference path -------------------------------------
@@ -143,6 +145,105 @@ def test_fused_net_refuses_models_it_cannot_run():
                                                  seed=None))
     with pytest.raises(ValueError, match="no DiscreteDense"):
         FusedTernaryNet.from_model(md.Sequential([md.Flatten()], seed=None, input_shape=(4,)))
+
+
+# -- the gemm path: codes expanded per layer into a one-layer float32 scratch, BLAS ---------------
+
+def test_gemm_path_pieces_equal_their_twins_bit_for_bit():
+    rng = np.random.default_rng(5)
+    h = rng.random((9, 40)).astype(np.float32)
+    h[:, [0, 3, 4, 39]] = 0
+    h[4, 3] = np.nan                              # a NaN column is kept, never dropped
+    keep = np.empty(40, dtype=np.int64)
+    n_keep = tn.nonzero_columns_kernel(h, keep)
+    assert np.array_equal(keep[:n_keep], tn.nonzero_columns_numpy(h))
+    assert n_keep == 37
+    codes = rng.integers(-1, 2, (40, 13)).astype(np.int8)
+    h_kept = np.empty((9, n_keep), np.float32)
+    w = np.empty((n_keep, 13), np.float32)
+    tn.gather_expand_kernel(h, codes, keep[:n_keep], h_kept, w)
+    twin_h, twin_w = tn.gather_expand_numpy(h, codes, keep[:n_keep])
+    assert np.array_equal(h_kept, twin_h, equal_nan=True) and np.array_equal(w, twin_w)
+    full = np.empty(codes.size, np.float32)
+    tn.expand_codes_kernel(codes.ravel(), full)
+    assert np.array_equal(full.reshape(codes.shape), codes.astype(np.float32))
+    z = rng.normal(0, 5, (9, 13)).astype(np.float32)
+    bias = rng.normal(size=13).astype(np.float32)
+    for act in (tn.IDENTITY, tn.SIGMOID, tn.RELU):
+        got = z.copy()
+        tn.scale_bias_activate_kernel(got, np.float32(0.3), bias, act, np.empty(z.size, np.int32))
+        assert np.array_equal(got, tn.scale_bias_activate_numpy(z, 0.3, bias, act))
+
+
+def test_gemm_path_is_bit_identical_to_the_twin_when_no_input_column_is_dropped():
+    """No zero column: the gemm path makes the twin's own BLAS call on the same float32
+    operands, so even through sigmoids and on non-dyadic inputs not a bit differs."""
+    rng = np.random.default_rng(6)
+    plan = tn.ternary_net_plan(random_ternary_layers(
+        rng, [120, 64, 48, 10], ["sigmoid", "sigmoid", "identity"], density=0.6))
+    x = rng.uniform(0.1, 1.0, (40, 120)).astype(np.float32)
+    assert np.array_equal(tn.ternary_net_forward(x, plan, path="gemm"),
+                          tn.ternary_net_forward_numpy(x, plan))
+
+
+@pytest.mark.parametrize("batch", [1, 16, 100])
+def test_gemm_path_with_dropped_columns_is_bit_identical_on_dyadic_inputs(batch):
+    rng = np.random.default_rng(7 + batch)
+    plan = tn.ternary_net_plan(random_ternary_layers(rng, [60, 40, 30, 7], ["identity"] * 3,
+                                                     dyadic=True, density=0.6))
+    x = (rng.integers(-8, 9, (batch, 60)) / 8).astype(np.float32)
+    x[:, ::3] = 0                                  # whole-batch zero columns: dropped
+    assert np.array_equal(tn.ternary_net_forward(x, plan, path="gemm"),
+                          tn.ternary_net_forward_numpy(x, plan))
+
+
+def test_gemm_path_with_dropped_columns_is_within_the_stated_bound():
+    rng = np.random.default_rng(8)
+    layers = random_ternary_layers(rng, [300, 50], ["identity"], density=0.6)
+    plan = tn.ternary_net_plan(layers)
+    x = rng.random((32, 300)).astype(np.float32)
+    x[:, rng.choice(300, 110, replace=False)] = 0
+    codes, scale, bias, _ = layers[0]
+    got, twin = tn.ternary_net_forward(x, plan, path="gemm"), tn.ternary_net_forward_numpy(x, plan)
+    bound = 2 * 300 * EPS * scale * (np.abs(x) @ np.abs(codes).astype(np.float64))
+    bound += 2 * EPS * (np.abs(twin) + np.abs(bias))
+    assert np.all(np.abs(got.astype(np.float64) - twin) <= bound)
+
+
+def test_auto_path_follows_batch_and_code_density_and_every_path_agrees():
+    rng = np.random.default_rng(9)
+    acts = ["sigmoid", "sigmoid", "identity"]
+    dense = tn.ternary_net_plan(random_ternary_layers(rng, [100, 64, 48, 10], acts, density=0.6))
+    sparse = tn.ternary_net_plan(random_ternary_layers(rng, [100, 64, 48, 10], acts, density=0.2))
+    assert dense.nonzero_fraction > tn.GEMM_ABOVE_DENSITY > sparse.nonzero_fraction
+    batches = (1, tn.GEMM_FROM_BATCH - 1, tn.GEMM_FROM_BATCH, tn.COLUMNS_FROM_BATCH, 100)
+    assert [tn.choose_path(b, dense) for b in batches] == ["rows", "rows", "gemm", "gemm", "gemm"]
+    assert [tn.choose_path(b, sparse) for b in batches] == \
+        ["rows", "rows", "gemm", "columns", "columns"]
+    x = rng.random((24, 100)).astype(np.float32)
+    x[:, :30] = 0
+    for plan in (dense, sparse):
+        twin = tn.ternary_net_forward_numpy(x, plan)
+        for path in tn.PATHS:
+            np.testing.assert_allclose(tn.ternary_net_forward(x, plan, path=path), twin,
+                                       rtol=1e-5, atol=1e-5)
+    assert tn.ternary_net_forward(x[:0], dense).shape == (0, 10)
+
+
+def test_fused_net_keeps_no_float_weights_across_gemm_calls():
+    """The gemm path's float32 expansion lives only inside the call: after it, the net
+    (and its plan) holds int8 codes, index lists, biases and one scale a layer."""
+    model = ternary_mlp()
+    net = FusedTernaryNet.from_model(model)
+    x = np.random.default_rng(10).random((32, 49)).astype(np.float32)
+    assert net.path_for(32) == "gemm"
+    np.testing.assert_allclose(net.forward(x, path="gemm"), model.forward(x, training=False),
+                               rtol=1e-5, atol=1e-5)
+    floats = [v for v in list(vars(net).values()) + list(vars(net.plan).values())
+              if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+    n_layers = net.plan.n_layers
+    assert sum(v.size for v in floats) == int(net.plan.sizes[1:].sum()) + n_layers
+    assert net.plan.codes.dtype == np.int8
 
 
 # -- gain rules ------------------------------------------------------------------------------------

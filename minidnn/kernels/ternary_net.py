@@ -9,21 +9,40 @@ computes, layer by layer,
 from Python (the reference path); at batch 1 that per-layer overhead (input
 checks, an array allocation and a kernel dispatch per layer, a separate
 activation layer) costs more than the arithmetic. Here the whole net is one
-call, and the products use no multiplications: each term is an addition or a
-subtraction of an input, and the scale s_l is applied once per output.
+call (on the rows and columns paths), and the products use no multiplications:
+each term is an addition or a subtraction of an input, and the scale s_l is
+applied once per output. The gemm path trades that for BLAS's throughput: it
+multiplies by the codes expanded to float32 ±1 and 0, one product a layer.
 
-Two layouts, each its own kernel:
+Three paths (``choose_path`` picks one by batch size and code density):
 
 * **rows** (small batches, ``ternary_net_rows_kernel``): one sample at a time;
   for each input i with h_i ≠ 0 (zero inputs, e.g. MNIST's background, are
   skipped), the int8 code row c_i (1 byte a weight, a quarter of float32)
   selects +h_i, −h_i or 0 for every output, and the selects vectorise across
   the outputs.
-* **columns** (batches ≥ ``COLUMNS_FROM_BATCH``, ``ternary_net_columns_kernel``):
+* **columns** (sparse codes at batches ≥ ``COLUMNS_FROM_BATCH``,
+  ``ternary_net_columns_kernel``):
   activations are kept transposed, features × batch, for the whole net; each
   output j adds the rows h[i, :] of its +1 inputs and subtracts those of its
   −1 inputs (``TernaryPlan``-style index lists, nonzero codes only), four rows
   a pass so the accumulator row is loaded and stored once per four adds.
+* **gemm** (batches ≥ ``GEMM_FROM_BATCH``, except sparse codes, at most
+  ``GEMM_ABOVE_DENSITY`` nonzero, from ``COLUMNS_FROM_BATCH`` on;
+  ``ternary_net_gemm_forward``): the
+  add-only product costs one addition per nonzero code and sample, gathered
+  from memory, where a BLAS GEMM does several flops a cycle from registers;
+  with dense codes (57 % nonzero) the columns kernel is ~2× slower than the
+  float32 forward at batch 100. So, per layer, the int8 codes are expanded into
+  a float32 scratch of ONE layer, c_ij → float32(c_ij) ∈ {−1, 0, 1} (exact),
+  z = h @ c (BLAS), then z·s + b and f in one pass
+  (``scale_bias_activate_kernel``). The expansion costs O(n_in·n_out), the GEMM
+  O(n_in·n_out·batch); the scratch is made from the codes in each call and
+  dropped after it, so no float weight is kept anywhere. Input columns that
+  are zero for the whole batch (MNIST's border: 276 of 784 pixels at batch 100)
+  are dropped first, with their code rows (``nonzero_columns_kernel``,
+  ``gather_expand_kernel``): a zero input adds an exact zero, so only the
+  summation order changes.
 
 The sigmoid inside the kernels is ``sigmoid_poly``: exp by range reduction
 and a degree-6 polynomial (Cephes ``expf``; Moshier, 1989), with 2^n built
@@ -38,6 +57,11 @@ f_l (with ``sigmoid_poly_numpy``). The kernels add the same terms in another
 order, so per layer they agree with it to float rounding,
 |Δz| ≤ 2·n_in·ε·s·Σ_i|h_i c_i| (ε = 2⁻²⁴), bit for bit when every partial
 sum is exact (dyadic inputs, identity activations), which the tests check.
+The gemm path makes the twin's own BLAS call on the same float32 operands when
+no input column is dropped, so it is then bit for bit equal to the twin on any
+input (the poly sigmoid included); when columns are dropped, BLAS blocks the
+shorter sum differently and the bound above holds (bit for bit again on
+dyadic inputs).
 """
 from __future__ import annotations
 
@@ -49,8 +73,17 @@ import numpy as np
 IDENTITY, SIGMOID, RELU = 0, 1, 2
 ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
 
-#: from this batch size on, ``ternary_net_forward`` uses the batch-inner (columns) kernel
-COLUMNS_FROM_BATCH = 8
+# The paths' crossovers (``bench/discrete_inference_speed.py --crossover``, under load;
+# bench/README.md): rows is fastest below batch 8 on both study models; from 8 on, gemm
+# on the 57.5 %-nonzero model at every batch (columns 1.6–2.9× slower), and on the
+# 25 %-nonzero model gemm up to batch 32, columns from 100 (cost ∝ the nonzero codes).
+#: below this batch size ``ternary_net_forward`` runs one sample at a time (rows)
+GEMM_FROM_BATCH = 8
+#: nets with at most ``GEMM_ABOVE_DENSITY`` nonzero codes take the columns kernel from here
+COLUMNS_FROM_BATCH = 48
+#: above this fraction of nonzero codes the gemm path is kept at every batch ≥ 8
+GEMM_ABOVE_DENSITY = 0.35
+PATHS = ("auto", "rows", "columns", "gemm")
 
 _F = np.float32
 # Cephes expf: exp(t) = 2^n · p(r), n = round(t·log2 e), r = t − n·ln 2 (ln 2 split in two)
@@ -97,8 +130,10 @@ def _sigmoid_poly_inplace(z, bits):
     for k in range(n_el):
         v = z[k]
         e = abs(v) * ef[k]
-        one_plus = np.float32(1) + e
-        z[k] = np.float32(1) / one_plus if v >= 0 else e / one_plus
+        # one division of a selected numerator: with two divisions under a select
+        # the loop stayed scalar (~3× slower under load)
+        numerator = np.float32(1) if v >= 0 else e
+        z[k] = numerator / (np.float32(1) + e)
 
 
 @numba.njit(cache=True)
@@ -158,6 +193,11 @@ class TernaryNetPlan:
     @property
     def width(self) -> int:
         return int(self.sizes.max())
+
+    @property
+    def nonzero_fraction(self) -> float:
+        """Fraction of the codes that are ±1 (the add-only kernels' work per weight)."""
+        return (len(self.plus_index) + len(self.minus_index)) / max(1, len(self.codes))
 
     def layer_codes(self, l: int) -> np.ndarray:
         return self.codes[self.code_ptr[l]:self.code_ptr[l + 1]].reshape(
@@ -343,17 +383,150 @@ def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
             out[b, j] = h_t[j, b]
 
 
+# -- the gemm path: codes expanded per layer, one BLAS product, a fused epilogue -------------
+
+@numba.njit(cache=True)
+def nonzero_columns_kernel(h, keep):
+    """Write into ``keep`` the indices of the columns of h (batch ≥ 1, n) that hold
+    any nonzero (NaN counts as nonzero) and return how many. Row by row (contiguous, the
+    OR vectorises; a column-by-column scan with an early exit was 4× slower on MNIST),
+    and when the first row has no zero (a sigmoid layer's output) that row decides."""
+    batch, n = h.shape
+    nonzero = np.empty(n, dtype=np.bool_)
+    count = 0
+    first = h[0]
+    for i in range(n):
+        nonzero[i] = first[i] != 0
+        count += nonzero[i]
+    if count < n:
+        for b in range(1, batch):
+            row = h[b]
+            for i in range(n):
+                nonzero[i] |= row[i] != 0
+    count = 0
+    for i in range(n):
+        if nonzero[i]:
+            keep[count] = i
+            count += 1
+    return count
+
+
+def nonzero_columns_numpy(h: np.ndarray) -> np.ndarray:
+    """Twin of ``nonzero_columns_kernel``: the columns of h with any nonzero."""
+    return np.flatnonzero(np.any(h != 0, axis=0))
+
+
+@numba.njit(cache=True)
+def gather_expand_kernel(h, codes, keep, h_kept, w):
+    """h_kept[:, r] = h[:, keep[r]] and w[r, :] = float32(codes[keep[r], :]) for
+    r < len(keep): the kept input columns and their code rows, expanded exactly."""
+    n_keep = keep.shape[0]
+    n_out = codes.shape[1]
+    for r in range(n_keep):
+        row = codes[keep[r]]
+        dst = w[r]
+        for j in range(n_out):
+            dst[j] = np.float32(row[j])
+    for b in range(h.shape[0]):
+        src = h[b]
+        dst = h_kept[b]
+        for r in range(n_keep):
+            dst[r] = src[keep[r]]
+
+
+@numba.njit(cache=True)
+def expand_codes_kernel(codes, w):
+    """w[k] = float32(codes[k]) (flat): the int8 → float32 expansion, exact."""
+    for k in range(codes.shape[0]):
+        w[k] = np.float32(codes[k])
+
+
+def gather_expand_numpy(h, codes, keep):
+    """Twin of ``gather_expand_kernel``: (h[:, keep], codes[keep] as float32)."""
+    return h[:, keep], codes[keep].astype(np.float32)
+
+
+@numba.njit(cache=True)
+def scale_bias_activate_kernel(z, s, bias, act, bits):
+    """In place on z (batch, n_out) C-contiguous: z ← f(z·s + b), the affine pass, then
+    the activation (``bits``: int32 scratch of z's size)."""
+    batch, n_out = z.shape
+    for b in range(batch):
+        row = z[b]
+        for j in range(n_out):
+            row[j] = row[j] * s + bias[j]
+    _activate(z.reshape(batch * n_out), bits, act)
+
+
+def scale_bias_activate_numpy(z, s, bias, act):
+    """Twin of ``scale_bias_activate_kernel`` (the twin forward's own steps)."""
+    z = z * np.float32(s)
+    z += bias
+    return _activate_numpy(z, act)
+
+
+def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
+    """The net's output for x (batch, n_0) float32 C-contiguous, layer by layer:
+    drop the all-zero input columns, expand the kept code rows into a float32
+    scratch of one layer, z = h @ c (BLAS), z ← f(s·z + b)."""
+    h = x
+    batch = x.shape[0]
+    if batch == 0:
+        return np.empty((0, int(plan.sizes[-1])), dtype=np.float32)
+    scratch = np.empty(max(int(plan.sizes[l] * plan.sizes[l + 1])
+                           for l in range(plan.n_layers)), dtype=np.float32)
+    keep = np.empty(plan.width, dtype=np.int64)
+    bits = np.empty(batch * plan.width, dtype=np.int32)
+    for l in range(plan.n_layers):
+        n_in, n_out = int(plan.sizes[l]), int(plan.sizes[l + 1])
+        codes = plan.layer_codes(l)
+        n_keep = nonzero_columns_kernel(h, keep)
+        w = scratch[:n_keep * n_out].reshape(n_keep, n_out)
+        if n_keep == n_in:
+            h_kept = h
+            expand_codes_kernel(plan.codes[plan.code_ptr[l]:plan.code_ptr[l + 1]], scratch)
+        else:
+            h_kept = np.empty((batch, n_keep), dtype=np.float32)
+            gather_expand_kernel(h, codes, keep[:n_keep], h_kept, w)
+        z = np.empty((batch, n_out), dtype=np.float32)
+        np.matmul(h_kept, w, out=z)
+        scale_bias_activate_kernel(z, plan.scales[l], plan.layer_bias(l), plan.acts[l],
+                                   bits[:batch * n_out])
+        h = z
+    return h
+
+
 # -- public ------------------------------------------------------------------------------------
 
-def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
-    """The net's output for x (batch, n_0) → (batch, n_L) float32, in one kernel call."""
+def choose_path(batch: int, plan: TernaryNetPlan) -> str:
+    """The path ``ternary_net_forward(path="auto")`` takes: rows below
+    ``GEMM_FROM_BATCH``; then gemm, except for sparse codes (nonzero fraction
+    ≤ ``GEMM_ABOVE_DENSITY``) from ``COLUMNS_FROM_BATCH`` on, which take columns."""
+    if batch < GEMM_FROM_BATCH:
+        return "rows"
+    if batch >= COLUMNS_FROM_BATCH and plan.nonzero_fraction <= GEMM_ABOVE_DENSITY:
+        return "columns"
+    return "gemm"
+
+
+def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan, path: str = "auto") -> np.ndarray:
+    """The net's output for x (batch, n_0) → (batch, n_L) float32. ``path``: "auto"
+    (``choose_path``), or force "rows", "columns" (one kernel call each) or "gemm"."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     x = np.asarray(x)
     n0 = int(plan.sizes[0])
     if x.ndim != 2 or x.shape[1] != n0:
         raise ValueError(f"ternary_net_forward expects x of shape (batch, {n0}), got {x.shape}")
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[0] == 0:
+        return np.empty((0, int(plan.sizes[-1])), dtype=np.float32)
+    if path == "auto":
+        path = choose_path(x.shape[0], plan)
+    if path == "gemm":
+        return ternary_net_gemm_forward(x, plan)
     out = np.empty((x.shape[0], int(plan.sizes[-1])), dtype=np.float32)
-    if x.shape[0] < COLUMNS_FROM_BATCH:
+    if path == "rows":
         ternary_net_rows_kernel(x, plan.sizes, plan.codes, plan.code_ptr, plan.scales,
                                 plan.bias, plan.bias_ptr, plan.acts, out)
     else:

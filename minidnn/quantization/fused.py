@@ -5,8 +5,10 @@
 activations between them (a leading ``Flatten`` is allowed) and runs its whole
 forward pass in one kernel call of ``minidnn.kernels.ternary_net``: additions
 and subtractions of the inputs selected by the codes, one scale g·Δ per
-output, no per-layer Python. The model's own ``forward`` (layer by layer) is
-the reference it is tested against.
+output, no per-layer Python; or, at batches ≥ 8 (up to 47 when the codes are
+sparse), one BLAS product a layer on the codes expanded into a float32
+scratch of one layer. The model's own ``forward`` (layer by layer) is the reference it is
+tested against.
 
     net = FusedTernaryNet.from_model(model)
     logits = net.forward(x)          # float32 (batch, classes)
@@ -61,12 +63,22 @@ class FusedTernaryNet:
             raise ValueError("FusedTernaryNet: the model has no DiscreteDense layer")
         return cls(tn.ternary_net_plan(layers), getattr(model, "input_shape", None))
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Output (batch, classes) float32 for x (batch, features) or images (flattened)."""
+    def forward(self, x: np.ndarray, path: str = "auto") -> np.ndarray:
+        """Output (batch, classes) float32 for x (batch, features) or images (flattened).
+
+        ``path`` (``minidnn.kernels.ternary_net.choose_path`` when "auto"): "rows"
+        (one sample at a time, small batches), "columns" (add-only, batch-inner;
+        sparse codes at large batches) or "gemm" (per layer, the codes expanded into
+        a float32 scratch of one layer for a BLAS product, made in the call and
+        dropped after it; the other batches ≥ 8)."""
         x = np.asarray(x)
         if x.ndim > 2:
             x = x.reshape(x.shape[0], -1)
-        return tn.ternary_net_forward(x, self.plan)
+        return tn.ternary_net_forward(x, self.plan, path=path)
+
+    def path_for(self, batch: int) -> str:
+        """The path ``forward`` takes at this batch size."""
+        return tn.choose_path(batch, self.plan)
 
     __call__ = forward
 
