@@ -16,16 +16,16 @@ Each element's arithmetic is the NumPy path's, in the same order and in the
 parameter's dtype (the scalars are cast to it first, as ``_step_delta`` casts
 them), with no fused multiply-add (Numba does not contract without fastmath),
 so the kernel is bit-identical to ``sgd_update_numpy``; tests hold it there.
-Large parameters are split over Numba's threads (``prange``); below
-``kernels.im2col.SERIAL_BELOW`` elements the serial build runs in the calling
-thread (``kernel_for``).
+
+One thread, on purpose: the step is memory-bound and short (784×500 float32,
+0.06 ms, as fast as ``W += g``); a ``prange`` build over 16k-element chunks
+took 0.6 ms at one Numba thread and 1.4 ms at two on the loaded 2-core
+machine (waking the pool costs more than the pass).
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
-
-from .im2col import kernel_for
 
 FORMS = {"caffe": 0, "pytorch": 1}
 
@@ -47,32 +47,49 @@ def sgd_update_numpy(w: np.ndarray, g: np.ndarray, v: np.ndarray | None, lr, mom
         w += v
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, inline="always")
+def _update_range(w, g, v, lr, momentum, weight_decay, decay, form):
+    # one branch-free loop per case over whole (sliced) arrays from index 0: a test
+    # inside the loop, or an index that might be negative (Numba's wraparound check),
+    # stops LLVM vectorising it
+    n = w.shape[0]
+    if momentum == 0:
+        if decay:
+            for i in range(n):
+                w[i] = w[i] + (-lr) * (g[i] + weight_decay * w[i])
+        else:
+            for i in range(n):
+                w[i] = w[i] + (-lr) * g[i]
+    elif form == 1:
+        if decay:
+            for i in range(n):
+                vi = v[i] * momentum + (g[i] + weight_decay * w[i])
+                v[i] = vi
+                w[i] = w[i] + (-lr) * vi
+        else:
+            for i in range(n):
+                vi = v[i] * momentum + g[i]
+                v[i] = vi
+                w[i] = w[i] + (-lr) * vi
+    else:
+        if decay:
+            for i in range(n):
+                vi = v[i] * momentum - lr * (g[i] + weight_decay * w[i])
+                v[i] = vi
+                w[i] = w[i] + vi
+        else:
+            for i in range(n):
+                vi = v[i] * momentum - lr * g[i]
+                v[i] = vi
+                w[i] = w[i] + vi
+
+
+@numba.njit(cache=True)
 def _sgd_update_kernel(w, g, v, lr, momentum, weight_decay, decay, form):
     # w, g, v 1-D of one dtype; lr, momentum, weight_decay already of that dtype.
     # momentum == 0 is the plain step (v unused); decay says whether λw is added at
     # all, as the NumPy path skips it when λ = 0 (g + 0·w differs for w = inf, NaN).
-    n = w.shape[0]
-    chunk = 4096
-    for c in numba.prange((n + chunk - 1) // chunk):
-        start = c * chunk
-        stop = min(start + chunk, n)
-        if momentum == 0:
-            for i in range(start, stop):
-                s = g[i] + weight_decay * w[i] if decay else g[i]
-                w[i] = w[i] + (-lr) * s
-        elif form == 1:
-            for i in range(start, stop):
-                s = g[i] + weight_decay * w[i] if decay else g[i]
-                vi = v[i] * momentum + s
-                v[i] = vi
-                w[i] = w[i] + (-lr) * vi
-        else:
-            for i in range(start, stop):
-                s = g[i] + weight_decay * w[i] if decay else g[i]
-                vi = v[i] * momentum - lr * s
-                v[i] = vi
-                w[i] = w[i] + vi
+    _update_range(w, g, v, lr, momentum, weight_decay, decay, form)
 
 
 def can_fuse(w, g, v) -> bool:
@@ -108,6 +125,6 @@ def sgd_update(w: np.ndarray, g: np.ndarray, v: np.ndarray | None, lr, momentum,
     flat_w = w.reshape(-1)
     flat_g = np.ascontiguousarray(g).reshape(-1)
     flat_v = flat_w if v is None else v.reshape(-1)     # unused without momentum
-    kernel_for(_sgd_update_kernel, flat_w.size)(
+    _sgd_update_kernel(
         flat_w, flat_g, flat_v, t(lr), t(momentum), t(weight_decay), bool(weight_decay),
         FORMS[form])
