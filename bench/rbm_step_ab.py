@@ -13,7 +13,9 @@ lr 0.1, no momentum or decay: the recipe of speed_vs_torch.py's ``rbm`` workload
 The variants run in rotation (the order shifted each round), so slow phases of a loaded
 machine fall on all of them alike; the medians of the rounds are reported, with the
 GEMM time of the same step (the five products alone, measured in the same rounds) and
-the 2048^3 GEMM rate, so a fraction of peak can be read off. Timings taken while other
+the 2048^3 GEMM rate, so a fraction of peak can be read off. CPU seconds
+(time.process_time) are given beside wall seconds: at one thread on a loaded machine
+they leave out the time the process waited for a core, and are the steadier A/B. Timings taken while other
 jobs run are only for A/B; the quiet figure is speed_vs_torch.py --only rbm.
 Results: bench/results/rbm_step_ab.json (or --out).
 """
@@ -66,13 +68,12 @@ def main(argv=None) -> int:
         holder = SimpleNamespace(layers=[rbm])
         state = rbm.new_train_state(x, config, rng)
         order = rng.permutation(len(x))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for b in range(0, len(x), 100):
             xb = x[np.sort(order[b:b + 100])]
             rbm.train_batch(xb, rng, config, state)
             opt.step(holder)
-        seconds = time.perf_counter() - t0
-        return seconds, rbm.params["W"].copy()
+        return (time.perf_counter() - t0, time.process_time() - c0), rbm.params["W"].copy()
 
     rng = np.random.default_rng(1)
     W = (0.01 * rng.standard_normal((784, 500))).astype(np.float32)
@@ -83,12 +84,12 @@ def main(argv=None) -> int:
     C = np.empty_like(A)
 
     def gemms():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(len(x) // 100):
             np.matmul(h, W.T, out=pre_v)
             np.matmul(v, W, out=p)
             np.matmul(v.T, p, out=g)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     def peak():
         np.matmul(A, A, out=C)
@@ -103,23 +104,29 @@ def main(argv=None) -> int:
     weights = {}
     times = {name: [] for name in variants}
     times["gemm only"], rates = [], []
+    cpu = {name: [] for name in times}
     names = list(variants)
     for r in range(args.repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds, weights[name] = variants[name]()
+            (seconds, cpu_seconds), weights[name] = variants[name]()
             times[name].append(seconds)
-        times["gemm only"].append(gemms())
+            cpu[name].append(cpu_seconds)
+        seconds, cpu_seconds = gemms()
+        times["gemm only"].append(seconds)
+        cpu["gemm only"].append(cpu_seconds)
         rates.append(peak())
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items())
               + f", peak {rates[-1]:.1f} GFLOP/s", flush=True)
     same = all(np.array_equal(weights["fused"], w) for w in weights.values())
     flops = 5 * 2 * 784 * 500 * len(x)
     summary = {name: {"median_seconds": statistics.median(t),
+                      "median_cpu_seconds": statistics.median(cpu[name]),
                       "gflops": flops / statistics.median(t) / 1e9,
                       "fraction_of_peak": flops / statistics.median(t) / 1e9
                       / statistics.median(rates)} for name, t in times.items()}
     for name, row in summary.items():
-        print(f"median {name:<15} {row['median_seconds']:.3f} s  {row['gflops']:6.1f} GFLOP/s  "
+        print(f"median {name:<15} {row['median_seconds']:.3f} s wall, "
+              f"{row['median_cpu_seconds']:.3f} s CPU  {row['gflops']:6.1f} GFLOP/s  "
               f"{100 * row['fraction_of_peak']:.0f} % of the 2048^3 rate")
     print(f"2048^3 GEMM rate (median) {statistics.median(rates):.1f} GFLOP/s; "
           f"weights identical across variants: {same}")
@@ -129,7 +136,7 @@ def main(argv=None) -> int:
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "note": "in-process interleaved A/B; taken under load unless stated",
         "gemm_peak_gflops_median": statistics.median(rates), "weights_identical": same,
-        "summary": summary, "times": times, "peak_rates": rates}, indent=1))
+        "summary": summary, "times": times, "cpu_times": cpu, "peak_rates": rates}, indent=1))
     return 0
 
 
