@@ -7,6 +7,11 @@ decay λ (``minidnn.optimizers.SGD``; Caffe's form is the default, see there):
     pytorch:  v ← α·v + (g + λ·w);     w ← w − η·v
     α = 0:    w ← w − η·(g + λ·w)     (no velocity is kept)
 
+(the first is Caffe's SGDSolver, Jia et al., 2014, "Caffe: convolutional
+architecture for fast feature embedding"; the second torch.optim.SGD's; the
+momentum method itself is Polyak's heavy ball, as used by Sutskever et al.,
+2013, "On the importance of initialization and momentum in deep learning").
+
 The unfused NumPy path (``SGD._step_delta`` then ``apply_update``) makes
 ``g + λw`` and ``η·(…)`` as temporaries and reads w, g and v two or three
 times: on the 784×500 RBM it cost about as much as a sigmoid pass. The kernel
