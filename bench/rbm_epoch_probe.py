@@ -79,6 +79,9 @@ def main(argv=None) -> int:
                         help="this tree's monitor_size (0 = off, as the benchmark; 1000 = the "
                              "default, what an older tree always does)")
     parser.add_argument("--against", help="a commit to compare with (git archive)")
+    parser.add_argument("--against-monitor-size", type=int, default=1000,
+                        help="the older tree's monitor_size (1000: its default, for trees "
+                             "before monitor_size=0 existed; 0 for sitting 15's and later)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rbm_epoch_probe.json")
     args = parser.parse_args(argv)
     trees = {"this tree": (ROOT, args.monitor_size)}
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against],
                                      capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-            trees[args.against] = (Path(tmp), 1000)
+            trees[args.against] = (Path(tmp), args.against_monitor_size)
         runs = {name: [] for name in trees}
         for r in range(args.repeats):
             for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
@@ -105,7 +108,8 @@ def main(argv=None) -> int:
               f"peak RSS {row['peak_rss_mib']:.0f} MiB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"threads": args.threads, "monitor_size": args.monitor_size,
-                                    "against": args.against, "when": time.strftime("%Y-%m-%d %H:%M"),
+                                    "against": args.against,
+                                    "against_monitor_size": args.against_monitor_size, "when": time.strftime("%Y-%m-%d %H:%M"),
                                     "summary": summary, "runs": runs}, indent=1))
     return 0
 

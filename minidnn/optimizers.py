@@ -33,6 +33,11 @@ Seams for update rules:
   (semi-synchronous groups) overrides it.
 * ``_step_delta(key, layer, pname, grad, hyper)`` computes one parameter's
   float step; a subclass that masks part of the gradient overrides it.
+* The step is fused: where ``layer.in_place_param(name)`` hands out the
+  parameter array (the default storage) and ``_step_delta`` is SGD's own, the
+  velocity and the parameter are updated in place in one pass
+  (``kernels.sgd_update``, bit-identical to computing ΔW and adding it), with
+  no temporary. Otherwise the float step goes through ``apply_update``.
 * ``state_dict()`` is written to checkpoints whole (arrays as datasets, the
   rest as JSON), so a subclass may add state of its own.
 * ``after_step`` callbacks run after every step with the model.
@@ -40,6 +45,8 @@ Seams for update rules:
 from __future__ import annotations
 
 import numpy as np
+
+from .kernels.sgd_update import can_fuse, sgd_update
 
 
 class ConstantLR:
@@ -166,14 +173,19 @@ class SGD:
         ``model`` is anything with ``.layers`` (a ``Sequential``, a list holder
         for pretraining units); each layer has ``name``, ``params``, ``grads``,
         ``decay_params`` and ``apply_update``."""
+        fusable = type(self)._step_delta is SGD._step_delta   # a subclass's own step: unfused
         for layer in model.layers:
             if not layer.params:
                 continue
             h = self.hyper(layer)
+            in_place = getattr(layer, "in_place_param", None) if fusable else None
             for pname in layer.params:
                 hp = self._param_hyper(layer, pname, h)
                 key = f"{layer.name}/{pname}"
-                delta = self._step_delta(key, layer, pname, layer.grads[pname], hp)
+                grad = layer.grads[pname]
+                if in_place is not None and self._fused_step(key, in_place(pname), grad, hp):
+                    continue
+                delta = self._step_delta(key, layer, pname, grad, hp)
                 layer.apply_update(pname, delta)
         self.steps += 1
         for callback in self.after_step:
@@ -190,6 +202,25 @@ class SGD:
             hp["weight_decay"] = 0.0
         hp["lr"] *= mult.get("lr", 1.0)
         return hp
+
+    def _fused_step(self, key, param, grad, hyper) -> bool:
+        """Step ``param`` in place in one pass (``kernels.sgd_update``), bit-identical
+        to ``_step_delta`` + the default ``apply_update``; False (nothing done) when
+        the arrays do not allow it (dtypes, layout), and the caller takes that path."""
+        if param is None:
+            return False
+        v = None
+        if hyper["momentum"]:
+            v = self.velocity.get(key)
+            if v is None:
+                if not can_fuse(param, grad, None):
+                    return False
+                v = self.velocity[key] = np.zeros_like(grad)
+        if not can_fuse(param, grad, v):
+            return False
+        sgd_update(param, grad, v, hyper["lr"], hyper["momentum"], hyper["weight_decay"],
+                   self.momentum_form)
+        return True
 
     def _step_delta(self, key, layer, pname, grad, hyper) -> np.ndarray:
         """The float step ΔW = α·ΔW − η·(g + λ·W) for one parameter (Caffe's

@@ -67,6 +67,47 @@ class ChannelNormalize:
                 f"std={np.round(self.std, 4).tolist()})")
 
 
+class MeanImage:
+    """x' = (x − mean[c, h, w]) · scale for x (N, C, H, W): Caffe's ``mean_file``
+    (the training set's mean image, ``compute_image_mean``), then its ``scale``.
+
+    With x = pixel/255 (minidnn.data.load) and ``scale=255`` this is Caffe's
+    cifar10_quick input, "pixel minus the mean image" in pixel units."""
+
+    def __init__(self, mean, scale: float = 1.0):
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.scale = float(scale)
+        if self.mean.ndim != 3 or not self.scale > 0:
+            raise ValueError(f"MeanImage needs a (C, H, W) mean and a positive scale, got mean "
+                             f"of shape {self.mean.shape} and scale {scale!r}")
+
+    @classmethod
+    def fit(cls, x: np.ndarray, scale: float = 1.0, chunk: int = 5000,
+            decimals: int | None = 7) -> "MeanImage":
+        """The mean of x (N, C, H, W) over N (float64 sums, in chunks), rounded to
+        ``decimals`` so that the value stored in a model file is the one used."""
+        if np.ndim(x) != 4:
+            raise ValueError(f"MeanImage.fit expects (N, C, H, W), got {np.shape(x)}")
+        total = np.zeros(x.shape[1:])
+        for start in range(0, len(x), chunk):
+            total += np.asarray(x[start:start + chunk], dtype=np.float64).sum(axis=0)
+        mean = total / len(x)
+        return cls(np.round(mean, decimals) if decimals is not None else mean, scale)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if np.ndim(x) != 4 or x.shape[1:] != self.mean.shape:
+            raise ValueError(f"MeanImage expects (N, {', '.join(map(str, self.mean.shape))}), "
+                             f"got {np.shape(x)}")
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+        return (x - self.mean.astype(dtype)[None]) * dtype.type(self.scale)
+
+    def get_config(self) -> dict:
+        return {"type": "mean_image", "mean": self.mean.tolist(), "scale": self.scale}
+
+    def __repr__(self) -> str:
+        return f"MeanImage(shape={self.mean.shape}, scale={self.scale})"
+
+
 # -- augmentation: NumPy twin and the batch version ------------------------------------
 
 def random_crop_flip_numpy(x: np.ndarray, offsets: np.ndarray, flips: np.ndarray,
@@ -176,4 +217,6 @@ def transform_from_config(config: dict | None):
         return None
     if config.get("type") == "channel_normalize":
         return ChannelNormalize(config["mean"], config["std"])
+    if config.get("type") == "mean_image":
+        return MeanImage(config["mean"], config.get("scale", 1.0))
     raise ValueError(f"unknown input transform {config!r}")

@@ -20,6 +20,8 @@ files or the checkpoints knowing about it:
   and weight decay in float) and the layer applies it; the default adds it in
   place, a quantized layer rounds the result back onto its grid.
   ``param_value(name)`` is the float value weight decay acts on.
+  ``in_place_param(name)`` hands the optimizer the array itself when the
+  storage is the default one, so SGD steps it in one fused pass.
 * ``state_for_file()`` / ``load_state(params, buffers)``: what goes into a model
   file and how it comes back; the default checks names and shapes against the
   freshly built layer, a layer whose stored arrays change shape (a random
@@ -71,6 +73,20 @@ class ParamHolder:
 
     def param_value(self, name: str) -> np.ndarray:
         """The float value of parameter ``name`` (what weight decay acts on)."""
+        return self.params[name]
+
+    def in_place_param(self, name: str) -> np.ndarray | None:
+        """The array an optimizer may step in place, fused (``kernels.sgd_update``),
+        or None: then it computes the float step and calls ``apply_update``.
+
+        The default storage (``params[name]`` is what ``param_value`` returns and
+        ``apply_update`` adds to) hands out the array itself; a class that
+        overrides ``apply_update`` or ``param_value`` (codes on a grid, a mask
+        re-applied after each step) gets None unless it overrides this too."""
+        cls = type(self)
+        if cls.apply_update is not ParamHolder.apply_update \
+                or cls.param_value is not ParamHolder.param_value:
+            return None
         return self.params[name]
 
 
