@@ -1,16 +1,19 @@
 #!/bin/bash
-# Quiet-machine speed runs of the 2nd sitting (stop 15). Run from /work/main with nothing else running.
+# Quiet-machine speed runs of a sitting (the figures of the closing note and the README table).
+# Run from the repository root with nothing else running on the machine; about 25 minutes.
+# The technique-1 models come from bench/discrete_depth_study.py --save-models (see bench/README.md).
 cd "$(dirname "$0")/.."
+MODELS=${MODELS:-/work/artifacts/issue9/models}
 set -x
 uptime
 python bench/speed_vs_torch.py --repeats 2 --only mlp lenet rbm inference --out bench/results/speed_vs_torch.json
 uptime
 python bench/sparse_speed.py
+python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 uptime
-python bench/discrete_inference_speed.py --threads 1 --repeats 5 --model /work/artifacts/issue9/models/rr_L6_20_s0_long-max.h5 --out bench/results/discrete_inference_speed_long-max.json
-python bench/discrete_inference_speed.py --threads 1 --repeats 5 --model /work/artifacts/issue9/models/rr_L6_20_s0_long-mse.h5 --out bench/results/discrete_inference_speed_long-mse.json
+for gain in max mse; do
+  python bench/discrete_inference_speed.py --threads 1 --repeats 5 --model $MODELS/rr_L6_20_s0_long-$gain.h5 --out bench/results/discrete_inference_speed_long-$gain.json
+done
 uptime
 python bench/speed_vs_torch.py --repeats 1 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
-uptime
-python bench/semisync_speed.py --threads 2 --out bench/results/semisync_speed.json
 uptime
