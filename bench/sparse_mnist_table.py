@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--ae-lrs", default="0.1,0.3", help="autoencoder lrs tried at γ=0.04")
     p.add_argument("--ft-lrs", default="0.05,0.1,0.2", help="fine-tuning lrs tried at γ=0.04")
     p.add_argument("--ae-weight-decay", type=float, default=0.002)
+    p.add_argument("--ae-lr-drop", type=int, default=0,
+                   help="autoencoder lr × 0.1 after this many epochs (0: constant lr)")
     p.add_argument("--ft-weight-decay", type=float, default=0.0,
                    help="L2 decay on the weights (the nonzeros) while fine-tuning")
     p.add_argument("--ft-lr-step", type=int, default=0,
@@ -87,7 +89,11 @@ def parse_args(argv=None):
     p.add_argument("--prune-compare", action="store_true",
                    help="only: train the dense control, prune it to each --densities γ by "
                         "magnitude (prune_to_density), fine-tune on that fixed pattern")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.ae_lr_drop and not 0 < args.ae_lr_drop < args.ae_epochs:
+        p.error(f"--ae-lr-drop must be between 1 and --ae-epochs − 1 ({args.ae_epochs - 1}), "
+                f"got {args.ae_lr_drop}")
+    return args
 
 
 def log(line):
@@ -128,7 +134,8 @@ class Study:
         from minidnn.pretraining import StackedAutoencoder, load_pretrained, PretrainConfig
         run_id = f"ae_g{density:g}_lr{lr:g}_{init}" + (
             "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}") + (
-            "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}")
+            "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}") + (
+            f"_drop{self.args.ae_lr_drop}" if self.args.ae_lr_drop else "")
         h5 = self.artifacts / f"{run_id}.h5"
         result = self.done(run_id, self.ae_out)
         if result is not None and h5.exists():
@@ -141,16 +148,23 @@ class Study:
             rng = np.random.default_rng(self.args.seed)
             var = 1.0 / 784 if init == "fan_in" else 1.0
             unit.params["W"][...] = rng.normal(0, np.sqrt(var), unit.params["W"].shape)
-        config = PretrainConfig(epochs=self.args.ae_epochs, lr=lr,
-                                weight_decay=self.args.ae_weight_decay,
-                                momentum=0.5, final_momentum=0.9, momentum_switch_epoch=3,
-                                batch_size=100)
-        # a checkpoint every epoch: a killed long pretraining resumes where it stopped
-        # (the seconds then count only the resumed part)
-        checkpoint = self.artifacts / f"{run_id}.ckpt.h5"
+        # phases of (epochs, lr, first momentum): one, or two with --ae-lr-drop E (lr × 0.1
+        # after epoch E, a fresh SGD at momentum 0.9 and a fresh shuffling seed)
+        drop = self.args.ae_lr_drop
+        phases = [(self.args.ae_epochs, lr, 0.5)] if not drop else \
+            [(drop, lr, 0.5), (self.args.ae_epochs - drop, 0.1 * lr, 0.9)]
+        checkpoints = []
         t0 = time.perf_counter()
-        history = stack.pretrain(self.train[0], config, seed=self.args.seed, log=log,
-                                 checkpoint=checkpoint, resume=True)
+        for k, (epochs, phase_lr, momentum) in enumerate(phases):
+            config = PretrainConfig(epochs=epochs, lr=phase_lr,
+                                    weight_decay=self.args.ae_weight_decay,
+                                    momentum=momentum, final_momentum=0.9,
+                                    momentum_switch_epoch=3, batch_size=100)
+            # a checkpoint every epoch: a killed long pretraining resumes where it stopped
+            # (the seconds then count only the resumed part); a finished phase is read back
+            checkpoints.append(self.artifacts / f"{run_id}.ckpt{'' if not k else k}.h5")
+            history = stack.pretrain(self.train[0], config, seed=self.args.seed + k, log=log,
+                                     checkpoint=checkpoints[-1], resume=True)
         seconds = time.perf_counter() - t0
         stack.save(h5)
         result = {"run": run_id, "density": density, "lr": lr, "init": init,
@@ -161,8 +175,11 @@ class Study:
                   "test_mse": unit.reconstruction_error(self.test[0]),
                   "pattern": self.args.pattern,
                   "train_history": history[0], "nnz": self._nnz(unit), "file": str(h5)}
+        if drop:
+            result["lr_drop_epoch"] = drop
         self.write(run_id, result, self.ae_out)
-        checkpoint.unlink(missing_ok=True)
+        for checkpoint in checkpoints:
+            checkpoint.unlink(missing_ok=True)
         return result, stack
 
     def _ae_extra(self, ae):
@@ -310,7 +327,8 @@ class Study:
         ft_lr = max(ft_runs, key=lambda r: r["best_val_acc"])["lr"]
         log(f"fine-tuning lr chosen on validation accuracy: {ft_lr}")
         self.write("choices", {"ae_lr": ae_lr, "ft_lr": ft_lr, "init": a.init,
-                               "ae_weight_decay": a.ae_weight_decay, "ft_lr_step": a.ft_lr_step,
+                               "ae_weight_decay": a.ae_weight_decay,
+                               "ae_lr_drop": a.ae_lr_drop, "ft_lr_step": a.ft_lr_step,
                                "ft_schedule": a.ft_schedule, "ft_dropout": a.ft_dropout,
                                "ft_weight_decay": a.ft_weight_decay,
                                "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
@@ -352,7 +370,8 @@ def report(out_dir=OUT_DIR, markdown=False, ae_dir=None):
     init, ae_lr, ft_lr = choices["init"], choices["ae_lr"], choices["ft_lr"]
     ae_suffix = ("" if choices["ae_epochs"] == 10 else f"_e{choices['ae_epochs']}") + (
         "" if choices.get("ae_weight_decay", 0.002) == 0.002 else
-        f"_wd{choices['ae_weight_decay']:g}")
+        f"_wd{choices['ae_weight_decay']:g}") + (
+        f"_drop{choices['ae_lr_drop']}" if choices.get("ae_lr_drop") else "")
     print(f"autoencoder {choices['ae_epochs']} epochs lr {ae_lr}; fine-tuning "
           f"{choices['ft_epochs']} epochs lr {ft_lr}; init {init}")
     if markdown:

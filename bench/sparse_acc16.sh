@@ -1,0 +1,23 @@
+#!/bin/sh
+# Sitting 16, issue #11: γ = 0.04 accuracy study (long pretraining, long fine-tuning), one
+# configuration after another, single-threaded; resumable (rerun this file: finished runs
+# are read back, a killed autoencoder resumes from its per-epoch checkpoint).
+#   setsid nohup nice -n 5 sh bench/sparse_acc16.sh stage1 > bench/results/s16_stage1.log 2>&1 < /dev/null &
+#   python bench/sparse_mnist_table.py --compare bench/results/s16_* bench/results/sparse_table*
+set -e
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)"
+R=bench/results
+COMMON="--pattern per_unit --densities 0.04 --no-control --ae-lrs 0.3 --ae-dir $R/s16_ae --artifacts /work/artifacts/issue-11/s16"
+T="python bench/sparse_mnist_table.py $COMMON"
+case "$1" in
+stage1)
+  # the lead: 200 autoencoder epochs without weight decay, then 100 fine-tuning epochs, cosine lr
+  $T --out-dir $R/s16_ae200_cos100 --ae-epochs 200 --ae-weight-decay 0 \
+     --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2,0.05
+  # the same fine-tuning from last sitting's 10-epoch autoencoder (isolates the pretraining)
+  $T --out-dir $R/s16_ae10_cos100 --ae-epochs 10 --ae-weight-decay 0.002 \
+     --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2
+  ;;
+*) echo "usage: sh bench/sparse_acc16.sh stage1" >&2; exit 2 ;;
+esac
