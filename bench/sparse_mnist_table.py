@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--ae-weight-decay", type=float, default=0.002)
     p.add_argument("--ae-lr-drop", type=int, default=0,
                    help="autoencoder lr × 0.1 after this many epochs (0: constant lr)")
+    p.add_argument("--ft-batch-size", type=int, default=100,
+                   help="fine-tuning minibatch size (use another --out-dir for each)")
     p.add_argument("--ft-weight-decay", type=float, default=0.0,
                    help="L2 decay on the weights (the nonzeros) while fine-tuning")
     p.add_argument("--ft-lr-step", type=int, default=0,
@@ -219,8 +221,8 @@ class Study:
             t0 = time.perf_counter()
             opt = self._optimizer(model, lr)
             opt.lr = lr * self._lr_factor(e)
-            fitted = md.fit(model, self.train, epochs=1, batch_size=100, optimizer=opt,
-                            seed=self.args.seed * 1000 + e, progress=False, log=None)
+            fitted = md.fit(model, self.train, epochs=1, batch_size=self.args.ft_batch_size,
+                            optimizer=opt, seed=self.args.seed * 1000 + e, progress=False, log=None)
             t_train += time.perf_counter() - t0
             val = md.evaluate(model, self.val)
             test = md.evaluate(model, self.test)
@@ -235,7 +237,7 @@ class Study:
         result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
                   "lr_schedule": self.args.ft_schedule, "dropout": self.args.ft_dropout,
                   "weight_decay": self.args.ft_weight_decay,
-                  "momentum": 0.9, "batch_size": 100,
+                  "momentum": 0.9, "batch_size": self.args.ft_batch_size,
                   "epochs": self.args.ft_epochs, **extra,
                   "best_val_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                   "test_acc_at_best_val": best["test_acc"], "final_test_acc": epochs[-1]["test_acc"],
@@ -432,7 +434,8 @@ def compare(dirs):
                 "ae_weight_decay", choices.get("ae_weight_decay")), "ae_test_mse": ae_mse,
                 "ft": f"{r['epochs']} ep lr {r['lr']:g} {schedule}"
                       + (f" wd {r['weight_decay']:g}" if r.get("weight_decay") else "")
-                      + (f" drop {r['dropout']:g}" if r.get("dropout") else ""),
+                      + (f" drop {r['dropout']:g}" if r.get("dropout") else "")
+                      + (f" batch {r['batch_size']}" if r.get("batch_size", 100) != 100 else ""),
                 "val": r["best_val_acc"], "epoch": r["best_val_epoch"],
                 "test": r["test_acc_at_best_val"], "final_test": r["final_test_acc"]})
     if not rows:
