@@ -137,7 +137,8 @@ class Study:
         run_id = f"ae_g{density:g}_lr{lr:g}_{init}" + (
             "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}") + (
             "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}") + (
-            f"_drop{self.args.ae_lr_drop}" if self.args.ae_lr_drop else "")
+            f"_drop{self.args.ae_lr_drop}" if self.args.ae_lr_drop else "") + (
+            f"_s{self.args.seed}" if self.args.seed else "")   # the seed draws the pattern too
         h5 = self.artifacts / f"{run_id}.h5"
         result = self.done(run_id, self.ae_out)
         if result is not None and h5.exists():
@@ -238,6 +239,7 @@ class Study:
                   "lr_schedule": self.args.ft_schedule, "dropout": self.args.ft_dropout,
                   "weight_decay": self.args.ft_weight_decay,
                   "momentum": 0.9, "batch_size": self.args.ft_batch_size,
+                  "seed": self.args.seed,
                   "epochs": self.args.ft_epochs, **extra,
                   "best_val_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                   "test_acc_at_best_val": best["test_acc"], "final_test_acc": epochs[-1]["test_acc"],
@@ -330,7 +332,9 @@ class Study:
         log(f"fine-tuning lr chosen on validation accuracy: {ft_lr}")
         self.write("choices", {"ae_lr": ae_lr, "ft_lr": ft_lr, "init": a.init,
                                "ae_weight_decay": a.ae_weight_decay,
-                               "ae_lr_drop": a.ae_lr_drop, "ft_lr_step": a.ft_lr_step,
+                               "ae_lr_drop": a.ae_lr_drop, "seed": a.seed,
+                               "ft_batch_size": a.ft_batch_size, "pattern": a.pattern,
+                               "ft_lr_step": a.ft_lr_step,
                                "ft_schedule": a.ft_schedule, "ft_dropout": a.ft_dropout,
                                "ft_weight_decay": a.ft_weight_decay,
                                "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
@@ -373,7 +377,8 @@ def report(out_dir=OUT_DIR, markdown=False, ae_dir=None):
     ae_suffix = ("" if choices["ae_epochs"] == 10 else f"_e{choices['ae_epochs']}") + (
         "" if choices.get("ae_weight_decay", 0.002) == 0.002 else
         f"_wd{choices['ae_weight_decay']:g}") + (
-        f"_drop{choices['ae_lr_drop']}" if choices.get("ae_lr_drop") else "")
+        f"_drop{choices['ae_lr_drop']}" if choices.get("ae_lr_drop") else "") + (
+        f"_s{choices['seed']}" if choices.get("seed") else "")
     print(f"autoencoder {choices['ae_epochs']} epochs lr {ae_lr}; fine-tuning "
           f"{choices['ft_epochs']} epochs lr {ft_lr}; init {init}")
     if markdown:
@@ -435,7 +440,8 @@ def compare(dirs):
                 "ft": f"{r['epochs']} ep lr {r['lr']:g} {schedule}"
                       + (f" wd {r['weight_decay']:g}" if r.get("weight_decay") else "")
                       + (f" drop {r['dropout']:g}" if r.get("dropout") else "")
-                      + (f" batch {r['batch_size']}" if r.get("batch_size", 100) != 100 else ""),
+                      + (f" batch {r['batch_size']}" if r.get("batch_size", 100) != 100 else "")
+                      + (f" seed {r['seed']}" if r.get("seed") else ""),
                 "val": r["best_val_acc"], "epoch": r["best_val_epoch"],
                 "test": r["test_acc_at_best_val"], "final_test": r["final_test_acc"]})
     if not rows:
