@@ -49,15 +49,15 @@ stage3)
   done
   ;;
 stage4)
-  # at WD: the fine-tuning lr chosen among 0.1 / 0.2 / 0.4 in the same directory, the paper's
-  # N(0, 1/γ) init, and 200 fine-tuning epochs
+  # at WD: 200 fine-tuning epochs, the fine-tuning lr chosen among 0.1 / 0.2 / 0.4 in the same
+  # directory, and the paper's N(0, 1/γ) init
   WD=${WD:?set WD to the stage-2 choice}
+  $T --out-dir $R/s16_ae10_wd${WD}_cos200 --ae-epochs 10 --ae-weight-decay $WD \
+     --ft-epochs 200 --ft-schedule cosine --ft-lrs 0.2
   $T --out-dir $R/s16_ae10_wd${WD}_cos100 --ae-epochs 10 --ae-weight-decay $WD \
      --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2,0.1,0.4
   $T --out-dir $R/s16_ae10_wd${WD}_cos100_paper --ae-epochs 10 --ae-weight-decay $WD \
      --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2 --init paper
-  $T --out-dir $R/s16_ae10_wd${WD}_cos200 --ae-epochs 10 --ae-weight-decay $WD \
-     --ft-epochs 200 --ft-schedule cosine --ft-lrs 0.2
   ;;
 *) echo "usage: sh bench/sparse_acc16.sh stage1|stage2|stage2b|stage3|stage4" >&2; exit 2 ;;
 esac
