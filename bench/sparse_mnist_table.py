@@ -81,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--ae-dir", default=None,
                    help="where the autoencoder JSONs live (default: --out-dir); give several "
                         "fine-tuning configurations one --ae-dir to share one pretrained net")
+    p.add_argument("--ae-stats", nargs="+", metavar="H5",
+                   help="print weight scale and hidden saturation of these pretrained "
+                        "autoencoder files on the validation images, then exit")
     p.add_argument("--compare", nargs="+", metavar="DIR",
                    help="print every γ=0.04 fine-tuning run in these --out-dirs (one row per "
                         "run, its autoencoder beside it) and the one chosen on validation, "
@@ -467,8 +470,28 @@ def compare(dirs):
     return chosen
 
 
+def ae_stats(paths):
+    """Weight scale and hidden saturation of pretrained autoencoders (.h5), on validation."""
+    import minidnn.data
+    from minidnn.pretraining import load_pretrained
+    x = minidnn.data.load("mnist").val.flatten()
+    print("| autoencoder | weight rms | max abs weight | mean hidden | saturated (< 0.02 or > 0.98) "
+          "| validation MSE |")
+    print("|---|---|---|---|---|---|")
+    for path in paths:
+        unit = load_pretrained(path).units[0]
+        w = unit.params["data"] if "data" in unit.params else unit.params["W"]
+        y = unit.encode(x)
+        print(f"| {Path(path).stem} | {np.sqrt(np.mean(w.astype(np.float64) ** 2)):.3f} | "
+              f"{np.abs(w).max():.2f} | {y.mean():.3f} | {100 * np.mean((y < 0.02) | (y > 0.98)):.1f} % "
+              f"| {unit.reconstruction_error(x):.2e} |")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.ae_stats:
+        ae_stats(args.ae_stats)
+        return 0
     if args.compare:
         compare(args.compare)
         return 0
