@@ -64,7 +64,7 @@ stage5)
   # (the target was not met; run as far as the time allowed)
   WD=${WD:?set WD to the stage-2 choice}
   $TC --out-dir $R/s16_ae10_wd${WD}_cos100 --ae-epochs 10 --ae-weight-decay $WD \
-     --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2,0.1,0.4 --densities 0.04,0.02,0.01,0.08
+     --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2,0.1,0.4 --densities 0.04,0.02,0.01,0.08,0.16
   ;;
 *) echo "usage: sh bench/sparse_acc16.sh stage1|stage2|stage2b|stage3|stage4|stage5" >&2; exit 2 ;;
 esac
