@@ -58,6 +58,10 @@ def parse_args(argv=None):
     p.add_argument("--ae-lrs", default="0.1,0.3", help="autoencoder lrs tried at γ=0.04")
     p.add_argument("--ft-lrs", default="0.05,0.1,0.2", help="fine-tuning lrs tried at γ=0.04")
     p.add_argument("--ae-weight-decay", type=float, default=0.002)
+    p.add_argument("--ae-lr-drop", type=int, default=0,
+                   help="autoencoder lr × 0.1 after this many epochs (0: constant lr)")
+    p.add_argument("--ft-batch-size", type=int, default=100,
+                   help="fine-tuning minibatch size (use another --out-dir for each)")
     p.add_argument("--ft-weight-decay", type=float, default=0.0,
                    help="L2 decay on the weights (the nonzeros) while fine-tuning")
     p.add_argument("--ft-lr-step", type=int, default=0,
@@ -74,13 +78,27 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--artifacts", default="/work/artifacts/issue-11")
     p.add_argument("--out-dir", default=str(OUT_DIR))
+    p.add_argument("--ae-dir", default=None,
+                   help="where the autoencoder JSONs live (default: --out-dir); give several "
+                        "fine-tuning configurations one --ae-dir to share one pretrained net")
+    p.add_argument("--ae-stats", nargs="+", metavar="H5",
+                   help="print weight scale and hidden saturation of these pretrained "
+                        "autoencoder files on the validation images, then exit")
+    p.add_argument("--compare", nargs="+", metavar="DIR",
+                   help="print every γ=0.04 fine-tuning run in these --out-dirs (one row per "
+                        "run, its autoencoder beside it) and the one chosen on validation, "
+                        "then exit")
     p.add_argument("--report", action="store_true", help="print the table and exit")
     p.add_argument("--markdown", action="store_true", help="with --report: a Markdown table")
     p.add_argument("--no-control", action="store_true", help="skip the no-pretraining runs")
     p.add_argument("--prune-compare", action="store_true",
                    help="only: train the dense control, prune it to each --densities γ by "
                         "magnitude (prune_to_density), fine-tune on that fixed pattern")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.ae_lr_drop and not 0 < args.ae_lr_drop < args.ae_epochs:
+        p.error(f"--ae-lr-drop must be between 1 and --ae-epochs − 1 ({args.ae_epochs - 1}), "
+                f"got {args.ae_lr_drop}")
+    return args
 
 
 def log(line):
@@ -93,6 +111,8 @@ class Study:
         self.args = args
         self.out = Path(args.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.ae_out = Path(args.ae_dir) if args.ae_dir else self.out
+        self.ae_out.mkdir(parents=True, exist_ok=True)
         self.artifacts = Path(args.artifacts)
         self.artifacts.mkdir(parents=True, exist_ok=True)
         splits = minidnn.data.load("mnist")
@@ -101,27 +121,29 @@ class Study:
         self.test = (splits.test.flatten(), splits.test.y)
 
     # -- bookkeeping ---------------------------------------------------------------------
-    def path(self, run_id):
-        return self.out / f"{run_id}.json"
+    def path(self, run_id, base=None):
+        return (base or self.out) / f"{run_id}.json"
 
-    def done(self, run_id):
-        p = self.path(run_id)
+    def done(self, run_id, base=None):
+        p = self.path(run_id, base)
         return json.loads(p.read_text()) if p.exists() else None
 
-    def write(self, run_id, result):
-        tmp = self.path(run_id).with_suffix(".tmp")
+    def write(self, run_id, result, base=None):
+        tmp = self.path(run_id, base).with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, self.path(run_id))
-        log(f"wrote {self.path(run_id)}")
+        os.replace(tmp, self.path(run_id, base))
+        log(f"wrote {self.path(run_id, base)}")
 
     # -- the pieces ------------------------------------------------------------------------
     def autoencoder(self, density, lr, init):
         from minidnn.pretraining import StackedAutoencoder, load_pretrained, PretrainConfig
         run_id = f"ae_g{density:g}_lr{lr:g}_{init}" + (
             "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}") + (
-            "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}")
+            "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}") + (
+            f"_drop{self.args.ae_lr_drop}" if self.args.ae_lr_drop else "") + (
+            f"_s{self.args.seed}" if self.args.seed else "")   # the seed draws the pattern too
         h5 = self.artifacts / f"{run_id}.h5"
-        result = self.done(run_id)
+        result = self.done(run_id, self.ae_out)
         if result is not None and h5.exists():
             return result, load_pretrained(h5)
         stack = StackedAutoencoder([784, 500], rng=self.args.seed,
@@ -132,12 +154,23 @@ class Study:
             rng = np.random.default_rng(self.args.seed)
             var = 1.0 / 784 if init == "fan_in" else 1.0
             unit.params["W"][...] = rng.normal(0, np.sqrt(var), unit.params["W"].shape)
-        config = PretrainConfig(epochs=self.args.ae_epochs, lr=lr,
-                                weight_decay=self.args.ae_weight_decay,
-                                momentum=0.5, final_momentum=0.9, momentum_switch_epoch=3,
-                                batch_size=100)
+        # phases of (epochs, lr, first momentum): one, or two with --ae-lr-drop E (lr × 0.1
+        # after epoch E, a fresh SGD at momentum 0.9 and a fresh shuffling seed)
+        drop = self.args.ae_lr_drop
+        phases = [(self.args.ae_epochs, lr, 0.5)] if not drop else \
+            [(drop, lr, 0.5), (self.args.ae_epochs - drop, 0.1 * lr, 0.9)]
+        checkpoints = []
         t0 = time.perf_counter()
-        history = stack.pretrain(self.train[0], config, seed=self.args.seed, log=log)
+        for k, (epochs, phase_lr, momentum) in enumerate(phases):
+            config = PretrainConfig(epochs=epochs, lr=phase_lr,
+                                    weight_decay=self.args.ae_weight_decay,
+                                    momentum=momentum, final_momentum=0.9,
+                                    momentum_switch_epoch=3, batch_size=100)
+            # a checkpoint every epoch: a killed long pretraining resumes where it stopped
+            # (the seconds then count only the resumed part); a finished phase is read back
+            checkpoints.append(self.artifacts / f"{run_id}.ckpt{'' if not k else k}.h5")
+            history = stack.pretrain(self.train[0], config, seed=self.args.seed + k, log=log,
+                                     checkpoint=checkpoints[-1], resume=True)
         seconds = time.perf_counter() - t0
         stack.save(h5)
         result = {"run": run_id, "density": density, "lr": lr, "init": init,
@@ -146,9 +179,20 @@ class Study:
                   "seconds_per_epoch": seconds / self.args.ae_epochs,
                   "val_mse": unit.reconstruction_error(self.val[0]),
                   "test_mse": unit.reconstruction_error(self.test[0]),
+                  "pattern": self.args.pattern,
                   "train_history": history[0], "nnz": self._nnz(unit), "file": str(h5)}
-        self.write(run_id, result)
+        if drop:
+            result["lr_drop_epoch"] = drop
+        self.write(run_id, result, self.ae_out)
+        for checkpoint in checkpoints:
+            checkpoint.unlink(missing_ok=True)
         return result, stack
+
+    def _ae_extra(self, ae):
+        """What a fine-tuning JSON records of the autoencoder it started from."""
+        return {"ae_run": ae["run"], "ae_epochs": ae["epochs"],
+                "ae_weight_decay": ae["weight_decay"], "ae_test_mse": ae["test_mse"],
+                "ae_val_mse": ae["val_mse"], "pattern": self.args.pattern}
 
     @staticmethod
     def _nnz(unit):
@@ -181,8 +225,12 @@ class Study:
             t0 = time.perf_counter()
             opt = self._optimizer(model, lr)
             opt.lr = lr * self._lr_factor(e)
-            fitted = md.fit(model, self.train, epochs=1, batch_size=100, optimizer=opt,
-                            seed=self.args.seed * 1000 + e, progress=False, log=None)
+            # divergence_factor=None: fit compares one epoch's mean loss with the lowest single
+            # minibatch loss, so a net near zero training loss (the no-pretraining control at
+            # epoch 70) is falsely stopped; the NaN/Inf checks stay on
+            fitted = md.fit(model, self.train, epochs=1, batch_size=self.args.ft_batch_size,
+                            optimizer=opt, seed=self.args.seed * 1000 + e, progress=False, log=None,
+                            divergence_factor=None)
             t_train += time.perf_counter() - t0
             val = md.evaluate(model, self.val)
             test = md.evaluate(model, self.test)
@@ -197,7 +245,8 @@ class Study:
         result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
                   "lr_schedule": self.args.ft_schedule, "dropout": self.args.ft_dropout,
                   "weight_decay": self.args.ft_weight_decay,
-                  "momentum": 0.9, "batch_size": 100,
+                  "momentum": 0.9, "batch_size": self.args.ft_batch_size,
+                  "seed": self.args.seed,
                   "epochs": self.args.ft_epochs, **extra,
                   "best_val_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                   "test_acc_at_best_val": best["test_acc"], "final_test_acc": epochs[-1]["test_acc"],
@@ -280,15 +329,19 @@ class Study:
         # 2. choose the fine-tuning lr at γ = 0.04 on validation accuracy
         ft_runs = []
         for lr in ft_lrs:
-            _, stack = self.autoencoder(0.04, ae_lr, a.init)
+            ae, stack = self.autoencoder(0.04, ae_lr, a.init)
             ft_runs.append(self.finetune(f"ft_g0.04_lr{lr:g}_{a.init}",
                                          lambda stack=stack: stack.to_mlp(10, seed=a.seed),
                                          lr, {"density": 0.04, "init": a.init,
-                                              "pretrained": True, "ae_lr": ae_lr}))
+                                              "pretrained": True, "ae_lr": ae_lr,
+                                              **self._ae_extra(ae)}))
         ft_lr = max(ft_runs, key=lambda r: r["best_val_acc"])["lr"]
         log(f"fine-tuning lr chosen on validation accuracy: {ft_lr}")
         self.write("choices", {"ae_lr": ae_lr, "ft_lr": ft_lr, "init": a.init,
-                               "ae_weight_decay": a.ae_weight_decay, "ft_lr_step": a.ft_lr_step,
+                               "ae_weight_decay": a.ae_weight_decay,
+                               "ae_lr_drop": a.ae_lr_drop, "seed": a.seed,
+                               "ft_batch_size": a.ft_batch_size, "pattern": a.pattern,
+                               "ft_lr_step": a.ft_lr_step,
                                "ft_schedule": a.ft_schedule, "ft_dropout": a.ft_dropout,
                                "ft_weight_decay": a.ft_weight_decay,
                                "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
@@ -296,11 +349,11 @@ class Study:
                                "ft_candidates": {r["lr"]: r["best_val_acc"] for r in ft_runs}})
         # 3. every density: pretrained and control
         for density in densities:
-            _, stack = self.autoencoder(density, ae_lr, a.init)
+            ae, stack = self.autoencoder(density, ae_lr, a.init)
             self.finetune(f"ft_g{density:g}_lr{ft_lr:g}_{a.init}",
                           lambda stack=stack: stack.to_mlp(10, seed=a.seed), ft_lr,
                           {"density": density, "init": a.init, "pretrained": True,
-                           "ae_lr": ae_lr})
+                           "ae_lr": ae_lr, **self._ae_extra(ae)})
             if not a.no_control:
                 # the dense control is kept: --prune-compare prunes it
                 self.finetune(f"control_g{density:g}_lr{ft_lr:g}_{a.init}",
@@ -319,8 +372,9 @@ class Study:
         log("study complete")
 
 
-def report(out_dir=OUT_DIR, markdown=False):
+def report(out_dir=OUT_DIR, markdown=False, ae_dir=None):
     out_dir = Path(out_dir)
+    ae_dir = Path(ae_dir) if ae_dir else out_dir
     choices_path = out_dir / "choices.json"
     if not choices_path.exists():
         print("no choices.json yet: the learning-rate selection has not finished")
@@ -329,7 +383,9 @@ def report(out_dir=OUT_DIR, markdown=False):
     init, ae_lr, ft_lr = choices["init"], choices["ae_lr"], choices["ft_lr"]
     ae_suffix = ("" if choices["ae_epochs"] == 10 else f"_e{choices['ae_epochs']}") + (
         "" if choices.get("ae_weight_decay", 0.002) == 0.002 else
-        f"_wd{choices['ae_weight_decay']:g}")
+        f"_wd{choices['ae_weight_decay']:g}") + (
+        f"_drop{choices['ae_lr_drop']}" if choices.get("ae_lr_drop") else "") + (
+        f"_s{choices['seed']}" if choices.get("seed") else "")
     print(f"autoencoder {choices['ae_epochs']} epochs lr {ae_lr}; fine-tuning "
           f"{choices['ft_epochs']} epochs lr {ft_lr}; init {init}")
     if markdown:
@@ -340,7 +396,7 @@ def report(out_dir=OUT_DIR, markdown=False):
         print(f"{'γ':>5} | {'MSE (ours)':>10} {'MSE paper':>9} | {'pretrained %':>12} "
               f"{'paper %':>7} | {'control %':>9} | {'AE s/ep':>7} {'FT s/ep':>7}")
     for density in sorted(DENSITIES, reverse=True):
-        ae = out_dir / f"ae_g{density:g}_lr{ae_lr:g}_{init}{ae_suffix}.json"
+        ae = ae_dir / f"ae_g{density:g}_lr{ae_lr:g}_{init}{ae_suffix}.json"
         ft = out_dir / f"ft_g{density:g}_lr{ft_lr:g}_{init}.json"
         ctl = out_dir / f"control_g{density:g}_lr{ft_lr:g}_{init}.json"
         ae, ft, ctl = (json.loads(p.read_text()) if p.exists() else None for p in (ae, ft, ctl))
@@ -363,13 +419,87 @@ def report(out_dir=OUT_DIR, markdown=False):
               f"{ft['train_seconds_per_epoch'] if ft else float('nan'):>7.1f}")
 
 
+def compare(dirs):
+    """Every γ = 0.04 pretrained fine-tuning run in ``dirs``, and the validation choice.
+
+    The choice across configurations is the run with the highest best-epoch validation
+    accuracy (ties: the earlier directory); its test accuracy is the figure to report."""
+    rows = []
+    for d in map(Path, dirs):
+        choices = json.loads((d / "choices.json").read_text()) if (d / "choices.json").exists() \
+            else {}
+        for f in sorted(d.glob("ft_g0.04_*.json")):
+            r = json.loads(f.read_text())
+            ae_mse = r.get("ae_test_mse")
+            if ae_mse is None:   # runs of earlier sittings: the autoencoder JSON beside them
+                suffix = ("" if choices.get("ae_epochs", 10) == 10 else
+                          f"_e{choices['ae_epochs']}") + (
+                    "" if choices.get("ae_weight_decay", 0.002) == 0.002 else
+                    f"_wd{choices['ae_weight_decay']:g}")
+                ae_path = d / f"ae_g0.04_lr{r.get('ae_lr', 0.3):g}_{r['init']}{suffix}.json"
+                ae_mse = json.loads(ae_path.read_text())["test_mse"] if ae_path.exists() else None
+            schedule = r.get("lr_schedule", "step")
+            if schedule == "step":
+                schedule = f"step@{r['lr_step']}" if r.get("lr_step") else "constant"
+            rows.append({"dir": d.name, "run": r["run"], "ae_epochs": r.get(
+                "ae_epochs", choices.get("ae_epochs")), "ae_wd": r.get(
+                "ae_weight_decay", choices.get("ae_weight_decay")), "ae_test_mse": ae_mse,
+                "ft": f"{r['epochs']} ep lr {r['lr']:g} {schedule}"
+                      + (f" wd {r['weight_decay']:g}" if r.get("weight_decay") else "")
+                      + (f" drop {r['dropout']:g}" if r.get("dropout") else "")
+                      + (f" batch {r['batch_size']}" if r.get("batch_size", 100) != 100 else "")
+                      + (f" seed {r['seed']}" if r.get("seed") else ""),
+                "val": r["best_val_acc"], "epoch": r["best_val_epoch"],
+                "test": r["test_acc_at_best_val"], "final_test": r["final_test_acc"]})
+    if not rows:
+        print("no γ = 0.04 fine-tuning runs in", " ".join(map(str, dirs)))
+        return None
+    chosen = max(rows, key=lambda r: r["val"])
+    print("| dir | run | AE epochs | AE wd | AE test MSE | fine-tuning | best val % (epoch) "
+          "| test % at best val | final test % |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mark = " **(chosen)**" if r is chosen else ""
+        mse = f"{r['ae_test_mse']:.2e}" if r["ae_test_mse"] is not None else "-"
+        print(f"| {r['dir']} | {r['run']}{mark} | {r['ae_epochs']} | {r['ae_wd']:g} | {mse} | "
+              f"{r['ft']} | {100 * r['val']:.2f} ({r['epoch']}) | {100 * r['test']:.2f} | "
+              f"{100 * r['final_test']:.2f} |")
+    print(f"validation choice: {chosen['dir']}/{chosen['run']} — val {100 * chosen['val']:.2f} %, "
+          f"test {100 * chosen['test']:.2f} % (best test of all runs: "
+          f"{100 * max(r['test'] for r in rows):.2f} %)")
+    return chosen
+
+
+def ae_stats(paths):
+    """Weight scale and hidden saturation of pretrained autoencoders (.h5), on validation."""
+    import minidnn.data
+    from minidnn.pretraining import load_pretrained
+    x = minidnn.data.load("mnist").val.flatten()
+    print("| autoencoder | weight rms | max abs weight | mean hidden | saturated (< 0.02 or > 0.98) "
+          "| validation MSE |")
+    print("|---|---|---|---|---|---|")
+    for path in paths:
+        unit = load_pretrained(path).units[0]
+        w = unit.params["data"] if "data" in unit.params else unit.params["W"]
+        y = unit.encode(x)
+        print(f"| {Path(path).stem} | {np.sqrt(np.mean(w.astype(np.float64) ** 2)):.3f} | "
+              f"{np.abs(w).max():.2f} | {y.mean():.3f} | {100 * np.mean((y < 0.02) | (y > 0.98)):.1f} % "
+              f"| {unit.reconstruction_error(x):.2e} |")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.ae_stats:
+        ae_stats(args.ae_stats)
+        return 0
+    if args.compare:
+        compare(args.compare)
+        return 0
     if args.report:
-        report(args.out_dir, args.markdown)
+        report(args.out_dir, args.markdown, args.ae_dir)
         return 0
     Study(args).run()
-    report(args.out_dir)
+    report(args.out_dir, ae_dir=args.ae_dir)
     return 0
 
 
