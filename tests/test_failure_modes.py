@@ -121,6 +121,30 @@ def test_a_finite_explosion_of_the_loss_is_divergence():
     assert info.value.epoch == 1 and info.value.batch is None
 
 
+def test_a_trained_model_whose_loss_sits_in_a_few_samples_is_not_called_diverged():
+    """Sitting 16's false stop: fine-tuning a trained net, the epoch's mean loss (carried by
+    a few hard samples) was over 10x the loss of the call's first minibatch (which had none
+    of them). The reference is now the starting loss over ten minibatches' worth of samples.
+    The model barely moves (lr 1e-9), so every epoch's mean equals the starting loss."""
+    n, batch = 2000, 100
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    x = np.where(y[:, None] == 1, 1.0, -1.0).astype(np.float32) * np.ones((n, 2), np.float32)
+    y[::200] = 1 - y[::200]                      # 10 mislabelled samples carry the loss
+    model = md.Sequential([md.Dense(2, 2)], seed=0)
+    model.layers[0].params["W"][...] = [[-20.0, 20.0], [-20.0, 20.0]]
+    model.layers[0].params["b"][...] = 0.0
+    losses = [md.evaluate(model, (x[i:i + batch], y[i:i + batch]))["loss"]
+              for i in range(0, n, batch)]
+    mean = md.evaluate(model, (x, y))["loss"]
+    # the premise: a minibatch without a mislabelled sample is far below a tenth of the mean
+    assert min(losses) < mean / 1000 and mean > 0.1
+    for seed in range(5):                        # the old rule stopped most of these
+        history = train(model, (x, y), 2, batch_size=batch, seed=seed,
+                        optimizer=md.SGD(1e-9))
+        assert len(history.epochs) == 2
+
+
 def test_divergence_rolls_the_model_back_to_the_last_good_epoch(tmp_path):
     data = toy_problem()
     model, reference = relu_net(), relu_net()
@@ -272,7 +296,9 @@ def test_drop_last_trains_on_full_batches_only_and_says_so():
         loss = CountingLoss()
         md.fit(relu_net(), (x, y), epochs=1, batch_size=32, drop_last=drop_last, loss=loss,
                optimizer=md.SGD(0.1), progress=False, log=lines.append)
-        assert loss.batches == batches, f"drop_last={drop_last}"
+        # first the starting loss of the divergence rule (evaluation mode, every sample
+        # here: 10 batches' worth is more than 70), then the training minibatches
+        assert loss.batches == [32, 32, 6] + batches, f"drop_last={drop_last}"
     assert sum("skips its short last batch (6 of 70" in line for line in lines) == 1
     with pytest.raises(ValueError, match="no full batch of 100"):
         train(relu_net(), (x, y), 1, batch_size=100, drop_last=True)
