@@ -14,9 +14,14 @@ each term is an addition or a subtraction of an input, and the scale s_l is
 applied once per output. The gemm path trades that for BLAS's throughput: it
 multiplies by the codes expanded to float32 ±1 and 0, one product a layer.
 
-Three paths (``choose_path`` picks one by batch size and code density):
+Four paths (``choose_path`` picks one by batch size and code density):
 
-* **rows** (small batches, ``ternary_net_rows_kernel``): one sample at a time;
+* **lut** (batches < ``GEMM_FROM_BATCH`` where the CPU has AVX2;
+  ``minidnn.kernels.ternary_lut``): subset-sum tables of the inputs three at a
+  time, looked up 8 outputs an instruction from the codes packed as bytes;
+  additions only, about a quarter of the rows kernel's instructions a weight.
+
+* **rows** (small batches without AVX2, ``ternary_net_rows_kernel``): one sample at a time;
   for each input i with h_i ≠ 0 (zero inputs, e.g. MNIST's background, are
   skipped), the int8 code row c_i (1 byte a weight, a quarter of float32)
   selects +h_i, −h_i or 0 for every output, and the selects vectorise across
@@ -83,7 +88,7 @@ GEMM_FROM_BATCH = 8
 COLUMNS_FROM_BATCH = 48
 #: above this fraction of nonzero codes the gemm path is kept at every batch ≥ 8
 GEMM_ABOVE_DENSITY = 0.35
-PATHS = ("auto", "rows", "columns", "gemm")
+PATHS = ("auto", "rows", "columns", "gemm", "lut")
 
 _F = np.float32
 # Cephes expf: exp(t) = 2^n · p(r), n = round(t·log2 e), r = t − n·ln 2 (ln 2 split in two)
@@ -499,11 +504,11 @@ def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
 # -- public ------------------------------------------------------------------------------------
 
 def choose_path(batch: int, plan: TernaryNetPlan) -> str:
-    """The path ``ternary_net_forward(path="auto")`` takes: rows below
-    ``GEMM_FROM_BATCH``; then gemm, except for sparse codes (nonzero fraction
+    """The path ``ternary_net_forward(path="auto")`` takes: lut below
+    ``GEMM_FROM_BATCH`` (rows where the CPU lacks AVX2); then gemm, except for sparse codes (nonzero fraction
     ≤ ``GEMM_ABOVE_DENSITY``) from ``COLUMNS_FROM_BATCH`` on, which take columns."""
     if batch < GEMM_FROM_BATCH:
-        return "rows"
+        return "lut" if ternary_lut.LUT_AVAILABLE else "rows"
     if batch >= COLUMNS_FROM_BATCH and plan.nonzero_fraction <= GEMM_ABOVE_DENSITY:
         return "columns"
     return "gemm"
@@ -511,7 +516,7 @@ def choose_path(batch: int, plan: TernaryNetPlan) -> str:
 
 def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan, path: str = "auto") -> np.ndarray:
     """The net's output for x (batch, n_0) → (batch, n_L) float32. ``path``: "auto"
-    (``choose_path``), or force "rows", "columns" (one kernel call each) or "gemm"."""
+    (``choose_path``), or force "rows", "columns", "lut" (one kernel call each) or "gemm"."""
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     x = np.asarray(x)
@@ -525,6 +530,8 @@ def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan, path: str = "auto")
         path = choose_path(x.shape[0], plan)
     if path == "gemm":
         return ternary_net_gemm_forward(x, plan)
+    if path == "lut":
+        return ternary_lut.lut_net_forward(x, ternary_lut.lut_plan_for(plan))
     out = np.empty((x.shape[0], int(plan.sizes[-1])), dtype=np.float32)
     if path == "rows":
         ternary_net_rows_kernel(x, plan.sizes, plan.codes, plan.code_ptr, plan.scales,
@@ -534,3 +541,7 @@ def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan, path: str = "auto")
                                    plan.acts, plan.out_ptr, plan.plus_ptr, plan.plus_index,
                                    plan.minus_ptr, plan.minus_index, out)
     return out
+
+
+# at the end: ternary_lut imports this module's activations (either may be imported first)
+from . import ternary_lut  # noqa: E402

@@ -33,6 +33,8 @@ class FusedTernaryNet:
     def __init__(self, plan: tn.TernaryNetPlan, input_shape=None):
         self.plan = plan
         self.input_shape = input_shape
+        if tn.ternary_lut.LUT_AVAILABLE:       # the lut path's code bytes, built once here
+            tn.ternary_lut.lut_plan_for(plan)
 
     @classmethod
     def from_model(cls, model) -> "FusedTernaryNet":
@@ -66,8 +68,9 @@ class FusedTernaryNet:
     def forward(self, x: np.ndarray, path: str = "auto") -> np.ndarray:
         """Output (batch, classes) float32 for x (batch, features) or images (flattened).
 
-        ``path`` (``minidnn.kernels.ternary_net.choose_path`` when "auto"): "rows"
-        (one sample at a time, small batches), "columns" (add-only, batch-inner;
+        ``path`` (``minidnn.kernels.ternary_net.choose_path`` when "auto"): "lut"
+        (subset-sum tables, one sample at a time, batches < 8 on AVX2 CPUs), "rows"
+        (one sample at a time, small batches without AVX2), "columns" (add-only, batch-inner;
         sparse codes at large batches) or "gemm" (per layer, the codes expanded into
         a float32 scratch of one layer for a BLAS product, made in the call and
         dropped after it; the other batches ≥ 8)."""
