@@ -5,9 +5,11 @@ ternary weights (Δ = 2^0). Three forwards of the *same* weights are timed:
 
 * ``ternary``: ``minidnn.quantization.FusedTernaryNet`` (``minidnn.kernels.ternary_net``),
   the path it picks itself (``choose_path``, recorded as ``path_auto``): at
-  batch < 8 "rows", one kernel call, one sample at a time over int8 code rows
-  (zero inputs skipped), additions and subtractions selected by the codes,
-  one scale g·Δ per output; from batch 8 on "gemm", except for sparse codes
+  batch < 8 "lut" (``minidnn.kernels.ternary_lut``; "rows" on a CPU without AVX2),
+  one kernel call, one sample at a time: subset sums of the inputs three at a
+  time, looked up 8 outputs an instruction from the codes packed as bytes
+  (additions only; all-zero groups of inputs skipped), one scale g·Δ per output;
+  from batch 8 on "gemm", except for sparse codes
   (≤ 35 % nonzero) from batch 48 on, "columns" (add-only, batch-inner). gemm: per layer the
   int8 codes expanded into a float32 scratch of one layer made in the call,
   whole-batch-zero input columns dropped, one BLAS product, s·z + b and σ in one pass;
@@ -38,7 +40,7 @@ reporting the median of the per-pair time ratios float32/ternary (a load spike
 hits both calls of a pair alike) beside each one's median and minimum; results
 in ``discrete_inference_ab.json`` unless --out. Not a speed figure.
 
-``--crossover`` times the three ternary paths forced (``ternary_rows``,
+``--crossover`` times the four ternary paths forced (``ternary_rows``, ``ternary_lut``,
 ``ternary_columns``, ``ternary_gemm``) against ``float32`` at batches 1–256:
 the measurement behind ``GEMM_FROM_BATCH``, ``COLUMNS_FROM_BATCH`` and
 ``GEMM_ABOVE_DENSITY`` (``minidnn.kernels.ternary_net``).
@@ -67,8 +69,9 @@ import _common  # noqa: E402
 
 SIZES = [784, 300, 300, 300, 300, 10]
 IMPLS = ("ternary", "ternary_layers", "float32", "torch")
-CROSSOVER_IMPLS = ("ternary_rows", "ternary_columns", "ternary_gemm", "float32")
-CROSSOVER_BATCHES = [1, 4, 8, 16, 32, 64, 100, 256]
+CROSSOVER_IMPLS = ("ternary_rows", "ternary_lut", "ternary_columns", "ternary_gemm", "float32")
+FORCED_PATHS = CROSSOVER_IMPLS[:-1]
+CROSSOVER_BATCHES = [1, 4, 8, 12, 16, 32, 64, 100, 256]
 
 
 def parse_args():
@@ -78,6 +81,9 @@ def parse_args():
                    help=f"default 1 100; with --crossover {' '.join(map(str, CROSSOVER_BATCHES))}")
     p.add_argument("--ab", action="store_true",
                    help="in-process paired A/B of ternary (auto) vs float32 (for a loaded machine)")
+    p.add_argument("--ab-paths", nargs="+", default=[], choices=["rows", "lut", "columns", "gemm"],
+                   help="with --ab: also time these forced paths in the same pairs (each "
+                        "reported as float32 over it)")
     p.add_argument("--crossover", action="store_true",
                    help="time each ternary path forced (rows, columns, gemm) against float32")
     p.add_argument("--threads", type=int, default=1)
@@ -157,7 +163,7 @@ def worker(args) -> dict:
         model = ternary_model(args.model)
         if args.worker == "float32":
             model = float_twin(model)
-        if args.worker == "ternary" or args.worker in CROSSOVER_IMPLS[:3]:
+        if args.worker == "ternary" or args.worker in FORCED_PATHS:
             from minidnn.quantization import FusedTernaryNet
             net = FusedTernaryNet.from_model(model)
             path = "auto" if args.worker == "ternary" else args.worker.split("_")[1]
@@ -207,6 +213,8 @@ def paired_ab(args):
     for batch in args.batches:
         x = np.ascontiguousarray(x_all[:batch])
         forwards = {"ternary": lambda: net.forward(x), "float32": lambda: twin.forward(x, training=False)}
+        for forced in args.ab_paths:
+            forwards[f"ternary_{forced}"] = lambda forced=forced: net.forward(x, path=forced)
         for f in forwards.values():
             for _ in range(10):
                 f()
@@ -217,16 +225,22 @@ def paired_ab(args):
                 f()
                 times[k].append(time.perf_counter() - t0)
         ratios = [f / t for f, t in zip(times["float32"], times["ternary"])]
+        forced_ratios = {f"median_float32_over_{k}": statistics.median(
+            [f / t for f, t in zip(times["float32"], times[k])]) for k in times
+            if k.startswith("ternary_")}
         out["batches"][batch] = {
             "path_auto": net.path_for(batch), "pairs": args.calls,
-            "median_float32_over_ternary": statistics.median(ratios),
+            "median_float32_over_ternary": statistics.median(ratios), **forced_ratios,
             **{f"{k}_median_s": statistics.median(v) for k, v in times.items()},
             **{f"{k}_min_s": min(v) for k, v in times.items()}}
         r = out["batches"][batch]
         print(f"batch {batch:>3} [{r['path_auto']}]: float32/ternary median of pairs "
               f"{r['median_float32_over_ternary']:.2f}x; medians {1e6 * r['ternary_median_s']:.0f} / "
               f"{1e6 * r['float32_median_s']:.0f} µs, minima {1e6 * r['ternary_min_s']:.0f} / "
-              f"{1e6 * r['float32_min_s']:.0f} µs (ternary / float32)", flush=True)
+              f"{1e6 * r['float32_min_s']:.0f} µs (ternary / float32)"
+              + "".join(f"; {k[len('median_float32_over_'):]} {v:.2f}x, median "
+                        f"{1e6 * r[k[len('median_float32_over_'):] + '_median_s']:.0f} µs"
+                        for k, v in forced_ratios.items()), flush=True)
     path = Path(args.out if args.out != str(_common.RESULTS_DIR / "discrete_inference_speed.json")
                 else _common.RESULTS_DIR / "discrete_inference_ab.json")
     _common.write_json(path, out)
@@ -262,6 +276,12 @@ def main():
     from minidnn.quantization import FusedTernaryNet
     fused = FusedTernaryNet.from_model(model)
     results["path_auto"] = {str(b): fused.path_for(b) for b in args.batches}
+    from minidnn.kernels import ternary_lut
+    if ternary_lut.LUT_AVAILABLE:
+        # what the lut path's plan holds beyond the stored weights (its code bytes)
+        results["lut_plan_bytes"] = ternary_lut.lut_plan_for(fused.plan).nbytes
+        print(f"lut path: code bytes of the inference plan {results['lut_plan_bytes']:,} B "
+              f"(int8 codes of the other paths {fused.plan.codes.nbytes:,} B)")
     print(f"weights: ternary {ternary_bytes:,} B vs float32 {float_bytes:,} B "
           f"(ratio 1/{float_bytes / ternary_bytes:.2f}); with biases and gains "
           f"{results['all_stored_bytes']['ternary']:,} B vs {results['all_stored_bytes']['float32']:,} B "
@@ -309,7 +329,7 @@ def main():
         med = {impl: statistics.median(r["median_s"] for r in results["runs"][f"{impl}@{batch}"])
                for impl in impls if f"{impl}@{batch}" in results["runs"]}
         if args.crossover:
-            paths = {i: med[i] for i in CROSSOVER_IMPLS[:3]}
+            paths = {i: med[i] for i in FORCED_PATHS}
             summary[batch] = {"median_s": med, "fastest_path": min(paths, key=paths.get),
                               "path_auto": results["path_auto"][str(batch)],
                               **{f"float32_over_{i}": med["float32"] / med[i] for i in paths}}

@@ -260,8 +260,8 @@ def lut_net_forward_numpy(x: np.ndarray, plan: LutPlan) -> np.ndarray:
 @intrinsic
 def _lut3_layer(typingctx, out, idx, tab, groups, start, n_active, padded):
     """out[j] = Σ_{a < n_active} (T_g[p] − T_g[m]) for j < padded (a multiple of 16),
-    g = groups[a], T_g = tab[8g : 8g + 8], byte = idx[start + g·padded + j]: 16 outputs
-    a pass with two 8-lane accumulators held in registers; T_g[·] for 8 outputs is one
+    g = groups[a], T_g = tab[8g : 8g + 8], byte = idx[start + g·padded + j]: 32 outputs
+    a pass with four 8-lane accumulators held in registers (the last 16 with two); T_g[·] for 8 outputs is one
     ``vpermps`` (llvm.x86.avx2.permps; it reads the low 3 bits of each index lane)."""
     sig = types.void(out, idx, tab, groups, start, n_active, padded)
 
@@ -276,33 +276,43 @@ def _lut3_layer(typingctx, out, idx, tab, groups, start, n_active, padded):
             builder.module, ir.FunctionType(v8f, [v8f, v8i]), "llvm.x86.avx2.permps")
         zero = ir.Constant(v8f, [0.0] * 8)
         shift = ir.Constant(v8i, [GROUP] * 8)
-        acc0 = cgutils.alloca_once(builder, v8f)      # promoted to registers by LLVM
-        acc1 = cgutils.alloca_once(builder, v8f)
 
         def vec_ptr(base, offset, ty):
             return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
 
-        n_passes = builder.udiv(padded_v, ir.Constant(i64, BLOCK))
-        with cgutils.for_range(builder, n_passes) as outer:
-            j = builder.mul(outer.index, ir.Constant(i64, BLOCK))
-            builder.store(zero, acc0)
-            builder.store(zero, acc1)
-            with cgutils.for_range(builder, n_active_v) as inner:
-                g = builder.load(builder.gep(grp_p, [inner.index]))
-                t = builder.load(vec_ptr(tab_p, builder.mul(g, ir.Constant(i64, 8)), v8f),
-                                 align=4)
-                at = builder.add(builder.add(start_v, builder.mul(g, padded_v)), j)
-                for acc, lane in ((acc0, 0), (acc1, 8)):
-                    byte = builder.load(vec_ptr(idx_p, builder.add(at, ir.Constant(i64, lane)),
-                                                v8b), align=1)
-                    wide = builder.zext(byte, v8i)
-                    plus = builder.call(permps, [t, wide])
-                    minus = builder.call(permps, [t, builder.lshr(wide, shift)])
-                    builder.store(builder.fadd(builder.load(acc), builder.fsub(plus, minus)),
-                                  acc)
-            builder.store(builder.load(acc0), vec_ptr(out_p, j, v8f), align=4)
-            builder.store(builder.load(acc1), vec_ptr(out_p, builder.add(j, ir.Constant(i64, 8)),
-                                                      v8f), align=4)
+        def passes(n_regs, first, count):
+            """``count`` passes of 8·n_regs outputs from output ``first``; each
+            output still adds its groups in order (the twin's order)."""
+            accs = [cgutils.alloca_once(builder, v8f) for _ in range(n_regs)]  # → registers
+            with cgutils.for_range(builder, count) as outer:
+                j = builder.add(first, builder.mul(outer.index, ir.Constant(i64, 8 * n_regs)))
+                for acc in accs:
+                    builder.store(zero, acc)
+                with cgutils.for_range(builder, n_active_v) as inner:
+                    g = builder.load(builder.gep(grp_p, [inner.index]))
+                    t = builder.load(vec_ptr(tab_p, builder.mul(g, ir.Constant(i64, 8)), v8f),
+                                     align=4)
+                    at = builder.add(builder.add(start_v, builder.mul(g, padded_v)), j)
+                    for r, acc in enumerate(accs):
+                        byte = builder.load(vec_ptr(idx_p, builder.add(at, ir.Constant(i64, 8 * r)),
+                                                    v8b), align=1)
+                        wide = builder.zext(byte, v8i)
+                        plus = builder.call(permps, [t, wide])
+                        minus = builder.call(permps, [t, builder.lshr(wide, shift)])
+                        builder.store(builder.fadd(builder.load(acc), builder.fsub(plus, minus)),
+                                      acc)
+                for r, acc in enumerate(accs):
+                    builder.store(builder.load(acc),
+                                  vec_ptr(out_p, builder.add(j, ir.Constant(i64, 8 * r)), v8f),
+                                  align=4)
+
+        # 32 outputs a pass (four independent accumulator chains hide the add latency),
+        # then the last 16 when the padded width is an odd multiple of 16
+        n_wide = builder.udiv(padded_v, ir.Constant(i64, 2 * BLOCK))
+        passes(4, ir.Constant(i64, 0), n_wide)
+        passes(2, builder.mul(n_wide, ir.Constant(i64, 2 * BLOCK)),
+               builder.udiv(builder.urem(padded_v, ir.Constant(i64, 2 * BLOCK)),
+                            ir.Constant(i64, BLOCK)))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -377,8 +387,14 @@ def lut_net_forward(x: np.ndarray, plan: LutPlan) -> np.ndarray:
     n0 = int(plan.sizes[0])
     if x.ndim != 2 or x.shape[1] != n0:
         raise ValueError(f"lut_net_forward expects x of shape (batch, {n0}), got {x.shape}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty((x.shape[0], int(plan.sizes[-1])), dtype=np.float32)
+    return lut_net_forward_checked(np.ascontiguousarray(x, dtype=np.float32), plan)
+
+
+def lut_net_forward_checked(x: np.ndarray, plan: LutPlan) -> np.ndarray:
+    """``lut_net_forward`` for a caller that has checked x (C-contiguous float32 of the
+    plan's input width) and ``LUT_AVAILABLE`` (``ternary_net.ternary_net_forward``):
+    at batch 1 the checks are a few µs of a ~20 µs call."""
+    out = np.empty((x.shape[0], plan.sizes[-1]), dtype=np.float32)
     if x.shape[0]:
         lut_net_kernel(x, plan.sizes, plan.plane_ptr, plan.idx_ptr, plan.idx, plan.scales,
                        plan.bias, plan.bias_ptr, plan.acts, out)

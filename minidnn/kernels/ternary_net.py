@@ -531,7 +531,9 @@ def ternary_net_forward(x: np.ndarray, plan: TernaryNetPlan, path: str = "auto")
     if path == "gemm":
         return ternary_net_gemm_forward(x, plan)
     if path == "lut":
-        return ternary_lut.lut_net_forward(x, ternary_lut.lut_plan_for(plan))
+        if not ternary_lut.LUT_AVAILABLE:
+            return ternary_lut.lut_net_forward(x, plan)         # raises: no AVX2
+        return ternary_lut.lut_net_forward_checked(x, ternary_lut.lut_plan_for(plan))
     out = np.empty((x.shape[0], int(plan.sizes[-1])), dtype=np.float32)
     if path == "rows":
         ternary_net_rows_kernel(x, plan.sizes, plan.codes, plan.code_ptr, plan.scales,
