@@ -5,11 +5,11 @@ ternary weights (Δ = 2^0). Three forwards of the *same* weights are timed:
 
 * ``ternary``: ``minidnn.quantization.FusedTernaryNet`` (``minidnn.kernels.ternary_net``),
   the path it picks itself (``choose_path``, recorded as ``path_auto``): at
-  batch < 8 "lut" (``minidnn.kernels.ternary_lut``; "rows" on a CPU without AVX2),
+  batch < 16 "lut" (``minidnn.kernels.ternary_lut``; "rows" below 8 on a CPU without AVX2),
   one kernel call, one sample at a time: subset sums of the inputs three at a
   time, looked up 8 outputs an instruction from the codes packed as bytes
   (additions only; all-zero groups of inputs skipped), one scale g·Δ per output;
-  from batch 8 on "gemm", except for sparse codes
+  then "gemm", except for sparse codes
   (≤ 35 % nonzero) from batch 48 on, "columns" (add-only, batch-inner). gemm: per layer the
   int8 codes expanded into a float32 scratch of one layer made in the call,
   whole-batch-zero input columns dropped, one BLAS product, s·z + b and σ in one pass;

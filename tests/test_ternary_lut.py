@@ -160,12 +160,14 @@ def test_both_study_models_shapes_match_the_float_simulation(density):
 def test_choose_path_takes_lut_below_the_gemm_batch_where_avx2_is_there(monkeypatch):
     rng = np.random.default_rng(60)
     plan = tn.ternary_net_plan(random_layers(rng, [30, 20, 5], ["sigmoid", "identity"]))
-    small = "lut" if tl.LUT_AVAILABLE else "rows"
-    assert [tn.choose_path(b, plan) for b in range(1, tn.GEMM_FROM_BATCH)] == \
-        [small] * (tn.GEMM_FROM_BATCH - 1)
-    assert tn.choose_path(tn.GEMM_FROM_BATCH, plan) == "gemm"
+    assert tn.GEMM_FROM_BATCH < tl.LUT_BELOW_BATCH < tn.COLUMNS_FROM_BATCH
+    small = ["lut" if tl.LUT_AVAILABLE else "rows"] * (tn.GEMM_FROM_BATCH - 1)
+    assert [tn.choose_path(b, plan) for b in range(1, tn.GEMM_FROM_BATCH)] == small
+    assert tn.choose_path(tl.LUT_BELOW_BATCH - 1, plan) == ("lut" if tl.LUT_AVAILABLE else "gemm")
+    assert tn.choose_path(tl.LUT_BELOW_BATCH, plan) == "gemm"
     monkeypatch.setattr(tl, "LUT_AVAILABLE", False)
     assert tn.choose_path(1, plan) == "rows"
+    assert tn.choose_path(tn.GEMM_FROM_BATCH, plan) == "gemm"
     with pytest.raises(RuntimeError, match="AVX2"):
         tn.ternary_net_forward(np.zeros((1, 30), np.float32), plan, path="lut")
 
@@ -181,7 +183,7 @@ def test_avx2_check_follows_numbas_target(monkeypatch):
 
 
 @needs_avx2
-@pytest.mark.parametrize("batch", [1, 4, 7])
+@pytest.mark.parametrize("batch", [1, 4, 7, 15])
 def test_fused_net_takes_the_lut_path_and_equals_the_model_forward(batch):
     rng = np.random.default_rng(70)
     layers = [md.Flatten()]

@@ -26,7 +26,8 @@ of partial sums, with additions only:
   Groups whose three inputs are all zero (MNIST's background) are skipped: their
   T_g is all zeros, and acc + (0 − 0) = acc, so skipping changes no bit.
 * the epilogue z·s + b and f (the ``ternary_net`` sigmoid, ``sigmoid_poly``) as in
-  the other paths; batch > 1 runs sample by sample (this is the batch < 8 path).
+  the other paths; batch > 1 runs sample by sample (``choose_path`` takes it below
+  ``LUT_BELOW_BATCH`` = 16, where it beats the gemm path).
 
 Memory the plan holds beyond the model's stored weights: one byte per (group of 3
 inputs, output padded to a multiple of 16, bit plane), ≈ 2.7 bits per weight and
@@ -78,6 +79,13 @@ def _avx2_target() -> bool:
     except Exception:          # no host feature query on this platform: no AVX2 path
         return False
 
+
+#: ``choose_path`` takes the lut path below this batch size. Its cost grows with the batch
+#: (one pass a sample) where BLAS's does not: in one-process paired A/Bs at 1 thread, under
+#: load (``bench/discrete_inference_speed.py --ab --ab-paths lut gemm rows``), float32 time
+#: over lut / over gemm on the two study models was 2.4–2.5× / 1.4× at batch 8, 1.6–1.7× /
+#: 1.3× at 16 and 1.3–1.4× / 1.3× at 24
+LUT_BELOW_BATCH = 16
 
 #: the lut path runs only where this is True (otherwise ``choose_path`` keeps "rows")
 LUT_AVAILABLE = _avx2_target()

@@ -16,7 +16,7 @@ multiplies by the codes expanded to float32 ±1 and 0, one product a layer.
 
 Four paths (``choose_path`` picks one by batch size and code density):
 
-* **lut** (batches < ``GEMM_FROM_BATCH`` where the CPU has AVX2;
+* **lut** (batches < ``ternary_lut.LUT_BELOW_BATCH`` where the CPU has AVX2;
   ``minidnn.kernels.ternary_lut``): subset-sum tables of the inputs three at a
   time, looked up 8 outputs an instruction from the codes packed as bytes;
   additions only, about a quarter of the rows kernel's instructions a weight.
@@ -505,10 +505,13 @@ def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
 
 def choose_path(batch: int, plan: TernaryNetPlan) -> str:
     """The path ``ternary_net_forward(path="auto")`` takes: lut below
-    ``GEMM_FROM_BATCH`` (rows where the CPU lacks AVX2); then gemm, except for sparse codes (nonzero fraction
+    ``ternary_lut.LUT_BELOW_BATCH`` where the CPU has AVX2, else rows below
+    ``GEMM_FROM_BATCH``; then gemm, except for sparse codes (nonzero fraction
     ≤ ``GEMM_ABOVE_DENSITY``) from ``COLUMNS_FROM_BATCH`` on, which take columns."""
+    if batch < ternary_lut.LUT_BELOW_BATCH and ternary_lut.LUT_AVAILABLE:
+        return "lut"
     if batch < GEMM_FROM_BATCH:
-        return "lut" if ternary_lut.LUT_AVAILABLE else "rows"
+        return "rows"
     if batch >= COLUMNS_FROM_BATCH and plan.nonzero_fraction <= GEMM_ABOVE_DENSITY:
         return "columns"
     return "gemm"

@@ -5,8 +5,9 @@
 activations between them (a leading ``Flatten`` is allowed) and runs its whole
 forward pass in one kernel call of ``minidnn.kernels.ternary_net``: additions
 and subtractions of the inputs selected by the codes, one scale g·Δ per
-output, no per-layer Python; or, at batches ≥ 8 (up to 47 when the codes are
-sparse), one BLAS product a layer on the codes expanded into a float32
+output, no per-layer Python (below batch 16 on AVX2 CPUs through subset-sum
+tables, ``minidnn.kernels.ternary_lut``); or, from batch 16 (8 without AVX2; up to
+47 when the codes are sparse), one BLAS product a layer on the codes expanded into a float32
 scratch of one layer. The model's own ``forward`` (layer by layer) is the reference it is
 tested against.
 
@@ -69,7 +70,7 @@ class FusedTernaryNet:
         """Output (batch, classes) float32 for x (batch, features) or images (flattened).
 
         ``path`` (``minidnn.kernels.ternary_net.choose_path`` when "auto"): "lut"
-        (subset-sum tables, one sample at a time, batches < 8 on AVX2 CPUs), "rows"
+        (subset-sum tables, one sample at a time, batches < 16 on AVX2 CPUs), "rows"
         (one sample at a time, small batches without AVX2), "columns" (add-only, batch-inner;
         sparse codes at large batches) or "gemm" (per layer, the codes expanded into
         a float32 scratch of one layer for a BLAS product, made in the call and
