@@ -38,7 +38,15 @@ the three are compared on a fixed input.
 ``float32`` in ONE process, alternated call by call (--calls pairs per batch),
 reporting the median of the per-pair time ratios float32/ternary (a load spike
 hits both calls of a pair alike) beside each one's median and minimum; results
-in ``discrete_inference_ab.json`` unless --out. Not a speed figure.
+in ``discrete_inference_ab.json`` unless --out. Not a speed figure. ``--paths rows lut
+gemm`` adds those ternary paths, forced, to the pairs (and, without --ab, as more
+implementations ``ternary_<path>`` in their own processes).
+
+Small batches (the lut path), quiet machine:
+
+    python bench/discrete_inference_speed.py --threads 1 --repeats 5 --batches 1 2 4 7 \
+        --paths rows --model .../rr_L6_20_s0_long-max.h5 \
+        --out bench/results/discrete_inference_small_long-max.json
 
 ``--crossover`` times the four ternary paths forced (``ternary_rows``, ``ternary_lut``,
 ``ternary_columns``, ``ternary_gemm``) against ``float32`` at batches 1–256:
@@ -81,9 +89,9 @@ def parse_args():
                    help=f"default 1 100; with --crossover {' '.join(map(str, CROSSOVER_BATCHES))}")
     p.add_argument("--ab", action="store_true",
                    help="in-process paired A/B of ternary (auto) vs float32 (for a loaded machine)")
-    p.add_argument("--ab-paths", nargs="+", default=[], choices=["rows", "lut", "columns", "gemm"],
-                   help="with --ab: also time these forced paths in the same pairs (each "
-                        "reported as float32 over it)")
+    p.add_argument("--paths", nargs="+", default=[], choices=["rows", "lut", "columns", "gemm"],
+                   help="also time these ternary paths forced (ternary_<path>): as more "
+                        "implementations in their own processes, or with --ab in the same pairs")
     p.add_argument("--crossover", action="store_true",
                    help="time each ternary path forced (rows, columns, gemm) against float32")
     p.add_argument("--threads", type=int, default=1)
@@ -213,7 +221,7 @@ def paired_ab(args):
     for batch in args.batches:
         x = np.ascontiguousarray(x_all[:batch])
         forwards = {"ternary": lambda: net.forward(x), "float32": lambda: twin.forward(x, training=False)}
-        for forced in args.ab_paths:
+        for forced in args.paths:
             forwards[f"ternary_{forced}"] = lambda forced=forced: net.forward(x, path=forced)
         for f in forwards.values():
             for _ in range(10):
@@ -254,7 +262,8 @@ def main():
         return
     if args.batches is None:
         args.batches = CROSSOVER_BATCHES if args.crossover else [1, 100]
-    impls = CROSSOVER_IMPLS if args.crossover else IMPLS
+    impls = CROSSOVER_IMPLS if args.crossover else IMPLS + tuple(
+        f"ternary_{p}" for p in args.paths if f"ternary_{p}" not in IMPLS)
     if args.crossover and args.out == str(_common.RESULTS_DIR / "discrete_inference_speed.json"):
         args.out = str(_common.RESULTS_DIR / "discrete_inference_crossover.json")
     if args.ab:

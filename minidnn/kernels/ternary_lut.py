@@ -82,7 +82,7 @@ def _avx2_target() -> bool:
 
 #: ``choose_path`` takes the lut path below this batch size. Its cost grows with the batch
 #: (one pass a sample) where BLAS's does not: in one-process paired A/Bs at 1 thread, under
-#: load (``bench/discrete_inference_speed.py --ab --ab-paths lut gemm rows``), float32 time
+#: load (``bench/discrete_inference_speed.py --ab --paths lut gemm rows``), float32 time
 #: over lut / over gemm on the two study models was 2.4–2.5× / 1.4× at batch 8, 1.6–1.7× /
 #: 1.3× at 16 and 1.3–1.4× / 1.3× at 24
 LUT_BELOW_BATCH = 16
