@@ -151,8 +151,12 @@ def test_both_study_models_shapes_match_the_float_simulation(density):
         assert np.array_equal(got, kernel(x[:batch], plan))
         np.testing.assert_allclose(got, want[:batch], rtol=1e-5, atol=1e-5)
     assert np.array_equal(tl.lut_net_forward_numpy(x[:2], plan), kernel(x[:2], plan))
-    # the code bytes: ⌈n_in/3⌉ × (n_out padded to 16) a layer, one plane (ternary)
+    # the code bytes: ⌈n_in/3⌉ × (n_out padded to 16) a layer, one plane (ternary); the
+    # biases and scales are the TernaryNetPlan's own arrays, not copies
     assert plan.idx.nbytes == 262 * 304 + 3 * 100 * 304 + 100 * 16 == 172_448
+    assert plan.bias is ternary.bias and plan.scales is ternary.scales
+    assert tl.lut_plan_for(ternary) is plan                      # built once
+    assert kernel(x[:0], plan).shape == (0, 10)
 
 
 # -- path choice and the model-level API ----------------------------------------------------------
@@ -179,6 +183,9 @@ def test_avx2_check_follows_numbas_target(monkeypatch):
     assert tl._avx2_target()
     monkeypatch.setattr(numba.config, "CPU_FEATURES", None)
     monkeypatch.setattr(numba.config, "CPU_NAME", "generic")
+    assert not tl._avx2_target()
+    monkeypatch.setattr(numba.config, "CPU_NAME", None)
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
     assert not tl._avx2_target()
 
 

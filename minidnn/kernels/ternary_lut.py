@@ -45,8 +45,8 @@ the same terms are added in another order. In the kernel each term 2^q h_i passe
 through at most N = 2 (table) + 1 (T[p] − T[m]) + G (groups) + (Q − 1) (planes)
 roundings, in the simulation through at most n_in (+1 for the product when |c| is
 not a power of two), so per output, before the scale,
-|Δacc| ≤ (γ_N + γ_{n_in+1})·Σ_i |h_i||c_i| ≤ 2·n_in·ε·Σ_i |h_i||c_i| (ε = 2⁻²⁴,
-γ_n = nε/(1 − nε), G = ⌈n_in/3⌉), and bit for bit when every partial sum is exact
+|Δacc| ≤ (γ_N + γ_{n_in+1})·Σ_i |h_i||c_i| (ε = 2⁻²⁴, γ_n = nε/(1 − nε),
+G = ⌈n_in/3⌉), which is ≤ 2·n_in·ε·Σ_i |h_i||c_i| once n_in ≥ 3(Q + 3), and bit for bit when every partial sum is exact
 (dyadic inputs and biases, identity activations). The tests check both.
 """
 from __future__ import annotations
@@ -63,11 +63,14 @@ from numba.extending import intrinsic
 from .ternary_net import ACTIVATIONS, _activate, _activate_numpy
 
 GROUP = 3           # inputs per table: 2^3 = 8 entries, one AVX2 register of float32
-BLOCK = 16          # outputs per pass of the kernel (two registers of 8)
+BLOCK = 16          # outputs padded to a multiple of this (passes of 32, the last one 16)
 
 
 def _avx2_target() -> bool:
-    """Whether Numba compiles for a CPU with AVX2 (``vpermps``)."""
+    """Whether Numba compiles for a CPU with AVX2 (``vpermps``); never under
+    NUMBA_DISABLE_JIT (an intrinsic has no Python fallback)."""
+    if numba.config.DISABLE_JIT:
+        return False
     features = numba.config.CPU_FEATURES
     if features:
         return "+avx2" in str(features).split(",")
