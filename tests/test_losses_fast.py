@@ -74,3 +74,16 @@ def test_pairwise_sum_is_numpys(n):
     for start in range(0, n, 8192):
         total += _pairwise64(picked, start, min(8192, n - start))
     assert total == a.sum(dtype=np.float64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 50), k=st.integers(1, 12), nan=st.booleans(), seed=st.integers(0, 2**31))
+def test_count_correct_equals_numpy_argmax(n, k, nan, seed):
+    from minidnn.kernels.softmax_xent import count_correct, count_correct_numpy
+    rng = np.random.default_rng(seed)
+    out = rng.integers(-2, 3, size=(n, k)).astype(np.float32)     # ties on purpose
+    if nan:
+        out[rng.random((n, k)) < 0.2] = np.nan
+    labels = rng.integers(0, k, size=n)
+    assert count_correct(out, labels) == count_correct_numpy(out, labels)
+    assert count_correct(np.asfortranarray(out), labels) == count_correct_numpy(out, labels)

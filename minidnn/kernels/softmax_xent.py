@@ -167,3 +167,43 @@ def softmax_cross_entropy(logits: np.ndarray, target: np.ndarray):
     grad = np.exp(logp)
     _finish_grad(grad, target, dtype(1), dtype(n))
     return float(-total / n) + 0.0, grad
+
+
+# -- the training loop's accuracy count ------------------------------------------------
+
+@numba.njit(cache=True)
+def _count_correct(outputs, labels):
+    # Σ_n [argmax_j outputs[n, j] == labels[n]] with np.argmax's rule: the first
+    # maximum, or the first NaN when a row holds one
+    n, k = outputs.shape
+    correct = 0
+    for i in range(n):
+        best = 0
+        m = outputs[i, 0]
+        if m == m:
+            for j in range(1, k):
+                v = outputs[i, j]
+                if v != v:
+                    best = j
+                    break
+                if v > m:
+                    m = v
+                    best = j
+        if best == labels[i]:
+            correct += 1
+    return correct
+
+
+def count_correct_numpy(outputs: np.ndarray, labels: np.ndarray) -> int:
+    """How many rows of ``outputs`` (batch, classes) have their argmax at the label (the twin)."""
+    return int((outputs.argmax(axis=1) == labels).sum())
+
+
+def count_correct(outputs: np.ndarray, labels: np.ndarray) -> int:
+    """``count_correct_numpy`` in one Numba pass (~1 µs where the twin's three NumPy
+    calls take ~10 at batch 100) for C-ordered float logits and integer labels."""
+    if (outputs.dtype in (np.float32, np.float64) and outputs.flags.c_contiguous
+            and labels.dtype.kind in "iu" and outputs.shape[1] > 0
+            and labels.shape == outputs.shape[:1]):
+        return int(_count_correct(outputs, labels))
+    return count_correct_numpy(outputs, labels)
