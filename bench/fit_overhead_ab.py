@@ -1,6 +1,6 @@
 """Paired in-process A/B of sitting 17's cuts to the per-step cost of ``fit`` (issue #11).
 
-    python bench/fit_overhead_ab.py                       # 1 thread, 10,000 images, ~3 min
+    python bench/fit_overhead_ab.py                       # 1 thread, 10,000 images, ~2 min
     python bench/fit_overhead_ab.py --threads 2 --images 50000 --repeats 5
 
 Each cut can be switched back to the code it replaced, in the same process:
