@@ -450,7 +450,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for b in bar:
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                xb = gather.gather_feature_major(x, idx) if feature_major else x[idx]
+                xb = gather.gather_feature_major(x, idx, check=False) if feature_major else x[idx]
                 yb = y[idx]
                 if transform is not None:
                     xb = transform(xb, shuffle_rng)

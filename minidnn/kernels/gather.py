@@ -48,11 +48,13 @@ def applies(x) -> bool:
             and x.dtype in (np.float32, np.float64))
 
 
-def gather_feature_major(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def gather_feature_major(x: np.ndarray, idx: np.ndarray, check: bool = True) -> np.ndarray:
     """x[idx] (idx: in-range row numbers) as a Fortran-ordered (batch, features) array,
-    in one Numba pass, for an ``applies`` x; equals ``gather_feature_major_numpy``."""
+    in one Numba pass, for an ``applies`` x; equals ``gather_feature_major_numpy``.
+    ``check=False`` skips the range check of idx, for a caller whose rows come from a
+    permutation of range(len(x)) (``fit``)."""
     idx = np.ascontiguousarray(idx, dtype=np.intp)
-    if len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
+    if check and len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
         raise IndexError(f"gather_feature_major: row numbers must lie in [0, {len(x)}), got "
                          f"[{idx.min()}, {idx.max()}]")
     out = np.empty((x.shape[1], len(idx)), dtype=x.dtype)
