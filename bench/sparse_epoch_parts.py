@@ -8,6 +8,9 @@ with a timer; whatever is left of the epoch is the fit loop itself (batch gather
 the loss, the divergence checks). ``--clock thread`` (default) reads this thread's CPU
 time, which leaves out the waits for a core on a loaded machine (right at one thread;
 a Numba or BLAS worker thread's time is not counted, so use ``--clock wall`` at two).
+Since sitting 17, ``fit`` gathers the minibatches of a net whose first layer is a
+SparseDense straight into that layer's feature-major layout (``kernels.gather``), so the
+transpose of x that "first layer.forward" used to do is now inside the fit loop's part.
 Best of ``--repeats`` epochs. A diagnosis for issue #11's epoch target, not a speed figure:
 the sparse/dense ratio of the epoch is bounded by what both nets spend outside the
 first layer.

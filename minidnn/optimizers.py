@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.sgd_update import can_fuse, sgd_update
+from .kernels.sgd_update import can_fuse, sgd_update_unchecked
 
 
 class ConstantLR:
@@ -218,8 +218,9 @@ class SGD:
                 v = self.velocity[key] = np.zeros_like(grad)
         if not can_fuse(param, grad, v):
             return False
-        sgd_update(param, grad, v, hyper["lr"], hyper["momentum"], hyper["weight_decay"],
-                   self.momentum_form)
+        # checked just above: skip sgd_update's own checks (a few µs per parameter)
+        sgd_update_unchecked(param, grad, v, hyper["lr"], hyper["momentum"],
+                             hyper["weight_decay"], self.momentum_form)
         return True
 
     def _step_delta(self, key, layer, pname, grad, hyper) -> np.ndarray:

@@ -133,6 +133,8 @@ class SparseDense(Dense):
     """
 
     decay_params = ("data",)
+    #: a Fortran-ordered x is the kernels' layout already (``forward``)
+    fortran_input = True
 
     def __init__(self, in_features: int, out_features: int, density: float = 0.04,
                  pattern: str = "bernoulli", init: str = "fan_in", bias: bool = True,

@@ -22,6 +22,9 @@ from tqdm.auto import tqdm
 
 from . import io
 from .checks import NonFiniteWarning, check_positive_int, describe_nonfinite, nonfinite_arrays
+from .kernels import gather
+from .kernels.softmax_xent import count_correct
+from .layers.reshape import Flatten
 from .layers.normalization import BatchNorm
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
@@ -266,6 +269,18 @@ def _describe_changes(changes: dict) -> str:
 
 # -- the loop ------------------------------------------------------------------------
 
+def _gathers_feature_major(model, x, transform) -> bool:
+    """Whether ``fit`` gathers minibatches Fortran-ordered: when the net's first layer
+    reads them so without a transpose (``Layer.fortran_input``, after a Flatten that
+    leaves 2-D data as it is) and the data are a C-ordered float array of the model's
+    dtype. The same values reach the layer, so the run is the same bit for bit."""
+    if transform is not None or not gather.applies(x) or x.dtype != model.dtype:
+        return False
+    layers = model.layers
+    first = layers[1] if type(layers[0]) is Flatten and len(layers) > 1 else layers[0]
+    return bool(getattr(first, "fortran_input", False))
+
+
 def resolve_drop_last(model, drop_last) -> bool:
     """``drop_last=None`` means: drop the short last batch iff the model has batch norm."""
     if drop_last is None:
@@ -420,6 +435,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
                                epoch + 1, None if batch is None else batch + 1, reason,
                                f"{rolled}; {kept}")
 
+    feature_major = _gathers_feature_major(model, x, transform)
     for epoch in range(start_epoch, epochs):
         good_state = (_snapshot(model), copy.deepcopy(optimizer.state_dict()))
         optimizer.set_epoch(epoch)
@@ -434,7 +450,8 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for b in bar:
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
+                xb = gather.gather_feature_major(x, idx, check=False) if feature_major else x[idx]
+                yb = y[idx]
                 if transform is not None:
                     xb = transform(xb, shuffle_rng)
                 optimizer.begin_step(model)
@@ -447,7 +464,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
                 optimizer.step(model)
                 total_loss += batch_loss * len(idx)
                 if out.ndim == 2 and yb.ndim == 1:
-                    correct += int((out.argmax(axis=1) == yb).sum())
+                    correct += count_correct(out, yb)   # one Numba pass, NumPy's argmax rule
                 if progress and b % 20 == 0:
                     bar.set_postfix(loss=f"{batch_loss:.4f}")
         bar.close()

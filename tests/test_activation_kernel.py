@@ -51,10 +51,9 @@ def test_sigmoid_gradient_kernel_equals_the_twin_bit_for_bit(rows, cols, orders,
     grad = np.asarray(rng.standard_normal((rows, cols)), dtype=np.float32, order=orders[1])
     twin = (1 - y) * y * grad
     got = sigmoid_grad32(y, grad)
-    if got is None:                     # mixed orders (not both 1-row/1-column): the twin
-        assert orders in ("FC", "CF")
-    else:
-        np.testing.assert_array_equal(got, twin)
+    np.testing.assert_array_equal(got, twin)        # mixed orders too: one pass
+    assert got.flags.f_contiguous == y.flags.f_contiguous    # y's memory order
+    assert got.flags.c_contiguous == y.flags.c_contiguous
     layer = md.Sigmoid()
     layer.forward(np.asarray(rng.standard_normal((rows, cols)), np.float32, order=orders[0]))
     np.testing.assert_allclose(layer.backward(grad), (1 - layer._y) * layer._y * grad,

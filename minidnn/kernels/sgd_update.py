@@ -133,3 +133,15 @@ def sgd_update(w: np.ndarray, g: np.ndarray, v: np.ndarray | None, lr, momentum,
     _sgd_update_kernel(
         flat_w, flat_g, flat_v, t(lr), t(momentum), t(weight_decay), bool(weight_decay),
         FORMS[form])
+
+
+def sgd_update_unchecked(w: np.ndarray, g: np.ndarray, v: np.ndarray | None, lr, momentum,
+                         weight_decay, form: str = "caffe") -> None:
+    """``sgd_update`` for a caller that has just checked ``can_fuse(w, g, v)`` and the
+    form (``SGD._fused_step``): the same kernel call without repeating those checks,
+    which cost about as much as the update of a small parameter (a bias)."""
+    t = w.dtype.type
+    flat_w = w.reshape(-1)
+    flat_g = g.reshape(-1) if g.flags.c_contiguous else np.ascontiguousarray(g).reshape(-1)
+    _sgd_update_kernel(flat_w, flat_g, flat_w if v is None else v.reshape(-1), t(lr),
+                       t(momentum), t(weight_decay), bool(weight_decay), FORMS[form])

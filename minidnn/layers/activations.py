@@ -62,15 +62,16 @@ class Sigmoid(Layer):
 
     def backward(self, grad):
         y = self._y
-        if y.flags.f_contiguous and not y.flags.c_contiguous and grad.flags.c_contiguous:
-            # y is Fortran-ordered (after a sparse layer): one copy of grad into that
-            # order makes every pass below contiguous (a mixed-order pass is ~5× slower),
-            # and the result stays in the order the sparse layer transposes for free
-            grad = np.asfortranarray(grad)
         if isinstance(grad, np.ndarray):
-            d = sigmoid_grad32(y, grad)         # float32, one order: one Numba pass
+            # float32: one Numba pass, also when y is Fortran-ordered (after a sparse
+            # layer) and grad C-ordered; the result keeps y's order, which the sparse
+            # layer transposes for free
+            d = sigmoid_grad32(y, grad)
             if d is not None:
                 return d
+        if y.flags.f_contiguous and not y.flags.c_contiguous and grad.flags.c_contiguous:
+            # NumPy's mixed-order passes are ~5× slower: one copy of grad into y's order
+            grad = np.asfortranarray(grad)
         d = 1 - y
         d *= y
         if d.dtype == grad.dtype and d.shape == grad.shape:

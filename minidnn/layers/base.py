@@ -137,6 +137,12 @@ def _checked_backward(backward):
 class Layer(ParamHolder):
     """Base class: a layer without parameters (activations, pooling, ...)."""
 
+    #: True: ``forward`` reads a Fortran-ordered (batch, features) input as it is and
+    #: a C-ordered one costs it a transpose (a CSR layer's feature-major kernels), so
+    #: ``fit`` gathers the minibatches of a net that starts with it in that order
+    #: (``kernels.gather``); the values are the same either way
+    fortran_input = False
+
     def __init_subclass__(cls, **kwargs):
         # The call-order contract (module docstring), for every layer class.
         super().__init_subclass__(**kwargs)
