@@ -2,7 +2,8 @@
 step with sitting 17's convnet paths on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet] [--repeats 20]
-                                 [--threads 1] [--toggle all|stream|relu|pool ...]
+                                 [--threads 1] [--toggle all|stream|relu ...]
+                                 [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
 Toggles (``all``: every one at once, the default):
@@ -10,10 +11,8 @@ Toggles (``all``: every one at once, the default):
 * ``stream``: ``Conv2D.STREAMED``, the channels-last products run a few samples
   at a time from the kept padded input (on) against the whole-batch rows of
   sitting 16 (off);
-* ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu32`` /
-  ``relu_grad32``) against NumPy's ``maximum`` / ``where``;
-* ``pool``: the pooling kernels of sitting 17 against sitting 16's
-  (``layers.pooling.FAST_POOL``).
+* ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu_kernel`` /
+  ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``.
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -36,12 +35,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100)}
-TOGGLES = ("stream", "relu", "pool")
+TOGGLES = ("stream", "relu")
 
 
 def _switches():
     """name -> function(on) that turns one of sitting 17's paths on or off."""
-    from minidnn.layers import activations, pooling
+    from minidnn.layers import activations
     from minidnn.layers.conv import Conv2D
 
     def stream(on):
@@ -50,10 +49,7 @@ def _switches():
     def relu(on):
         activations.RELU_KERNEL = on
 
-    def pool(on):
-        pooling.FAST_POOL = on
-
-    return {"stream": stream, "relu": relu, "pool": pool}
+    return {"stream": stream, "relu": relu}
 
 
 def main(argv=None) -> int:
