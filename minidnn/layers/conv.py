@@ -306,9 +306,17 @@ class Conv2D(Layer):
         * backward: dW_r = Σ_chunks im2row(x_pad[chunk])ᵀ · dY_r[chunk],
                     dx_pad[chunk] = row2im(dY_r[chunk] · W_rᵀ)
 
-        Same products as the whole-batch path, summed over chunks, so the
-        results agree to float rounding (one-thread A/B under load, Cifar10_quick
-        conv2: forward 41 -> 28 ms, input gradient 40 -> 27 ms).
+        At more than one thread the batch is split into one contiguous range of
+        samples per thread (``kernels.workers.split_samples``): each worker runs
+        the serial, GIL-free build of every kernel and BLAS on one thread on
+        its own range, and the partial weight gradients are added at the end,
+        so no thread pool hands work to another (at two threads the
+        whole-batch path alternates Numba's pool and OpenBLAS's, whose idle
+        threads spin: its conv2 cost 145 ms of CPU for ~110 ms of work).
+        Same products as the whole-batch path, summed over chunks and ranges,
+        so the results agree to float rounding. One-process A/Bs under load
+        (``bench/conv_step_ab.py --toggle stream``): about even at one thread
+        (CPU time), less CPU and wall time at two.
         A subclass that overrides a product (holds W otherwise) keeps the
         whole-batch path, which calls its products on the full rows."""
         if not self.STREAMED or self.row_order != "channels_last":
@@ -498,7 +506,10 @@ class Conv2D(Layer):
         against N·OH·OW·kh·kw·C for the products' path: taken only when that
         is not larger (a "same" convolution with O <= C, e.g. Cifar10_quick's
         conv2) and the layer keeps the plain product (a subclass that
-        overrides ``_input_grad`` keeps its own)."""
+        overrides ``_input_grad`` keeps its own). Only on the whole-batch rows
+        path (``STREAMED = False``): streamed layers (``_streamed_applies``)
+        take dx = row2im(dY_r · W_rᵀ) chunk by chunk, which measured as fast
+        as this convolution of dY, chunked or not (one thread, under load)."""
         if self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if type(self)._input_grad is not Conv2D._input_grad or \
