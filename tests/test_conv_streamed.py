@@ -51,7 +51,8 @@ def test_streamed_training_step_equals_the_whole_batch_path(case, rows):
     np.testing.assert_allclose(streamed.forward(x), whole.forward(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", CASES[:2] + CASES[3:4])
+@pytest.mark.parametrize("case", [((2, 4, 5, 5), 3, 3, 1, 1), ((2, 3, 6, 6), 2, 3, 2, 1),
+                                  ((3, 2, 4, 5), 2, (3, 2), 1, (1, 0))])
 def test_streamed_gradients_match_finite_differences(case):
     shape, out_channels, kernel, stride, padding = case
     layer = _pair(shape, out_channels, kernel, stride, padding, np.float64, rows=20)[0]
