@@ -91,3 +91,58 @@ def sigmoid_grad32(y: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
     else:
         return None
     return out
+
+
+# -- ReLU ----------------------------------------------------------------------------
+# One serial pass each way, which the compiler vectorises (the select is
+# branch-free: bitwise | instead of a short-circuit or). The twins are the NumPy
+# expressions ``ReLU`` used before (``layers.activations.relu_numpy`` /
+# ``relu_grad_numpy``), and the kernels give their bits: np.maximum(x, 0) is +0
+# for x = ±0 and NaN for NaN; np.where(y <= 0, 0, grad) passes grad where y is NaN.
+# On a (100, 32, 16, 16) float32 batch (1 thread, under load) the backward took
+# 0.2 ms against np.where's 4.5 ms (it builds a mask first); a parallel build
+# lost at one thread (it hands each call to a worker thread).
+@numba.njit(cache=True)
+def _relu_flat(x, out):
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = v if ((v > 0) | (v != v)) else 0
+
+
+@numba.njit(cache=True)
+def _relu_grad_flat(y, grad, out):
+    for i in range(y.shape[0]):
+        out[i] = 0 if y[i] <= 0 else grad[i]
+
+
+def _flat_pair(*arrays):
+    """The arrays as 1-D views if they are float32/float64 of one dtype, one shape and
+    C-contiguous; None otherwise."""
+    first = arrays[0]
+    if first.dtype not in (np.float32, np.float64):
+        return None
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype != first.dtype or a.shape != first.shape \
+                or not a.flags.c_contiguous:
+            return None
+    return [a.reshape(-1) for a in arrays]
+
+
+def relu_kernel(x: np.ndarray) -> np.ndarray | None:
+    """max(x, 0) in a new array, one pass, for a C-contiguous float32/64 x;
+    None for any other x (the caller then uses the NumPy twin)."""
+    if _flat_pair(x) is None:
+        return None
+    out = np.empty_like(x)
+    _relu_flat(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def relu_grad_kernel(y: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
+    """0 where y <= 0, else grad, in a new array (one pass), for y and grad of one
+    shape and dtype, both C-contiguous float32/64; None otherwise."""
+    if not isinstance(grad, np.ndarray) or _flat_pair(y, grad) is None:
+        return None
+    out = np.empty_like(grad)
+    _relu_grad_flat(y.reshape(-1), grad.reshape(-1), out.reshape(-1))
+    return out

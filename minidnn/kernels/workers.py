@@ -1,0 +1,106 @@
+"""One pool of worker threads for per-sample work that mixes Numba kernels and BLAS.
+
+Why: at two threads a convolution step that calls parallel Numba kernels and
+multi-threaded BLAS in turn runs two thread pools on two cores. OpenBLAS's
+idle workers spin for a while after every call, Numba's workqueue workers
+wait for a core, and each hands work over a hundred times a step: in a
+one-process A/B at two threads (CPU time, under load) Cifar10_quick's conv2
+took 145 ms of CPU for 115 ms of work, and with chunked products (many small
+calls) 1000 ms. The streamed convolution (``layers.conv.Conv2D``) splits the
+batch instead: each worker thread takes a contiguous range of samples and runs
+everything on it itself, Numba kernels in their serial, GIL-free build
+(``serial_nogil``) and BLAS on one thread, so no pool hands work to another
+and idle threads block instead of spinning.
+
+``split_samples(work, N, threads)`` calls ``work(lo, hi, part)`` for
+``threads`` contiguous ranges [lo, hi) of range(N) (``part`` numbers them
+0, 1, ...), in the calling thread when ``threads == 1`` and otherwise on the
+pool, with every BLAS library NumPy uses capped at one thread meanwhile; it
+returns the list of results in part order. The pool starts on first use
+(importing starts no thread) and its threads are daemons.
+"""
+from __future__ import annotations
+
+import threading
+import types
+
+import numba
+
+_pool = None
+_pool_lock = threading.Lock()
+_nogil_builds = {}
+
+
+def serial_nogil(kernel):
+    """The Numba ``kernel`` compiled without ``parallel=True`` and with
+    ``nogil=True`` (same Python source, its own name and on-disk cache), so
+    several Python threads can run it at once. Built on first use."""
+    build = _nogil_builds.get(kernel)
+    if build is None:
+        py_func = kernel.py_func
+        copy = types.FunctionType(py_func.__code__, py_func.__globals__,
+                                  py_func.__name__ + "_nogil", py_func.__defaults__,
+                                  py_func.__closure__)
+        copy.__qualname__ = py_func.__qualname__ + "_nogil"
+        copy.__module__ = py_func.__module__
+        copy.__doc__ = py_func.__doc__
+        fastmath = kernel.targetoptions.get("fastmath", False)
+        build = _nogil_builds[kernel] = numba.njit(cache=True, nogil=True,
+                                                   fastmath=fastmath)(copy)
+    return build
+
+
+def _get_pool():
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="minidnn-worker")
+        return _pool
+
+
+class _one_blas_thread:
+    """Every BLAS library NumPy calls on one thread inside (restored after)."""
+
+    def __enter__(self):
+        from ..threads import _blas_thread_calls
+        self.restore = []
+        for get, set_ in _blas_thread_calls():
+            before = get()
+            if before is not None and before > 1:
+                set_(1)
+                self.restore.append((set_, before))
+        return self
+
+    def __exit__(self, *exc):
+        for set_, before in self.restore:
+            set_(before)
+        return False
+
+
+def ranges(N: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ranges covering range(N), sizes differing by at most one
+    (empty ones dropped)."""
+    parts = max(1, min(int(parts), N)) if N > 0 else 1
+    base, extra = divmod(N, parts)
+    out, lo = [], 0
+    for p in range(parts):
+        hi = lo + base + (1 if p < extra else 0)
+        out.append((lo, hi))
+        lo = hi
+    return [r for r in out if r[1] > r[0]] or [(0, 0)]
+
+
+def split_samples(work, N: int, threads: int) -> list:
+    """[work(lo, hi, part) for each range of ``ranges(N, threads)``], run in parallel."""
+    spans = ranges(N, threads)
+    if len(spans) == 1:
+        return [work(spans[0][0], spans[0][1], 0)]
+    pool = _get_pool()
+    with _one_blas_thread():
+        futures = [pool.submit(work, lo, hi, part) for part, (lo, hi) in enumerate(spans[1:], 1)]
+        first = work(spans[0][0], spans[0][1], 0)        # the calling thread takes a part too
+        return [first] + [f.result() for f in futures]
+
+
+__all__ = ["serial_nogil", "split_samples", "ranges"]
