@@ -54,7 +54,6 @@ def main():
     c1 = plan.codes[plan.code_ptr[1]:plan.code_ptr[2]]
     w1 = np.empty(c1.size, np.float32)
     z1 = np.empty((args.batch, int(plan.sizes[2])), np.float32)
-    bits = np.empty(z1.size, np.int32)
     pieces = {
         "layer 1 GEMM, all columns": lambda: x @ W[0],
         f"layer 1 GEMM, {kept.size} kept columns": lambda: np.matmul(x_kept, W0_kept, out=z),
@@ -64,7 +63,7 @@ def main():
         "layer 2 GEMM": lambda: np.matmul(h1, W[1], out=z1),
         "layer 2 expansion": lambda: tn.expand_codes_kernel(c1, w1),
         "layer 2 epilogue s·z + b, poly σ": lambda: tn.scale_bias_activate_kernel(
-            z1, plan.scales[1], plan.layer_bias(1), tn.SIGMOID, bits),
+            z1, plan.scales[1], plan.layer_bias(1), tn.SIGMOID),
         "layer 2 float32 bias + sigmoid": lambda: sigmoid(z1 + b1),
         "whole forward, gemm path": lambda: tn.ternary_net_forward(x, plan, path="gemm"),
         "whole forward, float32": lambda: twin.forward(x, training=False),

@@ -49,7 +49,10 @@ and a degree-6 polynomial (Cephes ``expf``; Moshier, 1989), with 2^n built
 from its bits, so the loop vectorises (a libm ``exp`` per element would cost
 more than the product). Its relative error against the correctly rounded
 sigmoid is below 4·10⁻⁷ (a few float32 ulp); ``sigmoid_poly_numpy`` is its
-twin, bit for bit.
+twin, bit for bit. The gemm epilogue and the columns kernel run it fused with
+s·z + b in one pass per element (``_affine_activate``, 2^n bitcast in a register,
+error_model="numpy" so the division vectorises); the rows kernel keeps the
+two-pass in-place form (``_sigmoid_poly_inplace``); both give the twin's bits.
 
 NumPy twin of the whole pass: ``ternary_net_forward_numpy``, the float
 simulation of the same codes, s_l·(h_l @ c_l.astype(float32)) + b_l, then
@@ -69,6 +72,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+from .rbm_kernels import _int32_bits_as_float32
 
 IDENTITY, SIGMOID, RELU = 0, 1, 2
 ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
@@ -150,6 +155,36 @@ def _activate(z, bits, act):
         for k in range(z.size):
             if not z[k] > 0:      # NaN passes unchanged, as np.maximum
                 z[k] = z[k] if z[k] != z[k] else np.float32(0)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _sigmoid_poly_scalar(v):
+    """σ(v) for one float32, the same operations as ``sigmoid_poly_numpy`` (so bit for bit
+    its twin), in one pass: 2^n is built from its bits in a register
+    (``_int32_bits_as_float32``) instead of through an int32 scratch and a second loop.
+    Callers need error_model="numpy" so that the division carries no zero-divisor
+    branch (1 + e ≥ 1 never is zero) and loops over it vectorise."""
+    t = -abs(v)
+    if t < _T_MIN:
+        t = _T_MIN
+    n = (t * _LOG2E + _ROUND) - _ROUND
+    r = (t - n * _LN2_HI) - n * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    e = (p * (r * r) + r) + np.float32(1)
+    e = e * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))   # · 2^n
+    numerator = np.float32(1) if v >= 0 else e
+    return numerator / (np.float32(1) + e)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _affine_activate(v, s, b, act):
+    """f(v·s + b) for one float32 (the epilogue of a layer; ``act`` as in ``_activate``)."""
+    z = v * s + b
+    if act == SIGMOID:
+        return _sigmoid_poly_scalar(z)
+    if act == RELU and not z > 0:          # NaN passes unchanged, as np.maximum
+        return z if z != z else np.float32(0)
+    return z
 
 
 def _activate_numpy(z, act):
@@ -347,7 +382,7 @@ def _add_rows(acc, h_t, index, start, stop, sign):
         p += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
                                plus_ptr, plus_index, minus_ptr, minus_index, out):
     """The same net on a batch kept transposed (features × batch) from the first layer
@@ -359,7 +394,6 @@ def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
         width = max(width, sizes[l])
     h_t = np.empty((width, batch), dtype=np.float32)
     z_t = np.empty((width, batch), dtype=np.float32)
-    bits = np.empty(width * batch, dtype=np.int32)
     for i in range(sizes[0]):            # transpose the input once
         for b in range(batch):
             h_t[i, b] = x[b, i]
@@ -373,10 +407,9 @@ def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
             _add_rows(acc, h_t, plus_index, plus_ptr[q], plus_ptr[q + 1], 1)
             _add_rows(acc, h_t, minus_index, minus_ptr[q], minus_ptr[q + 1], -1)
             bj = bias[bias_ptr[l] + j]
-            for b in range(batch):
-                acc[b] = acc[b] * s + bj
-        flat = z_t[:n_out].reshape(n_out * batch)
-        _activate(flat, bits[:n_out * batch], acts[l])
+            act = acts[l]
+            for b in range(batch):          # the epilogue while acc is in L1 (one pass)
+                acc[b] = _affine_activate(acc[b], s, bj, act)
         h_t, z_t = z_t, h_t
     for b in range(batch):
         for j in range(sizes[n_layers]):
@@ -446,16 +479,17 @@ def gather_expand_numpy(h, codes, keep):
     return h[:, keep], codes[keep].astype(np.float32)
 
 
-@numba.njit(cache=True)
-def scale_bias_activate_kernel(z, s, bias, act, bits):
-    """In place on z (batch, n_out) C-contiguous: z ← f(z·s + b), the affine pass, then
-    the activation (``bits``: int32 scratch of z's size)."""
+@numba.njit(cache=True, error_model="numpy")
+def scale_bias_activate_kernel(z, s, bias, act):
+    """In place on z (batch, n_out) C-contiguous: z ← f(z·s + b) in one pass that
+    vectorises (``_affine_activate``: the affine step and the one-pass poly sigmoid
+    fused; ~35 against ~52 µs for the two passes it replaced on a (100, 300) batch,
+    one thread, interleaved, under load). The same operations as the twin, bit for bit."""
     batch, n_out = z.shape
     for b in range(batch):
         row = z[b]
         for j in range(n_out):
-            row[j] = row[j] * s + bias[j]
-    _activate(z.reshape(batch * n_out), bits, act)
+            row[j] = _affine_activate(row[j], s, bias[j], act)
 
 
 def scale_bias_activate_numpy(z, s, bias, act):
@@ -476,7 +510,6 @@ def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
     scratch = np.empty(max(int(plan.sizes[l] * plan.sizes[l + 1])
                            for l in range(plan.n_layers)), dtype=np.float32)
     keep = np.empty(plan.width, dtype=np.int64)
-    bits = np.empty(batch * plan.width, dtype=np.int32)
     for l in range(plan.n_layers):
         n_in, n_out = int(plan.sizes[l]), int(plan.sizes[l + 1])
         codes = plan.layer_codes(l)
@@ -490,8 +523,7 @@ def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
             gather_expand_kernel(h, codes, keep[:n_keep], h_kept, w)
         z = np.empty((batch, n_out), dtype=np.float32)
         np.matmul(h_kept, w, out=z)
-        scale_bias_activate_kernel(z, plan.scales[l], plan.layer_bias(l), plan.acts[l],
-                                   bits[:batch * n_out])
+        scale_bias_activate_kernel(z, plan.scales[l], plan.layer_bias(l), plan.acts[l])
         h = z
     return h
 
