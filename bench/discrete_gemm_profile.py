@@ -46,7 +46,7 @@ def main():
     b1 = [l.params["b"] for l in twin.layers if "W" in l.params][1]
     n0, n1 = int(plan.sizes[0]), int(plan.sizes[1])
     keep = np.empty(n0, np.int64)
-    kept = keep[:tn.nonzero_columns_kernel(x, keep)].copy()
+    kept = keep[:tn.nonzero_columns_kernel(x, keep)[0]].copy()
     x_kept, w_kept = np.empty((args.batch, kept.size), np.float32), np.empty((kept.size, n1), np.float32)
     W0_kept = np.ascontiguousarray(W[0][kept])
     z = np.empty((args.batch, n1), np.float32)
