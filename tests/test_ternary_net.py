@@ -322,6 +322,12 @@ def test_fused_net_keeps_no_float_weights_across_gemm_calls():
     assert net.path_for(32) == "gemm"
     np.testing.assert_allclose(net.forward(x, path="gemm"), model.forward(x, training=False),
                                rtol=1e-5, atol=1e-5)
+    # an MNIST-like sparse input with a zero border: layer 1 takes the sparse-input kernel
+    sparse = x.copy()
+    sparse[sparse < 0.8] = 0
+    sparse[:, :10] = 0
+    np.testing.assert_allclose(net.forward(sparse, path="gemm"),
+                               model.forward(sparse, training=False), rtol=1e-5, atol=1e-5)
     floats = [v for v in list(vars(net).values()) + list(vars(net.plan).values())
               if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
     n_layers = net.plan.n_layers

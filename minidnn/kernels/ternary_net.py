@@ -42,7 +42,23 @@ Three paths (``choose_path`` picks one by batch size and code density):
   are zero for the whole batch (MNIST's border: 276 of 784 pixels at batch 100)
   are dropped first, with their code rows (``nonzero_columns_kernel``,
   ``gather_expand_kernel``): a zero input adds an exact zero, so only the
-  summation order changes.
+  summation order changes. When columns are dropped and the input is also
+  sparse inside the kept ones (at most ``SPARSE_INPUT_DENSITY`` nonzero: MNIST
+  pixels, 28 % at batch 100), the layer skips BLAS, the gather and the
+  expansion: ``sparse_input_product_kernel`` adds, per sample, h_i·c_i over its
+  nonzero inputs only, the int8 code rows converted in registers (layer 1 of
+  the 784-300 net: ~300 against ~430 µs for scan + gather + expansion + GEMM).
+  Nothing float is held between calls: the one-layer scratch lives only inside
+  the call, made at the first layer that needs BLAS on expanded codes, the size
+  of the largest layer from there on (360,000 B for the 300 × 300 layers when
+  layer 1 took the sparse-input kernel; 940,800 B when 784-300 needs it). Sitting
+  16's quiet 0.86× at batch 100 was profiled (``bench/discrete_gemm_profile.py``):
+  no page faults per call (0.00 in both forwards), the expansions ~25 µs a
+  300 × 300 layer and ~60 µs gather + expansion for layer 1, the epilogue 55
+  against float32's 45 µs a layer (its division had stayed scalar). Panels of
+  64 output columns into a small reused buffer were slower (1.66 against
+  1.26 ms: BLAS repacks h for every panel) and OpenBLAS then sums some
+  outputs in another order, which would break the bit-identity rule below.
 
 The sigmoid inside the kernels is ``sigmoid_poly``: exp by range reduction
 and a degree-6 polynomial (Cephes ``expf``; Moshier, 1989), with 2^n built
@@ -63,8 +79,10 @@ sum is exact (dyadic inputs, identity activations), which the tests check.
 The gemm path makes the twin's own BLAS call on the same float32 operands when
 no input column is dropped, so it is then bit for bit equal to the twin on any
 input (the poly sigmoid included); when columns are dropped, BLAS blocks the
-shorter sum differently and the bound above holds (bit for bit again on
-dyadic inputs).
+shorter sum differently, or the sparse-input kernel sums in ascending input
+order, and the bound above holds (bit for bit again on dyadic inputs). The
+sparse-input kernel is bit for bit its own twin, ``sparse_input_product_numpy``
+(the same ascending sum), on any input.
 """
 from __future__ import annotations
 
@@ -594,9 +612,9 @@ def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
         if n_keep < n_in and entries <= SPARSE_INPUT_DENSITY * batch * n_keep:
             sparse_input_product_kernel(h, codes, z, keep)      # keep: free as scratch now
         else:
-            if scratch is None:
+            if scratch is None:      # the largest of this and the later layers only
                 scratch = np.empty(max(int(plan.sizes[k] * plan.sizes[k + 1])
-                                       for k in range(plan.n_layers)), dtype=np.float32)
+                                       for k in range(l, plan.n_layers)), dtype=np.float32)
             w = scratch[:n_keep * n_out].reshape(n_keep, n_out)
             if n_keep == n_in:
                 h_kept = h
