@@ -8,7 +8,7 @@ ternary weights (Δ = 2^0). Three forwards of the *same* weights are timed:
   batch < 8 "rows", one kernel call, one sample at a time over int8 code rows
   (zero inputs skipped), additions and subtractions selected by the codes,
   one scale g·Δ per output; from batch 8 on "gemm", except for sparse codes
-  (≤ 35 % nonzero) from batch 48 on, "columns" (add-only, batch-inner). gemm: per layer
+  (≤ 35 % nonzero) from batch 32 on, "columns" (add-only, batch-inner). gemm: per layer
   whole-batch-zero input columns found; a sparse input (MNIST pixels) added straight
   from the int8 codes over each sample's nonzero inputs; otherwise the codes expanded
   into a float32 scratch of one layer made in the call, the zero columns dropped, one

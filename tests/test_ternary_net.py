@@ -319,7 +319,7 @@ def test_fused_net_keeps_no_float_weights_across_gemm_calls():
     model = ternary_mlp()
     net = FusedTernaryNet.from_model(model)
     x = np.random.default_rng(10).random((32, 49)).astype(np.float32)
-    assert net.path_for(32) == "gemm"
+    assert net.path_for(tn.GEMM_FROM_BATCH) == "gemm"
     np.testing.assert_allclose(net.forward(x, path="gemm"), model.forward(x, training=False),
                                rtol=1e-5, atol=1e-5)
     # an MNIST-like sparse input with a zero border: layer 1 takes the sparse-input kernel

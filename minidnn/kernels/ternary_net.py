@@ -100,10 +100,13 @@ ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
 # bench/README.md): rows is fastest below batch 8 on both study models; from 8 on, gemm
 # on the 57.5 %-nonzero model at every batch (columns 1.6–2.9× slower), and on the
 # 25 %-nonzero model gemm up to batch 32, columns from 100 (cost ∝ the nonzero codes).
+# Sitting 17 (one-pass epilogues, the sparse-input layer 1; paths forced in one process,
+# interleaved, under load): on the 25 % model columns against gemm 372/327 µs at batch 16,
+# 424/425 at 24, 438/536 at 32, 536/736 at 48 (minima), so columns from 32 on.
 #: below this batch size ``ternary_net_forward`` runs one sample at a time (rows)
 GEMM_FROM_BATCH = 8
 #: nets with at most ``GEMM_ABOVE_DENSITY`` nonzero codes take the columns kernel from here
-COLUMNS_FROM_BATCH = 48
+COLUMNS_FROM_BATCH = 32
 #: above this fraction of nonzero codes the gemm path is kept at every batch ≥ 8
 GEMM_ABOVE_DENSITY = 0.35
 #: inside the gemm path, a layer whose input has whole-batch-zero columns and at most this

@@ -5,7 +5,7 @@
 activations between them (a leading ``Flatten`` is allowed) and runs its whole
 forward pass in one kernel call of ``minidnn.kernels.ternary_net``: additions
 and subtractions of the inputs selected by the codes, one scale g·Δ per
-output, no per-layer Python; or, at batches ≥ 8 (up to 47 when the codes are
+output, no per-layer Python; or, at batches ≥ 8 (up to 31 when the codes are
 sparse), one BLAS product a layer on the codes expanded into a float32
 scratch of one layer, except for a sparse input with whole-batch-zero columns
 (MNIST pixels), which is added straight from the int8 codes. The model's own
