@@ -11,18 +11,26 @@ for optimisation on a loaded machine, not a speed figure):
   there now);
 * a 300 × 300 layer: its GEMM, the int8 → float32 expansion, the one-pass fused
   epilogue, sitting 16's two-pass epilogue, and float32's bias + sigmoid;
-* whole forwards: the gemm path, float32, and three variants kept here as
-  evidence: sitting 16's gemm path (rebuilt from the same kernels with its
-  two-pass epilogue and no sparse-input kernel), the gemm path with the
-  one-layer scratch held across calls instead of made in the call, and the
-  codes expanded in panels of 64 output columns into a small reused buffer,
-  one BLAS call a panel;
+* whole forwards: the gemm path, float32, and variants kept here as evidence:
+  sitting 16's gemm path (rebuilt from the same kernels with its two-pass
+  epilogue and no sparse-input kernel), and sitting 16's layers (BLAS on
+  every layer) with the new epilogue and the one-layer scratch made in the
+  call, held across calls, or replaced by panels of 64 output columns expanded
+  into a small reused buffer, one BLAS call a panel;
 * minor page faults per call of each whole forward (getrusage), which says
   whether the per-call scratch costs first-touch faults;
 * agreement over the whole MNIST test set (batches of --batch): the gemm path
   against sitting 16's and against the twin, max |Δ| and labels that differ.
 
     python bench/discrete_gemm_profile.py --model /work/artifacts/issue9/models/rr_L6_20_s0_long-mse.h5
+    python bench/discrete_gemm_profile.py --sparse-crossover --model ... --out ...   # layer 1 only
+
+``--sparse-crossover``: layer 1 alone, scan + gather + expansion + BLAS against
+scan + ``sparse_input_product_kernel``, on MNIST batches 8–256 and on random
+zero patterns of density 0.15, 0.30, 0.45 at batch 100 (the measurement behind
+``SPARSE_INPUT_DENSITY``). The whole-forward section also checks, on a dense
+input (no column dropped), that the gemm path is bit for bit the twin and
+whether the panel variant is.
 """
 from __future__ import annotations
 
@@ -91,8 +99,9 @@ def _expand_panel(codes, keep, n_keep, j0, j1, w):
 
 
 def _variant_forward(tn, x, plan, held=None, panel=None):
-    """The sitting-16 layer loop with the new epilogue and either the one-layer
-    scratch ``held`` across calls or the codes expanded ``panel`` columns at a time."""
+    """The sitting-16 layer loop (BLAS on every layer) with the new epilogue and the
+    one-layer scratch made in the call, or ``held`` across calls, or the codes
+    expanded ``panel`` columns at a time into a small reused buffer."""
     h, batch = x, x.shape[0]
     keep = np.empty(plan.width, dtype=np.int64)
     for l in range(plan.n_layers):
@@ -101,10 +110,13 @@ def _variant_forward(tn, x, plan, held=None, panel=None):
         n_keep = tn.nonzero_columns_kernel(h, keep)[0]
         z = np.empty((batch, n_out), dtype=np.float32)
         if panel is None:
-            w = held[:n_keep * n_out].reshape(n_keep, n_out)
+            scratch = held if held is not None else np.empty(
+                max(int(plan.sizes[k] * plan.sizes[k + 1]) for k in range(plan.n_layers)),
+                dtype=np.float32)
+            w = scratch[:n_keep * n_out].reshape(n_keep, n_out)
             if n_keep == n_in:
                 h_kept = h
-                tn.expand_codes_kernel(plan.codes[plan.code_ptr[l]:plan.code_ptr[l + 1]], held)
+                tn.expand_codes_kernel(plan.codes[plan.code_ptr[l]:plan.code_ptr[l + 1]], scratch)
             else:
                 h_kept = np.empty((batch, n_keep), dtype=np.float32)
                 tn.gather_expand_kernel(h, codes, keep[:n_keep], h_kept, w)
@@ -121,6 +133,57 @@ def _variant_forward(tn, x, plan, held=None, panel=None):
     return h
 
 
+def sparse_crossover(tn, plan, repeats):
+    """Layer 1 (784 → 300): scan + gather + expansion + BLAS against scan + the sparse-input
+    kernel, on MNIST batches of 8–256 and on random zero patterns (a 200-pixel zero border,
+    then each pixel nonzero with probability d) at batch 100."""
+    codes = plan.layer_codes(0)
+    n0, n1 = codes.shape
+    test_x = np.ascontiguousarray(_common.load_splits("mnist").test.flatten()[:256], np.float32)
+    rng = np.random.default_rng(0)
+    cases = [(f"mnist batch {b}", np.ascontiguousarray(test_x[:b])) for b in (8, 16, 32, 64, 100, 256)]
+    for d in (0.15, 0.3, 0.45):
+        xr = rng.random((100, n0)).astype(np.float32)
+        xr[rng.random(xr.shape) > d] = 0
+        xr[:, :200] = 0
+        cases.append((f"random density {d}, batch 100", xr))
+    rows = {}
+    for name, x in cases:
+        batch = x.shape[0]
+        keep, index = np.empty(n0, np.int64), np.empty(n0, np.int64)
+        z = np.empty((batch, n1), np.float32)
+
+        def blas():
+            n_keep = tn.nonzero_columns_kernel(x, keep)[0]
+            x_kept, w = np.empty((batch, n_keep), np.float32), np.empty((n_keep, n1), np.float32)
+            tn.gather_expand_kernel(x, codes, keep[:n_keep], x_kept, w)
+            np.matmul(x_kept, w, out=z)
+
+        def sparse():
+            tn.nonzero_columns_kernel(x, keep)
+            tn.sparse_input_product_kernel(x, codes, z, index)
+        fs = {"blas": blas, "sparse": sparse}
+        for f in fs.values():
+            f()
+        t = {k: [] for k in fs}
+        for it in range(max(20, repeats * 20 // batch)):
+            for k in (list(fs) if it % 2 else list(fs)[::-1]):
+                t0 = time.perf_counter()
+                fs[k]()
+                t[k].append(time.perf_counter() - t0)
+        n_keep, entries = tn.nonzero_columns_kernel(x, keep)
+        rows[name] = {"kept_columns": int(n_keep), "nonzero_fraction_of_kept": entries / (batch * n_keep),
+                      "blas_min_us": 1e6 * min(t["blas"]), "sparse_min_us": 1e6 * min(t["sparse"]),
+                      "blas_over_sparse_of_minima": min(t["blas"]) / min(t["sparse"]),
+                      "blas_over_sparse_of_medians": statistics.median(t["blas"]) / statistics.median(t["sparse"])}
+        r = rows[name]
+        print(f"{name:30s} kept {n_keep:3d}, nonzero {r['nonzero_fraction_of_kept']:.3f} of kept: "
+              f"BLAS {r['blas_min_us']:6.0f} µs, sparse {r['sparse_min_us']:6.0f} µs (minima), "
+              f"BLAS/sparse {r['blas_over_sparse_of_minima']:.2f}x (medians {r['blas_over_sparse_of_medians']:.2f}x)",
+              flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -128,6 +191,9 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--out", default=str(_common.RESULTS_DIR / "discrete_gemm_profile.json"))
+    p.add_argument("--sparse-crossover", action="store_true",
+                   help="only layer 1: BLAS on the kept columns against the sparse-input kernel "
+                        "over batches and input densities (the measurement behind SPARSE_INPUT_DENSITY)")
     args = p.parse_args()
     from threadpoolctl import threadpool_limits
     threadpool_limits(args.threads)
@@ -140,6 +206,14 @@ def main():
     x = np.ascontiguousarray(_common.load_splits("mnist").test.flatten()[:args.batch], np.float32)
     model = ternary_model(args.model)
     twin, plan = float_twin(model), FusedTernaryNet.from_model(model).plan
+    if args.sparse_crossover:
+        rows = sparse_crossover(tn, plan, args.repeats)
+        _common.write_json(Path(args.out), {
+            "machine": _common.machine_info(), "model": args.model, "threads": args.threads,
+            "note": "one process, interleaved, likely under load: a guide, not a speed figure",
+            "sparse_input_density": tn.SPARSE_INPUT_DENSITY, "cases": rows})
+        print(f"wrote {args.out}")
+        return
     W = [l.params["W"] for l in twin.layers if "W" in l.params]
     b1 = [l.params["b"] for l in twin.layers if "W" in l.params][1]
     n0, n1 = int(plan.sizes[0]), int(plan.sizes[1])
@@ -162,6 +236,8 @@ def main():
         "whole forward, gemm path": lambda: tn.ternary_net_forward(x, plan, path="gemm"),
         "whole forward, float32": lambda: twin.forward(x, training=False),
         "whole forward, sitting 16's gemm path": lambda: _sitting16_forward(tn, x, plan),
+        "whole forward, s16 layers + new epilogue, scratch per call": lambda: _variant_forward(
+            tn, x, plan),
         "whole forward, s16 layers + new epilogue, scratch held": lambda: _variant_forward(
             tn, x, plan, held=held),
         f"whole forward, s16 layers + new epilogue, panels of {PANEL}": lambda: _variant_forward(
@@ -187,6 +263,13 @@ def main():
     ref = tn.ternary_net_forward_numpy(x, plan)
     agreement = {k: float(np.abs(f() - ref).max()) for k, f in whole.items()}
     s16 = _sitting16_forward(tn, x, plan)
+    dense_x = np.random.default_rng(1).uniform(0.1, 1, x.shape).astype(np.float32)  # no zero column
+    panel_bits = bool(np.array_equal(_variant_forward(tn, dense_x, plan, panel=panel),
+                                     tn.ternary_net_forward_numpy(dense_x, plan)))
+    full_bits = bool(np.array_equal(tn.ternary_net_forward(dense_x, plan, path="gemm"),
+                                    tn.ternary_net_forward_numpy(dense_x, plan)))
+    print(f"no column dropped (dense input): bit for bit the twin: gemm path {full_bits}, "
+          f"panels of {PANEL} {panel_bits}")
     vs_s16 = {k: float(np.abs(f() - s16).max()) for k, f in whole.items()}
     faults = {}
     for k, f in whole.items():
@@ -232,7 +315,9 @@ def main():
                   k: statistics.median(a / b for a, b in zip(f32, times[k])) for k in whole},
               "whole_max_abs_difference_vs_twin": agreement,
               "whole_max_abs_difference_vs_sitting16_gemm_path": vs_s16,
-              "whole_minor_page_faults_per_call": faults, "test_set_agreement": test_set}
+              "whole_minor_page_faults_per_call": faults, "test_set_agreement": test_set,
+              "dense_input_bit_identical_to_twin": {"gemm path": full_bits,
+                                                    f"panels of {PANEL}": panel_bits}}
     for k, v in result["pieces_us"].items():
         extra = ""
         if k in whole:
