@@ -10,16 +10,18 @@ ternary weights (Δ = 2^0). Three forwards of the *same* weights are timed:
   time, looked up 8 outputs an instruction from the codes packed as bytes
   (additions only; all-zero groups of inputs skipped), one scale g·Δ per output;
   then "gemm", except for sparse codes
-  (≤ 35 % nonzero) from batch 48 on, "columns" (add-only, batch-inner). gemm: per layer the
-  int8 codes expanded into a float32 scratch of one layer made in the call,
-  whole-batch-zero input columns dropped, one BLAS product, s·z + b and σ in one pass;
+  (≤ 35 % nonzero) from batch 32 on, "columns" (add-only, batch-inner). gemm: per layer
+  whole-batch-zero input columns found; a sparse input (MNIST pixels) added straight
+  from the int8 codes over each sample's nonzero inputs; otherwise the codes expanded
+  into a float32 scratch of one layer made in the call, the zero columns dropped, one
+  BLAS product; then s·z + b and σ in one pass;
 * ``ternary_layers``: the per-layer reference path, ``DiscreteDense`` with
   ``inference="kernel"`` (the ``quantized_matmul`` add/subtract kernel) and
   separate ``Sigmoid`` layers;
 * ``float32``: minidnn ``Dense`` layers holding W = g·c·Δ as float32 (BLAS);
 * ``torch``: ``torch.nn.Linear`` float32 with the same W, under ``no_grad``.
 
-At batch 1 and 100. Each (implementation, batch) is run in its own clean
+At batches 1, 32, 100 and 256 (--batches). Each (implementation, batch) is run in its own clean
 subprocess with every thread pool capped at --threads; the repeats are
 interleaved (ternary, float32, torch, ternary, …) so a load change hits all
 of them alike; each run reports the median seconds per forward over --calls
@@ -33,11 +35,18 @@ the three are compared on a fixed input.
     python bench/discrete_inference_speed.py --memory-only --model ...  # bytes only
     python bench/discrete_inference_speed.py --crossover --model ...    # each path forced
     python bench/discrete_inference_speed.py --ab --model ...           # one process, under load
+    python bench/discrete_inference_speed.py --against 656f509 --model ...  # + that commit's ternary
+
+``--against COMMIT`` adds ``ternary@COMMIT``: the same ``ternary`` worker run from
+that commit's tree (``git archive`` into a temporary folder, its own PYTHONPATH),
+in its own clean subprocess, interleaved with the others: a before/after of the
+ternary kernels in the same run as float32 and torch.
 
 ``--ab`` is the guide for a loaded machine: ``ternary`` (auto path) and
-``float32`` in ONE process, alternated call by call (--calls pairs per batch),
-reporting the median of the per-pair time ratios float32/ternary (a load spike
-hits both calls of a pair alike) beside each one's median and minimum; results
+``float32`` in ONE process, alternated call by call (--calls pairs per batch,
+the order within a pair alternating), reporting the median of the per-pair time
+ratios float32/ternary (a load spike hits both calls of a pair alike) and the
+ratio of the minima, beside each one's median and minimum; results
 in ``discrete_inference_ab.json`` unless --out. Not a speed figure. ``--paths rows lut
 gemm`` adds those ternary paths, forced, to the pairs (and, without --ab, as more
 implementations ``ternary_<path>`` in their own processes).
@@ -97,6 +106,8 @@ def parse_args():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--calls", type=int, default=300, help="timed forwards per run (batch 1)")
+    p.add_argument("--against", default=None,
+                   help="also time the ternary worker of this commit's tree (git archive)")
     p.add_argument("--memory-only", action="store_true",
                    help="only report weight bytes (no timing; fine on a loaded machine)")
     p.add_argument("--out", default=str(_common.RESULTS_DIR / "discrete_inference_speed.json"))
@@ -227,10 +238,13 @@ def paired_ab(args):
             for _ in range(10):
                 f()
         times = {k: [] for k in forwards}
-        for _ in range(args.calls):
-            for k, f in forwards.items():
+        order = list(forwards)
+        for pair in range(args.calls):
+            # the order alternates pair by pair (AB, BA, ...): neither call always runs
+            # in the other's wake (its cache state, a load burst that starts mid-pair)
+            for k in (order if pair % 2 == 0 else order[::-1]):
                 t0 = time.perf_counter()
-                f()
+                forwards[k]()
                 times[k].append(time.perf_counter() - t0)
         ratios = [f / t for f, t in zip(times["float32"], times["ternary"])]
         forced_ratios = {f"median_float32_over_{k}": statistics.median(
@@ -239,11 +253,13 @@ def paired_ab(args):
         out["batches"][batch] = {
             "path_auto": net.path_for(batch), "pairs": args.calls,
             "median_float32_over_ternary": statistics.median(ratios), **forced_ratios,
+            "float32_over_ternary_of_minima": min(times["float32"]) / min(times["ternary"]),
             **{f"{k}_median_s": statistics.median(v) for k, v in times.items()},
             **{f"{k}_min_s": min(v) for k, v in times.items()}}
         r = out["batches"][batch]
         print(f"batch {batch:>3} [{r['path_auto']}]: float32/ternary median of pairs "
-              f"{r['median_float32_over_ternary']:.2f}x; medians {1e6 * r['ternary_median_s']:.0f} / "
+              f"{r['median_float32_over_ternary']:.2f}x, of minima "
+              f"{r['float32_over_ternary_of_minima']:.2f}x; medians {1e6 * r['ternary_median_s']:.0f} / "
               f"{1e6 * r['float32_median_s']:.0f} µs, minima {1e6 * r['ternary_min_s']:.0f} / "
               f"{1e6 * r['float32_min_s']:.0f} µs (ternary / float32)"
               + "".join(f"; {k[len('median_float32_over_'):]} {v:.2f}x, median "
@@ -261,9 +277,12 @@ def main():
         print(json.dumps(worker(args)))
         return
     if args.batches is None:
-        args.batches = CROSSOVER_BATCHES if args.crossover else [1, 100]
+        args.batches = CROSSOVER_BATCHES if args.crossover else [1, 32, 100, 256]
     impls = CROSSOVER_IMPLS if args.crossover else IMPLS + tuple(
         f"ternary_{p}" for p in args.paths if f"ternary_{p}" not in IMPLS)
+    against = f"ternary@{args.against}" if args.against and not args.crossover else None
+    if against:
+        impls = impls[:1] + (against,) + impls[1:]
     if args.crossover and args.out == str(_common.RESULTS_DIR / "discrete_inference_speed.json"):
         args.out = str(_common.RESULTS_DIR / "discrete_inference_crossover.json")
     if args.ab:
@@ -302,26 +321,45 @@ def main():
         print(f"wrote {path}")
         return
     with tempfile.TemporaryDirectory() as workdir:
+        if against:
+            other_tree = os.path.join(workdir, "against")
+            os.mkdir(other_tree)
+            archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]),
+                                      "archive", args.against], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", other_tree], input=archive.stdout, check=True)
+            results["against"] = args.against
         x = _common.load_splits("mnist").test.flatten()[:max(args.batches)]
         np.save(os.path.join(workdir, "x.npy"), x)
         arrays = {}
         for i, layer in enumerate(l for l in twin.layers if l.params):
             arrays[f"W{i}"], arrays[f"b{i}"] = layer.params["W"], layer.params["b"]
         np.savez(os.path.join(workdir, "weights.npz"), **arrays)
+        if against:
+            os.mkdir(os.path.join(other_tree, "io"))
+            np.save(os.path.join(other_tree, "io", "x.npy"), x)
         env = _common.thread_env(args.threads)
         results["gemm_peak_gflops"] = gemm_peak(args.threads)
         for repeat in range(args.repeats):
             for batch in args.batches:
                 for impl in impls:
-                    cmd = [sys.executable, __file__, "--worker", impl, "--workdir", workdir,
-                           "--batch", str(batch), "--threads", str(args.threads),
-                           "--calls", str(args.calls)] + (["--model", args.model] if args.model else [])
-                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                    script, run_env, io_dir = __file__, env, workdir
+                    if impl == against:       # the same worker, from the other tree
+                        script = os.path.join(other_tree, "bench", Path(__file__).name)
+                        run_env = dict(env, PYTHONPATH=other_tree)
+                        io_dir = os.path.join(other_tree, "io")
+                    cmd = [sys.executable, script, "--worker", impl.split("@")[0],
+                           "--workdir", io_dir, "--batch", str(batch),
+                           "--threads", str(args.threads), "--calls", str(args.calls)] + (
+                               ["--model", args.model] if args.model else [])
+                    proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True)
                     if proc.returncode != 0:
                         if impl == "torch" and "No module named 'torch'" in proc.stderr:
                             continue
                         raise SystemExit(proc.stderr)
                     run = json.loads(proc.stdout.strip().splitlines()[-1])
+                    if impl == against:       # its output file has the plain worker's name
+                        os.replace(os.path.join(io_dir, f"out_ternary_{batch}.npy"),
+                                   os.path.join(workdir, f"out_{impl}_{batch}.npy"))
                     results["runs"].setdefault(f"{impl}@{batch}", []).append(run)
                     print(f"repeat {repeat + 1}/{args.repeats} batch {batch:>3} {impl:8s} "
                           f"{1e6 * run['median_s']:9.1f} µs/forward", flush=True)
@@ -346,7 +384,9 @@ def main():
             summary[batch] = {"median_s": med, "path_auto": results["path_auto"][str(batch)],
                               "float32_over_ternary": med["float32"] / med["ternary"],
                               **({"torch_over_ternary": med["torch"] / med["ternary"]}
-                                 if "torch" in med else {})}
+                                 if "torch" in med else {}),
+                              **({"against_over_ternary": med[against] / med["ternary"]}
+                                 if against in med else {})}
     results["summary"] = summary
     _common.write_json(Path(args.out), results)
     for batch, s in summary.items():
@@ -356,7 +396,9 @@ def main():
         else:
             line += (f"  [{s['path_auto']}]  float32/ternary {s['float32_over_ternary']:.2f}x"
                      + (f"  torch/ternary {s['torch_over_ternary']:.2f}x"
-                        if "torch_over_ternary" in s else ""))
+                        if "torch_over_ternary" in s else "")
+                     + (f"  {against}/ternary {s['against_over_ternary']:.2f}x"
+                        if "against_over_ternary" in s else ""))
         print(line)
     print(f"GEMM peak {results['gemm_peak_gflops']:.1f} GFLOP/s; wrote {args.out}")
 

@@ -53,6 +53,25 @@ def test_sigmoid_kernel_equals_its_twin_bit_for_bit_and_is_accurate():
     assert 0 < tn.sigmoid_poly_numpy(np.float32(-200.0)) < 2e-38
 
 
+def test_one_pass_epilogue_equals_the_twin_bit_for_bit_over_the_whole_range():
+    """``scale_bias_activate_kernel`` (s·z + b and the poly sigmoid fused in one pass, 2^n
+    built in a register) gives the twin's bits on every float32 region: the clamp at −87,
+    denormal results, ±0, ±inf and NaN, and through ReLU and identity."""
+    rng = np.random.default_rng(11)
+    z = np.concatenate([rng.normal(0, 8, 30000), np.linspace(-100, 100, 20001),
+                        [0.0, -0.0, -87.0, -87.3, -86.9, 88.0, 1e-30, -1e-30, np.inf, -np.inf,
+                         np.nan, 1e-45, -1e-45]]).astype(np.float32)
+    z = z[:z.size // 7 * 7].reshape(-1, 7)           # 7 outputs: rows not a multiple of 8
+    bias = rng.normal(size=7).astype(np.float32)
+    bias[0] = 0
+    for s, b in ((np.float32(1), np.zeros(7, np.float32)), (np.float32(0.37), bias)):
+        for act in (tn.IDENTITY, tn.SIGMOID, tn.RELU):
+            got = z.copy()
+            tn.scale_bias_activate_kernel(got, s, b, act)
+            twin = tn.scale_bias_activate_numpy(z, s, b, act)
+            assert np.array_equal(got, twin, equal_nan=True), (s, act)
+
+
 # -- the kernels against their twin ----------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["rows", "columns"])
@@ -155,9 +174,14 @@ def test_gemm_path_pieces_equal_their_twins_bit_for_bit():
     h[:, [0, 3, 4, 39]] = 0
     h[4, 3] = np.nan                              # a NaN column is kept, never dropped
     keep = np.empty(40, dtype=np.int64)
-    n_keep = tn.nonzero_columns_kernel(h, keep)
-    assert np.array_equal(keep[:n_keep], tn.nonzero_columns_numpy(h))
-    assert n_keep == 37
+    n_keep, entries = tn.nonzero_columns_kernel(h, keep)
+    twin_keep, twin_entries = tn.nonzero_columns_numpy(h)
+    assert np.array_equal(keep[:n_keep], twin_keep) and entries == twin_entries
+    assert n_keep == 37 and entries == np.count_nonzero(h)
+    dense_first_row = h.copy()
+    dense_first_row[0] = 1                        # the first row decides: nothing dropped
+    assert tn.nonzero_columns_kernel(dense_first_row, keep) == (40, dense_first_row.size)
+    assert tn.nonzero_columns_numpy(dense_first_row)[1] == dense_first_row.size
     codes = rng.integers(-1, 2, (40, 13)).astype(np.int8)
     h_kept = np.empty((9, n_keep), np.float32)
     w = np.empty((n_keep, 13), np.float32)
@@ -171,8 +195,59 @@ def test_gemm_path_pieces_equal_their_twins_bit_for_bit():
     bias = rng.normal(size=13).astype(np.float32)
     for act in (tn.IDENTITY, tn.SIGMOID, tn.RELU):
         got = z.copy()
-        tn.scale_bias_activate_kernel(got, np.float32(0.3), bias, act, np.empty(z.size, np.int32))
+        tn.scale_bias_activate_kernel(got, np.float32(0.3), bias, act)
         assert np.array_equal(got, tn.scale_bias_activate_numpy(z, 0.3, bias, act))
+
+
+@pytest.mark.parametrize("n_nonzero", [0, 1, 3, 4, 5, 8, 13])
+@pytest.mark.parametrize("n_out", [1, 7, 33])
+def test_sparse_input_product_kernel_equals_its_twin_bit_for_bit(n_nonzero, n_out):
+    """Any number of nonzero inputs a sample (groups of four and the rest one by one),
+    output widths not a multiple of the vector width, non-dyadic inputs, a NaN and an
+    inf: the kernel (FMA-contracted, exact products) gives the twin's bits."""
+    rng = np.random.default_rng(100 * n_nonzero + n_out)
+    batch, n_in = 5, 20
+    h = np.zeros((batch, n_in), np.float32)
+    for b in range(batch):
+        cols = rng.choice(n_in, n_nonzero + b % 2 if n_nonzero else 0, replace=False)
+        h[b, cols] = rng.normal(size=cols.size)
+    if n_nonzero >= 3:
+        h[1, np.flatnonzero(h[1])[0]] = np.nan
+        h[2, np.flatnonzero(h[2])[-1]] = np.inf
+    codes = rng.integers(-1, 2, (n_in, n_out)).astype(np.int8)
+    z = np.full((batch, n_out), 7, np.float32)           # every entry is written
+    tn.sparse_input_product_kernel(h, codes, z, np.empty(n_in, np.int64))
+    assert np.array_equal(z, tn.sparse_input_product_numpy(h, codes), equal_nan=True)
+    finite = np.isfinite(h).all(axis=1)
+    np.testing.assert_allclose(z[finite], (h[finite] @ codes.astype(np.float32)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_path_takes_the_sparse_input_kernel_only_for_sparse_inputs_with_dropped_columns(
+        monkeypatch):
+    rng = np.random.default_rng(12)
+    plan = tn.ternary_net_plan(random_ternary_layers(
+        rng, [200, 64, 10], ["sigmoid", "identity"], density=0.6))
+    calls = []
+    kernel = tn.sparse_input_product_kernel
+    monkeypatch.setattr(tn, "sparse_input_product_kernel",
+                        lambda *a: (calls.append(a[0].shape), kernel(*a)))
+    sparse = rng.random((16, 200)).astype(np.float32)
+    sparse[rng.random(sparse.shape) > 0.15] = 0
+    sparse[:, :50] = 0                             # MNIST-like: a border and sparse pixels
+    dense_but_dropped = rng.random((16, 200)).astype(np.float32)
+    dense_but_dropped[:, :50] = 0
+    no_dropped_column = sparse.copy()
+    no_dropped_column[0] = 0.5                     # sparse, yet no whole-batch-zero column
+    for x, expected in ((sparse, [(16, 200)]), (dense_but_dropped, []), (no_dropped_column, [])):
+        calls.clear()
+        got = tn.ternary_net_forward(x, plan, path="gemm")
+        assert calls == expected
+        np.testing.assert_allclose(got, tn.ternary_net_forward_numpy(x, plan), rtol=1e-5,
+                                   atol=1e-6)
+    # no dropped column: the twin's own BLAS call, bit for bit, sparse or not
+    assert np.array_equal(tn.ternary_net_forward(no_dropped_column, plan, path="gemm"),
+                          tn.ternary_net_forward_numpy(no_dropped_column, plan))
 
 
 def test_gemm_path_is_bit_identical_to_the_twin_when_no_input_column_is_dropped():
@@ -186,12 +261,17 @@ def test_gemm_path_is_bit_identical_to_the_twin_when_no_input_column_is_dropped(
                           tn.ternary_net_forward_numpy(x, plan))
 
 
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("batch", [1, 16, 100])
-def test_gemm_path_with_dropped_columns_is_bit_identical_on_dyadic_inputs(batch):
+def test_gemm_path_with_dropped_columns_is_bit_identical_on_dyadic_inputs(batch, sparse):
+    """Dense kept columns go through BLAS, sparse ones (≤ SPARSE_INPUT_DENSITY nonzero)
+    through the sparse-input kernel: either way every partial sum is exact."""
     rng = np.random.default_rng(7 + batch)
     plan = tn.ternary_net_plan(random_ternary_layers(rng, [60, 40, 30, 7], ["identity"] * 3,
                                                      dyadic=True, density=0.6))
     x = (rng.integers(-8, 9, (batch, 60)) / 8).astype(np.float32)
+    if sparse:
+        x[rng.random(x.shape) > 0.2] = 0
     x[:, ::3] = 0                                  # whole-batch zero columns: dropped
     assert np.array_equal(tn.ternary_net_forward(x, plan, path="gemm"),
                           tn.ternary_net_forward_numpy(x, plan))
@@ -201,13 +281,16 @@ def test_gemm_path_with_dropped_columns_is_within_the_stated_bound():
     rng = np.random.default_rng(8)
     layers = random_ternary_layers(rng, [300, 50], ["identity"], density=0.6)
     plan = tn.ternary_net_plan(layers)
-    x = rng.random((32, 300)).astype(np.float32)
-    x[:, rng.choice(300, 110, replace=False)] = 0
     codes, scale, bias, _ = layers[0]
-    got, twin = tn.ternary_net_forward(x, plan, path="gemm"), tn.ternary_net_forward_numpy(x, plan)
-    bound = 2 * 300 * EPS * scale * (np.abs(x) @ np.abs(codes).astype(np.float64))
-    bound += 2 * EPS * (np.abs(twin) + np.abs(bias))
-    assert np.all(np.abs(got.astype(np.float64) - twin) <= bound)
+    for density in (1.0, 0.2):                     # BLAS on the kept columns; sparse kernel
+        x = rng.random((32, 300)).astype(np.float32)
+        x[rng.random(x.shape) > density] = 0
+        x[:, rng.choice(300, 110, replace=False)] = 0
+        got = tn.ternary_net_forward(x, plan, path="gemm")
+        twin = tn.ternary_net_forward_numpy(x, plan)
+        bound = 2 * 300 * EPS * scale * (np.abs(x) @ np.abs(codes).astype(np.float64))
+        bound += 2 * EPS * (np.abs(twin) + np.abs(bias))
+        assert np.all(np.abs(got.astype(np.float64) - twin) <= bound)
 
 
 def test_auto_path_follows_batch_and_code_density_and_every_path_agrees():
@@ -238,9 +321,17 @@ def test_fused_net_keeps_no_float_weights_across_gemm_calls():
     model = ternary_mlp()
     net = FusedTernaryNet.from_model(model)
     x = np.random.default_rng(10).random((32, 49)).astype(np.float32)
-    assert net.path_for(32) == "gemm"
+    # the first batch that takes gemm: above lut's range (AVX2 CPUs) and rows' range
+    first_gemm = max(tn.GEMM_FROM_BATCH, tn.ternary_lut.LUT_BELOW_BATCH if tn.ternary_lut.LUT_AVAILABLE else 0)
+    assert net.path_for(first_gemm) == "gemm"
     np.testing.assert_allclose(net.forward(x, path="gemm"), model.forward(x, training=False),
                                rtol=1e-5, atol=1e-5)
+    # an MNIST-like sparse input with a zero border: layer 1 takes the sparse-input kernel
+    sparse = x.copy()
+    sparse[sparse < 0.8] = 0
+    sparse[:, :10] = 0
+    np.testing.assert_allclose(net.forward(sparse, path="gemm"),
+                               model.forward(sparse, training=False), rtol=1e-5, atol=1e-5)
     floats = [v for v in list(vars(net).values()) + list(vars(net.plan).values())
               if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
     n_layers = net.plan.n_layers

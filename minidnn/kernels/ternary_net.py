@@ -47,14 +47,33 @@ Four paths (``choose_path`` picks one by batch size and code density):
   are zero for the whole batch (MNIST's border: 276 of 784 pixels at batch 100)
   are dropped first, with their code rows (``nonzero_columns_kernel``,
   ``gather_expand_kernel``): a zero input adds an exact zero, so only the
-  summation order changes.
+  summation order changes. When columns are dropped and the input is also
+  sparse inside the kept ones (at most ``SPARSE_INPUT_DENSITY`` nonzero: MNIST
+  pixels, 28 % at batch 100), the layer skips BLAS, the gather and the
+  expansion: ``sparse_input_product_kernel`` adds, per sample, h_i·c_i over its
+  nonzero inputs only, the int8 code rows converted in registers (layer 1 of
+  the 784-300 net: ~300 against ~430 µs for scan + gather + expansion + GEMM).
+  Nothing float is held between calls: the one-layer scratch lives only inside
+  the call, made at the first layer that needs BLAS on expanded codes, the size
+  of the largest layer from there on (360,000 B for the 300 × 300 layers when
+  layer 1 took the sparse-input kernel; 940,800 B when 784-300 needs it). Sitting
+  16's quiet 0.86× at batch 100 was profiled (``bench/discrete_gemm_profile.py``):
+  no page faults per call (0.00 in both forwards), the expansions ~25 µs a
+  300 × 300 layer and ~60 µs gather + expansion for layer 1, the epilogue 55
+  against float32's 45 µs a layer (its division had stayed scalar). Panels of
+  64 output columns into a small reused buffer were slower (1.66 against
+  1.26 ms: BLAS repacks h for every panel) and OpenBLAS then sums some
+  outputs in another order, which would break the bit-identity rule below.
 
 The sigmoid inside the kernels is ``sigmoid_poly``: exp by range reduction
 and a degree-6 polynomial (Cephes ``expf``; Moshier, 1989), with 2^n built
 from its bits, so the loop vectorises (a libm ``exp`` per element would cost
 more than the product). Its relative error against the correctly rounded
 sigmoid is below 4·10⁻⁷ (a few float32 ulp); ``sigmoid_poly_numpy`` is its
-twin, bit for bit.
+twin, bit for bit. The gemm epilogue and the columns kernel run it fused with
+s·z + b in one pass per element (``_affine_activate``, 2^n bitcast in a register,
+error_model="numpy" so the division vectorises); the rows kernel keeps the
+two-pass in-place form (``_sigmoid_poly_inplace``); both give the twin's bits.
 
 NumPy twin of the whole pass: ``ternary_net_forward_numpy``, the float
 simulation of the same codes, s_l·(h_l @ c_l.astype(float32)) + b_l, then
@@ -65,8 +84,10 @@ sum is exact (dyadic inputs, identity activations), which the tests check.
 The gemm path makes the twin's own BLAS call on the same float32 operands when
 no input column is dropped, so it is then bit for bit equal to the twin on any
 input (the poly sigmoid included); when columns are dropped, BLAS blocks the
-shorter sum differently and the bound above holds (bit for bit again on
-dyadic inputs).
+shorter sum differently, or the sparse-input kernel sums in ascending input
+order, and the bound above holds (bit for bit again on dyadic inputs). The
+sparse-input kernel is bit for bit its own twin, ``sparse_input_product_numpy``
+(the same ascending sum), on any input.
 """
 from __future__ import annotations
 
@@ -75,6 +96,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .rbm_kernels import _int32_bits_as_float32
+
 IDENTITY, SIGMOID, RELU = 0, 1, 2
 ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
 
@@ -82,12 +105,21 @@ ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU}
 # bench/README.md): rows is fastest below batch 8 on both study models; from 8 on, gemm
 # on the 57.5 %-nonzero model at every batch (columns 1.6–2.9× slower), and on the
 # 25 %-nonzero model gemm up to batch 32, columns from 100 (cost ∝ the nonzero codes).
+# Sitting 17 (one-pass epilogues, the sparse-input layer 1; paths forced in one process,
+# interleaved, under load): on the 25 % model columns against gemm 372/327 µs at batch 16,
+# 424/425 at 24, 438/536 at 32, 536/736 at 48 (minima), so columns from 32 on.
 #: below this batch size ``ternary_net_forward`` runs one sample at a time (rows)
 GEMM_FROM_BATCH = 8
 #: nets with at most ``GEMM_ABOVE_DENSITY`` nonzero codes take the columns kernel from here
-COLUMNS_FROM_BATCH = 48
+COLUMNS_FROM_BATCH = 32
 #: above this fraction of nonzero codes the gemm path is kept at every batch ≥ 8
 GEMM_ABOVE_DENSITY = 0.35
+#: inside the gemm path, a layer whose input has whole-batch-zero columns and at most this
+#: fraction of nonzero entries among the kept columns takes ``sparse_input_product_kernel``
+#: (MNIST pixels, 784-300 codes, one thread, under load: 1.14–1.8× faster than gather +
+#: expansion + BLAS at densities 0.25–0.35 and batches 8–256; 0.85× on a random zero
+#: pattern of density 0.30, 0.59× at 0.45: the crossover is near 0.3)
+SPARSE_INPUT_DENSITY = 0.3
 PATHS = ("auto", "rows", "columns", "gemm", "lut")
 
 _F = np.float32
@@ -155,6 +187,36 @@ def _activate(z, bits, act):
         for k in range(z.size):
             if not z[k] > 0:      # NaN passes unchanged, as np.maximum
                 z[k] = z[k] if z[k] != z[k] else np.float32(0)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _sigmoid_poly_scalar(v):
+    """σ(v) for one float32, the same operations as ``sigmoid_poly_numpy`` (so bit for bit
+    its twin), in one pass: 2^n is built from its bits in a register
+    (``_int32_bits_as_float32``) instead of through an int32 scratch and a second loop.
+    Callers need error_model="numpy" so that the division carries no zero-divisor
+    branch (1 + e ≥ 1 never is zero) and loops over it vectorise."""
+    t = -abs(v)
+    if t < _T_MIN:
+        t = _T_MIN
+    n = (t * _LOG2E + _ROUND) - _ROUND
+    r = (t - n * _LN2_HI) - n * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    e = (p * (r * r) + r) + np.float32(1)
+    e = e * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))   # · 2^n
+    numerator = np.float32(1) if v >= 0 else e
+    return numerator / (np.float32(1) + e)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _affine_activate(v, s, b, act):
+    """f(v·s + b) for one float32 (the epilogue of a layer; ``act`` as in ``_activate``)."""
+    z = v * s + b
+    if act == SIGMOID:
+        return _sigmoid_poly_scalar(z)
+    if act == RELU and not z > 0:          # NaN passes unchanged, as np.maximum
+        return z if z != z else np.float32(0)
+    return z
 
 
 def _activate_numpy(z, act):
@@ -352,7 +414,7 @@ def _add_rows(acc, h_t, index, start, stop, sign):
         p += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
                                plus_ptr, plus_index, minus_ptr, minus_index, out):
     """The same net on a batch kept transposed (features × batch) from the first layer
@@ -364,7 +426,6 @@ def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
         width = max(width, sizes[l])
     h_t = np.empty((width, batch), dtype=np.float32)
     z_t = np.empty((width, batch), dtype=np.float32)
-    bits = np.empty(width * batch, dtype=np.int32)
     for i in range(sizes[0]):            # transpose the input once
         for b in range(batch):
             h_t[i, b] = x[b, i]
@@ -378,10 +439,9 @@ def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
             _add_rows(acc, h_t, plus_index, plus_ptr[q], plus_ptr[q + 1], 1)
             _add_rows(acc, h_t, minus_index, minus_ptr[q], minus_ptr[q + 1], -1)
             bj = bias[bias_ptr[l] + j]
-            for b in range(batch):
-                acc[b] = acc[b] * s + bj
-        flat = z_t[:n_out].reshape(n_out * batch)
-        _activate(flat, bits[:n_out * batch], acts[l])
+            act = acts[l]
+            for b in range(batch):          # the epilogue while acc is in L1 (one pass)
+                acc[b] = _affine_activate(acc[b], s, bj, act)
         h_t, z_t = z_t, h_t
     for b in range(batch):
         for j in range(sizes[n_layers]):
@@ -393,9 +453,11 @@ def ternary_net_columns_kernel(x, sizes, scales, bias, bias_ptr, acts, out_ptr,
 @numba.njit(cache=True)
 def nonzero_columns_kernel(h, keep):
     """Write into ``keep`` the indices of the columns of h (batch ≥ 1, n) that hold
-    any nonzero (NaN counts as nonzero) and return how many. Row by row (contiguous, the
-    OR vectorises; a column-by-column scan with an early exit was 4× slower on MNIST),
-    and when the first row has no zero (a sigmoid layer's output) that row decides."""
+    any nonzero (NaN counts as nonzero); return (how many, the number of nonzero
+    entries of h). Row by row (contiguous, the OR vectorises; a column-by-column scan
+    with an early exit was 4× slower on MNIST), and when the first row has no zero (a
+    sigmoid layer's output) that row decides: no column is dropped, and the entry
+    count returned is then batch·n without a look at the other rows."""
     batch, n = h.shape
     nonzero = np.empty(n, dtype=np.bool_)
     count = 0
@@ -403,22 +465,29 @@ def nonzero_columns_kernel(h, keep):
     for i in range(n):
         nonzero[i] = first[i] != 0
         count += nonzero[i]
+    entries = batch * n
     if count < n:
+        entries = count
         for b in range(1, batch):
             row = h[b]
             for i in range(n):
-                nonzero[i] |= row[i] != 0
+                nz = row[i] != 0
+                nonzero[i] |= nz
+                entries += nz
     count = 0
     for i in range(n):
         if nonzero[i]:
             keep[count] = i
             count += 1
-    return count
+    return count, entries
 
 
-def nonzero_columns_numpy(h: np.ndarray) -> np.ndarray:
-    """Twin of ``nonzero_columns_kernel``: the columns of h with any nonzero."""
-    return np.flatnonzero(np.any(h != 0, axis=0))
+def nonzero_columns_numpy(h: np.ndarray):
+    """Twin of ``nonzero_columns_kernel``: (the columns of h with any nonzero, the
+    number of nonzero entries, or batch·n when the first row has no zero)."""
+    nonzero = h != 0
+    entries = h.size if nonzero[0].all() else int(nonzero.sum())
+    return np.flatnonzero(nonzero.any(axis=0)), entries
 
 
 @numba.njit(cache=True)
@@ -451,16 +520,17 @@ def gather_expand_numpy(h, codes, keep):
     return h[:, keep], codes[keep].astype(np.float32)
 
 
-@numba.njit(cache=True)
-def scale_bias_activate_kernel(z, s, bias, act, bits):
-    """In place on z (batch, n_out) C-contiguous: z ← f(z·s + b), the affine pass, then
-    the activation (``bits``: int32 scratch of z's size)."""
+@numba.njit(cache=True, error_model="numpy")
+def scale_bias_activate_kernel(z, s, bias, act):
+    """In place on z (batch, n_out) C-contiguous: z ← f(z·s + b) in one pass that
+    vectorises (``_affine_activate``: the affine step and the one-pass poly sigmoid
+    fused; ~35 against ~52 µs for the two passes it replaced on a (100, 300) batch,
+    one thread, interleaved, under load). The same operations as the twin, bit for bit."""
     batch, n_out = z.shape
     for b in range(batch):
         row = z[b]
         for j in range(n_out):
-            row[j] = row[j] * s + bias[j]
-    _activate(z.reshape(batch * n_out), bits, act)
+            row[j] = _affine_activate(row[j], s, bias[j], act)
 
 
 def scale_bias_activate_numpy(z, s, bias, act):
@@ -470,33 +540,98 @@ def scale_bias_activate_numpy(z, s, bias, act):
     return _activate_numpy(z, act)
 
 
+# fastmath "contract" lets LLVM fuse acc + h·c into an FMA: h·c with c ∈ {−1, 0, 1} is
+# exact in float32, so the fused and the separate forms round the same sum and give
+# the same bits (the test holds the kernel to its twin bit for bit on any input)
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+def sparse_input_product_kernel(h, codes, z, index):
+    """z[b, :] = Σ_{i: h[b, i] ≠ 0} h[b, i]·c[i, :] for h (batch, n_in) float32 and int8
+    codes c (n_in, n_out), summed in ascending i: per sample, only its nonzero inputs
+    (``index``: int64 scratch of n_in), their code rows converted to float32 in
+    registers (no expanded copy, no gather), four inputs a pass over the accumulator
+    row (one load and store of it per four; 304 against 326 µs for ((t₀ + t₁) + (t₂ +
+    t₃)) and 347 for eight a pass, MNIST batch 100, 784-300, under load). NaN and ±inf
+    inputs are nonzero and reach every output, as in BLAS. Twin:
+    ``sparse_input_product_numpy``."""
+    batch, n_in = h.shape
+    n_out = codes.shape[1]
+    zero = np.float32(0)
+    for b in range(batch):
+        acc = z[b]
+        for j in range(n_out):
+            acc[j] = zero
+        hb = h[b]
+        m = 0
+        for i in range(n_in):
+            if hb[i] != zero:
+                index[m] = i
+                m += 1
+        p = 0
+        while p + 4 <= m:
+            i0, i1, i2, i3 = index[p], index[p + 1], index[p + 2], index[p + 3]
+            h0, h1, h2, h3 = hb[i0], hb[i1], hb[i2], hb[i3]
+            r0, r1, r2, r3 = codes[i0], codes[i1], codes[i2], codes[i3]
+            for j in range(n_out):
+                a = acc[j] + h0 * np.float32(r0[j])
+                a = a + h1 * np.float32(r1[j])
+                a = a + h2 * np.float32(r2[j])
+                acc[j] = a + h3 * np.float32(r3[j])
+            p += 4
+        while p < m:
+            i0 = index[p]
+            h0, r0 = hb[i0], codes[i0]
+            for j in range(n_out):
+                acc[j] += h0 * np.float32(r0[j])
+            p += 1
+
+
+def sparse_input_product_numpy(h: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Twin of ``sparse_input_product_kernel``: the same sums in the same order, the
+    nonzero inputs of each sample added one by one in ascending i (vectorised over the
+    outputs)."""
+    h = np.asarray(h, dtype=np.float32)
+    c = codes.astype(np.float32)
+    z = np.zeros((h.shape[0], c.shape[1]), dtype=np.float32)
+    with np.errstate(invalid="ignore"):               # inf·0 = NaN, as in the kernel
+        for b in range(h.shape[0]):
+            for i in np.flatnonzero(h[b] != 0):
+                z[b] += h[b, i] * c[i]                # h_i·c_i is exact
+    return z
+
+
 def ternary_net_gemm_forward(x: np.ndarray, plan: TernaryNetPlan) -> np.ndarray:
-    """The net's output for x (batch, n_0) float32 C-contiguous, layer by layer:
-    drop the all-zero input columns, expand the kept code rows into a float32
-    scratch of one layer, z = h @ c (BLAS), z ← f(s·z + b)."""
+    """The net's output for x (batch, n_0) float32 C-contiguous, layer by layer: find
+    the all-zero input columns; if some are and the input is sparse (at most
+    ``SPARSE_INPUT_DENSITY`` of the kept entries nonzero: MNIST pixels), z from the
+    codes directly (``sparse_input_product_kernel``); otherwise drop those columns,
+    expand the kept code rows into a float32 scratch of one layer, z = h @ c (BLAS).
+    Then z ← f(s·z + b) in one pass."""
     h = x
     batch = x.shape[0]
     if batch == 0:
         return np.empty((0, int(plan.sizes[-1])), dtype=np.float32)
-    scratch = np.empty(max(int(plan.sizes[l] * plan.sizes[l + 1])
-                           for l in range(plan.n_layers)), dtype=np.float32)
+    scratch = None
     keep = np.empty(plan.width, dtype=np.int64)
-    bits = np.empty(batch * plan.width, dtype=np.int32)
     for l in range(plan.n_layers):
         n_in, n_out = int(plan.sizes[l]), int(plan.sizes[l + 1])
         codes = plan.layer_codes(l)
-        n_keep = nonzero_columns_kernel(h, keep)
-        w = scratch[:n_keep * n_out].reshape(n_keep, n_out)
-        if n_keep == n_in:
-            h_kept = h
-            expand_codes_kernel(plan.codes[plan.code_ptr[l]:plan.code_ptr[l + 1]], scratch)
-        else:
-            h_kept = np.empty((batch, n_keep), dtype=np.float32)
-            gather_expand_kernel(h, codes, keep[:n_keep], h_kept, w)
+        n_keep, entries = nonzero_columns_kernel(h, keep)
         z = np.empty((batch, n_out), dtype=np.float32)
-        np.matmul(h_kept, w, out=z)
-        scale_bias_activate_kernel(z, plan.scales[l], plan.layer_bias(l), plan.acts[l],
-                                   bits[:batch * n_out])
+        if n_keep < n_in and entries <= SPARSE_INPUT_DENSITY * batch * n_keep:
+            sparse_input_product_kernel(h, codes, z, keep)      # keep: free as scratch now
+        else:
+            if scratch is None:      # the largest of this and the later layers only
+                scratch = np.empty(max(int(plan.sizes[k] * plan.sizes[k + 1])
+                                       for k in range(l, plan.n_layers)), dtype=np.float32)
+            w = scratch[:n_keep * n_out].reshape(n_keep, n_out)
+            if n_keep == n_in:
+                h_kept = h
+                expand_codes_kernel(plan.codes[plan.code_ptr[l]:plan.code_ptr[l + 1]], scratch)
+            else:
+                h_kept = np.empty((batch, n_keep), dtype=np.float32)
+                gather_expand_kernel(h, codes, keep[:n_keep], h_kept, w)
+            np.matmul(h_kept, w, out=z)
+        scale_bias_activate_kernel(z, plan.scales[l], plan.layer_bias(l), plan.acts[l])
         h = z
     return h
 

@@ -7,9 +7,10 @@ forward pass in one kernel call of ``minidnn.kernels.ternary_net``: additions
 and subtractions of the inputs selected by the codes, one scale g·Δ per
 output, no per-layer Python (below batch 16 on AVX2 CPUs through subset-sum
 tables, ``minidnn.kernels.ternary_lut``); or, from batch 16 (8 without AVX2; up to
-47 when the codes are sparse), one BLAS product a layer on the codes expanded into a float32
-scratch of one layer. The model's own ``forward`` (layer by layer) is the reference it is
-tested against.
+31 when the codes are sparse), one BLAS product a layer on the codes expanded into a
+float32 scratch of one layer, except for a sparse input with whole-batch-zero columns
+(MNIST pixels), which is added straight from the int8 codes. The model's own
+``forward`` (layer by layer) is the reference it is tested against.
 
     net = FusedTernaryNet.from_model(model)
     logits = net.forward(x)          # float32 (batch, classes)
