@@ -59,6 +59,11 @@ multiply-adds on Numba's OpenMP layer, ten times that on its slower-waking
 ``workqueue`` layer), and the serial build (one block) otherwise, or at one
 thread. Index arrays reach the kernels as unsigned views of the same bytes,
 which spares every ``dense[indices[p]]`` Numba's negative-index wrap-around.
+
+The float32 forward has an explicit-SIMD build (``_forward_row_avx2``, LLVM IR for
+AVX2 + FMA, used where ``SIMD_AVAILABLE``; see "explicit AVX2 row kernels" below):
+each output row's accumulators stay in registers for the whole pass over its
+entries. It agrees with the twin to float32 rounding, not bit for bit.
 """
 from __future__ import annotations
 
@@ -531,7 +536,9 @@ def _forward_row_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, k8):
     multiple of 8) and then for k8 ≤ j < k (< 8 more, masked), on flat float32 views of
     out (n_rows·k) and dense (n_cols·k): passes of 96, 32 and 8 samples, each with its
     accumulators in registers for the whole pass over the row's entries (one broadcast
-    + one ``vfmadd`` per entry and 8 samples), written to out once."""
+    + one ``vfmadd`` per entry and 8 samples), written to out once; when k8 is a
+    multiple of 96 (a batch of 100) the last 96-sample pass carries the masked tail,
+    so the row's entries are walked once (13 accumulators)."""
     sig = types.void(out, dense, indices, data, p0, p1, r, k, k8)
 
     def codegen(context, builder, signature, args):
@@ -547,8 +554,13 @@ def _forward_row_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, k8):
         row = builder.mul(r_v, k_v)
         zero = ir.Constant(v8f, [0.0] * 8)
 
-        def passes(n_regs, first, count):
-            accs = [cgutils.alloca_once(builder, v8f) for _ in range(n_regs)]  # → registers
+        def passes(n_regs, first, count, mask=None):
+            # ``count`` passes of 8·n_regs samples from ``first``; with ``mask``, one more
+            # register of up to 7 samples after them, loaded and stored masked
+            # (vmaskmovps: lanes outside the mask are neither read nor written, so the
+            # last row of dense or out is never overrun)
+            accs = [cgutils.alloca_once(builder, v8f)
+                    for _ in range(n_regs + (mask is not None))]          # → registers
             with cgutils.for_range(builder, count) as outer:
                 j = builder.add(first, builder.mul(outer.index, ir.Constant(i64, 8 * n_regs)))
                 for acc in accs:
@@ -559,36 +571,42 @@ def _forward_row_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, k8):
                     v = broadcast(builder.load(builder.gep(data_p, [p])))
                     at = builder.add(builder.mul(col, k_v), j)
                     for n, acc in enumerate(accs):
-                        s = builder.load(vec_ptr(dense_p, builder.add(at, ir.Constant(i64, 8 * n))),
-                                         align=4)
+                        where = builder.add(at, ir.Constant(i64, 8 * n))
+                        s = (builder.load(vec_ptr(dense_p, where), align=4) if n < n_regs
+                             else masked_load(dense_p, where, mask))
                         builder.store(builder.call(fma, [v, s, builder.load(acc)]), acc)
                 for n, acc in enumerate(accs):
-                    builder.store(builder.load(acc),
-                                  vec_ptr(out_p, builder.add(builder.add(row, j),
-                                                             ir.Constant(i64, 8 * n))), align=4)
+                    where = builder.add(builder.add(row, j), ir.Constant(i64, 8 * n))
+                    if n < n_regs:
+                        builder.store(builder.load(acc), vec_ptr(out_p, where), align=4)
+                    else:
+                        masked_store(out_p, where, mask, builder.load(acc))
 
-        first, left = ir.Constant(i64, 0), k8_v
-        for n_regs in _FORWARD_PASS_REGS:
-            width = ir.Constant(i64, 8 * n_regs)
-            count = builder.udiv(left, width)
-            passes(n_regs, first, count)
-            first = builder.add(first, builder.mul(count, width))
-            left = builder.urem(left, width)
-        # the last k − k8 (< 8) samples: one more pass with masked loads and store
-        # (vmaskmovps: lanes outside the mask are neither read nor written, so the
-        # last row of dense or out is never overrun)
         tail = builder.sub(k_v, k8_v)
-        with builder.if_then(builder.icmp_unsigned(">", tail, ir.Constant(i64, 0))):
-            mask = masks(tail)
-            acc = cgutils.alloca_once(builder, v8f)
-            builder.store(zero, acc)
-            with cgutils.for_range(builder, n_entries) as inner:
-                p = builder.add(p0_v, inner.index)
-                col = builder.zext(builder.load(builder.gep(idx_p, [p])), i64)
-                v = broadcast(builder.load(builder.gep(data_p, [p])))
-                s = masked_load(dense_p, builder.add(builder.mul(col, k_v), k8_v), mask)
-                builder.store(builder.call(fma, [v, s, builder.load(acc)]), acc)
-            masked_store(out_p, builder.add(row, k8_v), mask, builder.load(acc))
+        one = ir.Constant(i64, 1)
+        has_tail = builder.icmp_unsigned(">", tail, ir.Constant(i64, 0))
+        wide = ir.Constant(i64, 8 * _FORWARD_PASS_REGS[0])
+        # k8 a multiple of the widest pass (a batch of 100: 96 + 4): its last pass
+        # carries the masked tail too, so a row's entries are walked once
+        with builder.if_else(builder.and_(has_tail, builder.and_(
+                builder.icmp_unsigned(">", k8_v, ir.Constant(i64, 0)),
+                builder.icmp_unsigned("==", builder.urem(k8_v, wide),
+                                      ir.Constant(i64, 0))))) as (merged, general):
+            with merged:
+                count = builder.udiv(k8_v, wide)
+                passes(_FORWARD_PASS_REGS[0], ir.Constant(i64, 0), builder.sub(count, one))
+                passes(_FORWARD_PASS_REGS[0], builder.sub(k8_v, wide), one, masks(tail))
+            with general:
+                first, left = ir.Constant(i64, 0), k8_v
+                for n_regs in _FORWARD_PASS_REGS:
+                    width = ir.Constant(i64, 8 * n_regs)
+                    count = builder.udiv(left, width)
+                    passes(n_regs, first, count)
+                    first = builder.add(first, builder.mul(count, width))
+                    left = builder.urem(left, width)
+                # the last k − k8 (< 8) samples: one more pass, masked
+                with builder.if_then(has_tail):
+                    passes(0, k8_v, one, masks(tail))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -665,8 +683,10 @@ def _kernel(name, work):
 def _forward_name(name: str, dtype) -> str:
     """The forward kernel for data of ``dtype``: the AVX2 + FMA row kernel for float32
     where Numba's target has it (``SIMD_AVAILABLE``), the portable one otherwise. In
-    a one-process A/B at 1 thread under load (784→500, γ = 0.04, batch 100), the
-    batch-major forward took 155 against 170 µs (medians of 300, interleaved)."""
+    one-process A/Bs at 1 thread under load (784→500, γ = 0.04, batch 100, medians of
+    300 interleaved calls of the serial builds), the product took 106 against 130 µs;
+    with the transpose of x inside (the training path) the gain is a few per cent,
+    within the noise of ``bench/sparse_simd_ab.py`` on the loaded machine."""
     return name + "_simd" if SIMD_AVAILABLE and dtype == np.float32 else name
 
 
