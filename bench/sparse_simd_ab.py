@@ -12,7 +12,9 @@ per-round 10th percentile (``bench/sparse_step_ab.py``'s protocol):
 
 * ``step``: forward(x) + backward(g) from C-ordered x (100, 784) and g (100, 500), with
   dx (what bench/sparse_speed.py times);
-* ``fwd``: the forward alone (the transpose of x inside the call, then the product).
+* ``fwd``: the forward alone (the transpose of x inside the call, then the product);
+* ``product``: the forward from a Fortran-ordered x (xᵀ C-ordered, as another sparse
+  layer's output is): the product alone, no transpose.
 
 The outputs of both are checked to agree (float32 rounding) before anything is timed.
 Results: printed, and JSON at ``--out`` (default bench/results/sparse_simd_ab.json).
@@ -38,6 +40,7 @@ def candidates(density: float):
     rng = np.random.default_rng(1)
     x = rng.random((100, 784), dtype=np.float32)
     g = rng.standard_normal((100, 500)).astype(np.float32)
+    x_f = np.asfortranarray(x)          # xᵀ C-ordered: the forward takes it as it is
     layer = SparseDense(784, 500, density=density, rng=0)
 
     def with_simd(on, f):
@@ -58,7 +61,9 @@ def candidates(density: float):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     return {"simd step": with_simd(True, step), "portable step": with_simd(False, step),
             "simd fwd": with_simd(True, lambda: layer.forward(x, True)),
-            "portable fwd": with_simd(False, lambda: layer.forward(x, True))}
+            "portable fwd": with_simd(False, lambda: layer.forward(x, True)),
+            "simd product": with_simd(True, lambda: layer.forward(x_f, True)),
+            "portable product": with_simd(False, lambda: layer.forward(x_f, True))}
 
 
 def main(argv=None):
@@ -84,7 +89,9 @@ def main(argv=None):
             result["by_density"][str(density)] = times
             print(f"γ={density}: " + "  ".join(f"{k} {v:.0f}" for k, v in times.items())
                   + f"  → step ×{times['portable step'] / times['simd step']:.2f}, "
-                  f"fwd ×{times['portable fwd'] / times['simd fwd']:.2f}", flush=True)
+                  f"fwd ×{times['portable fwd'] / times['simd fwd']:.2f}, "
+                  f"product ×{times['portable product'] / times['simd product']:.2f}",
+                  flush=True)
     finally:
         csr.SIMD_AVAILABLE = csr.avx2_fma_target()
     result["load_after"] = os.getloadavg()
