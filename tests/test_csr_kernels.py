@@ -3,6 +3,7 @@
 Shapes, densities (0 and 1 included), empty rows and columns, float32 and
 float64 are drawn by hypothesis; both Numba builds (serial and parallel) are
 checked, whatever the thread count."""
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -320,3 +321,95 @@ def test_public_kernels_reject_operands_of_the_wrong_shape():
                          np.zeros((4, 2), np.float32), batch_major_grad=True)
     with pytest.raises(ValueError, match=r"expects x of shape \(k, 4\)"):
         csr.csr_matmul_batch_major(indptr, indices, data, np.zeros((4, 2), np.float32), 4)
+
+
+# -- the AVX2 + FMA forward (float32; float64 and CPUs without it use the kernels above) --
+
+needs_simd = pytest.mark.skipif(not csr.SIMD_AVAILABLE,
+                                reason="the explicit-SIMD forward needs AVX2 and FMA")
+
+simd_problems = st.fixed_dictionaries({
+    # k up to 200: passes of 96, 32 and 8 samples, every masked tail length 0..7, and
+    # the tail carried by the last 96-sample pass (k = 97..103, 193..199)
+    "n_rows": st.integers(0, 13), "n_cols": st.integers(1, 40),
+    "k": st.one_of(st.integers(0, 200), st.integers(97, 103), st.integers(193, 199)),
+    "density": st.sampled_from([0.0, 0.05, 0.3, 1.0]),
+    "empty_row": st.booleans(), "empty_col": st.booleans(), "seed": st.integers(0, 2 ** 16)})
+
+
+def _simd_bound(data_abs_dense, x):
+    # the docstring's bound: 1e-5 · Σ_p |data[p]·dense[indices[p], b]| + 1e-6
+    return 1e-5 * (data_abs_dense @ np.abs(x).astype(np.float64)) + 1e-6
+
+
+@needs_simd
+@settings(max_examples=60, deadline=None)
+@given(simd_problems)
+def test_simd_forward_kernels_equal_the_twin_within_float32_rounding(p):
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                 np.float32, p["empty_row"], p["empty_col"])
+    x_bm = rng.standard_normal((p["k"], p["n_cols"])).astype(np.float32)
+    x = np.ascontiguousarray(x_bm.T)
+    bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
+    bound = _simd_bound(np.abs(dense).astype(np.float64), x)
+    for b in (bias[:0], bias):
+        twin = csr.csr_matmul_numpy(indptr, indices, data, x, b if len(b) else None)
+        for label, kernel, blocks in _both_builds("matmul_simd"):
+            out = np.full((p["n_rows"], p["k"]), np.nan, dtype=np.float32)
+            kernel(*_u(indptr, indices), data, b, np.float32(0), x, out, blocks)
+            assert (np.abs(out - twin) <= bound).all(), label
+        for label, kernel, blocks in _both_builds("matmul_batch_major_simd"):
+            out = np.full((p["n_rows"], p["k"]), np.nan, dtype=np.float32)
+            xt = np.full((p["n_cols"], p["k"]), np.nan, dtype=np.float32)
+            kernel(*_u(indptr, indices), data, b, np.float32(0), x_bm, xt, out, blocks)
+            np.testing.assert_array_equal(xt, x)
+            assert (np.abs(out - twin) <= bound).all(), label
+
+
+@needs_simd
+def test_simd_forward_masked_tail_neither_reads_nor_writes_past_the_row():
+    # the last row of out and of dense end exactly at the array's end (k % 8 = 4); a
+    # neighbouring row's values must be untouched and NaNs past the end never read
+    rng = np.random.default_rng(3)
+    indptr, indices, data, dense, _ = random_csr(rng, 5, 7, 1.0, np.float32)
+    backing = np.full(7 * 12 + 8, np.nan, dtype=np.float32)
+    x = backing[:7 * 12].reshape(7, 12)
+    x[:] = rng.standard_normal((7, 12))
+    out = np.full((5, 12), np.nan, dtype=np.float32)
+    csr._KERNELS["matmul_simd"][0](*_u(indptr, indices), data, data[:0], np.float32(0), x, out, 1)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, dense @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_forward_uses_the_simd_kernel_for_float32_only_and_falls_back_when_off(monkeypatch):
+    rng = np.random.default_rng(4)
+    indptr, indices, data, _, _ = random_csr(rng, 9, 11, 0.3, np.float32)
+    x = rng.standard_normal((11, 13)).astype(np.float32)
+    assert csr._forward_name("matmul", np.float64) == "matmul"
+    assert csr._forward_name("matmul", np.float32) == \
+        ("matmul_simd" if csr.SIMD_AVAILABLE else "matmul")
+    monkeypatch.setattr(csr, "SIMD_AVAILABLE", False)      # a CPU without AVX2 / FMA
+    assert csr._forward_name("matmul_batch_major", np.float32) == "matmul_batch_major"
+    portable = np.empty((9, 13), np.float32)
+    csr._KERNELS["matmul"][0](*_u(indptr, indices), data, data[:0], np.float32(0), x, portable, 1)
+    np.testing.assert_array_equal(csr.csr_matmul(indptr, indices, data, x, 11), portable)
+    kernels = csr.TrainingKernels(indptr, indices, csr.csr_transpose_structure(indptr, indices, 11),
+                                  11)
+    y, xt = kernels.forward(data, data[:0], np.ascontiguousarray(x.T))
+    np.testing.assert_array_equal(y, portable)
+    np.testing.assert_array_equal(xt, x)
+
+
+def test_simd_check_follows_numbas_target(monkeypatch):
+    from minidnn.kernels import simd
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx,+avx2,-fma")
+    assert simd.avx2_target() and not simd.avx2_fma_target()
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx,+avx2,+fma")
+    assert simd.avx2_fma_target()
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", None)
+    monkeypatch.setattr(numba.config, "CPU_NAME", "generic")
+    assert not simd.avx2_fma_target()
+    monkeypatch.setattr(numba.config, "CPU_NAME", None)
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    assert not simd.avx2_fma_target() and not simd.avx2_target()

@@ -60,27 +60,14 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .simd import avx2_target
 from .ternary_net import ACTIVATIONS, _activate, _activate_numpy
 
 GROUP = 3           # inputs per table: 2^3 = 8 entries, one AVX2 register of float32
 BLOCK = 16          # outputs padded to a multiple of this (passes of 32, the last one 16)
 
 
-def _avx2_target() -> bool:
-    """Whether Numba compiles for a CPU with AVX2 (``vpermps``); never under
-    NUMBA_DISABLE_JIT (an intrinsic has no Python fallback)."""
-    if numba.config.DISABLE_JIT:
-        return False
-    features = numba.config.CPU_FEATURES
-    if features:
-        return "+avx2" in str(features).split(",")
-    if numba.config.CPU_NAME not in (None, "host"):
-        return False
-    try:
-        from llvmlite import binding
-        return bool(binding.get_host_cpu_features().get("avx2", False))
-    except Exception:          # no host feature query on this platform: no AVX2 path
-        return False
+_avx2_target = avx2_target   # kept under its old name (tests, callers)
 
 
 #: ``choose_path`` takes the lut path below this batch size. Its cost grows with the batch
