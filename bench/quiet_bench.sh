@@ -1,6 +1,6 @@
 #!/bin/bash
 # Quiet-machine speed runs of a sitting (the figures of the closing note and the README table).
-# Run from the repository root with nothing else running on the machine; about 25 minutes.
+# Run from the repository root with nothing else running on the machine; about 30 minutes.
 # The technique-1 models come from bench/discrete_depth_study.py --save-models (see bench/README.md).
 cd "$(dirname "$0")/.."
 MODELS=${MODELS:-/work/artifacts/issue9/models}
@@ -12,8 +12,9 @@ python bench/sparse_speed.py
 python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 uptime
 for gain in max mse; do
-  python bench/discrete_inference_speed.py --threads 1 --repeats 5 --model $MODELS/rr_L6_20_s0_long-$gain.h5 --out bench/results/discrete_inference_speed_long-$gain.json
+  python bench/discrete_inference_speed.py --threads 1 --repeats 5 --calls 2000 --model $MODELS/rr_L6_20_s0_long-$gain.h5 --out bench/results/discrete_inference_speed_long-$gain.json
 done
 uptime
+python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_2threads_wall_quiet.json
 python bench/speed_vs_torch.py --repeats 1 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime
