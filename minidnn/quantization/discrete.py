@@ -556,7 +556,8 @@ def add_train_options(parser) -> None:
     group.add_argument("--grid-step", default=None, metavar="STEP",
                        help="discretise every Dense layer onto the power-of-two grid of step "
                             "STEP on [-1, 1] (2^0 = ternary, 2^-1, ..., 2^-6) with a per-layer "
-                            "gain max|W|, then train on the grid (after --init-from, if given)")
+                            "gain (--grid-gain), then train on the grid (after --init-from, if "
+                            "given)")
     group.add_argument("--rounding", choices=("randomized", "nearest", "shadow"),
                        default="randomized",
                        help="with --grid-step: 'randomized' (the paper: W <- RR(W - lr*grad), "
@@ -583,6 +584,16 @@ def model_from_args(args, model: Sequential, log=print) -> Sequential:
     log(f"discretised onto {grid!r} ({grid.bits} bits/weight), rounding {args.rounding}, "
         f"gain {getattr(args, 'grid_gain', 'max')}")
     return model
+
+
+def training_info(args) -> dict:
+    """What ``minidnn train`` records of technique 1 in the model file's training info
+    (the grid step, the rounding and the gain rule), so ``minidnn info`` says how the
+    codes were trained; empty without ``--grid-step``."""
+    if getattr(args, "grid_step", None) is None:
+        return {}
+    return {"discrete": {"grid_step": PowerOfTwoGrid.parse(args.grid_step).label(),
+                         "rounding": args.rounding, "gain": getattr(args, "grid_gain", "max")}}
 
 
 def model_to_save(args, model: Sequential) -> Sequential:
