@@ -154,6 +154,9 @@ def cmd_info(args) -> int:
     model = io.load(args.model)
     print(f"{args.model}  ({os.path.getsize(args.model):,} bytes on disk)")
     print(model.summary())
+    from .quantization import discrete
+    for line in discrete.info_lines(model):   # technique 1: packed weight bytes
+        print(line)
     bad = nonfinite_arrays(model)
     if bad:
         print(f"WARNING: non-finite weights: {describe_nonfinite(bad, limit=len(bad))}; "

@@ -429,6 +429,10 @@ def test_cli_discretises_a_pretrained_dbn_fine_tunes_on_the_grid_and_info_shows_
     row = next(line for line in shown.splitlines() if line.startswith("dense_1"))
     assert row.split()[-1] == f"{discrete[0].storage_bytes():,}"
     assert f"bytes: {sum(l.storage_bytes() for l in discrete):,}" in shown
+    packed = (784 * 32 * 4 + 7) // 8 + (32 * 10 * 4 + 7) // 8
+    assert weight_storage_bytes(model) == packed
+    assert (f"weights: {packed:,} bytes as codes (4 bits/weight) against "
+            f"{(784 * 32 + 32 * 10) * 4:,} in float32 (1/8.0)") in shown
     # the file says what was trained: the DBN it started from and the grid, not --arch's default
     training = md.io.read_training_info(out)
     assert training["init_from"] == str(dbn) and training["architecture"] is None

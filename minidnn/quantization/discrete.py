@@ -550,6 +550,22 @@ def weight_storage_bytes(model: Sequential) -> int:
 
 # -- command line -------------------------------------------------------------------------------
 
+def info_lines(model: Sequential) -> list:
+    """``minidnn info``'s lines for a model with discrete layers (none otherwise): the weight
+    matrices' bytes as packed codes against the same weights in float32."""
+    discrete = [l for l in model.layers if isinstance(l, DiscreteDense)]
+    if not discrete:
+        return []
+    packed = weight_storage_bytes(model)
+    as_float32 = sum(l.params["codes"].size * 4 if isinstance(l, DiscreteDense)
+                     else l.params["W"].size * 4 for l in model.layers if "W" in l.params
+                     or isinstance(l, DiscreteDense))
+    bits = sorted({l.grid.bits for l in discrete})
+    return [f"weights: {packed:,} bytes as codes ({'/'.join(map(str, bits))} bits/weight) "
+            f"against {as_float32:,} in float32 (1/{as_float32 / packed:.1f}); "
+            f"biases and gains excluded"]
+
+
 def add_train_options(parser) -> None:
     """``minidnn train`` options of technique 1 (``--grid-step``, ``--rounding``)."""
     group = parser.add_argument_group("discrete weights (technique 1)")

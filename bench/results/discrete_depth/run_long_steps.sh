@@ -16,3 +16,8 @@ S="python bench/discrete_depth_study.py --variants rr --steps 2^-1 2^-3 2^-4 2^-
 $S --seeds 0 --depths 3 6
 $S --seeds 1 --depths 3 6
 $S --seeds 2 --depths 3 6
+# Last, if time remains: the float baseline on the same 12-epoch schedule (lr-float 2.0,
+# the first protocol's float lr), depths 3 6 8, so the long-mse figures have a float curve
+# of their own (otherwise they show the first protocol's 2-epoch float curve, labelled so).
+python bench/discrete_depth_study.py --variants float --finetune-epochs 12 --protocol long-mse \
+    --seeds 0 --depths 3 6 8
