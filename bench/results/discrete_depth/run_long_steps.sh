@@ -8,16 +8,17 @@
 # expected RR error (--gain mse), lr 8.0 (chosen on ternary depth-6 seed-0 validation,
 # run_long.sh; not re-tuned per step), 12 epochs of fine-tuning of the same
 # 10-epoch-per-RBM DBNs, SGD without momentum, minibatch 100, test error at the epoch
-# of lowest validation error. Order: seed 0 (every step, depths 3 6), then seed 1, seed 2.
+# of lowest validation error. Order: seed 0 (every step, depths 3 6), the float baseline
+# (below), then seed 1, seed 2.
 # One thread (the machine is shared).
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 S="python bench/discrete_depth_study.py --variants rr --steps 2^-1 2^-3 2^-4 2^-6
    --finetune-epochs 12 --gain mse --lr 8.0 --protocol long-mse"
 $S --seeds 0 --depths 3 6
-$S --seeds 1 --depths 3 6
-$S --seeds 2 --depths 3 6
-# Last, if time remains: the float baseline on the same 12-epoch schedule (lr-float 2.0,
-# the first protocol's float lr), depths 3 6 8, so the long-mse figures have a float curve
+# Then the float baseline on the same 12-epoch schedule (lr-float 2.0, the first
+# protocol's float lr), seed 0, depths 3 6 8, so the long-mse figures have a float curve
 # of their own (otherwise they show the first protocol's 2-epoch float curve, labelled so).
 python bench/discrete_depth_study.py --variants float --finetune-epochs 12 --protocol long-mse \
     --seeds 0 --depths 3 6 8
+$S --seeds 1 --depths 3 6
+$S --seeds 2 --depths 3 6
