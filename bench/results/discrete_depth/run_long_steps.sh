@@ -22,3 +22,6 @@ python bench/discrete_depth_study.py --variants float --finetune-epochs 12 --pro
     --seeds 0 --depths 3 6 8
 $S --seeds 1 --depths 3 6
 $S --seeds 2 --depths 3 6
+# Last: the float baseline's seeds 1 2 (appended in sitting 17 once the above was on time).
+python bench/discrete_depth_study.py --variants float --finetune-epochs 12 --protocol long-mse \
+    --seeds 1 2 --depths 3 6 8
