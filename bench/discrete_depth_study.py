@@ -26,7 +26,8 @@ longer or otherwise changed schedule is run beside the earlier results, never
 over them; ``--gain`` picks the per-layer gain rule of the conversion
 (``max``: the paper's max|W|; ``mse``: the gain minimising the expected
 squared rounding error, ``minidnn.quantization.discrete.rounding_error_gain``).
-The tags used are listed in bench/results/discrete_depth/run_study.sh.
+The tags used and their settings are in the run_*.sh scripts of
+bench/results/discrete_depth/.
 
 Resumable: every finished point is one JSON file in --out
 (``<variant>_L<depth>_<step>_s<seed>.json``) and is never recomputed; several
@@ -308,7 +309,10 @@ def tex(step):
     return f"$2^{{{step[2:]}}}$"
 
 
-def plot(table, out):
+def plot(table, out, suffix="", note="", float_table=None):
+    """error_vs_depth, controls_vs_depth and error_vs_weight_bytes ``{suffix}.png`` from one
+    protocol's summarised points; without a float curve of its own, ``float_table``'s (the
+    first protocol's) is drawn, labelled as such."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -320,18 +324,24 @@ def plot(table, out):
             ax.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts],
                         yerr=[p[1]["std"] for p in pts], capsize=3, marker="o", label=label, **kw)
 
+    float_label = "float32"
+    if float_table is not None and not any(k[0] == "float" for k in table):
+        table = {**table, **{k: v for k, v in float_table.items() if k[0] == "float"}}
+        float_label = "float32, first protocol (2 epochs)"
+
     fig, ax = plt.subplots(figsize=(7, 5))
     for step in STEPS:
         curve(ax, "rr", step, f"Δ = {tex(step)}")
-    curve(ax, "float", None, "float32", color="black", linestyle="--")
+    curve(ax, "float", None, float_label, color="black", linestyle="--")
     ax.set_xlabel("layers (counting input and output)")
     ax.set_ylabel("test error (%)")
     ax.set_yscale("log")
-    ax.set_title("MNIST, 300 units per hidden layer, RBM-pretrained, RR fine-tuning")
+    ax.set_title("MNIST, 300 units per hidden layer, RBM-pretrained, RR fine-tuning" + note,
+                 fontsize=10 if note else None)
     ax.legend(fontsize=8, ncol=2, loc="upper center")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "error_vs_depth.png"), dpi=120)
+    fig.savefig(os.path.join(out, f"error_vs_depth{suffix}.png"), dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -339,37 +349,39 @@ def plot(table, out):
         curve(ax, "rr", step, f"RR, memory-saving, Δ = {tex(step)}")
         curve(ax, "nearest", step, f"nearest, memory-saving, Δ = {tex(step)}", linestyle=":")
         curve(ax, "shadow", step, f"shadow (BinaryConnect), Δ = {tex(step)}", linestyle="-.")
-    curve(ax, "float", None, "float32", color="black", linestyle="--")
+    curve(ax, "float", None, float_label, color="black", linestyle="--")
     ax.set_xlabel("layers (counting input and output)")
     ax.set_ylabel("test error (%)")
     ax.set_yscale("log")
-    ax.set_title("Controls: rounding to nearest, full-precision shadow")
+    ax.set_title("Controls: rounding to nearest, full-precision shadow" + note,
+                 fontsize=10 if note else None)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "controls_vs_depth.png"), dpi=120)
+    fig.savefig(os.path.join(out, f"controls_vs_depth{suffix}.png"), dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for step in STEPS:
         curve(ax, "rr", step, f"Δ = {tex(step)}", x_of=lambda d, t: t["bytes"] / 1024)
-    curve(ax, "float", None, "float32", x_of=lambda d, t: t["bytes"] / 1024, color="black",
+    curve(ax, "float", None, float_label, x_of=lambda d, t: t["bytes"] / 1024, color="black",
           linestyle="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("weight storage (KiB; packed codes, depth 3 … 8 along each curve)")
     ax.set_ylabel("test error (%)")
-    ax.set_title("Error against weight bytes")
+    ax.set_title("Error against weight bytes" + note, fontsize=10 if note else None)
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "error_vs_weight_bytes.png"), dpi=120)
+    fig.savefig(os.path.join(out, f"error_vs_weight_bytes{suffix}.png"), dpi=120)
     plt.close(fig)
 
 
 PROTOCOLS_NOTE = """
 Protocols beside the first (2 epochs): each tag's settings are in its JSON files
-and in run_long.sh. Cell: test error (%) at the epoch of lowest validation error,
+and in the scripts that ran them (run_long.sh, run_controls.sh,
+run_controls_2-2.sh, run_long_steps.sh). Cell: test error (%) at the epoch of lowest validation error,
 mean ± sample std over seeds (n); [e: mean selected epoch; nz: nonzero codes of
 the hidden layers at that epoch, %].
 """
@@ -380,7 +392,10 @@ def protocol_table(results, out):
     groups = {}
     for r in results:
         groups.setdefault((r["protocol"], r["variant"], r["step"], r["depth"]), []).append(r)
-    rows_keys = sorted({k[:3] for k in groups}, key=lambda k: (k[0], k[1], str(k[2])))
+    variant_order = {"float": 0, "rr": 1, "shadow": 2, "nearest": 3}
+    rows_keys = sorted({k[:3] for k in groups},      # per protocol: float, rr by Δ, controls
+                       key=lambda k: (k[0], variant_order.get(k[1], 9),
+                                      -1 if k[2] is None else STEPS.index(k[2])))
     depths = sorted({k[3] for k in groups})
     lines = ["| protocol | variant | Δ | gain | lr | epochs | " + " | ".join(f"L={d}" for d in depths) + " |",
              "|---|---|---|---|---|---|" + "---|" * len(depths)]
@@ -419,6 +434,8 @@ def plot_protocols(results, first_table, out):
                         yerr=[t["std"] for _, t in pts], capsize=3, marker="o", label=label, **kw)
     groups, first_of = {}, {}
     for r in results:
+        if r["step"] != "2^0":
+            continue
         key = (r["protocol"], r["variant"], r["step"])
         groups.setdefault(key, {}).setdefault(r["depth"], []).append(100 * r["test_error"])
         first_of.setdefault(key, r)
@@ -448,6 +465,8 @@ def main():
     args = parse_args()
     if not args.plot:
         run(args)
+        if args.dry_run:
+            return
     results = load_results(args.out)
     first = [r for r in results if not r.get("protocol")]
     tagged = [r for r in results if r.get("protocol")]
@@ -461,6 +480,14 @@ def main():
             plot_protocols(tagged, table, args.out)
         print(text)
         plot(table, args.out)
+        # a protocol run at several grid steps gets Figure 1 and its companions of its own
+        for tag in sorted({r["protocol"] for r in tagged}):
+            mine = [r for r in tagged if r["protocol"] == tag]
+            if len({r["step"] for r in mine if r["variant"] != "float"}) > 1:
+                r0 = next(r for r in mine if r["variant"] == "rr")
+                plot(summarise(mine), args.out, suffix=f"_{tag}", float_table=table,
+                     note=f"\n{tag}: gain {r0['gain_rule']}, lr {r0['lr']}, "
+                          f"{r0['finetune_epochs']} epochs")
         print(f"figures in {args.out}")
 
 

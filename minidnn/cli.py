@@ -92,7 +92,11 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - t0
     model = discrete.model_to_save(args, model)
     test = evaluate(model, splits.test)
-    io.save(model, out, training={"dataset": args.dataset, "architecture": args.arch,
+    # with --init-from the layers come from the file, not from --arch (whose default
+    # would otherwise be recorded as if it had been trained)
+    io.save(model, out, training={"dataset": args.dataset,
+                                  "architecture": None if args.init_from else args.arch,
+                                  "init_from": args.init_from, **discrete.training_info(args),
                                   "epochs": args.epochs, "batch_size": args.batch_size,
                                   "seed": args.seed, "optimizer": optimizer.get_config(),
                                   "drop_last": resolve_drop_last(model, args.drop_last),
@@ -150,6 +154,9 @@ def cmd_info(args) -> int:
     model = io.load(args.model)
     print(f"{args.model}  ({os.path.getsize(args.model):,} bytes on disk)")
     print(model.summary())
+    from .quantization import discrete
+    for line in discrete.info_lines(model):   # technique 1: packed weight bytes
+        print(line)
     bad = nonfinite_arrays(model)
     if bad:
         print(f"WARNING: non-finite weights: {describe_nonfinite(bad, limit=len(bad))}; "

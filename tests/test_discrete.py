@@ -421,7 +421,22 @@ def test_cli_discretises_a_pretrained_dbn_fine_tunes_on_the_grid_and_info_shows_
     assert [type(l).__name__ for l in model.layers if l.params] == ["DiscreteDense"] * 2
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
-    assert "grid 2^-2, 4 bits/weight" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "grid 2^-2, 4 bits/weight" in shown
+    # bytes per layer (codes packed at 4 bits, plus gain and bias) and the model's total
+    discrete = [l for l in model.layers if l.params]
+    assert discrete[0].storage_bytes() == (784 * 32 * 4 + 7) // 8 + 32 * 4 + 2 * 4
+    row = next(line for line in shown.splitlines() if line.startswith("dense_1"))
+    assert row.split()[-1] == f"{discrete[0].storage_bytes():,}"
+    assert f"bytes: {sum(l.storage_bytes() for l in discrete):,}" in shown
+    packed = (784 * 32 * 4 + 7) // 8 + (32 * 10 * 4 + 7) // 8
+    assert weight_storage_bytes(model) == packed
+    assert (f"weights: {packed:,} bytes as codes (4 bits/weight) against "
+            f"{(784 * 32 + 32 * 10) * 4:,} in float32 (1/8.0)") in shown
+    # the file says what was trained: the DBN it started from and the grid, not --arch's default
+    training = md.io.read_training_info(out)
+    assert training["init_from"] == str(dbn) and training["architecture"] is None
+    assert training["discrete"] == {"grid_step": "2^-2", "rounding": "randomized", "gain": "max"}
     shadow = tmp_path / "s.h5"
     assert main(["train", "--quiet", "--epochs", "1", "--arch", "mlp:784-16-10:sigmoid",
                  "--grid-step", "2^0", "--rounding", "shadow", "--out", str(shadow)]) == 0

@@ -550,13 +550,30 @@ def weight_storage_bytes(model: Sequential) -> int:
 
 # -- command line -------------------------------------------------------------------------------
 
+def info_lines(model: Sequential) -> list:
+    """``minidnn info``'s lines for a model with discrete layers (none otherwise): the weight
+    matrices' bytes as packed codes against the same weights in float32."""
+    discrete = [l for l in model.layers if isinstance(l, DiscreteDense)]
+    if not discrete:
+        return []
+    packed = weight_storage_bytes(model)
+    as_float32 = sum(l.params["codes"].size * 4 if isinstance(l, DiscreteDense)
+                     else l.params["W"].size * 4 for l in model.layers if "W" in l.params
+                     or isinstance(l, DiscreteDense))
+    bits = sorted({l.grid.bits for l in discrete})
+    return [f"weights: {packed:,} bytes as codes ({'/'.join(map(str, bits))} bits/weight) "
+            f"against {as_float32:,} in float32 (1/{as_float32 / packed:.1f}); "
+            f"biases and gains excluded"]
+
+
 def add_train_options(parser) -> None:
     """``minidnn train`` options of technique 1 (``--grid-step``, ``--rounding``)."""
     group = parser.add_argument_group("discrete weights (technique 1)")
     group.add_argument("--grid-step", default=None, metavar="STEP",
                        help="discretise every Dense layer onto the power-of-two grid of step "
                             "STEP on [-1, 1] (2^0 = ternary, 2^-1, ..., 2^-6) with a per-layer "
-                            "gain max|W|, then train on the grid (after --init-from, if given)")
+                            "gain (--grid-gain), then train on the grid (after --init-from, if "
+                            "given)")
     group.add_argument("--rounding", choices=("randomized", "nearest", "shadow"),
                        default="randomized",
                        help="with --grid-step: 'randomized' (the paper: W <- RR(W - lr*grad), "
@@ -583,6 +600,16 @@ def model_from_args(args, model: Sequential, log=print) -> Sequential:
     log(f"discretised onto {grid!r} ({grid.bits} bits/weight), rounding {args.rounding}, "
         f"gain {getattr(args, 'grid_gain', 'max')}")
     return model
+
+
+def training_info(args) -> dict:
+    """What ``minidnn train`` records of technique 1 in the model file's training info
+    (the grid step, the rounding and the gain rule), so ``minidnn info`` says how the
+    codes were trained; empty without ``--grid-step``."""
+    if getattr(args, "grid_step", None) is None:
+        return {}
+    return {"discrete": {"grid_step": PowerOfTwoGrid.parse(args.grid_step).label(),
+                         "rounding": args.rounding, "gain": getattr(args, "grid_gain", "max")}}
 
 
 def model_to_save(args, model: Sequential) -> Sequential:
