@@ -70,6 +70,11 @@ def parse_args(argv=None):
                    help="step: --ft-lr-step; cosine: lr·(1 + cos(π·e/E))/2 at epoch e of E")
     p.add_argument("--ft-dropout", type=float, default=0.0,
                    help="dropout rate on the hidden units while fine-tuning (0: none)")
+    p.add_argument("--ft-input-dropout", type=float, default=0.0,
+                   help="dropout rate on the 784 input pixels while fine-tuning (0: none)")
+    p.add_argument("--ae-corruption", type=float, default=0.0,
+                   help="denoising autoencoder: masking-noise rate on the input in "
+                        "pretraining (PretrainConfig.corruption; 0: plain autoencoder)")
     p.add_argument("--init", default="fan_in", choices=("fan_in", "paper"))
     p.add_argument("--pattern", default="bernoulli", choices=("bernoulli", "per_unit"),
                    help="SparseDense pattern (use another --out-dir for per_unit)")
@@ -141,6 +146,9 @@ class Study:
             "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}") + (
             "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}") + (
             f"_drop{self.args.ae_lr_drop}" if self.args.ae_lr_drop else "") + (
+            f"_c{self.args.ae_corruption:g}" if self.args.ae_corruption else "") + (
+            # a shared --ae-dir holds per_unit runs without a pattern tag (sitting 16)
+            "_bern" if self.args.pattern == "bernoulli" and self.args.ae_dir else "") + (
             f"_s{self.args.seed}" if self.args.seed else "")   # the seed draws the pattern too
         h5 = self.artifacts / f"{run_id}.h5"
         result = self.done(run_id, self.ae_out)
@@ -165,7 +173,8 @@ class Study:
             config = PretrainConfig(epochs=epochs, lr=phase_lr,
                                     weight_decay=self.args.ae_weight_decay,
                                     momentum=momentum, final_momentum=0.9,
-                                    momentum_switch_epoch=3, batch_size=100)
+                                    momentum_switch_epoch=3, batch_size=100,
+                                    corruption=self.args.ae_corruption)
             # a checkpoint every epoch: a killed long pretraining resumes where it stopped
             # (the seconds then count only the resumed part); a finished phase is read back
             checkpoints.append(self.artifacts / f"{run_id}.ckpt{'' if not k else k}.h5")
@@ -183,6 +192,8 @@ class Study:
                   "train_history": history[0], "nnz": self._nnz(unit), "file": str(h5)}
         if drop:
             result["lr_drop_epoch"] = drop
+        if self.args.ae_corruption:
+            result["corruption"] = self.args.ae_corruption
         self.write(run_id, result, self.ae_out)
         for checkpoint in checkpoints:
             checkpoint.unlink(missing_ok=True)
@@ -192,7 +203,8 @@ class Study:
         """What a fine-tuning JSON records of the autoencoder it started from."""
         return {"ae_run": ae["run"], "ae_epochs": ae["epochs"],
                 "ae_weight_decay": ae["weight_decay"], "ae_test_mse": ae["test_mse"],
-                "ae_val_mse": ae["val_mse"], "pattern": self.args.pattern}
+                "ae_val_mse": ae["val_mse"], "pattern": self.args.pattern,
+                "ae_corruption": ae.get("corruption", 0.0)}
 
     @staticmethod
     def _nnz(unit):
@@ -244,6 +256,7 @@ class Study:
         best = max(epochs, key=lambda r: (r["val_acc"], -r["epoch"]))
         result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
                   "lr_schedule": self.args.ft_schedule, "dropout": self.args.ft_dropout,
+                  "input_dropout": self.args.ft_input_dropout,
                   "weight_decay": self.args.ft_weight_decay,
                   "momentum": 0.9, "batch_size": self.args.ft_batch_size,
                   "seed": self.args.seed,
@@ -287,14 +300,18 @@ class Study:
         return 0.1 if a.ft_lr_step and e + 1 >= a.ft_lr_step else 1.0
 
     def _with_dropout(self, model):
-        """``--ft-dropout p``: a Dropout(p) after each hidden activation (fine-tuning only)."""
+        """``--ft-dropout p``: a Dropout(p) after each hidden activation; ``--ft-input-dropout
+        q``: a Dropout(q) on the pixels, before the first weight layer (fine-tuning only)."""
         import minidnn as md
-        if not self.args.ft_dropout:
+        if not self.args.ft_dropout and not self.args.ft_input_dropout:
             return model
         layers = []
         for i, layer in enumerate(model.layers):
+            if self.args.ft_input_dropout and i == 1:   # after Flatten, before the sparse W
+                layers.append(md.Dropout(self.args.ft_input_dropout,
+                                         rng=np.random.default_rng([self.args.seed, 1000])))
             layers.append(layer)
-            if isinstance(layer, md.Sigmoid):
+            if self.args.ft_dropout and isinstance(layer, md.Sigmoid):
                 layers.append(md.Dropout(self.args.ft_dropout,
                                          rng=np.random.default_rng([self.args.seed, i])))
         return md.Sequential(layers, seed=None, input_shape=(784,))
@@ -343,6 +360,8 @@ class Study:
                                "ft_batch_size": a.ft_batch_size, "pattern": a.pattern,
                                "ft_lr_step": a.ft_lr_step,
                                "ft_schedule": a.ft_schedule, "ft_dropout": a.ft_dropout,
+                               "ft_input_dropout": a.ft_input_dropout,
+                               "ae_corruption": a.ae_corruption,
                                "ft_weight_decay": a.ft_weight_decay,
                                "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
                                "ae_candidates": {r["lr"]: r["val_mse"] for r in ae_runs},
@@ -447,6 +466,9 @@ def compare(dirs):
                 "ft": f"{r['epochs']} ep lr {r['lr']:g} {schedule}"
                       + (f" wd {r['weight_decay']:g}" if r.get("weight_decay") else "")
                       + (f" drop {r['dropout']:g}" if r.get("dropout") else "")
+                      + (f" in-drop {r['input_dropout']:g}" if r.get("input_dropout") else "")
+                      + (f" AE-noise {r['ae_corruption']:g}" if r.get("ae_corruption") else "")
+                      + (f" {r['pattern']}" if r.get("pattern", "per_unit") != "per_unit" else "")
                       + (f" batch {r['batch_size']}" if r.get("batch_size", 100) != 100 else "")
                       + (f" seed {r['seed']}" if r.get("seed") else ""),
                 "val": r["best_val_acc"], "epoch": r["best_val_epoch"],

@@ -1,0 +1,34 @@
+#!/bin/sh
+# Sitting 17, issue #11: the table rows γ = 0.33 and 1 at sitting 16's chosen protocol, and the
+# γ = 0.04 protocol search (choices on validation only). One configuration after another,
+# single-threaded, resumable (rerun a stage: finished runs are read back).
+#   setsid nohup nice -n 5 sh bench/sparse_acc17.sh rows > bench/results/s17_rows.log 2>&1 < /dev/null &
+#   python bench/sparse_mnist_table.py --report --out-dir bench/results/s16_ae10_wd0.01_cos100 --ae-dir bench/results/s16_ae
+set -e
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)"
+R=bench/results
+COMMON="--pattern per_unit --densities 0.04 --ae-lrs 0.3 --ae-dir $R/s16_ae --artifacts /work/artifacts/issue-11/s16"
+TC="python bench/sparse_mnist_table.py $COMMON"   # with the no-pretraining control
+case "$1" in
+rows)
+  # sitting 16's stage5 (WD = 0.01) with the two missing densities: the lr choice at γ = 0.04
+  # is read back from its finished runs, only γ = 0.33 and 1 (pretrained + control) are new
+  $TC --out-dir $R/s16_ae10_wd0.01_cos100 --ae-epochs 10 --ae-weight-decay 0.01 \
+     --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2,0.1,0.4 --densities 0.33,1
+  ;;
+pilots)
+  # one-seed pilots at γ = 0.04, 40 fine-tuning epochs (cosine from 0.2 over the 40), each knob
+  # alone against the same-length baseline; judged on best validation accuracy only
+  P="--ae-epochs 10 --ae-weight-decay 0.01 --ft-epochs 40 --ft-schedule cosine --ft-lrs 0.2 --no-control"
+  $TC $P --out-dir $R/s17_p40_base
+  $TC $P --out-dir $R/s17_p40_hdrop0.2 --ft-dropout 0.2
+  $TC $P --out-dir $R/s17_p40_indrop0.2 --ft-input-dropout 0.2
+  $TC $P --out-dir $R/s17_p40_hdrop0.5 --ft-dropout 0.5
+  $TC $P --out-dir $R/s17_p40_ftwd1e-4 --ft-weight-decay 1e-4
+  $TC $P --out-dir $R/s17_p40_aenoise0.25 --ae-corruption 0.25
+  $TC $P --out-dir $R/s17_p40_ftwd5e-4 --ft-weight-decay 5e-4
+  $TC $P --out-dir $R/s17_p40_bernoulli --pattern bernoulli
+  ;;
+*) echo "usage: sh bench/sparse_acc17.sh rows|pilots" >&2; exit 2 ;;
+esac
