@@ -6,7 +6,7 @@
 #   python bench/sparse_mnist_table.py --report --out-dir bench/results/s16_ae10_wd0.01_cos100 --ae-dir bench/results/s16_ae
 set -e
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
-export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="${PYTHONPATH:-$(cd "$(dirname "$0")/.." && pwd)}"
 R=bench/results
 COMMON="--pattern per_unit --densities 0.04 --ae-lrs 0.3 --ae-dir $R/s16_ae --artifacts /work/artifacts/issue-11/s16"
 TC="python bench/sparse_mnist_table.py $COMMON"   # with the no-pretraining control
@@ -30,5 +30,11 @@ pilots)
   $TC $P --out-dir $R/s17_p40_ftwd5e-4 --ft-weight-decay 5e-4
   $TC $P --out-dir $R/s17_p40_bernoulli --pattern bernoulli
   ;;
-*) echo "usage: sh bench/sparse_acc17.sh rows|pilots" >&2; exit 2 ;;
+pilots2)
+  # more one-seed 40-epoch pilots: label smoothing, centered pixels
+  P="--ae-epochs 10 --ae-weight-decay 0.01 --ft-epochs 40 --ft-schedule cosine --ft-lrs 0.2 --no-control"
+  $TC $P --out-dir $R/s17_p40_smooth0.1 --ft-label-smoothing 0.1
+  $TC $P --out-dir $R/s17_p40_center --ft-center
+  ;;
+*) echo "usage: sh bench/sparse_acc17.sh rows|pilots|pilots2" >&2; exit 2 ;;
 esac

@@ -72,6 +72,12 @@ def parse_args(argv=None):
                    help="dropout rate on the hidden units while fine-tuning (0: none)")
     p.add_argument("--ft-input-dropout", type=float, default=0.0,
                    help="dropout rate on the 784 input pixels while fine-tuning (0: none)")
+    p.add_argument("--ft-label-smoothing", type=float, default=0.0,
+                   help="fine-tuning targets (1 − ε)·onehot + ε/10 (0: plain cross-entropy)")
+    p.add_argument("--ft-center", action="store_true",
+                   help="fine-tune on pixels minus the training-set mean pixel, the first "
+                        "layer's bias moved by μW so the net computes the same function at "
+                        "the start (pretraining stays on [0, 1] pixels)")
     p.add_argument("--ae-corruption", type=float, default=0.0,
                    help="denoising autoencoder: masking-noise rate on the input in "
                         "pretraining (PretrainConfig.corruption; 0: plain autoencoder)")
@@ -108,6 +114,22 @@ def parse_args(argv=None):
 
 def log(line):
     print(time.strftime("%H:%M:%S"), line, flush=True)
+
+
+class LabelSmoothedCrossEntropy:
+    """Softmax cross-entropy against (1 − ε)·onehot(y) + ε/K (Szegedy et al., 2016)."""
+
+    name = "label_smoothed_cross_entropy"
+
+    def __init__(self, epsilon):
+        from minidnn.losses import SoftmaxCrossEntropy
+        self.epsilon, self.plain = float(epsilon), SoftmaxCrossEntropy()
+
+    def __call__(self, logits, target):
+        k = logits.shape[1]
+        soft = np.full(logits.shape, self.epsilon / k, dtype=logits.dtype)
+        soft[np.arange(len(target)), target] += 1.0 - self.epsilon
+        return self.plain(logits, soft)
 
 
 class Study:
@@ -230,6 +252,9 @@ class Study:
         if result is not None:
             return result
         model = self._with_dropout(make_model())
+        train, val_set, test_set = self._finetune_data(model)
+        loss = LabelSmoothedCrossEntropy(self.args.ft_label_smoothing) \
+            if self.args.ft_label_smoothing else None
         epochs = []
         t_train = 0.0
         pattern_before = self._pattern(model)
@@ -240,12 +265,12 @@ class Study:
             # divergence_factor=None: fit compares one epoch's mean loss with the lowest single
             # minibatch loss, so a net near zero training loss (the no-pretraining control at
             # epoch 70) is falsely stopped; the NaN/Inf checks stay on
-            fitted = md.fit(model, self.train, epochs=1, batch_size=self.args.ft_batch_size,
+            fitted = md.fit(model, train, epochs=1, batch_size=self.args.ft_batch_size,
                             optimizer=opt, seed=self.args.seed * 1000 + e, progress=False, log=None,
-                            divergence_factor=None)
+                            divergence_factor=None, loss=loss)
             t_train += time.perf_counter() - t0
-            val = md.evaluate(model, self.val)
-            test = md.evaluate(model, self.test)
+            val = md.evaluate(model, val_set)
+            test = md.evaluate(model, test_set)
             epochs.append({"epoch": e + 1, "train_acc": fitted.last().get("train_acc"),
                            "train_loss": fitted.last().get("train_loss"),
                            "val_acc": val["accuracy"], "val_loss": val["loss"],
@@ -257,6 +282,7 @@ class Study:
         result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
                   "lr_schedule": self.args.ft_schedule, "dropout": self.args.ft_dropout,
                   "input_dropout": self.args.ft_input_dropout,
+                  "label_smoothing": self.args.ft_label_smoothing, "center": self.args.ft_center,
                   "weight_decay": self.args.ft_weight_decay,
                   "momentum": 0.9, "batch_size": self.args.ft_batch_size,
                   "seed": self.args.seed,
@@ -291,6 +317,17 @@ class Study:
                 self.finetune(f"pruned_g{density:g}_lr{lr:g}", lambda d=density: pruned(d), lr,
                               {"density": density, "pattern": "magnitude-pruned dense",
                                "from": dense_run["run"]})
+
+    def _finetune_data(self, model):
+        """The (train, val, test) fine-tuning sees: as loaded, or ``--ft-center``: minus the
+        training mean pixel μ, with the first weight layer's bias b ← b + μW, so that
+        σ((x − μ)W + b + μW) = σ(xW + b) and only SGD's conditioning changes."""
+        if not self.args.ft_center:
+            return self.train, self.val, self.test
+        mu = self.train[0].mean(axis=0, keepdims=True, dtype=np.float64).astype(self.train[0].dtype)
+        first = next(l for l in model.layers if "b" in l.params)
+        first.params["b"] += first._forward_product(mu)[0].astype(first.params["b"].dtype)
+        return tuple((x - mu, y) for x, y in (self.train, self.val, self.test))
 
     def _lr_factor(self, e):
         """The fine-tuning lr multiplier at epoch e (0-based)."""
@@ -361,6 +398,8 @@ class Study:
                                "ft_lr_step": a.ft_lr_step,
                                "ft_schedule": a.ft_schedule, "ft_dropout": a.ft_dropout,
                                "ft_input_dropout": a.ft_input_dropout,
+                               "ft_label_smoothing": a.ft_label_smoothing,
+                               "ft_center": a.ft_center,
                                "ae_corruption": a.ae_corruption,
                                "ft_weight_decay": a.ft_weight_decay,
                                "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
@@ -467,6 +506,8 @@ def compare(dirs):
                       + (f" wd {r['weight_decay']:g}" if r.get("weight_decay") else "")
                       + (f" drop {r['dropout']:g}" if r.get("dropout") else "")
                       + (f" in-drop {r['input_dropout']:g}" if r.get("input_dropout") else "")
+                      + (f" smooth {r['label_smoothing']:g}" if r.get("label_smoothing") else "")
+                      + (" centered" if r.get("center") else "")
                       + (f" AE-noise {r['ae_corruption']:g}" if r.get("ae_corruption") else "")
                       + (f" {r['pattern']}" if r.get("pattern", "per_unit") != "per_unit" else "")
                       + (f" batch {r['batch_size']}" if r.get("batch_size", 100) != 100 else "")
