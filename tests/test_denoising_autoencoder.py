@@ -90,3 +90,21 @@ def test_resumed_denoising_pretraining_equals_uninterrupted(tmp_path):
     for key in whole.units[0].params:
         np.testing.assert_array_equal(whole.units[0].params[key], resumed.units[0].params[key],
                                       err_msg=key)
+
+
+def test_cli_pretrain_autoencoder_corruption_reaches_the_config(tmp_path):
+    import argparse
+    import json
+
+    import h5py
+
+    from minidnn.pretraining.cli import add_pretrain_parser
+    parser = argparse.ArgumentParser(prog="minidnn")
+    add_pretrain_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "dae.h5"
+    args = parser.parse_args(["pretrain", "autoencoder", "--layers", "784-16", "--dataset",
+                              "embedded", "--limit", "200", "--epochs", "1", "--batch-size", "50",
+                              "--no-progress", "--corruption", "0.3", "-o", str(out)])
+    assert args.func(args) == 0
+    with h5py.File(out, "r") as h5:
+        assert [c["corruption"] for c in json.loads(h5.attrs["pretrain"])] == [0.3]
