@@ -69,6 +69,9 @@ full2)
   for seed in 1 2; do
     $TC $F --out-dir ${NAME}_s$seed --seed $seed "$@"
   done
+  # the no-pretraining control with the same fine-tuning (hidden dropout 0.1); the pretrained
+  # run is read back
+  $TC ${F% --no-control} --out-dir $R/s17_f100_hdrop0.1 --ft-dropout 0.1
   ;;
 *) echo "usage: sh bench/sparse_acc17.sh rows|pilots|pilots2|full|full2" >&2; exit 2 ;;
 esac
