@@ -1,7 +1,9 @@
 """Print the γ = 0.04 fine-tuning configuration of highest best-epoch validation accuracy among
 the given --out-dirs (seed-0 runs of ``sparse_mnist_table.py``), as ``DIR OPTION…``: the
 directory and the options that reproduce it (for ``bench/sparse_acc17.sh full``'s seeds 1, 2).
-Only validation accuracy enters the choice; ties go to the earlier directory."""
+Only validation accuracy enters the choice; ties go to the earlier directory.
+
+    python bench/sparse_acc17_choose.py --spread DIR DIR_s1 DIR_s2   # mean ± sd over seeds"""
 import json
 import sys
 from pathlib import Path
@@ -40,5 +42,20 @@ def main(dirs):
     print(" ".join([best[0].rstrip("/"), *options(best[1])]))
 
 
+def spread(dirs):
+    """Mean ± sample sd of best-epoch validation and test-at-best-validation over the runs."""
+    runs = [json.loads((Path(d) / "ft_g0.04_lr0.2_fan_in.json").read_text()) for d in dirs]
+    for d, r in zip(dirs, runs):
+        print(f"{d}: seed {r['seed']}, val {100 * r['best_val_acc']:.2f} % (epoch "
+              f"{r['best_val_epoch']}), test {100 * r['test_acc_at_best_val']:.2f} %")
+    for key, label in (("best_val_acc", "validation"), ("test_acc_at_best_val", "test")):
+        v = [100 * r[key] for r in runs]
+        sd = (sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0
+        print(f"{label}: {sum(v) / len(v):.2f} ± {sd:.2f} % over {len(v)} seeds")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--spread"]:
+        spread(sys.argv[2:])
+    else:
+        main(sys.argv[1:])
