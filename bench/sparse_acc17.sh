@@ -73,5 +73,20 @@ full2)
   # run is read back
   $TC ${F% --no-control} --out-dir $R/s17_f100_hdrop0.1 --ft-dropout 0.1
   ;;
-*) echo "usage: sh bench/sparse_acc17.sh rows|pilots|pilots2|full|full2" >&2; exit 2 ;;
+full3)
+  # after the rows: label smoothing 0.1 (the pilots' highest validation, by a hair) on top of
+  # hidden dropout 0.1; the choice over all full-length seed-0 runs again, seeds for a new winner
+  F="--ae-epochs 10 --ae-weight-decay 0.01 --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2 --no-control"
+  $TC $F --out-dir $R/s17_f100_hdrop0.1_smooth0.1 --ft-dropout 0.1 --ft-label-smoothing 0.1
+  CHOICE=$(python bench/sparse_acc17_choose.py $R/s16_ae10_wd0.01_cos100 $R/s17_f100_center \
+           $R/s17_f100_aenoise0.25 $R/s17_f100_hdrop0.1 $R/s17_f100_hdrop0.2 \
+           $R/s17_f100_hdrop0.1_smooth0.1)
+  echo "chosen on validation: $CHOICE"
+  set -- $CHOICE
+  NAME=$1; shift
+  for seed in 1 2; do
+    $TC $F --out-dir ${NAME}_s$seed --seed $seed "$@"
+  done
+  ;;
+*) echo "usage: sh bench/sparse_acc17.sh rows|pilots|pilots2|full|full2|full3" >&2; exit 2 ;;
 esac
