@@ -88,5 +88,21 @@ full3)
     $TC $F --out-dir ${NAME}_s$seed --seed $seed "$@"
   done
   ;;
-*) echo "usage: sh bench/sparse_acc17.sh rows|pilots|pilots2|full|full2|full3" >&2; exit 2 ;;
+full4)
+  # the last two: hidden dropout 0.05, and dropout 0.1 over 150 epochs (its validation was still
+  # rising at epoch 73 of 100); the choice over all full-length seed-0 runs, seeds for a winner
+  F="--ae-epochs 10 --ae-weight-decay 0.01 --ft-epochs 100 --ft-schedule cosine --ft-lrs 0.2 --no-control"
+  $TC $F --out-dir $R/s17_f100_hdrop0.05 --ft-dropout 0.05
+  $TC $F --out-dir $R/s17_f150_hdrop0.1 --ft-dropout 0.1 --ft-epochs 150
+  CHOICE=$(python bench/sparse_acc17_choose.py $R/s16_ae10_wd0.01_cos100 $R/s17_f100_center \
+           $R/s17_f100_aenoise0.25 $R/s17_f100_hdrop0.1 $R/s17_f100_hdrop0.2 \
+           $R/s17_f100_hdrop0.1_smooth0.1 $R/s17_f100_hdrop0.05 $R/s17_f150_hdrop0.1)
+  echo "chosen on validation: $CHOICE"
+  set -- $CHOICE
+  NAME=$1; shift
+  for seed in 1 2; do
+    $TC $F --out-dir ${NAME}_s$seed --seed $seed "$@"
+  done
+  ;;
+*) echo "usage: sh bench/sparse_acc17.sh rows|pilots|pilots2|full|full2|full3|full4" >&2; exit 2 ;;
 esac
