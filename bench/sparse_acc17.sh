@@ -104,5 +104,10 @@ full4)
     $TC $F --out-dir ${NAME}_s$seed --seed $seed "$@"
   done
   ;;
-*) echo "usage: sh bench/sparse_acc17.sh rows|pilots|pilots2|full|full2|full3|full4" >&2; exit 2 ;;
+control150)
+  # the no-pretraining control at full4's choice (dropout 0.1, 150 epochs); pretrained read back
+  $TC --ae-epochs 10 --ae-weight-decay 0.01 --ft-epochs 150 --ft-schedule cosine --ft-lrs 0.2 \
+     --out-dir $R/s17_f150_hdrop0.1 --ft-dropout 0.1
+  ;;
+*) echo "usage: sh bench/sparse_acc17.sh rows|pilots|pilots2|full|full2|full3|full4|control150" >&2; exit 2 ;;
 esac
