@@ -70,6 +70,17 @@ def parse_args(argv=None):
                    help="step: --ft-lr-step; cosine: lr·(1 + cos(π·e/E))/2 at epoch e of E")
     p.add_argument("--ft-dropout", type=float, default=0.0,
                    help="dropout rate on the hidden units while fine-tuning (0: none)")
+    p.add_argument("--ft-input-dropout", type=float, default=0.0,
+                   help="dropout rate on the 784 input pixels while fine-tuning (0: none)")
+    p.add_argument("--ft-label-smoothing", type=float, default=0.0,
+                   help="fine-tuning targets (1 − ε)·onehot + ε/10 (0: plain cross-entropy)")
+    p.add_argument("--ft-center", action="store_true",
+                   help="fine-tune on pixels minus the training-set mean pixel, the first "
+                        "layer's bias moved by μW so the net computes the same function at "
+                        "the start (pretraining stays on [0, 1] pixels)")
+    p.add_argument("--ae-corruption", type=float, default=0.0,
+                   help="denoising autoencoder: masking-noise rate on the input in "
+                        "pretraining (PretrainConfig.corruption; 0: plain autoencoder)")
     p.add_argument("--init", default="fan_in", choices=("fan_in", "paper"))
     p.add_argument("--pattern", default="bernoulli", choices=("bernoulli", "per_unit"),
                    help="SparseDense pattern (use another --out-dir for per_unit)")
@@ -103,6 +114,22 @@ def parse_args(argv=None):
 
 def log(line):
     print(time.strftime("%H:%M:%S"), line, flush=True)
+
+
+class LabelSmoothedCrossEntropy:
+    """Softmax cross-entropy against (1 − ε)·onehot(y) + ε/K (Szegedy et al., 2016)."""
+
+    name = "label_smoothed_cross_entropy"
+
+    def __init__(self, epsilon):
+        from minidnn.losses import SoftmaxCrossEntropy
+        self.epsilon, self.plain = float(epsilon), SoftmaxCrossEntropy()
+
+    def __call__(self, logits, target):
+        k = logits.shape[1]
+        soft = np.full(logits.shape, self.epsilon / k, dtype=logits.dtype)
+        soft[np.arange(len(target)), target] += 1.0 - self.epsilon
+        return self.plain(logits, soft)
 
 
 class Study:
@@ -141,6 +168,9 @@ class Study:
             "" if self.args.ae_epochs == 10 else f"_e{self.args.ae_epochs}") + (
             "" if self.args.ae_weight_decay == 0.002 else f"_wd{self.args.ae_weight_decay:g}") + (
             f"_drop{self.args.ae_lr_drop}" if self.args.ae_lr_drop else "") + (
+            f"_c{self.args.ae_corruption:g}" if self.args.ae_corruption else "") + (
+            # a shared --ae-dir holds per_unit runs without a pattern tag (sitting 16)
+            "_bern" if self.args.pattern == "bernoulli" and self.args.ae_dir else "") + (
             f"_s{self.args.seed}" if self.args.seed else "")   # the seed draws the pattern too
         h5 = self.artifacts / f"{run_id}.h5"
         result = self.done(run_id, self.ae_out)
@@ -165,7 +195,8 @@ class Study:
             config = PretrainConfig(epochs=epochs, lr=phase_lr,
                                     weight_decay=self.args.ae_weight_decay,
                                     momentum=momentum, final_momentum=0.9,
-                                    momentum_switch_epoch=3, batch_size=100)
+                                    momentum_switch_epoch=3, batch_size=100,
+                                    corruption=self.args.ae_corruption)
             # a checkpoint every epoch: a killed long pretraining resumes where it stopped
             # (the seconds then count only the resumed part); a finished phase is read back
             checkpoints.append(self.artifacts / f"{run_id}.ckpt{'' if not k else k}.h5")
@@ -183,6 +214,8 @@ class Study:
                   "train_history": history[0], "nnz": self._nnz(unit), "file": str(h5)}
         if drop:
             result["lr_drop_epoch"] = drop
+        if self.args.ae_corruption:
+            result["corruption"] = self.args.ae_corruption
         self.write(run_id, result, self.ae_out)
         for checkpoint in checkpoints:
             checkpoint.unlink(missing_ok=True)
@@ -192,7 +225,8 @@ class Study:
         """What a fine-tuning JSON records of the autoencoder it started from."""
         return {"ae_run": ae["run"], "ae_epochs": ae["epochs"],
                 "ae_weight_decay": ae["weight_decay"], "ae_test_mse": ae["test_mse"],
-                "ae_val_mse": ae["val_mse"], "pattern": self.args.pattern}
+                "ae_val_mse": ae["val_mse"], "pattern": self.args.pattern,
+                "ae_corruption": ae.get("corruption", 0.0)}
 
     @staticmethod
     def _nnz(unit):
@@ -218,6 +252,9 @@ class Study:
         if result is not None:
             return result
         model = self._with_dropout(make_model())
+        train, val_set, test_set = self._finetune_data(model)
+        loss = LabelSmoothedCrossEntropy(self.args.ft_label_smoothing) \
+            if self.args.ft_label_smoothing else None
         epochs = []
         t_train = 0.0
         pattern_before = self._pattern(model)
@@ -228,12 +265,12 @@ class Study:
             # divergence_factor=None: fit compares one epoch's mean loss with the lowest single
             # minibatch loss, so a net near zero training loss (the no-pretraining control at
             # epoch 70) is falsely stopped; the NaN/Inf checks stay on
-            fitted = md.fit(model, self.train, epochs=1, batch_size=self.args.ft_batch_size,
+            fitted = md.fit(model, train, epochs=1, batch_size=self.args.ft_batch_size,
                             optimizer=opt, seed=self.args.seed * 1000 + e, progress=False, log=None,
-                            divergence_factor=None)
+                            divergence_factor=None, loss=loss)
             t_train += time.perf_counter() - t0
-            val = md.evaluate(model, self.val)
-            test = md.evaluate(model, self.test)
+            val = md.evaluate(model, val_set)
+            test = md.evaluate(model, test_set)
             epochs.append({"epoch": e + 1, "train_acc": fitted.last().get("train_acc"),
                            "train_loss": fitted.last().get("train_loss"),
                            "val_acc": val["accuracy"], "val_loss": val["loss"],
@@ -244,6 +281,8 @@ class Study:
         best = max(epochs, key=lambda r: (r["val_acc"], -r["epoch"]))
         result = {"run": run_id, "lr": lr, "lr_step": self.args.ft_lr_step,
                   "lr_schedule": self.args.ft_schedule, "dropout": self.args.ft_dropout,
+                  "input_dropout": self.args.ft_input_dropout,
+                  "label_smoothing": self.args.ft_label_smoothing, "center": self.args.ft_center,
                   "weight_decay": self.args.ft_weight_decay,
                   "momentum": 0.9, "batch_size": self.args.ft_batch_size,
                   "seed": self.args.seed,
@@ -279,6 +318,17 @@ class Study:
                               {"density": density, "pattern": "magnitude-pruned dense",
                                "from": dense_run["run"]})
 
+    def _finetune_data(self, model):
+        """The (train, val, test) fine-tuning sees: as loaded, or ``--ft-center``: minus the
+        training mean pixel μ, with the first weight layer's bias b ← b + μW, so that
+        σ((x − μ)W + b + μW) = σ(xW + b) and only SGD's conditioning changes."""
+        if not self.args.ft_center:
+            return self.train, self.val, self.test
+        mu = self.train[0].mean(axis=0, keepdims=True, dtype=np.float64).astype(self.train[0].dtype)
+        first = next(l for l in model.layers if "b" in l.params)
+        first.params["b"] += first._forward_product(mu)[0].astype(first.params["b"].dtype)
+        return tuple((x - mu, y) for x, y in (self.train, self.val, self.test))
+
     def _lr_factor(self, e):
         """The fine-tuning lr multiplier at epoch e (0-based)."""
         a = self.args
@@ -287,14 +337,18 @@ class Study:
         return 0.1 if a.ft_lr_step and e + 1 >= a.ft_lr_step else 1.0
 
     def _with_dropout(self, model):
-        """``--ft-dropout p``: a Dropout(p) after each hidden activation (fine-tuning only)."""
+        """``--ft-dropout p``: a Dropout(p) after each hidden activation; ``--ft-input-dropout
+        q``: a Dropout(q) on the pixels, before the first weight layer (fine-tuning only)."""
         import minidnn as md
-        if not self.args.ft_dropout:
+        if not self.args.ft_dropout and not self.args.ft_input_dropout:
             return model
         layers = []
         for i, layer in enumerate(model.layers):
+            if self.args.ft_input_dropout and i == 1:   # after Flatten, before the sparse W
+                layers.append(md.Dropout(self.args.ft_input_dropout,
+                                         rng=np.random.default_rng([self.args.seed, 1000])))
             layers.append(layer)
-            if isinstance(layer, md.Sigmoid):
+            if self.args.ft_dropout and isinstance(layer, md.Sigmoid):
                 layers.append(md.Dropout(self.args.ft_dropout,
                                          rng=np.random.default_rng([self.args.seed, i])))
         return md.Sequential(layers, seed=None, input_shape=(784,))
@@ -343,6 +397,10 @@ class Study:
                                "ft_batch_size": a.ft_batch_size, "pattern": a.pattern,
                                "ft_lr_step": a.ft_lr_step,
                                "ft_schedule": a.ft_schedule, "ft_dropout": a.ft_dropout,
+                               "ft_input_dropout": a.ft_input_dropout,
+                               "ft_label_smoothing": a.ft_label_smoothing,
+                               "ft_center": a.ft_center,
+                               "ae_corruption": a.ae_corruption,
                                "ft_weight_decay": a.ft_weight_decay,
                                "ae_epochs": a.ae_epochs, "ft_epochs": a.ft_epochs,
                                "ae_candidates": {r["lr"]: r["val_mse"] for r in ae_runs},
@@ -447,6 +505,11 @@ def compare(dirs):
                 "ft": f"{r['epochs']} ep lr {r['lr']:g} {schedule}"
                       + (f" wd {r['weight_decay']:g}" if r.get("weight_decay") else "")
                       + (f" drop {r['dropout']:g}" if r.get("dropout") else "")
+                      + (f" in-drop {r['input_dropout']:g}" if r.get("input_dropout") else "")
+                      + (f" smooth {r['label_smoothing']:g}" if r.get("label_smoothing") else "")
+                      + (" centered" if r.get("center") else "")
+                      + (f" AE-noise {r['ae_corruption']:g}" if r.get("ae_corruption") else "")
+                      + (f" {r['pattern']}" if r.get("pattern", "per_unit") != "per_unit" else "")
                       + (f" batch {r['batch_size']}" if r.get("batch_size", 100) != 100 else "")
                       + (f" seed {r['seed']}" if r.get("seed") else ""),
                 "val": r["best_val_acc"], "epoch": r["best_val_epoch"],

@@ -8,7 +8,10 @@ For a minibatch x (batch, n_visible), with W of shape (n_visible, n_hidden)
               x' = g(y V + c)       untied, V of shape (n_hidden, n_visible)
     loss      L  = 1/(2N) Σ_n ‖x'_n − x_n‖²          (losses.MSE)
 
-with f, g ∈ {sigmoid, identity}. In column-vector notation this is the
+with f, g ∈ {sigmoid, identity}. A denoising autoencoder (Vincent et al., 2008;
+``PretrainConfig(corruption=p)``) encodes x̃ = x ⊙ m, m_ij ~ Bernoulli(1 − p),
+and reconstructs the clean x: L = 1/(2N) Σ_n ‖g(f(x̃_n W + b) Wᵀ + c) − x_n‖²,
+the same backprop with x̃ in the encoder's ∂L/∂W term. In column-vector notation this is the
 y = f(Wx + b), x' = g(Wᵀy + c) of the papers (Bengio et al., 2007,
 "Greedy layer-wise training of deep networks"; SPEC technique 3). Backprop:
 
@@ -212,9 +215,12 @@ class Autoencoder(ParamHolder):
         x = self._input(x)
         return float(((self.reconstruct(x) - x) ** 2).mean())
 
-    def loss_and_gradients(self, x: np.ndarray) -> float:
-        """L = 1/(2N) Σ‖x' − x‖² for the batch; fills ``self.grads`` (see module docstring)."""
+    def loss_and_gradients(self, x: np.ndarray, target: np.ndarray | None = None) -> float:
+        """L = 1/(2N) Σ‖x' − t‖² for the batch, t = ``target`` (default x: a denoising
+        autoencoder passes the corrupted x and the clean target); fills ``self.grads``
+        (see module docstring)."""
         n = len(x)
+        target = x if target is None else target
         layer = self._encoder_layer()
         a = layer._forward_product(x)
         a += self.params["hidden_bias"]
@@ -222,7 +228,7 @@ class Autoencoder(ParamHolder):
         z = self._decode_product(y)
         z += self.params["visible_bias"]
         out = _activate(self.decoder, z)
-        diff = out - x
+        diff = out - target
         loss = 0.5 * float(np.einsum("ij,ij->", diff, diff)) / n
         delta_z = diff / self.dtype(n)
         g_prime = _derivative_from_output(self.decoder, out)
@@ -252,7 +258,12 @@ class Autoencoder(ParamHolder):
 
     def train_batch(self, xb: np.ndarray, rng, config, state: dict) -> dict:
         xb = np.asarray(xb, dtype=self.dtype)
-        loss = self.loss_and_gradients(xb)
+        corruption = getattr(config, "corruption", 0.0)
+        if corruption:   # masking noise; no draw at 0, so plain runs keep their RNG stream
+            keep = rng.random(xb.shape) >= corruption
+            loss = self.loss_and_gradients(xb * keep, target=xb)
+        else:
+            loss = self.loss_and_gradients(xb)
         return {"loss": loss, "reconstruction_error": 2 * loss / self.n_visible}
 
     def monitor(self, x_monitor: np.ndarray, rng) -> dict:

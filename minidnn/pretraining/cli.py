@@ -39,7 +39,8 @@ def _config_from_args(args) -> PretrainConfig:
                           batch_size=args.batch_size, k=getattr(args, "k", 1),
                           persistent=getattr(args, "persistent", False),
                           sample_reconstruction=getattr(args, "sample_reconstruction", False),
-                          monitor_size=args.monitor_size)
+                          monitor_size=args.monitor_size,
+                          corruption=getattr(args, "corruption", 0.0))
 
 
 def _run(args, stack) -> int:
@@ -149,6 +150,10 @@ def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
     autoencoder.add_argument("--decoder", choices=("sigmoid", "identity"), default="sigmoid",
                              help="decoder nonlinearity g in x' = g(Wᵀy + c) (default %(default)s)")
     autoencoder.add_argument("--untied", action="store_true", help="separate decoder weights")
+    autoencoder.add_argument("--corruption", type=float, default=0.0,
+                             help="denoising autoencoder: each input set to 0 with this "
+                                  "probability in training, the target the clean x "
+                                  "(default %(default)s: a plain autoencoder)")
     add_pretrain_options(autoencoder)       # --density (technique 3)
     autoencoder.set_defaults(func=run_autoencoder)
     return pretrain

@@ -60,6 +60,9 @@ class PretrainConfig:
     ``final_momentum`` from epoch ``momentum_switch_epoch`` on (epochs
     counted from 1). ``k``, ``persistent`` and ``sample_reconstruction`` are
     RBM-only (CD-k, PCD, sampled last visible step); autoencoders ignore them.
+    ``corruption`` is autoencoder-only: the denoising autoencoder's masking
+    noise (Vincent et al., 2008), each input set to 0 with that probability
+    while the target stays the clean x; RBMs ignore it.
     ``monitor_size`` rows of the training data are used for the per-epoch
     likelihood / reconstruction monitors; 0 turns the monitors off (PCD then
     reports no reconstruction error)."""
@@ -75,6 +78,7 @@ class PretrainConfig:
     persistent: bool = False
     sample_reconstruction: bool = False
     monitor_size: int = 1000
+    corruption: float = 0.0
 
     def __post_init__(self):
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
@@ -88,6 +92,8 @@ class PretrainConfig:
             value = getattr(self, label)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"PretrainConfig {label} must be a finite number >= 0, got {value}")
+        if not 0.0 <= self.corruption < 1.0:
+            raise ValueError(f"PretrainConfig corruption must be in [0, 1), got {self.corruption}")
         for label in ("momentum", "final_momentum"):
             if getattr(self, label) >= 1:
                 raise ValueError(f"PretrainConfig {label} must be < 1, got {getattr(self, label)}")
