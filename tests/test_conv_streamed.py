@@ -87,8 +87,11 @@ def test_subclasses_and_channels_first_layers_keep_their_paths():
     class _Codes(Conv2D):
         def _weight_rows(self):
             return self.weight_matrix(np.round(self.params["W"] * 4) / 4)
-    assert Conv2D(32, 32, 5, padding=2)._streamed_applies()          # Cifar10_quick conv2
-    assert not _Codes(32, 32, 5, padding=2)._streamed_applies()
+    assert not Conv2D(32, 32, 5, padding=2)._streamed_applies()      # off by default
+    conv2, codes = Conv2D(32, 32, 5, padding=2), _Codes(32, 32, 5, padding=2)
+    conv2.STREAMED = codes.STREAMED = True
+    assert conv2._streamed_applies()                                  # Cifar10_quick conv2
+    assert not codes._streamed_applies()
     assert not Conv2D(3, 32, 5, padding=2)._streamed_applies()        # channels first
     layer = Conv2D(32, 8, 3, padding=1)
     layer.STREAMED = False

@@ -72,8 +72,11 @@ class Conv2D(Layer):
     EVAL_CHUNK = 128
     CHANNELS_LAST_MIN = 16
     #: run the channels-last products streamed, a few samples at a time (see
-    #: ``_streamed_applies``); False gives the whole-batch rows path (tests, A/Bs)
-    STREAMED = True
+    #: ``_streamed_applies``); False gives the whole-batch rows path. Off by default:
+    #: on the quiet 2-core machine (sitting 17, ``bench/conv_step_ab.py --threads 2
+    #: --clock wall``) the streamed Cifar10_quick step took 187 ms against 158 ms for the
+    #: whole-batch path (conv2's backward 60 against 47 ms); under load it had looked faster
+    STREAMED = False
     #: output positions (rows) per streamed chunk and Numba thread, at least one sample
     STREAM_ROWS = 256
 
