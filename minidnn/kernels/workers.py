@@ -59,23 +59,11 @@ def _get_pool():
         return _pool
 
 
-class _one_blas_thread:
-    """Every BLAS library NumPy calls on one thread inside (restored after)."""
-
-    def __enter__(self):
-        from ..threads import _blas_thread_calls
-        self.restore = []
-        for get, set_ in _blas_thread_calls():
-            before = get()
-            if before is not None and before > 1:
-                set_(1)
-                self.restore.append((set_, before))
-        return self
-
-    def __exit__(self, *exc):
-        for set_, before in self.restore:
-            set_(before)
-        return False
+def _one_blas_thread():
+    """Every BLAS library NumPy calls on one thread inside (restored after):
+    ``threads.serial_blas_if_small`` with a product that always counts as small."""
+    from ..threads import serial_blas_if_small
+    return serial_blas_if_small(0)
 
 
 def ranges(N: int, parts: int) -> list[tuple[int, int]]:
