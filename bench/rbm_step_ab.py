@@ -5,8 +5,13 @@
 Variants (each a full PCD-1 pass over ``--images`` MNIST training images, batch 100,
 lr 0.1, no momentum or decay: the recipe of speed_vs_torch.py's ``rbm`` workload):
 
-* ``fused``:        this tree (fused in-place SGD step, kernels/sgd_update.py)
-* ``unfused``:      the SGD step of sitting 15 (ΔW = −η·g as a temporary, then W += ΔW)
+* ``split``:        this tree: the rows of each PCD step split over the threads, each on
+                    one BLAS thread (``BernoulliRBM.SPLIT_ROWS``, ``_pcd_split``); at one
+                    thread it is ``fused``
+* ``fused``:        ``SPLIT_ROWS = False``: multi-threaded BLAS products between one-thread
+                    σ kernels (sitting 17's path), fused in-place SGD step (kernels/sgd_update.py)
+* ``unfused``:      as ``fused`` with the SGD step of sitting 15 (ΔW = −η·g as a temporary,
+                    then W += ΔW)
 
 (The σ kernels' changes are compared as whole trees by rbm_epoch_probe.py --against.)
 
@@ -60,8 +65,9 @@ def main(argv=None) -> int:
     config = PretrainConfig(epochs=1, lr=0.1, momentum=0.0, final_momentum=0.0,
                             weight_decay=0.0, batch_size=100, k=1, persistent=True,
                             monitor_size=0)
-    def epoch(optimizer_cls):
+    def epoch(optimizer_cls, split=False):
         rbm = BernoulliRBM(784, 500, rng=0)
+        rbm.SPLIT_ROWS = split
         rng = np.random.default_rng(0)
         rbm.init_from_data(x)
         opt = optimizer_cls(config.lr)
@@ -98,7 +104,8 @@ def main(argv=None) -> int:
             np.matmul(A, A, out=C)
         return 3 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
 
-    variants = {"fused": lambda: epoch(SGD), "unfused": lambda: epoch(UnfusedSGD)}
+    variants = {"split": lambda: epoch(SGD, split=True), "fused": lambda: epoch(SGD),
+                "unfused": lambda: epoch(UnfusedSGD)}
     for run in variants.values():       # JIT and caches warm
         run()
     weights = {}
@@ -118,6 +125,8 @@ def main(argv=None) -> int:
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items())
               + f", peak {rates[-1]:.1f} GFLOP/s", flush=True)
     same = all(np.array_equal(weights["fused"], w) for w in weights.values())
+    # the split path rounds its products differently (rows of a GEMM split): not the same bits
+    largest_difference = max(float(np.abs(weights["fused"] - w).max()) for w in weights.values())
     flops = 5 * 2 * 784 * 500 * len(x)
     summary = {name: {"median_seconds": statistics.median(t),
                       "median_cpu_seconds": statistics.median(cpu[name]),
@@ -129,13 +138,14 @@ def main(argv=None) -> int:
               f"{row['median_cpu_seconds']:.3f} s CPU  {row['gflops']:6.1f} GFLOP/s  "
               f"{100 * row['fraction_of_peak']:.0f} % of the 2048^3 rate")
     print(f"2048^3 GEMM rate (median) {statistics.median(rates):.1f} GFLOP/s; "
-          f"weights identical across variants: {same}")
+          f"weights identical across variants: {same} (largest difference {largest_difference:.2g})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "threads": threads, "images": len(x), "repeats": args.repeats,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "note": "in-process interleaved A/B; taken under load unless stated",
         "gemm_peak_gflops_median": statistics.median(rates), "weights_identical": same,
+        "largest_weight_difference": largest_difference,
         "summary": summary, "times": times, "cpu_times": cpu, "peak_rates": rates}, indent=1))
     return 0
 

@@ -108,9 +108,13 @@ def uniforms_from_bits_numpy(bits: np.ndarray, dtype) -> np.ndarray:
     return bits.astype(np.float64) * 2.0 ** -32
 
 
-def sigmoid_bernoulli_numpy(pre: np.ndarray, bias: np.ndarray, key):
-    """(p, s): p = σ(pre + bias), s = 1[u < p], u from ``philox_bits_numpy(pre.size, key)``."""
-    u = uniforms_from_bits_numpy(philox_bits_numpy(pre.size, key), pre.dtype).reshape(pre.shape)
+def sigmoid_bernoulli_numpy(pre: np.ndarray, bias: np.ndarray, key, row_offset: int = 0):
+    """(p, s): p = σ(pre + bias), s = 1[u < p], u from ``philox_bits_numpy(pre.size, key)``;
+    with ``row_offset`` r, pre is rows r, r + 1, … of a bigger array and takes those rows'
+    words (element i of the block is element r·cols + i of the whole)."""
+    skip = int(row_offset) * pre.shape[1]
+    bits = philox_bits_numpy(skip + pre.size, key)[skip:]
+    u = uniforms_from_bits_numpy(bits, pre.dtype).reshape(pre.shape)
     return sigmoid_sample_numpy(pre, bias, u)
 
 
@@ -249,7 +253,7 @@ def _philox_fill_into(out, first_block, key, lanes):
 # alternate with (a prange build of the Bernoulli kernel measured 0.48 ms per (100, 784)
 # call against 0.29 ms serial, 2 threads, between GEMMs, on the loaded 2-core machine).
 # error_model="numpy": no ZeroDivisionError branch, so the loops vectorise.
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def _sigmoid_bias_kernel(pre, bias):
     rows, cols = pre.shape
     for r in range(rows):
@@ -272,10 +276,12 @@ def _sigmoid_sample_kernel(pre, bias, uniforms, states):
 WORDS_PER_PASS = 16384
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _sigmoid_bernoulli_kernel(pre, bias, key, states):
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _sigmoid_bernoulli_kernel(pre, bias, key, states, row_offset):
     # the Philox words of a block of rows in one vectorised pass (a pass per row, 196
-    # blocks for 784 units, was 4x slower: loops too short), then σ and the draw
+    # blocks for 784 units, was 4x slower: loops too short), then σ and the draw.
+    # pre is rows row_offset … of the array the key's counters number (a row block
+    # worked on by one thread draws what the whole call would draw for those rows)
     rows, cols = pre.shape
     if rows == 0 or cols == 0:
         return
@@ -286,9 +292,9 @@ def _sigmoid_bernoulli_kernel(pre, bias, key, states):
     lanes = np.empty((4, most // 4), dtype=np.uint32)
     for first_row in range(0, rows, rows_per_pass):
         last_row = min(rows, first_row + rows_per_pass)
-        start = first_row * cols
+        start = (row_offset + first_row) * cols
         first_block = start // 4
-        n_blocks = (last_row * cols + 3) // 4 - first_block
+        n_blocks = ((row_offset + last_row) * cols + 3) // 4 - first_block
         _philox_fill_into(words[:4 * n_blocks], first_block, key, lanes)
         offset = start - 4 * first_block
         for r in range(first_row, last_row):
@@ -322,21 +328,27 @@ def sigmoid_sample(pre: np.ndarray, bias: np.ndarray, uniforms: np.ndarray):
 
 
 def sigmoid_bernoulli(pre: np.ndarray, bias: np.ndarray, key: np.ndarray,
-                      states: np.ndarray | None = None):
+                      states: np.ndarray | None = None, row_offset: int = 0):
     """In place: pre ← σ(pre + bias); states ← 1[u < p] with Philox uniforms under ``key``
     (four uint32 from ``draw_key``). ``states`` (same shape and dtype, any layout, may be a
-    row block of a bigger buffer) is allocated when not given. Returns (pre, states)."""
+    row block of a bigger buffer) is allocated when not given. ``row_offset``: pre holds
+    rows row_offset, row_offset + 1, … of a bigger array, and gets the draws a call on
+    the whole array would give those rows (how threads split one call). Returns (pre, states)."""
     _check(pre, bias, states, "states")
     key = np.ascontiguousarray(key, dtype=np.uint32)
     if key.shape != (4,):
         raise ValueError(f"sigmoid_bernoulli needs a key of 4 uint32 words, got shape {key.shape}")
-    if pre.size >= 4 * 2 ** 32:
-        raise ValueError(f"sigmoid_bernoulli counts blocks in 32 bits; {pre.size} elements is too many")
+    row_offset = int(row_offset)
+    if row_offset < 0:
+        raise ValueError(f"sigmoid_bernoulli row_offset must be >= 0, got {row_offset}")
+    if (row_offset + pre.shape[0]) * pre.shape[1] >= 4 * 2 ** 32:
+        raise ValueError(f"sigmoid_bernoulli counts blocks in 32 bits; "
+                         f"{(row_offset + pre.shape[0]) * pre.shape[1]} elements is too many")
     if states is None:
         states = np.empty_like(pre)
     elif states.dtype != pre.dtype:
         raise ValueError(f"states must have dtype {pre.dtype}, got {states.dtype}")
-    _sigmoid_bernoulli_kernel(pre, bias, key, states)
+    _sigmoid_bernoulli_kernel(pre, bias, key, states, row_offset)
     return pre, states
 
 

@@ -89,7 +89,7 @@ def _update_range(w, g, v, lr, momentum, weight_decay, decay, form):
                 w[i] = w[i] + vi
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sgd_update_kernel(w, g, v, lr, momentum, weight_decay, decay, form):
     # w, g, v 1-D of one dtype; lr, momentum, weight_decay already of that dtype.
     # momentum == 0 is the plain step (v unused); decay says whether λw is added at

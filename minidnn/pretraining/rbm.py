@@ -362,6 +362,10 @@ class BernoulliRBM(ParamHolder):
         W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
         # the persistent chain may hold more rows than a short last minibatch
         m = n if chain is None else len(chain)
+        parts = self._split_parts(n, m) if chain is not None else 1
+        if parts > 1:
+            self._pcd_split(v0, k, rng, chain, parts)
+            return {}
         buf = self._cd_buffers(n, m)
         # rows [:n] of buf.v / buf.p are the positive phase (v0, p0), rows [n:] the negative
         # (vk, pk), so one GEMM gives both statistics (and, for PCD, both hidden products)
@@ -412,6 +416,137 @@ class BernoulliRBM(ParamHolder):
         if reconstruction_error is None:  # PCD: the chain does not reconstruct v0; see monitor()
             return {}
         return {"reconstruction_error": reconstruction_error}
+
+    # -- PCD on worker threads, each its own rows ----------------------------------------------
+    #: split a PCD step's rows over the worker threads (``_pcd_split``); False: one thread
+    #: hands each product to multi-threaded BLAS and runs the σ kernels alone
+    SPLIT_ROWS = True
+    #: threads for the split; None: Numba's thread count (``minidnn.configure_threads``)
+    SPLIT_THREADS = None
+    #: fewest minibatch rows per thread worth a split (below it the hand-off costs more)
+    SPLIT_MIN_ROWS = 16
+
+    def _split_parts(self, n: int, m: int) -> int:
+        if not self.SPLIT_ROWS:
+            return 1
+        threads = self.SPLIT_THREADS
+        if threads is None:
+            import numba
+            threads = numba.get_num_threads()
+        return max(1, min(int(threads), n // self.SPLIT_MIN_ROWS, m // self.SPLIT_MIN_ROWS))
+
+    def _split_buffers(self, n: int, m: int, parts: int) -> SimpleNamespace:
+        """Scratch of ``_pcd_split``: part t's rows of [v; p] are its v0 rows then its
+        chain rows, contiguous, so each thread's hidden product is one GEMM."""
+        cache = self.__dict__.setdefault("_scratch", {})
+        key = ("split", n, m, parts, np.dtype(self.dtype).str)
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.clear()
+            from ..kernels.workers import ranges
+            dtype = self.dtype
+            batch, chains = ranges(n, parts), ranges(m, parts)
+            starts = np.cumsum([0] + [(d - c) + (b - a) for (c, d), (a, b) in zip(batch, chains)])
+            weights = np.empty(n + m, dtype)
+            for (c, d), (a, b), o in zip(batch, chains, starts):
+                weights[o:o + d - c] = dtype(-1.0 / n)
+                weights[o + d - c:o + d - c + b - a] = dtype(1.0 / m)
+            cache[key] = SimpleNamespace(
+                v=np.empty((n + m, self.n_visible), dtype), p=np.empty((n + m, self.n_hidden), dtype),
+                pre_v=np.empty((m, self.n_visible), dtype), row_scale=weights,
+                ones=np.ones(n + m, dtype), batch=batch, chains=chains, starts=starts[:-1],
+                visible=ranges(self.n_visible, parts), hidden=ranges(self.n_hidden, parts))
+        return cache[key]
+
+    def _pcd_split(self, v0, k: int, rng, chain: np.ndarray, parts: int) -> None:
+        """PCD-k as ``cd_gradients``, with the rows split over ``parts`` threads.
+
+        Every row of a PCD step is its own chain until the statistics: thread t
+        takes chains [a, b) and minibatch rows [c, d) and runs, on one BLAS thread,
+        vk = sample(σ(h Wᵀ + b)), [p0; pk] = σ([v0; vk] W + c) and the chain's next
+        state, then (after one barrier) the rows [e, f) of the statistics
+        −(v0ᵀp0/n − vkᵀpk/m) and its slices of the bias gradients. So no thread pool
+        hands work to another inside the step (multi-threaded BLAS between the
+        serial σ kernels did twice per product), and the σ and Bernoulli passes run
+        on every thread. The keys are drawn here, in the order of the one-thread
+        path, and each thread's draws are those rows' draws of the whole call
+        (``row_offset``): the samples are the one-thread path's, and the products
+        differ from it only in BLAS's rounding (the rows of a GEMM split, and the
+        statistics' sum in another row order)."""
+        import threading
+        from ..kernels.workers import _get_pool, _one_blas_thread
+        n = len(v0)
+        m = len(chain)
+        W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
+        own = chain.dtype == self.dtype and chain.flags.c_contiguous
+        h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
+        buf = self._split_buffers(n, m, parts)
+        # the one-thread path's key order: a visible key per step, a hidden key per
+        # inner step, and the last hidden key (the chain's next state)
+        keys = []
+        for step in range(k):
+            keys.append(draw_key(rng))
+            if step < k - 1:
+                keys.append(draw_key(rng))
+        keys.append(draw_key(rng))
+        grad_W = self.grads.get("W")
+        if grad_W is None or grad_W.shape != W.shape or grad_W.dtype != W.dtype \
+                or not grad_W.flags.c_contiguous:
+            grad_W = self.grads["W"] = np.empty_like(W)
+        grad_b = np.empty(self.n_visible, self.dtype)
+        grad_c = np.empty(self.n_hidden, self.dtype)
+        pos, neg = self.dtype(-1.0 / n), self.dtype(1.0 / m)
+        barrier = threading.Barrier(parts)
+
+        def work(t):
+            try:
+                (lo0, hi0), (lo, hi), o = buf.batch[t], buf.chains[t], buf.starts[t]
+                nb, nc = hi0 - lo0, hi - lo
+                rows_v, rows_p = buf.v[o:o + nb + nc], buf.p[o:o + nb + nc]
+                vk, pk, ht, pre_v = rows_v[nb:], rows_p[nb:], h[lo:hi], buf.pre_v[lo:hi]
+                rows_v[:nb] = v0[lo0:hi0]
+                key = iter(keys)
+                for step in range(k):
+                    np.matmul(ht, W.T, out=pre_v)
+                    sigmoid_bernoulli(pre_v, b, next(key), vk, row_offset=lo)
+                    if step < k - 1:
+                        np.matmul(vk, W, out=pk)
+                        sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
+                np.matmul(rows_v, W, out=rows_p)        # this part's p0 and pk in one product
+                sigmoid_bias(rows_p[:nb], c)
+                sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
+                rows_p[:nb] *= pos
+                pk *= neg
+            except BaseException:
+                barrier.abort()
+                raise
+            barrier.wait()
+            (e, f), (g0, g1) = buf.visible[t], buf.hidden[t]
+            # [v0; vk]ᵀ [−p0/n; pk/m], rows e:f of it
+            np.matmul(buf.v[:, e:f].T, buf.p, out=grad_W[e:f])
+            np.matmul(buf.row_scale, buf.v[:, e:f], out=grad_b[e:f])
+            np.matmul(buf.ones, buf.p[:, g0:g1], out=grad_c[g0:g1])
+
+        pool = _get_pool()
+        with _one_blas_thread():
+            futures = [pool.submit(work, t) for t in range(1, parts)]
+            try:
+                work(0)
+            except BaseException as error:
+                # a part that failed broke the barrier for the others: raise its error,
+                # not theirs
+                failures = [f.exception() for f in futures]
+                first = next((x for x in failures if x is not None
+                              and not isinstance(x, threading.BrokenBarrierError)), None)
+                if isinstance(error, threading.BrokenBarrierError) and first is not None:
+                    raise first from None
+                raise
+            for future in futures:
+                future.result()
+        if not own:
+            chain[...] = h
+        self.grads["visible_bias"] = grad_b
+        self.grads["hidden_bias"] = grad_c
 
     # -- the hooks the greedy trainer calls ------------------------------------------------
     def init_from_data(self, x: np.ndarray) -> None:
