@@ -12,8 +12,12 @@ arrays a real step uses (a 784x500 RBM after a few steps of training on MNIST):
   and σ + Bernoulli of pk (100x500), the two row scalings, the key draws, the
   minibatch gather (sorted index, ``x[idx]`` and the copy into the [v0; vk] buffer),
   the fused SGD step on W and the biases;
-* the whole step (``train_batch`` + ``SGD.step`` + the gather), so "rest" = whole −
-  parts is the Python glue.
+* the whole step (``train_batch`` + ``SGD.step`` + the gather) on the path of
+  sitting 17 (``SPLIT_ROWS = False``: the products on multi-threaded BLAS, the σ
+  kernels on one thread), whose parts the list above is, so "rest" = whole − parts
+  is the Python glue; and the whole step on this tree's default path, the rows
+  split over the threads (``BernoulliRBM._pcd_split``, the same as the other at
+  one thread), whose parts run inside the worker threads and are not timed apart.
 
 Rounds run the parts in rotation; medians of the rounds (wall and CPU seconds per
 step) are reported, each as a share of the whole step, with the 2048^3 GEMM rate of
@@ -65,7 +69,8 @@ def main(argv=None) -> int:
     order = rng.permutation(len(x))
     cursor = [0]
 
-    def whole():
+    def whole(split=False):
+        rbm.SPLIT_ROWS = split
         b = cursor[0] % (len(x) // 100)
         cursor[0] += 1
         xb = x[np.sort(order[b * 100:(b + 1) * 100])]
@@ -74,6 +79,7 @@ def main(argv=None) -> int:
 
     for _ in range(20):     # JIT, caches, a trained-looking W
         whole()
+        whole(split=True)
     W, b, c = rbm.params["W"], rbm.params["visible_bias"], rbm.params["hidden_bias"]
     buf = rbm._cd_buffers(100, 100)
     h = state["chain"]
@@ -123,7 +129,8 @@ def main(argv=None) -> int:
         "SGD step": lambda: opt.step(holder),
         "_copies (subtracted from the sigma parts)": copy_only,
     }
-    timers = {"whole step": whole, **parts}
+    timers = {"whole step": whole, **parts, "whole step, rows split over the threads":
+              lambda: whole(split=True)}
 
     def timed(fn):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -154,6 +161,8 @@ def main(argv=None) -> int:
         med_wall[k] -= share * med_wall[copies]
         med_cpu[k] -= share * med_cpu[copies]
     del med_wall[copies], med_cpu[copies]
+    split_key = "whole step, rows split over the threads"
+    split_wall, split_cpu = med_wall.pop(split_key), med_cpu.pop(split_key)
     parts_sum_wall = sum(v for k, v in med_wall.items() if k != "whole step")
     parts_sum_cpu = sum(v for k, v in med_cpu.items() if k != "whole step")
     med_wall["rest (Python glue)"] = med_wall["whole step"] - parts_sum_wall
@@ -164,6 +173,10 @@ def main(argv=None) -> int:
     for k in med_wall:
         print(f"{k:<44} {1e3 * med_wall[k]:7.3f} ms wall {100 * med_wall[k] / med_wall['whole step']:5.1f} %"
               f"   {1e3 * med_cpu[k]:7.3f} ms CPU {100 * med_cpu[k] / med_cpu['whole step']:5.1f} %")
+    med_wall[split_key], med_cpu[split_key] = split_wall, split_cpu
+    print(f"{split_key:<44} {1e3 * split_wall:7.3f} ms wall {100 * split_wall / med_wall['whole step']:5.1f} %"
+          f"   {1e3 * split_cpu:7.3f} ms CPU {100 * split_cpu / med_cpu['whole step']:5.1f} %"
+          f"  ({flops / split_wall / 1e9:.1f} GFLOP/s)")
     gemm_wall = sum(med_wall[k] for k in gemm_keys)
     peak = statistics.median(rates)
     print(f"GEMMs alone {flops / gemm_wall / 1e9:.1f} GFLOP/s, whole step {flops / med_wall['whole step'] / 1e9:.1f}"
