@@ -108,6 +108,14 @@ def test_a_chain_of_another_dtype_or_layout_is_advanced_in_place(split):
     assert set(np.unique(chain)) <= {0.0, 1.0}
 
 
+def test_gaussian_visible_units_keep_the_one_thread_path(split, monkeypatch):
+    split(2)
+    rbm = BernoulliRBM(9, 6, visible="gaussian", rng=0)
+    assert rbm._split_parts(100, 100) == 1
+    monkeypatch.setattr(BernoulliRBM, "_pcd_split", None)     # would fail if called
+    rbm.cd_gradients(np.ones((8, 9)), 1, np.random.default_rng(2), chain=np.zeros((8, 6)))
+
+
 def test_few_rows_do_not_split(monkeypatch):
     rbm = BernoulliRBM(9, 6, rng=0)
     rbm.SPLIT_THREADS, rbm.SPLIT_MIN_ROWS = 2, 16

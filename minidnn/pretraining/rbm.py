@@ -427,7 +427,9 @@ class BernoulliRBM(ParamHolder):
     SPLIT_MIN_ROWS = 16
 
     def _split_parts(self, n: int, m: int) -> int:
-        if not self.SPLIT_ROWS:
+        """Threads for a step of n minibatch rows and m chains; 1: the one-thread path
+        (Gaussian visible units too: their normal draws come from the Generator itself)."""
+        if not self.SPLIT_ROWS or self.visible != "bernoulli":
             return 1
         threads = self.SPLIT_THREADS
         if threads is None:
