@@ -6,7 +6,7 @@ Variants (each a full PCD-1 pass over ``--images`` MNIST training images, batch 
 lr 0.1, no momentum or decay: the recipe of speed_vs_torch.py's ``rbm`` workload):
 
 * ``split``:        this tree: the rows of each PCD step split over the threads, each on
-                    one BLAS thread (``BernoulliRBM.SPLIT_ROWS``, ``_pcd_split``); at one
+                    one BLAS thread (``BernoulliRBM.SPLIT_ROWS``, ``_split_step``); at one
                     thread it is ``fused``
 * ``fused``:        ``SPLIT_ROWS = False``: multi-threaded BLAS products between one-thread
                     σ kernels (sitting 17's path), fused in-place SGD step (kernels/sgd_update.py)

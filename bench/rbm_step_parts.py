@@ -16,7 +16,7 @@ arrays a real step uses (a 784x500 RBM after a few steps of training on MNIST):
   sitting 17 (``SPLIT_ROWS = False``: the products on multi-threaded BLAS, the σ
   kernels on one thread), whose parts the list above is, so "rest" = whole − parts
   is the Python glue; and the whole step on this tree's default path, the rows
-  split over the threads (``BernoulliRBM._pcd_split``, the same as the other at
+  split over the threads (``BernoulliRBM._split_step``, the same as the other at
   one thread), whose parts run inside the worker threads and are not timed apart.
 
 Rounds run the parts in rotation; medians of the rounds (wall and CPU seconds per

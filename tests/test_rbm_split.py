@@ -1,4 +1,4 @@
-"""The PCD step split by rows over worker threads (``BernoulliRBM._pcd_split``) and the
+"""The CD/PCD step split by rows over worker threads (``BernoulliRBM._split_step``) and the
 Bernoulli kernel's ``row_offset`` it relies on.
 
 The split path must draw exactly the one-thread path's samples (same keys, same
@@ -77,6 +77,24 @@ def test_split_pcd_equals_the_one_thread_pcd(parts, n, m, k, dtype):
         assert rng_one.bit_generator.state == rng_split.bit_generator.state
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("k,sample_reconstruction", [(1, False), (1, True), (3, False)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_split_cd_equals_the_one_thread_cd(parts, k, sample_reconstruction, dtype):
+    one, split = rbm_pair(19, 11, dtype, parts)
+    rng = np.random.default_rng(0)
+    rng_one, rng_split = np.random.default_rng(7), np.random.default_rng(7)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    for n in (40, 37, 40):
+        v0 = (rng.random((n, 19)) < 0.4).astype(dtype)
+        a = one.cd_gradients(v0, k, rng_one, sample_reconstruction=sample_reconstruction)
+        b = split.cd_gradients(v0, k, rng_split, sample_reconstruction=sample_reconstruction)
+        assert b["reconstruction_error"] == pytest.approx(a["reconstruction_error"], rel=1e-5)
+        for key in one.grads:
+            np.testing.assert_allclose(split.grads[key], one.grads[key], atol=tol, err_msg=key)
+        assert rng_one.bit_generator.state == rng_split.bit_generator.state
+
+
 def test_split_pcd_equals_a_plain_numpy_pcd_step(split):
     """Written out with the NumPy twins (as test_rbm's check of the one-thread path)."""
     split(2)
@@ -112,7 +130,7 @@ def test_gaussian_visible_units_keep_the_one_thread_path(split, monkeypatch):
     split(2)
     rbm = BernoulliRBM(9, 6, visible="gaussian", rng=0)
     assert rbm._split_parts(100, 100) == 1
-    monkeypatch.setattr(BernoulliRBM, "_pcd_split", None)     # would fail if called
+    monkeypatch.setattr(BernoulliRBM, "_split_step", None)     # would fail if called
     rbm.cd_gradients(np.ones((8, 9)), 1, np.random.default_rng(2), chain=np.zeros((8, 6)))
 
 
@@ -141,14 +159,15 @@ def test_an_error_in_a_worker_part_is_raised_not_a_broken_barrier(split, monkeyp
                          chain=np.zeros((8, 6), np.float32))
 
 
-def test_split_training_is_seeded_and_resumes_bit_for_bit(split, tmp_path, monkeypatch):
+@pytest.mark.parametrize("persistent", [True, False])
+def test_split_training_is_seeded_and_resumes_bit_for_bit(split, tmp_path, monkeypatch, persistent):
     split(2)
     calls = []
-    real = BernoulliRBM._pcd_split
-    monkeypatch.setattr(BernoulliRBM, "_pcd_split",
+    real = BernoulliRBM._split_step
+    monkeypatch.setattr(BernoulliRBM, "_split_step",
                         lambda self, *a: calls.append(1) or real(self, *a))
     x = (np.random.default_rng(0).random((120, 20)) < 0.3).astype(np.float32)
-    config = PretrainConfig(epochs=3, batch_size=30, persistent=True, momentum_switch_epoch=2)
+    config = PretrainConfig(epochs=3, batch_size=30, persistent=persistent, momentum_switch_epoch=2)
     whole = DBN([20, 12, 6], rng=4)
     whole.pretrain(x, config, seed=5)
     again = DBN([20, 12, 6], rng=4)

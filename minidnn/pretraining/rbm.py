@@ -362,10 +362,10 @@ class BernoulliRBM(ParamHolder):
         W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
         # the persistent chain may hold more rows than a short last minibatch
         m = n if chain is None else len(chain)
-        parts = self._split_parts(n, m) if chain is not None else 1
+        parts = self._split_parts(n, m)
         if parts > 1:
-            self._pcd_split(v0, k, rng, chain, parts)
-            return {}
+            error = self._split_step(v0, k, rng, chain, parts, sample_reconstruction)
+            return {} if error is None else {"reconstruction_error": error}
         buf = self._cd_buffers(n, m)
         # rows [:n] of buf.v / buf.p are the positive phase (v0, p0), rows [n:] the negative
         # (vk, pk), so one GEMM gives both statistics (and, for PCD, both hidden products)
@@ -418,7 +418,7 @@ class BernoulliRBM(ParamHolder):
         return {"reconstruction_error": reconstruction_error}
 
     # -- PCD on worker threads, each its own rows ----------------------------------------------
-    #: split a PCD step's rows over the worker threads (``_pcd_split``); False: one thread
+    #: split a CD/PCD step's rows over the worker threads (``_split_step``); False: one thread
     #: hands each product to multi-threaded BLAS and runs the σ kernels alone
     SPLIT_ROWS = True
     #: threads for the split; None: Numba's thread count (``minidnn.configure_threads``)
@@ -438,8 +438,9 @@ class BernoulliRBM(ParamHolder):
         return max(1, min(int(threads), n // self.SPLIT_MIN_ROWS, m // self.SPLIT_MIN_ROWS))
 
     def _split_buffers(self, n: int, m: int, parts: int) -> SimpleNamespace:
-        """Scratch of ``_pcd_split``: part t's rows of [v; p] are its v0 rows then its
-        chain rows, contiguous, so each thread's hidden product is one GEMM."""
+        """Scratch of ``_split_step``: part t's rows of [v; p] are its v0 rows then its
+        chain rows, contiguous, so each thread's hidden product is one GEMM; ``h``
+        holds CD's chain states."""
         cache = self.__dict__.setdefault("_scratch", {})
         key = ("split", n, m, parts, np.dtype(self.dtype).str)
         if key not in cache:
@@ -456,47 +457,60 @@ class BernoulliRBM(ParamHolder):
             cache[key] = SimpleNamespace(
                 v=np.empty((n + m, self.n_visible), dtype), p=np.empty((n + m, self.n_hidden), dtype),
                 pre_v=np.empty((m, self.n_visible), dtype), row_scale=weights,
+                h=np.empty((m, self.n_hidden), dtype),
                 ones=np.ones(n + m, dtype), batch=batch, chains=chains, starts=starts[:-1],
                 visible=ranges(self.n_visible, parts), hidden=ranges(self.n_hidden, parts))
         return cache[key]
 
-    def _pcd_split(self, v0, k: int, rng, chain: np.ndarray, parts: int) -> None:
-        """PCD-k as ``cd_gradients``, with the rows split over ``parts`` threads.
+    def _split_step(self, v0, k: int, rng, chain, parts: int,
+                    sample_reconstruction: bool = False):
+        """CD-k or PCD-k as ``cd_gradients`` (Bernoulli visible units), with the rows
+        split over ``parts`` threads; returns the reconstruction error (CD) or None.
 
-        Every row of a PCD step is its own chain until the statistics: thread t
-        takes chains [a, b) and minibatch rows [c, d) and runs, on one BLAS thread,
-        vk = sample(σ(h Wᵀ + b)), [p0; pk] = σ([v0; vk] W + c) and the chain's next
-        state, then (after one barrier) the rows [e, f) of the statistics
-        −(v0ᵀp0/n − vkᵀpk/m) and its slices of the bias gradients. So no thread pool
-        hands work to another inside the step (multi-threaded BLAS between the
-        serial σ kernels did twice per product), and the σ and Bernoulli passes run
-        on every thread. The keys are drawn here, in the order of the one-thread
-        path, and each thread's draws are those rows' draws of the whole call
-        (``row_offset``): the samples are the one-thread path's, and the products
-        differ from it only in BLAS's rounding (the rows of a GEMM split, and the
-        statistics' sum in another row order)."""
+        Every row of a CD or PCD step is its own chain until the statistics: thread
+        t takes chains [a, b) and minibatch rows [c, d) and runs, on one BLAS
+        thread, the Gibbs steps of its chains (PCD: vk = sample(σ(h Wᵀ + b)) from
+        the persistent states; CD: from h0 ~ P(h | v0)), [p0; pk] = σ([v0; vk] W + c)
+        and the chain's next state; then, after one barrier, rows [e, f) of the
+        statistics −(v0ᵀp0/n − vkᵀpk/m) and its slices of the bias gradients. So no
+        thread pool hands work to another inside the step (multi-threaded BLAS
+        between one-thread σ kernels did, twice per product), and the σ and
+        Bernoulli passes run on every thread. The keys are drawn here, in the order
+        of the one-thread path, and each thread's draws are those rows' draws of the
+        whole call (``row_offset``): the samples are the one-thread path's, and the
+        results differ from it only in BLAS's rounding (a GEMM's rows split, the
+        statistics summed in another row order) and in the reconstruction error's
+        sum (per thread, then over threads)."""
         import threading
         from ..kernels.workers import _get_pool, _one_blas_thread
+        persistent = chain is not None
         n = len(v0)
-        m = len(chain)
+        m = len(chain) if persistent else n
         W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
-        own = chain.dtype == self.dtype and chain.flags.c_contiguous
-        h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
         buf = self._split_buffers(n, m, parts)
-        # the one-thread path's key order: a visible key per step, a hidden key per
-        # inner step, and the last hidden key (the chain's next state)
-        keys = []
+        if persistent:
+            own = chain.dtype == self.dtype and chain.flags.c_contiguous
+            h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
+        else:
+            h = buf.h
+        # the keys in the one-thread path's order (see cd_gradients)
+        samples = [True] * k if persistent else \
+            [step < k - 1 or sample_reconstruction for step in range(k)]
+        keys = [] if persistent else [draw_key(rng)]           # CD: h0 ~ P(h | v0)
         for step in range(k):
-            keys.append(draw_key(rng))
+            if samples[step]:
+                keys.append(draw_key(rng))
             if step < k - 1:
                 keys.append(draw_key(rng))
-        keys.append(draw_key(rng))
+        if persistent:
+            keys.append(draw_key(rng))                         # the chain's next state
         grad_W = self.grads.get("W")
         if grad_W is None or grad_W.shape != W.shape or grad_W.dtype != W.dtype \
                 or not grad_W.flags.c_contiguous:
             grad_W = self.grads["W"] = np.empty_like(W)
         grad_b = np.empty(self.n_visible, self.dtype)
         grad_c = np.empty(self.n_hidden, self.dtype)
+        squared_errors = [0.0] * parts
         pos, neg = self.dtype(-1.0 / n), self.dtype(1.0 / m)
         barrier = threading.Barrier(parts)
 
@@ -505,19 +519,36 @@ class BernoulliRBM(ParamHolder):
                 (lo0, hi0), (lo, hi), o = buf.batch[t], buf.chains[t], buf.starts[t]
                 nb, nc = hi0 - lo0, hi - lo
                 rows_v, rows_p = buf.v[o:o + nb + nc], buf.p[o:o + nb + nc]
+                v0t, p0t = rows_v[:nb], rows_p[:nb]
                 vk, pk, ht, pre_v = rows_v[nb:], rows_p[nb:], h[lo:hi], buf.pre_v[lo:hi]
-                rows_v[:nb] = v0[lo0:hi0]
+                v0t[...] = v0[lo0:hi0]
                 key = iter(keys)
+                if not persistent:                  # CD: lo0 = lo, the chains are the rows
+                    np.matmul(v0t, W, out=p0t)
+                    sigmoid_bernoulli(p0t, c, next(key), ht, row_offset=lo)
                 for step in range(k):
-                    np.matmul(ht, W.T, out=pre_v)
-                    sigmoid_bernoulli(pre_v, b, next(key), vk, row_offset=lo)
-                    if step < k - 1:
+                    last = step == k - 1
+                    if samples[step]:
+                        np.matmul(ht, W.T, out=pre_v)
+                        sigmoid_bernoulli(pre_v, b, next(key), vk, row_offset=lo)
+                        mean = pre_v
+                    else:
+                        np.matmul(ht, W.T, out=vk)
+                        mean = sigmoid_bias(vk, b)
+                    if step == 0 and not persistent:
+                        diff = v0t - mean
+                        squared_errors[t] = float(np.einsum("ij,ij->", diff, diff))
+                    if not last or not persistent:
                         np.matmul(vk, W, out=pk)
-                        sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
-                np.matmul(rows_v, W, out=rows_p)        # this part's p0 and pk in one product
-                sigmoid_bias(rows_p[:nb], c)
-                sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
-                rows_p[:nb] *= pos
+                        if not last:
+                            sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
+                        else:
+                            sigmoid_bias(pk, c)
+                if persistent:
+                    np.matmul(rows_v, W, out=rows_p)    # this part's p0 and pk in one product
+                    sigmoid_bias(p0t, c)
+                    sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
+                p0t *= pos
                 pk *= neg
             except BaseException:
                 barrier.abort()
@@ -545,10 +576,11 @@ class BernoulliRBM(ParamHolder):
                 raise
             for future in futures:
                 future.result()
-        if not own:
+        if persistent and not own:
             chain[...] = h
         self.grads["visible_bias"] = grad_b
         self.grads["hidden_bias"] = grad_c
+        return None if persistent else sum(squared_errors) / (n * self.n_visible)
 
     # -- the hooks the greedy trainer calls ------------------------------------------------
     def init_from_data(self, x: np.ndarray) -> None:
