@@ -25,7 +25,8 @@ so the kernel is bit-identical to ``sgd_update_numpy``; tests hold it there.
 One thread, on purpose: the step is memory-bound and short (784×500 float32,
 0.06 ms, as fast as ``W += g``); a ``prange`` build over 16k-element chunks
 took 0.6 ms at one Numba thread and 1.4 ms at two on the loaded 2-core
-machine (waking the pool costs more than the pass).
+machine (waking the pool costs more than the pass). It is built ``nogil`` so that
+worker threads may run it side by side.
 """
 from __future__ import annotations
 
