@@ -183,7 +183,8 @@ class SGD:
                 hp = self._param_hyper(layer, pname, h)
                 key = f"{layer.name}/{pname}"
                 grad = layer.grads[pname]
-                if in_place is not None and self._fused_step(key, in_place(pname), grad, hp):
+                if in_place is not None and self._fused_step(
+                        key, in_place(pname), grad, hp, getattr(layer, "update_parts", None), pname):
                     continue
                 delta = self._step_delta(key, layer, pname, grad, hp)
                 layer.apply_update(pname, delta)
@@ -203,7 +204,7 @@ class SGD:
         hp["lr"] *= mult.get("lr", 1.0)
         return hp
 
-    def _fused_step(self, key, param, grad, hyper) -> bool:
+    def _fused_step(self, key, param, grad, hyper, update_parts=None, pname=None) -> bool:
         """Step ``param`` in place in one pass (``kernels.sgd_update``), bit-identical
         to ``_step_delta`` + the default ``apply_update``; False (nothing done) when
         the arrays do not allow it (dtypes, layout), and the caller takes that path."""
@@ -219,8 +220,9 @@ class SGD:
         if not can_fuse(param, grad, v):
             return False
         # checked just above: skip sgd_update's own checks (a few µs per parameter)
+        parts = 1 if update_parts is None else update_parts(pname)
         sgd_update_unchecked(param, grad, v, hyper["lr"], hyper["momentum"],
-                             hyper["weight_decay"], self.momentum_form)
+                             hyper["weight_decay"], self.momentum_form, parts)
         return True
 
     def _step_delta(self, key, layer, pname, grad, hyper) -> np.ndarray:

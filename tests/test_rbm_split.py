@@ -190,3 +190,48 @@ def test_split_training_is_seeded_and_resumes_bit_for_bit(split, tmp_path, monke
             np.testing.assert_array_equal(a.params[key], b.params[key], err_msg=key)
             np.testing.assert_array_equal(a.params[key], c.params[key], err_msg=key)
     assert calls      # the split path ran
+
+
+# -- the SGD step on the same threads --------------------------------------------------------
+
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("momentum,weight_decay,form", [(0.0, 0.0, "caffe"), (0.9, 0.002, "caffe"),
+                                                        (0.5, 0.0, "pytorch"), (0.0, 0.01, "caffe")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_sgd_step_equals_the_twin_bit_for_bit(parts, momentum, weight_decay, form, dtype,
+                                                    monkeypatch):
+    from minidnn.kernels import sgd_update
+    monkeypatch.setattr(sgd_update, "SPLIT_MIN_ELEMENTS", 1)
+    rng = np.random.default_rng(parts)
+    w = rng.standard_normal((37, 29)).astype(dtype)
+    g = rng.standard_normal((37, 29)).astype(dtype)
+    v = rng.standard_normal((37, 29)).astype(dtype) if momentum else None
+    w_ref, v_ref = w.copy(), None if v is None else v.copy()
+    sgd_update.sgd_update_numpy(w_ref, g, v_ref, 0.1, momentum, weight_decay, form)
+    sgd_update.sgd_update_unchecked(w, g, v, 0.1, momentum, weight_decay, form, parts)
+    assert np.array_equal(w, w_ref)
+    if v is not None:
+        assert np.array_equal(v, v_ref)
+
+
+def test_the_optimizer_splits_the_rbm_weights_step_as_the_cd_step(split, monkeypatch):
+    from types import SimpleNamespace
+    from minidnn.kernels import sgd_update
+    from minidnn.optimizers import SGD
+    calls = []
+    real = sgd_update._split_update
+    monkeypatch.setattr(sgd_update, "SPLIT_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(sgd_update, "_split_update",
+                        lambda w, g, v, args, parts: calls.append((w.size, parts)) or
+                        real(w, g, v, args, parts))
+    split(2)
+    holder = SimpleNamespace(layers=[BernoulliRBM(9, 6, rng=0)])
+    rbm = holder.layers[0]
+    v0 = np.ones((8, 9), np.float32)
+    rbm.cd_gradients(v0, 1, np.random.default_rng(2), chain=np.zeros((8, 6), np.float32))
+    SGD(0.1, momentum=0.9).step(holder)
+    assert calls == [(54, 2)]               # W only; the biases on one thread
+    split(1)
+    rbm.cd_gradients(v0, 1, np.random.default_rng(2), chain=np.zeros((8, 6), np.float32))
+    SGD(0.1).step(holder)
+    assert calls == [(54, 2)]

@@ -363,6 +363,7 @@ class BernoulliRBM(ParamHolder):
         # the persistent chain may hold more rows than a short last minibatch
         m = n if chain is None else len(chain)
         parts = self._split_parts(n, m)
+        self._update_parts = parts          # the optimizer's step of W follows the split
         if parts > 1:
             error = self._split_step(v0, k, rng, chain, parts, sample_reconstruction)
             return {} if error is None else {"reconstruction_error": error}
@@ -425,6 +426,11 @@ class BernoulliRBM(ParamHolder):
     SPLIT_THREADS = None
     #: fewest minibatch rows per thread worth a split (below it the hand-off costs more)
     SPLIT_MIN_ROWS = 16
+
+    def update_parts(self, name: str) -> int:
+        """W's in-place SGD step runs on the threads of the last CD step's split (the
+        biases, 1,300 elements, on one)."""
+        return self.__dict__.get("_update_parts", 1) if name == "W" else 1
 
     def _split_parts(self, n: int, m: int) -> int:
         """Threads for a step of n minibatch rows and m chains; 1: the one-thread path
