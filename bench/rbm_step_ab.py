@@ -18,7 +18,9 @@ lr 0.1, no momentum or decay: the recipe of speed_vs_torch.py's ``rbm`` workload
 The variants run in rotation (the order shifted each round), so slow phases of a loaded
 machine fall on all of them alike; the medians of the rounds are reported, with the
 GEMM time of the same step (the five products alone, measured in the same rounds) and
-the 2048^3 GEMM rate, so a fraction of peak can be read off. CPU seconds
+the 2048^3 GEMM rate, so a fraction of peak can be read off; "gemm only, split" runs
+the same products as ``split`` does (rows over the threads, one-thread BLAS each), the
+ceiling of that path. CPU seconds
 (time.process_time) are given beside wall seconds: at one thread on a loaded machine
 they leave out the time the process waited for a core, and are the steadier A/B. Timings taken while other
 jobs run are only for A/B; the quiet figure is speed_vs_torch.py --only rbm.
@@ -97,6 +99,31 @@ def main(argv=None) -> int:
             np.matmul(v.T, p, out=g)
         return time.perf_counter() - t0, time.process_time() - c0
 
+    def gemms_split():
+        # the same five products as the split step runs them: rows over the threads, each
+        # on one BLAS thread, one barrier before the statistics (the ceiling of ``split``)
+        import threading
+        from minidnn.kernels.workers import _get_pool, _one_blas_thread, ranges
+        parts = max(1, threads["numba_threads"])
+        chains, visible = ranges(100, parts), ranges(784, parts)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(len(x) // 100):
+            barrier = threading.Barrier(parts)
+
+            def work(t):
+                lo, hi = chains[t]
+                np.matmul(h[lo:hi], W.T, out=pre_v[lo:hi])
+                np.matmul(v[2 * lo:2 * hi], W, out=p[2 * lo:2 * hi])
+                barrier.wait()
+                e, f = visible[t]
+                np.matmul(v[:, e:f].T, p, out=g[e:f])
+            with _one_blas_thread():
+                futures = [_get_pool().submit(work, t) for t in range(1, parts)]
+                work(0)
+                for future in futures:
+                    future.result()
+        return time.perf_counter() - t0, time.process_time() - c0
+
     def peak():
         np.matmul(A, A, out=C)
         t0 = time.perf_counter()
@@ -110,7 +137,7 @@ def main(argv=None) -> int:
         run()
     weights = {}
     times = {name: [] for name in variants}
-    times["gemm only"], rates = [], []
+    times["gemm only"], times["gemm only, split"], rates = [], [], []
     cpu = {name: [] for name in times}
     names = list(variants)
     for r in range(args.repeats):
@@ -121,6 +148,9 @@ def main(argv=None) -> int:
         seconds, cpu_seconds = gemms()
         times["gemm only"].append(seconds)
         cpu["gemm only"].append(cpu_seconds)
+        seconds, cpu_seconds = gemms_split()
+        times["gemm only, split"].append(seconds)
+        cpu["gemm only, split"].append(cpu_seconds)
         rates.append(peak())
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items())
               + f", peak {rates[-1]:.1f} GFLOP/s", flush=True)
