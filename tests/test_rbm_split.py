@@ -235,3 +235,29 @@ def test_the_optimizer_splits_the_rbm_weights_step_as_the_cd_step(split, monkeyp
     rbm.cd_gradients(v0, 1, np.random.default_rng(2), chain=np.zeros((8, 6), np.float32))
     SGD(0.1).step(holder)
     assert calls == [(54, 2)]
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+@pytest.mark.parametrize("x_dtype", [np.float32, np.float64])
+def test_train_rows_gathers_in_the_threads_and_equals_train_batch(split, persistent, x_dtype):
+    """train_unit hands an RBM the rows' indices (``train_rows``); the split step's threads
+    gather them, with the bits of ``train_batch(x[idx])``."""
+    split(2)
+    x = (np.random.default_rng(0).random((90, 19)) < 0.3).astype(x_dtype)
+    idx = np.sort(np.random.default_rng(1).permutation(90)[:40])
+    config = PretrainConfig(batch_size=40, persistent=persistent)
+    results = []
+    for use_rows in (False, True):
+        rbm = rbm_pair(19, 11, np.float32, 2)[1]
+        rng = np.random.default_rng(3)
+        state = rbm.new_train_state(x, config, rng)
+        for _ in range(3):
+            stats = rbm.train_rows(x, idx, rng, config, state) if use_rows else \
+                rbm.train_batch(x[idx], rng, config, state)
+        results.append((stats, {k: g.copy() for k, g in rbm.grads.items()}, state.get("chain")))
+    (stats_a, grads_a, chain_a), (stats_b, grads_b, chain_b) = results
+    assert stats_a == stats_b
+    for key in grads_a:
+        assert np.array_equal(grads_a[key], grads_b[key]), key
+    if persistent:
+        assert np.array_equal(chain_a, chain_b)

@@ -126,7 +126,9 @@ def train_unit(unit, x: np.ndarray, config: PretrainConfig, rng: np.random.Gener
     """Train one unit (RBM or autoencoder) for epochs start_epoch+1 … config.epochs.
 
     ``unit.train_batch(xb, rng, config, state)`` fills ``unit.grads`` and
-    returns batch statistics; the engine's SGD applies them. ``on_epoch(epoch,
+    returns batch statistics; the engine's SGD applies them. A unit with
+    ``train_rows(x, idx, rng, config, state)`` gets the rows' indices instead
+    and gathers ``x[idx]`` itself (the RBM's threads each gather their rows). ``on_epoch(epoch,
     record, optimizer, state)`` runs after each epoch (checkpointing)."""
     log = log or (lambda line: None)
     optimizer = optimizer or SGD(config.lr, config.momentum, config.weight_decay)
@@ -135,6 +137,7 @@ def train_unit(unit, x: np.ndarray, config: PretrainConfig, rng: np.random.Gener
     n = len(x)
     n_batches = math.ceil(n / config.batch_size)
     x_monitor = x[:min(config.monitor_size, n)]
+    train_rows = getattr(unit, "train_rows", None)
     history = []
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
@@ -146,8 +149,8 @@ def train_unit(unit, x: np.ndarray, config: PretrainConfig, rng: np.random.Gener
                    leave=False, disable=None if progress else True, unit="batch")
         for b in bar:
             idx = np.sort(order[b * config.batch_size:(b + 1) * config.batch_size])
-            xb = x[idx]
-            stats = unit.train_batch(xb, rng, config, state)
+            stats = train_rows(x, idx, rng, config, state) if train_rows is not None \
+                else unit.train_batch(x[idx], rng, config, state)
             for key, value in stats.items():
                 if not math.isfinite(value):
                     raise FloatingPointError(

@@ -354,8 +354,10 @@ class BernoulliRBM(ParamHolder):
         if int(k) < 1:
             raise ValueError(f"CD-k needs k >= 1, got {k}")
         k = int(k)
-        v0 = np.asarray(v0)
-        n = len(v0)
+        # (x, idx): the rows x[idx], gathered by the threads of the split step (train_rows)
+        rows = v0 if isinstance(v0, tuple) else None
+        v0 = np.asarray(v0) if rows is None else None
+        n = len(v0) if rows is None else len(rows[1])
         if chain is not None and (chain.ndim != 2 or chain.shape[1] != self.n_hidden):
             raise ValueError(f"{self!r}: persistent chain must hold hidden states "
                              f"(chains, {self.n_hidden}), got {chain.shape}")
@@ -365,8 +367,11 @@ class BernoulliRBM(ParamHolder):
         parts = self._split_parts(n, m)
         self._update_parts = parts          # the optimizer's step of W follows the split
         if parts > 1:
-            error = self._split_step(v0, k, rng, chain, parts, sample_reconstruction)
+            error = self._split_step(v0 if rows is None else rows, k, rng, chain, parts,
+                                     sample_reconstruction)
             return {} if error is None else {"reconstruction_error": error}
+        if rows is not None:
+            v0 = rows[0][rows[1]]
         buf = self._cd_buffers(n, m)
         # rows [:n] of buf.v / buf.p are the positive phase (v0, p0), rows [n:] the negative
         # (vk, pk), so one GEMM gives both statistics (and, for PCD, both hidden products)
@@ -490,7 +495,8 @@ class BernoulliRBM(ParamHolder):
         import threading
         from ..kernels.workers import _get_pool, _one_blas_thread
         persistent = chain is not None
-        n = len(v0)
+        rows = v0 if isinstance(v0, tuple) else None     # (x, idx): v0 = x[idx]
+        n = len(v0) if rows is None else len(rows[1])
         m = len(chain) if persistent else n
         W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
         buf = self._split_buffers(n, m, parts)
@@ -527,7 +533,12 @@ class BernoulliRBM(ParamHolder):
                 rows_v, rows_p = buf.v[o:o + nb + nc], buf.p[o:o + nb + nc]
                 v0t, p0t = rows_v[:nb], rows_p[:nb]
                 vk, pk, ht, pre_v = rows_v[nb:], rows_p[nb:], h[lo:hi], buf.pre_v[lo:hi]
-                v0t[...] = v0[lo0:hi0]
+                if rows is None:
+                    v0t[...] = v0[lo0:hi0]
+                elif rows[0].dtype == v0t.dtype:
+                    np.take(rows[0], rows[1][lo0:hi0], axis=0, out=v0t)
+                else:
+                    v0t[...] = rows[0][rows[1][lo0:hi0]]
                 key = iter(keys)
                 if not persistent:                  # CD: lo0 = lo, the chains are the rows
                     np.matmul(v0t, W, out=p0t)
@@ -606,6 +617,17 @@ class BernoulliRBM(ParamHolder):
         rows = rng.integers(0, len(x), size=min(config.batch_size, len(x)))
         visible = np.ascontiguousarray(x[rows], dtype=self.dtype)
         return {"chain": self._sample_hidden(visible, rng)[1]}
+
+    def train_rows(self, x: np.ndarray, idx: np.ndarray, rng, config, state: dict) -> dict:
+        """``train_batch(x[idx], ...)``, the same bits; when the step splits over threads,
+        each thread gathers its own rows of x (one serial copy of the minibatch fewer)."""
+        chain = state.get("chain")
+        n, m = len(idx), (len(idx) if chain is None else len(chain))
+        if x.ndim == 2 and x.shape[1] == self.n_visible and int(config.k) >= 1 \
+                and self._split_parts(n, m) > 1:
+            return self.cd_gradients((x, idx), config.k, rng, chain=chain,
+                                     sample_reconstruction=config.sample_reconstruction)
+        return self.train_batch(x[idx], rng, config, state)
 
     def train_batch(self, xb: np.ndarray, rng, config, state: dict) -> dict:
         return self.cd_gradients(xb, config.k, rng, chain=state.get("chain"),
