@@ -423,7 +423,7 @@ class BernoulliRBM(ParamHolder):
             return {}
         return {"reconstruction_error": reconstruction_error}
 
-    # -- PCD on worker threads, each its own rows ----------------------------------------------
+    # -- CD and PCD on worker threads, each on its own rows ----------------------------------
     #: split a CD/PCD step's rows over the worker threads (``_split_step``); False: one thread
     #: hands each product to multi-threaded BLAS and runs the σ kernels alone
     SPLIT_ROWS = True
