@@ -3,6 +3,7 @@ and peak RSS, for this tree and optionally an older commit, in clean interleaved
 
     python bench/rbm_epoch_probe.py                          # this tree, 1 thread, 3 runs
     python bench/rbm_epoch_probe.py --against e188c2a        # A/B against a commit
+    python bench/rbm_epoch_probe.py --threads 2 --unsplit    # rows split over threads or not
 
 Each run is its own subprocess (environment built from scratch, as speed_vs_torch.py
 does) with the same warm-up, data (the 50,000 MNIST training images), PCD-1 recipe
@@ -34,6 +35,8 @@ import minidnn
 minidnn.configure_threads(int(sys.argv[1]))
 from minidnn import data
 from minidnn.pretraining import BernoulliRBM, PretrainConfig
+if sys.argv[3] == "0":
+    BernoulliRBM.SPLIT_ROWS = False      # sitting 17's path (an older tree ignores it)
 x = np.ascontiguousarray(data.load("mnist", progress=False).train.x.reshape(-1, 784))
 kw = dict(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.0, final_momentum=0.0,
           batch_size=100, k=1, persistent=True)
@@ -63,8 +66,9 @@ def clean_env(threads: int, tree: Path) -> dict:
     return env
 
 
-def run(tree: Path, threads: int, monitor_size: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", WORKER, str(threads), str(monitor_size)],
+def run(tree: Path, threads: int, monitor_size: int, split: bool = True) -> dict:
+    done = subprocess.run([sys.executable, "-c", WORKER, str(threads), str(monitor_size),
+                           "1" if split else "0"],
                           env=clean_env(threads, tree), capture_output=True, text=True, cwd=tree)
     if done.returncode != 0:
         raise RuntimeError(f"worker in {tree} failed:\n{done.stderr[-3000:]}")
@@ -82,20 +86,25 @@ def main(argv=None) -> int:
     parser.add_argument("--against-monitor-size", type=int, default=1000,
                         help="the older tree's monitor_size (1000: its default, for trees "
                              "before monitor_size=0 existed; 0 for sitting 15's and later)")
+    parser.add_argument("--unsplit", action="store_true",
+                        help="also run this tree with BernoulliRBM.SPLIT_ROWS = False (the "
+                             "products on multi-threaded BLAS, the σ kernels on one thread)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rbm_epoch_probe.json")
     args = parser.parse_args(argv)
-    trees = {"this tree": (ROOT, args.monitor_size)}
+    trees = {"this tree": (ROOT, args.monitor_size, True)}
+    if args.unsplit:
+        trees["unsplit"] = (ROOT, args.monitor_size, False)
     with tempfile.TemporaryDirectory(prefix="rbm-probe-") as tmp:
         if args.against:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against],
                                      capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-            trees[args.against] = (Path(tmp), args.against_monitor_size)
+            trees[args.against] = (Path(tmp), args.against_monitor_size, True)
         runs = {name: [] for name in trees}
         for r in range(args.repeats):
             for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
-                tree, monitor = trees[name]
-                result = run(tree, args.threads, monitor)
+                tree, monitor, split = trees[name]
+                result = run(tree, args.threads, monitor, split)
                 runs[name].append(result)
                 print(f"{name:<12} run {r + 1}: {result['seconds']:.2f} s wall, "
                       f"{result['cpu_seconds']:.2f} s CPU, {result['gflops']:.1f} GFLOP/s, "
