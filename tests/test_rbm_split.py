@@ -159,6 +159,27 @@ def test_an_error_in_a_worker_part_is_raised_not_a_broken_barrier(split, monkeyp
                          chain=np.zeros((8, 6), np.float32))
 
 
+def test_an_interrupt_at_the_barrier_does_not_leave_a_worker_waiting(split, monkeypatch):
+    """Ctrl-C while the calling thread waits at the barrier: the worker must be released
+    (it would wait forever, and the step with it; here a 20 s timeout stands in)."""
+    import threading
+    import time
+    split(2)
+
+    class InterruptedBarrier(threading.Barrier):
+        def wait(self, timeout=None):
+            if threading.current_thread() is threading.main_thread():
+                raise KeyboardInterrupt
+            return super().wait(timeout=20)
+    monkeypatch.setattr(threading, "Barrier", InterruptedBarrier)
+    rbm = BernoulliRBM(9, 6, rng=0)
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        rbm.cd_gradients(np.ones((8, 9), np.float32), 1, np.random.default_rng(2),
+                         chain=np.zeros((8, 6), np.float32))
+    assert time.perf_counter() - start < 10
+
+
 @pytest.mark.parametrize("persistent", [True, False])
 def test_split_training_is_seeded_and_resumes_bit_for_bit(split, tmp_path, monkeypatch, persistent):
     split(2)

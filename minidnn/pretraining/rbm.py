@@ -583,6 +583,9 @@ class BernoulliRBM(ParamHolder):
             try:
                 work(0)
             except BaseException as error:
+                # whatever stopped this thread (an error, Ctrl-C at the barrier) must not
+                # leave a worker waiting at the barrier
+                barrier.abort()
                 # a part that failed broke the barrier for the others: raise its error,
                 # not theirs
                 failures = [f.exception() for f in futures]
