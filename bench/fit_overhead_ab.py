@@ -58,7 +58,7 @@ def reverted(cuts):
     if "gather" in cuts:
         patch(md.SparseDense, "fortran_input", False)
     if "sgd" in cuts:
-        patch(optimizers, "sgd_update_unchecked", sgd_update.sgd_update)
+        patch(optimizers, "sgd_update_prepared", sgd_update.sgd_update_prepared)
     if "sigmoid" in cuts:
         fast = activation.sigmoid_grad32
 
