@@ -5,8 +5,13 @@ vectorised e^t of ``rbm_kernels._sigmoid32`` (Cody–Waite range reduction and a
 degree-6 polynomial, Cephes' ``expf``). The NumPy twin, ``layers.activations.sigmoid_numpy``, takes four passes
 (negate, exp, add, reciprocal): on a (100, 500) batch, the hidden layer of the
 784-500-10 MNIST net, the kernel took ~45 µs against ~95 µs (one thread,
-interleaved A/B on the loaded machine). It differs from the twin by at most
-1.2e-7; below x = −87 it gives 0, where NumPy gives a denormal (under
+interleaved A/B on the loaded machine). Since sitting 18 the polynomial and the
+range reduction's products fuse into multiply-adds (``fastmath={"contract"}``, nothing
+else: NaN, Inf and the order of operations stay IEEE): 54 → 40 µs on that batch
+(0.8 ns an element, one thread, under load), with the same largest error against a
+float64 sigmoid, 8.9e-8 absolute and 1.1e-7 relative over N(0, 16) inputs, as NumPy's
+own float32 path (whose error there is 8.9e-8 too); the bits change in the last place
+for some inputs. It differs from the twin by at most 1.2e-7; below x = −87 it gives 0, where NumPy gives a denormal (under
 1.2e-38) down to −88.7 and 0 beyond; NaN stays NaN, as in the twin.
 """
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 from .rbm_kernels import _sigmoid32
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _sigmoid_flat(x, out):
     # the clamp inside _sigmoid32 would turn NaN into a number and give ~1.6e-38 far
     # below 0: keep NaN, and give 0 below -87 (NumPy's limit: exp(-x) overflows to inf
