@@ -166,3 +166,19 @@ def test_seeded_sparse_training_is_the_same_bits_on_every_run_and_across_a_resum
     _same(straight, _sparse_run())
     _sparse_run(tmp_path, epochs=2)
     _same(straight, _sparse_run(tmp_path, epochs=3, resume=True))
+
+
+def test_first_nonfinite_row_in_parallel_equals_the_twin(monkeypatch):
+    """The parallel build (large arrays, several Numba threads) finds the first bad row,
+    also when a later range holds one too and when only the last row is bad."""
+    import numba
+    monkeypatch.setattr(finite, "PARALLEL_MIN_VALUES", 1)
+    x = np.ones((103, 9), np.float32)
+    assert finite._first_nonfinite_row_parallel(x, 8) == -1
+    for bad in ([102], [5, 90], [40, 41, 13], [0]):
+        y = x.copy()
+        for row in bad:
+            y[row, row % 9] = np.nan
+        assert finite._first_nonfinite_row_parallel(y, 8) == min(bad)
+        assert finite.first_nonfinite_row(y) == finite.first_nonfinite_row_numpy(y) == min(bad)
+    assert numba.get_num_threads() >= 1
