@@ -21,6 +21,8 @@ and sitting 18's (these change the last bits of a sparse run, see each module):
 * ``dx_order``: Dense's input gradient in its input's memory order / always ``g @ W.T``
 * ``sgd_cache``: SGD's cached per-parameter scalars / recomputed every step
 * ``sigmoid_fma``: the sigmoid kernel's contracted multiply-adds / without
+* ``sigmoid_parallel``: the sigmoid split between the Numba threads from 32,768
+  elements / always one thread (no effect at ``--threads 1``)
 
 Arms ``new`` (all cuts), ``old`` (none), ``sitting 17`` (sitting 18's cuts reverted) and
 ``new-X`` (all but sitting 18's cut X: what X saves on its own) run one epoch each
@@ -48,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import RESULTS_DIR  # noqa: E402
 
 CUTS_17 = ("loss", "accuracy", "gather", "sgd", "sigmoid")
-CUTS_18 = ("finite", "loss32", "dx_order", "sgd_cache", "sigmoid_fma")
+CUTS_18 = ("finite", "loss32", "dx_order", "sgd_cache", "sigmoid_fma", "sigmoid_parallel")
 CUTS = CUTS_17 + CUTS_18
 
 
@@ -102,6 +104,8 @@ def reverted(cuts):
             self.__dict__.pop("_prepared_cache", None)
             return prepared(self, *args)
         patch(optimizers.SGD, "_prepared", uncached)
+    if "sigmoid_parallel" in cuts:
+        patch(activation, "PARALLEL_MIN_ELEMENTS", 1 << 62)
     if "sigmoid_fma" in cuts:
         patch(activation, "_sigmoid_flat", _sigmoid_flat_uncontracted())
     if "sigmoid" in cuts:
