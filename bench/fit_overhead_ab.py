@@ -108,6 +108,8 @@ def reverted(cuts):
         patch(activation, "PARALLEL_MIN_ELEMENTS", 1 << 62)
     if "sigmoid_fma" in cuts:
         patch(activation, "_sigmoid_flat", _sigmoid_flat_uncontracted())
+        if "sigmoid_parallel" not in cuts:      # the parallel build is contracted too
+            patch(activation, "PARALLEL_MIN_ELEMENTS", 1 << 62)
     if "sigmoid" in cuts:
         fast = activation.sigmoid_grad32
 
