@@ -24,6 +24,22 @@ inputs; every other step is exact IEEE arithmetic in the twin's order, so the
 value and the gradient equal the twin's bit for bit (``tests/test_losses_fast``)
 and a training run is unchanged. Rows of more than ``MAX_CLASSES`` classes
 (where NumPy's pairwise sum recurses) take the twin.
+
+Since sitting 18 that bit-exact path (``softmax_cross_entropy_exact``) serves
+float64 logits only. float32 logits, which is what training uses, take one pass,
+``_fused_rows32``, with its own vectorisable e^t. That e^t is Cephes' ``expf``:
+Cody–Waite reduction and a degree-6 polynomial, within ~2 ulps of NumPy's.
+Per row the pass computes:
+
+    m = max_j z_j,  e_j = e^(z_j − m),  s = Σ_j e_j,
+    Σ_n log p = Σ_n (z_{n,y} − m) − log s,  g_j = (e_j / s − [j = y]) / N
+
+The gradient is e_j / s rather than exp(logp). It is within 4e-7/N of the twin's
+(``tests/test_losses_fast``), and every row still sums to 0. Probabilities below
+e^(−87) ≈ 1.6e-38 become 0 where NumPy keeps denormals. NaN and ±Inf logits give
+the twin's NaN or +Inf loss. This pass took the loss from ~29 to ~11–15 µs on a
+(100, 10) batch (one thread, under load). ``FUSED_FLOAT32 = False`` restores the
+bit-exact path for A/Bs and for bit-for-bit comparisons with older trees.
 """
 from __future__ import annotations
 
