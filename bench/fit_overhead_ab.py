@@ -12,7 +12,20 @@ Each cut can be switched back to the code it replaced, in the same process:
 * ``sgd``: SGD's fused step without the second operand check / ``sgd_update``
 * ``sigmoid``: Sigmoid.backward's one mixed-order pass / a Fortran copy of grad first
 
-Arms ``new`` (all cuts), ``old`` (none) and ``old+X`` (only cut X) run one epoch each
+and sitting 18's (these change the last bits of a sparse run, see each module):
+
+* ``finite``: fit's NaN/Inf check of the data in one Numba pass (``kernels.finite``) /
+  ``np.isfinite`` by chunks
+* ``loss32``: float32 softmax cross-entropy in one pass (``FUSED_FLOAT32``) / the
+  bit-exact four passes of sitting 17
+* ``dx_order``: Dense's input gradient in its input's memory order / always ``g @ W.T``
+* ``sgd_cache``: SGD's cached per-parameter scalars / recomputed every step
+* ``sigmoid_fma``: the sigmoid kernel's contracted multiply-adds / without
+* ``sigmoid_parallel``: the sigmoid split between the Numba threads from 32,768
+  elements / always one thread (no effect at ``--threads 1``)
+
+Arms ``new`` (all cuts), ``old`` (none), ``sitting 17`` (sitting 18's cuts reverted) and
+``new-X`` (all but sitting 18's cut X: what X saves on its own) run one epoch each
 of the 784-500-10 MNIST net (batch 100, SGD momentum 0.9), interleaved, for
 ``--repeats`` rounds; the figure is each arm's median µs per step (``--clock thread``:
 this thread's CPU time, right at 1 thread; use ``wall`` at 2). Every arm computes
@@ -36,7 +49,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RESULTS_DIR  # noqa: E402
 
-CUTS = ("loss", "accuracy", "gather", "sgd", "sigmoid")
+CUTS_17 = ("loss", "accuracy", "gather", "sgd", "sigmoid")
+CUTS_18 = ("finite", "loss32", "dx_order", "sgd_cache", "sigmoid_fma", "sigmoid_parallel")
+CUTS = CUTS_17 + CUTS_18
+
+
+def _sigmoid_flat_uncontracted():
+    """The sigmoid kernel as sitting 17 built it (no fused multiply-adds)."""
+    import numba
+    from minidnn.kernels import activation
+    global _UNCONTRACTED
+    if _UNCONTRACTED is None:
+        _UNCONTRACTED = numba.njit(error_model="numpy")(activation._sigmoid_flat.py_func)
+    return _UNCONTRACTED
+
+
+_UNCONTRACTED = None
 
 
 @contextlib.contextmanager
@@ -44,7 +72,7 @@ def reverted(cuts):
     """Put back the code that the named cuts replaced, for the duration."""
     import minidnn as md
     from minidnn import optimizers, training
-    from minidnn.kernels import activation, softmax_xent, sgd_update
+    from minidnn.kernels import activation, finite, softmax_xent, sgd_update
     from minidnn.layers import activations
     saved = []
 
@@ -58,7 +86,30 @@ def reverted(cuts):
     if "gather" in cuts:
         patch(md.SparseDense, "fortran_input", False)
     if "sgd" in cuts:
-        patch(optimizers, "sgd_update_unchecked", sgd_update.sgd_update)
+        def checked_twice(w, g, v, lr, momentum, weight_decay, decay, form):
+            # sitting 16's entry: sgd_update's own operand checks again
+            sgd_update.sgd_update(w, g, None if v is w else v, lr, momentum, weight_decay,
+                                  ("caffe", "pytorch")[form])
+        patch(optimizers, "sgd_update_prepared", checked_twice)
+    if "finite" in cuts:
+        patch(finite, "first_nonfinite_row", finite.first_nonfinite_row_numpy)
+    if "loss32" in cuts:
+        patch(softmax_xent, "FUSED_FLOAT32", False)
+    if "dx_order" in cuts:
+        patch(md.Dense, "_input_grad", lambda self, grad: grad @ self.params["W"].T)
+    if "sgd_cache" in cuts:
+        prepared = optimizers.SGD._prepared
+
+        def uncached(self, *args):
+            self.__dict__.pop("_prepared_cache", None)
+            return prepared(self, *args)
+        patch(optimizers.SGD, "_prepared", uncached)
+    if "sigmoid_parallel" in cuts:
+        patch(activation, "PARALLEL_MIN_ELEMENTS", 1 << 62)
+    if "sigmoid_fma" in cuts:
+        patch(activation, "_sigmoid_flat", _sigmoid_flat_uncontracted())
+        if "sigmoid_parallel" not in cuts:      # the parallel build is contracted too
+            patch(activation, "PARALLEL_MIN_ELEMENTS", 1 << 62)
     if "sigmoid" in cuts:
         fast = activation.sigmoid_grad32
 
@@ -109,8 +160,8 @@ def main(argv=None):
     now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
     splits = minidnn.data.load("mnist")
     x, y = splits.train.flatten()[:args.images], splits.train.y[:args.images]
-    arms = {"new": (), "old": CUTS, **{f"old+{c}": tuple(k for k in CUTS if k != c)
-                                        for c in CUTS}}
+    arms = {"new": (), "sitting 17": CUTS_18, "old": CUTS,
+            **{f"new-{c}": (c,) for c in CUTS_18}}
     result = {"threads": args.threads, "clock": args.clock, "images": len(x),
               "repeats": args.repeats, "load_average": os.getloadavg(), "densities": {}}
     with threadpool_limits(args.threads):
@@ -126,8 +177,11 @@ def main(argv=None):
             print(f"{label}: µs per step, median of {args.repeats} ({args.clock} clock, "
                   f"{args.threads} thread(s))")
             for arm in arms:
-                gain = med["old"] - med[arm] if arm != "old" else 0.0
-                print(f"    {arm:14s} {med[arm]:8.1f}   saves {gain:7.1f} against old")
+                if arm.startswith("new-"):
+                    note = f"(cut {arm[4:]} saves {med[arm] - med['new']:7.1f})"
+                else:
+                    note = f"(saves {med['old'] - med[arm]:7.1f} against old)"
+                print(f"    {arm:18s} {med[arm]:8.1f}   {note}")
             result["densities"][str(density)] = {"median_us_per_step": med,
                                                  "us_per_step": times}
     result["load_average_after"] = os.getloadavg()

@@ -10,6 +10,15 @@ with this tree's ``minidnn`` and with the revision's (unpacked as ``minidnn_base
 bench/sparse_step_ab.py does), sparse (γ = 0.04, per_unit, as the accuracy study) and
 dense, and compares every weight, every velocity and the history (losses, accuracies).
 Exit status 0 and "same bits" when all are equal; 1 otherwise, naming what differs.
+
+Sitting 18 changed the last bits of float32 training on purpose (the one-pass float32
+loss, Dense's input gradient in its input's order, the sigmoid's multiply-adds; see
+bench/fit_overhead_ab.py). ``--without-bit-changes`` switches those three back in this
+tree's run, so that against a revision of sitting 17 the check shows that nothing else
+changed a bit:
+
+    python bench/fit_same_bits.py --base fffa29e --without-bit-changes   # same bits
+    python bench/fit_same_bits.py --base fffa29e                         # differs (last bits)
 """
 from __future__ import annotations
 
@@ -45,7 +54,13 @@ def main(argv=None):
     p.add_argument("--base", required=True, help="git revision to compare against")
     p.add_argument("--images", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--without-bit-changes", action="store_true",
+                   help="switch sitting 18's bit-changing cuts back in this tree's run")
     args = p.parse_args(argv)
+    import contextlib
+    from bench.fit_overhead_ab import reverted
+    ours_context = ((lambda: reverted(("loss32", "dx_order", "sigmoid_fma")))
+                    if args.without_bit_changes else contextlib.nullcontext)
     import minidnn
     import minidnn.data
     splits = minidnn.data.load("mnist")
@@ -57,7 +72,9 @@ def main(argv=None):
         sys.path.insert(0, folder)
         base = importlib.import_module("minidnn_base")
         for density in (0.04, 1.0):
-            ours, theirs = (train(md, density, x, y, val, args.epochs) for md in (minidnn, base))
+            with ours_context():
+                ours = train(minidnn, density, x, y, val, args.epochs)
+            theirs = train(base, density, x, y, val, args.epochs)
             label = f"γ={density:g}" if density < 1 else "dense"
             for what, a, b in (("weights", ours[0], theirs[0]), ("velocity", ours[1], theirs[1])):
                 for key in sorted(set(a) | set(b)):

@@ -58,3 +58,17 @@ def test_sigmoid_gradient_kernel_equals_the_twin_bit_for_bit(rows, cols, orders,
     layer.forward(np.asarray(rng.standard_normal((rows, cols)), np.float32, order=orders[0]))
     np.testing.assert_allclose(layer.backward(grad), (1 - layer._y) * layer._y * grad,
                                rtol=1e-6, atol=1e-7)
+
+
+def test_parallel_sigmoid_is_the_serial_kernel_bit_for_bit():
+    """Sitting 18: large batches split between the Numba threads; every element gets the
+    serial kernel's arithmetic, so the bits are the same for any number of ranges."""
+    from minidnn.kernels import activation
+    x = (np.random.default_rng(3).standard_normal(10_007) * 30).astype(np.float32)
+    x[[5, 700, 9999]] = [np.nan, np.inf, -np.inf]
+    serial = np.empty_like(x)
+    activation._sigmoid_flat(x, serial)
+    for blocks in (1, 2, 3, 8):
+        out = np.empty_like(x)
+        activation._sigmoid_flat_parallel(x, out, blocks)
+        assert np.array_equal(out.view(np.uint32), serial.view(np.uint32)), blocks

@@ -1,4 +1,6 @@
-"""The fast softmax cross-entropy (kernels.softmax_xent) equals its NumPy twin bit for bit."""
+"""The fast softmax cross-entropy (kernels.softmax_xent) against its NumPy twin: the four
+passes (``softmax_cross_entropy_exact``, float64 training) bit for bit, the one-pass float32
+kernel (``_fused_rows32``, float32 training since sitting 18) within a few ulps."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -11,7 +13,7 @@ from minidnn.losses import SoftmaxCrossEntropy
 def _both(logits, labels):
     loss = SoftmaxCrossEntropy()
     assert softmax_xent.applies(logits, labels)
-    fast = softmax_xent.softmax_cross_entropy(logits, labels)
+    fast = softmax_xent.softmax_cross_entropy_exact(logits, labels)
     twin = loss._numpy(logits, labels)
     return fast, twin
 
@@ -87,3 +89,54 @@ def test_count_correct_equals_numpy_argmax(n, k, nan, seed):
     labels = rng.integers(0, k, size=n)
     assert count_correct(out, labels) == count_correct_numpy(out, labels)
     assert count_correct(np.asfortranarray(out), labels) == count_correct_numpy(out, labels)
+
+
+# -- the one-pass float32 kernel ----------------------------------------------------------
+
+def _fused_and_twin(logits, labels):
+    assert softmax_xent.applies(logits, labels) and softmax_xent.FUSED_FLOAT32
+    return (softmax_xent.softmax_cross_entropy(logits, labels),
+            SoftmaxCrossEntropy()._numpy(logits, labels))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), k=st.integers(1, 128), scale=st.sampled_from([0.01, 1.0, 30.0, 1e4]),
+       seed=st.integers(0, 2**31))
+def test_fused_float32_loss_is_within_a_few_ulps_of_the_twin(n, k, scale, seed):
+    """exp to ~2 ulps (Cephes' polynomial), the division by the row sum and by n: the
+    gradient within 4e-7 of each softmax probability's scale (|g| <= 1/n), the loss
+    within 1e-6 relative (plus 1e-7 for a loss near 0)."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(n, k)) * scale).astype(np.float32)
+    labels = rng.integers(0, k, size=n)
+    (loss, grad), (loss_twin, grad_twin) = _fused_and_twin(logits, labels)
+    assert grad.dtype == np.float32 and grad.shape == (n, k) and grad.flags.c_contiguous
+    assert abs(loss - loss_twin) <= 1e-6 * abs(loss_twin) + 1e-7
+    np.testing.assert_allclose(grad, grad_twin, rtol=0, atol=4e-7 / n)
+    # every row of the gradient sums to 0 (probabilities sum to 1), as the twin's
+    np.testing.assert_allclose(grad.sum(axis=1), 0, atol=2e-6 / n)
+
+
+def test_fused_float32_loss_with_nan_inf_and_far_apart_logits():
+    logits = np.zeros((5, 5), np.float32)
+    logits[0, 2] = np.nan
+    logits[1, 0] = np.inf
+    logits[2, 3] = -np.inf
+    logits[3] = [3e38, -3e38, 0, 1, 2]
+    logits[4] = [0, -90, -100, -200, 1]        # probabilities under float32's normal range
+    labels = np.array([2, 0, 3, 1, 4])
+    with np.errstate(all="ignore"):
+        (loss, grad), (loss_twin, grad_twin) = _fused_and_twin(logits, labels)
+    assert np.isnan(loss) and np.isnan(loss_twin)
+    assert np.array_equal(np.isnan(grad), np.isnan(grad_twin))
+    finite = ~np.isnan(grad_twin)
+    np.testing.assert_allclose(grad[finite], grad_twin[finite], rtol=0, atol=1e-7)
+    # a lone -inf logit gives probability 0 and a loss of +inf (never NaN), as the twin
+    with np.errstate(all="ignore"):
+        (loss, grad), (loss_twin, _) = _fused_and_twin(logits[2:3], labels[2:3])
+    assert loss == loss_twin == np.inf and grad[0, 3] == -1     # p = 0, minus the label
+
+
+def test_fused_float32_loss_leaves_bad_labels_to_the_twins_error():
+    assert softmax_xent.softmax_cross_entropy(np.zeros((2, 3), np.float32),
+                                              np.array([0, 3])) is None

@@ -5,7 +5,8 @@ import pytest
 
 import minidnn as md
 from minidnn import architectures
-from minidnn.kernels.sgd_update import sgd_update, sgd_update_numpy, sgd_update_unchecked
+from minidnn.kernels.sgd_update import (sgd_update, sgd_update_numpy, sgd_update_prepared,
+                                        sgd_update_unchecked)
 from minidnn.layers.base import ParamHolder
 from minidnn.optimizers import SGD, StepLR
 from minidnn.pretraining import BernoulliRBM
@@ -53,9 +54,9 @@ def test_fused_sgd_trains_bit_identically_to_the_unfused_path(form, monkeypatch)
 
     def counted(*args):
         calls.append(args[0].shape)
-        return sgd_update_unchecked(*args)
-    # SGD._fused_step checks the operands itself and calls the unchecked entry
-    monkeypatch.setattr(optimizers, "sgd_update_unchecked", counted)
+        return sgd_update_prepared(*args)
+    # SGD._fused_step checks the operands itself and calls the kernel directly
+    monkeypatch.setattr(optimizers, "sgd_update_prepared", counted)
     x, y = _mlp_data()
     results = []
     for cls in (SGD, UnfusedSGD):

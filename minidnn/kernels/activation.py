@@ -5,8 +5,13 @@ vectorised e^t of ``rbm_kernels._sigmoid32`` (Cody–Waite range reduction and a
 degree-6 polynomial, Cephes' ``expf``). The NumPy twin, ``layers.activations.sigmoid_numpy``, takes four passes
 (negate, exp, add, reciprocal): on a (100, 500) batch, the hidden layer of the
 784-500-10 MNIST net, the kernel took ~45 µs against ~95 µs (one thread,
-interleaved A/B on the loaded machine). It differs from the twin by at most
-1.2e-7; below x = −87 it gives 0, where NumPy gives a denormal (under
+interleaved A/B on the loaded machine). Since sitting 18 the polynomial and the
+range reduction's products fuse into multiply-adds (``fastmath={"contract"}``, nothing
+else: NaN, Inf and the order of operations stay IEEE): 54 → 40 µs on that batch
+(0.8 ns an element, one thread, under load), with the same largest error against a
+float64 sigmoid, 8.9e-8 absolute and 1.1e-7 relative over N(0, 16) inputs, as NumPy's
+own float32 path (whose error there is 8.9e-8 too); the bits change in the last place
+for some inputs. It differs from the twin by at most 1.2e-7; below x = −87 it gives 0, where NumPy gives a denormal (under
 1.2e-38) down to −88.7 and 0 beyond; NaN stays NaN, as in the twin.
 """
 from __future__ import annotations
@@ -17,26 +22,54 @@ import numpy as np
 from .rbm_kernels import _sigmoid32
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _sigmoid_flat(x, out):
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"}, inline="always")
+def _sigmoid_range(x, out, i0, i1):
     # the clamp inside _sigmoid32 would turn NaN into a number and give ~1.6e-38 far
     # below 0: keep NaN, and give 0 below -87 (NumPy's limit: exp(-x) overflows to inf
     # from -88.7 on; in between it gives denormals under 1.2e-38)
     zero = np.float32(0.0)
     low = np.float32(-87.0)
-    for i in range(x.shape[0]):
+    for i in range(i0, i1):
         v = x[i]
         y = _sigmoid32(v)
         out[i] = v if v != v else (zero if v < low else y)
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _sigmoid_flat(x, out):
+    _sigmoid_range(x, out, 0, x.shape[0])
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+def _sigmoid_flat_parallel(x, out, n_blocks):
+    # the same arithmetic element by element (the same bits), in n_blocks ranges of a
+    # multiple of 8 elements, one per thread
+    n = x.shape[0]
+    per = ((n + n_blocks - 1) // n_blocks + 7) // 8 * 8
+    for b in numba.prange(n_blocks):
+        _sigmoid_range(x, out, b * per, min(n, (b + 1) * per))
+
+
+#: elements from which the sigmoid runs on every Numba thread (a (100, 500) batch, 50,000,
+#: takes ~40 µs on one; the pool wakes in a few µs right after a sparse layer's parallel
+#: kernels, which leave it spinning)
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+
 def sigmoid32(x: np.ndarray) -> np.ndarray | None:
     """σ(x) in a new array of x's memory order, for a C- or Fortran-contiguous float32
-    x; None for any other x (the caller then uses the NumPy twin)."""
+    x; None for any other x (the caller then uses the NumPy twin). From
+    ``PARALLEL_MIN_ELEMENTS`` elements on, and with more than one Numba thread, the
+    elements are split between the threads (the same bits)."""
     if x.dtype != np.float32 or not (x.flags.c_contiguous or x.flags.f_contiguous):
         return None
     out = np.empty_like(x)              # order "K": the same memory order as x
-    _sigmoid_flat(x.ravel(order="K"), out.ravel(order="K"))
+    flat_x, flat_out = x.ravel(order="K"), out.ravel(order="K")
+    threads = numba.get_num_threads() if x.size >= PARALLEL_MIN_ELEMENTS else 1
+    if threads > 1:
+        _sigmoid_flat_parallel(flat_x, flat_out, threads)
+    else:
+        _sigmoid_flat(flat_x, flat_out)
     return out
 
 

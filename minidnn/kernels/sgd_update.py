@@ -173,3 +173,19 @@ def _split_update(flat_w, flat_g, flat_v, args, parts: int) -> None:
     finally:
         for future in futures:
             future.result()
+
+
+#: the kernel itself, for a caller that hands it flat, checked operands and the scalars
+#: already cast to their dtype (``SGD._fused_step``, which caches the casts): each
+#: Python-level step above it costs about a microsecond, the dispatch itself about 3
+sgd_update_prepared = _sgd_update_kernel
+
+
+def sgd_update_prepared_parts(flat_w, flat_g, flat_v, lr, momentum, weight_decay, decay: bool,
+                              form: int, parts: int = 1) -> None:
+    """``sgd_update_prepared`` split over ``parts`` worker threads where the array is
+    large enough (``_split_update``; bit for bit the one-range result), else one call."""
+    if parts > 1 and flat_w.shape[0] >= SPLIT_MIN_ELEMENTS * parts:
+        _split_update(flat_w, flat_g, flat_v, (lr, momentum, weight_decay, decay, form), parts)
+    else:
+        _sgd_update_kernel(flat_w, flat_g, flat_v, lr, momentum, weight_decay, decay, form)

@@ -74,6 +74,15 @@ class Dense(Layer):
         return x @ self.params["W"]
 
     def _input_grad(self, grad):
+        x = getattr(self, "_x", None)
+        if (isinstance(x, np.ndarray) and x.ndim == 2 and x.flags.f_contiguous
+                and not x.flags.c_contiguous):
+            # dx in the memory order of x: after a sparse layer (whose output is a
+            # Fortran-ordered view) the sigmoid below then takes one flat pass over
+            # σ and dx (~15 µs) instead of reading a C-ordered dx through its
+            # transpose (~43 µs, 784-500-10 at batch 100). (W gᵀ)ᵀ holds the same
+            # sums as g Wᵀ; BLAS may add their k terms in another order (last bits)
+            return (self.params["W"] @ grad.T).T
         return grad @ self.params["W"].T
 
     def _weight_grad(self, x, grad):

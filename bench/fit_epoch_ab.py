@@ -1,0 +1,110 @@
+"""A/B of a whole 784-500-10 training epoch: this tree against a git revision, in ONE
+process, interleaved (issue #11, sitting 18: the non-sparse-kernel part of the step).
+
+    python bench/fit_epoch_ab.py --base fffa29e                      # 1 thread, ~3 min
+    python bench/fit_epoch_ab.py --base fffa29e --threads 2 --clock wall --images 50000
+
+The revision's ``minidnn`` is unpacked as ``minidnn_base`` (as bench/sparse_step_ab.py
+does) and imported beside this tree's. Each round trains one epoch of the sparse
+(γ = ``--density``, per_unit pattern) and of the dense 784-500-10 sigmoid net (softmax
+cross-entropy, SGD momentum 0.9, batch 100) with each package, in rotating order; the
+model is rebuilt from one seed every time, so every epoch does the same work. The
+figure per arm is the median over ``--rounds`` of the µs per step (``--clock thread``:
+this thread's CPU time, right at one thread; ``wall`` at two). Not a speed figure for
+the README: a guide taken on a loaded machine. Results: bench/results/fit_epoch_ab.json.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import RESULTS_DIR  # noqa: E402
+from bench.sparse_step_ab import unpack_base  # noqa: E402
+
+
+def epoch_us_per_step(md, density, x, y, now):
+    rng = np.random.default_rng(0)
+    first = (md.Dense(784, 500, rng=rng) if density >= 1 else
+             md.SparseDense(784, 500, density=density, pattern="per_unit", rng=rng))
+    model = md.Sequential([md.Flatten(), first, md.Sigmoid(), md.Dense(500, 10, rng=rng)],
+                          seed=None, input_shape=(784,))
+    opt = md.SGD(0.1, momentum=0.9)
+    t0 = now()
+    md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=opt, progress=False, log=None,
+           divergence_factor=None)
+    return (now() - t0) / 1e3 / int(np.ceil(len(x) / 100))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", required=True, help="git revision to compare against")
+    p.add_argument("--density", type=float, default=0.04)
+    p.add_argument("--images", type=int, default=10000)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=("thread", "wall"), default="thread")
+    p.add_argument("--sparse-only", action="store_true", help="leave out the dense net")
+    p.add_argument("--out", default=str(RESULTS_DIR / "fit_epoch_ab.json"))
+    args = p.parse_args(argv)
+    import numba
+    from threadpoolctl import threadpool_limits
+    import minidnn
+    import minidnn.data
+    numba.set_num_threads(args.threads)
+    now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
+    splits = minidnn.data.load("mnist")
+    x, y = splits.train.flatten()[:args.images], splits.train.y[:args.images]
+    result = {"threads": args.threads, "clock": args.clock, "images": len(x),
+              "rounds": args.rounds, "load_average": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as folder, threadpool_limits(args.threads):
+        result["base"] = unpack_base(args.base, folder)
+        sys.path.insert(0, folder)
+        packages = {"this tree": minidnn, "base": importlib.import_module("minidnn_base")}
+        densities = (args.density,) if args.sparse_only else (args.density, 1.0)
+        arms = [(name, density) for density in densities for name in packages]
+        for name, density in arms:                       # compile / load every kernel
+            epoch_us_per_step(packages[name], density, x[:1000], y[:1000], now)
+        times = {arm: [] for arm in arms}
+        for r in range(args.rounds):
+            for i in range(len(arms)):
+                arm = arms[(i + r) % len(arms)]
+                times[arm].append(epoch_us_per_step(packages[arm[0]], arm[1], x, y, now))
+    med = {arm: float(np.median(v)) for arm, v in times.items()}
+    print(f"µs per step, median of {args.rounds} epochs of {len(x)} images ({args.clock} "
+          f"clock, {args.threads} thread(s)); base {result['base'][:7]}")
+    paired = {}
+    for density in densities:
+        label = f"sparse γ={density:g}" if density < 1 else "dense"
+        a, b = med[("this tree", density)], med[("base", density)]
+        # the same round's two epochs ran seconds apart: their difference is less noisy
+        paired[density] = float(np.median(np.subtract(times[("base", density)],
+                                                      times[("this tree", density)])))
+        print(f"    {label:14s} this tree {a:8.1f}   base {b:8.1f}   saves {b - a:7.1f} "
+              f"({100 * (b - a) / b:5.1f} %); median of the rounds' differences "
+              f"{paired[density]:7.1f}")
+    if not args.sparse_only:
+        s, d = med[("this tree", args.density)], med[("this tree", 1.0)]
+        sb, db = med[("base", args.density)], med[("base", 1.0)]
+        print(f"    dense/sparse step ratio: this tree {d / s:.2f}, base {db / sb:.2f}")
+    result["median_paired_saving_us_per_step"] = {f"{d:g}": v for d, v in paired.items()}
+    result["median_us_per_step"] = {f"{n} {d:g}": v for (n, d), v in med.items()}
+    result["us_per_step"] = {f"{n} {d:g}": v for (n, d), v in times.items()}
+    result["load_average_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
