@@ -1,0 +1,301 @@
+"""Implicit-GEMM convolution, channels last, for narrow channel counts (AVX2 + FMA).
+
+The row-layout convolution (``kernels.im2col``, ``layers.conv.Conv2D``) writes
+rows = im2row(x) (N·OH·OW × kh·kw·C: 82 MB a step for Cifar10_quick's conv2)
+and hands it to BLAS. With only 32 output channels the products run at
+45-55 GFLOP/s and the copies around them (im2row, row2im) cost another
+8-12 ms a pass. The kernels here compute the same products straight from the
+zero-padded channels-last input, with no rows matrix at all:
+
+* forward (stride 1):
+    y[n, a, b, o] = Σ_{i, j, c} x_pad[n, a + i, b + j, c] · W_r[(i·kw + j)·C + c, o]
+* input gradient, the same kernel on dY padded by (kh-1-ph, kw-1-pw) with the
+  flipped, transposed weights W_t[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]:
+    dx[n, h, w, c] = Σ_{i, j, o} dY_pad[n, h + i, w + j, o] · W_t[(i·kw + j)·O + o, c]
+  (so no row2im scatter);
+* weight gradient:
+    dW_r[(i·kw + j)·C + c, o] = Σ_{n, a, b} x_pad[n, a + i, b + j, c] · dY[n, a, b, o]
+
+with W_r = ``im2col.weight_rows(W)`` ([kh][kw][C][O]). All three are one
+register-tile micro-kernel (``_tile_avx2``), the GEMM micro-kernel of Goto &
+van de Geijn (2008, "Anatomy of high-performance matrix multiplication") and
+BLIS's 6×16 Haswell kernel (Van Zee & van de Geijn, 2015), whose "A panel" is
+read in place from the padded image (implicit GEMM: Chetlur et al., 2014,
+"cuDNN: efficient primitives for deep learning"):
+
+    acc[p, 8v:8v+8] (+)= Σ_{q < n_outer} Σ_{t < n_inner}
+        a[a_off + q·a_outer + t·a_inner + p·a_p] · b[b_off + q·b_outer + t·b_inner + 8v : +8]
+    out[out_off + p·out_p + 8v : +8] = acc[p, 8v:8v+8]
+
+for p < P ≤ 6 and v < V ≤ 2: up to 12 accumulators of 8 lanes in ymm registers
+for the whole reduction, one broadcast of ``a`` per p and one 8-lane load of
+``b`` per v for each (q, t), P·V FMAs. Numba does not keep such a block in
+registers from Python loops, so the tile is written as LLVM IR through
+``numba.extending.intrinsic``, like ``csr._forward_row_avx2`` and
+``ternary_lut``; it is compiled only where Numba's target has AVX2 and FMA
+(``simd.avx2_fma_target``), for float32, and for channel counts (the vector
+side) that are multiples of 8. Elsewhere ``available`` is False and the layer
+keeps im2row + BLAS.
+
+The NumPy twins (``*_numpy``) are the im2row path itself (a strided window view
+of x_pad and one product), which defines what the kernels compute; the kernels
+sum in another order (one FMA chain per lane), so they agree to float32
+rounding: |kernel − twin| ≤ 1e-5·Σ|a·b| + 1e-6.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .simd import avx2_fma_target
+
+#: the kernels run only where this is True (Numba's target has AVX2 + FMA; tests
+#: switch it off to hold the fallback)
+SIMD_AVAILABLE = avx2_fma_target()
+
+#: the widest register tile: output pixels (broadcast side) and 8-lane vectors
+MAX_P, MAX_V = 6, 2
+
+
+@intrinsic
+def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+               n_inner, a_inner, b_inner, a_p, out_p, accumulate):
+    """The micro-kernel of the module docstring on flat float32 arrays (offsets and
+    strides in elements). ``accumulate``: start from ``out`` instead of zero."""
+    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                     n_inner, a_inner, b_inner, a_p, out_p, accumulate)
+
+    def codegen(context, builder, signature, args):
+        out_ptr, a_ptr, b_ptr = [context.make_array(t)(context, builder, v).data
+                                 for t, v in zip(signature.args[:3], args[:3])]
+        i64 = ir.IntType(64)
+        (out_off_v, a_off_v, b_off_v, P_v, V_v, n_outer_v, a_outer_v, b_outer_v, n_inner_v,
+         a_inner_v, b_inner_v, a_p_v, out_p_v) = [
+            context.cast(builder, v, t, types.int64)
+            for v, t in zip(args[3:16], signature.args[3:16])]
+        acc_flag = context.cast(builder, args[16], signature.args[16], types.boolean)
+        f32 = ir.FloatType()
+        v8f = ir.VectorType(f32, 8)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
+        zero = ir.Constant(v8f, [0.0] * 8)
+        mask0 = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
+
+        def c64(k):
+            return ir.Constant(i64, k)
+
+        def vec_ptr(base, offset):
+            return builder.bitcast(builder.gep(base, [offset]), v8f.as_pointer())
+
+        def body(n_p, n_v):
+            accs = [[cgutils.alloca_once(builder, v8f) for _ in range(n_v)] for _ in range(n_p)]
+            for p in range(n_p):
+                row = builder.add(out_off_v, builder.mul(c64(p), out_p_v))
+                for v in range(n_v):
+                    old = builder.load(vec_ptr(out_ptr, builder.add(row, c64(8 * v))), align=4)
+                    builder.store(builder.select(acc_flag, old, zero), accs[p][v])
+            with cgutils.for_range(builder, n_outer_v) as outer:
+                a_q = builder.add(a_off_v, builder.mul(outer.index, a_outer_v))
+                b_q = builder.add(b_off_v, builder.mul(outer.index, b_outer_v))
+                with cgutils.for_range(builder, n_inner_v) as inner:
+                    a_t = builder.add(a_q, builder.mul(inner.index, a_inner_v))
+                    b_t = builder.add(b_q, builder.mul(inner.index, b_inner_v))
+                    bs = [builder.load(vec_ptr(b_ptr, builder.add(b_t, c64(8 * v))), align=4)
+                          for v in range(n_v)]
+                    for p in range(n_p):
+                        value = builder.load(builder.gep(
+                            a_ptr, [builder.add(a_t, builder.mul(c64(p), a_p_v))]))
+                        one = builder.insert_element(ir.Constant(v8f, ir.Undefined), value,
+                                                     c64(0))
+                        splat = builder.shuffle_vector(one, ir.Constant(v8f, ir.Undefined),
+                                                       mask0)
+                        for v in range(n_v):
+                            builder.store(builder.call(
+                                fma, [splat, bs[v], builder.load(accs[p][v])]), accs[p][v])
+            for p in range(n_p):
+                row = builder.add(out_off_v, builder.mul(c64(p), out_p_v))
+                for v in range(n_v):
+                    builder.store(builder.load(accs[p][v]),
+                                  vec_ptr(out_ptr, builder.add(row, c64(8 * v))), align=4)
+
+        for n_p in range(1, MAX_P + 1):
+            for n_v in range(1, MAX_V + 1):
+                hit = builder.and_(builder.icmp_signed("==", P_v, c64(n_p)),
+                                   builder.icmp_signed("==", V_v, c64(n_v)))
+                with builder.if_then(hit):
+                    body(n_p, n_v)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# -- drivers (parallel over samples) ------------------------------------------------
+def _conv_rows(x_pad, w_rows, kh, kw, OH, OW, y_rows):
+    """y_rows (N·OH·OW, O) = the stride-1 correlation of x_pad (N, Hp, Wp, C) with
+    w_rows (kh·kw·C, O), in (n, a, b, o) order. O % 8 == 0."""
+    N, Hp, Wp, C = x_pad.shape
+    O = w_rows.shape[1]
+    xf, wf, yf = x_pad.reshape(-1), w_rows.reshape(-1), y_rows.reshape(-1)
+    n_tiles = (OW + MAX_P - 1) // MAX_P
+    run = kw * C
+    for n in numba.prange(N):
+        for ob in range(0, O, 8 * MAX_V):
+            nv = min(MAX_V, (O - ob) // 8)
+            for a in range(OH):
+                for t in range(n_tiles):
+                    b0 = t * OW // n_tiles
+                    b1 = (t + 1) * OW // n_tiles
+                    _tile_avx2(yf, xf, wf, ((n * OH + a) * OW + b0) * O + ob,
+                               ((n * Hp + a) * Wp + b0) * C, ob, b1 - b0, nv,
+                               kh, Wp * C, run * O, run, 1, O, C, O, False)
+
+
+def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts):
+    """parts[t] (kh·kw·C, O) = Σ over the t-th range of samples of
+    x_pad-windowsᵀ · dY, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] (O % 8 == 0)."""
+    N, Hp, Wp, C = x_pad.shape
+    _, Gh, Gw, O = g_pad.shape
+    T = parts.shape[0]
+    run = kw * C
+    n_m = (run + MAX_P - 1) // MAX_P
+    xf, gf = x_pad.reshape(-1), g_pad.reshape(-1)
+    for part in numba.prange(T):
+        pf = parts[part].reshape(-1)
+        pf[:] = 0
+        for n in range(part * N // T, (part + 1) * N // T):
+            g0 = ((n * Gh + gh) * Gw + gw) * O
+            for i in range(kh):
+                for ob in range(0, O, 8 * MAX_V):
+                    nv = min(MAX_V, (O - ob) // 8)
+                    for mt in range(n_m):
+                        m0 = mt * MAX_P
+                        _tile_avx2(pf, xf, gf, (i * run + m0) * O + ob,
+                                   ((n * Hp + i) * Wp) * C + m0, g0 + ob, min(MAX_P, run - m0),
+                                   nv, OH, Wp * C, Gw * O, OW, C, O, 1, O, True)
+
+
+_BUILDS = {}
+
+
+def _build(fn, parallel: bool):
+    key = (fn.__name__, parallel)
+    kernel = _BUILDS.get(key)
+    if kernel is None:
+        kernel = _BUILDS[key] = numba.njit(cache=True, parallel=parallel)(fn)
+    return kernel
+
+
+def _threads() -> int:
+    return max(1, numba.get_num_threads())
+
+
+def available(dtype, vector_channels: int) -> bool:
+    """Whether the kernels run for data of ``dtype`` with ``vector_channels`` on the
+    8-lane side (the output channels of a forward, the input channels of an input
+    gradient): float32, a multiple of 8, AVX2 + FMA in Numba's target."""
+    return (SIMD_AVAILABLE and np.dtype(dtype) == np.float32 and vector_channels > 0
+            and vector_channels % 8 == 0)
+
+
+def _check(x_pad, w_rows, kh, kw):
+    if x_pad.dtype != np.float32 or w_rows.dtype != np.float32:
+        raise TypeError(f"the implicit-GEMM kernels take float32, got {x_pad.dtype} and "
+                        f"{w_rows.dtype}")
+    if x_pad.ndim != 4 or w_rows.shape[0] != kh * kw * x_pad.shape[3]:
+        raise ValueError(f"expected x_pad (N, Hp, Wp, C) and w_rows ({kh}·{kw}·C, O), got "
+                         f"{x_pad.shape} and {w_rows.shape}")
+    if w_rows.shape[1] % 8:
+        raise ValueError(f"the implicit-GEMM kernels need a multiple of 8 channels on the "
+                         f"vector side, got {w_rows.shape[1]}")
+    if not SIMD_AVAILABLE:
+        raise RuntimeError("the implicit-GEMM kernels need AVX2 + FMA in Numba's target "
+                           "(and JIT compilation); use the im2row path")
+
+
+# -- public functions ----------------------------------------------------------------
+def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | None = None
+              ) -> np.ndarray:
+    """Stride-1 correlation of the padded channels-last x_pad (N, Hp, Wp, C) with
+    w_rows (kh·kw·C, O): y_rows (N·OH·OW, O), OH = Hp - kh + 1, OW = Wp - kw + 1,
+    in (n, a, b, o) order (the rows path's ``im2row(x) · W_r``). Kernel."""
+    kh, kw = kernel
+    _check(x_pad, w_rows, kh, kw)
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    x_pad = np.ascontiguousarray(x_pad)
+    w_rows = np.ascontiguousarray(w_rows)
+    if out is None:
+        out = np.empty((N * OH * OW, w_rows.shape[1]), dtype=np.float32)
+    _build(_conv_rows, _threads() > 1 and N > 1)(x_pad, w_rows, kh, kw, OH, OW, out)
+    return out
+
+
+def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0),
+                     out_shape=None) -> np.ndarray:
+    """dW_r (kh·kw·C, O) = Σ_{n,a,b} window(x_pad)[n, a, b]ᵀ · dY[n, a, b] for the
+    stride-1 correlation, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] with (gh, gw) =
+    ``offset`` (so the padded dY of the input gradient serves as is), OH = Hp - kh + 1.
+    Kernel; one partial sum per thread, added at the end."""
+    kh, kw = kernel
+    if g_pad.dtype != np.float32 or x_pad.dtype != np.float32:
+        raise TypeError(f"the implicit-GEMM kernels take float32, got {x_pad.dtype} and "
+                        f"{g_pad.dtype}")
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    gh, gw = offset
+    if (g_pad.ndim != 4 or g_pad.shape[0] != N or g_pad.shape[1] < gh + OH
+            or g_pad.shape[2] < gw + OW):
+        raise ValueError(f"dY {g_pad.shape} at offset {offset} does not hold the "
+                         f"{N}×{OH}×{OW} output of x_pad {x_pad.shape}")
+    O = g_pad.shape[3]
+    if O % 8 or not SIMD_AVAILABLE:
+        _check(x_pad, np.empty((kh * kw * C, O), np.float32), kh, kw)
+    threads = min(_threads(), N)
+    parts = np.empty((threads, kh * kw * C, O), dtype=np.float32)
+    _build(_weight_grad_rows, threads > 1)(np.ascontiguousarray(x_pad),
+                                           np.ascontiguousarray(g_pad), gh, gw, kh, kw, OH,
+                                           OW, parts)
+    dW = parts[0]
+    for t in range(1, threads):
+        dW += parts[t]
+    return dW
+
+
+def flipped_weight_rows(W: np.ndarray) -> np.ndarray:
+    """W (O, C, kh, kw) -> W_t (kh·kw·O, C), W_t[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]:
+    the weights of the input gradient as a correlation of the padded dY."""
+    return np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(
+        -1, W.shape[1])
+
+
+# -- NumPy twins (the im2row path) ----------------------------------------------------
+def _windows(x_pad, kh, kw):
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    sN, sH, sW, sC = x_pad.strides
+    return np.lib.stride_tricks.as_strided(
+        x_pad, (N, OH, OW, kh, kw, C), (sN, sH, sW, sH, sW, sC), writeable=False)
+
+
+def conv_rows_numpy(x_pad, w_rows, kernel):
+    """Twin of ``conv_rows``: im2row of x_pad (a window view, one copy) · w_rows."""
+    kh, kw = kernel
+    N, Hp, Wp, C = x_pad.shape
+    rows = np.ascontiguousarray(_windows(x_pad, kh, kw)).reshape(-1, kh * kw * C)
+    return rows @ w_rows
+
+
+def weight_grad_rows_numpy(x_pad, g_pad, kernel, offset=(0, 0)):
+    """Twin of ``weight_grad_rows``: rowsᵀ · dY_r."""
+    kh, kw = kernel
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    gh, gw = offset
+    rows = np.ascontiguousarray(_windows(x_pad, kh, kw)).reshape(-1, kh * kw * C)
+    g = np.ascontiguousarray(g_pad[:, gh:gh + OH, gw:gw + OW, :]).reshape(-1, g_pad.shape[3])
+    return rows.T @ g
+
