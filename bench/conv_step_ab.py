@@ -1,13 +1,16 @@
 """A/B inside ONE process, layer by layer: a Cifar10_quick (or LeNet) training
-step with sitting 17's convnet paths on and off, interleaved.
+step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet] [--repeats 20]
-                                 [--threads 1] [--toggle all|stream|relu ...]
+                                 [--threads 1] [--toggle all|implicit|stream|relu ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
-Toggles (``all``: every one at once, the default):
+Toggles (``implicit``, the default; ``all``: every one at once):
 
+* ``implicit``: ``Conv2D.IMPLICIT``, the implicit-GEMM channels-last products of
+  sitting 18 (``kernels.implicit_conv``: conv2 and conv3 of Cifar10_quick, no
+  im2row, no row2im) on, against im2row + BLAS (off);
 * ``stream``: ``Conv2D.STREAMED``, the channels-last products run a few samples
   at a time from the kept padded input (on) against the whole-batch rows of
   sitting 16 (off);
@@ -35,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100)}
-TOGGLES = ("stream", "relu")
+TOGGLES = ("implicit", "stream", "relu")
 
 
 def _switches():
@@ -43,13 +46,16 @@ def _switches():
     from minidnn.layers import activations
     from minidnn.layers.conv import Conv2D
 
+    def implicit(on):
+        Conv2D.IMPLICIT = on
+
     def stream(on):
         Conv2D.STREAMED = on
 
     def relu(on):
         activations.RELU_KERNEL = on
 
-    return {"stream": stream, "relu": relu}
+    return {"implicit": implicit, "stream": stream, "relu": relu}
 
 
 def main(argv=None) -> int:
@@ -57,7 +63,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", default="cifar10-quick", choices=sorted(SETUPS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--toggle", nargs="+", default=["all"], choices=("all",) + TOGGLES)
+    parser.add_argument("--toggle", nargs="+", default=["implicit"], choices=("all",) + TOGGLES,
+                        help="paths to switch on and off together (default: implicit)")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="auto: CPU time at one thread, wall time at more; cpu: the "
                              "process's CPU time (all threads) at any thread count")
@@ -112,8 +119,8 @@ def main(argv=None) -> int:
         for on in ((True, False) if r % 2 == 0 else (False, True)):
             fwd, bwd, _ = step(on)
             times[on].append((fwd, bwd))
-    for name in TOGGLES:
-        switches[name](True)
+    for name in toggles:           # back to the defaults (STREAMED is off by default)
+        switches[name](name != "stream")
     a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
     gemm = []
     for _ in range(5):
