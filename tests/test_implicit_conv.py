@@ -196,7 +196,7 @@ class _OwnProduct(Conv2D):
     (lambda: Conv2D(8, 12, 3, padding=1), (1, 8, 5, 5)),        # O not a multiple of 8
     (lambda: Conv2D(8, 8, 3, stride=2, padding=1), (1, 8, 5, 5)),
     (lambda: Conv2D(8, 8, 3, padding=3), (1, 8, 5, 5)),         # padding > kernel - 1
-    (lambda: Conv2D(128, 8, 3, padding=1), (1, 128, 5, 5)),     # above IMPLICIT_MAX_CHANNELS
+    (lambda: Conv2D(136, 8, 3, padding=1), (1, 136, 5, 5)),     # above IMPLICIT_MAX_CHANNELS
     (lambda: Conv2D(3, 32, 5, padding=2), (1, 3, 8, 8)),        # few channels: direct path
     (lambda: _OwnProduct(8, 8, 3, padding=1), (1, 8, 5, 5)),    # a subclass's own product
 ])

@@ -84,9 +84,10 @@ class Conv2D(Layer):
     #: (Cifar10_quick's conv2 and conv3) as implicit GEMMs (``kernels.implicit_conv``,
     #: see ``_implicit_applies``); False gives the im2row + BLAS path
     IMPLICIT = True
-    #: the implicit path's channel bounds (in and out): measured faster than im2row +
-    #: BLAS from 8 to 64 channels (``bench/implicit_conv_geometry.py``)
-    IMPLICIT_MAX_CHANNELS = 64
+    #: the implicit path's channel bound (in and out): measured faster than im2row +
+    #: BLAS in all three passes together from 16 to 128 channels
+    #: (``bench/implicit_conv_geometry.py``); wider layers are unmeasured
+    IMPLICIT_MAX_CHANNELS = 128
 
     decay_params = ("W",)
 
@@ -456,14 +457,29 @@ class Conv2D(Layer):
 
         with dY_pad = dY zero-padded by (kh-1-ph, kw-1-pw), channels last, and W_t
         the flipped, transposed weights (``implicit_conv.flipped_weight_rows``).
-        Where it is used, by geometry (one-thread CPU-time A/B of each pass
-        against im2row + BLAS, ``bench/implicit_conv_geometry.py``, under load):
-        Cifar10_quick's conv2 (32→32, 5×5, 16×16) forward 18 against 38 ms
-        (im2row 7 + product 31), weight gradient 21 against 31 ms (on kept rows);
-        conv3 (32→64 on 8×8) 12 against 14 ms. The first layers (3 or 1
-        input channels) keep the direct path, other channel counts im2row + BLAS,
-        as do CPUs without AVX2/FMA, other dtypes, NUMBA_DISABLE_JIT and
-        subclasses that hold W otherwise (override a product)."""
+        Where it is used, by geometry: one-process A/B of each pass against
+        im2row + BLAS, one thread, CPU time, medians, under load
+        (``python bench/implicit_conv_geometry.py --repeats 9``,
+        ``bench/results/implicit_conv_geometry_1t_load.json``; forward, input
+        gradient, weight gradient in ms):
+
+        ==================  ===================  ===================
+        geometry            implicit             im2row + BLAS
+        ==================  ===================  ===================
+        32→32 5×5 16×16     15.6, 15.5, 17.7     36.0, 32.2, 28.2     (Cifar10_quick conv2)
+        32→64 5×5 8×8       8.1, 8.1, 10.5       12.8, 13.6, 11.2     (conv3)
+        16→16 3×3 32×32     5.8, 5.8, 6.4        21.6, 25.7, 14.3
+        64→64 3×3 16×16     22.0, 23.1, 27.1     35.5, 36.4, 29.8
+        128→128 3×3 8×8     23.3, 24.0, 30.0     28.8, 31.9, 27.5
+        ==================  ===================  ===================
+
+        (the rows path's weight gradient is timed on the rows its forward kept.)
+        The weight gradient alone is slower from 128 channels, the sum of the
+        three is faster everywhere measured, so the rule is by channel count
+        (``IMPLICIT_MAX_CHANNELS``). The first layers (3 or 1 input channels)
+        keep the direct path, other channel counts im2row + BLAS, as do CPUs
+        without AVX2/FMA, other dtypes, NUMBA_DISABLE_JIT and subclasses that
+        hold W otherwise (override a product)."""
         if not self.IMPLICIT or self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if self.dtype != np.float32:
