@@ -1,4 +1,4 @@
-"""2-D convolution (NCHW) as im2row + one matrix product."""
+"""2-D convolution (NCHW) as im2row + one matrix product, or as implicit GEMMs."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,6 +62,12 @@ class Conv2D(Layer):
     says which ("channels_last" or "channels_first"); ``weight_matrix`` and
     ``weight_from_matrix`` convert W in either, so an override of the three
     products never needs to know.
+
+    Stride-1 channels-last layers with 8-128 input and output channels (multiples
+    of 8; Cifar10_quick's conv2 and conv3) skip the rows altogether where Numba's
+    target has AVX2 + FMA: the three products run as implicit GEMMs from the
+    zero-padded channels-last input (``kernels.implicit_conv``, ``IMPLICIT``; see
+    ``_implicit_applies``), the same values to float32 rounding.
 
     Initialisation: ``init="he"`` (default) draws W ~ N(0, 2 / fan_in),
     fan_in = in_channels·kh·kw (He et al., 2015), for ReLU nets;
@@ -268,7 +274,7 @@ class Conv2D(Layer):
         self._stream_x_pad = None
         self._implicit_x_pad = None
         if training:
-            if self._implicit_applies(x.shape):
+            if self._implicit_applies():
                 out, self._implicit_x_pad = self._implicit_forward(x, self._scratch)
                 self._rows = None
                 return out
@@ -297,7 +303,7 @@ class Conv2D(Layer):
                 self._direct_forward(x[i:i + self.EVAL_CHUNK], buffers,
                                      out=y[i:i + self.EVAL_CHUNK])
             return y
-        if self._implicit_applies(x.shape):
+        if self._implicit_applies():
             forward_part = self._implicit_forward
         elif self._streamed_applies():
             forward_part = self._streamed_forward
@@ -445,7 +451,7 @@ class Conv2D(Layer):
         return dx if input_grad else None
 
     # -- the implicit-GEMM products ----------------------------------------------------
-    def _implicit_applies(self, x_shape) -> bool:
+    def _implicit_applies(self) -> bool:
         """Stride-1 channels-last layers with 8 to ``IMPLICIT_MAX_CHANNELS`` input and
         output channels, both multiples of 8, float32, padding at most kernel - 1, and
         the plain products, run all three products as implicit GEMMs from the
