@@ -248,3 +248,26 @@ def test_disabled_jit_runs_the_im2row_path():
             "assert layer.backward(np.ones_like(y)).shape == x.shape\n")
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+
+
+@needs_simd
+def test_layer_without_bias_and_backward_without_a_training_forward():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 16, 6, 6)).astype(np.float32)
+    layers = []
+    for implicit in (True, False):
+        layer = Conv2D(16, 8, 3, padding=1, bias=False, rng=0)
+        layer.IMPLICIT = implicit
+        layers.append(layer)
+    y = layers[0].forward(x, training=True)
+    np.testing.assert_allclose(y, layers[1].forward(x, training=True), rtol=1e-4, atol=1e-4)
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_allclose(layers[0].backward(grad), layers[1].backward(grad), rtol=1e-4,
+                               atol=1e-4)
+    assert set(layers[0].grads) == {"W"}
+    np.testing.assert_allclose(layers[0].grads["W"], layers[1].grads["W"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="gradient of shape"):
+        layers[0].backward(grad[:, :4])
+    layers[0].forward(x)                             # evaluation keeps nothing for backward
+    with pytest.raises(RuntimeError, match="training=True"):
+        layers[0].backward(grad)
