@@ -2,7 +2,7 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet] [--repeats 20]
-                                 [--threads 1] [--toggle all|implicit|stream|relu ...]
+                                 [--threads 1] [--toggle all|implicit|dense|stream|relu ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
@@ -11,6 +11,9 @@ Toggles (``implicit``, the default; ``all``: every one at once):
 * ``implicit``: ``Conv2D.IMPLICIT``, the implicit-GEMM channels-last products of
   sitting 18 (``kernels.implicit_conv``: conv2 and conv3 of Cifar10_quick, no
   im2row, no row2im) on, against im2row + BLAS (off);
+* ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's small training products on
+  one BLAS thread (on: 2^23 multiply-adds) against BLAS's own thread count (off: 0);
+  it only differs at more than one thread;
 * ``stream``: ``Conv2D.STREAMED``, the channels-last products run a few samples
   at a time from the kept padded input (on) against the whole-batch rows of
   sitting 16 (off);
@@ -38,16 +41,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100)}
-TOGGLES = ("implicit", "stream", "relu")
+TOGGLES = ("implicit", "dense", "stream", "relu")
 
 
 def _switches():
     """name -> function(on) that turns one of sitting 17's paths on or off."""
     from minidnn.layers import activations
     from minidnn.layers.conv import Conv2D
+    from minidnn.layers.dense import Dense
 
     def implicit(on):
         Conv2D.IMPLICIT = on
+
+    def dense(on):
+        Dense.SERIAL_TRAINING_BELOW = (1 << 23) if on else 0
 
     def stream(on):
         Conv2D.STREAMED = on
@@ -55,7 +62,7 @@ def _switches():
     def relu(on):
         activations.RELU_KERNEL = on
 
-    return {"implicit": implicit, "stream": stream, "relu": relu}
+    return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu}
 
 
 def main(argv=None) -> int:
