@@ -1,12 +1,13 @@
 """A/B inside ONE process, layer by layer: a Cifar10_quick (or LeNet) training
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
-    python bench/conv_step_ab.py [--arch cifar10-quick|lenet] [--repeats 20]
+    python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar] [--repeats 20]
                                  [--threads 1] [--toggle all|implicit|dense|stream|relu ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
-Toggles (``implicit``, the default; ``all``: every one at once):
+Toggles (default: ``implicit dense``, sitting 18's two, together; ``all``: every
+one at once):
 
 * ``implicit``: ``Conv2D.IMPLICIT``, the implicit-GEMM channels-last products of
   sitting 18 (``kernels.implicit_conv``: conv2 and conv3 of Cifar10_quick, no
@@ -40,7 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100)}
+SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
+          "vgg-cifar": ((3, 32, 32), 100)}
 TOGGLES = ("implicit", "dense", "stream", "relu")
 
 
@@ -70,8 +72,10 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", default="cifar10-quick", choices=sorted(SETUPS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--toggle", nargs="+", default=["implicit"], choices=("all",) + TOGGLES,
-                        help="paths to switch on and off together (default: implicit)")
+    parser.add_argument("--toggle", nargs="+", default=["implicit", "dense"],
+                        choices=("all",) + TOGGLES,
+                        help="paths to switch on and off together (default: sitting 18's "
+                             "implicit and dense)")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="auto: CPU time at one thread, wall time at more; cpu: the "
                              "process's CPU time (all threads) at any thread count")

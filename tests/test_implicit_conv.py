@@ -113,8 +113,10 @@ def test_layer_step_equals_the_im2row_path(g):
     pad = int(round(g["pad_frac"] * (k - 1)))
     shape = (g["N"], g["C"], g["H"], g["W"])
     assume(g["C"] * k >= Conv2D.CHANNELS_LAST_MIN)     # else the direct path (channels first)
+    out_h, out_w = g["H"] + 2 * pad - k + 1, g["W"] + 2 * pad - k + 1
+    assume(min(out_h, out_w) >= Conv2D.IMPLICIT_MIN_OUTPUT)
     implicit, rows = _pair(shape, g["O"], k, pad)
-    assert implicit._implicit_applies() and not rows._implicit_applies()
+    assert implicit._implicit_applies(shape) and not rows._implicit_applies(shape)
     rng = np.random.default_rng(g["seed"])
     for step in range(2):                        # reused buffers: fresh data each step
         x = rng.standard_normal(shape).astype(np.float32)
@@ -141,7 +143,7 @@ def test_layer_gradients_match_finite_differences_in_float32():
     rng = np.random.default_rng(3)
     layer = Conv2D(8, 16, 3, padding=1, rng=0)
     x = rng.standard_normal((2, 8, 5, 6)).astype(np.float32)
-    assert layer._implicit_applies()
+    assert layer._implicit_applies(x.shape)
     r = rng.standard_normal((2, 16, 5, 6))
     layer.forward(x, training=True)
     dx = layer.backward(r.astype(np.float32))
@@ -198,11 +200,12 @@ class _OwnProduct(Conv2D):
     (lambda: Conv2D(8, 8, 3, padding=3), (1, 8, 5, 5)),         # padding > kernel - 1
     (lambda: Conv2D(136, 8, 3, padding=1), (1, 136, 5, 5)),     # above IMPLICIT_MAX_CHANNELS
     (lambda: Conv2D(3, 32, 5, padding=2), (1, 3, 8, 8)),        # few channels: direct path
+    (lambda: Conv2D(8, 8, 3, padding=1), (1, 8, 3, 3)),         # output under IMPLICIT_MIN_OUTPUT
     (lambda: _OwnProduct(8, 8, 3, padding=1), (1, 8, 5, 5)),    # a subclass's own product
 ])
 def test_layers_outside_the_kernels_keep_their_paths(make, shape):
     layer = make()
-    assert not layer._implicit_applies()
+    assert not layer._implicit_applies(shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(layer.dtype)
     layer.forward(x, training=True)
     assert layer._implicit_x_pad is None
@@ -212,7 +215,7 @@ def test_no_simd_falls_back_to_im2row(monkeypatch):
     monkeypatch.setattr(implicit_conv, "SIMD_AVAILABLE", False)
     layer = Conv2D(8, 8, 3, padding=1, rng=0)
     x = np.random.default_rng(0).standard_normal((2, 8, 5, 5)).astype(np.float32)
-    assert not layer._implicit_applies()
+    assert not layer._implicit_applies(x.shape)
     y = layer.forward(x, training=True)
     assert layer._rows is not None and layer._implicit_x_pad is None
     layer.backward(np.ones_like(y))
@@ -243,7 +246,7 @@ def test_disabled_jit_runs_the_im2row_path():
             "assert not implicit_conv.SIMD_AVAILABLE\n"
             "layer = Conv2D(8, 8, 3, padding=1, rng=0)\n"
             "x = np.ones((1, 8, 4, 4), np.float32)\n"
-            "assert not layer._implicit_applies()\n"
+            "assert not layer._implicit_applies(x.shape)\n"
             "y = layer.forward(x, training=True)\n"
             "assert layer.backward(np.ones_like(y)).shape == x.shape\n")
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")

@@ -64,7 +64,7 @@ class Conv2D(Layer):
     products never needs to know.
 
     Stride-1 channels-last layers with 8-128 input and output channels (multiples
-    of 8; Cifar10_quick's conv2 and conv3) skip the rows altogether where Numba's
+    of 8; Cifar10_quick's conv2 and conv3) and outputs of at least 4×4 skip the rows altogether where Numba's
     target has AVX2 + FMA: the three products run as implicit GEMMs from the
     zero-padded channels-last input (``kernels.implicit_conv``, ``IMPLICIT``; see
     ``_implicit_applies``), the same values to float32 rounding.
@@ -94,6 +94,9 @@ class Conv2D(Layer):
     #: BLAS in all three passes together from 16 to 128 channels
     #: (``bench/implicit_conv_geometry.py``); wider layers are unmeasured
     IMPLICIT_MAX_CHANNELS = 128
+    #: ... and its smallest output (height and width): on 2×2 outputs (VGG's stage 5)
+    #: the tiles are too short for their set-up, and im2row + BLAS is faster
+    IMPLICIT_MIN_OUTPUT = 4
 
     decay_params = ("W",)
 
@@ -274,7 +277,7 @@ class Conv2D(Layer):
         self._stream_x_pad = None
         self._implicit_x_pad = None
         if training:
-            if self._implicit_applies():
+            if self._implicit_applies(x.shape):
                 out, self._implicit_x_pad = self._implicit_forward(x, self._scratch)
                 self._rows = None
                 return out
@@ -303,7 +306,7 @@ class Conv2D(Layer):
                 self._direct_forward(x[i:i + self.EVAL_CHUNK], buffers,
                                      out=y[i:i + self.EVAL_CHUNK])
             return y
-        if self._implicit_applies():
+        if self._implicit_applies(x.shape):
             forward_part = self._implicit_forward
         elif self._streamed_applies():
             forward_part = self._streamed_forward
@@ -451,10 +454,11 @@ class Conv2D(Layer):
         return dx if input_grad else None
 
     # -- the implicit-GEMM products ----------------------------------------------------
-    def _implicit_applies(self) -> bool:
+    def _implicit_applies(self, x_shape) -> bool:
         """Stride-1 channels-last layers with 8 to ``IMPLICIT_MAX_CHANNELS`` input and
-        output channels, both multiples of 8, float32, padding at most kernel - 1, and
-        the plain products, run all three products as implicit GEMMs from the
+        output channels, both multiples of 8, float32, padding at most kernel - 1, an
+        output of at least ``IMPLICIT_MIN_OUTPUT`` × ``IMPLICIT_MIN_OUTPUT``, and the
+        plain products, run all three products as implicit GEMMs from the
         zero-padded channels-last input (``kernels.implicit_conv``, AVX2 + FMA):
 
         * forward:  Y_r = conv(x_pad, W_r)                     no im2row, no rows kept
@@ -482,7 +486,12 @@ class Conv2D(Layer):
         (the rows path's weight gradient is timed on the rows its forward kept.)
         The weight gradient alone is slower from 128 channels, the sum of the
         three is faster everywhere measured, so the rule is by channel count
-        (``IMPLICIT_MAX_CHANNELS``). The first layers (3 or 1 input channels)
+        (``IMPLICIT_MAX_CHANNELS``). By output size, in the VGG-style net
+        (``python bench/conv_step_ab.py --arch vgg-cifar --toggle implicit``,
+        width 8, one thread, under load): 8→8 on 32×32 4.3 + 6.1 against
+        9.0 + 18.5 ms, 64→64 on 4×4 about even (6.3-6.8 against 6.9-7.1 ms),
+        on 2×2 slower (3.0-3.3 against 2.1-2.3 ms), so outputs smaller than
+        ``IMPLICIT_MIN_OUTPUT`` keep im2row + BLAS. The first layers (3 or 1 input channels)
         keep the direct path, other channel counts im2row + BLAS, as do CPUs
         without AVX2/FMA, other dtypes, NUMBA_DISABLE_JIT and subclasses that
         hold W otherwise (override a product)."""
@@ -496,6 +505,8 @@ class Conv2D(Layer):
                 and implicit_conv.available(self.dtype, self.in_channels)):
             return False
         if any(p > k - 1 for p, k in zip(self.pads, self.kernel)):
+            return False
+        if min(self._spatial_out(x_shape[-2], x_shape[-1])) < self.IMPLICIT_MIN_OUTPUT:
             return False
         kind = type(self)
         return (kind._forward_product is Conv2D._forward_product
