@@ -1,7 +1,7 @@
 """A/B inside ONE process, layer by layer: a Cifar10_quick (or LeNet) training
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
-    python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar] [--repeats 20]
+    python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
                                  [--threads 1] [--toggle all|implicit|dense|stream|relu ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
@@ -12,8 +12,8 @@ one at once):
 * ``implicit``: ``Conv2D.IMPLICIT``, the implicit-GEMM channels-last products of
   sitting 18 (``kernels.implicit_conv``: conv2 and conv3 of Cifar10_quick, no
   im2row, no row2im) on, against im2row + BLAS (off);
-* ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's small training products on
-  one BLAS thread (on: 2^23 multiply-adds) against BLAS's own thread count (off: 0);
+* ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
+  one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
   it only differs at more than one thread;
 * ``stream``: ``Conv2D.STREAMED``, the channels-last products run a few samples
   at a time from the kept padded input (on) against the whole-batch rows of
@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
-          "vgg-cifar": ((3, 32, 32), 100)}
+          "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
 TOGGLES = ("implicit", "dense", "stream", "relu")
 
 
@@ -116,8 +116,8 @@ def main(argv=None) -> int:
             else:
                 grad = model.layers[i].backward(grad)
             bwd.append(clock() - t0)
-        return fwd, bwd[::-1], {k: np.array(v, copy=True) for k, v in
-                                model.layers[0].grads.items()}
+        first = next(layer for layer in model.layers if layer.grads)   # (a Flatten has none)
+        return fwd, bwd[::-1], {k: np.array(v, copy=True) for k, v in first.grads.items()}
 
     for on in (True, False, True, False):           # warm-up: JIT, buffers
         step(on)

@@ -35,7 +35,7 @@ def test_small_backward_is_serial_with_the_same_gradients(calls):
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = threadpoolctl.threadpool_info()
         serial = _step(layer, x, grad)
-        assert calls and all(n == 0 for n in calls)        # 100·1024·64 < 2^23: serial
+        assert calls and all(n == 0 for n in calls)        # 2^20 <= 100·1024·64 < 2^23
         assert threadpoolctl.threadpool_info() == before   # thread count restored
         calls.clear()
         layer.SERIAL_TRAINING_BELOW = 0
@@ -45,10 +45,14 @@ def test_small_backward_is_serial_with_the_same_gradients(calls):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)   # float32 sums, other order
 
 
-def test_large_backward_and_own_products_keep_their_threads(calls):
+def test_large_small_and_own_products_keep_their_threads(calls):
     rng = np.random.default_rng(1)
     big = Dense(784, 500, rng=0)                             # 100·784·500 > 2^23
     _step(big, rng.standard_normal((100, 784)), rng.standard_normal((100, 500)))
+    assert calls and all(n > 1 << 40 for n in calls)
+    calls.clear()
+    small = Dense(500, 10, rng=0)                            # 100·500·10 < 2^20
+    _step(small, rng.standard_normal((100, 500)), rng.standard_normal((100, 10)))
     assert calls and all(n > 1 << 40 for n in calls)
 
     class OwnProducts(Dense):
