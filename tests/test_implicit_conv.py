@@ -236,6 +236,13 @@ def test_kernel_arguments_are_checked():
     with pytest.raises(ValueError, match="does not hold"):
         implicit_conv.weight_grad_rows(np.zeros((1, 5, 5, 8), np.float32),
                                        np.zeros((1, 2, 3, 8), np.float32), (3, 3))
+    with pytest.raises(ValueError, match="Hp >= 3"):
+        implicit_conv.conv_rows(np.zeros((1, 2, 3, 8), np.float32),
+                                np.zeros((72, 8), np.float32), (3, 3))
+    with pytest.raises(ValueError, match="out must be"):
+        implicit_conv.conv_rows(np.zeros((1, 3, 3, 8), np.float32),
+                                np.zeros((72, 8), np.float32), (3, 3),
+                                out=np.zeros((2, 8), np.float32))
 
 
 def test_disabled_jit_runs_the_im2row_path():

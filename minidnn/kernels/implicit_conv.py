@@ -260,16 +260,21 @@ def available(dtype, vector_channels: int) -> bool:
             and vector_channels % 8 == 0)
 
 
-def _check(x_pad, w_rows, kh, kw):
-    if x_pad.dtype != np.float32 or w_rows.dtype != np.float32:
+def _check(x_pad, other, kh, kw, vector_channels):
+    """Clear errors at the boundary: the kernels index raw memory, so nothing
+    outside these shapes may reach them."""
+    if x_pad.dtype != np.float32 or other.dtype != np.float32:
         raise TypeError(f"the implicit-GEMM kernels take float32, got {x_pad.dtype} and "
-                        f"{w_rows.dtype}")
-    if x_pad.ndim != 4 or w_rows.shape[0] != kh * kw * x_pad.shape[3]:
-        raise ValueError(f"expected x_pad (N, Hp, Wp, C) and w_rows ({kh}·{kw}·C, O), got "
-                         f"{x_pad.shape} and {w_rows.shape}")
-    if w_rows.shape[1] % 8:
+                        f"{other.dtype}")
+    if x_pad.ndim != 4 or x_pad.shape[1] < kh or x_pad.shape[2] < kw or min(kh, kw) < 1:
+        raise ValueError(f"expected a padded input x_pad (N, Hp, Wp, C) with Hp >= {kh} and "
+                         f"Wp >= {kw}, got {x_pad.shape}")
+    if vector_channels % 8:
         raise ValueError(f"the implicit-GEMM kernels need a multiple of 8 channels on the "
-                         f"vector side, got {w_rows.shape[1]}")
+                         f"vector side, got {vector_channels}")
+
+
+def _require_simd():
     if not SIMD_AVAILABLE:
         raise RuntimeError("the implicit-GEMM kernels need AVX2 + FMA in Numba's target "
                            "(and JIT compilation); use the im2row path")
@@ -282,37 +287,45 @@ def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | N
     w_rows (kh·kw·C, O): y_rows (N·OH·OW, O), OH = Hp - kh + 1, OW = Wp - kw + 1,
     in (n, a, b, o) order (the rows path's ``im2row(x) · W_r``). Kernel."""
     kh, kw = kernel
-    _check(x_pad, w_rows, kh, kw)
+    w_rows = np.asarray(w_rows)
+    if w_rows.ndim != 2:
+        raise ValueError(f"expected w_rows (kh·kw·C, O), got shape {w_rows.shape}")
+    _check(x_pad, w_rows, kh, kw, w_rows.shape[1])
     N, Hp, Wp, C = x_pad.shape
+    if w_rows.shape[0] != kh * kw * C:
+        raise ValueError(f"expected w_rows ({kh}·{kw}·{C}, O) for x_pad {x_pad.shape}, got "
+                         f"{w_rows.shape}")
     OH, OW = Hp - kh + 1, Wp - kw + 1
     x_pad = np.ascontiguousarray(x_pad)
     O = w_rows.shape[1]
     if out is None:
         out = np.empty((N * OH * OW, O), dtype=np.float32)
+    elif (out.shape != (N * OH * OW, O) or out.dtype != np.float32
+          or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous float32 array of shape "
+                         f"{(N * OH * OW, O)}, got {out.dtype} {out.shape}")
+    _require_simd()
     _build(_conv_rows, _threads() > 1 and N > 1)(x_pad, panels(w_rows), O, kh, kw, OH, OW, out)
     return out
 
 
-def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0),
-                     out_shape=None) -> np.ndarray:
+def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
+                     ) -> np.ndarray:
     """dW_r (kh·kw·C, O) = Σ_{n,a,b} window(x_pad)[n, a, b]ᵀ · dY[n, a, b] for the
     stride-1 correlation, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] with (gh, gw) =
     ``offset`` (so the padded dY of the input gradient serves as is), OH = Hp - kh + 1.
     Kernel; one partial sum per thread, added at the end."""
     kh, kw = kernel
-    if g_pad.dtype != np.float32 or x_pad.dtype != np.float32:
-        raise TypeError(f"the implicit-GEMM kernels take float32, got {x_pad.dtype} and "
-                        f"{g_pad.dtype}")
+    _check(x_pad, g_pad, kh, kw, g_pad.shape[-1] if g_pad.ndim else 0)
     N, Hp, Wp, C = x_pad.shape
     OH, OW = Hp - kh + 1, Wp - kw + 1
     gh, gw = offset
-    if (g_pad.ndim != 4 or g_pad.shape[0] != N or g_pad.shape[1] < gh + OH
-            or g_pad.shape[2] < gw + OW):
+    if (g_pad.ndim != 4 or g_pad.shape[0] != N or min(gh, gw) < 0
+            or g_pad.shape[1] < gh + OH or g_pad.shape[2] < gw + OW):
         raise ValueError(f"dY {g_pad.shape} at offset {offset} does not hold the "
                          f"{N}×{OH}×{OW} output of x_pad {x_pad.shape}")
     O = g_pad.shape[3]
-    if O % 8 or not SIMD_AVAILABLE:
-        _check(x_pad, np.empty((kh * kw * C, O), np.float32), kh, kw)
+    _require_simd()
     threads = min(_threads(), N)
     parts = np.empty((threads, kh * kw * C, O), dtype=np.float32)
     block = np.empty_like(parts)
