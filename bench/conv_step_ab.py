@@ -1,13 +1,20 @@
 """A/B inside ONE process, layer by layer: a Cifar10_quick (or LeNet) training
-step with sitting 17's convnet paths on and off, interleaved.
+step with the convnet paths of sittings 17-18 on and off, interleaved.
 
-    python bench/conv_step_ab.py [--arch cifar10-quick|lenet] [--repeats 20]
-                                 [--threads 1] [--toggle all|stream|relu ...]
+    python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
+                                 [--threads 1] [--toggle all|implicit|dense|stream|relu ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
-Toggles (``all``: every one at once, the default):
+Toggles (default: ``implicit dense``, sitting 18's two, together; ``all``: every
+one at once):
 
+* ``implicit``: ``Conv2D.IMPLICIT``, the implicit-GEMM channels-last products of
+  sitting 18 (``kernels.implicit_conv``: conv2 and conv3 of Cifar10_quick, no
+  im2row, no row2im) on, against im2row + BLAS (off);
+* ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
+  one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
+  it only differs at more than one thread;
 * ``stream``: ``Conv2D.STREAMED``, the channels-last products run a few samples
   at a time from the kept padded input (on) against the whole-batch rows of
   sitting 16 (off);
@@ -34,14 +41,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100)}
-TOGGLES = ("stream", "relu")
+SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
+          "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
+TOGGLES = ("implicit", "dense", "stream", "relu")
 
 
 def _switches():
     """name -> function(on) that turns one of sitting 17's paths on or off."""
     from minidnn.layers import activations
     from minidnn.layers.conv import Conv2D
+    from minidnn.layers.dense import Dense
+
+    def implicit(on):
+        Conv2D.IMPLICIT = on
+
+    def dense(on):
+        Dense.SERIAL_TRAINING_BELOW = (1 << 23) if on else 0
 
     def stream(on):
         Conv2D.STREAMED = on
@@ -49,7 +64,7 @@ def _switches():
     def relu(on):
         activations.RELU_KERNEL = on
 
-    return {"stream": stream, "relu": relu}
+    return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu}
 
 
 def main(argv=None) -> int:
@@ -57,7 +72,10 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", default="cifar10-quick", choices=sorted(SETUPS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--toggle", nargs="+", default=["all"], choices=("all",) + TOGGLES)
+    parser.add_argument("--toggle", nargs="+", default=["implicit", "dense"],
+                        choices=("all",) + TOGGLES,
+                        help="paths to switch on and off together (default: sitting 18's "
+                             "implicit and dense)")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="auto: CPU time at one thread, wall time at more; cpu: the "
                              "process's CPU time (all threads) at any thread count")
@@ -98,8 +116,8 @@ def main(argv=None) -> int:
             else:
                 grad = model.layers[i].backward(grad)
             bwd.append(clock() - t0)
-        return fwd, bwd[::-1], {k: np.array(v, copy=True) for k, v in
-                                model.layers[0].grads.items()}
+        first = next(layer for layer in model.layers if layer.grads)   # (a Flatten has none)
+        return fwd, bwd[::-1], {k: np.array(v, copy=True) for k, v in first.grads.items()}
 
     for on in (True, False, True, False):           # warm-up: JIT, buffers
         step(on)
@@ -112,8 +130,8 @@ def main(argv=None) -> int:
         for on in ((True, False) if r % 2 == 0 else (False, True)):
             fwd, bwd, _ = step(on)
             times[on].append((fwd, bwd))
-    for name in TOGGLES:
-        switches[name](True)
+    for name in toggles:           # back to the defaults (STREAMED is off by default)
+        switches[name](name != "stream")
     a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
     gemm = []
     for _ in range(5):

@@ -10,6 +10,13 @@ from minidnn.kernels.im2col import _im2row_kernel
 from minidnn.layers import Conv2D
 from tests.gradcheck import check_layer_gradients
 
+
+@pytest.fixture(autouse=True)
+def _no_implicit_gemm(monkeypatch):
+    """These tests hold the streamed path to the whole-batch rows path; the
+    implicit-GEMM path (tests/test_implicit_conv.py) would take both sides."""
+    monkeypatch.setattr(Conv2D, "IMPLICIT", False)
+
 # (x shape, out channels, kernel, stride, padding): Cifar10_quick's conv2/conv3
 # geometry scaled down, a valid conv, stride 2, a non-square window
 CASES = [((3, 32, 8, 8), 32, 5, 1, 2), ((2, 32, 4, 4), 64, 5, 1, 2),

@@ -165,8 +165,8 @@ def kernel_for(kernel, n_elements: int):
     thread of the threading layer and waits for it (with the workqueue layer,
     a wake-up each call: 0.5-3 ms a LeNet batch-1 forward on a loaded machine);
     the serial build runs in the calling thread. Built on first use."""
-    if n_elements >= SERIAL_BELOW:
-        return kernel
+    if n_elements >= SERIAL_BELOW or not hasattr(kernel, "py_func"):
+        return kernel           # (under NUMBA_DISABLE_JIT the kernel is the Python function)
     twin = _serial_twins.get(kernel)
     if twin is None:
         import types

@@ -1,15 +1,16 @@
-"""2-D convolution (NCHW) as im2row + one matrix product."""
+"""2-D convolution (NCHW) as im2row + one matrix product, or as implicit GEMMs."""
 from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import implicit_conv
 from ..kernels.direct_conv import direct_conv, direct_conv_weight_grad
 from ..kernels.im2col import (RowBuffers, _im2row_kernel, _row2im_kernel, as_pair, col2im,
                               conv_output_size, im2col, im2row, row2im, weight_from_rows,
                               weight_rows)
 from ..kernels.layout import (_nchw_to_rows_kernel, _pad_channels_last_kernel,
                               _rows_to_nchw_kernel, _unpad_to_nchw_kernel, nchw_to_rows,
-                              rows_to_nchw)
+                              pad_channels_last, rows_to_nchw)
 from ..kernels.workers import serial_nogil, split_samples
 from ..threads import serial_blas_if_small
 from .base import Layer, as_generator
@@ -62,6 +63,12 @@ class Conv2D(Layer):
     ``weight_from_matrix`` convert W in either, so an override of the three
     products never needs to know.
 
+    Stride-1 channels-last layers with 8-128 input and output channels (multiples
+    of 8; Cifar10_quick's conv2 and conv3) and outputs of at least 4×4 skip the rows altogether where Numba's
+    target has AVX2 + FMA: the three products run as implicit GEMMs from the
+    zero-padded channels-last input (``kernels.implicit_conv``, ``IMPLICIT``; see
+    ``_implicit_applies``), the same values to float32 rounding.
+
     Initialisation: ``init="he"`` (default) draws W ~ N(0, 2 / fan_in),
     fan_in = in_channels·kh·kw (He et al., 2015), for ReLU nets;
     ``init="glorot"`` draws U(-a, a) with a = sqrt(6 / (fan_in + fan_out)),
@@ -79,6 +86,17 @@ class Conv2D(Layer):
     STREAMED = False
     #: output positions (rows) per streamed chunk and Numba thread, at least one sample
     STREAM_ROWS = 256
+    #: run the stride-1 channels-last layers whose channel counts are multiples of 8
+    #: (Cifar10_quick's conv2 and conv3) as implicit GEMMs (``kernels.implicit_conv``,
+    #: see ``_implicit_applies``); False gives the im2row + BLAS path
+    IMPLICIT = True
+    #: the implicit path's channel bound (in and out): measured faster than im2row +
+    #: BLAS in all three passes together from 16 to 128 channels
+    #: (``bench/implicit_conv_geometry.py``); wider layers are unmeasured
+    IMPLICIT_MAX_CHANNELS = 128
+    #: ... and its smallest output (height and width): on 2×2 outputs (VGG's stage 5)
+    #: the tiles are too short for their set-up, and im2row + BLAS is faster
+    IMPLICIT_MIN_OUTPUT = 4
 
     decay_params = ("W",)
 
@@ -257,7 +275,12 @@ class Conv2D(Layer):
         self._x_shape = x.shape
         self._direct_x_pad = None
         self._stream_x_pad = None
+        self._implicit_x_pad = None
         if training:
+            if self._implicit_applies(x.shape):
+                out, self._implicit_x_pad = self._implicit_forward(x, self._scratch)
+                self._rows = None
+                return out
             if self._direct_train_applies():
                 out, self._direct_x_pad = self._direct_forward(x, self._scratch)
                 self._rows = None
@@ -283,7 +306,12 @@ class Conv2D(Layer):
                 self._direct_forward(x[i:i + self.EVAL_CHUNK], buffers,
                                      out=y[i:i + self.EVAL_CHUNK])
             return y
-        forward_part = self._streamed_forward if self._streamed_applies() else self._forward_rows
+        if self._implicit_applies(x.shape):
+            forward_part = self._implicit_forward
+        elif self._streamed_applies():
+            forward_part = self._streamed_forward
+        else:
+            forward_part = self._forward_rows
         if len(x) <= self.EVAL_CHUNK:
             return forward_part(x, buffers)[0]
         return np.concatenate([forward_part(x[i:i + self.EVAL_CHUNK], buffers)[0]
@@ -425,6 +453,111 @@ class Conv2D(Layer):
             self.grads["b"] = db
         return dx if input_grad else None
 
+    # -- the implicit-GEMM products ----------------------------------------------------
+    def _implicit_applies(self, x_shape) -> bool:
+        """Stride-1 channels-last layers with 8 to ``IMPLICIT_MAX_CHANNELS`` input and
+        output channels, both multiples of 8, float32, padding at most kernel - 1, an
+        output of at least ``IMPLICIT_MIN_OUTPUT`` × ``IMPLICIT_MIN_OUTPUT``, and the
+        plain products, run all three products as implicit GEMMs from the
+        zero-padded channels-last input (``kernels.implicit_conv``, AVX2 + FMA):
+
+        * forward:  Y_r = conv(x_pad, W_r)                     no im2row, no rows kept
+        * backward: dW_r = Σ window(x_pad)ᵀ · dY,  db = Σ dY,
+                    dx = conv(dY_pad, W_t)                     no row2im scatter
+
+        with dY_pad = dY zero-padded by (kh-1-ph, kw-1-pw), channels last, and W_t
+        the flipped, transposed weights (``implicit_conv.flipped_weight_rows``).
+        Where it is used, by geometry: one-process A/B of each pass against
+        im2row + BLAS, one thread, CPU time, medians, under load
+        (``python bench/implicit_conv_geometry.py --repeats 9``,
+        ``bench/results/implicit_conv_geometry_1t_load.json``; forward, input
+        gradient, weight gradient in ms):
+
+        ==================  ===================  ===================
+        geometry            implicit             im2row + BLAS
+        ==================  ===================  ===================
+        32→32 5×5 16×16     15.6, 15.5, 17.7     36.0, 32.2, 28.2     (Cifar10_quick conv2)
+        32→64 5×5 8×8       8.1, 8.1, 10.5       12.8, 13.6, 11.2     (conv3)
+        16→16 3×3 32×32     5.8, 5.8, 6.4        21.6, 25.7, 14.3
+        64→64 3×3 16×16     22.0, 23.1, 27.1     35.5, 36.4, 29.8
+        128→128 3×3 8×8     23.3, 24.0, 30.0     28.8, 31.9, 27.5
+        ==================  ===================  ===================
+
+        (the rows path's weight gradient is timed on the rows its forward kept.)
+        The weight gradient alone is slower from 128 channels, the sum of the
+        three is faster everywhere measured, so the rule is by channel count
+        (``IMPLICIT_MAX_CHANNELS``). By output size, in the VGG-style net
+        (``python bench/conv_step_ab.py --arch vgg-cifar --toggle implicit``,
+        width 8, one thread, under load): 8→8 on 32×32 4.3 + 6.1 against
+        9.0 + 18.5 ms, 64→64 on 4×4 about even (6.3-6.8 against 6.9-7.1 ms),
+        on 2×2 slower (3.0-3.3 against 2.1-2.3 ms), so outputs smaller than
+        ``IMPLICIT_MIN_OUTPUT`` keep im2row + BLAS. The first layers (3 or 1 input channels)
+        keep the direct path, other channel counts im2row + BLAS, as do CPUs
+        without AVX2/FMA, other dtypes, NUMBA_DISABLE_JIT and subclasses that
+        hold W otherwise (override a product)."""
+        if not self.IMPLICIT or self.strides != (1, 1) or self.row_order != "channels_last":
+            return False
+        if self.dtype != np.float32:
+            return False
+        limit = self.IMPLICIT_MAX_CHANNELS
+        if not (self.in_channels <= limit and self.out_channels <= limit
+                and implicit_conv.available(self.dtype, self.out_channels)
+                and implicit_conv.available(self.dtype, self.in_channels)):
+            return False
+        if any(p > k - 1 for p, k in zip(self.pads, self.kernel)):
+            return False
+        if min(self._spatial_out(x_shape[-2], x_shape[-1])) < self.IMPLICIT_MIN_OUTPUT:
+            return False
+        kind = type(self)
+        return (kind._forward_product is Conv2D._forward_product
+                and kind._input_grad is Conv2D._input_grad
+                and kind._weight_grad is Conv2D._weight_grad
+                and kind._weight_rows is Conv2D._weight_rows)
+
+    def _implicit_forward(self, x, buffers):
+        """(y, x_pad): the implicit-GEMM forward and the padded channels-last input."""
+        N, C, H, W = x.shape
+        (ph, pw) = self.pads
+        OH, OW = self._spatial_out(H, W)
+        shape = (N, H + 2 * ph, W + 2 * pw, C)
+        fresh = buffers._arrays.get("implicit_x_pad")
+        # zeroed when (re)allocated only: the interior is overwritten each call
+        x_pad = buffers.get("implicit_x_pad", shape, x.dtype,
+                            zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
+        pad_channels_last(x, ph, pw, out=x_pad)
+        y_rows = buffers.get("implicit_y_rows", (N * OH * OW, self.out_channels), x.dtype)
+        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows)
+        return rows_to_nchw(y_rows, N, OH, OW, self.params["b"] if self.bias else None), x_pad
+
+    def _implicit_backward(self, grad, input_grad: bool):
+        """Fill ``grads`` from the kept padded input; return dx if ``input_grad``."""
+        x_pad = self._implicit_x_pad
+        N, C, H, W = self._x_shape
+        (kh, kw), (ph, pw) = self.kernel, self.pads
+        OH, OW = self._spatial_out(H, W)
+        O = self.out_channels
+        grad = np.asarray(grad, dtype=self.dtype)
+        if grad.shape != (N, O, OH, OW):
+            raise ValueError(f"{self!r}: backward expects a gradient of shape "
+                             f"{(N, O, OH, OW)}, got {grad.shape}")
+        qh, qw = kh - 1 - ph, kw - 1 - pw
+        buffers = self._scratch
+        shape = (N, OH + 2 * qh, OW + 2 * qw, O)
+        fresh = buffers._arrays.get("implicit_g_pad")
+        g_pad = buffers.get("implicit_g_pad", shape, self.dtype,
+                            zero=fresh is None or fresh.shape != shape or fresh.dtype != self.dtype)
+        pad_channels_last(grad, qh, qw, out=g_pad)
+        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw))
+        self.grads["W"] = weight_from_rows(dW_r, self.weight_shape)
+        if self.bias:
+            self.grads["b"] = grad.sum(axis=(0, 2, 3))
+        if not input_grad:
+            return None
+        W_t = implicit_conv.flipped_weight_rows(self.params["W"])
+        dx_rows = buffers.get("implicit_dx_rows", (N * H * W, C), self.dtype)
+        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows)
+        return rows_to_nchw(dx_rows, N, H, W)
+
     def _direct_eval_applies(self) -> bool:
         """Evaluation with few input channels (``row_order == "channels_first"``,
         LeNet's and Cifar10_quick's first layers) runs the direct convolution
@@ -465,6 +598,9 @@ class Conv2D(Layer):
     def backward_params(self, grad):
         """Fill ``grads`` only; returns dY_r (batch·OH·OW, O) for ``backward``
         (None after a direct or streamed forward, whose ``backward`` builds it itself)."""
+        if getattr(self, "_implicit_x_pad", None) is not None:
+            self._implicit_backward(grad, input_grad=False)
+            return None
         if getattr(self, "_stream_x_pad", None) is not None:
             self._streamed_backward(grad, input_grad=False)
             return None
@@ -541,6 +677,8 @@ class Conv2D(Layer):
         return rows_to_nchw(dx_rows, N, H, Wd)
 
     def backward(self, grad):
+        if getattr(self, "_implicit_x_pad", None) is not None:
+            return self._implicit_backward(grad, input_grad=True)
         if getattr(self, "_stream_x_pad", None) is not None:
             return self._streamed_backward(grad, input_grad=True)
         grad_rows = self.backward_params(grad)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..threads import serial_blas_if_small
 from .base import Layer, as_generator
 
 
@@ -40,6 +41,18 @@ class Dense(Layer):
     decay_params = ("W",)
     #: output units (columns of W) whose weight gradient is computed; None: all
     active_units = None
+    #: training products (forward with training=True, backward) of
+    #: SERIAL_TRAINING_FROM to SERIAL_TRAINING_BELOW multiply-adds (batch·in·out) run
+    #: BLAS on one thread. At two threads OpenBLAS's second thread spins for a while
+    #: after each call and holds a core the next layers' Numba kernels need: in one
+    #: process (CPU time, under load) Cifar10_quick's Dense(1024, 64) backward took
+    #: 17.5 ms of CPU for 0.7 on one thread, and the conv3 backward after it 30.9
+    #: against 22.6 ms. Smaller products are left as they were (OpenBLAS threads
+    #: them from 2^18; switching its thread count around the MLP's 500→10 layer, a
+    #: neighbour of BLAS-only layers, cost CPU time and saved no wall time), as is
+    #: evaluation (a batch-1 784×500 GEMV is faster on two threads). 0 turns it off.
+    SERIAL_TRAINING_BELOW = 1 << 23
+    SERIAL_TRAINING_FROM = 1 << 20
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  init: str = "glorot", rng=None, name: str | None = None):
@@ -112,21 +125,38 @@ class Dense(Layer):
     def forward(self, x, training=False):
         self._check_input(x, (self.in_features,), "")
         self._x = x
-        # no serial_blas_if_small here (conv uses it): a batch-1 784x500 GEMV is
-        # faster on two threads on a quiet machine, and the switch costs ~5 us a call
-        out = self._forward_product(x)
+        # no serial_blas_if_small in evaluation (conv uses it): a batch-1 784x500 GEMV
+        # is faster on two threads on a quiet machine, and the switch costs ~5 us a call
+        if training:
+            with self._training_blas(x):
+                out = self._forward_product(x)
+        else:
+            out = self._forward_product(x)
         if self.bias:
             out += self.params["b"]
         return out
 
+    def _training_blas(self, batch):
+        """One BLAS thread for the small training products of the plain products
+        (a layer with its own products, e.g. CSR kernels, calls no BLAS: left alone)."""
+        kind = type(self)
+        small = (kind._weight_grad is Dense._weight_grad and kind._input_grad is Dense._input_grad
+                 and kind._forward_product is Dense._forward_product
+                 and self.SERIAL_TRAINING_FROM
+                 <= len(batch) * self.in_features * self.out_features
+                 < self.SERIAL_TRAINING_BELOW)
+        return serial_blas_if_small(0 if small else 1 << 62)
+
     def backward_params(self, grad):
-        self.grads["W"] = self._weight_grad(self._x, grad)
+        with self._training_blas(grad):
+            self.grads["W"] = self._weight_grad(self._x, grad)
         if self.bias:
             self.grads["b"] = grad.sum(axis=0)
 
     def backward(self, grad):
-        self.backward_params(grad)
-        return self._input_grad(grad)
+        with self._training_blas(grad):
+            self.backward_params(grad)
+            return self._input_grad(grad)
 
     def output_shape(self, input_shape):
         return (self.out_features,)

@@ -1,0 +1,376 @@
+"""Implicit-GEMM convolution, channels last, for narrow channel counts (AVX2 + FMA).
+
+The row-layout convolution (``kernels.im2col``, ``layers.conv.Conv2D``) writes
+rows = im2row(x) (N·OH·OW × kh·kw·C: 82 MB a step for Cifar10_quick's conv2)
+and hands it to BLAS. With only 32 output channels the products run at
+45-55 GFLOP/s and the copies around them (im2row, row2im) cost another
+8-12 ms a pass. The kernels here compute the same products straight from the
+zero-padded channels-last input, with no rows matrix at all:
+
+* forward (stride 1):
+    y[n, a, b, o] = Σ_{i, j, c} x_pad[n, a + i, b + j, c] · W_r[(i·kw + j)·C + c, o]
+* input gradient, the same kernel on dY padded by (kh-1-ph, kw-1-pw) with the
+  flipped, transposed weights W_t[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]:
+    dx[n, h, w, c] = Σ_{i, j, o} dY_pad[n, h + i, w + j, o] · W_t[(i·kw + j)·O + o, c]
+  (so no row2im scatter);
+* weight gradient:
+    dW_r[(i·kw + j)·C + c, o] = Σ_{n, a, b} x_pad[n, a + i, b + j, c] · dY[n, a, b, o]
+
+with W_r = ``im2col.weight_rows(W)`` ([kh][kw][C][O]). All three are one
+register-tile micro-kernel (``_tile_avx2``), the GEMM micro-kernel of Goto &
+van de Geijn (2008, "Anatomy of high-performance matrix multiplication") and
+BLIS's 6×16 Haswell kernel (Van Zee & van de Geijn, 2015), whose "A panel" is
+read in place from the padded image (implicit GEMM: Chetlur et al., 2014,
+"cuDNN: efficient primitives for deep learning"):
+
+    acc[p, 8v:8v+8] (+)= Σ_{q < n_outer} Σ_{t < n_inner}
+        a[a_off + q·a_outer + t·a_inner + p·a_p] · b[b_off + q·b_outer + t·b_inner + 8v : +8]
+    out[out_off + p·out_p + 8v : +8] = acc[p, 8v:8v+8]
+
+for p < P ≤ 6 and v < V ≤ 2: up to 12 accumulators of 8 lanes in ymm registers
+for the whole reduction, one broadcast of ``a`` per p and one 8-lane load of
+``b`` per v for each (q, t), P·V FMAs. Numba does not keep such a block in
+registers from Python loops, so the tile is written as LLVM IR through
+``numba.extending.intrinsic``, like ``csr._forward_row_avx2`` and
+``ternary_lut``; it is compiled only where Numba's target has AVX2 and FMA
+(``simd.avx2_fma_target``), for float32, and for channel counts (the vector
+side) that are multiples of 8. Elsewhere ``available`` is False and the layer
+keeps im2row + BLAS.
+
+Blocking: the forward (and input-gradient) tile is up to 6 output pixels of one
+output row × 16 output channels, reducing over the kh kernel rows (outer) and the
+kw·C contiguous values of each (inner); the weights are re-laid as contiguous
+16-column panels (``panels``) so each tile streams them in order. The weight
+gradient's tile is 6 consecutive (j, c) entries of one kernel row × 16 output
+channels, reducing over 4 output rows of positions at a time (``WEIGHT_GRAD_ROWS``)
+so dY and x_pad stay in L1 across the tiles. Both are parallel over samples (one
+partial dW per thread). One thread, under load, Cifar10_quick's conv2: 84, 85 and
+74 GFLOP/s for the three passes against 36-46 for im2row + BLAS and a 1024³ GEMM
+at 82 (``bench/implicit_conv_geometry.py``).
+
+The NumPy twins (``*_numpy``) are the im2row path itself (a strided window view
+of x_pad and one product), which defines what the kernels compute; the kernels
+sum in another order (one FMA chain per lane), so they agree to float32
+rounding: |kernel − twin| ≤ 1e-5·Σ|a·b| + 1e-6.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .simd import avx2_fma_target
+
+#: the kernels run only where this is True (Numba's target has AVX2 + FMA; tests
+#: switch it off to hold the fallback)
+SIMD_AVAILABLE = avx2_fma_target()
+
+#: the widest register tile: output pixels (broadcast side) and 8-lane vectors
+MAX_P, MAX_V = 6, 2
+#: output rows the weight gradient sweeps at a time (see ``_weight_grad_rows``)
+WEIGHT_GRAD_ROWS = 4
+#: samples the weight gradient sums in registers before adding them to its total
+WEIGHT_GRAD_SAMPLES = 8
+
+
+@intrinsic
+def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+               n_inner, a_inner, b_inner, a_p, out_p, accumulate):
+    """The micro-kernel of the module docstring on flat float32 arrays (offsets and
+    strides in elements). ``accumulate``: start from ``out`` instead of zero."""
+    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                     n_inner, a_inner, b_inner, a_p, out_p, accumulate)
+
+    def codegen(context, builder, signature, args):
+        out_ptr, a_ptr, b_ptr = [context.make_array(t)(context, builder, v).data
+                                 for t, v in zip(signature.args[:3], args[:3])]
+        i64 = ir.IntType(64)
+        (out_off_v, a_off_v, b_off_v, P_v, V_v, n_outer_v, a_outer_v, b_outer_v, n_inner_v,
+         a_inner_v, b_inner_v, a_p_v, out_p_v) = [
+            context.cast(builder, v, t, types.int64)
+            for v, t in zip(args[3:16], signature.args[3:16])]
+        acc_flag = context.cast(builder, args[16], signature.args[16], types.boolean)
+        f32 = ir.FloatType()
+        v8f = ir.VectorType(f32, 8)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
+        zero = ir.Constant(v8f, [0.0] * 8)
+        mask0 = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
+
+        def c64(k):
+            return ir.Constant(i64, k)
+
+        def vec_ptr(base, offset):
+            return builder.bitcast(builder.gep(base, [offset]), v8f.as_pointer())
+
+        def body(n_p, n_v):
+            accs = [[cgutils.alloca_once(builder, v8f) for _ in range(n_v)] for _ in range(n_p)]
+            for p in range(n_p):
+                row = builder.add(out_off_v, builder.mul(c64(p), out_p_v))
+                for v in range(n_v):
+                    old = builder.load(vec_ptr(out_ptr, builder.add(row, c64(8 * v))), align=4)
+                    builder.store(builder.select(acc_flag, old, zero), accs[p][v])
+            # the operands walked as pointers, advanced by their strides (with the
+            # offsets recomputed from the loop indices, LLVM reloaded the strides from
+            # the stack each step: 16 loads per 12 FMAs, load-port bound)
+            f32p = f32.as_pointer()
+            a_cur, b_cur = cgutils.alloca_once(builder, f32p), cgutils.alloca_once(builder, f32p)
+            a_row, b_row = cgutils.alloca_once(builder, f32p), cgutils.alloca_once(builder, f32p)
+            builder.store(builder.gep(a_ptr, [a_off_v]), a_row)
+            builder.store(builder.gep(b_ptr, [b_off_v]), b_row)
+            a_offsets = [builder.mul(c64(p), a_p_v) for p in range(n_p)]
+            with cgutils.for_range(builder, n_outer_v):
+                a_q, b_q = builder.load(a_row), builder.load(b_row)
+                builder.store(a_q, a_cur)
+                builder.store(b_q, b_cur)
+                with cgutils.for_range(builder, n_inner_v):
+                    a_t, b_t = builder.load(a_cur), builder.load(b_cur)
+                    bs = [builder.load(builder.bitcast(builder.gep(b_t, [c64(8 * v)]),
+                                                       v8f.as_pointer()), align=4)
+                          for v in range(n_v)]
+                    for p in range(n_p):
+                        value = builder.load(builder.gep(a_t, [a_offsets[p]]))
+                        one = builder.insert_element(ir.Constant(v8f, ir.Undefined), value,
+                                                     c64(0))
+                        splat = builder.shuffle_vector(one, ir.Constant(v8f, ir.Undefined),
+                                                       mask0)
+                        for v in range(n_v):
+                            builder.store(builder.call(
+                                fma, [splat, bs[v], builder.load(accs[p][v])]), accs[p][v])
+                    builder.store(builder.gep(a_t, [a_inner_v]), a_cur)
+                    builder.store(builder.gep(b_t, [b_inner_v]), b_cur)
+                builder.store(builder.gep(a_q, [a_outer_v]), a_row)
+                builder.store(builder.gep(b_q, [b_outer_v]), b_row)
+            for p in range(n_p):
+                row = builder.add(out_off_v, builder.mul(c64(p), out_p_v))
+                for v in range(n_v):
+                    builder.store(builder.load(accs[p][v]),
+                                  vec_ptr(out_ptr, builder.add(row, c64(8 * v))), align=4)
+
+        for n_p in range(1, MAX_P + 1):
+            for n_v in range(1, MAX_V + 1):
+                hit = builder.and_(builder.icmp_signed("==", P_v, c64(n_p)),
+                                   builder.icmp_signed("==", V_v, c64(n_v)))
+                with builder.if_then(hit):
+                    body(n_p, n_v)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# -- drivers (parallel over samples) ------------------------------------------------
+def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows):
+    """y_rows (N·OH·OW, O) = the stride-1 correlation of x_pad (N, Hp, Wp, C) with
+    W_r (kh·kw·C, O) held as ``panels(W_r)``, in (n, a, b, o) order. O % 8 == 0."""
+    N, Hp, Wp, C = x_pad.shape
+    K = kh * kw * C
+    xf, yf = x_pad.reshape(-1), y_rows.reshape(-1)
+    n_tiles = (OW + MAX_P - 1) // MAX_P
+    run = kw * C
+    for n in numba.prange(N):
+        for ob in range(0, O, 8 * MAX_V):
+            nv = min(MAX_V, (O - ob) // 8)
+            width = 8 * nv
+            for a in range(OH):
+                for t in range(n_tiles):
+                    b0 = t * OW // n_tiles
+                    b1 = (t + 1) * OW // n_tiles
+                    _tile_avx2(yf, xf, w_panels, ((n * OH + a) * OW + b0) * O + ob,
+                               ((n * Hp + a) * Wp + b0) * C, K * ob, b1 - b0, nv,
+                               kh, Wp * C, run * width, run, 1, width, C, O, False)
+
+
+def panels(w_rows: np.ndarray) -> np.ndarray:
+    """W_r (K, O) -> flat panels: for each block of 16 columns (8 for a last odd
+    block), W_r[:, ob:ob + width] contiguous, at offset K·ob. The forward tile then
+    reads its weights as one contiguous stream (rows of O = 64 floats read 16 at a
+    time made Cifar10_quick's conv3 run at 58 against 70 GFLOP/s packed; one
+    process, one thread, under load)."""
+    K, O = w_rows.shape
+    out = np.empty(K * O, dtype=w_rows.dtype)
+    for ob in range(0, O, 8 * MAX_V):
+        width = min(8 * MAX_V, O - ob)
+        out[K * ob:K * (ob + width)] = w_rows[:, ob:ob + width].reshape(-1)
+    return out
+
+
+def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
+    """parts[t] (kh·kw·C, O) = Σ over the t-th range of samples of
+    x_pad-windowsᵀ · dY, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] (O % 8 == 0), R
+    output rows at a time: every tile of dW_r sweeps the same R·OW positions of dY
+    and x_pad while they are in L1 (the whole sample at once: 48 KB a sweep for
+    conv2, 56 against 78 GFLOP/s at R = 4; one process, one thread, under load).
+    The tiles sum S samples into ``block[t]`` and each block is then added to
+    ``parts[t]``: one float32 chain of S·OH·OW terms and one of N / (S·T) instead
+    of a chain over all N·OH·OW / T positions (Cifar10_quick's conv1 shape: 102,400
+    terms, an error of 1e-5 relative)."""
+    N, Hp, Wp, C = x_pad.shape
+    _, Gh, Gw, O = g_pad.shape
+    T = parts.shape[0]
+    run = kw * C
+    n_m = (run + MAX_P - 1) // MAX_P
+    xf, gf = x_pad.reshape(-1), g_pad.reshape(-1)
+    for part in numba.prange(T):
+        pf = parts[part].reshape(-1)
+        bf = block[part].reshape(-1)
+        pf[:] = 0
+        lo, hi = part * N // T, (part + 1) * N // T
+        for n in range(lo, hi):
+            for a0 in range(0, OH, R):
+                rr = min(R, OH - a0)
+                g0 = ((n * Gh + gh + a0) * Gw + gw) * O
+                fresh = a0 == 0 and (n - lo) % S == 0     # the first tile of a block
+                for i in range(kh):
+                    for ob in range(0, O, 8 * MAX_V):
+                        nv = min(MAX_V, (O - ob) // 8)
+                        for mt in range(n_m):
+                            m0 = mt * MAX_P
+                            _tile_avx2(bf, xf, gf, (i * run + m0) * O + ob,
+                                       ((n * Hp + i + a0) * Wp) * C + m0, g0 + ob,
+                                       min(MAX_P, run - m0), nv, rr, Wp * C, Gw * O, OW, C, O,
+                                       1, O, not fresh)
+            if (n - lo) % S == S - 1 or n == hi - 1:
+                for e in range(pf.size):
+                    pf[e] += bf[e]
+
+
+_BUILDS = {}
+
+
+def _build(fn, parallel: bool):
+    key = (fn.__name__, parallel)
+    kernel = _BUILDS.get(key)
+    if kernel is None:
+        kernel = _BUILDS[key] = numba.njit(cache=True, parallel=parallel)(fn)
+    return kernel
+
+
+def _threads() -> int:
+    return max(1, numba.get_num_threads())
+
+
+def available(dtype, vector_channels: int) -> bool:
+    """Whether the kernels run for data of ``dtype`` with ``vector_channels`` on the
+    8-lane side (the output channels of a forward, the input channels of an input
+    gradient): float32, a multiple of 8, AVX2 + FMA in Numba's target."""
+    return (SIMD_AVAILABLE and np.dtype(dtype) == np.float32 and vector_channels > 0
+            and vector_channels % 8 == 0)
+
+
+def _check(x_pad, other, kh, kw, vector_channels):
+    """Clear errors at the boundary: the kernels index raw memory, so nothing
+    outside these shapes may reach them."""
+    if x_pad.dtype != np.float32 or other.dtype != np.float32:
+        raise TypeError(f"the implicit-GEMM kernels take float32, got {x_pad.dtype} and "
+                        f"{other.dtype}")
+    if x_pad.ndim != 4 or x_pad.shape[1] < kh or x_pad.shape[2] < kw or min(kh, kw) < 1:
+        raise ValueError(f"expected a padded input x_pad (N, Hp, Wp, C) with Hp >= {kh} and "
+                         f"Wp >= {kw}, got {x_pad.shape}")
+    if vector_channels % 8:
+        raise ValueError(f"the implicit-GEMM kernels need a multiple of 8 channels on the "
+                         f"vector side, got {vector_channels}")
+
+
+def _require_simd():
+    if not SIMD_AVAILABLE:
+        raise RuntimeError("the implicit-GEMM kernels need AVX2 + FMA in Numba's target "
+                           "(and JIT compilation); use the im2row path")
+
+
+# -- public functions ----------------------------------------------------------------
+def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | None = None
+              ) -> np.ndarray:
+    """Stride-1 correlation of the padded channels-last x_pad (N, Hp, Wp, C) with
+    w_rows (kh·kw·C, O): y_rows (N·OH·OW, O), OH = Hp - kh + 1, OW = Wp - kw + 1,
+    in (n, a, b, o) order (the rows path's ``im2row(x) · W_r``). Kernel."""
+    kh, kw = kernel
+    w_rows = np.asarray(w_rows)
+    if w_rows.ndim != 2:
+        raise ValueError(f"expected w_rows (kh·kw·C, O), got shape {w_rows.shape}")
+    _check(x_pad, w_rows, kh, kw, w_rows.shape[1])
+    N, Hp, Wp, C = x_pad.shape
+    if w_rows.shape[0] != kh * kw * C:
+        raise ValueError(f"expected w_rows ({kh}·{kw}·{C}, O) for x_pad {x_pad.shape}, got "
+                         f"{w_rows.shape}")
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    x_pad = np.ascontiguousarray(x_pad)
+    O = w_rows.shape[1]
+    if out is None:
+        out = np.empty((N * OH * OW, O), dtype=np.float32)
+    elif (out.shape != (N * OH * OW, O) or out.dtype != np.float32
+          or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous float32 array of shape "
+                         f"{(N * OH * OW, O)}, got {out.dtype} {out.shape}")
+    _require_simd()
+    _build(_conv_rows, _threads() > 1 and N > 1)(x_pad, panels(w_rows), O, kh, kw, OH, OW, out)
+    return out
+
+
+def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
+                     ) -> np.ndarray:
+    """dW_r (kh·kw·C, O) = Σ_{n,a,b} window(x_pad)[n, a, b]ᵀ · dY[n, a, b] for the
+    stride-1 correlation, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] with (gh, gw) =
+    ``offset`` (so the padded dY of the input gradient serves as is), OH = Hp - kh + 1.
+    Kernel; one partial sum per thread, added at the end."""
+    kh, kw = kernel
+    _check(x_pad, g_pad, kh, kw, g_pad.shape[-1] if g_pad.ndim else 0)
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    gh, gw = offset
+    if (g_pad.ndim != 4 or g_pad.shape[0] != N or min(gh, gw) < 0
+            or g_pad.shape[1] < gh + OH or g_pad.shape[2] < gw + OW):
+        raise ValueError(f"dY {g_pad.shape} at offset {offset} does not hold the "
+                         f"{N}×{OH}×{OW} output of x_pad {x_pad.shape}")
+    O = g_pad.shape[3]
+    _require_simd()
+    threads = min(_threads(), N)
+    parts = np.empty((threads, kh * kw * C, O), dtype=np.float32)
+    block = np.empty_like(parts)
+    _build(_weight_grad_rows, threads > 1)(np.ascontiguousarray(x_pad),
+                                           np.ascontiguousarray(g_pad), gh, gw, kh, kw, OH,
+                                           OW, parts, block, WEIGHT_GRAD_ROWS,
+                                           WEIGHT_GRAD_SAMPLES)
+    dW = parts[0]
+    for t in range(1, threads):
+        dW += parts[t]
+    return dW
+
+
+def flipped_weight_rows(W: np.ndarray) -> np.ndarray:
+    """W (O, C, kh, kw) -> W_t (kh·kw·O, C), W_t[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]:
+    the weights of the input gradient as a correlation of the padded dY."""
+    return np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(
+        -1, W.shape[1])
+
+
+# -- NumPy twins (the im2row path) ----------------------------------------------------
+def _windows(x_pad, kh, kw):
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    sN, sH, sW, sC = x_pad.strides
+    return np.lib.stride_tricks.as_strided(
+        x_pad, (N, OH, OW, kh, kw, C), (sN, sH, sW, sH, sW, sC), writeable=False)
+
+
+def conv_rows_numpy(x_pad, w_rows, kernel):
+    """Twin of ``conv_rows``: im2row of x_pad (a window view, one copy) · w_rows."""
+    kh, kw = kernel
+    N, Hp, Wp, C = x_pad.shape
+    rows = np.ascontiguousarray(_windows(x_pad, kh, kw)).reshape(-1, kh * kw * C)
+    return rows @ w_rows
+
+
+def weight_grad_rows_numpy(x_pad, g_pad, kernel, offset=(0, 0)):
+    """Twin of ``weight_grad_rows``: rowsᵀ · dY_r."""
+    kh, kw = kernel
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    gh, gw = offset
+    rows = np.ascontiguousarray(_windows(x_pad, kh, kw)).reshape(-1, kh * kw * C)
+    g = np.ascontiguousarray(g_pad[:, gh:gh + OH, gw:gw + OW, :]).reshape(-1, g_pad.shape[3])
+    return rows.T @ g
+
+
