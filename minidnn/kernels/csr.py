@@ -751,21 +751,21 @@ def _store_row_vectors(builder, helpers, out_p, row, j, k_v, values):
                 masked_store(out_p, where, masks(builder.sub(k_v, jn)), value)
 
 
-def _balanced_passes(builder, n_vectors, most, emit):
-    # cut n_vectors 8-lane vectors into ceil(n/most) passes of sizes differing by at most
-    # one (13 → 7 + 6, not 7 + 1 + ...), and emit(size, first_vector, is_first) for
-    # each: one code path per size, chosen by a switch
+def _balanced_passes(builder, start, n_vectors, most, emit):
+    # cut the n_vectors 8-lane vectors from vector ``start`` into ceil(n/most) passes of
+    # sizes differing by at most one (13 → 7 + 6, not 7 + 1 + ...), and emit(size,
+    # first sample, is_first) for each: one code path per size, chosen by a switch
     i64 = ir.IntType(64)
     C = lambda v: ir.Constant(i64, v)                           # noqa: E731
     n_pass = builder.udiv(builder.add(n_vectors, C(most - 1)), C(most))
     with builder.if_then(builder.icmp_signed(">", n_pass, C(0))):
         base = builder.udiv(n_vectors, n_pass)
         extra = builder.urem(n_vectors, n_pass)
-        at = cgutils.alloca_once_value(builder, C(0))
+        at = cgutils.alloca_once_value(builder, start)
         with cgutils.for_range(builder, n_pass) as loop:
             size = builder.add(base, builder.zext(builder.icmp_signed("<", loop.index, extra), i64))
             first_vector = builder.load(at)
-            is_first = builder.icmp_signed("==", first_vector, C(0))
+            is_first = builder.icmp_signed("==", first_vector, start)
             done = builder.append_basic_block("pass_done")
             switch = builder.switch(size, done)
             for n_regs in range(1, most + 1):
@@ -779,20 +779,23 @@ def _balanced_passes(builder, n_vectors, most, emit):
 
 
 @intrinsic
-def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, ld, pf_end):
-    """out[r, j] = Σ_{p0 ≤ p < p1} data[p] · dense[indices[p], j] for j < k, with dense a
+def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, ld, v0, v1,
+                             pf_end):
+    """out[r, j] = Σ_{p0 ≤ p < p1} data[p] · dense[indices[p], j] for the samples j of
+    the 8-lane vectors v0 ≤ v < v1 (j < k), with dense a
     padded (n_cols, ld) float32 buffer (ld = padded_width(k) or more) and out (n_rows, k)
     C-ordered: balanced passes of ≤ 13 vectors, accumulators in registers, unmasked loads
     (the pad lanes are read, computed and never stored), the row of entry
     min(p + PREFETCH_DISTANCE, pf_end − 1) prefetched while entry p is computed."""
-    sig = types.void(out, dense, indices, data, p0, p1, r, k, ld, pf_end)
+    sig = types.void(out, dense, indices, data, p0, p1, r, k, ld, v0, v1, pf_end)
 
     def codegen(context, builder, signature, args):
         out_p, dense_p, idx_p, data_p = _array_pointers(context, builder, signature, args, 4)
         helpers = _ir_helpers(context, builder)
         f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
         prefetch = _prefetch_helper(builder, dense_p)
-        p0_v, p1_v, r_v, k_v, ld_v, pf_end_v = _int_args(context, builder, signature, args, 4)
+        p0_v, p1_v, r_v, k_v, ld_v, v0_v, v1_v, pf_end_v = _int_args(context, builder, signature,
+                                                                     args, 4)
         C = lambda v: ir.Constant(i64, v)                       # noqa: E731
         n_entries = builder.sub(p1_v, p0_v)
         last = builder.sub(pf_end_v, C(1))
@@ -817,8 +820,8 @@ def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k,
             _store_row_vectors(builder, helpers, out_p, builder.mul(r_v, k_v), j, k_v,
                                [builder.load(acc) for acc in accs])
 
-        n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
-        _balanced_passes(builder, n_vectors, _PADDED_FORWARD_PASS_REGS, one_pass)
+        _balanced_passes(builder, v0_v, builder.sub(v1_v, v0_v), _PADDED_FORWARD_PASS_REGS,
+                         one_pass)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -831,9 +834,9 @@ def _make_backward_col_avx2(want_dx: bool):
 
     @intrinsic
     def kernel(typingctx, dx, grad, x, t_indices, perm, data, grad_data, q0, q1, c, k, ld_g,
-               ld_x, pf_end):
+               ld_x, v0, v1, pf_end):
         sig = types.void(dx, grad, x, t_indices, perm, data, grad_data, q0, q1, c, k, ld_g,
-                         ld_x, pf_end)
+                         ld_x, v0, v1, pf_end)
 
         def codegen(context, builder, signature, args):
             dx_p, g_p, x_p, ti_p, perm_p, data_p, gd_p = _array_pointers(
@@ -842,8 +845,8 @@ def _make_backward_col_avx2(want_dx: bool):
             f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
             i32 = ir.IntType(32)
             prefetch = _prefetch_helper(builder, g_p)
-            q0_v, q1_v, c_v, k_v, ldg_v, ldx_v, pf_end_v = _int_args(context, builder,
-                                                                     signature, args, 7)
+            q0_v, q1_v, c_v, k_v, ldg_v, ldx_v, v0_v, v1_v, pf_end_v = _int_args(
+                context, builder, signature, args, 7)
             C = lambda v: ir.Constant(i64, v)                   # noqa: E731
             n_entries = builder.sub(q1_v, q0_v)
             last = builder.sub(pf_end_v, C(1))
@@ -905,8 +908,8 @@ def _make_backward_col_avx2(want_dx: bool):
                     _store_row_vectors(builder, helpers, dx_p, builder.mul(c_v, k_v), j, k_v,
                                        [builder.load(acc) for acc in accs])
 
-            n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
-            _balanced_passes(builder, n_vectors, _BACKWARD_PASS_REGS, one_pass)
+            _balanced_passes(builder, v0_v, builder.sub(v1_v, v0_v), _BACKWARD_PASS_REGS,
+                             one_pass)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -954,125 +957,123 @@ def _transpose_tile8(typingctx, src, dst, src_at, src_ld, dst_at, dst_ld):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _transpose_padded_range(a, out, j0, j1):
-    # out[j, i] = a[i, j] for the columns j0..j1 of a C-ordered float32 a (k, m), into
-    # the padded buffer out (m, ld ≥ k): 8 × 8 register tiles, then the ragged edges
-    # (k % 8 samples, and the last columns when j1 − j0 is not a multiple of 8). The pad
-    # lanes k..ld of out are not written.
-    n = a.shape[0]
+def _transpose_samples_padded(a, out, s0, s1):
+    # out[j, i] = a[i, j] for the samples (rows of a) s0 ≤ i < s1, every column j: a is a
+    # C-ordered float32 (k, m), out the padded (m, ld ≥ k) buffer. 8 × 8 register tiles
+    # where 8 samples and 8 columns are whole, scalar copies at the ragged edges; the pad
+    # lanes k..ld of out are never written.
+    m = a.shape[1]
     src_ld, dst_ld = a.shape[1], out.shape[1]
-    n8 = n - n % 8
-    j = j0
-    while j + 8 <= j1:
-        for i0 in range(0, n8, 8):
-            _transpose_tile8(a, out, i0 * src_ld + j, src_ld, j * dst_ld + i0, dst_ld)
-        for i in range(n8, n):
-            for jj in range(j, j + 8):
-                out[jj, i] = a[i, jj]
-        j += 8
-    for jj in range(j, j1):
-        for i in range(n):
-            out[jj, i] = a[i, jj]
+    m8 = m - m % 8
+    s8 = s0 + (s1 - s0) // 8 * 8
+    for i0 in range(s0, s8, 8):
+        for j0 in range(0, m8, 8):
+            _transpose_tile8(a, out, i0 * src_ld + j0, src_ld, j0 * dst_ld + i0, dst_ld)
+        for j in range(m8, m):
+            for i in range(i0, i0 + 8):
+                out[j, i] = a[i, j]
+    for i in range(s8, s1):
+        for j in range(m):
+            out[j, i] = a[i, j]
 
 
 @numba.njit(cache=True)
-def _split(c, n_blocks, n, step):
-    # the start of block c of n items cut in n_blocks, on a multiple of ``step``
-    return min(n, (c * n // n_blocks + step - 1) // step * step) if c < n_blocks else n
-
-
-@numba.njit(cache=True)
-def _balanced_split(c, n_blocks, indptr):
-    # the first row of block c when rows are cut so that each block has about the same
-    # number of entries (indptr[-1] / n_blocks): a binary search of indptr
-    n = len(indptr) - 1
-    if c <= 0:
-        return 0
-    if c >= n_blocks:
-        return n
-    return min(n, np.searchsorted(indptr, c * indptr[n] // n_blocks))
+def _sample_share(c, n_blocks, k):
+    # (first vector, end vector, first sample, end sample) of block c when the k samples'
+    # ceil(k/8) 8-lane vectors are cut into n_blocks contiguous shares
+    nv = (k + 7) // 8
+    v0, v1 = c * nv // n_blocks, (c + 1) * nv // n_blocks
+    return v0, v1, min(k, 8 * v0), min(k, 8 * v1)
 
 
 @numba.njit(cache=True, fastmath=True)
-def _forward_padded_range(indptr, indices, data, bias, dense_pad, out, r0, r1):
+def _forward_padded_share(indptr, indices, data, bias, dense_pad, out, v0, v1, s0, s1):
+    # every output row, for the samples of vectors v0..v1 (s0..s1)
     k = out.shape[1]
     ld = dense_pad.shape[1]
     has_bias = len(bias) > 0
     nnz = len(indices)
-    for r in range(r0, r1):
+    for r in range(out.shape[0]):
         _forward_row_padded_avx2(out, dense_pad, indices, data, indptr[r], indptr[r + 1], r, k,
-                                 ld, nnz)
+                                 ld, v0, v1, nnz)
         if has_bias:
             acc = out[r]
             br = bias[r]
-            for b in range(k):
+            for b in range(s0, s1):
                 acc[b] += br
 
 
 @numba.njit(cache=True, fastmath=True)
-def _backward_padded_range(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, grad_data,
-                           dx, c0, c1):
+def _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, zero,
+                           grad_data, grad_bias, dx, v0, v1, s0, s1):
+    # every column of A and every bias row, for the samples of vectors v0..v1 (s0..s1):
+    # this share's terms of grad_data and grad_bias (written, not added), and dx[:, s0:s1]
     ld_g, ld_x = grad_pad.shape[1], x_pad.shape[1]
     nnz = len(t_indices)
-    if k == 0:                      # no samples: no passes, and every product is 0
-        for q in range(t_indptr[c0], t_indptr[c1]):
-            grad_data[perm[q]] = 0
-        return
-    if dx.shape[0] > 0:
-        for c in range(c0, c1):
-            _backward_col_avx2(dx, grad_pad, x_pad, t_indices, perm, data, grad_data,
-                               t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, nnz)
-    else:
-        for c in range(c0, c1):
-            _backward_col_params_avx2(dx, grad_pad, x_pad, t_indices, perm, data, grad_data,
-                                      t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, nnz)
-
-
-@numba.njit(cache=True, fastmath=True)
-def _padded_row_sums_range(a, k, zero, out, r0, r1):
-    for r in range(r0, r1):
-        row = a[r]
+    for r in range(len(grad_bias)):
+        row = grad_pad[r]
         t = zero
-        for b in range(k):
+        for b in range(s0, s1):
             t += row[b]
-        out[r] = t
+        grad_bias[r] = t
+    if v1 == v0:                    # no samples: no passes, and every product is 0
+        for q in range(nnz):
+            grad_data[q] = zero
+        return
+    n_cols = len(t_indptr) - 1
+    if dx.shape[0] > 0:
+        for c in range(n_cols):
+            _backward_col_avx2(dx, grad_pad, x_pad, t_indices, perm, data, grad_data,
+                               t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, v0, v1, nnz)
+    else:
+        for c in range(n_cols):
+            _backward_col_params_avx2(dx, grad_pad, x_pad, t_indices, perm, data, grad_data,
+                                      t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, v0, v1,
+                                      nnz)
 
 
 def _csr_matmul_padded_rows(indptr, indices, data, bias, x_bm, dense_pad, out, transpose,
                             n_blocks):
-    # the training forward over a padded xᵀ buffer: with ``transpose``, first each block
-    # transposes its share of the batch-major x (k, n_cols) into it (column blocks on
-    # multiples of 8: whole register tiles), then the product by row blocks of about
-    # equal entries (a second parallel region)
-    n_cols = dense_pad.shape[0]
-    if transpose:
-        for c in numba.prange(n_blocks):
-            _transpose_padded_range(x_bm, dense_pad, _split(c, n_blocks, n_cols, 8),
-                                    _split(c + 1, n_blocks, n_cols, 8))
+    # the training forward over a padded xᵀ buffer, in ONE parallel region: block c
+    # owns a share of the batch's samples (whole 8-lane vectors), transposes those
+    # samples of the batch-major x (k, n_cols) into its lanes of every xᵀ row (with
+    # ``transpose``), then computes every output row for them. No block reads what
+    # another writes, so no barrier (no second region) is needed, and each core's
+    # cache holds only its share of xᵀ.
+    k = out.shape[1]
     for c in numba.prange(n_blocks):
-        _forward_padded_range(indptr, indices, data, bias, dense_pad, out,
-                              _balanced_split(c, n_blocks, indptr),
-                              _balanced_split(c + 1, n_blocks, indptr))
+        v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+        if transpose:
+            _transpose_samples_padded(x_bm, dense_pad, s0, s1)
+        _forward_padded_share(indptr, indices, data, bias, dense_pad, out, v0, v1, s0, s1)
 
 
 def _backward_padded_rows(t_indptr, t_indices, perm, data, grad_bm, grad_pad, x_pad, k, zero,
-                          grad_data, grad_bias, dx, transpose, n_blocks):
-    # the fused backward over padded gradᵀ and xᵀ buffers: with ``transpose``, first
-    # the batch-major grad (k, n_rows) into grad_pad by column blocks; then each block
-    # its share of the bias rows and a share of A's columns with about equal entries
-    n_rows = grad_pad.shape[0]
-    if transpose:
-        for c in numba.prange(n_blocks):
-            _transpose_padded_range(grad_bm, grad_pad, _split(c, n_blocks, n_rows, 8),
-                                    _split(c + 1, n_blocks, n_rows, 8))
+                          grad_data, grad_bias, dx, partial, bias_partial, transpose,
+                          n_blocks):
+    # the fused backward over padded gradᵀ and xᵀ buffers, in ONE parallel region, split
+    # by samples as the forward: block c transposes its samples of the batch-major grad
+    # (k, n_rows) into grad_pad (with ``transpose``) and computes dx[:, its samples]
+    # and its samples' terms of the weight and bias gradients: block 0 into grad_data /
+    # grad_bias, block c > 0 into partial[c − 1] / bias_partial[c − 1] (n_blocks − 1
+    # rows each), summed after the region (one pass over nnz + n_rows values).
     want_bias = len(grad_bias) > 0
     for c in numba.prange(n_blocks):
+        v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+        if transpose:
+            _transpose_samples_padded(grad_bm, grad_pad, s0, s1)
+        gd = grad_data if c == 0 else partial[c - 1]
+        gb = grad_bias if c == 0 else bias_partial[c - 1]
+        _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, zero, gd,
+                               gb[:len(grad_bias)] if want_bias else gb[:0], dx, v0, v1, s0, s1)
+    for c in range(n_blocks - 1):
+        part = partial[c]
+        for q in range(len(grad_data)):
+            grad_data[q] += part[q]
         if want_bias:
-            _padded_row_sums_range(grad_pad, k, zero, grad_bias, c * n_rows // n_blocks,
-                                   (c + 1) * n_rows // n_blocks)
-        _backward_padded_range(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, grad_data,
-                               dx, _balanced_split(c, n_blocks, t_indptr),
-                               _balanced_split(c + 1, n_blocks, t_indptr))
+            part_b = bias_partial[c]
+            for r in range(len(grad_bias)):
+                grad_bias[r] += part_b[r]
 
 
 _KERNELS = {}
@@ -1108,6 +1109,12 @@ def _kernel(name, work):
     if threads > 1 and work >= min_parallel_work():
         return parallel, threads
     return serial, 1
+
+
+def _sample_blocks(blocks: int, k: int) -> int:
+    """Blocks of the padded kernels, which split the batch's 8-lane vectors: at most
+    one per vector, at least one."""
+    return max(1, min(blocks, (k + 7) // 8))
 
 
 def _forward_name(name: str, dtype) -> str:
@@ -1319,7 +1326,7 @@ class TrainingKernels:
             out = np.empty((self.n_rows, k), dtype=data.dtype)
             kernel, blocks = _kernel("matmul_padded", (self.nnz + self.n_cols) * k)
             kernel(self.indptr, self.indices, data, bias, x if batch_major else pad, pad, out,
-                   batch_major, blocks)
+                   batch_major, _sample_blocks(blocks, k))
             return out, pad[:, :k]
         if not batch_major:
             out = np.empty((self.n_rows, x.shape[1]), dtype=data.dtype)
@@ -1362,8 +1369,12 @@ class TrainingKernels:
             dx = np.empty((self.n_cols if input_grad else 0, k), dtype=data.dtype)
             work = self.nnz * k * (2 if input_grad else 1) + (self.n_rows * k if batch_major else 0)
             kernel, blocks = _kernel("backward_padded", work)
+            blocks = _sample_blocks(blocks, k)
+            partial = np.empty((blocks - 1, self.nnz), dtype=data.dtype)
+            bias_partial = np.empty((blocks - 1, self.n_rows), dtype=data.dtype)
             kernel(self.t_indptr, self.t_indices, self.perm, data, grad if batch_major else g_pad,
-                   g_pad, x_pad, k, zero, grad_data, grad_bias, dx, batch_major, blocks)
+                   g_pad, x_pad, k, zero, grad_data, grad_bias, dx, partial, bias_partial,
+                   batch_major, blocks)
             return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
         grad_data = np.empty(self.nnz, dtype=data.dtype)
         grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
