@@ -751,8 +751,8 @@ def _store_row_vectors(builder, helpers, out_p, row, j, k_v, values):
                 masked_store(out_p, where, masks(builder.sub(k_v, jn)), value)
 
 
-def _balanced_passes(builder, start, n_vectors, most, emit):
-    # cut the n_vectors 8-lane vectors from vector ``start`` into ceil(n/most) passes of
+def _balanced_passes(builder, n_vectors, most, emit):
+    # cut the n_vectors 8-lane vectors from vector 0 into ceil(n/most) passes of
     # sizes differing by at most one (13 → 7 + 6, not 7 + 1 + ...), and emit(size,
     # first sample, is_first) for each: one code path per size, chosen by a switch
     i64 = ir.IntType(64)
@@ -761,11 +761,11 @@ def _balanced_passes(builder, start, n_vectors, most, emit):
     with builder.if_then(builder.icmp_signed(">", n_pass, C(0))):
         base = builder.udiv(n_vectors, n_pass)
         extra = builder.urem(n_vectors, n_pass)
-        at = cgutils.alloca_once_value(builder, start)
+        at = cgutils.alloca_once_value(builder, C(0))
         with cgutils.for_range(builder, n_pass) as loop:
             size = builder.add(base, builder.zext(builder.icmp_signed("<", loop.index, extra), i64))
             first_vector = builder.load(at)
-            is_first = builder.icmp_signed("==", first_vector, start)
+            is_first = builder.icmp_signed("==", first_vector, C(0))
             done = builder.append_basic_block("pass_done")
             switch = builder.switch(size, done)
             for n_regs in range(1, most + 1):
@@ -779,23 +779,22 @@ def _balanced_passes(builder, start, n_vectors, most, emit):
 
 
 @intrinsic
-def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, ld, v0, v1,
+def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, ld, ld_out,
                              pf_end):
-    """out[r, j] = Σ_{p0 ≤ p < p1} data[p] · dense[indices[p], j] for the samples j of
-    the 8-lane vectors v0 ≤ v < v1 (j < k), with dense a
+    """out[r, j] = Σ_{p0 ≤ p < p1} data[p] · dense[indices[p], j] for j < k, with dense a
     padded (n_cols, ld) float32 buffer (ld = padded_width(k) or more) and out (n_rows, k)
     C-ordered: balanced passes of ≤ 13 vectors, accumulators in registers, unmasked loads
     (the pad lanes are read, computed and never stored), the row of entry
     min(p + PREFETCH_DISTANCE, pf_end − 1) prefetched while entry p is computed."""
-    sig = types.void(out, dense, indices, data, p0, p1, r, k, ld, v0, v1, pf_end)
+    sig = types.void(out, dense, indices, data, p0, p1, r, k, ld, ld_out, pf_end)
 
     def codegen(context, builder, signature, args):
         out_p, dense_p, idx_p, data_p = _array_pointers(context, builder, signature, args, 4)
         helpers = _ir_helpers(context, builder)
         f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
         prefetch = _prefetch_helper(builder, dense_p)
-        p0_v, p1_v, r_v, k_v, ld_v, v0_v, v1_v, pf_end_v = _int_args(context, builder, signature,
-                                                                     args, 4)
+        p0_v, p1_v, r_v, k_v, ld_v, ld_out_v, pf_end_v = _int_args(context, builder, signature,
+                                                                   args, 4)
         C = lambda v: ir.Constant(i64, v)                       # noqa: E731
         n_entries = builder.sub(p1_v, p0_v)
         last = builder.sub(pf_end_v, C(1))
@@ -817,11 +816,11 @@ def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k,
                 for n, acc in enumerate(accs):
                     s = builder.load(vec_ptr(dense_p, builder.add(at, C(8 * n))), align=4)
                     builder.store(builder.call(fma, [v, s, builder.load(acc)]), acc)
-            _store_row_vectors(builder, helpers, out_p, builder.mul(r_v, k_v), j, k_v,
+            _store_row_vectors(builder, helpers, out_p, builder.mul(r_v, ld_out_v), j, k_v,
                                [builder.load(acc) for acc in accs])
 
-        _balanced_passes(builder, v0_v, builder.sub(v1_v, v0_v), _PADDED_FORWARD_PASS_REGS,
-                         one_pass)
+        n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
+        _balanced_passes(builder, n_vectors, _PADDED_FORWARD_PASS_REGS, one_pass)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -834,9 +833,9 @@ def _make_backward_col_avx2(want_dx: bool):
 
     @intrinsic
     def kernel(typingctx, dx, grad, x, t_indices, perm, data, grad_data, q0, q1, c, k, ld_g,
-               ld_x, v0, v1, pf_end):
+               ld_x, ld_dx, pf_end):
         sig = types.void(dx, grad, x, t_indices, perm, data, grad_data, q0, q1, c, k, ld_g,
-                         ld_x, v0, v1, pf_end)
+                         ld_x, ld_dx, pf_end)
 
         def codegen(context, builder, signature, args):
             dx_p, g_p, x_p, ti_p, perm_p, data_p, gd_p = _array_pointers(
@@ -845,7 +844,7 @@ def _make_backward_col_avx2(want_dx: bool):
             f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
             i32 = ir.IntType(32)
             prefetch = _prefetch_helper(builder, g_p)
-            q0_v, q1_v, c_v, k_v, ldg_v, ldx_v, v0_v, v1_v, pf_end_v = _int_args(
+            q0_v, q1_v, c_v, k_v, ldg_v, ldx_v, lddx_v, pf_end_v = _int_args(
                 context, builder, signature, args, 7)
             C = lambda v: ir.Constant(i64, v)                   # noqa: E731
             n_entries = builder.sub(q1_v, q0_v)
@@ -905,11 +904,11 @@ def _make_backward_col_avx2(want_dx: bool):
                         with later:
                             builder.store(builder.fadd(builder.load(where), s), where)
                 if want_dx:
-                    _store_row_vectors(builder, helpers, dx_p, builder.mul(c_v, k_v), j, k_v,
+                    _store_row_vectors(builder, helpers, dx_p, builder.mul(c_v, lddx_v), j, k_v,
                                        [builder.load(acc) for acc in accs])
 
-            _balanced_passes(builder, v0_v, builder.sub(v1_v, v0_v), _BACKWARD_PASS_REGS,
-                             one_pass)
+            n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
+            _balanced_passes(builder, n_vectors, _BACKWARD_PASS_REGS, one_pass)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -987,49 +986,84 @@ def _sample_share(c, n_blocks, k):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _forward_padded_share(indptr, indices, data, bias, dense_pad, out, v0, v1, s0, s1):
-    # every output row, for the samples of vectors v0..v1 (s0..s1)
-    k = out.shape[1]
-    ld = dense_pad.shape[1]
-    has_bias = len(bias) > 0
-    nnz = len(indices)
+def _add_bias_share(out, bias, s0, s1):
+    n = s1 - s0
     for r in range(out.shape[0]):
-        _forward_row_padded_avx2(out, dense_pad, indices, data, indptr[r], indptr[r + 1], r, k,
-                                 ld, v0, v1, nnz)
-        if has_bias:
-            acc = out[r]
-            br = bias[r]
-            for b in range(s0, s1):
-                acc[b] += br
+        acc = out[r, s0:s1]
+        br = bias[r]
+        for b in range(n):
+            acc[b] += br
+
+
+@numba.njit(cache=True, fastmath=True)
+def _row_sums_share(a, zero, out, s0, s1):
+    # out[r] = Σ_{s0 ≤ b < s1} a[r, b]; the loop runs over a slice from 0 (written
+    # ``for b in range(s0, s1)`` LLVM left the reduction scalar: 7× slower)
+    n = s1 - s0
+    for r in range(len(out)):
+        row = a[r, s0:s1]
+        t = zero
+        for b in range(n):
+            t += row[b]
+        out[r] = t
+
+
+@numba.njit(cache=True, fastmath=True)
+def _forward_padded_share(indptr, indices, data, bias, dense_pad, out, v0, v1, s0, s1):
+    # every output row, for the samples of vectors v0..v1 (s0..s1); the bias is added
+    # after the product, while out is still in cache
+    # the intrinsic sees the share as its own narrower problem: views that start at
+    # sample s0 (same row strides), k = s1 − s0 samples
+    ld, ld_out = dense_pad.shape[1], out.shape[1]
+    nnz = len(indices)
+    dense_share, out_share = dense_pad.reshape(-1)[s0:], out.reshape(-1)[s0:]
+    for r in range(out.shape[0]):
+        _forward_row_padded_avx2(out_share, dense_share, indices, data, indptr[r], indptr[r + 1],
+                                 r, s1 - s0, ld, ld_out, nnz)
+    if len(bias) > 0:
+        _add_bias_share(out, bias, s0, s1)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_columns_dx_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data, dx,
+                               s0, s1):
+    # (one intrinsic per function: with both in one, LLVM spilled the loops' base
+    # pointers to the stack and the fused loop ran ~15 % slower)
+    ld_g, ld_x, ld_dx, nnz = grad_pad.shape[1], x_pad.shape[1], dx.shape[1], len(t_indices)
+    g_share, x_share = grad_pad.reshape(-1)[s0:], x_pad.reshape(-1)[s0:]
+    dx_share = dx.reshape(-1)[s0:]
+    for c in range(len(t_indptr) - 1):
+        _backward_col_avx2(dx_share, g_share, x_share, t_indices, perm, data, grad_data,
+                           t_indptr[c], t_indptr[c + 1], c, s1 - s0, ld_g, ld_x, ld_dx, nnz)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_columns_params_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data,
+                                   dx, s0, s1):
+    ld_g, ld_x, nnz = grad_pad.shape[1], x_pad.shape[1], len(t_indices)
+    g_share, x_share = grad_pad.reshape(-1)[s0:], x_pad.reshape(-1)[s0:]
+    for c in range(len(t_indptr) - 1):
+        _backward_col_params_avx2(dx, g_share, x_share, t_indices, perm, data, grad_data,
+                                  t_indptr[c], t_indptr[c + 1], c, s1 - s0, ld_g, ld_x, 0, nnz)
 
 
 @numba.njit(cache=True, fastmath=True)
 def _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, zero,
                            grad_data, grad_bias, dx, v0, v1, s0, s1):
     # every column of A and every bias row, for the samples of vectors v0..v1 (s0..s1):
-    # this share's terms of grad_data and grad_bias (written, not added), and dx[:, s0:s1]
-    ld_g, ld_x = grad_pad.shape[1], x_pad.shape[1]
-    nnz = len(t_indices)
-    for r in range(len(grad_bias)):
-        row = grad_pad[r]
-        t = zero
-        for b in range(s0, s1):
-            t += row[b]
-        grad_bias[r] = t
+    # this share's terms of grad_data and grad_bias (written, not added), and dx[:, s0:s1].
+    # The intrinsics see the share as a narrower problem of their own: flat views that
+    # start at sample s0 (the same row strides), s1 − s0 samples.
+    _row_sums_share(grad_pad, zero, grad_bias, s0, s1)
     if v1 == v0:                    # no samples: no passes, and every product is 0
-        for q in range(nnz):
+        for q in range(len(grad_data)):
             grad_data[q] = zero
-        return
-    n_cols = len(t_indptr) - 1
-    if dx.shape[0] > 0:
-        for c in range(n_cols):
-            _backward_col_avx2(dx, grad_pad, x_pad, t_indices, perm, data, grad_data,
-                               t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, v0, v1, nnz)
+    elif dx.shape[0] > 0:
+        _backward_columns_dx_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data,
+                                   dx, s0, s1)
     else:
-        for c in range(n_cols):
-            _backward_col_params_avx2(dx, grad_pad, x_pad, t_indices, perm, data, grad_data,
-                                      t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, v0, v1,
-                                      nnz)
+        _backward_columns_params_share(t_indptr, t_indices, perm, data, grad_pad, x_pad,
+                                       grad_data, dx, s0, s1)
 
 
 def _csr_matmul_padded_rows(indptr, indices, data, bias, x_bm, dense_pad, out, transpose,
@@ -1301,10 +1335,12 @@ class TrainingKernels:
     def _owns_x(self, xt) -> bool:
         # xt is the view of this object's padded xᵀ buffer that forward handed out
         # (its pad lanes are the zeros written at allocation)
-        return (self._x_pad is not None and isinstance(xt, np.ndarray) and xt.base is self._x_pad
-                and xt.shape == (self._x_pad.shape[0], xt.shape[1])
-                and xt.strides == self._x_pad.strides
-                and xt.ctypes.data == self._x_pad.ctypes.data)
+        # (NumPy's views keep the owner of the memory as .base, not the buffer they were
+        # cut from, so the test is on the address, shape and strides)
+        pad = self._x_pad
+        return (pad is not None and isinstance(xt, np.ndarray) and xt.ndim == 2
+                and xt.shape[0] == pad.shape[0] and padded_width(xt.shape[1]) == pad.shape[1]
+                and xt.strides == pad.strides and xt.ctypes.data == pad.ctypes.data)
 
     def forward(self, data, bias, x, xt=None, batch_major: bool = True):
         """(A · xᵀ + bias, xᵀ) for a batch-major x (k, n_cols), transposed into
