@@ -1323,7 +1323,7 @@ class TrainingKernels:
         self.perm = _unsigned(np.asarray(perm, dtype=INDEX_DTYPE))
         # the padded float32 buffers of xᵀ and gradᵀ (``padded_buffer``), allocated at the
         # first step and again when the batch size changes
-        self._x_pad = self._grad_pad = None
+        self._x_pad = self._grad_pad = self._x_other = self._x_view = self._partial = None
 
     def _padded(self, which: str, n: int, k: int) -> np.ndarray:
         buf = getattr(self, which)
@@ -1333,14 +1333,18 @@ class TrainingKernels:
         return buf
 
     def _owns_x(self, xt) -> bool:
-        # xt is the view of this object's padded xᵀ buffer that forward handed out
-        # (its pad lanes are the zeros written at allocation)
-        # (NumPy's views keep the owner of the memory as .base, not the buffer they were
-        # cut from, so the test is on the address, shape and strides)
-        pad = self._x_pad
-        return (pad is not None and isinstance(xt, np.ndarray) and xt.ndim == 2
-                and xt.shape[0] == pad.shape[0] and padded_width(xt.shape[1]) == pad.shape[1]
-                and xt.strides == pad.strides and xt.ctypes.data == pad.ctypes.data)
+        # xt is the view of this object's padded xᵀ buffer that forward handed out last
+        # (its pad lanes are the zeros written at allocation): an identity test, as
+        # an address comparison through ``ndarray.ctypes`` costs ~5 µs
+        return xt is self._x_view
+
+    def _partials(self, blocks: int, dtype):
+        # the (blocks − 1)-row scratch of the sample-split backward, kept between calls
+        if self._partial is None or self._partial[0].shape[0] != blocks - 1 \
+                or self._partial[0].dtype != dtype:
+            self._partial = (np.empty((blocks - 1, self.nnz), dtype=dtype),
+                             np.empty((blocks - 1, self.n_rows), dtype=dtype))
+        return self._partial
 
     def forward(self, data, bias, x, xt=None, batch_major: bool = True):
         """(A · xᵀ + bias, xᵀ) for a batch-major x (k, n_cols), transposed into
@@ -1363,7 +1367,8 @@ class TrainingKernels:
             kernel, blocks = _kernel("matmul_padded", (self.nnz + self.n_cols) * k)
             kernel(self.indptr, self.indices, data, bias, x if batch_major else pad, pad, out,
                    batch_major, _sample_blocks(blocks, k))
-            return out, pad[:, :k]
+            self._x_view = pad[:, :k]
+            return out, self._x_view
         if not batch_major:
             out = np.empty((self.n_rows, x.shape[1]), dtype=data.dtype)
             kernel, blocks = _kernel(_forward_name("matmul", data.dtype), self.nnz * x.shape[1])
@@ -1386,17 +1391,17 @@ class TrainingKernels:
 
         float32 where ``SIMD_AVAILABLE``: grad goes into this object's padded gradᵀ
         buffer (transposed in the same call, or copied), ``grad_scratch`` is not
-        used, xt is used as it is when it is the view ``forward`` handed out (and
-        copied into the padded buffer otherwise), and the products are
+        used, xt is used as it is when it is the view ``forward`` handed out last (and
+        copied into a second padded buffer otherwise), and the products are
         ``_backward_col_avx2``'s."""
         zero = data.dtype.type(0)
         k = xt.shape[1]
         if SIMD_AVAILABLE and data.dtype == np.float32:
-            if not self._owns_x(xt):
-                pad = self._padded("_x_pad", self.n_cols, k)
-                pad[:, :k] = xt
-                xt = pad[:, :k]
-            x_pad = self._x_pad
+            if self._owns_x(xt):
+                x_pad = self._x_pad
+            else:                   # another xᵀ: into a buffer of its own (forward's stays)
+                x_pad = self._padded("_x_other", self.n_cols, k)
+                x_pad[:, :k] = xt
             g_pad = self._padded("_grad_pad", self.n_rows, k)
             if not batch_major:
                 g_pad[:, :k] = grad
@@ -1406,8 +1411,7 @@ class TrainingKernels:
             work = self.nnz * k * (2 if input_grad else 1) + (self.n_rows * k if batch_major else 0)
             kernel, blocks = _kernel("backward_padded", work)
             blocks = _sample_blocks(blocks, k)
-            partial = np.empty((blocks - 1, self.nnz), dtype=data.dtype)
-            bias_partial = np.empty((blocks - 1, self.n_rows), dtype=data.dtype)
+            partial, bias_partial = self._partials(blocks, data.dtype)
             kernel(self.t_indptr, self.t_indices, self.perm, data, grad if batch_major else g_pad,
                    g_pad, x_pad, k, zero, grad_data, grad_bias, dx, partial, bias_partial,
                    batch_major, blocks)
