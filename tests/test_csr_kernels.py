@@ -465,12 +465,14 @@ def test_padded_forward_kernels_equal_the_twin_within_float32_rounding(p):
     for b in (bias[:0], bias):
         twin = csr.csr_matmul_numpy(indptr, indices, data, x, b if len(b) else None)
         for label, kernel, _, n_blocks in _padded_builds(blocks):
-            for transpose in (False, True):
-                pad = csr.padded_buffer(p["n_cols"], p["k"]) if transpose else _padded_copy(x)
+            for fill, source in ((csr.FILL_NONE, x_bm), (csr.FILL_TRANSPOSE, x_bm),
+                                 (csr.FILL_COPY, x)):
+                pad = _padded_copy(x) if fill == csr.FILL_NONE else \
+                    csr.padded_buffer(p["n_cols"], p["k"])
                 out = np.full((p["n_rows"], p["k"]), np.nan, dtype=np.float32)
-                kernel(*_u(indptr, indices), data, b, x_bm, pad, out, transpose, n_blocks)
-                assert (np.abs(out - twin) <= bound).all(), (label, transpose)
-                if transpose:           # the transpose, exact, and the pad lanes untouched
+                kernel(*_u(indptr, indices), data, b, source, pad, out, fill, n_blocks)
+                assert (np.abs(out - twin) <= bound).all(), (label, fill)
+                if fill != csr.FILL_NONE:   # the fill, exact, and the pad lanes untouched
                     np.testing.assert_array_equal(pad[:, :p["k"]], x)
                     assert not pad[:, p["k"]:].any()
 
@@ -498,18 +500,19 @@ def test_padded_backward_kernels_equal_the_twin_within_float32_rounding(p):
     blocks = csr._sample_blocks(p["blocks"], k)
     for label, _, kernel, n_blocks in _padded_builds(blocks):
         for input_grad in (True, False):
-            for transpose in (False, True):
+            for fill, source in ((csr.FILL_NONE, grad_bm), (csr.FILL_TRANSPOSE, grad_bm),
+                                 (csr.FILL_COPY, grad)):
                 g_pad = csr.padded_buffer(p["n_rows"], k)
-                if not transpose:
+                if fill == csr.FILL_NONE:
                     g_pad[:, :k] = grad
                 gd = np.full(len(indices), np.nan, np.float32)
                 gb = np.full(p["n_rows"], np.nan, np.float32)
                 dx = np.full((p["n_cols"] if input_grad else 0, k), np.nan, np.float32)
                 partial = np.full((n_blocks - 1, len(indices)), np.nan, np.float32)
                 bias_partial = np.full((n_blocks - 1, p["n_rows"]), np.nan, np.float32)
-                kernel(*_u(*transposed), data, grad_bm, g_pad, x_pad, k, np.float32(0), gd, gb,
-                       dx, partial, bias_partial, transpose, n_blocks)
-                what = (label, input_grad, transpose)
+                kernel(*_u(*transposed), data, source, g_pad, x_pad, k, np.float32(0), gd, gb,
+                       dx, partial, bias_partial, fill, n_blocks)
+                what = (label, input_grad, fill)
                 assert (np.abs(gd - want_gd) <= bound_gd).all(), what
                 assert (np.abs(gb - want_gb) <= bound_gb).all(), what
                 if input_grad:

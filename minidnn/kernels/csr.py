@@ -976,6 +976,24 @@ def _transpose_samples_padded(a, out, s0, s1):
             out[j, i] = a[i, j]
 
 
+#: how the padded kernels fill their padded operand's lanes from ``source``
+FILL_NONE, FILL_TRANSPOSE, FILL_COPY = 0, 1, 2
+
+
+@numba.njit(cache=True, fastmath=True)
+def _fill_share(source, pad, fill, s0, s1):
+    # the lanes s0..s1 of every row of pad, from a batch-major source (k, n), transposed,
+    # or a feature-major source (n, k), copied; FILL_NONE: nothing
+    if fill == FILL_TRANSPOSE:
+        _transpose_samples_padded(source, pad, s0, s1)
+    elif fill == FILL_COPY:
+        n = s1 - s0
+        for j in range(pad.shape[0]):
+            src, dst = source[j, s0:s1], pad[j, s0:s1]
+            for i in range(n):
+                dst[i] = src[i]
+
+
 @numba.njit(cache=True)
 def _sample_share(c, n_blocks, k):
     # (first vector, end vector, first sample, end sample) of block c when the k samples'
@@ -1066,36 +1084,35 @@ def _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, 
                                        grad_data, dx, s0, s1)
 
 
-def _csr_matmul_padded_rows(indptr, indices, data, bias, x_bm, dense_pad, out, transpose,
+def _csr_matmul_padded_rows(indptr, indices, data, bias, source, dense_pad, out, fill,
                             n_blocks):
     # the training forward over a padded xᵀ buffer, in ONE parallel region: block c
-    # owns a share of the batch's samples (whole 8-lane vectors), transposes those
-    # samples of the batch-major x (k, n_cols) into its lanes of every xᵀ row (with
-    # ``transpose``), then computes every output row for them. No block reads what
-    # another writes, so no barrier (no second region) is needed, and each core's
-    # cache holds only its share of xᵀ.
+    # owns a share of the batch's samples (whole 8-lane vectors), fills those samples'
+    # lanes of every xᵀ row (``fill`` = FILL_TRANSPOSE: from the batch-major x
+    # (k, n_cols) in ``source``; FILL_COPY: from a feature-major (n_cols, k) one;
+    # FILL_NONE: dense_pad holds xᵀ already), then computes every output row for
+    # them. No block reads what another writes, so no barrier (no second region) is
+    # needed, and each core's cache holds only its share of xᵀ.
     k = out.shape[1]
     for c in numba.prange(n_blocks):
         v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
-        if transpose:
-            _transpose_samples_padded(x_bm, dense_pad, s0, s1)
+        _fill_share(source, dense_pad, fill, s0, s1)
         _forward_padded_share(indptr, indices, data, bias, dense_pad, out, v0, v1, s0, s1)
 
 
-def _backward_padded_rows(t_indptr, t_indices, perm, data, grad_bm, grad_pad, x_pad, k, zero,
-                          grad_data, grad_bias, dx, partial, bias_partial, transpose,
-                          n_blocks):
+def _backward_padded_rows(t_indptr, t_indices, perm, data, source, grad_pad, x_pad, k, zero,
+                          grad_data, grad_bias, dx, partial, bias_partial, fill, n_blocks):
     # the fused backward over padded gradᵀ and xᵀ buffers, in ONE parallel region, split
-    # by samples as the forward: block c transposes its samples of the batch-major grad
-    # (k, n_rows) into grad_pad (with ``transpose``) and computes dx[:, its samples]
+    # by samples as the forward: block c fills its samples of grad_pad from ``source``
+    # (``fill`` as the forward's: a batch-major (k, n_rows) grad transposed, a
+    # feature-major one copied, or none) and computes dx[:, its samples]
     # and its samples' terms of the weight and bias gradients: block 0 into grad_data /
     # grad_bias, block c > 0 into partial[c − 1] / bias_partial[c − 1] (n_blocks − 1
     # rows each), summed after the region (one pass over nnz + n_rows values).
     want_bias = len(grad_bias) > 0
     for c in numba.prange(n_blocks):
         v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
-        if transpose:
-            _transpose_samples_padded(grad_bm, grad_pad, s0, s1)
+        _fill_share(source, grad_pad, fill, s0, s1)
         gd = grad_data if c == 0 else partial[c - 1]
         gb = grad_bias if c == 0 else bias_partial[c - 1]
         _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, zero, gd,
@@ -1353,20 +1370,18 @@ class TrainingKernels:
         or 0.
 
         float32 where ``SIMD_AVAILABLE``: xᵀ goes into this object's padded buffer
-        (transposed there in the same call, or copied there when given
-        feature-major), ``xt`` is not used, and the xᵀ handed back is a (n_cols, k)
+        (transposed there, or copied there when given feature-major, in the same
+        call, each thread its share of the samples), ``xt`` is not used, and the xᵀ handed back is a (n_cols, k)
         view of that buffer, overwritten by the next forward call; the product is
         ``_forward_row_padded_avx2``'s."""
         zero = data.dtype.type(0)
         if SIMD_AVAILABLE and data.dtype == np.float32:
             k = x.shape[0] if batch_major else x.shape[1]
             pad = self._padded("_x_pad", self.n_cols, k)
-            if not batch_major:
-                pad[:, :k] = x
             out = np.empty((self.n_rows, k), dtype=data.dtype)
             kernel, blocks = _kernel("matmul_padded", (self.nnz + self.n_cols) * k)
-            kernel(self.indptr, self.indices, data, bias, x if batch_major else pad, pad, out,
-                   batch_major, _sample_blocks(blocks, k))
+            kernel(self.indptr, self.indices, data, bias, x, pad, out,
+                   FILL_TRANSPOSE if batch_major else FILL_COPY, _sample_blocks(blocks, k))
             self._x_view = pad[:, :k]
             return out, self._x_view
         if not batch_major:
@@ -1390,7 +1405,7 @@ class TrainingKernels:
         the call into ``grad_scratch``, an (n_rows, k) buffer).
 
         float32 where ``SIMD_AVAILABLE``: grad goes into this object's padded gradᵀ
-        buffer (transposed in the same call, or copied), ``grad_scratch`` is not
+        buffer (transposed or copied in the same call), ``grad_scratch`` is not
         used, xt is used as it is when it is the view ``forward`` handed out last (and
         copied into a second padded buffer otherwise), and the products are
         ``_backward_col_avx2``'s."""
@@ -1403,8 +1418,6 @@ class TrainingKernels:
                 x_pad = self._padded("_x_other", self.n_cols, k)
                 x_pad[:, :k] = xt
             g_pad = self._padded("_grad_pad", self.n_rows, k)
-            if not batch_major:
-                g_pad[:, :k] = grad
             grad_data = np.empty(self.nnz, dtype=data.dtype)
             grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
             dx = np.empty((self.n_cols if input_grad else 0, k), dtype=data.dtype)
@@ -1412,9 +1425,9 @@ class TrainingKernels:
             kernel, blocks = _kernel("backward_padded", work)
             blocks = _sample_blocks(blocks, k)
             partial, bias_partial = self._partials(blocks, data.dtype)
-            kernel(self.t_indptr, self.t_indices, self.perm, data, grad if batch_major else g_pad,
-                   g_pad, x_pad, k, zero, grad_data, grad_bias, dx, partial, bias_partial,
-                   batch_major, blocks)
+            kernel(self.t_indptr, self.t_indices, self.perm, data, grad, g_pad, x_pad, k, zero,
+                   grad_data, grad_bias, dx, partial, bias_partial,
+                   FILL_TRANSPOSE if batch_major else FILL_COPY, blocks)
             return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
         grad_data = np.empty(self.nnz, dtype=data.dtype)
         grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
