@@ -64,6 +64,17 @@ The float32 forward has an explicit-SIMD build (``_forward_row_avx2``, LLVM IR f
 AVX2 + FMA, used where ``SIMD_AVAILABLE``; see "explicit AVX2 row kernels" below):
 each output row's accumulators stay in registers for the whole pass over its
 entries. It agrees with the twin to float32 rounding, not bit for bit.
+
+Since sitting 18 the layer's training step in float32 (``TrainingKernels`` where
+``SIMD_AVAILABLE``) runs the "padded" kernels instead (see "padded explicit-SIMD
+training kernels" below): xᵀ and gradᵀ live in buffers of the object's own whose
+rows are whole 8-lane vectors; the transposes use 8 × 8 register tiles; the forward
+and the fused backward are LLVM IR with ``llvm.prefetch`` of the dense row of the
+entry four ahead; and each call is ONE parallel region, split by samples (each
+thread its share of the batch's vectors, for every row), so no barrier is needed
+and each core caches only its share of xᵀ and gradᵀ. They agree with the twins
+within 1e-5 · Σ|terms| + 1e-6 per output (float32 rounding, another summation
+order); float64, CPUs without AVX2/FMA and NUMBA_DISABLE_JIT keep the kernels above.
 """
 from __future__ import annotations
 
@@ -486,9 +497,10 @@ def _transpose_rows(a, out, n_blocks):
 # 64, 32 and 8 samples, each entry's dot product summed across its 8 lanes once per
 # pass and added to grad_data) ran slower than ``_backward_columns_range`` in the same
 # kind of A/B (serial builds, 784→500, γ = 0.04, batch 100, 1 thread, under load): with
-# dx 218 against 203 µs, without 160 against 125 µs (minima of 200). Each entry's 100
-# samples of grad come from L2 either way, and the per-pass horizontal sums cost more
-# than the loads they save, so the backward keeps the portable kernel.
+# dx 218 against 203 µs, without 160 against 125 µs (minima of 200). Sitting 18 found
+# why (each entry's dot product was one chain of dependent FMAs) and wrote the padded
+# backward below, which is used for float32 training steps; the kernels of this
+# section remain the forward of ``csr_matmul`` / ``csr_matmul_batch_major``.
 
 #: the AVX2 + FMA row kernels run only where this is True (set at import from Numba's
 #: target CPU, ``simd.avx2_fma_target``; tests switch it off to hold the fallback)
