@@ -413,3 +413,193 @@ def test_simd_check_follows_numbas_target(monkeypatch):
     monkeypatch.setattr(numba.config, "CPU_NAME", None)
     monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
     assert not simd.avx2_fma_target() and not simd.avx2_target()
+
+
+# -- the padded training kernels (float32, AVX2 + FMA; sitting 18) ----------------------------
+
+padded_problems = st.fixed_dictionaries({
+    # k up to 220: one to four balanced passes (≤ 13 vectors forward, ≤ 7 backward),
+    # every tail length, and a batch split into 1–4 sample shares
+    "n_rows": st.integers(0, 13), "n_cols": st.integers(1, 40),
+    "k": st.one_of(st.integers(0, 220), st.integers(97, 105)),
+    "density": st.sampled_from([0.0, 0.05, 0.3, 1.0]),
+    "empty_row": st.booleans(), "empty_col": st.booleans(), "seed": st.integers(0, 2 ** 16),
+    "blocks": st.integers(1, 4)})
+
+
+def _padded_copy(a):
+    """a (n, k) in a padded buffer, NaN in the pad lanes: the forward must never let
+    them reach a stored output."""
+    buf = csr.padded_buffer(a.shape[0], a.shape[1])
+    buf[:] = np.nan
+    buf[:, :a.shape[1]] = a
+    return buf
+
+
+def _padded_builds(blocks):
+    serial, parallel = csr._KERNELS["matmul_padded"]
+    serial_b, parallel_b = csr._KERNELS["backward_padded"]
+    return [("serial", serial, serial_b, 1), ("parallel", parallel, parallel_b, blocks)]
+
+
+def test_padded_buffer_is_aligned_zeroed_and_a_whole_number_of_vectors():
+    for n, k in ((3, 1), (5, 8), (784, 100), (0, 7), (2, 0)):
+        buf = csr.padded_buffer(n, k)
+        assert buf.shape == (n, csr.padded_width(k)) and buf.dtype == np.float32
+        assert buf.shape[1] % 8 == 0 and buf.shape[1] >= k and buf.flags.c_contiguous
+        assert (buf.size == 0 or buf.ctypes.data % 64 == 0) and not buf.any()
+
+
+@needs_simd
+@settings(max_examples=40, deadline=None)
+@given(padded_problems)
+def test_padded_forward_kernels_equal_the_twin_within_float32_rounding(p):
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                 np.float32, p["empty_row"], p["empty_col"])
+    x_bm = rng.standard_normal((p["k"], p["n_cols"])).astype(np.float32)
+    x = np.ascontiguousarray(x_bm.T)
+    bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
+    bound = _simd_bound(np.abs(dense).astype(np.float64), x)
+    blocks = csr._sample_blocks(p["blocks"], p["k"])
+    for b in (bias[:0], bias):
+        twin = csr.csr_matmul_numpy(indptr, indices, data, x, b if len(b) else None)
+        for label, kernel, _, n_blocks in _padded_builds(blocks):
+            for fill, source in ((csr.FILL_NONE, x_bm), (csr.FILL_TRANSPOSE, x_bm),
+                                 (csr.FILL_COPY, x)):
+                pad = _padded_copy(x) if fill == csr.FILL_NONE else \
+                    csr.padded_buffer(p["n_cols"], p["k"])
+                out = np.full((p["n_rows"], p["k"]), np.nan, dtype=np.float32)
+                kernel(*_u(indptr, indices), data, b, source, pad, out, fill, n_blocks)
+                assert (np.abs(out - twin) <= bound).all(), (label, fill)
+                if fill != csr.FILL_NONE:   # the fill, exact, and the pad lanes untouched
+                    np.testing.assert_array_equal(pad[:, :p["k"]], x)
+                    assert not pad[:, p["k"]:].any()
+
+
+@needs_simd
+@settings(max_examples=40, deadline=None)
+@given(padded_problems)
+def test_padded_backward_kernels_equal_the_twin_within_float32_rounding(p):
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                    np.float32, p["empty_row"], p["empty_col"])
+    k = p["k"]
+    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
+    grad, x = np.ascontiguousarray(grad_bm.T), rng.standard_normal((p["n_cols"], k)).astype(np.float32)
+    want_gd, want_gb, want_dx = csr.csr_backward_numpy(indptr, indices, data, grad, x)
+    # the bound of the forward's docstring, for each product's own terms
+    a_abs, g_abs, x_abs = np.abs(dense).astype(np.float64), np.abs(grad).astype(np.float64), \
+        np.abs(x).astype(np.float64)
+    bound_gd = 1e-5 * (g_abs @ x_abs.T)[mask] + 1e-6
+    bound_gb = 1e-5 * g_abs.sum(axis=1) + 1e-6
+    bound_dx = 1e-5 * (a_abs.T @ g_abs) + 1e-6
+    transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
+    x_pad = csr.padded_buffer(p["n_cols"], k)
+    x_pad[:, :k] = x
+    blocks = csr._sample_blocks(p["blocks"], k)
+    for label, _, kernel, n_blocks in _padded_builds(blocks):
+        for input_grad in (True, False):
+            for fill, source in ((csr.FILL_NONE, grad_bm), (csr.FILL_TRANSPOSE, grad_bm),
+                                 (csr.FILL_COPY, grad)):
+                g_pad = csr.padded_buffer(p["n_rows"], k)
+                if fill == csr.FILL_NONE:
+                    g_pad[:, :k] = grad
+                gd = np.full(len(indices), np.nan, np.float32)
+                gb = np.full(p["n_rows"], np.nan, np.float32)
+                dx = np.full((p["n_cols"] if input_grad else 0, k), np.nan, np.float32)
+                partial = np.full((n_blocks - 1, len(indices)), np.nan, np.float32)
+                bias_partial = np.full((n_blocks - 1, p["n_rows"]), np.nan, np.float32)
+                kernel(*_u(*transposed), data, source, g_pad, x_pad, k, np.float32(0), gd, gb,
+                       dx, partial, bias_partial, fill, n_blocks)
+                what = (label, input_grad, fill)
+                assert (np.abs(gd - want_gd) <= bound_gd).all(), what
+                assert (np.abs(gb - want_gb) <= bound_gb).all(), what
+                if input_grad:
+                    assert (np.abs(dx - want_dx) <= bound_dx).all(), what
+                np.testing.assert_array_equal(g_pad[:, :k], grad)
+                assert not g_pad[:, k:].any()
+
+
+@needs_simd
+@settings(max_examples=25, deadline=None)
+@given(padded_problems)
+def test_training_kernels_padded_path_equals_the_twins_and_keeps_its_buffers(p):
+    # the layer's two calls, as SparseDense makes them (batch-major x and grad), and
+    # with feature-major operands (copied into the padded buffers), at whatever
+    # thread count; results within the bounds, and xᵀ handed back equal to x
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                    np.float32, p["empty_row"], p["empty_col"])
+    k = p["k"]
+    x_bm = rng.standard_normal((k, p["n_cols"])).astype(np.float32)
+    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
+    bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
+    want_y = csr.csr_matmul_numpy(indptr, indices, data, x_bm.T, bias)
+    want = csr.csr_backward_numpy(indptr, indices, data, grad_bm.T, x_bm.T)
+    tol = {"rtol": 1e-4, "atol": 1e-4}
+    step = csr.TrainingKernels(indptr, indices, csr.csr_transpose_structure(indptr, indices,
+                                                                            p["n_cols"]),
+                               p["n_cols"])
+    for batch_major in (True, False):
+        x_in = x_bm if batch_major else np.ascontiguousarray(x_bm.T)
+        y, xt = step.forward(data, bias, x_in, batch_major=batch_major)
+        np.testing.assert_allclose(y, want_y, **tol)
+        np.testing.assert_array_equal(xt, x_bm.T)
+        assert step._owns_x(xt)
+        g_in = grad_bm if batch_major else np.ascontiguousarray(grad_bm.T)
+        for input_grad in (True, False):
+            gd, gb, dx = step.backward(data, g_in, xt, input_grad, True, batch_major=batch_major)
+            np.testing.assert_allclose(gd, want[0], **tol)
+            np.testing.assert_allclose(gb, want[1], **tol)
+            if input_grad:
+                np.testing.assert_allclose(dx, want[2], **tol)
+            else:
+                assert dx is None
+    # an xᵀ that is not the forward's view is copied, and the forward's buffer is kept
+    other = rng.standard_normal((p["n_cols"], k)).astype(np.float32)
+    gd, _, _ = step.backward(data, grad_bm, other, False, False, batch_major=True)
+    np.testing.assert_allclose(gd, csr.sampled_matmul_numpy(indptr, indices, grad_bm.T, other),
+                               **tol)
+    np.testing.assert_array_equal(xt, x_bm.T)
+
+
+def test_training_kernels_fall_back_to_the_portable_kernels_without_simd(monkeypatch):
+    # without AVX2 / FMA (or NUMBA_DISABLE_JIT, or float64) no padded buffer is made and
+    # the results are the portable kernels', bit for bit
+    rng = np.random.default_rng(5)
+    indptr, indices, data, _, _ = random_csr(rng, 9, 11, 0.3, np.float32)
+    x = rng.standard_normal((13, 11)).astype(np.float32)
+    g = rng.standard_normal((13, 9)).astype(np.float32)
+    transposed = csr.csr_transpose_structure(indptr, indices, 11)
+    monkeypatch.setattr(csr, "SIMD_AVAILABLE", False)
+    step = csr.TrainingKernels(indptr, indices, transposed, 11)
+    y, xt = step.forward(data, data[:0], x)
+    gd, gb, dx = step.backward(data, g, xt, True, True, batch_major=True,
+                               grad_scratch=np.empty((9, 13), np.float32))
+    assert step._x_pad is None and step._grad_pad is None
+    out = np.empty((9, 13), np.float32)
+    csr._KERNELS["matmul"][0](*_u(indptr, indices), data, data[:0], np.float32(0),
+                              np.ascontiguousarray(x.T), out, 1)
+    np.testing.assert_array_equal(y, out)
+    want = csr.csr_backward(indptr, indices, transposed, data, g, np.ascontiguousarray(x.T),
+                            batch_major_grad=True)
+    for got, w in zip((gd, gb, dx), want):
+        np.testing.assert_array_equal(got, w)
+    step64 = csr.TrainingKernels(indptr, indices, transposed, 11)
+    monkeypatch.setattr(csr, "SIMD_AVAILABLE", True)
+    step64.forward(data.astype(np.float64), data[:0].astype(np.float64), x.astype(np.float64))
+    assert step64._x_pad is None
+
+
+def test_sample_shares_cover_the_batch_in_whole_vectors():
+    for k in (0, 1, 8, 9, 100, 104, 217):
+        for blocks in (1, 2, 3, 4):
+            n = csr._sample_blocks(blocks, k)
+            assert 1 <= n <= max(1, (k + 7) // 8)
+            shares = [csr._sample_share(c, n, k) for c in range(n)]
+            assert shares[0][2] == 0 and shares[-1][3] == k
+            for (v0, v1, s0, s1), nxt in zip(shares, shares[1:] + [None]):
+                assert s0 == min(k, 8 * v0) and s1 == min(k, 8 * v1) and s0 <= s1
+                if nxt is not None:
+                    assert nxt[0] == v1 and nxt[2] == s1

@@ -64,6 +64,17 @@ The float32 forward has an explicit-SIMD build (``_forward_row_avx2``, LLVM IR f
 AVX2 + FMA, used where ``SIMD_AVAILABLE``; see "explicit AVX2 row kernels" below):
 each output row's accumulators stay in registers for the whole pass over its
 entries. It agrees with the twin to float32 rounding, not bit for bit.
+
+Since sitting 18 the layer's training step in float32 (``TrainingKernels`` where
+``SIMD_AVAILABLE``) runs the "padded" kernels instead (see "padded explicit-SIMD
+training kernels" below): xᵀ and gradᵀ live in buffers of the object's own whose
+rows are whole 8-lane vectors; the transposes use 8 × 8 register tiles; the forward
+and the fused backward are LLVM IR with ``llvm.prefetch`` of the dense row of the
+entry four ahead; and each call is ONE parallel region, split by samples (each
+thread its share of the batch's vectors, for every row), so no barrier is needed
+and each core caches only its share of xᵀ and gradᵀ. They agree with the twins
+within 1e-5 · Σ|terms| + 1e-6 per output (float32 rounding, another summation
+order); float64, CPUs without AVX2/FMA and NUMBA_DISABLE_JIT keep the kernels above.
 """
 from __future__ import annotations
 
@@ -486,9 +497,10 @@ def _transpose_rows(a, out, n_blocks):
 # 64, 32 and 8 samples, each entry's dot product summed across its 8 lanes once per
 # pass and added to grad_data) ran slower than ``_backward_columns_range`` in the same
 # kind of A/B (serial builds, 784→500, γ = 0.04, batch 100, 1 thread, under load): with
-# dx 218 against 203 µs, without 160 against 125 µs (minima of 200). Each entry's 100
-# samples of grad come from L2 either way, and the per-pass horizontal sums cost more
-# than the loads they save, so the backward keeps the portable kernel.
+# dx 218 against 203 µs, without 160 against 125 µs (minima of 200). Sitting 18 found
+# why (each entry's dot product was one chain of dependent FMAs) and wrote the padded
+# backward below, which is used for float32 training steps; the kernels of this
+# section remain the forward of ``csr_matmul`` / ``csr_matmul_batch_major``.
 
 #: the AVX2 + FMA row kernels run only where this is True (set at import from Numba's
 #: target CPU, ``simd.avx2_fma_target``; tests switch it off to hold the fallback)
@@ -655,6 +667,481 @@ def _csr_matmul_batch_major_simd_rows(indptr, indices, data, bias, zero, x_bm, d
                             c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
 
 
+# -- padded explicit-SIMD training kernels (float32, sitting 18) -----------------------------
+#
+# The training step's operands xᵀ (n_cols, k) and gradᵀ (n_rows, k) live in buffers
+# that ``TrainingKernels`` allocates itself: rows ``ld = padded_width(k)`` floats long
+# (k rounded up to a multiple of 8), zero-filled when allocated, 64-byte aligned. The
+# kernels write only columns < k, so the pad lanes stay zero. Every row then holds a
+# whole number of 8-lane vectors, and three costs of the kernels above go away:
+#
+# * no masked loads in the inner loops (``vmaskmovps`` on the last 4 samples of a row
+#   of 100 cost about a sixth of the forward, in a one-process A/B with xᵀ in L1);
+# * the transposes to the feature-major layout use 8 × 8 register tiles
+#   (``_transpose_tile8``: eight 8-lane loads, 24 shuffles, eight stores), 2× faster
+#   than the scalar tiles of ``_transpose_block`` (100 × 784 float32: 42 → 20 µs);
+# * the fused backward can be written with explicit vectors (``_backward_col_avx2``).
+#
+# Software prefetch: each entry's row of the dense operand is a random 400-byte read
+# from L2 (xᵀ is 313 kB, gradᵀ 200 kB: L2 is 512 kB per core). The row kernels below
+# issue ``llvm.prefetch`` (``prefetcht0``) for the row of the entry ``PREFETCH_DISTANCE``
+# entries ahead while computing this one, one per 64-byte line of the pass. The
+# prefetched entry is clamped to the last entry of the matrix (``min(p + d, nnz − 1)``)
+# and the offsets to vectors the pass itself reads, so every prefetched address lies
+# inside the operand's own buffer (a prefetch cannot fault on x86, but we do not rely
+# on it).
+#
+# The backward differs from the failed sitting-17 attempt in its pass shape: a pass
+# covers at most ``_BACKWARD_PASS_REGS`` = 7 vectors (a batch of 100 = 13 vectors is
+# walked as 7 + 6; the column's ~20 gradient rows, 8 kB, stay in L1 for the second
+# pass). With 13 dx accumulators the loop was bound by computation, not memory (an
+# A/B with every gradient row in L1 was no faster): all 16 ymm registers were taken,
+# two accumulators spilled to the stack, and each entry's ∂W dot product was one
+# chain of 13 dependent FMAs. The IR asks for four partial sums per entry; LLVM's
+# reassociation (fastmath) folds them back into one chain, but of 7 FMAs, with no
+# spills. ``bench/sparse_kernel_ab.py`` (serial builds, 784→500, γ = 0.04, batch 100,
+# 1 thread, under load, 5th percentiles of 1600 interleaved calls): with dx 168
+# against 198 µs for the portable kernel, without dx (a first layer) 111 against 123.
+
+#: entries ahead whose dense row is prefetched (one-process A/Bs under load, serial
+#: build, 784→500, γ = 0.04, batch 100: 2 and 8 no better than 4)
+PREFETCH_DISTANCE = 4
+
+#: most 8-lane vectors per pass of the padded backward (see above)
+_BACKWARD_PASS_REGS = 7
+
+#: most 8-lane vectors per pass of the padded forward: 13 accumulators + the broadcast
+#: value + one operand = 15 of the 16 ymm registers; a batch of ≤ 104 in one pass
+_PADDED_FORWARD_PASS_REGS = 13
+
+
+def padded_width(k: int) -> int:
+    """Row length of the padded feature-major buffers: k rounded up to a multiple of 8."""
+    return (int(k) + 7) // 8 * 8
+
+
+def padded_buffer(n: int, k: int, dtype=np.float32) -> np.ndarray:
+    """A zero-filled (n, padded_width(k)) C-ordered array whose data is 64-byte aligned
+    (rows start on a 32-byte boundary, so no 8-lane load splits a cache line)."""
+    ld = padded_width(k)
+    dtype = np.dtype(dtype)
+    raw = np.zeros(n * ld * dtype.itemsize + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64
+    return raw[start:start + n * ld * dtype.itemsize].view(dtype).reshape(n, ld)
+
+
+def _prefetch_helper(builder, base):
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+
+    def prefetch(offset):
+        # read (0), keep in all levels (3: prefetcht0), data cache (1)
+        builder.call(fn, [builder.bitcast(builder.gep(base, [offset]), i8p), ir.Constant(i32, 0),
+                          ir.Constant(i32, 3), ir.Constant(i32, 1)])
+    return prefetch
+
+
+def _array_pointers(context, builder, signature, args, n):
+    return [context.make_array(t)(context, builder, v).data
+            for t, v in zip(signature.args[:n], args[:n])]
+
+
+def _int_args(context, builder, signature, args, first):
+    return [context.cast(builder, v, t, types.int64)
+            for v, t in zip(args[first:], signature.args[first:])]
+
+
+def _store_row_vectors(builder, helpers, out_p, row, j, k_v, values):
+    # out[row + j + 8n ...] = values[n]; the vector that crosses k is stored masked
+    f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
+    for n, value in enumerate(values):
+        jn = builder.add(j, ir.Constant(i64, 8 * n))
+        where = builder.add(row, jn)
+        with builder.if_else(builder.icmp_signed("<=", builder.add(jn, ir.Constant(i64, 8)),
+                                                 k_v)) as (whole, part):
+            with whole:
+                builder.store(value, vec_ptr(out_p, where), align=4)
+            with part:
+                masked_store(out_p, where, masks(builder.sub(k_v, jn)), value)
+
+
+def _balanced_passes(builder, n_vectors, most, emit):
+    # cut the n_vectors 8-lane vectors from vector 0 into ceil(n/most) passes of
+    # sizes differing by at most one (13 → 7 + 6, not 7 + 1 + ...), and emit(size,
+    # first sample, is_first) for each: one code path per size, chosen by a switch
+    i64 = ir.IntType(64)
+    C = lambda v: ir.Constant(i64, v)                           # noqa: E731
+    n_pass = builder.udiv(builder.add(n_vectors, C(most - 1)), C(most))
+    with builder.if_then(builder.icmp_signed(">", n_pass, C(0))):
+        base = builder.udiv(n_vectors, n_pass)
+        extra = builder.urem(n_vectors, n_pass)
+        at = cgutils.alloca_once_value(builder, C(0))
+        with cgutils.for_range(builder, n_pass) as loop:
+            size = builder.add(base, builder.zext(builder.icmp_signed("<", loop.index, extra), i64))
+            first_vector = builder.load(at)
+            is_first = builder.icmp_signed("==", first_vector, C(0))
+            done = builder.append_basic_block("pass_done")
+            switch = builder.switch(size, done)
+            for n_regs in range(1, most + 1):
+                block = builder.append_basic_block(f"pass_{n_regs}")
+                switch.add_case(C(n_regs), block)
+                builder.position_at_end(block)
+                emit(n_regs, builder.mul(first_vector, C(8)), is_first)
+                builder.branch(done)
+            builder.position_at_end(done)
+            builder.store(builder.add(first_vector, size), at)
+
+
+@intrinsic
+def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, ld, ld_out,
+                             pf_end):
+    """out[r, j] = Σ_{p0 ≤ p < p1} data[p] · dense[indices[p], j] for j < k, with dense a
+    padded (n_cols, ld) float32 buffer (ld = padded_width(k) or more) and out (n_rows, k)
+    C-ordered: balanced passes of ≤ 13 vectors, accumulators in registers, unmasked loads
+    (the pad lanes are read, computed and never stored), the row of entry
+    min(p + PREFETCH_DISTANCE, pf_end − 1) prefetched while entry p is computed."""
+    sig = types.void(out, dense, indices, data, p0, p1, r, k, ld, ld_out, pf_end)
+
+    def codegen(context, builder, signature, args):
+        out_p, dense_p, idx_p, data_p = _array_pointers(context, builder, signature, args, 4)
+        helpers = _ir_helpers(context, builder)
+        f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
+        prefetch = _prefetch_helper(builder, dense_p)
+        p0_v, p1_v, r_v, k_v, ld_v, ld_out_v, pf_end_v = _int_args(context, builder, signature,
+                                                                   args, 4)
+        C = lambda v: ir.Constant(i64, v)                       # noqa: E731
+        n_entries = builder.sub(p1_v, p0_v)
+        last = builder.sub(pf_end_v, C(1))
+        zero = ir.Constant(v8f, [0.0] * 8)
+
+        def one_pass(n_regs, j, is_first):
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(n_regs)]
+            with cgutils.for_range(builder, n_entries) as inner:
+                p = builder.add(p0_v, inner.index)
+                ahead = builder.add(p, C(PREFETCH_DISTANCE))
+                ahead = builder.select(builder.icmp_signed("<", ahead, pf_end_v), ahead, last)
+                ahead_row = builder.add(builder.mul(builder.zext(
+                    builder.load(builder.gep(idx_p, [ahead])), i64), ld_v), j)
+                for line in range((n_regs + 1) // 2):       # vector 2·line of this pass
+                    prefetch(builder.add(ahead_row, C(16 * line)))
+                col = builder.zext(builder.load(builder.gep(idx_p, [p])), i64)
+                v = broadcast(builder.load(builder.gep(data_p, [p])))
+                at = builder.add(builder.mul(col, ld_v), j)
+                for n, acc in enumerate(accs):
+                    s = builder.load(vec_ptr(dense_p, builder.add(at, C(8 * n))), align=4)
+                    builder.store(builder.call(fma, [v, s, builder.load(acc)]), acc)
+            _store_row_vectors(builder, helpers, out_p, builder.mul(r_v, ld_out_v), j, k_v,
+                               [builder.load(acc) for acc in accs])
+
+        n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
+        _balanced_passes(builder, n_vectors, _PADDED_FORWARD_PASS_REGS, one_pass)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _make_backward_col_avx2(want_dx: bool):
+    """The fused backward of one column c of A over padded gradᵀ and xᵀ buffers; with
+    ``want_dx`` also dx[c] (in registers, written once), without it x[c]'s vectors of
+    the pass are held in registers instead."""
+
+    @intrinsic
+    def kernel(typingctx, dx, grad, x, t_indices, perm, data, grad_data, q0, q1, c, k, ld_g,
+               ld_x, ld_dx, pf_end):
+        sig = types.void(dx, grad, x, t_indices, perm, data, grad_data, q0, q1, c, k, ld_g,
+                         ld_x, ld_dx, pf_end)
+
+        def codegen(context, builder, signature, args):
+            dx_p, g_p, x_p, ti_p, perm_p, data_p, gd_p = _array_pointers(
+                context, builder, signature, args, 7)
+            helpers = _ir_helpers(context, builder)
+            f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
+            i32 = ir.IntType(32)
+            prefetch = _prefetch_helper(builder, g_p)
+            q0_v, q1_v, c_v, k_v, ldg_v, ldx_v, lddx_v, pf_end_v = _int_args(
+                context, builder, signature, args, 7)
+            C = lambda v: ir.Constant(i64, v)                   # noqa: E731
+            n_entries = builder.sub(q1_v, q0_v)
+            last = builder.sub(pf_end_v, C(1))
+            x_row = builder.mul(c_v, ldx_v)
+            zero = ir.Constant(v8f, [0.0] * 8)
+
+            def lanes(t, idx):
+                return builder.shuffle_vector(t, t, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+
+            def horizontal_sum(t):
+                s = builder.fadd(lanes(t, [0, 1, 2, 3]), lanes(t, [4, 5, 6, 7]))
+                s = builder.fadd(s, lanes(s, [2, 3, 2, 3]))
+                s = builder.fadd(s, lanes(s, [1, 1, 1, 1]))
+                return builder.extract_element(s, C(0))
+
+            def x_vector(j, n):
+                return builder.load(vec_ptr(x_p, builder.add(x_row, builder.add(j, C(8 * n)))),
+                                    align=4)
+
+            def one_pass(n_regs, j, is_first):
+                accs = ([cgutils.alloca_once_value(builder, zero) for _ in range(n_regs)]
+                        if want_dx else [])
+                held = None if want_dx else [x_vector(j, n) for n in range(n_regs)]
+                with cgutils.for_range(builder, n_entries) as inner:
+                    q = builder.add(q0_v, inner.index)
+                    ahead = builder.add(q, C(PREFETCH_DISTANCE))
+                    ahead = builder.select(builder.icmp_signed("<", ahead, pf_end_v), ahead, last)
+                    ahead_row = builder.add(builder.mul(builder.zext(
+                        builder.load(builder.gep(ti_p, [ahead])), i64), ldg_v), j)
+                    for line in range((n_regs + 1) // 2):
+                        prefetch(builder.add(ahead_row, C(16 * line)))
+                    r = builder.zext(builder.load(builder.gep(ti_p, [q])), i64)
+                    p = builder.zext(builder.load(builder.gep(perm_p, [q])), i64)
+                    g_row = builder.add(builder.mul(r, ldg_v), j)
+                    if want_dx:
+                        v = broadcast(builder.load(builder.gep(data_p, [p])))
+                    partial = [None] * 4            # four dot-product chains, then a tree
+                    for n in range(n_regs):
+                        g = builder.load(vec_ptr(g_p, builder.add(g_row, C(8 * n))), align=4)
+                        if want_dx:
+                            builder.store(builder.call(fma, [v, g, builder.load(accs[n])]),
+                                          accs[n])
+                        xv = x_vector(j, n) if want_dx else held[n]
+                        t = partial[n % 4]
+                        partial[n % 4] = (builder.fmul(g, xv) if t is None
+                                          else builder.call(fma, [g, xv, t]))
+                    partial = [t for t in partial if t is not None]
+                    while len(partial) > 1:
+                        partial = [builder.fadd(partial[i], partial[i + 1]) if i + 1 < len(partial)
+                                   else partial[i] for i in range(0, len(partial), 2)]
+                    s = horizontal_sum(partial[0])
+                    where = builder.gep(gd_p, [p])
+                    with builder.if_else(is_first) as (first, later):
+                        with first:
+                            builder.store(s, where)
+                        with later:
+                            builder.store(builder.fadd(builder.load(where), s), where)
+                if want_dx:
+                    _store_row_vectors(builder, helpers, dx_p, builder.mul(c_v, lddx_v), j, k_v,
+                                       [builder.load(acc) for acc in accs])
+
+            n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
+            _balanced_passes(builder, n_vectors, _BACKWARD_PASS_REGS, one_pass)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kernel
+
+
+_backward_col_avx2 = _make_backward_col_avx2(True)
+_backward_col_params_avx2 = _make_backward_col_avx2(False)
+
+
+@intrinsic
+def _transpose_tile8(typingctx, src, dst, src_at, src_ld, dst_at, dst_ld):
+    """dst[dst_at + j·dst_ld + i] = src[src_at + i·src_ld + j] for i, j < 8, on the data
+    pointers of two float32 arrays: eight 8-lane loads, the unpack / shuffle / 128-bit
+    permute network of an AVX 8 × 8 transpose (as LLVM shufflevectors), eight stores."""
+    sig = types.void(src, dst, src_at, src_ld, dst_at, dst_ld)
+
+    def codegen(context, builder, signature, args):
+        src_p, dst_p = _array_pointers(context, builder, signature, args, 2)
+        f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = \
+            _ir_helpers(context, builder)
+        s_at, s_ld, d_at, d_ld = _int_args(context, builder, signature, args, 2)
+        C = lambda v: ir.Constant(i64, v)                       # noqa: E731
+
+        def mix(a, b, idx):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8), idx))
+        rows = [builder.load(vec_ptr(src_p, builder.add(s_at, builder.mul(s_ld, C(i)))), align=4)
+                for i in range(8)]
+        t = []
+        for i in range(0, 8, 2):           # unpacklo / unpackhi of row pairs
+            t += [mix(rows[i], rows[i + 1], [0, 8, 1, 9, 4, 12, 5, 13]),
+                  mix(rows[i], rows[i + 1], [2, 10, 3, 11, 6, 14, 7, 15])]
+        lo, hi = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+        u = [mix(t[0], t[2], lo), mix(t[0], t[2], hi), mix(t[1], t[3], lo), mix(t[1], t[3], hi),
+             mix(t[4], t[6], lo), mix(t[4], t[6], hi), mix(t[5], t[7], lo), mix(t[5], t[7], hi)]
+        columns = ([mix(u[i], u[i + 4], [0, 1, 2, 3, 8, 9, 10, 11]) for i in range(4)]
+                   + [mix(u[i], u[i + 4], [4, 5, 6, 7, 12, 13, 14, 15]) for i in range(4)])
+        for j, column in enumerate(columns):
+            builder.store(column, vec_ptr(dst_p, builder.add(d_at, builder.mul(d_ld, C(j)))),
+                          align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, fastmath=True)
+def _transpose_samples_padded(a, out, s0, s1):
+    # out[j, i] = a[i, j] for the samples (rows of a) s0 ≤ i < s1, every column j: a is a
+    # C-ordered float32 (k, m), out the padded (m, ld ≥ k) buffer. 8 × 8 register tiles
+    # where 8 samples and 8 columns are whole, scalar copies at the ragged edges; the pad
+    # lanes k..ld of out are never written.
+    m = a.shape[1]
+    src_ld, dst_ld = a.shape[1], out.shape[1]
+    m8 = m - m % 8
+    s8 = s0 + (s1 - s0) // 8 * 8
+    for i0 in range(s0, s8, 8):
+        for j0 in range(0, m8, 8):
+            _transpose_tile8(a, out, i0 * src_ld + j0, src_ld, j0 * dst_ld + i0, dst_ld)
+        for j in range(m8, m):
+            for i in range(i0, i0 + 8):
+                out[j, i] = a[i, j]
+    for i in range(s8, s1):
+        for j in range(m):
+            out[j, i] = a[i, j]
+
+
+#: how the padded kernels fill their padded operand's lanes from ``source``
+FILL_NONE, FILL_TRANSPOSE, FILL_COPY = 0, 1, 2
+
+
+@numba.njit(cache=True, fastmath=True)
+def _fill_share(source, pad, fill, s0, s1):
+    # the lanes s0..s1 of every row of pad, from a batch-major source (k, n), transposed,
+    # or a feature-major source (n, k), copied; FILL_NONE: nothing
+    if fill == FILL_TRANSPOSE:
+        _transpose_samples_padded(source, pad, s0, s1)
+    elif fill == FILL_COPY:
+        n = s1 - s0
+        for j in range(pad.shape[0]):
+            src, dst = source[j, s0:s1], pad[j, s0:s1]
+            for i in range(n):
+                dst[i] = src[i]
+
+
+@numba.njit(cache=True)
+def _sample_share(c, n_blocks, k):
+    # (first vector, end vector, first sample, end sample) of block c when the k samples'
+    # ceil(k/8) 8-lane vectors are cut into n_blocks contiguous shares
+    nv = (k + 7) // 8
+    v0, v1 = c * nv // n_blocks, (c + 1) * nv // n_blocks
+    return v0, v1, min(k, 8 * v0), min(k, 8 * v1)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _add_bias_share(out, bias, s0, s1):
+    n = s1 - s0
+    for r in range(out.shape[0]):
+        acc = out[r, s0:s1]
+        br = bias[r]
+        for b in range(n):
+            acc[b] += br
+
+
+@numba.njit(cache=True, fastmath=True)
+def _row_sums_share(a, zero, out, s0, s1):
+    # out[r] = Σ_{s0 ≤ b < s1} a[r, b]; the loop runs over a slice from 0 (written
+    # ``for b in range(s0, s1)`` LLVM left the reduction scalar: 7× slower)
+    n = s1 - s0
+    for r in range(len(out)):
+        row = a[r, s0:s1]
+        t = zero
+        for b in range(n):
+            t += row[b]
+        out[r] = t
+
+
+@numba.njit(cache=True, fastmath=True)
+def _forward_padded_share(indptr, indices, data, bias, dense_pad, out, v0, v1, s0, s1):
+    # every output row, for the samples of vectors v0..v1 (s0..s1); the bias is added
+    # after the product, while out is still in cache
+    # the intrinsic sees the share as its own narrower problem: views that start at
+    # sample s0 (same row strides), k = s1 − s0 samples
+    ld, ld_out = dense_pad.shape[1], out.shape[1]
+    nnz = len(indices)
+    dense_share, out_share = dense_pad.reshape(-1)[s0:], out.reshape(-1)[s0:]
+    for r in range(out.shape[0]):
+        _forward_row_padded_avx2(out_share, dense_share, indices, data, indptr[r], indptr[r + 1],
+                                 r, s1 - s0, ld, ld_out, nnz)
+    if len(bias) > 0:
+        _add_bias_share(out, bias, s0, s1)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_columns_dx_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data, dx,
+                               s0, s1):
+    # (one intrinsic per function: with both in one, LLVM spilled the loops' base
+    # pointers to the stack and the fused loop ran ~15 % slower)
+    ld_g, ld_x, ld_dx, nnz = grad_pad.shape[1], x_pad.shape[1], dx.shape[1], len(t_indices)
+    g_share, x_share = grad_pad.reshape(-1)[s0:], x_pad.reshape(-1)[s0:]
+    dx_share = dx.reshape(-1)[s0:]
+    for c in range(len(t_indptr) - 1):
+        _backward_col_avx2(dx_share, g_share, x_share, t_indices, perm, data, grad_data,
+                           t_indptr[c], t_indptr[c + 1], c, s1 - s0, ld_g, ld_x, ld_dx, nnz)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_columns_params_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data,
+                                   dx, s0, s1):
+    ld_g, ld_x, nnz = grad_pad.shape[1], x_pad.shape[1], len(t_indices)
+    g_share, x_share = grad_pad.reshape(-1)[s0:], x_pad.reshape(-1)[s0:]
+    for c in range(len(t_indptr) - 1):
+        _backward_col_params_avx2(dx, g_share, x_share, t_indices, perm, data, grad_data,
+                                  t_indptr[c], t_indptr[c + 1], c, s1 - s0, ld_g, ld_x, 0, nnz)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, zero,
+                           grad_data, grad_bias, dx, v0, v1, s0, s1):
+    # every column of A and every bias row, for the samples of vectors v0..v1 (s0..s1):
+    # this share's terms of grad_data and grad_bias (written, not added), and dx[:, s0:s1].
+    # The intrinsics see the share as a narrower problem of their own: flat views that
+    # start at sample s0 (the same row strides), s1 − s0 samples.
+    _row_sums_share(grad_pad, zero, grad_bias, s0, s1)
+    if v1 == v0:                    # no samples: no passes, and every product is 0
+        for q in range(len(grad_data)):
+            grad_data[q] = zero
+    elif dx.shape[0] > 0:
+        _backward_columns_dx_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data,
+                                   dx, s0, s1)
+    else:
+        _backward_columns_params_share(t_indptr, t_indices, perm, data, grad_pad, x_pad,
+                                       grad_data, dx, s0, s1)
+
+
+def _csr_matmul_padded_rows(indptr, indices, data, bias, source, dense_pad, out, fill,
+                            n_blocks):
+    # the training forward over a padded xᵀ buffer, in ONE parallel region: block c
+    # owns a share of the batch's samples (whole 8-lane vectors), fills those samples'
+    # lanes of every xᵀ row (``fill`` = FILL_TRANSPOSE: from the batch-major x
+    # (k, n_cols) in ``source``; FILL_COPY: from a feature-major (n_cols, k) one;
+    # FILL_NONE: dense_pad holds xᵀ already), then computes every output row for
+    # them. No block reads what another writes, so no barrier (no second region) is
+    # needed, and each core's cache holds only its share of xᵀ.
+    k = out.shape[1]
+    for c in numba.prange(n_blocks):
+        v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+        _fill_share(source, dense_pad, fill, s0, s1)
+        _forward_padded_share(indptr, indices, data, bias, dense_pad, out, v0, v1, s0, s1)
+
+
+def _backward_padded_rows(t_indptr, t_indices, perm, data, source, grad_pad, x_pad, k, zero,
+                          grad_data, grad_bias, dx, partial, bias_partial, fill, n_blocks):
+    # the fused backward over padded gradᵀ and xᵀ buffers, in ONE parallel region, split
+    # by samples as the forward: block c fills its samples of grad_pad from ``source``
+    # (``fill`` as the forward's: a batch-major (k, n_rows) grad transposed, a
+    # feature-major one copied, or none) and computes dx[:, its samples]
+    # and its samples' terms of the weight and bias gradients: block 0 into grad_data /
+    # grad_bias, block c > 0 into partial[c − 1] / bias_partial[c − 1] (n_blocks − 1
+    # rows each), summed after the region (one pass over nnz + n_rows values).
+    want_bias = len(grad_bias) > 0
+    for c in numba.prange(n_blocks):
+        v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+        _fill_share(source, grad_pad, fill, s0, s1)
+        gd = grad_data if c == 0 else partial[c - 1]
+        gb = grad_bias if c == 0 else bias_partial[c - 1]
+        _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, zero, gd,
+                               gb[:len(grad_bias)] if want_bias else gb[:0], dx, v0, v1, s0, s1)
+    for c in range(n_blocks - 1):
+        part = partial[c]
+        for q in range(len(grad_data)):
+            grad_data[q] += part[q]
+        if want_bias:
+            part_b = bias_partial[c]
+            for r in range(len(grad_bias)):
+                grad_bias[r] += part_b[r]
+
+
 _KERNELS = {}
 for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul_permuted_rows),
                    ("sampled", _sampled_matmul_rows), ("backward", _backward_rows),
@@ -662,7 +1149,9 @@ for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul
                    ("matmul_batch_major", _csr_matmul_batch_major_rows),
                    ("transpose", _transpose_rows),
                    ("matmul_simd", _csr_matmul_simd_rows),
-                   ("matmul_batch_major_simd", _csr_matmul_batch_major_simd_rows)):
+                   ("matmul_batch_major_simd", _csr_matmul_batch_major_simd_rows),
+                   ("matmul_padded", _csr_matmul_padded_rows),
+                   ("backward_padded", _backward_padded_rows)):
     _KERNELS[_name] = (numba.njit(cache=True, fastmath=True)(_fn),
                        numba.njit(cache=True, fastmath=True, parallel=True)(_fn))
 
@@ -686,6 +1175,12 @@ def _kernel(name, work):
     if threads > 1 and work >= min_parallel_work():
         return parallel, threads
     return serial, 1
+
+
+def _sample_blocks(blocks: int, k: int) -> int:
+    """Blocks of the padded kernels, which split the batch's 8-lane vectors: at most
+    one per vector, at least one."""
+    return max(1, min(blocks, (k + 7) // 8))
 
 
 def _forward_name(name: str, dtype) -> str:
@@ -858,13 +1353,52 @@ class TrainingKernels:
         self.indptr, self.indices = _indices(indptr, indices)
         self.t_indptr, self.t_indices = _indices(t_indptr, t_indices)
         self.perm = _unsigned(np.asarray(perm, dtype=INDEX_DTYPE))
+        # the padded float32 buffers of xᵀ and gradᵀ (``padded_buffer``), allocated at the
+        # first step and again when the batch size changes
+        self._x_pad = self._grad_pad = self._x_other = self._x_view = self._partial = None
+
+    def _padded(self, which: str, n: int, k: int) -> np.ndarray:
+        buf = getattr(self, which)
+        if buf is None or buf.shape != (n, padded_width(k)):
+            buf = padded_buffer(n, k)
+            setattr(self, which, buf)
+        return buf
+
+    def _owns_x(self, xt) -> bool:
+        # xt is the view of this object's padded xᵀ buffer that forward handed out last
+        # (its pad lanes are the zeros written at allocation): an identity test, as
+        # an address comparison through ``ndarray.ctypes`` costs ~5 µs
+        return xt is self._x_view
+
+    def _partials(self, blocks: int, dtype):
+        # the (blocks − 1)-row scratch of the sample-split backward, kept between calls
+        if self._partial is None or self._partial[0].shape[0] != blocks - 1 \
+                or self._partial[0].dtype != dtype:
+            self._partial = (np.empty((blocks - 1, self.nnz), dtype=dtype),
+                             np.empty((blocks - 1, self.n_rows), dtype=dtype))
+        return self._partial
 
     def forward(self, data, bias, x, xt=None, batch_major: bool = True):
         """(A · xᵀ + bias, xᵀ) for a batch-major x (k, n_cols), transposed into
         ``xt`` (n_cols, k) inside the call; ``batch_major=False``: x is already
         feature-major (n_cols, k) and is handed back as xᵀ. bias: length n_rows
-        or 0."""
+        or 0.
+
+        float32 where ``SIMD_AVAILABLE``: xᵀ goes into this object's padded buffer
+        (transposed there, or copied there when given feature-major, in the same
+        call, each thread its share of the samples), ``xt`` is not used, and the xᵀ handed back is a (n_cols, k)
+        view of that buffer, overwritten by the next forward call; the product is
+        ``_forward_row_padded_avx2``'s."""
         zero = data.dtype.type(0)
+        if SIMD_AVAILABLE and data.dtype == np.float32:
+            k = x.shape[0] if batch_major else x.shape[1]
+            pad = self._padded("_x_pad", self.n_cols, k)
+            out = np.empty((self.n_rows, k), dtype=data.dtype)
+            kernel, blocks = _kernel("matmul_padded", (self.nnz + self.n_cols) * k)
+            kernel(self.indptr, self.indices, data, bias, x, pad, out,
+                   FILL_TRANSPOSE if batch_major else FILL_COPY, _sample_blocks(blocks, k))
+            self._x_view = pad[:, :k]
+            return out, self._x_view
         if not batch_major:
             out = np.empty((self.n_rows, x.shape[1]), dtype=data.dtype)
             kernel, blocks = _kernel(_forward_name("matmul", data.dtype), self.nnz * x.shape[1])
@@ -883,9 +1417,33 @@ class TrainingKernels:
                  batch_major: bool = False, grad_scratch=None):
         """(grad_data, grad_bias or None, dx or None) as ``csr_backward``; grad is
         (n_rows, k), or (k, n_rows) with ``batch_major`` (then transposed inside
-        the call into ``grad_scratch``, an (n_rows, k) buffer)."""
+        the call into ``grad_scratch``, an (n_rows, k) buffer).
+
+        float32 where ``SIMD_AVAILABLE``: grad goes into this object's padded gradᵀ
+        buffer (transposed or copied in the same call), ``grad_scratch`` is not
+        used, xt is used as it is when it is the view ``forward`` handed out last (and
+        copied into a second padded buffer otherwise), and the products are
+        ``_backward_col_avx2``'s."""
         zero = data.dtype.type(0)
         k = xt.shape[1]
+        if SIMD_AVAILABLE and data.dtype == np.float32:
+            if self._owns_x(xt):
+                x_pad = self._x_pad
+            else:                   # another xᵀ: into a buffer of its own (forward's stays)
+                x_pad = self._padded("_x_other", self.n_cols, k)
+                x_pad[:, :k] = xt
+            g_pad = self._padded("_grad_pad", self.n_rows, k)
+            grad_data = np.empty(self.nnz, dtype=data.dtype)
+            grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
+            dx = np.empty((self.n_cols if input_grad else 0, k), dtype=data.dtype)
+            work = self.nnz * k * (2 if input_grad else 1) + (self.n_rows * k if batch_major else 0)
+            kernel, blocks = _kernel("backward_padded", work)
+            blocks = _sample_blocks(blocks, k)
+            partial, bias_partial = self._partials(blocks, data.dtype)
+            kernel(self.t_indptr, self.t_indices, self.perm, data, grad, g_pad, x_pad, k, zero,
+                   grad_data, grad_bias, dx, partial, bias_partial,
+                   FILL_TRANSPOSE if batch_major else FILL_COPY, blocks)
+            return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
         grad_data = np.empty(self.nnz, dtype=data.dtype)
         grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
         dx = np.empty((self.n_cols if input_grad else 0, k), dtype=data.dtype)

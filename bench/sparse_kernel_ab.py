@@ -1,0 +1,161 @@
+"""Kernel-level A/B of the sparse layer's training products: sitting 18's padded float32
+kernels against the kernels they replace, interleaved in ONE process (issue #11 work
+guide, not a speed figure).
+
+    python bench/sparse_kernel_ab.py                     # 1 thread, thread clock, ~1 min
+    python bench/sparse_kernel_ab.py --threads 2 --clock wall
+
+One 784→500 SparseDense at batch 100 (float32, the same pattern and values for all),
+and for each product the two kernels on the same operands (outputs checked to agree
+within float32 rounding before anything is timed):
+
+* ``fwd+T``: the forward from a batch-major x, the transpose inside: the old
+  ``matmul_batch_major_simd`` (scalar 8 × 8 tiles, then the masked AVX2 row kernel, two
+  parallel regions) against ``matmul_padded`` with FILL_TRANSPOSE (register tiles into
+  the padded buffer, prefetching row kernel, one region split by samples);
+* ``fwd``: the product alone (xᵀ already feature-major): ``matmul_simd`` against
+  ``matmul_padded`` with FILL_NONE;
+* ``bwd+T``, ``bwd``, ``bwd_params``: the fused backward with dx from a batch-major grad
+  (transpose inside), from a feature-major one, and without dx (a first layer):
+  ``backward(_batch_major)`` against ``backward_padded``;
+* ``transpose x``: ``transpose`` (scalar tiles) against ``_transpose_samples_padded``.
+
+Calls rotate over the candidates ``--iters`` at a time for ``--rounds`` rounds; the
+5th, 25th and 50th percentiles of all calls are printed and written as JSON (``--out``).
+``--clock thread`` (default) leaves out the waits for a core on a loaded machine: right
+at one thread; at two use ``--clock wall``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import RESULTS_DIR  # noqa: E402
+
+
+def candidates(density: float, threads: int):
+    import minidnn.kernels.csr as csr
+    from minidnn.sparse import SparseDense
+    if not csr.SIMD_AVAILABLE:
+        raise SystemExit("the padded kernels need AVX2 + FMA (csr.SIMD_AVAILABLE is False)")
+    rng = np.random.default_rng(1)
+    k, n_in, n_out = 100, 784, 500
+    x = rng.random((k, n_in), dtype=np.float32)
+    g = rng.standard_normal((k, n_out)).astype(np.float32)
+    layer = SparseDense(n_in, n_out, density=density, rng=0)
+    kern = layer._kernels
+    data, bias, zero = layer.params["data"], layer.params["b"], np.float32(0)
+    build = 1 if threads > 1 else 0
+    K = {name: pair[build] for name, pair in csr._KERNELS.items()}
+    blocks = threads if threads > 1 else 1
+    sblocks = csr._sample_blocks(blocks, k)
+    xt, gt = np.ascontiguousarray(x.T), np.ascontiguousarray(g.T)
+    x_pad, g_pad = csr.padded_buffer(n_in, k), csr.padded_buffer(n_out, k)
+    x_pad[:, :k], g_pad[:, :k] = xt, gt
+    x_fill = csr.padded_buffer(n_in, k)
+    xt_out = np.empty((n_in, k), np.float32)
+    g_scratch = np.empty((n_out, k), np.float32)
+    out_old, out_new = np.empty((n_out, k), np.float32), np.empty((n_out, k), np.float32)
+    nnz = len(data)
+    gd_old, gd_new = np.empty(nnz, np.float32), np.empty(nnz, np.float32)
+    gb_old, gb_new = np.empty(n_out, np.float32), np.empty(n_out, np.float32)
+    dx_old, dx_new = np.empty((n_in, k), np.float32), np.empty((n_in, k), np.float32)
+    no_dx = np.empty((0, k), np.float32)
+    part = np.empty((sblocks - 1, nnz), np.float32)
+    part_b = np.empty((sblocks - 1, n_out), np.float32)
+    ti, tt, perm = kern.t_indptr, kern.t_indices, kern.perm
+    ip, ix = kern.indptr, kern.indices
+    T, N, C = csr.FILL_TRANSPOSE, csr.FILL_NONE, csr.FILL_COPY
+    pairs = {
+        "fwd+T": (lambda: K["matmul_batch_major_simd"](ip, ix, data, bias, zero, x, xt_out,
+                                                       out_old, blocks),
+                  lambda: K["matmul_padded"](ip, ix, data, bias, x, x_fill, out_new, T,
+                                             sblocks)),
+        "fwd": (lambda: K["matmul_simd"](ip, ix, data, bias, zero, xt, out_old, blocks),
+                lambda: K["matmul_padded"](ip, ix, data, bias, x, x_pad, out_new, N, sblocks)),
+        "fwd copy": (lambda: K["matmul_simd"](ip, ix, data, bias, zero, xt, out_old, blocks),
+                     lambda: K["matmul_padded"](ip, ix, data, bias, xt, x_fill, out_new, C,
+                                                sblocks)),
+        "bwd+T": (lambda: K["backward_batch_major"](ti, tt, perm, data, g, g_scratch, xt, zero,
+                                                    gd_old, gb_old, dx_old, blocks),
+                  lambda: K["backward_padded"](ti, tt, perm, data, g, g_pad, x_pad, k, zero,
+                                               gd_new, gb_new, dx_new, part, part_b, T,
+                                               sblocks)),
+        "bwd": (lambda: K["backward"](ti, tt, perm, data, gt, xt, zero, gd_old, gb_old, dx_old,
+                                      blocks),
+                lambda: K["backward_padded"](ti, tt, perm, data, g, g_pad, x_pad, k, zero,
+                                             gd_new, gb_new, dx_new, part, part_b, N, sblocks)),
+        "bwd_params": (lambda: K["backward"](ti, tt, perm, data, gt, xt, zero, gd_old, gb_old,
+                                             no_dx, blocks),
+                       lambda: K["backward_padded"](ti, tt, perm, data, g, g_pad, x_pad, k,
+                                                    zero, gd_new, gb_new, no_dx, part, part_b,
+                                                    N, sblocks)),
+        "transpose x": (lambda: K["transpose"](x, xt_out, blocks),
+                        lambda: csr._transpose_samples_padded(x, x_fill, 0, k)),
+    }
+    for name, (old, new) in pairs.items():          # same numbers, or the times are moot
+        old()
+        new()
+        if name.startswith("fwd"):
+            np.testing.assert_allclose(out_new, out_old, rtol=1e-4, atol=1e-4, err_msg=name)
+        elif name.startswith("bwd"):
+            np.testing.assert_allclose(gd_new, gd_old, rtol=1e-4, atol=1e-4, err_msg=name)
+            np.testing.assert_allclose(gb_new, gb_old, rtol=1e-4, atol=1e-4, err_msg=name)
+            if name != "bwd_params":
+                np.testing.assert_allclose(dx_new, dx_old, rtol=1e-4, atol=1e-4, err_msg=name)
+        else:
+            np.testing.assert_array_equal(x_fill[:, :k], xt_out)
+    fns = {}
+    for name, (old, new) in pairs.items():
+        fns[f"old {name}"], fns[f"new {name}"] = old, new
+    return fns
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--density", type=float, default=0.04)
+    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--iters", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1, help="numba threads")
+    p.add_argument("--clock", choices=("thread", "wall"), default="thread")
+    p.add_argument("--out", default=str(RESULTS_DIR / "sparse_kernel_ab.json"))
+    args = p.parse_args(argv)
+    import numba
+    numba.set_num_threads(args.threads)
+    now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
+    fns = candidates(args.density, args.threads)
+    for f in fns.values():
+        for _ in range(20):
+            f()
+    times = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            f = fns[name]
+            for _ in range(args.iters):
+                t0 = now()
+                f()
+                times[name].append(now() - t0)
+    result = {"density": args.density, "threads": args.threads, "clock": args.clock,
+              "rounds": args.rounds, "iters": args.iters, "load_average": os.getloadavg(),
+              "us": {}}
+    for name, ts in times.items():
+        q = {f"p{pc}": float(np.percentile(ts, pc)) / 1e3 for pc in (5, 25, 50)}
+        result["us"][name] = q
+        print(f"{name:18s} p5 {q['p5']:7.1f}  p25 {q['p25']:7.1f}  p50 {q['p50']:7.1f} µs",
+              flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out} (load average {result['load_average']}; {args.clock} clock)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
