@@ -1,6 +1,6 @@
 #!/bin/bash
 # Quiet-machine speed runs of a sitting (the figures of the closing note and the README table).
-# Run from the repository root with nothing else running on the machine; about 30 minutes.
+# Run from the repository root with nothing else running on the machine; about 25 minutes.
 # The technique-1 models come from bench/discrete_depth_study.py --save-models (see bench/README.md).
 cd "$(dirname "$0")/.."
 MODELS=${MODELS:-/work/artifacts/issue9/models}
@@ -11,10 +11,15 @@ uptime
 python bench/sparse_speed.py
 python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 uptime
-for gain in max mse; do
-  python bench/discrete_inference_speed.py --threads 1 --repeats 5 --calls 2000 --model $MODELS/rr_L6_20_s0_long-$gain.h5 --out bench/results/discrete_inference_speed_long-$gain.json
-done
+python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-fffa29e} --against-monitor-size 0 --repeats 3 --out bench/results/rbm_epoch_probe_quiet.json
+python bench/sparse_kernel_ab.py --threads 2 --clock wall --out bench/results/sparse_kernel_ab_2threads_quiet.json
 uptime
+if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DISCRETE=1 to rerun
+  for gain in max mse; do
+    python bench/discrete_inference_speed.py --threads 1 --repeats 5 --calls 2000 --model $MODELS/rr_L6_20_s0_long-$gain.h5 --out bench/results/discrete_inference_speed_long-$gain.json
+  done
+  uptime
+fi
 python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_2threads_wall_quiet.json
 python bench/speed_vs_torch.py --repeats 1 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime
