@@ -55,6 +55,8 @@ from .threads import serial_blas_if_small
 
 #: split a batch over threads only from this many samples per thread on
 SPLIT_MIN_SAMPLES = 8
+#: output positions (product rows) per chunk of an im2row + GEMM convolution
+CHUNK_ROWS = 512
 
 
 class _Scratch:
@@ -231,24 +233,36 @@ class _RowsConvStage(_Stage):
         N, C = shape[:2]
         O, K, P = conv.out_channels, kh * kw * C, OH * OW
         dtype = x_pad.dtype
-        rows = scratch.get((key, "rows"), (N * P, K), dtype)
-        serial_nogil(_im2row_kernel)(x_pad, kh, kw, sh, sw, OH, OW, rows)
         W_r = weight_rows(np.asarray(conv.params["W"], dtype=dtype))
-        y_rows = scratch.get((key, "y_rows"), (N * P, O), dtype)
-        with serial_blas_if_small(N * P * K * O):
-            np.matmul(rows, W_r, out=y_rows)
         bias = conv.params["b"] if conv.bias else None
-        if self.pool is not None and _pool_fits(self.pool, OH, OW):
+        pooled = self.pool is not None and _pool_fits(self.pool, OH, OW)
+        if pooled:
             out, value = _output_for(target, scratch, key, (N, O, OH // 2, OW // 2), dtype)
-            fused.rows_pool2x2(y_rows, N, OH, OW, bias, out)
-            return value
-        y = np.empty((N, O, OH, OW), dtype)
-        serial_nogil(_rows_to_nchw_kernel)(y_rows, bias if bias is not None else
-                                           np.zeros(O, dtype), bias is not None,
-                                           y.reshape(N, O, P))
-        if self.pool is not None:
-            return _MaxPoolStage(self.pool).run(y, scratch, key, target)
-        return y
+        else:
+            value = out = np.empty((N, O, OH, OW), dtype)
+            zeros = np.zeros(O, dtype)
+        # a chunk of S samples at a time: its rows (S·P × K) are built, multiplied and
+        # pooled while in L2 (LeNet's conv2: 8 samples, 1 MB; ~10 % less time than
+        # one product over the whole batch, 1 thread, under load)
+        S = max(1, CHUNK_ROWS // P)
+        rows = scratch.get((key, "rows"), (min(S, N) * P, K), dtype)
+        y_rows = scratch.get((key, "y_rows"), (min(S, N) * P, O), dtype)
+        im2row_ = serial_nogil(_im2row_kernel)
+        with serial_blas_if_small(min(S, N) * P * K * O):
+            for s in range(0, N, S):
+                e = min(s + S, N)
+                chunk, y_chunk = rows[:(e - s) * P], y_rows[:(e - s) * P]
+                im2row_(x_pad[s:e], kh, kw, sh, sw, OH, OW, chunk)
+                np.matmul(chunk, W_r, out=y_chunk)
+                if pooled:
+                    fused.rows_pool2x2(y_chunk, e - s, OH, OW, bias, out[s:e])
+                else:
+                    serial_nogil(_rows_to_nchw_kernel)(
+                        y_chunk, zeros if bias is None else bias, bias is not None,
+                        out[s:e].reshape(e - s, O, P))
+        if self.pool is not None and not pooled:
+            return _MaxPoolStage(self.pool).run(value, scratch, key, target)
+        return value
 
 
 class _MaxPoolStage(_Stage):
