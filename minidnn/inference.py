@@ -46,7 +46,7 @@ from .kernels.direct_conv import _direct_conv_kernel
 from .kernels.im2col import _im2row_kernel, weight_rows
 from .kernels.layout import _pad_channels_last_kernel, _rows_to_nchw_kernel
 from .kernels.workers import serial_nogil, split_samples
-from .layers.activations import ReLU, relu_numpy
+from .layers.activations import Identity, ReLU, Sigmoid, Tanh, relu_numpy, sigmoid
 from .layers.conv import Conv2D
 from .layers.dense import Dense
 from .layers.pooling import AvgPool2D, MaxPool2D, _avgpool_forward_kernel
@@ -142,6 +142,17 @@ class _ReLUStage(_Stage):
             serial_nogil(_relu_flat)(x.reshape(-1), y.reshape(-1))   # relu_kernel, GIL-free
             return y
         return relu_numpy(x)
+
+
+class _FunctionStage(_Stage):
+    """An element-wise activation as its pure function (the layer stores its output
+    for backward; two threads running the layer itself would race on that)."""
+
+    def __init__(self, layer, function):
+        self.layers, self.function = (layer,), function
+
+    def run(self, x, scratch, key, target):
+        return self.function(_as_nchw(x))
 
 
 class _DenseStage(_Stage):
@@ -342,6 +353,10 @@ def build_stages(layers) -> list:
             i += 1
         elif kind is ReLU:
             stages.append(_ReLUStage(layer))
+            i += 1
+        elif kind in (Sigmoid, Tanh, Identity):
+            function = {Sigmoid: sigmoid, Tanh: np.tanh, Identity: lambda v: v}[kind]
+            stages.append(_FunctionStage(layer, function))
             i += 1
         elif kind is Flatten:
             stages.append(_FlattenStage(layer))
