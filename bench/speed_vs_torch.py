@@ -32,9 +32,11 @@ and SGD settings on both sides):
   no momentum or decay (what sklearn's BernoulliRBM does) against
   ``sklearn.neural_network.BernoulliRBM``; minidnn's per-epoch monitors are off
   (``monitor_size=0``), as sklearn's pseudo-likelihood is when not verbose.
-* ``inference``: MLP and LeNet forward passes in evaluation mode: batch 1
-  latency (median and p99 of 2,000 calls) and batch 100 throughput over the
-  10,000 test images (torch eager, ``no_grad``).
+* ``inference``: MLP and LeNet forward passes in evaluation mode (minidnn's
+  ``Sequential.infer``, torch eager under ``no_grad``): batch 1 latency (median
+  and p99 of 2,000 calls) and batch 100 throughput over the 10,000 test images,
+  the median of 5 timed passes per worker (``--inference-passes``), at least 4
+  workers per side (``--inference-repeats``).
 
 FLOP counts are nominal: 2 per multiply-add of the conv/dense products;
 training = forward + weight gradient + input gradient (not for the first
@@ -412,6 +414,9 @@ def main(argv=None) -> int:
     parser.add_argument("--inference-passes", type=int, default=5,
                         help="timed passes over the test images at batch 100 per worker "
                              "(the median pass is reported; default 5)")
+    parser.add_argument("--inference-repeats", type=int, default=4,
+                        help="fresh processes per side for each inference workload, at least "
+                             "(default 4; the larger of this and --repeats is used)")
     parser.add_argument("--minidnn-forward", action="store_true",
                         help="inference: time minidnn's forward(training=False) instead of "
                              "Sequential.infer")
@@ -456,6 +461,8 @@ def main(argv=None) -> int:
                               "infer"))
         for task, peer, flops, kind in tasks:
             repeats = min(args.repeats, 2) if task == "cifar10_quick" else args.repeats
+            if kind == "infer":     # short workers: more fresh processes per side
+                repeats = max(args.repeats, args.inference_repeats)
             runs = {"minidnn": [], peer: []}
             for r in range(repeats):
                 for framework in (("minidnn", peer) if r % 2 == 0 else (peer, "minidnn")):
