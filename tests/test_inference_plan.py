@@ -226,3 +226,23 @@ def test_rows_stage_matches_im2row_product():
     expected = (rows @ weight_rows(conv.params["W"]) + conv.params["b"]).reshape(
         11, 6, 6, 8).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(plan(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_and_unpooled_convolutions_take_the_unfused_kernels():
+    """A stride-2 direct conv before a 2x2 pool, a channels-last conv without a pool, a
+    direct conv before an odd-sized ceil-mode pool, and an average pool."""
+    rng = np.random.default_rng(12)
+    model = md.Sequential([
+        md.Conv2D(2, 8, 3, stride=2, padding=1, rng=rng), md.MaxPool2D(2),
+        md.Conv2D(8, 3, 3, padding=1, rng=rng), md.ReLU(),
+        md.Conv2D(3, 16, 2, rng=rng), md.MaxPool2D(2, ceil_mode=True),
+        md.AvgPool2D(2, ceil_mode=True), md.Flatten(), md.Dense(64, 4, rng=rng)],
+        seed=0, input_shape=(2, 24, 24))
+    for layer in model.layers:
+        if "b" in layer.params:
+            layer.params["b"][:] = rng.standard_normal(layer.params["b"].shape)
+    kinds = [type(s).__name__ for s in InferencePlan(model.layers).stages]
+    assert kinds == ["_DirectConvStage", "_RowsConvStage", "_ReLUStage", "_DirectConvStage",
+                     "_AvgPoolStage", "_FlattenStage", "_DenseStage"]
+    x = rng.standard_normal((9, 2, 24, 24)).astype(np.float32)
+    np.testing.assert_allclose(model.infer(x), model.forward(x), rtol=1e-5, atol=1e-5)
