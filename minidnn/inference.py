@@ -43,7 +43,7 @@ import numpy as np
 from .kernels import fused_inference as fused
 from .kernels.activation import _relu_flat
 from .kernels.direct_conv import _direct_conv_kernel
-from .kernels.im2col import _im2row_kernel, weight_rows
+from .kernels.im2col import weight_rows
 from .kernels.layout import _pad_channels_last_kernel, _rows_to_nchw_kernel
 from .kernels.workers import serial_nogil, split_samples
 from .layers.activations import Identity, ReLU, Sigmoid, Tanh, relu_numpy, sigmoid
@@ -258,7 +258,7 @@ class _RowsConvStage(_Stage):
         S = max(1, CHUNK_ROWS // P)
         rows = scratch.get((key, "rows"), (min(S, N) * P, K), dtype)
         y_rows = scratch.get((key, "y_rows"), (min(S, N) * P, O), dtype)
-        im2row_ = serial_nogil(_im2row_kernel)
+        im2row_ = serial_nogil(fused._im2row_nhwc_kernel)
         with serial_blas_if_small(min(S, N) * P * K * O):
             for s in range(0, N, S):
                 e = min(s + S, N)

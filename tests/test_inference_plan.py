@@ -246,3 +246,18 @@ def test_strided_and_unpooled_convolutions_take_the_unfused_kernels():
                      "_AvgPoolStage", "_FlattenStage", "_DenseStage"]
     x = rng.standard_normal((9, 2, 24, 24)).astype(np.float32)
     np.testing.assert_allclose(model.infer(x), model.forward(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, k, stride, pad", [((2, 20, 12, 12), 5, 1, 0),
+                                                    ((3, 5, 9, 8), 3, 2, 1),
+                                                    ((1, 3, 7, 9), (2, 3), (1, 2), (0, 1))])
+def test_im2row_nhwc_equals_its_twin_and_im2row(shape, k, stride, pad):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(shape).astype(np.float32)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ph, pw = (pad, pad) if isinstance(pad, int) else pad
+    x_pad = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    twin = fused.im2row_nhwc_numpy(x_pad, kh, kw, sh, sw)
+    np.testing.assert_array_equal(fused.im2row_nhwc(x_pad, kh, kw, sh, sw), twin)
+    np.testing.assert_array_equal(twin, im2row_numpy(x, (kh, kw), (sh, sw), (ph, pw)))

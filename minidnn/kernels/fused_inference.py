@@ -19,6 +19,8 @@ saves a pass over memory:
   with the bias, written NCHW: y[n, o, p, q] = max of Y_r over the window + b[o].
   Adding b after the max gives the same bits as before it: rounding is
   monotonic, so max_i fl(z_i + b) = fl(max_i z_i + b).
+* ``im2row_nhwc``: ``kernels.im2col.im2row``'s rows from a padded channels-last
+  input, copied by vectorised loops rather than slice assignments.
 * ``maxpool_values``: max pooling of any geometry, values only (no argmax).
 * ``bias_relu``: y ← max(y + b, 0) in place, one pass (a Dense layer and the
   ReLU after it); the same bits as ``out += b`` then ``np.maximum(out, 0)``.
@@ -60,6 +62,18 @@ def rows_pool2x2_numpy(y_rows: np.ndarray, N: int, OH: int, OW: int, bias=None) 
     if bias is not None:
         out += np.asarray(bias, dtype=out.dtype).reshape(1, -1, 1, 1)
     return out
+
+
+def im2row_nhwc_numpy(x_pad: np.ndarray, kh: int, kw: int, sh: int = 1, sw: int = 1
+                      ) -> np.ndarray:
+    """rows[(n·OH + a)·OW + b, (i·kw + j)·C + c] = x_pad[n, a·sh + i, b·sw + j, c] for a
+    zero-padded channels-last x_pad (N, Hp, Wp, C): ``kernels.im2col.im2row``'s layout."""
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (kh, kw), axis=(1, 2))
+    # (N, Hp-kh+1, Wp-kw+1, C, kh, kw) -> strided positions, then (i, j, c) order
+    windows = windows[:, ::sh, ::sw][:, :OH, :OW].transpose(0, 1, 2, 4, 5, 3)
+    return windows.reshape(N * OH * OW, kh * kw * C).copy()
 
 
 def maxpool_values_numpy(x: np.ndarray, geometry) -> np.ndarray:
@@ -152,6 +166,26 @@ def _rows_pool2x2_kernel(y_rows, OH, OW, bias, has_bias, out):
 
 
 @numba.njit(cache=True, parallel=True)
+def _im2row_nhwc_kernel(x_pad, kh, kw, sh, sw, OH, OW, rows):
+    # kernels.im2col._im2row_kernel with an element loop over 1-D views indexed from 0,
+    # which the compiler vectorises: ~3.7x faster than its slice assignment (a copy
+    # that Numba guards against overlap) on LeNet's conv2 chunks, 1 thread, under load
+    N, Hp, Wp, C = x_pad.shape
+    run = kw * C
+    for n in numba.prange(N):
+        plane = x_pad[n].reshape(Hp, Wp * C)
+        for a in range(OH):
+            for b in range(OW):
+                dst = rows[(n * OH + a) * OW + b]
+                start = b * sw * C
+                for i in range(kh):
+                    src = plane[a * sh + i, start:start + run]
+                    part = dst[i * run:(i + 1) * run]
+                    for t in range(run):
+                        part[t] = src[t]
+
+
+@numba.njit(cache=True, parallel=True)
 def _maxpool_values_kernel(x, kh, kw, sh, sw, ph, pw, out):
     # windows clipped to the input (every window overlaps it: 0 <= p < k)
     N, C, H, W = x.shape
@@ -219,6 +253,16 @@ def rows_pool2x2(y_rows: np.ndarray, N: int, OH: int, OW: int, bias, out=None) -
     return out
 
 
+def im2row_nhwc(x_pad: np.ndarray, kh: int, kw: int, sh: int, sw: int, out=None) -> np.ndarray:
+    """``im2row_nhwc_numpy`` (Numba, serial build) into out (N·OH·OW, kh·kw·C) if given."""
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    if out is None:
+        out = np.empty((N * OH * OW, kh * kw * C), x_pad.dtype)
+    _serial(_im2row_nhwc_kernel)(np.ascontiguousarray(x_pad), kh, kw, sh, sw, OH, OW, out)
+    return out
+
+
 def maxpool_values(x: np.ndarray, geometry, out=None) -> np.ndarray:
     """``maxpool_values_numpy`` (Numba, serial build)."""
     kh, kw, sh, sw, ph, pw, OH, OW = geometry
@@ -237,6 +281,6 @@ def bias_relu(y: np.ndarray, bias) -> np.ndarray:
     return y
 
 
-__all__ = ["conv_pool2x2", "conv_pool2x2_numpy", "rows_pool2x2", "rows_pool2x2_numpy",
+__all__ = ["im2row_nhwc", "im2row_nhwc_numpy", "conv_pool2x2", "conv_pool2x2_numpy", "rows_pool2x2", "rows_pool2x2_numpy",
            "maxpool_values", "maxpool_values_numpy", "bias_relu", "bias_relu_numpy",
            "maxpool2x2_values_numpy"]
