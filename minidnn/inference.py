@@ -25,8 +25,9 @@ layers' own evaluation forward does not:
   samples per thread (``kernels.workers.split_samples``); each thread runs the
   whole net on its range with serial, GIL-free kernels and one-thread BLAS,
   so no thread pool hands work to another between layers and no thread waits
-  for the slowest part of a layer. Only for nets with a convolution: a
-  dense-only net's products are large enough for BLAS's own threads.
+  for the slowest part of a layer. Only for nets with a convolution unless
+  ``SPLIT_DENSE`` is set: a dense-only net's products are large enough for
+  BLAS's own threads.
 
 Every layer the plan does not know (a subclass, batch norm, dropout, ...)
 runs as ``layer.forward(x, training=False)``; a plan holding one of those runs
@@ -55,6 +56,10 @@ from .threads import serial_blas_if_small
 
 #: split a batch over threads only from this many samples per thread on
 SPLIT_MIN_SAMPLES = 8
+#: split dense-only nets over threads too (False: their products use BLAS's own
+#: threads; under load the split cost 2.4 ms of CPU against OpenBLAS's 18 ms of
+#: spinning for the MLP at batch 100, but the quiet-machine figure decides)
+SPLIT_DENSE = False
 #: output positions (product rows) per chunk of an im2row + GEMM convolution
 CHUNK_ROWS = 512
 
@@ -394,7 +399,7 @@ class InferencePlan:
 
     def threads_for(self, N: int) -> int:
         """How many parts a batch of N is split into."""
-        if not (self.thread_safe and self.has_conv):
+        if not (self.thread_safe and (self.has_conv or SPLIT_DENSE)):
             return 1
         import numba
         threads = numba.get_num_threads()
@@ -421,4 +426,4 @@ class InferencePlan:
         return np.concatenate(outs, axis=0)
 
 
-__all__ = ["InferencePlan", "build_stages", "SPLIT_MIN_SAMPLES"]
+__all__ = ["InferencePlan", "build_stages", "SPLIT_MIN_SAMPLES", "SPLIT_DENSE", "CHUNK_ROWS"]
