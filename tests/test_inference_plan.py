@@ -261,3 +261,16 @@ def test_im2row_nhwc_equals_its_twin_and_im2row(shape, k, stride, pad):
     twin = fused.im2row_nhwc_numpy(x_pad, kh, kw, sh, sw)
     np.testing.assert_array_equal(fused.im2row_nhwc(x_pad, kh, kw, sh, sw), twin)
     np.testing.assert_array_equal(twin, im2row_numpy(x, (kh, kw), (sh, sw), (ph, pw)))
+
+
+def test_split_dense_switch_splits_an_mlp(monkeypatch):
+    import minidnn.inference as inference
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    model = architectures.build("mlp:784-64-10:relu", seed=0)
+    x = np.random.default_rng(14).random((40, 784), dtype=np.float32)
+    expected = model.forward(x)
+    assert InferencePlan(model.layers).threads_for(40) == 1
+    monkeypatch.setattr(inference, "SPLIT_DENSE", True)
+    plan = InferencePlan(model.layers)
+    assert plan.threads_for(40) == 2 and plan.threads_for(15) == 1
+    np.testing.assert_allclose(plan(x), expected, rtol=1e-6, atol=1e-6)
