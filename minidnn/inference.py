@@ -25,9 +25,8 @@ layers' own evaluation forward does not:
   samples per thread (``kernels.workers.split_samples``); each thread runs the
   whole net on its range with serial, GIL-free kernels and one-thread BLAS,
   so no thread pool hands work to another between layers and no thread waits
-  for the slowest part of a layer. Only for nets with a convolution unless
-  ``SPLIT_DENSE`` is set: a dense-only net's products are large enough for
-  BLAS's own threads.
+  for the slowest part of a layer. Dense-only nets too while ``SPLIT_DENSE``
+  is set (the default); unset, their products use BLAS's own threads.
 
 Every layer the plan does not know (a subclass, batch norm, dropout, ...)
 runs as ``layer.forward(x, training=False)``; a plan holding one of those runs
@@ -57,9 +56,11 @@ from .threads import serial_blas_if_small
 #: split a batch over threads only from this many samples per thread on
 SPLIT_MIN_SAMPLES = 8
 #: split dense-only nets over threads too (False: their products use BLAS's own
-#: threads; under load the split cost 2.4 ms of CPU against OpenBLAS's 18 ms of
-#: spinning for the MLP at batch 100, but the quiet-machine figure decides)
-SPLIT_DENSE = False
+#: threads). On: at 2 threads under load the MLP's batch of 100 cost 2.6 ms of
+#: process CPU split against 32 ms with OpenBLAS's two threads, which spin while
+#: the other core is taken (``bench/inference_kernels_ab.py --threads 2``); and in
+#: sitting 17's quiet run OpenBLAS's 2 threads were barely faster than one on it
+SPLIT_DENSE = True
 #: output positions (product rows) per chunk of an im2row + GEMM convolution
 CHUNK_ROWS = 512
 
