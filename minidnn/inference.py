@@ -21,12 +21,12 @@ layers' own evaluation forward does not:
 * a Dense layer and the ReLU after it: the bias and the ReLU in one pass over
   the product (``bias_relu``);
 * at more than one thread (``numba.get_num_threads()``), a batch of at least
-  ``SPLIT_MIN_SAMPLES`` per thread is split into one contiguous range of
+  ``SPLIT_MIN_SAMPLES`` (4) per thread is split into one contiguous range of
   samples per thread (``kernels.workers.split_samples``); each thread runs the
   whole net on its range with serial, GIL-free kernels and one-thread BLAS,
   so no thread pool hands work to another between layers and no thread waits
-  for the slowest part of a layer. Dense-only nets too while ``SPLIT_DENSE``
-  is set (the default); unset, their products use BLAS's own threads.
+  for the slowest part of a layer. Dense-only nets only while ``SPLIT_DENSE``
+  is set (off by default: their products use BLAS's own threads).
 
 Every layer the plan does not know (a subclass, batch norm, dropout, ...)
 runs as ``layer.forward(x, training=False)``; a plan holding one of those runs
@@ -54,13 +54,13 @@ from .layers.reshape import Flatten
 from .threads import serial_blas_if_small
 
 #: split a batch over threads only from this many samples per thread on
-SPLIT_MIN_SAMPLES = 8
+SPLIT_MIN_SAMPLES = 4
 #: split dense-only nets over threads too (False: their products use BLAS's own
-#: threads). On: at 2 threads under load the MLP's batch of 100 cost 2.6 ms of
-#: process CPU split against 32 ms with OpenBLAS's two threads, which spin while
-#: the other core is taken (``bench/inference_kernels_ab.py --threads 2``); and in
-#: sitting 17's quiet run OpenBLAS's 2 threads were barely faster than one on it
-SPLIT_DENSE = True
+#: threads). Off: at 2 threads under load the split MLP batch of 100 cost 2.6 ms of
+#: process CPU against 32 ms for OpenBLAS's spinning threads
+#: (``bench/inference_kernels_ab.py --threads 2``), but its wall time was 1.5-1.7 ms
+#: against 1.0-1.1 ms; the quiet run decides (``speed_vs_torch.py --minidnn-split-dense``)
+SPLIT_DENSE = False
 #: output positions (product rows) per chunk of an im2row + GEMM convolution
 CHUNK_ROWS = 512
 
@@ -265,7 +265,11 @@ class _RowsConvStage(_Stage):
         rows = scratch.get((key, "rows"), (min(S, N) * P, K), dtype)
         y_rows = scratch.get((key, "y_rows"), (min(S, N) * P, O), dtype)
         im2row_ = serial_nogil(fused._im2row_nhwc_kernel)
-        with serial_blas_if_small(min(S, N) * P * K * O):
+        # BLAS on one thread always: the chunk products are small (LeNet's conv2: 12.8M
+        # multiply-adds), and at 2 threads an unsplit batch of 8-15 samples whose chunks
+        # each woke OpenBLAS's second thread took 60-73 ms wall against 11-22 ms for
+        # forward (under load); the threads come from the batch split instead
+        with serial_blas_if_small(0):
             for s in range(0, N, S):
                 e = min(s + S, N)
                 chunk, y_chunk = rows[:(e - s) * P], y_rows[:(e - s) * P]

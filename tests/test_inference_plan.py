@@ -138,7 +138,8 @@ def test_infer_equals_forward(name, model, shape, threads, monkeypatch):
         assert got.shape == expected.shape and got.dtype == expected.dtype
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     plan = model._inference_plan
-    assert plan.threads_for(33) == (min(threads, 4) if plan.thread_safe else 1)
+    assert plan.threads_for(33) == (min(threads, 8) if plan.thread_safe and plan.has_conv
+                                    else 1)
 
 
 def test_lenet_plan_fuses_what_it_should():
@@ -268,8 +269,8 @@ def test_split_dense_switch_splits_an_mlp(monkeypatch):
     model = architectures.build("mlp:784-64-10:relu", seed=0)
     x = np.random.default_rng(14).random((40, 784), dtype=np.float32)
     expected = model.forward(x)
+    assert InferencePlan(model.layers).threads_for(40) == 1         # off by default
+    monkeypatch.setattr(inference, "SPLIT_DENSE", True)
     plan = InferencePlan(model.layers)
-    assert plan.threads_for(40) == 2 and plan.threads_for(15) == 1     # on by default
+    assert plan.threads_for(40) == 2 and plan.threads_for(7) == 1
     np.testing.assert_allclose(plan(x), expected, rtol=1e-6, atol=1e-6)
-    monkeypatch.setattr(inference, "SPLIT_DENSE", False)
-    assert InferencePlan(model.layers).threads_for(40) == 1
