@@ -17,6 +17,11 @@ OMP/OPENBLAS/NUMBA_NUM_THREADS set to the same number.
   at more than one thread also the thread CPU time of each part of the split.
 * ``mlp``: the MLP at batch 100, ``forward`` and ``infer`` with ``SPLIT_DENSE``
   off (BLAS's own threads) and on (the batch split over threads).
+* ``--blocks``: instead of alternating call by call, blocks of calls of one
+  variant after another (forward, infer, forward), wall clock: LeNet at batches
+  1, 10 and 100 and the MLP at 100 with ``SPLIT_DENSE`` off and on. At 2 threads,
+  alternating calls leave each variant the other's thread state (a split
+  variant after BLAS's spinning threads), which blocks avoid.
 """
 from __future__ import annotations
 
@@ -53,8 +58,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--blocks", action="store_true",
+                        help="blocks of calls per variant, wall clock (see the docstring)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.blocks:
+        return blocks(args)
     import numpy as np
 
     import minidnn
@@ -144,6 +153,55 @@ def main(argv=None) -> int:
                         "infer, SPLIT_DENSE off": split_dense(False),
                         "infer, SPLIT_DENSE on": split_dense(True)},
                        args.repeats * 3, clock)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"written {args.out}")
+    return 0
+
+
+def blocks(args) -> int:
+    import numpy as np
+
+    import minidnn
+    import minidnn.inference as inference
+    from minidnn import architectures
+    setup = minidnn.configure_threads(args.threads)
+    rng = np.random.default_rng(0)
+
+    def block(f, n):
+        for _ in range(5):
+            f()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * float(np.median(times))
+    result = {"threads": args.threads, "repeats": args.repeats, "clock": "wall, blocks",
+              "configure_threads": str(setup), "command": "python bench/inference_kernels_ab.py "
+              + " ".join(sys.argv[1:]), "lenet": {}, "mlp": {}}
+    lenet = architectures.build("lenet", seed=0)
+    for batch, n in ((1, args.repeats * 3), (10, args.repeats), (100, max(10, args.repeats // 2))):
+        x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+        row = {"forward_ms": block(lambda: lenet.forward(x, False), n),
+               "infer_ms": block(lambda: lenet.infer(x), n),
+               "forward_again_ms": block(lambda: lenet.forward(x, False), n)}
+        result["lenet"][str(batch)] = row
+        print(f"LeNet batch {batch}: forward {row['forward_ms']:.3f}, infer {row['infer_ms']:.3f}, "
+              f"forward {row['forward_again_ms']:.3f} ms", flush=True)
+    mlp = architectures.build("mlp:784-500-10:relu", seed=0)
+    xm = rng.random((100, 784), dtype=np.float32)
+    before = inference.SPLIT_DENSE
+    for on in (False, True, False, True):
+        inference.SPLIT_DENSE = on
+        row = {"split_dense": on, "forward_ms": block(lambda: mlp.forward(xm, False),
+                                                      args.repeats * 3),
+               "infer_ms": block(lambda: mlp.infer(xm), args.repeats * 3)}
+        result["mlp"].setdefault("runs", []).append(row)
+        print(f"MLP batch 100, SPLIT_DENSE {on}: forward {row['forward_ms']:.3f}, "
+              f"infer {row['infer_ms']:.3f} ms", flush=True)
+    inference.SPLIT_DENSE = before
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

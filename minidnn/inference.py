@@ -22,8 +22,9 @@ layers' own evaluation forward does not:
   the product (``bias_relu``);
 * at more than one thread (``numba.get_num_threads()``), a batch of at least
   ``SPLIT_MIN_SAMPLES`` (4) per thread is split into one contiguous range of
-  samples per thread (``kernels.workers.split_samples``); each thread runs the
-  whole net on its range with serial, GIL-free kernels and one-thread BLAS,
+  samples per thread (``kernels.workers.split_samples``), handed out in
+  ``PIECES_PER_THREAD`` pieces a thread as threads come free; each thread runs the
+  whole net on its pieces with serial, GIL-free kernels and one-thread BLAS,
   so no thread pool hands work to another between layers and no thread waits
   for the slowest part of a layer. Dense-only nets only while ``SPLIT_DENSE``
   is set (off by default: their products use BLAS's own threads).
@@ -38,6 +39,8 @@ same products, summed in other orders where a kernel differs
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .kernels import fused_inference as fused
@@ -45,7 +48,7 @@ from .kernels.activation import _relu_flat
 from .kernels.direct_conv import _direct_conv_kernel
 from .kernels.im2col import weight_rows
 from .kernels.layout import _pad_channels_last_kernel, _rows_to_nchw_kernel
-from .kernels.workers import serial_nogil, split_samples
+from .kernels.workers import ranges, serial_nogil, split_samples
 from .layers.activations import Identity, ReLU, Sigmoid, Tanh, relu_numpy, sigmoid
 from .layers.conv import Conv2D
 from .layers.dense import Dense
@@ -55,11 +58,14 @@ from .threads import serial_blas_if_small
 
 #: split a batch over threads only from this many samples per thread on
 SPLIT_MIN_SAMPLES = 4
+#: pieces of the batch per thread, handed out as threads come free
+PIECES_PER_THREAD = 2
 #: split dense-only nets over threads too (False: their products use BLAS's own
 #: threads). Off: at 2 threads under load the split MLP batch of 100 cost 2.6 ms of
 #: process CPU against 32 ms for OpenBLAS's spinning threads
-#: (``bench/inference_kernels_ab.py --threads 2``), but its wall time was 1.5-1.7 ms
-#: against 1.0-1.1 ms; the quiet run decides (``speed_vs_torch.py --minidnn-split-dense``)
+#: (``bench/inference_kernels_ab.py --threads 2``), but in blocks of calls its wall
+#: time was 1.7-2.0 ms against 0.8-1.0 ms (``--blocks``); the quiet run decides
+#: (``speed_vs_torch.py --minidnn-split-dense``)
 SPLIT_DENSE = False
 #: output positions (product rows) per chunk of an im2row + GEMM convolution
 CHUNK_ROWS = 512
@@ -266,9 +272,9 @@ class _RowsConvStage(_Stage):
         y_rows = scratch.get((key, "y_rows"), (min(S, N) * P, O), dtype)
         im2row_ = serial_nogil(fused._im2row_nhwc_kernel)
         # BLAS on one thread always: the chunk products are small (LeNet's conv2: 12.8M
-        # multiply-adds), and at 2 threads an unsplit batch of 8-15 samples whose chunks
-        # each woke OpenBLAS's second thread took 60-73 ms wall against 11-22 ms for
-        # forward (under load); the threads come from the batch split instead
+        # multiply-adds), and at 2 threads, under load, a batch of 100 left unsplit, whose
+        # chunks each woke OpenBLAS's second thread, took several times forward's wall
+        # time; the threads come from the batch split instead
         with serial_blas_if_small(0):
             for s in range(0, N, S):
                 e = min(s + S, N)
@@ -427,7 +433,20 @@ class InferencePlan:
         parts = self.threads_for(N)
         if parts == 1:
             return self._run(x, 0)
-        outs = split_samples(lambda lo, hi, part: self._run(x[lo:hi], part), N, parts)
+        # PIECES_PER_THREAD pieces a thread, taken from a shared counter: a thread
+        # that gets less of a core (another process on it) takes fewer pieces
+        spans = ranges(N, min(N // SPLIT_MIN_SAMPLES, parts * PIECES_PER_THREAD))
+        outs = [None] * len(spans)
+        counter = itertools.count()
+
+        def work(lo, hi, part):
+            while True:
+                i = next(counter)           # atomic under the GIL
+                if i >= len(spans):
+                    return
+                a, b = spans[i]
+                outs[i] = self._run(x[a:b], part)
+        split_samples(work, parts, parts)
         return np.concatenate(outs, axis=0)
 
 
