@@ -32,9 +32,11 @@ and SGD settings on both sides):
   no momentum or decay (what sklearn's BernoulliRBM does) against
   ``sklearn.neural_network.BernoulliRBM``; minidnn's per-epoch monitors are off
   (``monitor_size=0``), as sklearn's pseudo-likelihood is when not verbose.
-* ``inference``: MLP and LeNet forward passes in evaluation mode: batch 1
-  latency (median and p99 of 2,000 calls) and batch 100 throughput over the
-  10,000 test images (torch eager, ``no_grad``).
+* ``inference``: MLP and LeNet forward passes in evaluation mode (minidnn's
+  ``Sequential.infer``, torch eager under ``no_grad``): batch 1 latency (median
+  and p99 of 2,000 calls) and batch 100 throughput over the 10,000 test images,
+  the median of 5 timed passes per worker (``--inference-passes``), at least 4
+  workers per side (``--inference-repeats``).
 
 FLOP counts are nominal: 2 per multiply-add of the conv/dense products;
 training = forward + weight gradient + input gradient (not for the first
@@ -294,7 +296,12 @@ def _sklearn_rbm(args) -> dict:
         return {"seconds": time.perf_counter() - t0, "n_examples": len(x)}
 
 
-def _latency(forward, x1, xt, batch=100, calls=2000) -> dict:
+def _latency(forward, x1, xt, batch=100, calls=2000, passes=5) -> dict:
+    """Batch 1: median and p99 of ``calls`` timed calls. Batch 100: ``passes`` timed
+    passes over all of xt after 10 warm-up batches; the throughput is that of the
+    median pass, and every batch call is timed too (median and p99). One pass of
+    100 calls (what sitting 17 timed) lasts only ~0.1 s for the MLP, so one wake-up
+    of a sleeping BLAS thread or one burst of load moved it by 20 %."""
     import numpy as np
     for _ in range(50):
         forward(x1)
@@ -303,22 +310,39 @@ def _latency(forward, x1, xt, batch=100, calls=2000) -> dict:
         t0 = time.perf_counter()
         forward(x1)
         times.append(time.perf_counter() - t0)
-    forward(xt[:batch])
-    t0 = time.perf_counter()
-    for start in range(0, len(xt), batch):
+    starts = range(0, len(xt), batch)
+    for start in list(starts)[:10]:
         forward(xt[start:start + batch])
-    seconds = time.perf_counter() - t0
+    pass_seconds, call_seconds = [], []
+    for _ in range(passes):
+        t_pass = time.perf_counter()
+        for start in starts:
+            t0 = time.perf_counter()
+            forward(xt[start:start + batch])
+            call_seconds.append(time.perf_counter() - t0)
+        pass_seconds.append(time.perf_counter() - t_pass)
+    seconds = float(np.median(pass_seconds))
     return {"batch1_median_ms": 1e3 * float(np.median(times)),
             "batch1_p99_ms": 1e3 * float(np.percentile(times, 99)),
-            "batch100_images_per_s": len(xt) / seconds, "batch100_seconds": seconds}
+            "batch100_images_per_s": len(xt) / seconds, "batch100_seconds": seconds,
+            "batch100_pass_images_per_s": [len(xt) / s for s in pass_seconds],
+            "batch100_call_median_ms": 1e3 * float(np.median(call_seconds)),
+            "batch100_call_p99_ms": 1e3 * float(np.percentile(call_seconds, 99))}
 
 
 def _minidnn_inference(args, name) -> dict:
     from minidnn import architectures
     _, _, xt, _ = _load(args, "mnist")
     model = architectures.build(TRAIN[name]["arch"], input_shape=(1, 28, 28), seed=SEED)
-    return _latency(lambda xb: model.forward(xb, training=False), xt[:1], xt,
-                    calls=args.latency_calls)
+    # infer: the inference path (fused, nothing kept for backward), as torch's eval +
+    # no_grad; --minidnn-forward times the training code's forward(training=False)
+    forward = ((lambda xb: model.forward(xb, training=False)) if args.minidnn_forward
+               else model.infer)
+    if args.minidnn_split_dense:
+        import minidnn.inference
+        minidnn.inference.SPLIT_DENSE = True
+    return _latency(forward, xt[:1], xt, calls=args.latency_calls,
+                    passes=args.inference_passes)
 
 
 def _torch_inference(args, name) -> dict:
@@ -331,7 +355,8 @@ def _torch_inference(args, name) -> dict:
     def forward(xb):
         with torch.no_grad():
             return net(xb)
-    return _latency(forward, xt_t[:1], xt_t, calls=args.latency_calls)
+    return _latency(forward, xt_t[:1], xt_t, calls=args.latency_calls,
+                    passes=args.inference_passes)
 
 
 def run_worker(args) -> dict:
@@ -367,7 +392,11 @@ def launch(framework, task, args, workdir, env) -> dict:
     out = Path(workdir) / f"{framework}_{task}_{time.monotonic_ns()}.json"
     command = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--task", task,
                "--threads", str(args.threads), "--workdir", workdir, "--result", str(out),
-               "--latency-calls", str(args.latency_calls)] + (["--tiny"] if args.tiny else []) \
+               "--latency-calls", str(args.latency_calls),
+               "--inference-passes", str(args.inference_passes)] \
+        + (["--minidnn-forward"] if args.minidnn_forward else []) \
+        + (["--minidnn-split-dense"] if args.minidnn_split_dense else []) \
+        + (["--tiny"] if args.tiny else []) \
         + ["--only"] + args.only
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -386,6 +415,18 @@ def main(argv=None) -> int:
                         help="timed runs per framework and workload, interleaved (default 3; "
                              "cifar10_quick uses min(repeats, 2))")
     parser.add_argument("--latency-calls", type=int, default=2000)
+    parser.add_argument("--inference-passes", type=int, default=5,
+                        help="timed passes over the test images at batch 100 per worker "
+                             "(the median pass is reported; default 5)")
+    parser.add_argument("--inference-repeats", type=int, default=4,
+                        help="fresh processes per side for each inference workload, at least "
+                             "(default 4; the larger of this and --repeats is used)")
+    parser.add_argument("--minidnn-split-dense", action="store_true",
+                        help="inference: split the MLP's batch over the threads too "
+                             "(minidnn.inference.SPLIT_DENSE = True)")
+    parser.add_argument("--minidnn-forward", action="store_true",
+                        help="inference: time minidnn's forward(training=False) instead of "
+                             "Sequential.infer")
     parser.add_argument("--tiny", action="store_true",
                         help="1,000 training / 500 test images: checks the harness, not speed")
     parser.add_argument("--out", type=Path, default=None)
@@ -427,6 +468,8 @@ def main(argv=None) -> int:
                               "infer"))
         for task, peer, flops, kind in tasks:
             repeats = min(args.repeats, 2) if task == "cifar10_quick" else args.repeats
+            if kind == "infer":     # short workers: more fresh processes per side
+                repeats = max(args.repeats, args.inference_repeats)
             runs = {"minidnn": [], peer: []}
             for r in range(repeats):
                 for framework in (("minidnn", peer) if r % 2 == 0 else (peer, "minidnn")):
@@ -434,7 +477,9 @@ def main(argv=None) -> int:
                     runs[framework].append(result)
                     shown = (f"{result['seconds']:.2f} s" if kind == "train" else
                              f"batch-1 {result['batch1_median_ms']:.3f} ms, batch-100 "
-                             f"{result['batch100_images_per_s']:.0f} img/s")
+                             f"{result['batch100_images_per_s']:.0f} img/s (passes "
+                             f"{min(result['batch100_pass_images_per_s']):.0f}-"
+                             f"{max(result['batch100_pass_images_per_s']):.0f})")
                     print(f"  {task:<14} {framework:<8} repeat {r + 1}: {shown}, peak RSS "
                           f"{result['peak_rss_mib']:.0f} MiB", flush=True)
             raw[task] = runs
@@ -448,7 +493,8 @@ def main(argv=None) -> int:
                     row.update({f"{side}_seconds": seconds, f"{side}_gflops": gflops,
                                 f"{side}_fraction_of_peak": gflops / peak})
                 else:
-                    for key in ("batch1_median_ms", "batch1_p99_ms", "batch100_images_per_s"):
+                    for key in ("batch1_median_ms", "batch1_p99_ms", "batch100_images_per_s",
+                                "batch100_call_median_ms"):
                         row[f"{side}_{key}"] = statistics.median(r[key] for r in results)
                     row[f"{side}_batch100_gflops"] = (
                         flops * row[f"{side}_batch100_images_per_s"] / 1e9)
@@ -482,6 +528,9 @@ def main(argv=None) -> int:
                     f"{row['peer_batch100_images_per_s']:.0f}/s")
             print(f"{row['task']:<15}{ours:>22}{peer:>30}{row['ratio_batch1_median']:>8.2f}"
                   f"{'<= 1.0':>8}{rss:>16}")
+            print(f"{'':<15}{'p99 ratio':>22}{row['ratio_batch1_p99']:>38.2f}{'<= 1.0':>8}\n"
+                  f"{'':<15}{'batch-100 time ratio':>22}{row['ratio_batch100_time']:>38.2f}"
+                  f"{'<= 1.0':>8}")
     print("(inference: batch-1 median/p99 latency and batch-100 images/s; ratio = median latency)")
     payload = {"benchmark": "speed_vs_torch", "command": "python bench/speed_vs_torch.py "
                + " ".join(argv if argv is not None else sys.argv[1:]),

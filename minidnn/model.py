@@ -93,15 +93,29 @@ class Sequential:
         self.layers[first].backward_params(grad)
         return None
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """``forward(x, training=False)`` through the fused, cache-free inference
+        plan (``minidnn.inference``): the same outputs to float rounding, nothing
+        kept on the layers for a backward pass. Built on first use and rebuilt
+        when the list of layers changes; it reads the parameters on every call."""
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating) or x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        plan = self.__dict__.get("_inference_plan")
+        if plan is None or not plan.matches(self.layers):
+            from .inference import InferencePlan
+            plan = self._inference_plan = InferencePlan(self.layers)
+        return plan(x)
+
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Outputs (logits) for all of ``x`` in evaluation mode, in batches."""
+        """Outputs (logits) for all of ``x`` in evaluation mode, in batches
+        (through ``infer``)."""
         from .checks import check_positive_int
         batch_size = check_positive_int(batch_size, "predict: batch_size")
         if len(x) == 0:
             raise ValueError("predict: x is empty (0 samples)")
-        outs = [self.forward(x[i:i + batch_size], training=False)
-                for i in range(0, len(x), batch_size)]
-        return np.concatenate(outs, axis=0)
+        outs = [self.infer(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
     # -- introspection ------------------------------------------------------
     @property
