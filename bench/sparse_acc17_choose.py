@@ -12,6 +12,8 @@ from pathlib import Path
 def options(run):
     """The sparse_mnist_table.py options that set this run's knobs (defaults left out)."""
     out = []
+    if run.get("ae_epochs", 10) != 10:   # the stages' autoencoder: 10 epochs, weight decay 0.01
+        out += ["--ae-epochs", str(run["ae_epochs"])]
     if run.get("epochs", 100) != 100:   # the stages' fine-tuning length is 100 epochs
         out += ["--ft-epochs", str(run["epochs"])]
     if run.get("center"):
