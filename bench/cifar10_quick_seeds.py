@@ -4,9 +4,11 @@
         [--threads 1] [--order shuffle|file] [--summary-only]
 
 Each (framework, seed) is one run of ``bench/cifar10_quick.py --caffe-split
---mean image --caffe-bias --seed S --tag _caffe50k[_file]_sS`` (seed 0 keeps
-sitting 16's tag ``_caffe50k``), in its own clean process, one after the
-other (never two at once). Runs are resumable: a finished run's result JSON
+--mean image --caffe-bias --seed S --tag _caffe50k[_file]_sS`` (minidnn's
+seed 0 keeps sitting 16's tag ``_caffe50k``; PyTorch's tags carry ``_cf``, its
+twin in Caffe's momentum form across the lr drop since sitting 18, so
+sitting 16's ``cifar10_quick_torch_caffe50k.json`` in PyTorch's form is not
+counted), in its own clean process, one after the other (never two at once). Runs are resumable: a finished run's result JSON
 (``bench/results/cifar10_quick_<framework><tag>.json``) is read back, never
 recomputed, and an interrupted one continues from its per-epoch checkpoint in
 /work/artifacts. The seed sets the initial weights (Caffe's Gaussian fillers,
@@ -31,19 +33,22 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 
 
-def run_tag(seed: int, order: str) -> str:
-    base = "_caffe50k" + ("_file" if order == "file" else "")
-    return base if (seed == 0 and order == "shuffle") else f"{base}_s{seed}"
+def run_tag(framework: str, seed: int, order: str) -> str:
+    base = "_caffe50k" + ("_cf" if framework == "torch" else "") + (
+        "_file" if order == "file" else "")
+    if framework == "minidnn" and seed == 0 and order == "shuffle":
+        return base                     # sitting 16's run
+    return f"{base}_s{seed}"
 
 
 def result_path(framework: str, seed: int, order: str) -> Path:
-    return RESULTS / f"cifar10_quick_{framework}{run_tag(seed, order)}.json"
+    return RESULTS / f"cifar10_quick_{framework}{run_tag(framework, seed, order)}.json"
 
 
 def command(framework: str, seed: int, order: str, threads: int) -> list[str]:
     cmd = [sys.executable, str(BENCH / "cifar10_quick.py"), "--framework", framework,
            "--caffe-split", "--mean", "image", "--caffe-bias", "--seed", str(seed),
-           "--threads", str(threads), "--tag", run_tag(seed, order)]
+           "--threads", str(threads), "--tag", run_tag(framework, seed, order)]
     return cmd + (["--order", "file"] if order == "file" else [])
 
 
@@ -59,7 +64,10 @@ def summary(frameworks, seeds, order: str) -> dict:
             runs.append({"seed": seed, "test_accuracy": r["test_accuracy"],
                          "test_loss": r["test_loss"],
                          "train_seconds_total": r["train_seconds_total"],
-                         "threads": r.get("threads"), "file": str(path.relative_to(BENCH.parent))})
+                         "threads": r.get("threads"), "order": r.get("order", "shuffle"),
+                         "momentum_form": r.get("momentum_form", "caffe" if framework == "minidnn"
+                                                else "pytorch"),
+                         "file": str(path.relative_to(BENCH.parent))})
         acc = [100 * r["test_accuracy"] for r in runs]
         sec = [r["train_seconds_total"] for r in runs]
         table[framework] = {
