@@ -2,7 +2,7 @@
 
     python bench/cifar10_quick.py --framework minidnn|torch|both [--threads 1]
         [--epochs-high 9 --epochs-low 2] [--train-limit N] [--tag NAME] [--caffe-bias]
-        [--caffe-split] [--mean channel|image]
+        [--caffe-split] [--mean channel|image] [--order shuffle|file] [--seed S]
 
 Recipe (Caffe's examples/cifar10/cifar10_quick_solver*.prototxt): SGD lr 0.001,
 momentum 0.9, weight decay 0.004, batch 100, 4,000 iterations, then 1,000 at
@@ -16,8 +16,13 @@ conv2 and conv3, 0.1 for ip1 and ip2; biases 0), drawn once by minidnn and
 copied into the PyTorch model, so both start from the same weights and see
 the same minibatches (the same seeded permutation per epoch). Differences
 left: Caffe's bias lr multiplier 2 and bias decay are used (by both
-frameworks) only with --caffe-bias; PyTorch's momentum form (v = μv + g; w -= η·v) equals Caffe's
-(v = μv − η·g) except at the one learning-rate drop.
+frameworks) only with --caffe-bias. PyTorch's momentum form (v = μv + g;
+w -= η·v) equals Caffe's (V = μV + η·g; w -= V, V = η·v) while η is constant;
+at the learning-rate drop the PyTorch twin multiplies its momentum buffers by
+η_old/η_new, so that it carries Caffe's V across the drop (as Caffe's
+snapshot/resume does) instead of shrinking it tenfold at once (sitting 18; the
+sitting-16 PyTorch result cifar10_quick_torch_caffe50k.json predates this and
+has no "momentum_form" entry).
 
 --caffe-split follows Caffe's data split exactly: train on all 50,000
 training images (train + our validation split; 500 iterations an epoch), so
@@ -26,8 +31,23 @@ training images (train + our validation split; 500 iterations an epoch), so
 the 10,000 test images are used once, at the end (Caffe's test_interval only
 prints). --mean image subtracts the training set's mean image (Caffe's
 mean.binaryproto from compute_image_mean) instead of the per-channel mean.
-The one difference from Caffe left in data handling: Caffe reads its LMDB in
-a fixed order, we draw a seeded permutation each epoch.
+--order file reads the training images in file order every epoch
+(data_batch_1 ... data_batch_5, minibatch b = images 100b ... 100b+99), as
+Caffe's Data layer reads the LMDB that convert_cifar_data writes in that order
+(no shuffling anywhere in Caffe's example); the default, --order shuffle,
+draws a seeded permutation each epoch instead. With --order file the seed
+sets only the initial weights.
+
+Checked against Caffe's examples/cifar10/cifar10_quick_train_test.prototxt and
+its two solvers (sitting 18): inputs pixel - mean image, no scale (--mean image);
+fillers Gaussian std 1e-4 (conv1), 0.01 (conv2, conv3), 0.1 (ip1, ip2),
+biases constant 0; bias lr_mult 2, decay_mult 1 (--caffe-bias); pool1 MAX,
+pool2/pool3 AVE, all 3x3 stride 2, ceil-rounded sizes 32 -> 16 -> 8 -> 4, an
+AVE window over the far edge averaged over its part inside the input (Caffe's
+pool_size with pad 0); pool1 -> relu1, relu2 -> pool2, relu3 -> pool3; no
+nonlinearity between ip1 and ip2; SoftmaxWithLoss averaged over the batch;
+Caffe's momentum form (SGD momentum_form "caffe", the history carried across
+the lr drop as Caffe's snapshot/resume does); test on the 10,000 test images.
 
 Each framework runs in its own process (torch is never imported beside
 minidnn); results: bench/results/cifar10_quick_<framework><tag>.json.
@@ -118,13 +138,15 @@ def run_minidnn(args) -> dict:
     x, y, xv, yv, xt, yt, normalize = prepared_data(args.train_limit, args.caffe_split, args.mean)
     model = caffe_initialised_model(args.seed)
     optimizer = SGD(LR, MOMENTUM, WEIGHT_DECAY, schedule=StepLR(args.epochs_high, 0.1),
-                    param_mult=CAFFE_BIAS_MULT if args.caffe_bias else None)
+                    param_mult=CAFFE_BIAS_MULT if args.caffe_bias else None,
+                    momentum_form="caffe")
     epochs = args.epochs_high + args.epochs_low
     checkpoint = Path(args.checkpoint_dir) / f"cifar10_quick{args.tag}.ckpt.h5"
     t0 = time.perf_counter()
     history = fit(model, (x, y), None if xv is None else (xv, yv), epochs=epochs, batch_size=BATCH,
                   optimizer=optimizer, seed=args.seed, checkpoint=str(checkpoint),
-                  resume=True, progress=False, log=lambda line: print(line, flush=True))
+                  resume=True, progress=False, log=lambda line: print(line, flush=True),
+                  shuffle=args.order == "shuffle")
     seconds = time.perf_counter() - t0
     test = evaluate(model, (xt, yt))
     training = {"dataset": "cifar10 (JPEG-derived copy)", "architecture": "cifar10-quick",
@@ -190,9 +212,16 @@ def run_torch(args) -> dict:
 
     for epoch in range(start, epochs):
         for group in opt.param_groups:
-            group["lr"] = LR * group["lr_mult"] * (0.1 if epoch >= args.epochs_high else 1.0)
+            lr = LR * group["lr_mult"] * (0.1 if epoch >= args.epochs_high else 1.0)
+            if lr != group["lr"]:
+                # Caffe's momentum form: its history V = lr_old * v goes on unchanged
+                for p in group["params"]:
+                    buffer = opt.state.get(p, {}).get("momentum_buffer")
+                    if buffer is not None:
+                        buffer.mul_(group["lr"] / lr)
+            group["lr"] = lr
         t0 = time.perf_counter()
-        order = rng.permutation(len(x))
+        order = rng.permutation(len(x)) if args.order == "shuffle" else np.arange(len(x))
         total, correct = 0.0, 0
         for b in range(0, len(x), BATCH):
             idx = order[b:b + BATCH]
@@ -214,7 +243,9 @@ def run_torch(args) -> dict:
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
                     "rng": rng.bit_generator.state, "history": history}, checkpoint)
     test_loss, test_acc = evaluate(xt, yt)
-    return {"framework": "torch", "torch_version": torch.__version__, "test_accuracy": test_acc,
+    return {"framework": "torch", "torch_version": torch.__version__,
+            "momentum_form": "caffe (buffers rescaled by lr_old/lr_new at the drop)",
+            "test_accuracy": test_acc,
             "test_loss": test_loss, "train_seconds_total": sum(r["seconds"] for r in history),
             "history": history}
 
@@ -267,6 +298,9 @@ def main(argv=None) -> int:
                              "validation set, fixed schedule), test once on the 10,000")
     parser.add_argument("--mean", choices=("channel", "image"), default="channel",
                         help="subtract the per-channel mean (default) or Caffe's mean image")
+    parser.add_argument("--order", choices=("shuffle", "file"), default="shuffle",
+                        help="minibatch order: a seeded permutation each epoch (default), or "
+                             "file order every epoch as Caffe's LMDB is read")
     parser.add_argument("--train-limit", type=int, default=None,
                         help="use only the first N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
@@ -303,7 +337,8 @@ def main(argv=None) -> int:
         per_epoch = -(-n_train // BATCH)
         result.update(threads=args.threads, epochs_high=args.epochs_high,
                       epochs_low=args.epochs_low, train_limit=args.train_limit,
-                      caffe_split=args.caffe_split, mean=args.mean,
+                      caffe_split=args.caffe_split, mean=args.mean, order=args.order,
+                      seed=args.seed,
                       recipe=f"lr 0.001 momentum 0.9 wd 0.004 batch 100; {args.epochs_high} "
                              f"epochs ({args.epochs_high * per_epoch:,} it) then "
                              f"{args.epochs_low} at lr 0.0001 ({args.epochs_low * per_epoch:,} "

@@ -19,7 +19,11 @@ Fairness, in the order the issue asks for it:
   printed beside its time, with the fraction of that peak.
 * Repeats are interleaved (minidnn, torch, torch, minidnn, ...) and medians
   reported; each worker first runs 20 throw-away minibatches (JIT, caches).
-* Peak memory: each worker's own peak RSS (/proc/self/status VmHWM).
+* Peak memory: each worker's own peak RSS (/proc/self/status VmHWM), and,
+  for the training workloads, what training adds above imports + data: VmHWM
+  reset once the data is loaded (/proc/self/clear_refs), read after the
+  timed epoch, minus VmRSS at the reset (model, warm-up, activations,
+  gradients, buffers; ``_TrainingMemory``).
 
 Workloads (one timed epoch each, same data, initial weights, minibatch order
 and SGD settings on both sides):
@@ -105,6 +109,54 @@ def _peak_rss_mib() -> float | None:
     except OSError:
         return None
     return None
+
+
+def _rss_mib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+class _TrainingMemory:
+    """The memory training takes, apart from imports and data: entered once the
+    data is loaded, before the model is built and the warm-up runs, it resets
+    the peak RSS (VmHWM; Linux: "5" written to /proc/self/clear_refs) and reads
+    VmRSS; on exit it reads VmHWM again. ``training_rss_growth_mib`` = that
+    peak - VmRSS at entry: model, warm-up (JIT), the timed epoch's activations,
+    gradients and buffers. Measured from before the warm-up, not from the timed
+    epoch alone, so that memory a framework's allocator keeps after the warm-up
+    (glibc's heap for torch, where NumPy's large arrays go back to the system)
+    counts the same on both sides. The process's peak before the reset is kept
+    (``peak_rss_before_training_mib``), so ``peak_rss_mib`` stays the whole
+    process's peak."""
+
+    def __enter__(self):
+        self.peak_before = _rss_mib("VmHWM")
+        self.rss_before = _rss_mib("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")
+            self.reset = True
+        except OSError:
+            self.reset = False
+        return self
+
+    def __exit__(self, *exc):
+        self.peak_after = _rss_mib("VmHWM")
+        return False
+
+    def record(self) -> dict:
+        if not self.reset or self.peak_after is None or self.rss_before is None:
+            return {}
+        return {"rss_before_training_mib": self.rss_before,
+                "training_peak_rss_mib": self.peak_after,
+                "training_rss_growth_mib": self.peak_after - self.rss_before,
+                "peak_rss_before_training_mib": self.peak_before}
 
 
 def _flops_per_example(model, train: bool) -> float:
@@ -197,17 +249,18 @@ def _minidnn_train(args, name) -> dict:
         # seed 0: the very weights _prepare exported for torch
         return architectures.build(spec["arch"], input_shape=x.shape[1:], seed=SEED)
 
-    warm = build()
-    minidnn.fit(warm, (x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs]), epochs=1,
-                batch_size=bs, optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED,
-                progress=False, log=None)
-    del warm
-    model = build()
-    history = minidnn.fit(model, (x, y), epochs=1, batch_size=bs,
-                          optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED, progress=False,
-                          log=None)
+    with _TrainingMemory() as memory:
+        warm = build()
+        minidnn.fit(warm, (x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs]), epochs=1,
+                    batch_size=bs, optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED,
+                    progress=False, log=None)
+        del warm
+        model = build()
+        history = minidnn.fit(model, (x, y), epochs=1, batch_size=bs,
+                              optimizer=minidnn.SGD(**spec["sgd"]), seed=SEED, progress=False,
+                              log=None)
     return {"seconds": history["seconds"][0], "train_loss": history["train_loss"][0],
-            "n_examples": len(x)}
+            "n_examples": len(x), **memory.record()}
 
 
 def _torch_net(name, torch):
@@ -246,6 +299,7 @@ def _torch_train(args, name) -> dict:
     x, y, _, _ = _load(args, spec["dataset"])
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
     bs = spec["batch"]
+    memory = _TrainingMemory().__enter__()      # closed after the timed epoch, as minidnn's
     net = _torch_model(args, name, torch)
 
     def epoch(net, x_t, y_t):
@@ -266,7 +320,8 @@ def _torch_train(args, name) -> dict:
 
     epoch(copy.deepcopy(net), x_t[:WARMUP_BATCHES * bs], y_t[:WARMUP_BATCHES * bs])
     seconds, loss = epoch(net, x_t, y_t)
-    return {"seconds": seconds, "train_loss": loss, "n_examples": len(x)}
+    memory.__exit__(None, None, None)
+    return {"seconds": seconds, "train_loss": loss, "n_examples": len(x), **memory.record()}
 
 
 def _minidnn_rbm(args) -> dict:
@@ -377,7 +432,10 @@ def run_worker(args) -> dict:
         result = (_minidnn_inference if framework == "minidnn" else _torch_inference)(args, name)
     else:
         raise ValueError(task)
-    result["peak_rss_mib"] = _peak_rss_mib()
+    # the whole process's peak, also where _TrainingMemory reset VmHWM
+    peaks = [p for p in (_peak_rss_mib(), result.get("peak_rss_before_training_mib"))
+             if p is not None]
+    result["peak_rss_mib"] = max(peaks) if peaks else None
     if framework == "minidnn":
         import numba
         result["numba_layer"] = numba.threading_layer() if task != "prepare" else None
@@ -480,13 +538,19 @@ def main(argv=None) -> int:
                              f"{result['batch100_images_per_s']:.0f} img/s (passes "
                              f"{min(result['batch100_pass_images_per_s']):.0f}-"
                              f"{max(result['batch100_pass_images_per_s']):.0f})")
+                    grown = ("" if "training_rss_growth_mib" not in result else
+                             f" (training adds {result['training_rss_growth_mib']:.0f} MiB)")
                     print(f"  {task:<14} {framework:<8} repeat {r + 1}: {shown}, peak RSS "
-                          f"{result['peak_rss_mib']:.0f} MiB", flush=True)
+                          f"{result['peak_rss_mib']:.0f} MiB{grown}", flush=True)
             raw[task] = runs
             row = {"task": task, "peer": peer, "kind": kind}
             for framework, results in runs.items():
                 side = "ours" if framework == "minidnn" else "peer"
                 row[f"{side}_peak_rss_mib"] = statistics.median(r["peak_rss_mib"] for r in results)
+                growth = [r["training_rss_growth_mib"] for r in results
+                          if "training_rss_growth_mib" in r]
+                if growth:   # what training adds above imports + data (_TrainingMemory)
+                    row[f"{side}_training_rss_growth_mib"] = statistics.median(growth)
                 if kind == "train":
                     seconds = statistics.median(r["seconds"] for r in results)
                     gflops = flops * results[0]["n_examples"] / seconds / 1e9
@@ -532,6 +596,13 @@ def main(argv=None) -> int:
                   f"{'':<15}{'batch-100 time ratio':>22}{row['ratio_batch100_time']:>38.2f}"
                   f"{'<= 1.0':>8}")
     print("(inference: batch-1 median/p99 latency and batch-100 images/s; ratio = median latency)")
+    grown = [r for r in rows
+             if "ours_training_rss_growth_mib" in r and "peer_training_rss_growth_mib" in r]
+    if grown:
+        print("peak RSS = the worker process's peak (imports, data, model, training); what "
+              "training adds above imports + data (model, warm-up, epoch), minidnn / peer: "
+              + ", ".join(f"{r['task']} {r['ours_training_rss_growth_mib']:.0f}/"
+                          f"{r['peer_training_rss_growth_mib']:.0f} MiB" for r in grown))
     payload = {"benchmark": "speed_vs_torch", "command": "python bench/speed_vs_torch.py "
                + " ".join(argv if argv is not None else sys.argv[1:]),
                "environment": env, "threads": args.threads, "repeats": args.repeats,

@@ -41,7 +41,7 @@ def _load_data(args, log=None):
 
 
 def cmd_train(args) -> int:
-    from . import architectures, io, semisync, sparse
+    from . import architectures, data, io, semisync, sparse
     from .optimizers import SGD, StepLR
     from .training import TrainingDiverged, evaluate, fit, resolve_drop_last
     from .quantization import discrete
@@ -55,7 +55,7 @@ def cmd_train(args) -> int:
     from .data.transforms import configure_inputs
     splits, transform, input_info = configure_inputs(args, _load_data(args, log=say_source))
     input_shape = splits.train.x.shape[1:]
-    n_classes = int(splits.train.y.max()) + 1
+    n_classes = data.class_count(args.dataset, splits)   # not the largest label seen
     if args.init_from:
         from .pretraining import mlp_from_pretrained
         model = mlp_from_pretrained(args.init_from, n_classes)

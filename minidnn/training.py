@@ -251,7 +251,7 @@ def _changed_settings(path, settings: dict) -> dict:
     """{setting: [checkpoint's value, this run's value]} for the settings that
     differ; a setting the checkpoint did not record is not compared."""
     stored = io.read_training_info(path)
-    compared = ("batch_size", "seed", "drop_last", "dataset")
+    compared = ("batch_size", "seed", "drop_last", "shuffle", "dataset")
     before = {k: stored[k] for k in compared if k in stored}
     before.update({f"optimizer.{k}": v for k, v in stored.get("optimizer", {}).items()})
     now = {k: settings[k] for k in compared if k in settings}
@@ -291,7 +291,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         progress: bool = True, log=print, info: dict | None = None,
         drop_last: bool | None = None, keep_best: bool = False,
         divergence_factor: float | None = DIVERGENCE_FACTOR,
-        resume_with_changes: bool = False, transform=None) -> History:
+        resume_with_changes: bool = False, transform=None, shuffle: bool = True) -> History:
     """Train ``model`` on ``train`` = (x, y) with minibatch SGD.
 
     Each epoch reshuffles the training set with a Generator seeded by
@@ -331,6 +331,11 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
 
     Random layers (Dropout) of a model that was loaded from a file or built
     with ``Sequential(seed=None)`` are seeded from ``seed`` first.
+    ``shuffle=False`` reads the training set in its given order every epoch
+    (minibatch b is always samples [b·batch_size, (b+1)·batch_size)), as
+    Caffe's data layer reads its LMDB; then ``seed`` only seeds random layers
+    and ``transform``. The setting is stored in checkpoints and compared on resume.
+
     ``transform(xb, rng)``, if given, maps each training minibatch before the
     forward pass (augmentation, e.g. ``minidnn.data.transforms.RandomCropFlip``);
     it draws from the Generator that shuffles, which every checkpoint saves, so
@@ -361,7 +366,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     shuffle_rng = np.random.default_rng(seed)
     history, start_epoch = History(), 0
     settings = {"batch_size": batch_size, "seed": seed, "drop_last": drop_last,
-                "optimizer": optimizer.get_config()}
+                "shuffle": bool(shuffle), "optimizer": optimizer.get_config()}
     if info and "dataset" in info:
         settings["dataset"] = info["dataset"]
     training_info = {"epochs": epochs, **settings,
@@ -438,7 +443,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         good_state = (_snapshot(model), copy.deepcopy(optimizer.state_dict()))
         optimizer.set_epoch(epoch)
         t0 = time.perf_counter()
-        order = shuffle_rng.permutation(n)
+        order = shuffle_rng.permutation(n) if shuffle else np.arange(n)
         total_loss, correct = 0.0, 0
         # disable=None: a bar on terminals only, not in redirected logs
         bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{epochs}", leave=False,

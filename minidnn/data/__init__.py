@@ -7,11 +7,11 @@
 
 Images are float32 (N, C, H, W) = uint8 pixel / 255 for every source.
 """
-from .api import DataUnavailableError, fetch, load
+from .api import DataUnavailableError, class_count, fetch, load
 from .cifar import CifarFormatError
 from .dataset import Dataset, Splits
 from .idx import IDXError, read_idx, write_idx
 from .sources import ChecksumError
 
-__all__ = ["Dataset", "Splits", "load", "fetch", "read_idx", "write_idx", "IDXError",
+__all__ = ["Dataset", "Splits", "load", "fetch", "class_count", "read_idx", "write_idx", "IDXError",
            "ChecksumError", "DataUnavailableError", "CifarFormatError"]

@@ -158,6 +158,31 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
                             arrays["test_images"], arrays["test_labels"], val_size)
 
 
+def class_count(name: str, splits=None) -> int:
+    """The number of classes of dataset ``name``: its documented count (MNIST,
+    Fashion-MNIST and the embedded subset 10, CIFAR-10 10, CIFAR-100 100 fine or
+    20 coarse), not the largest label seen, which a subset (or a synthetic
+    archive) may not reach; for a name without a known count, the largest label
+    over ``splits`` + 1. Labels beyond the count are an error."""
+    _check_name(name)
+    if name in registry.CIFAR_NAMES:
+        from .cifar import DATASET_NAMES
+        info, label = DATASET_NAMES[name]
+        count = info.label_classes[info.label_names.index(label)]
+    elif name in registry.IDX_DATASETS:
+        count = len(registry.IDX_DATASETS[name].classes)
+    elif name == "embedded":
+        count = len(registry.MNIST.classes)
+    else:
+        count = None
+    seen = max((int(part.y.max()) for part in (splits or ()) if len(part.y)), default=-1)
+    if count is None:
+        return seen + 1
+    if seen >= count:
+        raise ValueError(f"{name} has {count} classes, but a label {seen} was found")
+    return count
+
+
 def _megabytes(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:.1f} MB"
 
