@@ -35,8 +35,8 @@ import minidnn
 minidnn.configure_threads(int(sys.argv[1]))
 from minidnn import data
 from minidnn.pretraining import BernoulliRBM, PretrainConfig
-if sys.argv[3] == "0":
-    BernoulliRBM.SPLIT_ROWS = False      # sitting 17's path (an older tree ignores it)
+# "0": sitting 17's path; otherwise the split (an older tree ignores the attribute)
+BernoulliRBM.SPLIT_ROWS = sys.argv[3] != "0"
 x = np.ascontiguousarray(data.load("mnist", progress=False).train.x.reshape(-1, 784))
 kw = dict(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.0, final_momentum=0.0,
           batch_size=100, k=1, persistent=True)

@@ -50,10 +50,13 @@ def _sigmoid_flat_parallel(x, out, n_blocks):
         _sigmoid_range(x, out, b * per, min(n, (b + 1) * per))
 
 
-#: elements from which the sigmoid runs on every Numba thread (a (100, 500) batch, 50,000,
-#: takes ~40 µs on one; the pool wakes in a few µs right after a sparse layer's parallel
-#: kernels, which leave it spinning)
-PARALLEL_MIN_ELEMENTS = 1 << 15
+#: elements from which the sigmoid runs on every Numba thread; off by default (2**62). The
+#: split was meant for a (100, 500) batch (~40 µs on one thread, the pool still spinning after
+#: a sparse layer's parallel kernels), but the quiet 2-thread run of sitting 18 showed it
+#: losing: the sparse step's sigmoid 178 µs split against 59 serial, and after a dense layer's
+#: BLAS products (OpenBLAS's threads spinning too) the dense step 8.9 ms against 2.3 ms
+#: (sigmoid 4.1 ms). Set it to 1 << 15 to try the split on another machine.
+PARALLEL_MIN_ELEMENTS = 1 << 62
 
 
 def sigmoid32(x: np.ndarray) -> np.ndarray | None:

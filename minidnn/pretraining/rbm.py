@@ -425,8 +425,11 @@ class BernoulliRBM(ParamHolder):
 
     # -- CD and PCD on worker threads, each on its own rows ----------------------------------
     #: split a CD/PCD step's rows over the worker threads (``_split_step``); False: one thread
-    #: hands each product to multi-threaded BLAS and runs the σ kernels alone
-    SPLIT_ROWS = True
+    #: hands each product to multi-threaded BLAS and runs the σ kernels alone. Off by
+    #: default: under load the split won by 5x, but the quiet 2-thread A/B of sitting 18
+    #: (``bench/rbm_epoch_probe.py --unsplit --against fffa29e``, two runs) put the split
+    #: epoch at 3.11 s (3.25 s) against 2.41 s unsplit and 2.18 s (2.67 s) for sitting 17.
+    SPLIT_ROWS = False
     #: threads for the split; None: Numba's thread count (``minidnn.configure_threads``)
     SPLIT_THREADS = None
     #: fewest minibatch rows per thread worth a split (below it the hand-off costs more)
