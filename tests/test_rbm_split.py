@@ -136,7 +136,7 @@ def test_gaussian_visible_units_keep_the_one_thread_path(split, monkeypatch):
 
 def test_few_rows_do_not_split(monkeypatch):
     rbm = BernoulliRBM(9, 6, rng=0)
-    rbm.SPLIT_THREADS, rbm.SPLIT_MIN_ROWS = 2, 16
+    rbm.SPLIT_ROWS, rbm.SPLIT_THREADS, rbm.SPLIT_MIN_ROWS = True, 2, 16   # split opted into
     assert rbm._split_parts(31, 100) == 1 and rbm._split_parts(32, 32) == 2
     assert rbm._split_parts(100, 100) == 2
     rbm.SPLIT_ROWS = False
