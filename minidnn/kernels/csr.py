@@ -1135,6 +1135,92 @@ def _input_grad_padded_share(t_indptr, t_indices, perm, data, grad_pad, dx, s0, 
                                           t_indptr[c + 1], c, s1 - s0, ld_g, ld_dx, nnz)
 
 
+@numba.njit(cache=True, fastmath=True)
+def _forward_padded_row_range(indptr, indices, data, bias, dense_pad, out, r0, r1):
+    # output rows r0..r1 for every sample (the row split's share), the bias added to each
+    # finished row: the numbers of the one-block ``_forward_padded_share``
+    k, ld, ld_out, nnz = out.shape[1], dense_pad.shape[1], out.shape[1], len(indices)
+    if k == 0:
+        return
+    dense_flat, out_flat = dense_pad.reshape(-1), out.reshape(-1)
+    has_bias = len(bias) > 0
+    for r in range(r0, r1):
+        _forward_row_padded_avx2(out_flat, dense_flat, indices, data, indptr[r], indptr[r + 1],
+                                 r, k, ld, ld_out, nnz)
+        if has_bias:
+            acc, br = out[r], bias[r]
+            for b in range(k):
+                acc[b] += br
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_dx_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data, dx,
+                              c0, c1):
+    # the fused backward with dx for A's columns c0..c1 and every sample (the column split)
+    k, ld_g, ld_x, ld_dx = dx.shape[1], grad_pad.shape[1], x_pad.shape[1], dx.shape[1]
+    g_flat, x_flat, dx_flat = grad_pad.reshape(-1), x_pad.reshape(-1), dx.reshape(-1)
+    for c in range(c0, c1):
+        _backward_col_avx2(dx_flat, g_flat, x_flat, t_indices, perm, data, grad_data,
+                           t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, ld_dx, len(t_indices))
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_params_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data,
+                                  dx, k, c0, c1):
+    # the same without dx (a first layer)
+    ld_g, ld_x = grad_pad.shape[1], x_pad.shape[1]
+    g_flat, x_flat = grad_pad.reshape(-1), x_pad.reshape(-1)
+    for c in range(c0, c1):
+        _backward_col_params_avx2(dx, g_flat, x_flat, t_indices, perm, data, grad_data,
+                                  t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, 0,
+                                  len(t_indices))
+
+
+def _csr_matmul_padded_rowsplit(indptr, indices, data, bias, source, dense_pad, out, fill,
+                                n_blocks):
+    # the padded forward split by output ROWS (``FORWARD_SPLIT = "rows"``): a first region
+    # fills xᵀ (each block its share of the samples), then, after its barrier, block c
+    # computes rows [c·n/B, (c+1)·n/B) for every sample. Each core reads all of xᵀ and
+    # writes only its own rows of out; the numbers are the one-block kernel's.
+    k, n_rows = out.shape[1], out.shape[0]
+    if fill != FILL_NONE:
+        for c in numba.prange(n_blocks):
+            v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+            _fill_share(source, dense_pad, fill, s0, s1)
+    for c in numba.prange(n_blocks):
+        _forward_padded_row_range(indptr, indices, data, bias, dense_pad, out,
+                                  c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
+
+
+def _backward_padded_colsplit(t_indptr, t_indices, perm, data, source, grad_pad, x_pad, k, zero,
+                              grad_data, grad_bias, dx, fill, n_blocks):
+    # the padded backward split by A's COLUMNS (``BACKWARD_SPLIT = "columns"``, with or
+    # without dx): after the fill of gradᵀ (a first region, by samples), block c does
+    # columns [c·n/B, (c+1)·n/B) — their rows of dx and their entries of the weight
+    # gradient, every sample — and the same share of the bias rows. No partial sums; the
+    # numbers are the one-block kernel's.
+    n_rows, n_cols = grad_pad.shape[0], len(t_indptr) - 1
+    want_dx = dx.shape[0] > 0
+    if fill != FILL_NONE:
+        for c in numba.prange(n_blocks):
+            v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+            _fill_share(source, grad_pad, fill, s0, s1)
+    for c in numba.prange(n_blocks):
+        r0, r1 = c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks
+        if len(grad_bias) > 0:
+            _row_sums_share(grad_pad[r0:r1], zero, grad_bias[r0:r1], 0, k)
+        c0, c1 = c * n_cols // n_blocks, (c + 1) * n_cols // n_blocks
+        if k == 0:                  # no samples: every product is 0
+            for q in range(t_indptr[c0], t_indptr[c1]):
+                grad_data[perm[q]] = zero
+        elif want_dx:
+            _backward_dx_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad,
+                                      grad_data, dx, c0, c1)
+        else:
+            _backward_params_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad,
+                                          grad_data, dx, k, c0, c1)
+
+
 def _backward_products_rows(t_indptr, t_indices, perm, data, source, grad_pad, x_pad, k, zero,
                             grad_data, grad_bias, dx, fill, n_blocks):
     # the padded backward split by PRODUCT instead of by samples (``BACKWARD_SPLIT =
@@ -1212,7 +1298,9 @@ for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul
                    ("matmul_batch_major_simd", _csr_matmul_batch_major_simd_rows),
                    ("matmul_padded", _csr_matmul_padded_rows),
                    ("backward_padded", _backward_padded_rows),
-                   ("backward_products", _backward_products_rows)):
+                   ("backward_products", _backward_products_rows),
+                   ("matmul_padded_rowsplit", _csr_matmul_padded_rowsplit),
+                   ("backward_padded_colsplit", _backward_padded_colsplit)):
     _KERNELS[_name] = (numba.njit(cache=True, fastmath=True)(_fn),
                        numba.njit(cache=True, fastmath=True, parallel=True)(_fn))
 
@@ -1421,6 +1509,15 @@ class TrainingKernels:
     #: "samples". Class-level, for the same quiet A/B.
     BACKWARD_SPLIT: str = "samples"
 
+    #: how the float32 forward splits its work over threads: "samples" (sitting 18) or
+    #: "rows" (``_csr_matmul_padded_rowsplit``: the fill of xᵀ by samples, then each thread
+    #: its block of output rows for every sample). BACKWARD_SPLIT may also be "columns"
+    #: (``_backward_padded_colsplit``: each thread its block of A's columns — dx rows and
+    #: weight-gradient entries — for every sample, with or without dx). "rows", "columns"
+    #: and "products" give the one-thread numbers bit for bit; "samples" sums per-thread
+    #: partial dot products. Class-level, for the quiet A/B.
+    FORWARD_SPLIT: str = "samples"
+
     def __init__(self, indptr, indices, transposed, n_cols: int):
         t_indptr, t_indices, perm = transposed
         self.n_rows, self.n_cols = len(indptr) - 1, int(n_cols)
@@ -1480,8 +1577,13 @@ class TrainingKernels:
             pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=data.dtype)
             kernel, blocks = self._pick("matmul_padded", (self.nnz + self.n_cols) * k)
-            kernel(self.indptr, self.indices, data, bias, x, pad, out,
-                   FILL_TRANSPOSE if batch_major else FILL_COPY, _sample_blocks(blocks, k))
+            fill = FILL_TRANSPOSE if batch_major else FILL_COPY
+            if blocks > 1 and self.FORWARD_SPLIT == "rows":
+                _KERNELS["matmul_padded_rowsplit"][1](self.indptr, self.indices, data, bias, x,
+                                                      pad, out, fill, blocks)
+            else:
+                kernel(self.indptr, self.indices, data, bias, x, pad, out, fill,
+                       _sample_blocks(blocks, k))
             self._x_view = pad[:, :k]
             return out, self._x_view
         if not batch_major:
@@ -1524,6 +1626,11 @@ class TrainingKernels:
             work = self.nnz * k * (2 if input_grad else 1) + (self.n_rows * k if batch_major else 0)
             fill = FILL_TRANSPOSE if batch_major else FILL_COPY
             kernel, blocks = self._pick("backward_padded", work)
+            if blocks > 1 and self.BACKWARD_SPLIT == "columns":
+                _KERNELS["backward_padded_colsplit"][1](self.t_indptr, self.t_indices, self.perm,
+                                                        data, grad, g_pad, x_pad, k, zero,
+                                                        grad_data, grad_bias, dx, fill, blocks)
+                return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
             blocks = _sample_blocks(blocks, k)
             if input_grad and blocks == 2 and self.BACKWARD_SPLIT == "products":
                 _KERNELS["backward_products"][1](self.t_indptr, self.t_indices, self.perm, data,
