@@ -28,11 +28,13 @@ Sitting 19 added single rows (no "old"):
   output) and the rate that makes at p5;
 * ``split products bwd(+T)`` (2 threads): the backward split by product
   (``TrainingKernels.BACKWARD_SPLIT = "products"``) — compare with ``new bwd(+T)``;
-* ``step samples|products|serial``: the layer's whole step (forward + backward from
-  C-ordered x and g, as bench/sparse_speed.py times it) with the backward split by
-  samples (the default), by product, or every kernel serial (``TrainingKernels.THREADS
-  = 1``); ``step_params samples|serial``: forward + backward_params (a first layer).
-  At ``--threads 2 --clock wall`` on the quiet machine these decide the two switches.
+* ``step samples|products|rows+products|rows+columns|serial``: the layer's whole step
+  (forward + backward from C-ordered x and g, as bench/sparse_speed.py times it) under
+  ``TrainingKernels``' work-split switches: both products split by samples (the default),
+  the backward by product, the forward by output rows and the backward by product or by
+  A's columns, or every kernel serial (``THREADS = 1``); ``step_params samples|
+  rows+columns|serial``: forward + backward_params (a first layer, as in the epoch).
+  At ``--threads 2 --clock wall`` on the quiet machine these decide the switches.
 
 Calls rotate over the candidates ``--iters`` at a time for ``--rounds`` rounds; the
 5th, 25th and 50th percentiles of all calls are printed and written as JSON (``--out``).
@@ -157,20 +159,32 @@ def candidates(density: float, threads: int):
             ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_s, gb_s, dx_s, N, 2)
         fns["split products bwd+T"] = lambda: K["backward_products"](
             ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_s, gb_s, dx_s, T, 2)
+    if sblocks >= 2:     # the row / column splits of the same products
+        out_r = np.empty((n_out, k), np.float32)
+        gd_c, gb_c, dx_c = np.empty(nnz, np.float32), np.empty(n_out, np.float32), \
+            np.empty((n_in, k), np.float32)
+        fns["split rows fwd+T"] = lambda: K["matmul_padded_rowsplit"](
+            ip, ix, data, bias, x, x_fill, out_r, T, blocks)
+        fns["split columns bwd+T"] = lambda: K["backward_padded_colsplit"](
+            ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_c, gb_c, dx_c, T, blocks)
+        fns["split columns bwd_params"] = lambda: K["backward_padded_colsplit"](
+            ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_c, gb_c, no_dx, N, blocks)
     del g_full, x_full
     # the layer's whole training step (SparseDense.forward + backward from C-ordered x and
     # g, what bench/sparse_speed.py times), and the first-layer step (forward +
     # backward_params), under the work-split switches of TrainingKernels: sitting 18's
     # default (split by samples), the backward split by product, and the serial kernels
     # (THREADS = 1) — set on the layer's own TrainingKernels before each call
-    variants = {"samples": (None, "samples"), "products": (None, "products"),
-                "serial": (1, "samples")}
+    variants = {"samples": (None, "samples", "samples"), "products": (None, "products", "samples"),
+                "rows+products": (None, "products", "rows"),
+                "rows+columns": (None, "columns", "rows"), "serial": (1, "samples", "samples")}
 
     def step(variant, params_only=False):
-        threads_cap, split = variants[variant]
+        threads_cap, split, forward_split = variants[variant]
 
         def run():
-            kern.THREADS, kern.BACKWARD_SPLIT = threads_cap, split
+            kern.THREADS, kern.BACKWARD_SPLIT, kern.FORWARD_SPLIT = threads_cap, split, \
+                forward_split
             layer.forward(x, True)
             if params_only:
                 layer.backward_params(g)
@@ -179,7 +193,7 @@ def candidates(density: float, threads: int):
         return run
     for variant in variants:
         fns[f"step {variant}"] = step(variant)
-    for variant in ("samples", "serial"):
+    for variant in ("samples", "rows+columns", "serial"):
         fns[f"step_params {variant}"] = step(variant, True)
     return fns
 
@@ -235,7 +249,7 @@ def main(argv=None):
         result["us"][name] = q
         rate = (f"  {moved[name] / q['p5'] / 1e3:5.1f} GB/s at p5 ({moved[name] / 1e6:.2f} MB)"
                 if name in moved else "")
-        print(f"{name:22s} p5 {q['p5']:7.1f}  p25 {q['p25']:7.1f}  p50 {q['p50']:7.1f} µs{rate}",
+        print(f"{name:26s} p5 {q['p5']:7.1f}  p25 {q['p25']:7.1f}  p50 {q['p50']:7.1f} µs{rate}",
               flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -22,7 +22,8 @@ transposes a peer needs are inside its time. The peers:
   kernels instead of sleeping); ``minidnn_serial`` and ``minidnn_products`` (not in the
   default ``--peers``; sitting 19's switches, for the quiet A/B): the same with
   ``TrainingKernels.THREADS = 1`` (every kernel serial) or ``BACKWARD_SPLIT = "products"``
-  (the 2-thread backward split by product instead of by samples);
+  (the 2-thread backward split by product instead of by samples); ``minidnn_rowcol``:
+  ``FORWARD_SPLIT = "rows"``, ``BACKWARD_SPLIT = "columns"``;
 * ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ;
 * ``scipy``: ``scipy.sparse`` CSR products, gradient gathered at the pattern
   (``einsum`` over ``dyᵀ[rows] * xᵀ[cols]``);
@@ -167,12 +168,14 @@ def worker_layer(peer, densities, iters, min_seconds):
         # before minidnn is imported: minidnn sets OMP_WAIT_POLICY=PASSIVE for its own
         # OpenMP pool, and torch's OpenMP must start with its own default
         import torch  # noqa: F401
-    if peer in ("minidnn_serial", "minidnn_products"):   # sitting 19's work-split switches
-        from minidnn.kernels.csr import TrainingKernels
+    if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol"):   # sitting 19's
+        from minidnn.kernels.csr import TrainingKernels                   # work-split switches
         if peer == "minidnn_serial":
             TrainingKernels.THREADS = 1
-        else:
+        elif peer == "minidnn_products":
             TrainingKernels.BACKWARD_SPLIT = "products"
+        else:
+            TrainingKernels.FORWARD_SPLIT, TrainingKernels.BACKWARD_SPLIT = "rows", "columns"
     rng = np.random.default_rng(1)
     x = rng.random((BATCH, N_IN), dtype=np.float32)
     g = rng.standard_normal((BATCH, N_OUT)).astype(np.float32)
