@@ -75,6 +75,17 @@ thread its share of the batch's vectors, for every row), so no barrier is needed
 and each core caches only its share of xᵀ and gradᵀ. They agree with the twins
 within 1e-5 · Σ|terms| + 1e-6 per output (float32 rounding, another summation
 order); float64, CPUs without AVX2/FMA and NUMBA_DISABLE_JIT keep the kernels above.
+
+Sitting 19 added other ways to split the same padded kernels over two threads, behind
+class-level switches of ``TrainingKernels`` that are off by default (two-thread A/Bs on
+the loaded machine are not trustworthy; ``bench/sparse_kernel_ab.py --threads 2 --clock
+wall`` compares them in one process for the quiet machine): ``THREADS = 1`` (every kernel
+serial), ``FORWARD_SPLIT = "rows"`` (fill of xᵀ by samples, then output rows per
+thread), ``BACKWARD_SPLIT = "products"`` (one thread dx = Aᵀ · grad by the forward's row
+kernel through ``perm``, the other the weight and bias gradients) or ``"columns"`` (A's
+columns per thread). The three non-default splits give the one-thread numbers bit for
+bit. At one thread the kernels are unchanged: two cache-blocking rewrites measured no
+better (``bench/sparse_blocking_probe.py``).
 """
 from __future__ import annotations
 
