@@ -12,14 +12,14 @@ interleaved, ``--rounds`` calls each (serial builds, 784→500, γ = 0.04, batch
   so that a panel (784/N columns × 32 samples) fits L1 (N = 5: 20 kB), every row's
   entries split at the block boundaries (``block_pointers``) and its partial sums stored
   and reloaded between blocks (one FMA chain per lane in CSR order: the same numbers).
-  Under load (sitting 19, p5): padded 102 µs; blocked/1 108, /2 122, /3 144, /4 170,
-  /5 189 — each block adds ~20 µs, ~28 cycles per (row, block, pass) visit of ~6
+  Under load (sitting 19, p5, bench/results/sparse_blocking_probe_s19_load.log): padded
+  96 µs; blocked/1 106, /2 119, /3 138, /5 183 — each block adds ~20 µs, ~28 cycles per (row, block, pass) visit of ~6
   entries: the short runs' loop exits and FMA chains cost more than L1 saves.
 * ``bwd grouped``: the fused backward with column c's entries taken four at a time, one
   sweep over the samples per group (x[c] loaded once per group, four independent 8-lane
   dot products, one transpose-and-add reduction per group instead of a horizontal sum per
-  entry and pass). Under load (p2 / p5 of 1000): with dx 164 / 165 against 166 / 168 µs,
-  without dx 112 / 113 against 110 / 110: no gain — with every gradient row in L1 the
+  entry and pass). Under load (p5): with dx 171 against 175 µs, without dx 116 against
+  113: no clear gain (and the weight gradient's rounding changes) — with every gradient row in L1 the
   padded backward was no faster either way, so neither the per-entry chain nor L2 alone
   bounds it.
 
