@@ -20,6 +20,22 @@ within float32 rounding before anything is timed):
   ``backward(_batch_major)`` against ``backward_padded``;
 * ``transpose x``: ``transpose`` (scalar tiles) against ``_transpose_samples_padded``.
 
+Sitting 19 added single rows (no "old"):
+
+* ``product …``: each product of the step alone on operands already in the padded
+  buffers — A·x, Aᵀ·g (1 thread), dW + db, and the fused dx + dW + db — with the bytes it
+  must move (``product_bytes``: a 416-byte dense row per stored entry, the CSR stream, the
+  output) and the rate that makes at p5;
+* ``split products bwd(+T)`` (2 threads): the backward split by product
+  (``TrainingKernels.BACKWARD_SPLIT = "products"``) — compare with ``new bwd(+T)``;
+* ``step samples|products|rows+products|rows+columns|serial``: the layer's whole step
+  (forward + backward from C-ordered x and g, as bench/sparse_speed.py times it) under
+  ``TrainingKernels``' work-split switches: both products split by samples (the default),
+  the backward by product, the forward by output rows and the backward by product or by
+  A's columns, or every kernel serial (``THREADS = 1``); ``step_params samples|
+  rows+columns|serial``: forward + backward_params (a first layer, as in the epoch).
+  At ``--threads 2 --clock wall`` on the quiet machine these decide the switches.
+
 Calls rotate over the candidates ``--iters`` at a time for ``--rounds`` rounds; the
 5th, 25th and 50th percentiles of all calls are printed and written as JSON (``--out``).
 ``--clock thread`` (default) leaves out the waits for a core on a loaded machine: right
@@ -115,7 +131,87 @@ def candidates(density: float, threads: int):
     fns = {}
     for name, (old, new) in pairs.items():
         fns[f"old {name}"], fns[f"new {name}"] = old, new
+    # each product alone (the padded kernels, operands already in the padded buffers), for
+    # the per-product figures: µs and the bytes each must move (``product_bytes``)
+    g_full, x_full = g_pad.reshape(-1), x_pad.reshape(-1)
+    dx_p = np.empty((n_in, k), np.float32)
+    fns["product A·x (fwd)"] = lambda: K["matmul_padded"](ip, ix, data, bias, x, x_pad, out_new,
+                                                          N, sblocks)
+    if sblocks == 1:
+        fns["product Aᵀ·g (dx)"] = lambda: csr._input_grad_padded_share(ti, tt, perm, data, g_pad,
+                                                                        dx_p, 0, k)
+    fns["product dW+db"] = lambda: K["backward_padded"](ti, tt, perm, data, g, g_pad, x_pad, k,
+                                                        zero, gd_new, gb_new, no_dx, part, part_b,
+                                                        N, sblocks)
+    fns["product dx+dW+db"] = lambda: K["backward_padded"](ti, tt, perm, data, g, g_pad, x_pad,
+                                                           k, zero, gd_new, gb_new, dx_new, part,
+                                                           part_b, N, sblocks)
+    if sblocks == 2:     # the 2-thread backward split by product (BACKWARD_SPLIT="products")
+        gd_s, gb_s, dx_s = np.empty(nnz, np.float32), np.empty(n_out, np.float32), \
+            np.empty((n_in, k), np.float32)
+        K["backward_products"](ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_s, gb_s, dx_s,
+                               N, 2)
+        K["backward_padded"](ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_new, gb_new,
+                             dx_new, part, part_b, N, 2)
+        np.testing.assert_array_equal(dx_s, dx_new)
+        np.testing.assert_allclose(gd_s, gd_new, rtol=1e-4, atol=1e-4)
+        fns["split products bwd"] = lambda: K["backward_products"](
+            ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_s, gb_s, dx_s, N, 2)
+        fns["split products bwd+T"] = lambda: K["backward_products"](
+            ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_s, gb_s, dx_s, T, 2)
+    if sblocks >= 2:     # the row / column splits of the same products
+        out_r = np.empty((n_out, k), np.float32)
+        gd_c, gb_c, dx_c = np.empty(nnz, np.float32), np.empty(n_out, np.float32), \
+            np.empty((n_in, k), np.float32)
+        fns["split rows fwd+T"] = lambda: K["matmul_padded_rowsplit"](
+            ip, ix, data, bias, x, x_fill, out_r, T, blocks)
+        fns["split columns bwd+T"] = lambda: K["backward_padded_colsplit"](
+            ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_c, gb_c, dx_c, T, blocks)
+        fns["split columns bwd_params"] = lambda: K["backward_padded_colsplit"](
+            ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_c, gb_c, no_dx, N, blocks)
+    del g_full, x_full
+    # the layer's whole training step (SparseDense.forward + backward from C-ordered x and
+    # g, what bench/sparse_speed.py times), and the first-layer step (forward +
+    # backward_params), under the work-split switches of TrainingKernels: sitting 18's
+    # default (split by samples), the backward split by product, and the serial kernels
+    # (THREADS = 1) — set on the layer's own TrainingKernels before each call
+    variants = {"samples": (None, "samples", "samples"), "products": (None, "products", "samples"),
+                "rows+products": (None, "products", "rows"),
+                "rows+columns": (None, "columns", "rows"), "serial": (1, "samples", "samples")}
+
+    def step(variant, params_only=False):
+        threads_cap, split, forward_split = variants[variant]
+
+        def run():
+            kern.THREADS, kern.BACKWARD_SPLIT, kern.FORWARD_SPLIT = threads_cap, split, \
+                forward_split
+            layer.forward(x, True)
+            if params_only:
+                layer.backward_params(g)
+            else:
+                layer.backward(g)
+        return run
+    for variant in variants:
+        fns[f"step {variant}"] = step(variant)
+    for variant in ("samples", "rows+columns", "serial"):
+        fns[f"step_params {variant}"] = step(variant, True)
     return fns
+
+
+def product_bytes(density: float):
+    """Bytes each product of the 784→500, batch-100 step must move through the cache
+    hierarchy at least once per call, by what it reads per stored entry: its dense row of
+    ld = 104 floats (the padded row) — nnz · 416 B — plus the CSR stream (8 B an entry)
+    and its own output. The dense operand (xᵀ 326 kB, gradᵀ 208 kB padded) does not fit
+    the 32 kB L1, so the rows come from L2 once per entry."""
+    from minidnn.sparse import SparseDense
+    layer = SparseDense(784, 500, density=density, rng=0)
+    nnz, row = layer.nnz, 104 * 4
+    csr_stream = nnz * 8
+    return {"product A·x (fwd)": nnz * row + csr_stream + 500 * 100 * 4,
+            "product Aᵀ·g (dx)": nnz * row + csr_stream + nnz * 4 + 784 * 100 * 4,
+            "product dW+db": nnz * row + 784 * row + csr_stream + nnz * 4,
+            "product dx+dW+db": nnz * row + 784 * row + csr_stream + nnz * 8 + 784 * 100 * 4}
 
 
 def main(argv=None):
@@ -146,10 +242,14 @@ def main(argv=None):
     result = {"density": args.density, "threads": args.threads, "clock": args.clock,
               "rounds": args.rounds, "iters": args.iters, "load_average": os.getloadavg(),
               "us": {}}
+    moved = product_bytes(args.density)
+    result["bytes"] = moved
     for name, ts in times.items():
         q = {f"p{pc}": float(np.percentile(ts, pc)) / 1e3 for pc in (5, 25, 50)}
         result["us"][name] = q
-        print(f"{name:18s} p5 {q['p5']:7.1f}  p25 {q['p25']:7.1f}  p50 {q['p50']:7.1f} µs",
+        rate = (f"  {moved[name] / q['p5'] / 1e3:5.1f} GB/s at p5 ({moved[name] / 1e6:.2f} MB)"
+                if name in moved else "")
+        print(f"{name:26s} p5 {q['p5']:7.1f}  p25 {q['p25']:7.1f}  p50 {q['p50']:7.1f} µs{rate}",
               flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

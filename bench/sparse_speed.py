@@ -19,7 +19,11 @@ transposes a peer needs are inside its time. The peers:
   transpose of dy inside), on Numba's default (OpenMP) threading layer
   with libgomp's default wait policy (the worker does not call ``configure_threads``);
   ``minidnn_active``: the same with OMP_WAIT_POLICY=ACTIVE (the threads spin between
-  kernels instead of sleeping);
+  kernels instead of sleeping); ``minidnn_serial`` and ``minidnn_products`` (not in the
+  default ``--peers``; sitting 19's switches, for the quiet A/B): the same with
+  ``TrainingKernels.THREADS = 1`` (every kernel serial) or ``BACKWARD_SPLIT = "products"``
+  (the 2-thread backward split by product instead of by samples); ``minidnn_rowcol``:
+  ``FORWARD_SPLIT = "rows"``, ``BACKWARD_SPLIT = "columns"``;
 * ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ;
 * ``scipy``: ``scipy.sparse`` CSR products, gradient gathered at the pattern
   (``einsum`` over ``dyᵀ[rows] * xᵀ[cols]``);
@@ -91,7 +95,7 @@ def _steps(peer, density, x, g):
     """A function doing forward + input gradient + weight gradient for ``peer``."""
     import minidnn as md
     layer = _pattern(density)
-    if peer in ("minidnn", "minidnn_active"):
+    if peer.startswith("minidnn"):
         def step():
             layer.forward(x, training=True)
             layer.backward(g)
@@ -164,6 +168,14 @@ def worker_layer(peer, densities, iters, min_seconds):
         # before minidnn is imported: minidnn sets OMP_WAIT_POLICY=PASSIVE for its own
         # OpenMP pool, and torch's OpenMP must start with its own default
         import torch  # noqa: F401
+    if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol"):   # sitting 19's
+        from minidnn.kernels.csr import TrainingKernels                   # work-split switches
+        if peer == "minidnn_serial":
+            TrainingKernels.THREADS = 1
+        elif peer == "minidnn_products":
+            TrainingKernels.BACKWARD_SPLIT = "products"
+        else:
+            TrainingKernels.FORWARD_SPLIT, TrainingKernels.BACKWARD_SPLIT = "rows", "columns"
     rng = np.random.default_rng(1)
     x = rng.random((BATCH, N_IN), dtype=np.float32)
     g = rng.standard_normal((BATCH, N_OUT)).astype(np.float32)
@@ -313,6 +325,8 @@ def main(argv=None):
     p.add_argument("--epoch-density", type=float, default=0.04)
     p.add_argument("--limit", type=int, default=0, help="training images in the epoch (0: all)")
     p.add_argument("--tiny", action="store_true", help="a quick check that everything runs")
+    p.add_argument("--no-epoch", action="store_true",
+                   help="the layer steps only (no training epoch, no file bytes)")
     p.add_argument("--out", default=str(RESULTS_DIR / "sparse_speed.json"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--density", default=None, help=argparse.SUPPRESS)
@@ -353,37 +367,42 @@ def main(argv=None):
                 row[f"{prefix}speedup_vs_{peer}"] = row[peer] / row[mine]
         layer[density] = row
     epochs = {"sparse": [], "dense": []}
-    for r in range(args.epoch_repeats):
+    for r in range(0 if args.no_epoch else args.epoch_repeats):
         for label, density in ((("sparse", args.epoch_density), ("dense", 1.0)) if r % 2 == 0
                                else (("dense", 1.0), ("sparse", args.epoch_density))):
             epochs[label].append(run_worker(["--worker", "epoch", "--density", str(density),
                                              "--limit", str(args.limit)], args.threads))
             print(f"epoch {label}: {epochs[label][-1]['seconds']:.2f}s", flush=True)
-    epoch = {label: {"seconds": float(np.median([e["seconds"] for e in runs])),
+    epoch = None if args.no_epoch else {label: {"seconds": float(np.median([e["seconds"] for e in runs])),
                      "peak_rss_training": int(max(e["peak_rss_training"] for e in runs)),
                      "peak_rss_training_increase": int(max(e["peak_rss_training_increase"]
                                                            for e in runs)),
                      "runs": runs} for label, runs in epochs.items()}
-    epoch["density"] = args.epoch_density
-    epoch["speedup"] = epoch["dense"]["seconds"] / epoch["sparse"]["seconds"]
+    if epoch is not None:
+        epoch["density"] = args.epoch_density
+        epoch["speedup"] = epoch["dense"]["seconds"] / epoch["sparse"]["seconds"]
     result = {"threads": args.threads, "repeats": args.repeats, "iters": args.iters,
               "shape": [N_IN, N_OUT, BATCH], "gemm_peak": gemm,
               "layer_step_seconds": layer, "raw_rounds": rounds, "epoch": epoch,
-              "file_bytes": file_bytes(args.epoch_density),
+              "file_bytes": None if args.no_epoch else file_bytes(args.epoch_density),
               "host": os.uname().nodename, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"\nGEMM peak {np.median([g['gemm_1024_gflops'] for g in gemm]):.1f} GFLOP/s "
           f"(1024³ sgemm, {args.threads} threads); dense layer step "
           f"{np.median([g['three_layer_gemms_gflops'] for g in gemm]):.1f} GFLOP/s")
-    print("µs per fwd + bwd + weight-gradient step; then minidnn's speed-up over "
-          + ", ".join(others) + " (default | OMP_WAIT_POLICY=ACTIVE)")
+    mine = [p for p in peers if p.startswith("minidnn")]
+    print("µs per fwd + bwd + weight-gradient step; then the speed-up over "
+          + ", ".join(others) + " of " + " | ".join(mine))
     print(f"{'γ':>5} " + " ".join(f"{p:>14}" for p in peers))
     for density, row in layer.items():
         print(f"{float(density):>5g} " + " ".join(f"{1e6 * row[p]:>14.0f}" for p in peers) + "   " +
-              "  ".join(f"{p} {row.get(f'speedup_vs_{p}', float('nan')):.2f}×|"
-                        f"{row.get(f'minidnn_active_speedup_vs_{p}', float('nan')):.2f}×"
-                        for p in others))
+              "  ".join(f"{p} " + "|".join(
+                  f"{row.get(('' if m == 'minidnn' else m + '_') + f'speedup_vs_{p}', float('nan')):.2f}×"
+                  for m in mine) for p in others))
+    if epoch is None:
+        print(f"wrote {args.out}")
+        return 0
     print(f"training epoch at γ={args.epoch_density}: {epoch['sparse']['seconds']:.2f}s, dense "
           f"{epoch['dense']['seconds']:.2f}s ({epoch['speedup']:.2f}× faster); peak RSS during "
           f"training +{epoch['sparse']['peak_rss_training_increase'] / 2**20:.1f} MiB vs "

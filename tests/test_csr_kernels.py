@@ -603,3 +603,140 @@ def test_sample_shares_cover_the_batch_in_whole_vectors():
                 assert s0 == min(k, 8 * v0) and s1 == min(k, 8 * v1) and s0 <= s1
                 if nxt is not None:
                     assert nxt[0] == v1 and nxt[2] == s1
+
+
+# -- sitting 19: the backward split by product, the THREADS cap --------------------------------
+
+@needs_simd
+@settings(max_examples=30, deadline=None)
+@given(padded_problems)
+def test_product_split_backward_equals_the_one_block_kernel_bit_for_bit(p):
+    # BACKWARD_SPLIT = "products": dx by the permuted row kernel, the weight and bias
+    # gradients by the one-block fused kernel; every output equals the serial fused
+    # kernel's exactly (so 2-thread training gives the 1-thread numbers), and the twins'
+    # within the padded kernels' bound; the fill is exact and leaves the pad lanes zero
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                                    np.float32, p["empty_row"], p["empty_col"])
+    k = p["k"]
+    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
+    grad, x = np.ascontiguousarray(grad_bm.T), rng.standard_normal((p["n_cols"], k)).astype(np.float32)
+    transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
+    structure = _u(*transposed)
+    x_pad = _padded_copy(x)
+    x_pad[:, k:] = 0            # the layer's buffers have zero pad lanes
+    g_ref = csr.padded_buffer(p["n_rows"], k)
+    g_ref[:, :k] = grad
+    ref = (np.empty(len(indices), np.float32), np.empty(p["n_rows"], np.float32),
+           np.empty((p["n_cols"], k), np.float32))
+    empty = np.empty((0, len(indices)), np.float32), np.empty((0, p["n_rows"]), np.float32)
+    csr._KERNELS["backward_padded"][0](*structure, data, grad_bm, g_ref, x_pad, k,
+                                       np.float32(0), *ref, *empty, csr.FILL_NONE, 1)
+    want_dx = csr.csr_matmul_transposed_numpy(indptr, indices, data, grad, p["n_cols"])
+    bound_dx = 1e-5 * (np.abs(dense).astype(np.float64).T @ np.abs(grad)) + 1e-6
+    assert (np.abs(ref[2] - want_dx) <= bound_dx).all()
+    for build in csr._KERNELS["backward_products"]:
+        for fill, source in ((csr.FILL_NONE, grad_bm), (csr.FILL_TRANSPOSE, grad_bm),
+                             (csr.FILL_COPY, grad)):
+            g_pad = csr.padded_buffer(p["n_rows"], k)
+            if fill == csr.FILL_NONE:
+                g_pad[:, :k] = grad
+            got = (np.full(len(indices), np.nan, np.float32),
+                   np.full(p["n_rows"], np.nan, np.float32),
+                   np.full((p["n_cols"], k), np.nan, np.float32))
+            build(*structure, data, source, g_pad, x_pad, k, np.float32(0), *got, fill, 2)
+            for a, b in zip(got, ref):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(g_pad[:, :k], grad)
+            assert not g_pad[:, k:].any()
+
+
+@needs_simd
+def test_training_kernels_switches_keep_the_results(monkeypatch):
+    # THREADS = 1 (serial builds at any thread count) and BACKWARD_SPLIT = "products" (at
+    # two blocks) give the serial results bit for bit; a first layer (no dx) keeps the
+    # sample split whatever the switch
+    rng = np.random.default_rng(7)
+    indptr, indices, data, _, _ = random_csr(rng, 40, 60, 0.2, np.float32)
+    x = rng.standard_normal((100, 60)).astype(np.float32)
+    g = rng.standard_normal((100, 40)).astype(np.float32)
+    bias = rng.standard_normal(40).astype(np.float32)
+    transposed = csr.csr_transpose_structure(indptr, indices, 60)
+    monkeypatch.setattr(csr, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+
+    def run(threads, split, input_grad=True, forward_split="samples"):
+        step = csr.TrainingKernels(indptr, indices, transposed, 60)
+        step.THREADS, step.BACKWARD_SPLIT, step.FORWARD_SPLIT = threads, split, forward_split
+        y, xt = step.forward(data, bias, x)
+        return (y,) + step.backward(data, g, xt, input_grad, True, batch_major=True)
+
+    serial = run(1, "samples")
+    for variant in ((None, "products"), (1, "products"), (None, "columns", True, "rows"),
+                    (None, "products", True, "rows")):
+        for got, want in zip(run(*variant), serial):
+            np.testing.assert_array_equal(got, want)
+    serial_first = run(1, "samples", False)
+    for got, want in zip(run(None, "columns", False, "rows")[:3], serial_first[:3]):
+        np.testing.assert_array_equal(got, want)
+    samples = run(None, "samples")
+    np.testing.assert_array_equal(samples[3], serial[3])           # dx: the same chains
+    np.testing.assert_allclose(samples[1], serial[1], rtol=1e-5, atol=1e-5)
+    first_products, first_samples = run(None, "products", False), run(None, "samples", False)
+    assert first_products[3] is None
+    for got, want in zip(first_products[:3], first_samples[:3]):
+        np.testing.assert_array_equal(got, want)
+
+
+@needs_simd
+@settings(max_examples=30, deadline=None)
+@given(padded_problems)
+def test_row_and_column_split_kernels_equal_the_one_block_kernels_bit_for_bit(p):
+    # FORWARD_SPLIT = "rows" and BACKWARD_SPLIT = "columns" at 1–4 blocks (any thread
+    # count: prange runs the blocks in turn on one thread): every output equals the
+    # one-block padded kernels' exactly, with the fill from a batch-major or feature-major
+    # operand or none
+    rng = np.random.default_rng(p["seed"])
+    indptr, indices, data, _, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                                             np.float32, p["empty_row"], p["empty_col"])
+    k, blocks = p["k"], p["blocks"]
+    x_bm = rng.standard_normal((k, p["n_cols"])).astype(np.float32)
+    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
+    x, grad = np.ascontiguousarray(x_bm.T), np.ascontiguousarray(grad_bm.T)
+    bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
+    structure = _u(*csr.csr_transpose_structure(indptr, indices, p["n_cols"]))
+    x_pad = csr.padded_buffer(p["n_cols"], k)
+    x_pad[:, :k] = x
+    y_ref = np.empty((p["n_rows"], k), np.float32)
+    csr._KERNELS["matmul_padded"][0](*_u(indptr, indices), data, bias, x_bm, x_pad, y_ref,
+                                     csr.FILL_NONE, 1)
+    g_ref = csr.padded_buffer(p["n_rows"], k)
+    g_ref[:, :k] = grad
+    empty = np.empty((0, len(indices)), np.float32), np.empty((0, p["n_rows"]), np.float32)
+    refs = {}
+    for input_grad in (True, False):
+        ref = (np.empty(len(indices), np.float32), np.empty(p["n_rows"], np.float32),
+               np.empty((p["n_cols"] if input_grad else 0, k), np.float32))
+        csr._KERNELS["backward_padded"][0](*structure, data, grad_bm, g_ref, x_pad, k,
+                                           np.float32(0), *ref, *empty, csr.FILL_NONE, 1)
+        refs[input_grad] = ref
+    for fill, x_src, g_src in ((csr.FILL_NONE, x_bm, grad_bm), (csr.FILL_TRANSPOSE, x_bm, grad_bm),
+                               (csr.FILL_COPY, x, grad)):
+        for build in csr._KERNELS["matmul_padded_rowsplit"]:
+            pad = x_pad.copy() if fill == csr.FILL_NONE else csr.padded_buffer(p["n_cols"], k)
+            y = np.full((p["n_rows"], k), np.nan, np.float32)
+            build(*_u(indptr, indices), data, bias, x_src, pad, y, fill, blocks)
+            np.testing.assert_array_equal(y, y_ref)
+            np.testing.assert_array_equal(pad, x_pad)
+        for build in csr._KERNELS["backward_padded_colsplit"]:
+            for input_grad, ref in refs.items():
+                g_pad = g_ref.copy() if fill == csr.FILL_NONE else \
+                    csr.padded_buffer(p["n_rows"], k)
+                got = (np.full(len(indices), np.nan, np.float32),
+                       np.full(p["n_rows"], np.nan, np.float32),
+                       np.full((p["n_cols"] if input_grad else 0, k), np.nan, np.float32))
+                build(*structure, data, g_src, g_pad, x_pad, k, np.float32(0), *got, fill,
+                      blocks)
+                for a, b in zip(got, ref):
+                    np.testing.assert_array_equal(a, b)
+                np.testing.assert_array_equal(g_pad, g_ref)

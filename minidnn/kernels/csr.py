@@ -75,6 +75,17 @@ thread its share of the batch's vectors, for every row), so no barrier is needed
 and each core caches only its share of xᵀ and gradᵀ. They agree with the twins
 within 1e-5 · Σ|terms| + 1e-6 per output (float32 rounding, another summation
 order); float64, CPUs without AVX2/FMA and NUMBA_DISABLE_JIT keep the kernels above.
+
+Sitting 19 added other ways to split the same padded kernels over two threads, behind
+class-level switches of ``TrainingKernels`` that are off by default (two-thread A/Bs on
+the loaded machine are not trustworthy; ``bench/sparse_kernel_ab.py --threads 2 --clock
+wall`` compares them in one process for the quiet machine): ``THREADS = 1`` (every kernel
+serial), ``FORWARD_SPLIT = "rows"`` (fill of xᵀ by samples, then output rows per
+thread), ``BACKWARD_SPLIT = "products"`` (one thread dx = Aᵀ · grad by the forward's row
+kernel through ``perm``, the other the weight and bias gradients) or ``"columns"`` (A's
+columns per thread). The three non-default splits give the one-thread numbers bit for
+bit. At one thread the kernels are unchanged: two cache-blocking rewrites measured no
+better (``bench/sparse_blocking_probe.py``).
 """
 from __future__ import annotations
 
@@ -793,23 +804,23 @@ def _balanced_passes(builder, n_vectors, most, emit):
             builder.store(builder.add(first_vector, size), at)
 
 
-@intrinsic
-def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, ld, ld_out,
-                             pf_end):
-    """out[r, j] = Σ_{p0 ≤ p < p1} data[p] · dense[indices[p], j] for j < k, with dense a
-    padded (n_cols, ld) float32 buffer (ld = padded_width(k) or more) and out (n_rows, k)
-    C-ordered: balanced passes of ≤ 13 vectors, accumulators in registers, unmasked loads
-    (the pad lanes are read, computed and never stored), the row of entry
-    min(p + PREFETCH_DISTANCE, pf_end − 1) prefetched while entry p is computed."""
-    sig = types.void(out, dense, indices, data, p0, p1, r, k, ld, ld_out, pf_end)
+def _forward_row_padded_codegen(permuted: bool):
+    """The codegen of ``_forward_row_padded_avx2`` (``permuted=False``: entry p's value is
+    data[p]) and of ``_forward_row_padded_permuted_avx2`` (its value is data[perm[p]], for
+    Aᵀ's rows over A's values: the product Aᵀ · grad without a copy of the values)."""
+    n_arrays = 5 if permuted else 4
 
     def codegen(context, builder, signature, args):
-        out_p, dense_p, idx_p, data_p = _array_pointers(context, builder, signature, args, 4)
+        pointers = _array_pointers(context, builder, signature, args, n_arrays)
+        if permuted:
+            out_p, dense_p, idx_p, perm_p, data_p = pointers
+        else:
+            (out_p, dense_p, idx_p, data_p), perm_p = pointers, None
         helpers = _ir_helpers(context, builder)
         f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
         prefetch = _prefetch_helper(builder, dense_p)
         p0_v, p1_v, r_v, k_v, ld_v, ld_out_v, pf_end_v = _int_args(context, builder, signature,
-                                                                   args, 4)
+                                                                   args, n_arrays)
         C = lambda v: ir.Constant(i64, v)                       # noqa: E731
         n_entries = builder.sub(p1_v, p0_v)
         last = builder.sub(pf_end_v, C(1))
@@ -826,7 +837,9 @@ def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k,
                 for line in range((n_regs + 1) // 2):       # vector 2·line of this pass
                     prefetch(builder.add(ahead_row, C(16 * line)))
                 col = builder.zext(builder.load(builder.gep(idx_p, [p])), i64)
-                v = broadcast(builder.load(builder.gep(data_p, [p])))
+                at_value = (p if perm_p is None
+                            else builder.zext(builder.load(builder.gep(perm_p, [p])), i64))
+                v = broadcast(builder.load(builder.gep(data_p, [at_value])))
                 at = builder.add(builder.mul(col, ld_v), j)
                 for n, acc in enumerate(accs):
                     s = builder.load(vec_ptr(dense_p, builder.add(at, C(8 * n))), align=4)
@@ -838,7 +851,30 @@ def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k,
         _balanced_passes(builder, n_vectors, _PADDED_FORWARD_PASS_REGS, one_pass)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def _forward_row_padded_avx2(typingctx, out, dense, indices, data, p0, p1, r, k, ld, ld_out,
+                             pf_end):
+    """out[r, j] = Σ_{p0 ≤ p < p1} data[p] · dense[indices[p], j] for j < k, with dense a
+    padded (n_cols, ld) float32 buffer (ld = padded_width(k) or more) and out (n_rows, k)
+    C-ordered: balanced passes of ≤ 13 vectors, accumulators in registers, unmasked loads
+    (the pad lanes are read, computed and never stored), the row of entry
+    min(p + PREFETCH_DISTANCE, pf_end − 1) prefetched while entry p is computed."""
+    sig = types.void(out, dense, indices, data, p0, p1, r, k, ld, ld_out, pf_end)
+    return sig, _forward_row_padded_codegen(False)
+
+
+@intrinsic
+def _forward_row_padded_permuted_avx2(typingctx, out, dense, indices, perm, data, p0, p1, r, k,
+                                      ld, ld_out, pf_end):
+    """As ``_forward_row_padded_avx2`` with entry p's value data[perm[p]]: over Aᵀ's
+    structure (t_indptr, t_indices, perm) and A's values, row c of out is
+    dx[c] = Σ_q data[perm[q]] · grad[t_indices[q]], one FMA chain per lane in Aᵀ order:
+    bit for bit the dx of the fused padded backward (``_backward_col_avx2``)."""
+    sig = types.void(out, dense, indices, perm, data, p0, p1, r, k, ld, ld_out, pf_end)
+    return sig, _forward_row_padded_codegen(True)
 
 
 def _make_backward_col_avx2(want_dx: bool):
@@ -1099,6 +1135,127 @@ def _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, 
                                        grad_data, dx, s0, s1)
 
 
+@numba.njit(cache=True, fastmath=True)
+def _input_grad_padded_share(t_indptr, t_indices, perm, data, grad_pad, dx, s0, s1):
+    # dx[:, s0:s1] = (Aᵀ · grad)[:, s0:s1] alone, by Aᵀ's rows over A's values (the
+    # forward's row kernel through ``perm``); the product split's first half
+    ld_g, ld_dx, nnz = grad_pad.shape[1], dx.shape[1], len(t_indices)
+    g_share, dx_share = grad_pad.reshape(-1)[s0:], dx.reshape(-1)[s0:]
+    for c in range(len(t_indptr) - 1):
+        _forward_row_padded_permuted_avx2(dx_share, g_share, t_indices, perm, data, t_indptr[c],
+                                          t_indptr[c + 1], c, s1 - s0, ld_g, ld_dx, nnz)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _forward_padded_row_range(indptr, indices, data, bias, dense_pad, out, r0, r1):
+    # output rows r0..r1 for every sample (the row split's share), the bias added to each
+    # finished row: the numbers of the one-block ``_forward_padded_share``
+    k, ld, ld_out, nnz = out.shape[1], dense_pad.shape[1], out.shape[1], len(indices)
+    if k == 0:
+        return
+    dense_flat, out_flat = dense_pad.reshape(-1), out.reshape(-1)
+    has_bias = len(bias) > 0
+    for r in range(r0, r1):
+        _forward_row_padded_avx2(out_flat, dense_flat, indices, data, indptr[r], indptr[r + 1],
+                                 r, k, ld, ld_out, nnz)
+        if has_bias:
+            acc, br = out[r], bias[r]
+            for b in range(k):
+                acc[b] += br
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_dx_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data, dx,
+                              c0, c1):
+    # the fused backward with dx for A's columns c0..c1 and every sample (the column split)
+    k, ld_g, ld_x, ld_dx = dx.shape[1], grad_pad.shape[1], x_pad.shape[1], dx.shape[1]
+    g_flat, x_flat, dx_flat = grad_pad.reshape(-1), x_pad.reshape(-1), dx.reshape(-1)
+    for c in range(c0, c1):
+        _backward_col_avx2(dx_flat, g_flat, x_flat, t_indices, perm, data, grad_data,
+                           t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, ld_dx, len(t_indices))
+
+
+@numba.njit(cache=True, fastmath=True)
+def _backward_params_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad, grad_data,
+                                  dx, k, c0, c1):
+    # the same without dx (a first layer)
+    ld_g, ld_x = grad_pad.shape[1], x_pad.shape[1]
+    g_flat, x_flat = grad_pad.reshape(-1), x_pad.reshape(-1)
+    for c in range(c0, c1):
+        _backward_col_params_avx2(dx, g_flat, x_flat, t_indices, perm, data, grad_data,
+                                  t_indptr[c], t_indptr[c + 1], c, k, ld_g, ld_x, 0,
+                                  len(t_indices))
+
+
+def _csr_matmul_padded_rowsplit(indptr, indices, data, bias, source, dense_pad, out, fill,
+                                n_blocks):
+    # the padded forward split by output ROWS (``FORWARD_SPLIT = "rows"``): a first region
+    # fills xᵀ (each block its share of the samples), then, after its barrier, block c
+    # computes rows [c·n/B, (c+1)·n/B) for every sample. Each core reads all of xᵀ and
+    # writes only its own rows of out; the numbers are the one-block kernel's.
+    k, n_rows = out.shape[1], out.shape[0]
+    if fill != FILL_NONE:
+        for c in numba.prange(n_blocks):
+            v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+            _fill_share(source, dense_pad, fill, s0, s1)
+    for c in numba.prange(n_blocks):
+        _forward_padded_row_range(indptr, indices, data, bias, dense_pad, out,
+                                  c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
+
+
+def _backward_padded_colsplit(t_indptr, t_indices, perm, data, source, grad_pad, x_pad, k, zero,
+                              grad_data, grad_bias, dx, fill, n_blocks):
+    # the padded backward split by A's COLUMNS (``BACKWARD_SPLIT = "columns"``, with or
+    # without dx): after the fill of gradᵀ (a first region, by samples), block c does
+    # columns [c·n/B, (c+1)·n/B) — their rows of dx and their entries of the weight
+    # gradient, every sample — and the same share of the bias rows. No partial sums; the
+    # numbers are the one-block kernel's.
+    n_rows, n_cols = grad_pad.shape[0], len(t_indptr) - 1
+    want_dx = dx.shape[0] > 0
+    if fill != FILL_NONE:
+        for c in numba.prange(n_blocks):
+            v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+            _fill_share(source, grad_pad, fill, s0, s1)
+    for c in numba.prange(n_blocks):
+        r0, r1 = c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks
+        if len(grad_bias) > 0:
+            _row_sums_share(grad_pad[r0:r1], zero, grad_bias[r0:r1], 0, k)
+        c0, c1 = c * n_cols // n_blocks, (c + 1) * n_cols // n_blocks
+        if k == 0:                  # no samples: every product is 0
+            for q in range(t_indptr[c0], t_indptr[c1]):
+                grad_data[perm[q]] = zero
+        elif want_dx:
+            _backward_dx_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad,
+                                      grad_data, dx, c0, c1)
+        else:
+            _backward_params_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad,
+                                          grad_data, dx, k, c0, c1)
+
+
+def _backward_products_rows(t_indptr, t_indices, perm, data, source, grad_pad, x_pad, k, zero,
+                            grad_data, grad_bias, dx, fill, n_blocks):
+    # the padded backward split by PRODUCT instead of by samples (``BACKWARD_SPLIT =
+    # "products"``, for two threads and an input gradient): a first parallel region fills
+    # grad_pad (each block its share of the samples), then (after its barrier) block 0
+    # computes dx = Aᵀ · grad for every sample and block 1 the weight and bias gradients
+    # for every sample. No output is written by two threads (no partial sums, no cache line
+    # of dx shared between cores), and each core reads all of gradᵀ from its own L2.
+    # dx is bit for bit the fused kernel's; the weight gradient is the one-block fused
+    # kernel's (the sample split sums two partial dot products instead).
+    nv = (k + 7) // 8
+    if fill != FILL_NONE:
+        for c in numba.prange(n_blocks):
+            v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+            _fill_share(source, grad_pad, fill, s0, s1)
+    for c in numba.prange(2):
+        if c == 0:
+            if nv > 0:
+                _input_grad_padded_share(t_indptr, t_indices, perm, data, grad_pad, dx, 0, k)
+        else:
+            _backward_padded_share(t_indptr, t_indices, perm, data, grad_pad, x_pad, k, zero,
+                                   grad_data, grad_bias, dx[:0], 0, nv, 0, k)
+
+
 def _csr_matmul_padded_rows(indptr, indices, data, bias, source, dense_pad, out, fill,
                             n_blocks):
     # the training forward over a padded xᵀ buffer, in ONE parallel region: block c
@@ -1151,7 +1308,10 @@ for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul
                    ("matmul_simd", _csr_matmul_simd_rows),
                    ("matmul_batch_major_simd", _csr_matmul_batch_major_simd_rows),
                    ("matmul_padded", _csr_matmul_padded_rows),
-                   ("backward_padded", _backward_padded_rows)):
+                   ("backward_padded", _backward_padded_rows),
+                   ("backward_products", _backward_products_rows),
+                   ("matmul_padded_rowsplit", _csr_matmul_padded_rowsplit),
+                   ("backward_padded_colsplit", _backward_padded_colsplit)):
     _KERNELS[_name] = (numba.njit(cache=True, fastmath=True)(_fn),
                        numba.njit(cache=True, fastmath=True, parallel=True)(_fn))
 
@@ -1346,6 +1506,29 @@ class TrainingKernels:
     operands C-contiguous in data's dtype, with matching shapes. Results equal
     the public functions' (the same kernels), and so their twins."""
 
+    #: at most this many threads for the training kernels (None: Numba's thread count).
+    #: 1 runs the serial builds whatever the thread count. A class-level switch for the
+    #: quiet-machine A/B of sitting 19 (``bench/sparse_kernel_ab.py --step-variants``): on
+    #: the loaded 2-core machine the 2-thread kernels were no faster than one thread.
+    THREADS: int | None = None
+
+    #: how the float32 backward with an input gradient splits its work over two threads:
+    #: "samples" (each thread its share of the batch, both products; sitting 18) or
+    #: "products" (``_backward_products_rows``: one thread dx = Aᵀ · grad, the other the
+    #: weight and bias gradients, after the fill of gradᵀ). Used only when the call runs
+    #: on exactly two blocks; without an input gradient (a first layer) it is always
+    #: "samples". Class-level, for the same quiet A/B.
+    BACKWARD_SPLIT: str = "samples"
+
+    #: how the float32 forward splits its work over threads: "samples" (sitting 18) or
+    #: "rows" (``_csr_matmul_padded_rowsplit``: the fill of xᵀ by samples, then each thread
+    #: its block of output rows for every sample). BACKWARD_SPLIT may also be "columns"
+    #: (``_backward_padded_colsplit``: each thread its block of A's columns — dx rows and
+    #: weight-gradient entries — for every sample, with or without dx). "rows", "columns"
+    #: and "products" give the one-thread numbers bit for bit; "samples" sums per-thread
+    #: partial dot products. Class-level, for the quiet A/B.
+    FORWARD_SPLIT: str = "samples"
+
     def __init__(self, indptr, indices, transposed, n_cols: int):
         t_indptr, t_indices, perm = transposed
         self.n_rows, self.n_cols = len(indptr) - 1, int(n_cols)
@@ -1363,6 +1546,16 @@ class TrainingKernels:
             buf = padded_buffer(n, k)
             setattr(self, which, buf)
         return buf
+
+    def _pick(self, name: str, work: int):
+        """(kernel, n_blocks) as ``_kernel``, with at most ``THREADS`` blocks."""
+        serial, parallel = _KERNELS[name]
+        threads = numba.get_num_threads()
+        if self.THREADS is not None:
+            threads = min(threads, int(self.THREADS))
+        if threads > 1 and work >= min_parallel_work():
+            return parallel, threads
+        return serial, 1
 
     def _owns_x(self, xt) -> bool:
         # xt is the view of this object's padded xᵀ buffer that forward handed out last
@@ -1394,21 +1587,26 @@ class TrainingKernels:
             k = x.shape[0] if batch_major else x.shape[1]
             pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=data.dtype)
-            kernel, blocks = _kernel("matmul_padded", (self.nnz + self.n_cols) * k)
-            kernel(self.indptr, self.indices, data, bias, x, pad, out,
-                   FILL_TRANSPOSE if batch_major else FILL_COPY, _sample_blocks(blocks, k))
+            kernel, blocks = self._pick("matmul_padded", (self.nnz + self.n_cols) * k)
+            fill = FILL_TRANSPOSE if batch_major else FILL_COPY
+            if blocks > 1 and self.FORWARD_SPLIT == "rows":
+                _KERNELS["matmul_padded_rowsplit"][1](self.indptr, self.indices, data, bias, x,
+                                                      pad, out, fill, blocks)
+            else:
+                kernel(self.indptr, self.indices, data, bias, x, pad, out, fill,
+                       _sample_blocks(blocks, k))
             self._x_view = pad[:, :k]
             return out, self._x_view
         if not batch_major:
             out = np.empty((self.n_rows, x.shape[1]), dtype=data.dtype)
-            kernel, blocks = _kernel(_forward_name("matmul", data.dtype), self.nnz * x.shape[1])
+            kernel, blocks = self._pick(_forward_name("matmul", data.dtype), self.nnz * x.shape[1])
             kernel(self.indptr, self.indices, data, bias, zero, x, out, blocks)
             return out, x
         k = x.shape[0]
         if xt is None or xt.shape != (self.n_cols, k) or xt.dtype != data.dtype:
             xt = np.empty((self.n_cols, k), dtype=data.dtype)
         out = np.empty((self.n_rows, k), dtype=data.dtype)
-        kernel, blocks = _kernel(_forward_name("matmul_batch_major", data.dtype),
+        kernel, blocks = self._pick(_forward_name("matmul_batch_major", data.dtype),
                                  (self.nnz + self.n_cols) * k)
         kernel(self.indptr, self.indices, data, bias, zero, x, xt, out, blocks)
         return out, xt
@@ -1437,23 +1635,33 @@ class TrainingKernels:
             grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
             dx = np.empty((self.n_cols if input_grad else 0, k), dtype=data.dtype)
             work = self.nnz * k * (2 if input_grad else 1) + (self.n_rows * k if batch_major else 0)
-            kernel, blocks = _kernel("backward_padded", work)
+            fill = FILL_TRANSPOSE if batch_major else FILL_COPY
+            kernel, blocks = self._pick("backward_padded", work)
+            if blocks > 1 and self.BACKWARD_SPLIT == "columns":
+                _KERNELS["backward_padded_colsplit"][1](self.t_indptr, self.t_indices, self.perm,
+                                                        data, grad, g_pad, x_pad, k, zero,
+                                                        grad_data, grad_bias, dx, fill, blocks)
+                return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
             blocks = _sample_blocks(blocks, k)
+            if input_grad and blocks == 2 and self.BACKWARD_SPLIT == "products":
+                _KERNELS["backward_products"][1](self.t_indptr, self.t_indices, self.perm, data,
+                                                 grad, g_pad, x_pad, k, zero, grad_data,
+                                                 grad_bias, dx, fill, blocks)
+                return (grad_data, grad_bias if want_bias else None, dx)
             partial, bias_partial = self._partials(blocks, data.dtype)
             kernel(self.t_indptr, self.t_indices, self.perm, data, grad, g_pad, x_pad, k, zero,
-                   grad_data, grad_bias, dx, partial, bias_partial,
-                   FILL_TRANSPOSE if batch_major else FILL_COPY, blocks)
+                   grad_data, grad_bias, dx, partial, bias_partial, fill, blocks)
             return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
         grad_data = np.empty(self.nnz, dtype=data.dtype)
         grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
         dx = np.empty((self.n_cols if input_grad else 0, k), dtype=data.dtype)
         work = self.nnz * k * (2 if input_grad else 1)
         if batch_major:
-            kernel, blocks = _kernel("backward_batch_major", work + self.n_rows * k)
+            kernel, blocks = self._pick("backward_batch_major", work + self.n_rows * k)
             kernel(self.t_indptr, self.t_indices, self.perm, data, grad, grad_scratch, xt, zero,
                    grad_data, grad_bias, dx, blocks)
         else:
-            kernel, blocks = _kernel("backward", work)
+            kernel, blocks = self._pick("backward", work)
             kernel(self.t_indptr, self.t_indices, self.perm, data, grad, xt, zero, grad_data,
                    grad_bias, dx, blocks)
         return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
