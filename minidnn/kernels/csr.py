@@ -1378,6 +1378,17 @@ class TrainingKernels:
                              np.empty((blocks - 1, self.n_rows), dtype=dtype))
         return self._partial
 
+    def input_buffer(self, k: int, dtype):
+        """The (n_cols, k) view of the padded xᵀ buffer, for a caller to write xᵀ into
+        and hand to ``forward`` (feature-major) as it is, which then fills nothing; None
+        where ``forward`` takes no padded buffer (not float32, or no AVX2 + FMA)."""
+        if not (SIMD_AVAILABLE and np.dtype(dtype) == np.float32):
+            return None
+        view = self._x_view
+        if view is None or view.shape[1] != k:
+            view = self._x_view = self._padded("_x_pad", self.n_cols, k)[:, :k]
+        return view
+
     def forward(self, data, bias, x, xt=None, batch_major: bool = True):
         """(A · xᵀ + bias, xᵀ) for a batch-major x (k, n_cols), transposed into
         ``xt`` (n_cols, k) inside the call; ``batch_major=False``: x is already
@@ -1395,9 +1406,13 @@ class TrainingKernels:
             pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=data.dtype)
             kernel, blocks = _kernel("matmul_padded", (self.nnz + self.n_cols) * k)
+            # x is ``input_buffer``'s view: xᵀ is in the padded buffer already
+            own = not batch_major and x is self._x_view
             kernel(self.indptr, self.indices, data, bias, x, pad, out,
-                   FILL_TRANSPOSE if batch_major else FILL_COPY, _sample_blocks(blocks, k))
-            self._x_view = pad[:, :k]
+                   FILL_TRANSPOSE if batch_major else (FILL_NONE if own else FILL_COPY),
+                   _sample_blocks(blocks, k))
+            if not own:
+                self._x_view = pad[:, :k]
             return out, self._x_view
         if not batch_major:
             out = np.empty((self.n_rows, x.shape[1]), dtype=data.dtype)

@@ -48,15 +48,26 @@ def applies(x) -> bool:
             and x.dtype in (np.float32, np.float64))
 
 
-def gather_feature_major(x: np.ndarray, idx: np.ndarray, check: bool = True) -> np.ndarray:
+def gather_feature_major(x: np.ndarray, idx: np.ndarray, check: bool = True,
+                         out: np.ndarray | None = None) -> np.ndarray:
     """x[idx] (idx: in-range row numbers) as a Fortran-ordered (batch, features) array,
     in one Numba pass, for an ``applies`` x; equals ``gather_feature_major_numpy``.
     ``check=False`` skips the range check of idx, for a caller whose rows come from a
-    permutation of range(len(x)) (``fit``)."""
+    permutation of range(len(x)) (``fit``). ``out``: a (batch, features) array of x's
+    dtype whose transpose has unit-stride rows (a layer's ``input_buffer``: the padded
+    buffer its kernels read) to write into and return, instead of a new one."""
     idx = np.ascontiguousarray(idx, dtype=np.intp)
     if check and len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
         raise IndexError(f"gather_feature_major: row numbers must lie in [0, {len(x)}), got "
                          f"[{idx.min()}, {idx.max()}]")
-    out = np.empty((x.shape[1], len(idx)), dtype=x.dtype)
-    _gather_transposed(x, idx, out)
-    return out.T
+    if out is None:
+        target = np.empty((x.shape[1], len(idx)), dtype=x.dtype)
+        _gather_transposed(x, idx, target)
+        return target.T
+    if (out.shape != (len(idx), x.shape[1]) or out.dtype != x.dtype
+            or out.strides[0] != out.itemsize):
+        raise ValueError(f"gather_feature_major: out must be a ({len(idx)}, {x.shape[1]}) "
+                         f"{x.dtype} array with unit-stride columns, got {out.shape} "
+                         f"{out.dtype} strides {out.strides}")
+    _gather_transposed(x, idx, out.T)
+    return out
