@@ -87,6 +87,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .simd import avx2_fma_target
+from ..threads import numba_thread_count
 
 #: multiply-adds below which the serial kernel is used (a thread-pool wake-up
 #: costs about as much as this many vectorised multiply-adds)
@@ -1171,7 +1172,7 @@ def _kernel(name, work):
     """(kernel, n_blocks): the serial build with one block, or the parallel one
     with a block per thread when ``work`` multiply-adds pay for the thread pool."""
     serial, parallel = _KERNELS[name]
-    threads = numba.get_num_threads()
+    threads = numba_thread_count()       # numba.get_num_threads() without its locks
     if threads > 1 and work >= min_parallel_work():
         return parallel, threads
     return serial, 1
