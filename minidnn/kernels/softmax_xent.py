@@ -179,7 +179,8 @@ def softmax_cross_entropy(logits: np.ndarray, target: np.ndarray):
     if FUSED_FLOAT32 and logits.dtype == np.float32:
         n = logits.shape[0]
         grad = np.empty_like(logits)
-        total, ok = _fused_columns32(logits, np.ascontiguousarray(target), grad)
+        kernel = _fused_columns32 if COLUMNS_PASS else _fused_rows32
+        total, ok = kernel(logits, np.ascontiguousarray(target), grad)
         if not ok:
             return None
         return float(-total / n) + 0.0, grad
@@ -212,6 +213,8 @@ def softmax_cross_entropy_exact(logits: np.ndarray, target: np.ndarray):
 
 #: float32 logits take ``_fused_rows32`` (False: the bit-exact four passes; for A/Bs)
 FUSED_FLOAT32 = True
+#: ... through ``_fused_columns32``, its bits along the batch (False: the row pass; A/Bs)
+COLUMNS_PASS = True
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
