@@ -11,6 +11,8 @@ holds the whole run to a revision), so all arms train the same net:
   fused call per parameter
 * ``input_buffer``: fit gathers the sparse layer's minibatch into its kernels' padded xᵀ
   buffer (``Layer.input_buffer``) / into a new array that the forward copies there
+* ``gather_tiles``: the float32 gather's AVX2 register-tile transposes (``gather.TILES``)
+  / its scalar kernel
 * ``loss_columns``: the float32 loss pass along the batch (``softmax_xent.COLUMNS_PASS``)
   / along each row
 * ``column_sums``: Dense's bias gradient by ``kernels.column_sums`` / ``grad.sum(axis=0)``
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RESULTS_DIR  # noqa: E402
 
-CUTS = ("plan", "input_buffer", "loss_columns", "column_sums", "thread_count")
+CUTS = ("plan", "input_buffer", "gather_tiles", "loss_columns", "column_sums", "thread_count")
 
 
 @contextlib.contextmanager
@@ -47,7 +49,7 @@ def reverted(cuts):
     """Put back the code that the named cuts replaced, for the duration."""
     import numba
     import minidnn as md
-    from minidnn.kernels import column_sums, csr, softmax_xent
+    from minidnn.kernels import column_sums, csr, gather, softmax_xent
     from minidnn.layers import dense
     from minidnn.layers.base import Layer
     saved = []
@@ -59,6 +61,8 @@ def reverted(cuts):
         patch(md.SGD, "FUSED_PLAN", False)
     if "input_buffer" in cuts:
         patch(md.SparseDense, "input_buffer", Layer.input_buffer)
+    if "gather_tiles" in cuts:
+        patch(gather, "TILES", False)
     if "loss_columns" in cuts:
         patch(softmax_xent, "COLUMNS_PASS", False)
     if "column_sums" in cuts:

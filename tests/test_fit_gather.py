@@ -91,3 +91,30 @@ def test_gather_writes_into_a_layers_input_buffer_and_the_layer_reads_it_in_plac
         np.testing.assert_array_equal(other.grads[k], grads[k])
     with pytest.raises(ValueError, match="unit-stride"):
         gather_feature_major(x, idx, out=np.empty((13, 20), np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), m=st.integers(1, 40), batch=st.integers(0, 40),
+       extra=st.integers(0, 9), tiles=st.booleans(), seed=st.integers(0, 2**31))
+def test_both_gather_kernels_equal_the_twin_into_a_padded_out(n, m, batch, extra, tiles,
+                                                              seed):
+    """The register-tile and the scalar kernel, into a new array and into a (batch, m)
+    view whose transpose's rows are padded (a padded buffer's, stride > batch)."""
+    from minidnn.kernels import gather
+    saved, gather.TILES = gather.TILES, tiles and gather.SIMD_AVAILABLE
+    try:
+        _check_gathers(n, m, batch, extra, seed)
+    finally:
+        gather.TILES = saved
+
+
+def _check_gathers(n, m, batch, extra, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, m)).astype(np.float32)
+    idx = rng.integers(0, n, size=batch)
+    np.testing.assert_array_equal(gather_feature_major(x, idx), gather_feature_major_numpy(x, idx))
+    padded = np.full((m, batch + extra), np.nan, np.float32)
+    out = padded[:, :batch].T
+    assert gather_feature_major(x, idx, out=out) is out
+    np.testing.assert_array_equal(out, gather_feature_major_numpy(x, idx))
+    assert np.isnan(padded[:, batch:]).all()        # the pad lanes are never written
