@@ -1409,8 +1409,8 @@ class TrainingKernels:
             kernel, blocks = _kernel("matmul_padded", (self.nnz + self.n_cols) * k)
             # x is ``input_buffer``'s view: xᵀ is in the padded buffer already
             own = not batch_major and x is self._x_view
-            kernel(self.indptr, self.indices, data, bias, x, pad, out,
-                   FILL_TRANSPOSE if batch_major else (FILL_NONE if own else FILL_COPY),
+            fill = FILL_TRANSPOSE if batch_major else (FILL_NONE if own else FILL_COPY)
+            kernel(self.indptr, self.indices, data, bias, x, pad, out, fill,
                    _sample_blocks(blocks, k))
             if not own:
                 self._x_view = pad[:, :k]
