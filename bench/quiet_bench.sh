@@ -10,6 +10,7 @@ python bench/speed_vs_torch.py --repeats 2 --only mlp lenet rbm inference --out 
 uptime
 python bench/sparse_speed.py
 python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
+python bench/fit_epoch_ab.py --base 2bad77b --threads 2 --clock wall --images 50000 --rounds 7 --out bench/results/fit_epoch_ab_s19_quiet.json   # sitting 19 (#11): the epoch against sitting 18's main, ~2 min
 uptime
 python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-fffa29e} --against-monitor-size 0 --repeats 3 --out bench/results/rbm_epoch_probe_quiet.json
 python bench/sparse_kernel_ab.py --threads 2 --clock wall --out bench/results/sparse_kernel_ab_2threads_quiet.json

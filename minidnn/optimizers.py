@@ -46,7 +46,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.sgd_update import FORMS, can_fuse, sgd_update_prepared, sgd_update_prepared_parts
+from .kernels.sgd_update import (FORMS, can_fuse, sgd_update_many, sgd_update_prepared,
+                                 sgd_update_prepared_parts)
+from .layers.base import ParamHolder
 
 
 class ConstantLR:
@@ -127,6 +129,9 @@ class SGD:
     """
 
     MOMENTUM_FORMS = ("caffe", "pytorch")
+    #: step all parameters in one kernel call where each can take the fused path
+    #: (``_planned_step``; bit for bit the per-parameter steps). False: one call each
+    FUSED_PLAN = True
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
                  schedule=None, per_layer: dict | None = None, groups: dict | None = None,
@@ -175,6 +180,11 @@ class SGD:
         for pretraining units); each layer has ``name``, ``params``, ``grads``,
         ``decay_params`` and ``apply_update``."""
         fusable = type(self)._step_delta is SGD._step_delta   # a subclass's own step: unfused
+        if fusable and self.FUSED_PLAN and self._planned_step(model):
+            self.steps += 1
+            for callback in self.after_step:
+                callback(model, self)
+            return
         for layer in model.layers:
             if not layer.params:
                 continue
@@ -229,6 +239,40 @@ class SGD:
                 cache.clear()
             cache[cache_key] = prepared
         return prepared
+
+    def _planned_step(self, model) -> bool:
+        """Step every parameter of ``model`` in one kernel call (``sgd_update_many``),
+        bit for bit the per-parameter ``_fused_step``s, when every parameter can take
+        that path; False (nothing done) otherwise, and ``step`` takes the general path.
+
+        The list of parameters, their flat views, velocities and scalars (a
+        ``_StepPlan``) is made once and reused while the layers, their parameter
+        arrays, the velocities and every layer's hyperparameters stay the same
+        objects and values (checked at every step, ~0.3 µs a parameter): on the
+        784-500-10 net the step's four parameters then cost one dispatch instead of
+        four passes through the per-parameter bookkeeping."""
+        layers = model.layers
+        plan = self.__dict__.get("_plan")
+        # the hyperparameters are a function of these (``hyper``): while they are
+        # unchanged, the plan's are still right (a per-iteration schedule changes at
+        # every step, and so recomputes them)
+        when = self.steps if getattr(self.schedule, "per_iteration", False) else self.epoch
+        hyper_key = (self.lr, self.momentum, self.weight_decay, when, self.schedule,
+                     self.per_layer)
+        fresh = plan is None or plan.hyper_key != hyper_key
+        hypers = ([self.hyper(layer) for layer in layers if layer.params] if fresh
+                  else plan.hypers)
+        if plan is None or not plan.matches(layers, hypers, self.velocity):
+            plan = self._plan = _StepPlan.build(self, layers, hypers)
+            if plan is None:
+                return False
+        if fresh:       # a copy: a per_layer dict changed in place must not match
+            plan.hyper_key = (*hyper_key[:5], {k: dict(v) for k, v in self.per_layer.items()})
+        grads = plan.flat_grads()
+        if grads is None:
+            return False
+        sgd_update_many(plan.ws, grads, plan.vs, plan.scalars, plan.decays, plan.form)
+        return True
 
     def _fused_step(self, layer, pname, param, grad, layer_hyper, update_parts=None) -> bool:
         """Step ``param`` in place in one pass (``kernels.sgd_update``), bit-identical
@@ -303,6 +347,75 @@ class SGD:
         self.velocity = {k: np.array(v) for k, v in state.get("velocity", {}).items()}
         self.epoch = int(state["epoch"])
         self.steps = int(state["steps"])
+
+
+class _StepPlan:
+    """What ``SGD._planned_step`` hands ``sgd_update_many``, for one list of layers."""
+
+    __slots__ = ("layers", "hypers", "entries", "ws", "vs", "scalars", "decays", "form",
+                 "dtype", "counts", "hyper_key")
+
+    @classmethod
+    def build(cls, sgd, layers, hypers):
+        """The plan, or None when a parameter cannot be stepped in place in one pass
+        (the storage is not the default one, the layer splits its step over worker
+        threads, dtypes differ, a gradient or velocity does not fit)."""
+        entries, scalars, decays, dtype = [], [], [], None
+        holders = [layer for layer in layers if layer.params]
+        for layer, hyper in zip(holders, hypers):
+            if type(layer).update_parts is not ParamHolder.update_parts:
+                return None
+            for pname in layer.params:
+                w = layer.in_place_param(pname)
+                if w is None or not can_fuse(w, layer.grads.get(pname), None):
+                    return None
+                dtype = w.dtype if dtype is None else dtype
+                if w.dtype != dtype:
+                    return None
+                key, lr, momentum, weight_decay, decay, form = sgd._prepared(
+                    layer, pname, hyper, w.dtype)
+                v = w
+                if momentum:
+                    v = sgd.velocity.get(key)
+                    if v is None:
+                        v = sgd.velocity[key] = np.zeros_like(w)
+                    elif not (v.dtype == w.dtype and v.shape == w.shape
+                              and v.flags.c_contiguous):
+                        return None
+                entries.append((layer, pname, w, key, v))
+                scalars.append((lr, momentum, weight_decay))
+                decays.append(decay)
+        if not entries:
+            return None
+        plan = cls()
+        plan.layers, plan.hypers, plan.entries, plan.dtype = tuple(layers), hypers, entries, dtype
+        plan.ws = tuple(w.reshape(-1) for _, _, w, _, _ in entries)
+        plan.vs = tuple(v.reshape(-1) for _, _, _, _, v in entries)
+        plan.scalars = np.array(scalars, dtype=dtype).reshape(len(entries), 3)
+        plan.decays = np.array(decays, dtype=np.bool_)
+        plan.form = FORMS[sgd.momentum_form]
+        plan.counts = [len(layer.params) for layer in holders]
+        plan.hyper_key = None
+        return plan
+
+    def matches(self, layers, hypers, velocity) -> bool:
+        """Whether the plan still describes these layers, hyperparameters and velocities."""
+        if tuple(layers) != self.layers or hypers != self.hypers:
+            return False
+        for layer, pname, w, key, v in self.entries:
+            if layer.params.get(pname) is not w or (v is not w and velocity.get(key) is not v):
+                return False
+        return self.counts == [len(layer.params) for layer in layers if layer.params]
+
+    def flat_grads(self):
+        """This step's gradients as flat views, or None when one does not fit its parameter."""
+        grads = []
+        for layer, pname, w, _, _ in self.entries:
+            g = layer.grads[pname]
+            if g.dtype != self.dtype or g.shape != w.shape or not g.flags.c_contiguous:
+                return None
+            grads.append(g.reshape(-1))
+        return tuple(grads)
 
 
 def optimizer_from_config(config: dict) -> SGD:

@@ -121,3 +121,25 @@ class serial_blas_if_small:
             set_(before)
         self.restore = []
         return False
+
+
+_numba_thread_count = None     # found on first use: importing starts no threads
+
+
+def numba_thread_count() -> int:
+    """``numba.get_num_threads()`` (this thread's Numba thread count) in ~1 µs instead
+    of ~4–9: the public call takes the threading layer's launch locks every time, and
+    the sparse layer's kernel choice (``kernels.csr._kernel``) asks twice a training
+    step. Once the layer is up, its C entry point answers alone (as
+    ``kernels.im2col._thread_count`` does); the public call where a Numba version
+    lacks it."""
+    global _numba_thread_count
+    if _numba_thread_count is None:
+        import numba
+        numba.get_num_threads()                      # launches the threading layer
+        try:
+            from numba.np.ufunc import parallel
+            _numba_thread_count = parallel._get_num_threads
+        except (ImportError, AttributeError):
+            _numba_thread_count = numba.get_num_threads
+    return _numba_thread_count()

@@ -267,16 +267,27 @@ def _describe_changes(changes: dict) -> str:
 
 # -- the loop ------------------------------------------------------------------------
 
-def _gathers_feature_major(model, x, transform) -> bool:
-    """Whether ``fit`` gathers minibatches Fortran-ordered: when the net's first layer
-    reads them so without a transpose (``Layer.fortran_input``, after a Flatten that
-    leaves 2-D data as it is) and the data are a C-ordered float array of the model's
-    dtype. The same values reach the layer, so the run is the same bit for bit."""
+def _gathers_feature_major(model, x, transform):
+    """The layer that ``fit`` gathers minibatches for Fortran-ordered, or None: the
+    net's first layer when it reads them so without a transpose
+    (``Layer.fortran_input``, after a Flatten that leaves 2-D data as it is) and the
+    data are a C-ordered float array of the model's dtype. The gather writes into that
+    layer's ``input_buffer`` where it has one. The same values reach the layer, so the
+    run is the same bit for bit."""
     if transform is not None or not gather.applies(x) or x.dtype != model.dtype:
-        return False
+        return None
     layers = model.layers
     first = layers[1] if type(layers[0]) is Flatten and len(layers) > 1 else layers[0]
-    return bool(getattr(first, "fortran_input", False))
+    return first if getattr(first, "fortran_input", False) else None
+
+
+def _gather_batch(x, idx, reader):
+    """x[idx]; for a ``fortran_input`` ``reader`` (``_gathers_feature_major``) in
+    Fortran order, into its ``input_buffer`` where it has one."""
+    if reader is None:
+        return x[idx]
+    return gather.gather_feature_major(x, idx, check=False,
+                                       out=reader.input_buffer(len(idx)))
 
 
 def resolve_drop_last(model, drop_last) -> bool:
@@ -438,7 +449,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
                                epoch + 1, None if batch is None else batch + 1, reason,
                                f"{rolled}; {kept}")
 
-    feature_major = _gathers_feature_major(model, x, transform)
+    reader = _gathers_feature_major(model, x, transform)
     for epoch in range(start_epoch, epochs):
         good_state = (_snapshot(model), copy.deepcopy(optimizer.state_dict()))
         optimizer.set_epoch(epoch)
@@ -453,7 +464,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for b in bar:
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                xb = gather.gather_feature_major(x, idx, check=False) if feature_major else x[idx]
+                xb = _gather_batch(x, idx, reader)
                 yb = y[idx]
                 if transform is not None:
                     xb = transform(xb, shuffle_rng)

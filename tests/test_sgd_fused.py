@@ -5,7 +5,8 @@ import pytest
 
 import minidnn as md
 from minidnn import architectures
-from minidnn.kernels.sgd_update import (sgd_update, sgd_update_numpy, sgd_update_prepared,
+from minidnn.kernels.sgd_update import (sgd_update, sgd_update_many, sgd_update_numpy,
+                                        sgd_update_prepared,
                                         sgd_update_unchecked)
 from minidnn.layers.base import ParamHolder
 from minidnn.optimizers import SGD, StepLR
@@ -55,8 +56,13 @@ def test_fused_sgd_trains_bit_identically_to_the_unfused_path(form, monkeypatch)
     def counted(*args):
         calls.append(args[0].shape)
         return sgd_update_prepared(*args)
-    # SGD._fused_step checks the operands itself and calls the kernel directly
+    def counted_many(ws, *args):
+        calls.extend(w.shape for w in ws)
+        return sgd_update_many(ws, *args)
+    # SGD._fused_step checks the operands itself and calls the kernel directly;
+    # SGD._planned_step steps all of them in one call
     monkeypatch.setattr(optimizers, "sgd_update_prepared", counted)
+    monkeypatch.setattr(optimizers, "sgd_update_many", counted_many)
     x, y = _mlp_data()
     results = []
     for cls in (SGD, UnfusedSGD):

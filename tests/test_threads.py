@@ -51,3 +51,16 @@ def test_small_kernels_run_on_one_thread_and_restore_the_thread_count():
     assert numba.get_num_threads() == before
     with serial_if_small(SERIAL_BELOW):
         assert numba.get_num_threads() == before
+
+
+def test_numba_thread_count_follows_set_num_threads():
+    """threads.numba_thread_count answers what numba.get_num_threads does, per thread."""
+    import numba
+    from minidnn.threads import numba_thread_count
+    before = numba.get_num_threads()
+    try:
+        for n in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(n)
+            assert numba_thread_count() == numba.get_num_threads() == n
+    finally:
+        numba.set_num_threads(before)

@@ -98,6 +98,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .simd import avx2_fma_target
+from ..threads import numba_thread_count
 
 #: multiply-adds below which the serial kernel is used (a thread-pool wake-up
 #: costs about as much as this many vectorised multiply-adds)
@@ -1331,7 +1332,7 @@ def _kernel(name, work):
     """(kernel, n_blocks): the serial build with one block, or the parallel one
     with a block per thread when ``work`` multiply-adds pay for the thread pool."""
     serial, parallel = _KERNELS[name]
-    threads = numba.get_num_threads()
+    threads = numba_thread_count()       # numba.get_num_threads() without its locks
     if threads > 1 and work >= min_parallel_work():
         return parallel, threads
     return serial, 1
@@ -1550,7 +1551,7 @@ class TrainingKernels:
     def _pick(self, name: str, work: int):
         """(kernel, n_blocks) as ``_kernel``, with at most ``THREADS`` blocks."""
         serial, parallel = _KERNELS[name]
-        threads = numba.get_num_threads()
+        threads = numba_thread_count()       # numba.get_num_threads() without its locks
         if self.THREADS is not None:
             threads = min(threads, int(self.THREADS))
         if threads > 1 and work >= min_parallel_work():
@@ -1571,6 +1572,17 @@ class TrainingKernels:
                              np.empty((blocks - 1, self.n_rows), dtype=dtype))
         return self._partial
 
+    def input_buffer(self, k: int, dtype):
+        """The (n_cols, k) view of the padded xᵀ buffer, for a caller to write xᵀ into
+        and hand to ``forward`` (feature-major) as it is, which then fills nothing; None
+        where ``forward`` takes no padded buffer (not float32, or no AVX2 + FMA)."""
+        if not (SIMD_AVAILABLE and np.dtype(dtype) == np.float32):
+            return None
+        view = self._x_view
+        if view is None or view.shape[1] != k:
+            view = self._x_view = self._padded("_x_pad", self.n_cols, k)[:, :k]
+        return view
+
     def forward(self, data, bias, x, xt=None, batch_major: bool = True):
         """(A · xᵀ + bias, xᵀ) for a batch-major x (k, n_cols), transposed into
         ``xt`` (n_cols, k) inside the call; ``batch_major=False``: x is already
@@ -1588,14 +1600,17 @@ class TrainingKernels:
             pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=data.dtype)
             kernel, blocks = self._pick("matmul_padded", (self.nnz + self.n_cols) * k)
-            fill = FILL_TRANSPOSE if batch_major else FILL_COPY
+            # x is ``input_buffer``'s view: xᵀ is in the padded buffer already
+            own = not batch_major and x is self._x_view
+            fill = FILL_TRANSPOSE if batch_major else (FILL_NONE if own else FILL_COPY)
             if blocks > 1 and self.FORWARD_SPLIT == "rows":
                 _KERNELS["matmul_padded_rowsplit"][1](self.indptr, self.indices, data, bias, x,
                                                       pad, out, fill, blocks)
             else:
                 kernel(self.indptr, self.indices, data, bias, x, pad, out, fill,
                        _sample_blocks(blocks, k))
-            self._x_view = pad[:, :k]
+            if not own:
+                self._x_view = pad[:, :k]
             return out, self._x_view
         if not batch_major:
             out = np.empty((self.n_rows, x.shape[1]), dtype=data.dtype)

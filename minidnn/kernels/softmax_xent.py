@@ -38,7 +38,10 @@ The gradient is e_j / s rather than exp(logp). It is within 4e-7/N of the twin's
 (``tests/test_losses_fast``), and every row still sums to 0. Probabilities below
 e^(−87) ≈ 1.6e-38 become 0 where NumPy keeps denormals. NaN and ±Inf logits give
 the twin's NaN or +Inf loss. This pass took the loss from ~29 to ~11–15 µs on a
-(100, 10) batch (one thread, under load). ``FUSED_FLOAT32 = False`` restores the
+(100, 10) batch (one thread, under load). Since sitting 19 training runs the same
+arithmetic over zᵀ (``_fused_columns32``: each loop along the batch, so it vectorises;
+bit for bit ``_fused_rows32``, which stays as its readable definition): the kernel
+11 → 6 µs, the loss call 17 → 11 µs (one thread, under load). ``FUSED_FLOAT32 = False`` restores the
 bit-exact path for A/Bs and for bit-for-bit comparisons with older trees.
 """
 from __future__ import annotations
@@ -176,7 +179,8 @@ def softmax_cross_entropy(logits: np.ndarray, target: np.ndarray):
     if FUSED_FLOAT32 and logits.dtype == np.float32:
         n = logits.shape[0]
         grad = np.empty_like(logits)
-        total, ok = _fused_rows32(logits, np.ascontiguousarray(target), grad)
+        kernel = _fused_columns32 if COLUMNS_PASS else _fused_rows32
+        total, ok = kernel(logits, np.ascontiguousarray(target), grad)
         if not ok:
             return None
         return float(-total / n) + 0.0, grad
@@ -209,6 +213,8 @@ def softmax_cross_entropy_exact(logits: np.ndarray, target: np.ndarray):
 
 #: float32 logits take ``_fused_rows32`` (False: the bit-exact four passes; for A/Bs)
 FUSED_FLOAT32 = True
+#: ... through ``_fused_columns32``, its bits along the batch (False: the row pass; A/Bs)
+COLUMNS_PASS = True
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
@@ -266,6 +272,55 @@ def _fused_rows32(z, target, grad):
         for j in range(k):
             g[j] = g[j] / s / count
         g[t] -= np.float32(1.0) / count
+    return total, ok
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _fused_columns32(z, target, grad):
+    # _fused_rows32's arithmetic, element by element the same operations in the same
+    # order (so the same bits: tests/test_losses_fast), on zᵀ: every loop but the
+    # log-and-sum one runs along the batch, where 8 rows fill a vector, instead of
+    # along a row of 10 classes, which did not vectorise (~11 → ~6 µs at (100, 10))
+    n, k = z.shape
+    count = np.float32(n)
+    zt = np.empty((k, n), dtype=np.float32)
+    for i in range(n):
+        for j in range(k):
+            zt[j, i] = z[i, j]
+    m = zt[0].copy()
+    for j in range(1, k):
+        column = zt[j]
+        for i in range(n):
+            mi = m[i]
+            v = column[i]
+            m[i] = v if (mi == mi and (v > mi or v != v)) else mi
+    s = np.zeros(n, dtype=np.float32)
+    for j in range(k):
+        column = zt[j]
+        for i in range(n):
+            e = _exp_nonpositive32(column[i] - m[i])
+            column[i] = e
+            s[i] += e
+    total = 0.0
+    ok = True
+    for i in range(n):
+        t = target[i]
+        if t < 0 or t >= k:
+            ok = False
+        else:
+            total += np.float64((z[i, t] - m[i]) - np.float32(math.log(s[i])))
+    if not ok:
+        return total, ok
+    for j in range(k):
+        column = zt[j]
+        for i in range(n):
+            column[i] = column[i] / s[i] / count
+    inverse = np.float32(1.0) / count
+    for i in range(n):
+        g = grad[i]
+        for j in range(k):
+            g[j] = zt[j, i]
+        g[target[i]] -= inverse
     return total, ok
 
 

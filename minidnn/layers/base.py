@@ -150,6 +150,14 @@ class Layer(ParamHolder):
     #: (``kernels.gather``); the values are the same either way
     fortran_input = False
 
+    def input_buffer(self, batch: int):
+        """A Fortran-ordered (batch, features) array to write the next training input
+        into, which this layer's ``forward`` then reads in place (``fit`` gathers each
+        minibatch into it: ``kernels.gather``), or None (the default): no such buffer.
+        Only for a ``fortran_input`` layer; the array is reused from step to step, so
+        it holds a valid input only until the next ``forward``."""
+        return None
+
     def __init_subclass__(cls, **kwargs):
         # The call-order contract (module docstring), for every layer class.
         super().__init_subclass__(**kwargs)
