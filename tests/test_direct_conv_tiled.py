@@ -251,3 +251,25 @@ def test_disabled_jit_runs_the_plane_path():
             "assert layer.grads['W'].shape == (4, 3, 5, 5)\n")
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+
+
+@needs_simd
+@pytest.mark.parametrize("shape, O, k, pad", [((3, 3, 32, 32), 32, 5, 2), ((2, 1, 28, 28), 20, 5, 0),
+                                              ((2, 2, 9, 13), 7, 3, 1)])
+def test_the_inference_kernels_share_the_tiled_walk(shape, O, k, pad):
+    """``fused_inference.conv_pool2x2`` and ``direct_conv_padded_serial`` (the inference
+    plan's conv1) run the tiled sample walk in float32 and equal the twins."""
+    from minidnn.kernels import fused_inference as fused
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal(shape).astype(np.float32)
+    W = rng.standard_normal((O, shape[1], k, k)).astype(np.float32)
+    b = rng.standard_normal(O).astype(np.float32)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    want = dc.direct_conv_numpy(*_f64(x, W, b), 1, pad)
+    bound = dc.direct_conv_numpy(*_f64(np.abs(x), np.abs(W), np.abs(b)), 1, pad)
+    y = np.empty(want.shape, np.float32)
+    dc.direct_conv_padded_serial(x_pad, W, b, 1, y)
+    assert np.all(np.abs(y - want) <= 1e-6 * bound + 1e-6)
+    pooled = np.full(fused.maxpool2x2_values_numpy(want).shape, np.nan, np.float32)
+    fused.conv_pool2x2(x_pad, W, b, pooled)
+    np.testing.assert_array_equal(pooled, fused.maxpool2x2_values_numpy(y))
