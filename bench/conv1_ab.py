@@ -11,8 +11,10 @@ LeNet: Conv2D(1, 20, 5) on 1×28×28, batch 64; float32) and each repeat, both
 variants run in turn (order alternating):
 
 * ``tiled`` (``Conv2D.DIRECT_TILED``): ``direct_conv.window_rows`` (the input
-  transform: NCHW -> zero-padded rows (N, Hp, C, Wp)), ``direct_conv_tiled`` (the
-  forward, bias included) and ``direct_conv_weight_grad_tiled`` (dW and db);
+  transform alone: NCHW -> zero-padded rows (N, Hp, C, Wp)), ``direct_conv_tiled``
+  (the forward, bias included, which writes the rows itself sample by sample:
+  its time includes the transform, as the layer runs it) and
+  ``direct_conv_weight_grad_tiled`` (dW and db);
 * ``plane``: the zero-padded NCHW copy (``x_pad[:, :, ph:, pw:] = x``), the
   plane-by-plane ``direct_conv`` and ``direct_conv_weight_grad`` + NumPy's
   ``grad.sum(axis=(0, 2, 3))`` for db (sitting 18's path).
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
             t0 = clock()
             dc.window_rows(x, p, out=xr)
             t1 = clock()
-            # the layer's call: the transform again inside (it is what the layer runs)
+            # the layer's call: the transform again, inside (it is what the layer runs)
             dc.direct_conv_tiled(x, W, b, p, rows_buffer=xr, out=y)
             t2 = clock()
             dW, db = dc.direct_conv_weight_grad_tiled(xr, g, (k, k))
