@@ -29,9 +29,10 @@ parallel loop), and the weight and bias gradients from one walk over xr and dY
 (``_wgrad_tile_avx2``: 5 taps × 2 channels of 8-lane partial sums, per-thread
 partials over samples). Twins: ``window_rows_numpy``, ``direct_conv_numpy``,
 ``direct_conv_weight_grad_numpy``. One thread, under load, Cifar10_quick's conv1
-(``python bench/conv1_ab.py --threads 1 --repeats 30``): forward 7.3 against
-10.2 ms, dW + db 8.7 against 9.9 ms (plane walk + NumPy's db); PyTorch 2.13 14.9
-and 13.3 ms in the same run.
+(``python bench/conv1_ab.py --threads 1 --repeats 30``,
+``bench/results/conv1_ab_1t_load.json``): forward 8.35 against 13.27 ms, dW + db
+10.28 against 12.52 ms (plane walk + NumPy's db); PyTorch 2.13 13.40 and 13.86 ms
+in the same run.
 """
 from __future__ import annotations
 

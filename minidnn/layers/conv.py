@@ -594,9 +594,10 @@ class Conv2D(Layer):
         stays in registers over all C·kh·kw taps, read from the padded input in
         rows (N, Hp, C, Wp) (``direct_conv.window_rows``); the weight gradient and the
         bias gradient come from one walk over those rows and dY. One thread, under
-        load (``python bench/conv1_ab.py --threads 1 --repeats 20``), forward and
-        dW + db in ms: Cifar10_quick's conv1 7.6 and 8.9 against 12.0 and 11.8
-        plane by plane, LeNet's 1.08 and 1.06 against 1.52 and 1.61."""
+        load (``python bench/conv1_ab.py --threads 1 --repeats 30``,
+        ``bench/results/conv1_ab_1t_load.json``), forward and dW + db in ms:
+        Cifar10_quick's conv1 8.35 and 10.28 against 13.27 and 12.52 plane by plane,
+        LeNet's 1.17 and 1.06 against 1.54 and 1.67."""
         OW = self._spatial_out(x_shape[-2], x_shape[-1])[1]
         return (self.DIRECT_TILED and self.dtype == np.float32
                 and direct_kernels.tiled_applies(self.dtype, self.strides, OW))
