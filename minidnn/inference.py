@@ -45,7 +45,7 @@ import numpy as np
 
 from .kernels import fused_inference as fused
 from .kernels.activation import _relu_flat
-from .kernels.direct_conv import _direct_conv_kernel
+from .kernels.direct_conv import direct_conv_padded_serial
 from .kernels.im2col import weight_rows
 from .kernels.layout import _pad_channels_last_kernel, _rows_to_nchw_kernel
 from .kernels.workers import ranges, serial_nogil, split_samples
@@ -222,7 +222,7 @@ class _DirectConvStage(_Stage):
             fused.conv_pool2x2(x_pad, Wt, bias, out)
             return value
         y = np.empty((N, O, OH, OW), x.dtype)
-        serial_nogil(_direct_conv_kernel)(x_pad, Wt, bias, conv.strides[0], conv.strides[1], y)
+        direct_conv_padded_serial(x_pad, Wt, bias, conv.strides, y)
         if self.pool is not None:
             return _MaxPoolStage(self.pool).run(y, scratch, key, target)
         return y

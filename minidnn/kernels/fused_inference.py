@@ -7,7 +7,8 @@ saves a pass over memory:
 
 * ``conv_pool2x2``: a direct convolution at stride 1 (few input channels:
   LeNet's first layer) with the 2×2 / stride-2 max pool after it, pooled while
-  the output plane is still in L1; its output is written in any strides, so
+  the sample's output planes are still in cache (the register-tiled sample walk
+  of ``kernels.direct_conv`` where it applies, the plane walk otherwise); its output is written in any strides, so
   the next convolution's channels-last (NHWC) input comes out of it directly:
 
       z[n, o, a, b] = bias[o] + Σ_{c,i,j} W[o, c, i, j] · x_pad[n, c, a + i, b + j]
@@ -37,7 +38,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .direct_conv import _add_window_row, _add_window_row5x4, direct_conv_numpy
+from . import direct_conv as _direct
+from .direct_conv import (_add_window_row, _add_window_row5x4, _forward_sample_tiled,
+                          _window_rows_sample, direct_conv_numpy)
 
 
 # -- NumPy twins: the definition -----------------------------------------------------
@@ -140,6 +143,25 @@ def _conv_pool2x2_kernel(x_pad, W, bias, out):
 
 
 @numba.njit(cache=True, parallel=True)
+def _conv_pool2x2_tiled_kernel(x_pad, wt, bias, kh, kw, out):
+    # The training forward's sample walk (kernels.direct_conv: _window_rows_sample,
+    # _forward_sample_tiled: register tiles of 6 channels x 16 pixels), each sample's
+    # (O, OH, OW) output planes into a scratch that stays in L2, then pooled. x_pad is
+    # already padded (rows with no further padding); wt as direct_conv._tiled_weights
+    N, C, Hp, Wp = x_pad.shape
+    O = out.shape[1]
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    for n in numba.prange(N):
+        rows = np.empty((Hp, C, Wp), x_pad.dtype)
+        z = np.empty(O * OH * OW, x_pad.dtype)
+        _window_rows_sample(x_pad, n, 0, 0, rows)
+        _forward_sample_tiled(rows.reshape(-1), 0, wt, bias, C, Wp, kh, kw, O, OH, OW, z, 0,
+                              OH * OW)
+        for o in range(O):
+            _pool2x2_plane(z[o * OH * OW:], OW, out[n, o])
+
+
+@numba.njit(cache=True, parallel=True)
 def _rows_pool2x2_kernel(y_rows, OH, OW, bias, has_bias, out):
     # y_rows (N·OH·OW, O), (n, a, b, o) order; out (N, O, PH, PW). The inner loop runs
     # over o: four contiguous rows read, vectorised selects
@@ -228,13 +250,22 @@ def _serial(kernel):
 
 def conv_pool2x2(x_pad: np.ndarray, W: np.ndarray, bias: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``conv_pool2x2_numpy`` on the zero-padded input x_pad (N, C, Hp, Wp), C-contiguous,
-    into out (N, O, (Hp - kh + 1) // 2, (Wp - kw + 1) // 2), any strides."""
+    into out (N, O, (Hp - kh + 1) // 2, (Wp - kw + 1) // 2), any strides. float32 with
+    AVX2 + FMA and output rows of >= 8 pixels: the register-tiled sample walk of
+    ``direct_conv`` (``_conv_pool2x2_tiled_kernel``); otherwise the plane walk."""
     O, C, kh, kw = W.shape
     N, _, Hp, Wp = x_pad.shape
     expected = (N, O, (Hp - kh + 1) // 2, (Wp - kw + 1) // 2)
     if x_pad.shape[1] != C or tuple(out.shape) != expected:
         raise ValueError(f"conv_pool2x2: x_pad {x_pad.shape}, W {W.shape} need out of shape "
                          f"{expected}, got {out.shape}")
+    OW = Wp - kw + 1
+    if (x_pad.dtype == np.float32 and W.dtype == np.float32
+            and _direct.tiled_applies(np.float32, 1, OW)):
+        _serial(_conv_pool2x2_tiled_kernel)(np.ascontiguousarray(x_pad),
+                                             _direct._tiled_weights(W),
+                                             np.ascontiguousarray(bias, np.float32), kh, kw, out)
+        return out
     _serial(_conv_pool2x2_kernel)(np.ascontiguousarray(x_pad), np.ascontiguousarray(W),
                                    bias, out)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import implicit_conv
+from ..kernels import direct_conv as direct_kernels
 from ..kernels.direct_conv import direct_conv, direct_conv_weight_grad
 from ..kernels.im2col import (RowBuffers, _im2row_kernel, _row2im_kernel, as_pair, col2im,
                               conv_output_size, im2col, im2row, row2im, weight_from_rows,
@@ -97,6 +98,13 @@ class Conv2D(Layer):
     #: ... and its smallest output (height and width): on 2×2 outputs (VGG's stage 5)
     #: the tiles are too short for their set-up, and im2row + BLAS is faster
     IMPLICIT_MIN_OUTPUT = 4
+    #: run the direct path (few input channels: LeNet's and Cifar10_quick's first
+    #: layers) with the register-tiled kernels of ``kernels.direct_conv``
+    #: (``direct_conv_tiled``, ``direct_conv_weight_grad_tiled``; see
+    #: ``_direct_tiled_applies``); False gives the plane-by-plane kernels of sitting 16.
+    #: The weight gradient's work is split over threads by samples (a partial per
+    #: thread) instead of by pairs of output channels
+    DIRECT_TILED = True
 
     decay_params = ("W",)
 
@@ -579,10 +587,32 @@ class Conv2D(Layer):
         return (self.strides == (1, 1) and self._direct_eval_applies()
                 and type(self)._weight_grad is Conv2D._weight_grad)
 
+    def _direct_tiled_applies(self, x_shape) -> bool:
+        """The direct path at stride 1 in float32 runs register-tiled where Numba's
+        target has AVX2 + FMA and the output rows hold at least 8 pixels
+        (``direct_conv.tiled_applies``): the output block of 6 channels × 16 pixels
+        stays in registers over all C·kh·kw taps, read from the padded input in
+        rows (N, Hp, C, Wp) (``direct_conv.window_rows``); the weight gradient and the
+        bias gradient come from one walk over those rows and dY. One thread, under
+        load (``python bench/conv1_ab.py --threads 1 --repeats 30``,
+        ``bench/results/conv1_ab_1t_load.json``), forward and dW + db in ms:
+        Cifar10_quick's conv1 8.35 and 10.28 against 13.27 and 12.52 plane by plane,
+        LeNet's 1.17 and 1.06 against 1.54 and 1.67."""
+        OW = self._spatial_out(x_shape[-2], x_shape[-1])[1]
+        return (self.DIRECT_TILED and self.dtype == np.float32
+                and direct_kernels.tiled_applies(self.dtype, self.strides, OW))
+
     def _direct_forward(self, x, buffers, out=None):
-        """(y, x_pad): the direct convolution and the zero-padded input it read."""
+        """(y, x_pad): the direct convolution and the zero-padded input it read
+        (the rows (N, Hp, C, Wp) of the tiled kernels where ``_direct_tiled_applies``,
+        recorded in ``_direct_rows``; NCHW x_pad otherwise)."""
         N, C, H, W = x.shape
         (ph, pw) = self.pads
+        self._direct_rows = self._direct_tiled_applies(x.shape)
+        if self._direct_rows:
+            rows = buffers.get("direct_x_rows", (N, H + 2 * ph, C, W + 2 * pw), x.dtype)
+            return direct_kernels.direct_conv_tiled(x, self.params["W"], self.params.get("b"),
+                                                    self.pads, rows_buffer=rows, out=out)
         if not (ph or pw):
             x_pad = x
         else:
@@ -607,6 +637,12 @@ class Conv2D(Layer):
         x_pad = getattr(self, "_direct_x_pad", None)
         if x_pad is not None:
             grad = np.asarray(grad, dtype=self.dtype)
+            if getattr(self, "_direct_rows", False):
+                dW, db = direct_kernels.direct_conv_weight_grad_tiled(x_pad, grad, self.kernel)
+                self.grads["W"] = dW
+                if self.bias:
+                    self.grads["b"] = db
+                return None
             self.grads["W"] = direct_conv_weight_grad(x_pad, grad, self.kernel)
             if self.bias:
                 self.grads["b"] = grad.sum(axis=(0, 2, 3))
