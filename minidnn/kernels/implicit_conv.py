@@ -55,6 +55,8 @@ rounding: |kernel − twin| ≤ 1e-5·Σ|a·b| + 1e-6.
 """
 from __future__ import annotations
 
+import types as types_
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -241,10 +243,25 @@ _BUILDS = {}
 
 
 def _build(fn, parallel: bool):
+    """``fn`` compiled with or without ``parallel=True``, each build under its own
+    name (``fn.__qualname__`` + ``_parallel`` / ``_serial``) and so its own on-disk
+    cache. Numba's cache index is keyed by the function's qualified name, source
+    file and signature, not by the ``parallel`` flag: built from the same function
+    object, whichever build was compiled first in a fresh cache was loaded for both
+    afterwards. Sitting 18's kernels were built that way, so after any one-thread run
+    (the test suite runs with NUMBA_NUM_THREADS=1) every later two-thread run ran
+    the serial build: all of a call's work on the calling thread (per-thread CPU
+    time from /proc/self/task/*/schedstat, ``bench/implicit_conv_threads.py``)."""
     key = (fn.__name__, parallel)
     kernel = _BUILDS.get(key)
     if kernel is None:
-        kernel = _BUILDS[key] = numba.njit(cache=True, parallel=parallel)(fn)
+        suffix = "_parallel" if parallel else "_serial"
+        copy = types_.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                                   fn.__defaults__, fn.__closure__)
+        copy.__qualname__ = fn.__qualname__ + suffix
+        copy.__module__ = fn.__module__
+        copy.__doc__ = fn.__doc__
+        kernel = _BUILDS[key] = numba.njit(cache=True, parallel=parallel)(copy)
     return kernel
 
 
@@ -281,11 +298,13 @@ def _require_simd():
 
 
 # -- public functions ----------------------------------------------------------------
-def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | None = None
-              ) -> np.ndarray:
+def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | None = None,
+              parallel: bool = True) -> np.ndarray:
     """Stride-1 correlation of the padded channels-last x_pad (N, Hp, Wp, C) with
     w_rows (kh·kw·C, O): y_rows (N·OH·OW, O), OH = Hp - kh + 1, OW = Wp - kw + 1,
-    in (n, a, b, o) order (the rows path's ``im2row(x) · W_r``). Kernel."""
+    in (n, a, b, o) order (the rows path's ``im2row(x) · W_r``). Kernel; split over
+    samples on Numba's threads when ``parallel`` and more than one thread is set
+    (each output is the same sum either way)."""
     kh, kw = kernel
     w_rows = np.asarray(w_rows)
     if w_rows.ndim != 2:
@@ -305,16 +324,18 @@ def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | N
         raise ValueError(f"out must be a C-contiguous float32 array of shape "
                          f"{(N * OH * OW, O)}, got {out.dtype} {out.shape}")
     _require_simd()
-    _build(_conv_rows, _threads() > 1 and N > 1)(x_pad, panels(w_rows), O, kh, kw, OH, OW, out)
+    _build(_conv_rows, parallel and _threads() > 1 and N > 1)(x_pad, panels(w_rows), O, kh, kw,
+                                                              OH, OW, out)
     return out
 
 
-def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
-                     ) -> np.ndarray:
+def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0),
+                     parallel: bool = True) -> np.ndarray:
     """dW_r (kh·kw·C, O) = Σ_{n,a,b} window(x_pad)[n, a, b]ᵀ · dY[n, a, b] for the
     stride-1 correlation, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] with (gh, gw) =
     ``offset`` (so the padded dY of the input gradient serves as is), OH = Hp - kh + 1.
-    Kernel; one partial sum per thread, added at the end."""
+    Kernel; with ``parallel`` and more than one Numba thread, the samples are split
+    over the threads, one partial sum per thread, added at the end."""
     kh, kw = kernel
     _check(x_pad, g_pad, kh, kw, g_pad.shape[-1] if g_pad.ndim else 0)
     N, Hp, Wp, C = x_pad.shape
@@ -326,7 +347,7 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
                          f"{N}×{OH}×{OW} output of x_pad {x_pad.shape}")
     O = g_pad.shape[3]
     _require_simd()
-    threads = min(_threads(), N)
+    threads = min(_threads(), N) if parallel else 1
     parts = np.empty((threads, kh * kw * C, O), dtype=np.float32)
     block = np.empty_like(parts)
     _build(_weight_grad_rows, threads > 1)(np.ascontiguousarray(x_pad),

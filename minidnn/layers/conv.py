@@ -97,6 +97,12 @@ class Conv2D(Layer):
     #: ... and its smallest output (height and width): on 2×2 outputs (VGG's stage 5)
     #: the tiles are too short for their set-up, and im2row + BLAS is faster
     IMPLICIT_MIN_OUTPUT = 4
+    #: split the implicit kernels over samples on Numba's threads (False: one thread,
+    #: the caller's, at any thread count). Until sitting 19 the parallel builds shared
+    #: an on-disk cache entry with the serial ones and, after any one-thread run, ran
+    #: serially (``implicit_conv._build``): this switch is the A/B of that fix
+    #: (``python bench/implicit_conv_threads.py --threads 2``)
+    IMPLICIT_PARALLEL = True
 
     decay_params = ("W",)
 
@@ -526,7 +532,8 @@ class Conv2D(Layer):
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
         pad_channels_last(x, ph, pw, out=x_pad)
         y_rows = buffers.get("implicit_y_rows", (N * OH * OW, self.out_channels), x.dtype)
-        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows)
+        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows,
+                                parallel=self.IMPLICIT_PARALLEL)
         return rows_to_nchw(y_rows, N, OH, OW, self.params["b"] if self.bias else None), x_pad
 
     def _implicit_backward(self, grad, input_grad: bool):
@@ -547,7 +554,8 @@ class Conv2D(Layer):
         g_pad = buffers.get("implicit_g_pad", shape, self.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != self.dtype)
         pad_channels_last(grad, qh, qw, out=g_pad)
-        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw))
+        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw),
+                                              parallel=self.IMPLICIT_PARALLEL)
         self.grads["W"] = weight_from_rows(dW_r, self.weight_shape)
         if self.bias:
             self.grads["b"] = grad.sum(axis=(0, 2, 3))
@@ -555,7 +563,8 @@ class Conv2D(Layer):
             return None
         W_t = implicit_conv.flipped_weight_rows(self.params["W"])
         dx_rows = buffers.get("implicit_dx_rows", (N * H * W, C), self.dtype)
-        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows)
+        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows,
+                                parallel=self.IMPLICIT_PARALLEL)
         return rows_to_nchw(dx_rows, N, H, W)
 
     def _direct_eval_applies(self) -> bool:
