@@ -19,7 +19,13 @@ one at once):
   at a time from the kept padded input (on) against the whole-batch rows of
   sitting 16 (off);
 * ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu_kernel`` /
-  ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``.
+  ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``;
+* ``parallel``: ``Conv2D.IMPLICIT_PARALLEL``, the implicit kernels split over samples
+  on Numba's threads (on) against the same kernels on the calling thread (off; what
+  sitting 18's two-thread runs executed, see ``implicit_conv._build``). Both sides
+  run the implicit path, so neither leaves OpenBLAS threads spinning into the other
+  (the ``implicit`` toggle's off side runs conv2/conv3 on BLAS at the thread count,
+  whose spinning threads then take a core from the next on-step's Numba kernels).
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -43,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "stream", "relu")
+TOGGLES = ("implicit", "dense", "stream", "relu", "parallel")
 
 
 def _switches():
@@ -64,7 +70,11 @@ def _switches():
     def relu(on):
         activations.RELU_KERNEL = on
 
-    return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu}
+    def parallel(on):
+        Conv2D.IMPLICIT_PARALLEL = on
+
+    return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu,
+            "parallel": parallel}
 
 
 def main(argv=None) -> int:
@@ -131,7 +141,7 @@ def main(argv=None) -> int:
             fwd, bwd, _ = step(on)
             times[on].append((fwd, bwd))
     for name in toggles:           # back to the defaults (STREAMED is off by default)
-        switches[name](name != "stream")
+        switches[name](name != "stream")     # (IMPLICIT_PARALLEL is on by default)
     a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
     gemm = []
     for _ in range(5):
