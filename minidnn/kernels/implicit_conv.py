@@ -42,7 +42,8 @@ output row × 16 output channels, reducing over the kh kernel rows (outer) and t
 kw·C contiguous values of each (inner); the weights are re-laid as contiguous
 16-column panels (``panels``) so each tile streams them in order. The weight
 gradient's tile is 6 consecutive (j, c) entries of one kernel row × 16 output
-channels, reducing over 4 output rows of positions at a time (``WEIGHT_GRAD_ROWS``)
+channels, reducing over about 64 output positions (whole output rows) at a time
+(``WEIGHT_GRAD_POSITIONS``)
 so dY and x_pad stay in L1 across the tiles. Both are parallel over samples (one
 partial dW per thread). One thread, under load, Cifar10_quick's conv2: 84, 85 and
 74 GFLOP/s for the three passes against 36-46 for im2row + BLAS and a 1024³ GEMM
@@ -72,8 +73,14 @@ SIMD_AVAILABLE = avx2_fma_target()
 
 #: the widest register tile: output pixels (broadcast side) and 8-lane vectors
 MAX_P, MAX_V = 6, 2
-#: output rows the weight gradient sweeps at a time (see ``_weight_grad_rows``)
-WEIGHT_GRAD_ROWS = 4
+#: output positions the weight gradient sweeps at a time, in whole output rows
+#: (``weight_grad_rows``: R = max(1, WEIGHT_GRAD_POSITIONS // OW); see
+#: ``_weight_grad_rows``). Sitting 18 swept 4 rows: right for conv2 (OW = 16), but
+#: on conv3's 8×8 outputs a tile then summed only 32 positions between loading and
+#: storing its 12 accumulators; one process, one thread, CPU time, under load
+#: (medians of 15): conv3 R = 8 10.9 against R = 4 11.8 ms, conv2 R = 2 / 4 / 8
+#: 20.5 / 18.1 / 21.2 ms
+WEIGHT_GRAD_POSITIONS = 64
 #: samples the weight gradient sums in registers before adding them to its total
 WEIGHT_GRAD_SAMPLES = 8
 
@@ -352,7 +359,8 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
     block = np.empty_like(parts)
     _build(_weight_grad_rows, threads > 1)(np.ascontiguousarray(x_pad),
                                            np.ascontiguousarray(g_pad), gh, gw, kh, kw, OH,
-                                           OW, parts, block, WEIGHT_GRAD_ROWS,
+                                           OW, parts, block,
+                                           max(1, WEIGHT_GRAD_POSITIONS // OW),
                                            WEIGHT_GRAD_SAMPLES)
     dW = parts[0]
     for t in range(1, threads):

@@ -500,7 +500,27 @@ class Conv2D(Layer):
         ``IMPLICIT_MIN_OUTPUT`` keep im2row + BLAS. The first layers (3 or 1 input channels)
         keep the direct path, other channel counts im2row + BLAS, as do CPUs
         without AVX2/FMA, other dtypes, NUMBA_DISABLE_JIT and subclasses that
-        hold W otherwise (override a product)."""
+        hold W otherwise (override a product).
+
+        By thread count: the rule is the same at one and two threads. Sitting 18
+        saw conv3's backward lose at two threads (quiet, ``bench/conv_step_ab.py
+        --threads 2``: 22.9 ms implicit against 17.4 im2row) and conv2 not scale
+        (20.5 + 40.9 ms at two threads against 18.1 + 38.1 at one): the kernels'
+        parallel builds had shared Numba's on-disk cache entry with their serial
+        builds, so after any one-thread run both loaded the serial code and all the
+        work ran on the calling thread (``implicit_conv._build``, fixed in sitting
+        19; ``IMPLICIT_PARALLEL`` is the switch). That A/B also ran the im2row side's
+        BLAS at two threads between implicit steps, and OpenBLAS's spinning threads
+        then took a core from the next implicit kernels (CPU time of the implicit
+        forward after a two-thread GEMM: 17.9 against 9.3 ms; the implicit-only step
+        has no multi-threaded BLAS call left, its layers' CPU time is the same at
+        one and two threads). Fixed, each kernel call splits evenly (per-thread CPU
+        ms of one call, two threads, under load, ``python
+        bench/implicit_conv_threads.py --threads 2``): conv2 forward 7.9 + 7.4,
+        dx 8.4 + 8.3, dW 10.8 + 9.8; conv3 forward 5.0 + 4.6, dx 5.4 + 4.0, dW 7.0 +
+        5.8, the calling thread 0.3-0.5 ms, against 16.1 / 17.2 / 19.5 and 9.1 / 9.1
+        / 11.6 ms for the whole call on one thread. The two-thread wall-clock A/B
+        is for the quiet machine (``bench/quiet_bench.sh``)."""
         if not self.IMPLICIT or self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if self.dtype != np.float32:
