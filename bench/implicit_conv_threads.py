@@ -154,6 +154,23 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
                              reverse=True)
             split[call] = {"calling_thread_ms": med.get(main, 0.0), "worker_threads_ms": workers}
         result["thread_split_ms"][name] = split
+        # the same forward kernel right after a BLAS product at the thread count: the
+        # process's CPU time grows by what OpenBLAS's spinning threads burn meanwhile
+        # (the im2row side of an A/B leaves them spinning into the implicit side)
+        gemm_a = rng.random((400, 400), dtype=np.float32)
+        forward = calls["forward kernel"]
+        alone, after = [], []
+        for _ in range(max(5, repeats // 2)):
+            time.sleep(0.25)                    # past OpenBLAS's spin time-out (~0.1 s)
+            t0 = time.process_time()
+            forward()
+            alone.append(time.process_time() - t0)
+            gemm_a @ gemm_a
+            t0 = time.process_time()
+            forward()
+            after.append(time.process_time() - t0)
+        result.setdefault("forward_cpu_ms_alone_vs_after_blas", {})[name] = [
+            1e3 * float(np.median(alone)), 1e3 * float(np.median(after))]
     a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
     gemm = []
     for _ in range(5):
@@ -268,6 +285,10 @@ def main(argv=None) -> int:
             f"{call} {s['calling_thread_ms']:.2f} | "
             + " + ".join(f"{w:.2f}" for w in s["worker_threads_ms"])
             for call, s in split.items()))
+    print("  implicit forward kernel, process CPU ms alone vs right after a BLAS product "
+          "(last round): " + ", ".join(
+              f"{layer} {a:.2f} vs {b:.2f}" for layer, (a, b) in
+              runs["minidnn"][-1]["forward_cpu_ms_alone_vs_after_blas"].items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,

@@ -21,5 +21,7 @@ if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DIS
   uptime
 fi
 python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_2threads_wall_quiet.json
+python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --toggle parallel --out bench/results/conv_step_ab_parallel_2threads_quiet.json   # 8conv, ~20 s
+python bench/implicit_conv_threads.py --threads 2 --repeats 15 --rounds 3 --out bench/results/implicit_conv_threads_2t_quiet.json   # 8conv, ~1 min
 python bench/speed_vs_torch.py --repeats 1 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime
