@@ -37,9 +37,12 @@ registers from Python loops, so the tile is written as LLVM IR through
 side) that are multiples of 8. Elsewhere ``available`` is False and the layer
 keeps im2row + BLAS.
 
-Blocking: the forward (and input-gradient) tile is up to 6 output pixels of one
-output row × 16 output channels, reducing over the kh kernel rows (outer) and the
-kw·C contiguous values of each (inner); the weights are re-laid as contiguous
+Blocking: the forward (and input-gradient) tile is 6 consecutive output pixels of
+a sample (in (a, b) order, across output rows: ``FLAT_TILES``; within one row an
+8-wide output gave tiles of 4, and conv3's forward and input gradient took 8.9 and
+9.5 against 8.3 and 8.3 ms, ``bench/implicit_conv_tiles_ab.py``, one thread, CPU
+time, under load) × 16 output channels, reducing over the kh kernel rows (outer) and
+the kw·C contiguous values of each (inner); the weights are re-laid as contiguous
 16-column panels (``panels``) so each tile streams them in order. The weight
 gradient's tile is 6 consecutive (j, c) entries of one kernel row × 16 output
 channels, reducing over about 64 output positions (whole output rows) at a time
@@ -81,27 +84,35 @@ MAX_P, MAX_V = 6, 2
 #: (medians of 15): conv3 R = 8 10.9 against R = 4 11.8 ms, conv2 R = 2 / 4 / 8
 #: 20.5 / 18.1 / 21.2 ms
 WEIGHT_GRAD_POSITIONS = 64
+#: forward and input-gradient tiles of MAX_P consecutive output pixels across output
+#: rows (see ``_conv_rows``) rather than within one row
+FLAT_TILES = True
 #: samples the weight gradient sums in registers before adding them to its total
 WEIGHT_GRAD_SAMPLES = 8
 
 
 @intrinsic
 def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
-               n_inner, a_inner, b_inner, a_p, out_p, accumulate):
+               n_inner, a_inner, b_inner, a_table, a_table_off, out_p, accumulate):
     """The micro-kernel of the module docstring on flat float32 arrays (offsets and
-    strides in elements). ``accumulate``: start from ``out`` instead of zero."""
+    strides in elements), with the P broadcast rows at ``a_off + a_table[a_table_off + p]``
+    (an int64 table: p·a_p for evenly spaced rows, or any P output pixels of a sample,
+    e.g. across output rows). ``accumulate``: start from ``out`` instead of zero."""
     sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
-                     n_inner, a_inner, b_inner, a_p, out_p, accumulate)
+                     n_inner, a_inner, b_inner, a_table, a_table_off, out_p, accumulate)
 
     def codegen(context, builder, signature, args):
         out_ptr, a_ptr, b_ptr = [context.make_array(t)(context, builder, v).data
                                  for t, v in zip(signature.args[:3], args[:3])]
         i64 = ir.IntType(64)
         (out_off_v, a_off_v, b_off_v, P_v, V_v, n_outer_v, a_outer_v, b_outer_v, n_inner_v,
-         a_inner_v, b_inner_v, a_p_v, out_p_v) = [
+         a_inner_v, b_inner_v) = [
             context.cast(builder, v, t, types.int64)
-            for v, t in zip(args[3:16], signature.args[3:16])]
-        acc_flag = context.cast(builder, args[16], signature.args[16], types.boolean)
+            for v, t in zip(args[3:14], signature.args[3:14])]
+        table_ptr = context.make_array(signature.args[14])(context, builder, args[14]).data
+        table_off_v, out_p_v = [context.cast(builder, v, t, types.int64)
+                                for v, t in zip(args[15:17], signature.args[15:17])]
+        acc_flag = context.cast(builder, args[17], signature.args[17], types.boolean)
         f32 = ir.FloatType()
         v8f = ir.VectorType(f32, 8)
         fma = cgutils.get_or_insert_function(
@@ -130,7 +141,8 @@ def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_out
             a_row, b_row = cgutils.alloca_once(builder, f32p), cgutils.alloca_once(builder, f32p)
             builder.store(builder.gep(a_ptr, [a_off_v]), a_row)
             builder.store(builder.gep(b_ptr, [b_off_v]), b_row)
-            a_offsets = [builder.mul(c64(p), a_p_v) for p in range(n_p)]
+            a_offsets = [builder.load(builder.gep(table_ptr, [builder.add(table_off_v, c64(p))]))
+                         for p in range(n_p)]
             with cgutils.for_range(builder, n_outer_v):
                 a_q, b_q = builder.load(a_row), builder.load(b_row)
                 builder.store(a_q, a_cur)
@@ -171,11 +183,17 @@ def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_out
 
 
 # -- drivers (parallel over samples) ------------------------------------------------
-def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows):
+def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows, pixels, steps, flat):
     """y_rows (N·OH·OW, O) = the stride-1 correlation of x_pad (N, Hp, Wp, C) with
-    W_r (kh·kw·C, O) held as ``panels(W_r)``, in (n, a, b, o) order. O % 8 == 0."""
+    W_r (kh·kw·C, O) held as ``panels(W_r)``, in (n, a, b, o) order. O % 8 == 0.
+
+    ``flat``: the tiles are MAX_P consecutive output pixels of the sample in (a, b)
+    order, across output rows, their windows at ``pixels[q] = (a·Wp + b)·C``
+    (``FLAT_TILES``); else up to MAX_P pixels of one output row (``steps[p] = p·C``),
+    which on 8-wide outputs gives tiles of 4 pixels, 8 accumulators instead of 12."""
     N, Hp, Wp, C = x_pad.shape
     K = kh * kw * C
+    Q = OH * OW
     xf, yf = x_pad.reshape(-1), y_rows.reshape(-1)
     n_tiles = (OW + MAX_P - 1) // MAX_P
     run = kw * C
@@ -183,13 +201,19 @@ def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows):
         for ob in range(0, O, 8 * MAX_V):
             nv = min(MAX_V, (O - ob) // 8)
             width = 8 * nv
+            if flat:
+                for q0 in range(0, Q, MAX_P):
+                    _tile_avx2(yf, xf, w_panels, (n * Q + q0) * O + ob, n * Hp * Wp * C,
+                               K * ob, min(MAX_P, Q - q0), nv, kh, Wp * C, run * width, run,
+                               1, width, pixels, q0, O, False)
+                continue
             for a in range(OH):
                 for t in range(n_tiles):
                     b0 = t * OW // n_tiles
                     b1 = (t + 1) * OW // n_tiles
                     _tile_avx2(yf, xf, w_panels, ((n * OH + a) * OW + b0) * O + ob,
                                ((n * Hp + a) * Wp + b0) * C, K * ob, b1 - b0, nv,
-                               kh, Wp * C, run * width, run, 1, width, C, O, False)
+                               kh, Wp * C, run * width, run, 1, width, steps, 0, O, False)
 
 
 def panels(w_rows: np.ndarray) -> np.ndarray:
@@ -206,7 +230,7 @@ def panels(w_rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
+def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S, steps):
     """parts[t] (kh·kw·C, O) = Σ over the t-th range of samples of
     x_pad-windowsᵀ · dY, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] (O % 8 == 0), R
     output rows at a time: every tile of dW_r sweeps the same R·OW positions of dY
@@ -240,7 +264,7 @@ def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
                             _tile_avx2(bf, xf, gf, (i * run + m0) * O + ob,
                                        ((n * Hp + i + a0) * Wp) * C + m0, g0 + ob,
                                        min(MAX_P, run - m0), nv, rr, Wp * C, Gw * O, OW, C, O,
-                                       1, O, not fresh)
+                                       steps, 0, O, not fresh)
             if (n - lo) % S == S - 1 or n == hi - 1:
                 for e in range(pf.size):
                     pf[e] += bf[e]
@@ -331,8 +355,10 @@ def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | N
         raise ValueError(f"out must be a C-contiguous float32 array of shape "
                          f"{(N * OH * OW, O)}, got {out.dtype} {out.shape}")
     _require_simd()
-    _build(_conv_rows, parallel and _threads() > 1 and N > 1)(x_pad, panels(w_rows), O, kh, kw,
-                                                              OH, OW, out)
+    a, b = np.divmod(np.arange(OH * OW, dtype=np.int64), OW)
+    _build(_conv_rows, parallel and _threads() > 1 and N > 1)(
+        x_pad, panels(w_rows), O, kh, kw, OH, OW, out, (a * Wp + b) * C,
+        np.arange(MAX_P, dtype=np.int64) * C, FLAT_TILES)
     return out
 
 
@@ -361,7 +387,7 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
                                            np.ascontiguousarray(g_pad), gh, gw, kh, kw, OH,
                                            OW, parts, block,
                                            max(1, WEIGHT_GRAD_POSITIONS // OW),
-                                           WEIGHT_GRAD_SAMPLES)
+                                           WEIGHT_GRAD_SAMPLES, np.arange(MAX_P, dtype=np.int64))
     dW = parts[0]
     for t in range(1, threads):
         dW += parts[t]
