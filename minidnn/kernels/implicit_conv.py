@@ -91,16 +91,9 @@ FLAT_TILES = True
 WEIGHT_GRAD_SAMPLES = 8
 
 
-@intrinsic
-def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
-               n_inner, a_inner, b_inner, a_table, a_table_off, out_p, accumulate):
-    """The micro-kernel of the module docstring on flat float32 arrays (offsets and
-    strides in elements), with the P broadcast rows at ``a_off + a_table[a_table_off + p]``
-    (an int64 table: p·a_p for evenly spaced rows, or any P output pixels of a sample,
-    e.g. across output rows). ``accumulate``: start from ``out`` instead of zero."""
-    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
-                     n_inner, a_inner, b_inner, a_table, a_table_off, out_p, accumulate)
-
+def _tile_codegen(with_table: bool):
+    """The LLVM IR of the tile, for ``_tile_avx2`` (rows a_p apart) or
+    ``_tile_table_avx2`` (rows at a table's offsets)."""
     def codegen(context, builder, signature, args):
         out_ptr, a_ptr, b_ptr = [context.make_array(t)(context, builder, v).data
                                  for t, v in zip(signature.args[:3], args[:3])]
@@ -109,10 +102,16 @@ def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_out
          a_inner_v, b_inner_v) = [
             context.cast(builder, v, t, types.int64)
             for v, t in zip(args[3:14], signature.args[3:14])]
-        table_ptr = context.make_array(signature.args[14])(context, builder, args[14]).data
-        table_off_v, out_p_v = [context.cast(builder, v, t, types.int64)
-                                for v, t in zip(args[15:17], signature.args[15:17])]
-        acc_flag = context.cast(builder, args[17], signature.args[17], types.boolean)
+        if with_table:
+            table_ptr = context.make_array(signature.args[14])(context, builder, args[14]).data
+            rest = args[15:]
+        else:
+            rest = args[14:]
+        first = len(args) - len(rest)
+        # a_p, or with a table the table's offset a_table_off
+        a_p_v, out_p_v = [context.cast(builder, v, t, types.int64)
+                          for v, t in zip(rest[:2], signature.args[first:first + 2])]
+        acc_flag = context.cast(builder, rest[2], signature.args[first + 2], types.boolean)
         f32 = ir.FloatType()
         v8f = ir.VectorType(f32, 8)
         fma = cgutils.get_or_insert_function(
@@ -141,8 +140,11 @@ def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_out
             a_row, b_row = cgutils.alloca_once(builder, f32p), cgutils.alloca_once(builder, f32p)
             builder.store(builder.gep(a_ptr, [a_off_v]), a_row)
             builder.store(builder.gep(b_ptr, [b_off_v]), b_row)
-            a_offsets = [builder.load(builder.gep(table_ptr, [builder.add(table_off_v, c64(p))]))
-                         for p in range(n_p)]
+            if with_table:
+                a_offsets = [builder.load(builder.gep(table_ptr, [builder.add(a_p_v, c64(p))]))
+                             for p in range(n_p)]
+            else:       # (a table costs the weight gradient 15-20 %: constants fold here)
+                a_offsets = [builder.mul(c64(p), a_p_v) for p in range(n_p)]
             with cgutils.for_range(builder, n_outer_v):
                 a_q, b_q = builder.load(a_row), builder.load(b_row)
                 builder.store(a_q, a_cur)
@@ -179,17 +181,39 @@ def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_out
                     body(n_p, n_v)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+               n_inner, a_inner, b_inner, a_p, out_p, accumulate):
+    """The micro-kernel of the module docstring on flat float32 arrays (offsets and
+    strides in elements), the P broadcast rows ``a_p`` apart. ``accumulate``: start
+    from ``out`` instead of zero."""
+    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                     n_inner, a_inner, b_inner, a_p, out_p, accumulate)
+    return sig, _tile_codegen(False)
+
+
+@intrinsic
+def _tile_table_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer,
+                     b_outer, n_inner, a_inner, b_inner, a_table, a_table_off, out_p,
+                     accumulate):
+    """``_tile_avx2`` with the P broadcast rows at ``a_off + a_table[a_table_off + p]``
+    (int64): any P output pixels of a sample, e.g. across output rows."""
+    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                     n_inner, a_inner, b_inner, a_table, a_table_off, out_p, accumulate)
+    return sig, _tile_codegen(True)
 
 
 # -- drivers (parallel over samples) ------------------------------------------------
-def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows, pixels, steps, flat):
+def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows, pixels, flat):
     """y_rows (N·OH·OW, O) = the stride-1 correlation of x_pad (N, Hp, Wp, C) with
     W_r (kh·kw·C, O) held as ``panels(W_r)``, in (n, a, b, o) order. O % 8 == 0.
 
     ``flat``: the tiles are MAX_P consecutive output pixels of the sample in (a, b)
     order, across output rows, their windows at ``pixels[q] = (a·Wp + b)·C``
-    (``FLAT_TILES``); else up to MAX_P pixels of one output row (``steps[p] = p·C``),
+    (``FLAT_TILES``); else up to MAX_P pixels of one output row (C apart),
     which on 8-wide outputs gives tiles of 4 pixels, 8 accumulators instead of 12."""
     N, Hp, Wp, C = x_pad.shape
     K = kh * kw * C
@@ -203,9 +227,9 @@ def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows, pixels, steps, flat):
             width = 8 * nv
             if flat:
                 for q0 in range(0, Q, MAX_P):
-                    _tile_avx2(yf, xf, w_panels, (n * Q + q0) * O + ob, n * Hp * Wp * C,
-                               K * ob, min(MAX_P, Q - q0), nv, kh, Wp * C, run * width, run,
-                               1, width, pixels, q0, O, False)
+                    _tile_table_avx2(yf, xf, w_panels, (n * Q + q0) * O + ob, n * Hp * Wp * C,
+                                     K * ob, min(MAX_P, Q - q0), nv, kh, Wp * C, run * width,
+                                     run, 1, width, pixels, q0, O, False)
                 continue
             for a in range(OH):
                 for t in range(n_tiles):
@@ -213,7 +237,7 @@ def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows, pixels, steps, flat):
                     b1 = (t + 1) * OW // n_tiles
                     _tile_avx2(yf, xf, w_panels, ((n * OH + a) * OW + b0) * O + ob,
                                ((n * Hp + a) * Wp + b0) * C, K * ob, b1 - b0, nv,
-                               kh, Wp * C, run * width, run, 1, width, steps, 0, O, False)
+                               kh, Wp * C, run * width, run, 1, width, C, O, False)
 
 
 def panels(w_rows: np.ndarray) -> np.ndarray:
@@ -230,7 +254,7 @@ def panels(w_rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S, steps):
+def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
     """parts[t] (kh·kw·C, O) = Σ over the t-th range of samples of
     x_pad-windowsᵀ · dY, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] (O % 8 == 0), R
     output rows at a time: every tile of dW_r sweeps the same R·OW positions of dY
@@ -264,7 +288,7 @@ def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S, 
                             _tile_avx2(bf, xf, gf, (i * run + m0) * O + ob,
                                        ((n * Hp + i + a0) * Wp) * C + m0, g0 + ob,
                                        min(MAX_P, run - m0), nv, rr, Wp * C, Gw * O, OW, C, O,
-                                       steps, 0, O, not fresh)
+                                       1, O, not fresh)
             if (n - lo) % S == S - 1 or n == hi - 1:
                 for e in range(pf.size):
                     pf[e] += bf[e]
@@ -357,8 +381,7 @@ def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | N
     _require_simd()
     a, b = np.divmod(np.arange(OH * OW, dtype=np.int64), OW)
     _build(_conv_rows, parallel and _threads() > 1 and N > 1)(
-        x_pad, panels(w_rows), O, kh, kw, OH, OW, out, (a * Wp + b) * C,
-        np.arange(MAX_P, dtype=np.int64) * C, FLAT_TILES)
+        x_pad, panels(w_rows), O, kh, kw, OH, OW, out, (a * Wp + b) * C, FLAT_TILES)
     return out
 
 
@@ -387,7 +410,7 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
                                            np.ascontiguousarray(g_pad), gh, gw, kh, kw, OH,
                                            OW, parts, block,
                                            max(1, WEIGHT_GRAD_POSITIONS // OW),
-                                           WEIGHT_GRAD_SAMPLES, np.arange(MAX_P, dtype=np.int64))
+                                           WEIGHT_GRAD_SAMPLES)
     dW = parts[0]
     for t in range(1, threads):
         dW += parts[t]
