@@ -515,12 +515,14 @@ class Conv2D(Layer):
         forward after a two-thread GEMM: 17.9 against 9.3 ms; the implicit-only step
         has no multi-threaded BLAS call left, its layers' CPU time is the same at
         one and two threads). Fixed, each kernel call splits evenly (per-thread CPU
-        ms of one call, two threads, under load, ``python
-        bench/implicit_conv_threads.py --threads 2``): conv2 forward 7.9 + 7.4,
-        dx 8.4 + 8.3, dW 10.8 + 9.8; conv3 forward 5.0 + 4.6, dx 5.4 + 4.0, dW 7.0 +
-        5.8, the calling thread 0.3-0.5 ms, against 16.1 / 17.2 / 19.5 and 9.1 / 9.1
-        / 11.6 ms for the whole call on one thread. The two-thread wall-clock A/B
-        is for the quiet machine (``bench/quiet_bench.sh``)."""
+        ms of one call on the two workers, under load, ``python
+        bench/implicit_conv_threads.py --threads 2 --repeats 9 --rounds 2``,
+        ``bench/results/implicit_conv_threads_2t_load.json``): conv2 forward 8.0 +
+        8.0, dx 8.2 + 8.1, dW 10.6 + 9.3; conv3 forward 4.3 + 4.1, dx 4.1 + 4.0, dW
+        5.4 + 4.8; the calling thread 0.3-0.4 ms; and the step's CPU time is the same
+        with and without the split (``bench/conv_step_ab.py --threads 2 --clock cpu
+        --toggle parallel``). The two-thread wall-clock A/B is for the quiet
+        machine (``bench/quiet_bench.sh``)."""
         if not self.IMPLICIT or self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if self.dtype != np.float32:
