@@ -140,6 +140,7 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
             fn()
             per = {}
             for _ in range(max(5, repeats // 2)):
+                time.sleep(0.15)    # past OpenBLAS's spin time-out after im2row's products
                 before = _thread_cpu_ns()
                 t0 = time.thread_time()        # the calling thread's own, exactly
                 fn()

@@ -517,9 +517,9 @@ class Conv2D(Layer):
         one and two threads). Fixed, each kernel call splits evenly (per-thread CPU
         ms of one call on the two workers, under load, ``python
         bench/implicit_conv_threads.py --threads 2 --repeats 9 --rounds 2``,
-        ``bench/results/implicit_conv_threads_2t_load.json``): conv2 forward 8.0 +
-        8.0, dx 8.2 + 8.1, dW 10.6 + 9.3; conv3 forward 4.3 + 4.1, dx 4.1 + 4.0, dW
-        5.4 + 4.8; the calling thread 0.3-0.4 ms; and the step's CPU time is the same
+        ``bench/results/implicit_conv_threads_2t_load.json``): conv2 forward 9.8 +
+        9.6, dx 8.5 + 8.5, dW 10.2 + 10.0; conv3 forward 4.5 + 4.3, dx 4.6 + 4.4, dW
+        5.7 + 5.7; the calling thread 0.3-0.5 ms; and the step's CPU time is the same
         with and without the split (``bench/conv_step_ab.py --threads 2 --clock cpu
         --toggle parallel``). The two-thread wall-clock A/B is for the quiet
         machine (``bench/quiet_bench.sh``)."""
