@@ -25,7 +25,10 @@ one at once):
   sitting 18's two-thread runs executed, see ``implicit_conv._build``). Both sides
   run the implicit path, so neither leaves OpenBLAS threads spinning into the other
   (the ``implicit`` toggle's off side runs conv2/conv3 on BLAS at the thread count,
-  whose spinning threads then take a core from the next on-step's Numba kernels).
+  whose spinning threads then take a core from the next on-step's Numba kernels);
+* ``tiles``: sitting 19's implicit tile shapes (``implicit_conv.FLAT_TILES``, tiles
+  across output rows, and ``WEIGHT_GRAD_POSITIONS`` = 64: 4 rows of conv2, 8 of conv3)
+  against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4).
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -49,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "stream", "relu", "parallel")
+TOGGLES = ("implicit", "dense", "stream", "relu", "parallel", "tiles")
 
 
 def _switches():
@@ -73,8 +76,13 @@ def _switches():
     def parallel(on):
         Conv2D.IMPLICIT_PARALLEL = on
 
+    def tiles(on):
+        from minidnn.kernels import implicit_conv
+        implicit_conv.FLAT_TILES = on
+        implicit_conv.WEIGHT_GRAD_ROWS = None if on else 4
+
     return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu,
-            "parallel": parallel}
+            "parallel": parallel, "tiles": tiles}
 
 
 def main(argv=None) -> int:

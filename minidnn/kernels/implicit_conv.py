@@ -84,6 +84,8 @@ MAX_P, MAX_V = 6, 2
 #: (medians of 15): conv3 R = 8 10.9 against R = 4 11.8 ms, conv2 R = 2 / 4 / 8
 #: 20.5 / 18.1 / 21.2 ms
 WEIGHT_GRAD_POSITIONS = 64
+#: None, or a fixed number of output rows per sweep instead (sitting 18's was 4; for A/Bs)
+WEIGHT_GRAD_ROWS = None
 #: forward and input-gradient tiles of MAX_P consecutive output pixels across output
 #: rows (see ``_conv_rows``) rather than within one row
 FLAT_TILES = True
@@ -409,7 +411,7 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
     _build(_weight_grad_rows, threads > 1)(np.ascontiguousarray(x_pad),
                                            np.ascontiguousarray(g_pad), gh, gw, kh, kw, OH,
                                            OW, parts, block,
-                                           max(1, WEIGHT_GRAD_POSITIONS // OW),
+                                           WEIGHT_GRAD_ROWS or max(1, WEIGHT_GRAD_POSITIONS // OW),
                                            WEIGHT_GRAD_SAMPLES)
     dW = parts[0]
     for t in range(1, threads):
