@@ -22,7 +22,16 @@ one at once):
   ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``;
 * ``tiled``: ``Conv2D.DIRECT_TILED``, the register-tiled direct kernels of sitting 19
   (the first layer of LeNet and Cifar10_quick: forward, dW + db) on, against the
-  plane-by-plane direct kernels of sitting 16 (off).
+  plane-by-plane direct kernels of sitting 16 (off);
+* ``parallel``: ``Conv2D.IMPLICIT_PARALLEL``, the implicit kernels split over samples
+  on Numba's threads (on) against the same kernels on the calling thread (off; what
+  sitting 18's two-thread runs executed, see ``implicit_conv._build``). Both sides
+  run the implicit path, so neither leaves OpenBLAS threads spinning into the other
+  (the ``implicit`` toggle's off side runs conv2/conv3 on BLAS at the thread count,
+  whose spinning threads then take a core from the next on-step's Numba kernels);
+* ``tiles``: sitting 19's implicit tile shapes (``implicit_conv.FLAT_TILES``, tiles
+  across output rows, and ``WEIGHT_GRAD_POSITIONS`` = 64: 4 rows of conv2, 8 of conv3)
+  against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4).
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -46,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "stream", "relu", "tiled")
+TOGGLES = ("implicit", "dense", "stream", "relu", "tiled", "parallel", "tiles")
 
 
 def _switches():
@@ -70,8 +79,16 @@ def _switches():
     def tiled(on):
         Conv2D.DIRECT_TILED = on
 
+    def parallel(on):
+        Conv2D.IMPLICIT_PARALLEL = on
+
+    def tiles(on):
+        from minidnn.kernels import implicit_conv
+        implicit_conv.FLAT_TILES = on
+        implicit_conv.WEIGHT_GRAD_ROWS = None if on else 4
+
     return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu,
-            "tiled": tiled}
+            "tiled": tiled, "parallel": parallel, "tiles": tiles}
 
 
 def main(argv=None) -> int:
@@ -138,7 +155,7 @@ def main(argv=None) -> int:
             fwd, bwd, _ = step(on)
             times[on].append((fwd, bwd))
     for name in toggles:           # back to the defaults (STREAMED is off by default)
-        switches[name](name != "stream")
+        switches[name](name != "stream")     # (IMPLICIT_PARALLEL is on by default)
     a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
     gemm = []
     for _ in range(5):

@@ -68,6 +68,22 @@ def test_weight_grad_kernel_equals_its_twin(g, gh, gw):
     assert np.all(np.abs(got - want) <= 1e-5 * bound + 1e-6)
 
 
+@needs_simd
+@pytest.mark.parametrize("H, W, C, O", [(8, 8, 32, 64), (16, 16, 8, 32), (5, 7, 16, 24),
+                                        (1, 9, 8, 8)])
+def test_flat_tiles_equal_row_tiles(monkeypatch, H, W, C, O):
+    """Tiles across output rows (FLAT_TILES) sum each output in the same order as the
+    row tiles: the same bits."""
+    rng = np.random.default_rng(H * W)
+    x_pad = _padded(rng, 3, H, W, C, 2, 2)
+    w = rng.standard_normal((25 * C, O)).astype(np.float32)
+    got = {}
+    for flat in (True, False):
+        monkeypatch.setattr(implicit_conv, "FLAT_TILES", flat)
+        got[flat] = implicit_conv.conv_rows(x_pad, w, (5, 5))
+    np.testing.assert_array_equal(got[True], got[False])
+
+
 def test_flipped_weights_make_the_input_gradient_a_correlation():
     """dx = conv(dY padded by k-1-p, W_t) is the adjoint of the forward (twins only:
     <conv(x), dY> = <x, conv_t(dY)>), so the layer's input gradient is right."""
@@ -185,6 +201,83 @@ def test_two_threads_equal_one():
         numba.set_num_threads(before)
     np.testing.assert_array_equal(results[0][0], results[1][0])     # same sums per output
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-4)
+
+
+def test_serial_and_parallel_builds_have_their_own_cache_entries():
+    """Numba's on-disk cache index is keyed by qualified name, file and signature, not
+    by ``parallel``: two builds of one function shared an entry, and whichever was
+    compiled first ran for both (sitting 18's two-thread runs were serial)."""
+    names = set()
+    for fn in (implicit_conv._conv_rows, implicit_conv._weight_grad_rows):
+        serial, parallel = implicit_conv._build(fn, False), implicit_conv._build(fn, True)
+        assert serial is not parallel
+        assert serial.targetoptions.get("parallel") in (None, False)
+        assert parallel.targetoptions.get("parallel")
+        for build in (serial, parallel):
+            names.add(build.py_func.__qualname__)
+            assert build._cache._cache_file._index_name.startswith(
+                "implicit_conv." + build.py_func.__qualname__ + "-")
+    assert len(names) == 4
+
+
+_THREADS_CHILD = """
+import json, os, sys, time
+import numba, numpy as np
+from minidnn.kernels import implicit_conv as ic
+stage, path = sys.argv[1], sys.argv[2]
+numba.config.THREADING_LAYER = "workqueue"     # as minidnn.configure_threads sets it
+rng = np.random.default_rng(0)
+x_pad = np.zeros((16, 20, 20, 32), np.float32)
+x_pad[:, 2:-2, 2:-2] = rng.standard_normal((16, 16, 16, 32))
+w = rng.standard_normal((25 * 32, 32)).astype(np.float32)
+if stage == "serial":          # fills the fresh cache with the serial builds first
+    numba.set_num_threads(1)
+    np.savez(path, y=ic.conv_rows(x_pad, w, (5, 5)), dW=ic.weight_grad_rows(x_pad, x_pad, (5, 5)))
+    sys.exit(0)
+numba.set_num_threads(2)
+ref = np.load(path)
+def cpu():
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            out[tid] = int(f.read().split()[0])
+    return out
+shares = []
+for fn in (lambda: ic.conv_rows(x_pad, w, (5, 5)), lambda: ic.weight_grad_rows(x_pad, x_pad, (5, 5))):
+    fn()
+    best = 0.0
+    for _ in range(3):
+        before = cpu(); t0 = time.thread_time_ns(); fn(); own = time.thread_time_ns() - t0
+        after = cpu()
+        spent = [after[t] - before.get(t, after[t]) for t in after if t != str(os.getpid())]
+        spent.append(own)      # (the calling thread's own schedstat lags: its exact clock)
+        best = max(best, 1 - max(spent) / max(1, sum(spent)))
+    shares.append(best)
+y, dW = ic.conv_rows(x_pad, w, (5, 5)), ic.weight_grad_rows(x_pad, x_pad, (5, 5))
+print(json.dumps({"shares": shares, "y_equal": bool(np.array_equal(y, ref["y"])),
+                  "dW_err": float(np.max(np.abs(dW - ref["dW"])) / np.max(np.abs(ref["dW"])))}))
+"""
+
+
+@needs_simd
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_two_threads_run_the_parallel_build_after_a_one_thread_run(tmp_path):
+    """In a fresh Numba cache, a one-thread run first (as the test suite's), then a
+    two-thread one: the second must run the kernels on two worker threads (each
+    with a fair share of the CPU time) and give the one-thread results (the same
+    sums per output; the weight gradient's per-thread partials round otherwise)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBA_NUM_THREADS="2")
+    ref = str(tmp_path / "ref.npz")
+    for stage in ("serial", "parallel"):
+        done = subprocess.run([sys.executable, "-c", _THREADS_CHILD, stage, ref], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    import json
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["y_equal"]
+    assert got["dW_err"] < 1e-5
+    # the threads other than the busiest did at least a quarter of the work (serial: ~0)
+    assert min(got["shares"]) > 0.25, got
 
 
 class _OwnProduct(Conv2D):

@@ -37,12 +37,16 @@ registers from Python loops, so the tile is written as LLVM IR through
 side) that are multiples of 8. Elsewhere ``available`` is False and the layer
 keeps im2row + BLAS.
 
-Blocking: the forward (and input-gradient) tile is up to 6 output pixels of one
-output row × 16 output channels, reducing over the kh kernel rows (outer) and the
-kw·C contiguous values of each (inner); the weights are re-laid as contiguous
+Blocking: the forward (and input-gradient) tile is 6 consecutive output pixels of
+a sample (in (a, b) order, across output rows: ``FLAT_TILES``; within one row an
+8-wide output gave tiles of 4, and conv3's forward and input gradient took 8.9 and
+9.5 against 8.3 and 8.3 ms, ``bench/implicit_conv_tiles_ab.py``, one thread, CPU
+time, under load) × 16 output channels, reducing over the kh kernel rows (outer) and
+the kw·C contiguous values of each (inner); the weights are re-laid as contiguous
 16-column panels (``panels``) so each tile streams them in order. The weight
 gradient's tile is 6 consecutive (j, c) entries of one kernel row × 16 output
-channels, reducing over 4 output rows of positions at a time (``WEIGHT_GRAD_ROWS``)
+channels, reducing over about 64 output positions (whole output rows) at a time
+(``WEIGHT_GRAD_POSITIONS``)
 so dY and x_pad stay in L1 across the tiles. Both are parallel over samples (one
 partial dW per thread). One thread, under load, Cifar10_quick's conv2: 84, 85 and
 74 GFLOP/s for the three passes against 36-46 for im2row + BLAS and a 1024³ GEMM
@@ -54,6 +58,8 @@ sum in another order (one FMA chain per lane), so they agree to float32
 rounding: |kernel − twin| ≤ 1e-5·Σ|a·b| + 1e-6.
 """
 from __future__ import annotations
+
+import types as types_
 
 import numba
 import numpy as np
@@ -70,29 +76,44 @@ SIMD_AVAILABLE = avx2_fma_target()
 
 #: the widest register tile: output pixels (broadcast side) and 8-lane vectors
 MAX_P, MAX_V = 6, 2
-#: output rows the weight gradient sweeps at a time (see ``_weight_grad_rows``)
-WEIGHT_GRAD_ROWS = 4
+#: output positions the weight gradient sweeps at a time, in whole output rows
+#: (``weight_grad_rows``: R = max(1, WEIGHT_GRAD_POSITIONS // OW); see
+#: ``_weight_grad_rows``). Sitting 18 swept 4 rows: right for conv2 (OW = 16), but
+#: on conv3's 8×8 outputs a tile then summed only 32 positions between loading and
+#: storing its 12 accumulators; one process, one thread, CPU time, under load
+#: (medians of 15): conv3 R = 8 10.9 against R = 4 11.8 ms, conv2 R = 2 / 4 / 8
+#: 20.5 / 18.1 / 21.2 ms
+WEIGHT_GRAD_POSITIONS = 64
+#: None, or a fixed number of output rows per sweep instead (sitting 18's was 4; for A/Bs)
+WEIGHT_GRAD_ROWS = None
+#: forward and input-gradient tiles of MAX_P consecutive output pixels across output
+#: rows (see ``_conv_rows``) rather than within one row
+FLAT_TILES = True
 #: samples the weight gradient sums in registers before adding them to its total
 WEIGHT_GRAD_SAMPLES = 8
 
 
-@intrinsic
-def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
-               n_inner, a_inner, b_inner, a_p, out_p, accumulate):
-    """The micro-kernel of the module docstring on flat float32 arrays (offsets and
-    strides in elements). ``accumulate``: start from ``out`` instead of zero."""
-    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
-                     n_inner, a_inner, b_inner, a_p, out_p, accumulate)
-
+def _tile_codegen(with_table: bool):
+    """The LLVM IR of the tile, for ``_tile_avx2`` (rows a_p apart) or
+    ``_tile_table_avx2`` (rows at a table's offsets)."""
     def codegen(context, builder, signature, args):
         out_ptr, a_ptr, b_ptr = [context.make_array(t)(context, builder, v).data
                                  for t, v in zip(signature.args[:3], args[:3])]
         i64 = ir.IntType(64)
         (out_off_v, a_off_v, b_off_v, P_v, V_v, n_outer_v, a_outer_v, b_outer_v, n_inner_v,
-         a_inner_v, b_inner_v, a_p_v, out_p_v) = [
+         a_inner_v, b_inner_v) = [
             context.cast(builder, v, t, types.int64)
-            for v, t in zip(args[3:16], signature.args[3:16])]
-        acc_flag = context.cast(builder, args[16], signature.args[16], types.boolean)
+            for v, t in zip(args[3:14], signature.args[3:14])]
+        if with_table:
+            table_ptr = context.make_array(signature.args[14])(context, builder, args[14]).data
+            rest = args[15:]
+        else:
+            rest = args[14:]
+        first = len(args) - len(rest)
+        # a_p, or with a table the table's offset a_table_off
+        a_p_v, out_p_v = [context.cast(builder, v, t, types.int64)
+                          for v, t in zip(rest[:2], signature.args[first:first + 2])]
+        acc_flag = context.cast(builder, rest[2], signature.args[first + 2], types.boolean)
         f32 = ir.FloatType()
         v8f = ir.VectorType(f32, 8)
         fma = cgutils.get_or_insert_function(
@@ -121,7 +142,11 @@ def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_out
             a_row, b_row = cgutils.alloca_once(builder, f32p), cgutils.alloca_once(builder, f32p)
             builder.store(builder.gep(a_ptr, [a_off_v]), a_row)
             builder.store(builder.gep(b_ptr, [b_off_v]), b_row)
-            a_offsets = [builder.mul(c64(p), a_p_v) for p in range(n_p)]
+            if with_table:
+                a_offsets = [builder.load(builder.gep(table_ptr, [builder.add(a_p_v, c64(p))]))
+                             for p in range(n_p)]
+            else:       # (a table costs the weight gradient 15-20 %: constants fold here)
+                a_offsets = [builder.mul(c64(p), a_p_v) for p in range(n_p)]
             with cgutils.for_range(builder, n_outer_v):
                 a_q, b_q = builder.load(a_row), builder.load(b_row)
                 builder.store(a_q, a_cur)
@@ -158,15 +183,43 @@ def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_out
                     body(n_p, n_v)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def _tile_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+               n_inner, a_inner, b_inner, a_p, out_p, accumulate):
+    """The micro-kernel of the module docstring on flat float32 arrays (offsets and
+    strides in elements), the P broadcast rows ``a_p`` apart. ``accumulate``: start
+    from ``out`` instead of zero."""
+    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                     n_inner, a_inner, b_inner, a_p, out_p, accumulate)
+    return sig, _tile_codegen(False)
+
+
+@intrinsic
+def _tile_table_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer,
+                     b_outer, n_inner, a_inner, b_inner, a_table, a_table_off, out_p,
+                     accumulate):
+    """``_tile_avx2`` with the P broadcast rows at ``a_off + a_table[a_table_off + p]``
+    (int64): any P output pixels of a sample, e.g. across output rows."""
+    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                     n_inner, a_inner, b_inner, a_table, a_table_off, out_p, accumulate)
+    return sig, _tile_codegen(True)
 
 
 # -- drivers (parallel over samples) ------------------------------------------------
-def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows):
+def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows, pixels, flat):
     """y_rows (N·OH·OW, O) = the stride-1 correlation of x_pad (N, Hp, Wp, C) with
-    W_r (kh·kw·C, O) held as ``panels(W_r)``, in (n, a, b, o) order. O % 8 == 0."""
+    W_r (kh·kw·C, O) held as ``panels(W_r)``, in (n, a, b, o) order. O % 8 == 0.
+
+    ``flat``: the tiles are MAX_P consecutive output pixels of the sample in (a, b)
+    order, across output rows, their windows at ``pixels[q] = (a·Wp + b)·C``
+    (``FLAT_TILES``); else up to MAX_P pixels of one output row (C apart),
+    which on 8-wide outputs gives tiles of 4 pixels, 8 accumulators instead of 12."""
     N, Hp, Wp, C = x_pad.shape
     K = kh * kw * C
+    Q = OH * OW
     xf, yf = x_pad.reshape(-1), y_rows.reshape(-1)
     n_tiles = (OW + MAX_P - 1) // MAX_P
     run = kw * C
@@ -174,6 +227,12 @@ def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows):
         for ob in range(0, O, 8 * MAX_V):
             nv = min(MAX_V, (O - ob) // 8)
             width = 8 * nv
+            if flat:
+                for q0 in range(0, Q, MAX_P):
+                    _tile_table_avx2(yf, xf, w_panels, (n * Q + q0) * O + ob, n * Hp * Wp * C,
+                                     K * ob, min(MAX_P, Q - q0), nv, kh, Wp * C, run * width,
+                                     run, 1, width, pixels, q0, O, False)
+                continue
             for a in range(OH):
                 for t in range(n_tiles):
                     b0 = t * OW // n_tiles
@@ -241,10 +300,25 @@ _BUILDS = {}
 
 
 def _build(fn, parallel: bool):
+    """``fn`` compiled with or without ``parallel=True``, each build under its own
+    name (``fn.__qualname__`` + ``_parallel`` / ``_serial``) and so its own on-disk
+    cache. Numba's cache index is keyed by the function's qualified name, source
+    file and signature, not by the ``parallel`` flag: built from the same function
+    object, whichever build was compiled first in a fresh cache was loaded for both
+    afterwards. Sitting 18's kernels were built that way, so after any one-thread run
+    (the test suite runs with NUMBA_NUM_THREADS=1) every later two-thread run ran
+    the serial build: all of a call's work on the calling thread (per-thread CPU
+    time from /proc/self/task/*/schedstat, ``bench/implicit_conv_threads.py``)."""
     key = (fn.__name__, parallel)
     kernel = _BUILDS.get(key)
     if kernel is None:
-        kernel = _BUILDS[key] = numba.njit(cache=True, parallel=parallel)(fn)
+        suffix = "_parallel" if parallel else "_serial"
+        copy = types_.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                                   fn.__defaults__, fn.__closure__)
+        copy.__qualname__ = fn.__qualname__ + suffix
+        copy.__module__ = fn.__module__
+        copy.__doc__ = fn.__doc__
+        kernel = _BUILDS[key] = numba.njit(cache=True, parallel=parallel)(copy)
     return kernel
 
 
@@ -281,11 +355,13 @@ def _require_simd():
 
 
 # -- public functions ----------------------------------------------------------------
-def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | None = None
-              ) -> np.ndarray:
+def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | None = None,
+              parallel: bool = True) -> np.ndarray:
     """Stride-1 correlation of the padded channels-last x_pad (N, Hp, Wp, C) with
     w_rows (kh·kw·C, O): y_rows (N·OH·OW, O), OH = Hp - kh + 1, OW = Wp - kw + 1,
-    in (n, a, b, o) order (the rows path's ``im2row(x) · W_r``). Kernel."""
+    in (n, a, b, o) order (the rows path's ``im2row(x) · W_r``). Kernel; split over
+    samples on Numba's threads when ``parallel`` and more than one thread is set
+    (each output is the same sum either way)."""
     kh, kw = kernel
     w_rows = np.asarray(w_rows)
     if w_rows.ndim != 2:
@@ -305,16 +381,19 @@ def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | N
         raise ValueError(f"out must be a C-contiguous float32 array of shape "
                          f"{(N * OH * OW, O)}, got {out.dtype} {out.shape}")
     _require_simd()
-    _build(_conv_rows, _threads() > 1 and N > 1)(x_pad, panels(w_rows), O, kh, kw, OH, OW, out)
+    a, b = np.divmod(np.arange(OH * OW, dtype=np.int64), OW)
+    _build(_conv_rows, parallel and _threads() > 1 and N > 1)(
+        x_pad, panels(w_rows), O, kh, kw, OH, OW, out, (a * Wp + b) * C, FLAT_TILES)
     return out
 
 
-def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
-                     ) -> np.ndarray:
+def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0),
+                     parallel: bool = True) -> np.ndarray:
     """dW_r (kh·kw·C, O) = Σ_{n,a,b} window(x_pad)[n, a, b]ᵀ · dY[n, a, b] for the
     stride-1 correlation, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] with (gh, gw) =
     ``offset`` (so the padded dY of the input gradient serves as is), OH = Hp - kh + 1.
-    Kernel; one partial sum per thread, added at the end."""
+    Kernel; with ``parallel`` and more than one Numba thread, the samples are split
+    over the threads, one partial sum per thread, added at the end."""
     kh, kw = kernel
     _check(x_pad, g_pad, kh, kw, g_pad.shape[-1] if g_pad.ndim else 0)
     N, Hp, Wp, C = x_pad.shape
@@ -326,12 +405,13 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
                          f"{N}×{OH}×{OW} output of x_pad {x_pad.shape}")
     O = g_pad.shape[3]
     _require_simd()
-    threads = min(_threads(), N)
+    threads = min(_threads(), N) if parallel else 1
     parts = np.empty((threads, kh * kw * C, O), dtype=np.float32)
     block = np.empty_like(parts)
     _build(_weight_grad_rows, threads > 1)(np.ascontiguousarray(x_pad),
                                            np.ascontiguousarray(g_pad), gh, gw, kh, kw, OH,
-                                           OW, parts, block, WEIGHT_GRAD_ROWS,
+                                           OW, parts, block,
+                                           WEIGHT_GRAD_ROWS or max(1, WEIGHT_GRAD_POSITIONS // OW),
                                            WEIGHT_GRAD_SAMPLES)
     dW = parts[0]
     for t in range(1, threads):

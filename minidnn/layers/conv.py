@@ -105,6 +105,12 @@ class Conv2D(Layer):
     #: The weight gradient's work is split over threads by samples (a partial per
     #: thread) instead of by pairs of output channels
     DIRECT_TILED = True
+    #: split the implicit kernels over samples on Numba's threads (False: one thread,
+    #: the caller's, at any thread count). Until sitting 19 the parallel builds shared
+    #: an on-disk cache entry with the serial ones and, after any one-thread run, ran
+    #: serially (``implicit_conv._build``): this switch is the A/B of that fix
+    #: (``python bench/implicit_conv_threads.py --threads 2``)
+    IMPLICIT_PARALLEL = True
 
     decay_params = ("W",)
 
@@ -502,7 +508,29 @@ class Conv2D(Layer):
         ``IMPLICIT_MIN_OUTPUT`` keep im2row + BLAS. The first layers (3 or 1 input channels)
         keep the direct path, other channel counts im2row + BLAS, as do CPUs
         without AVX2/FMA, other dtypes, NUMBA_DISABLE_JIT and subclasses that
-        hold W otherwise (override a product)."""
+        hold W otherwise (override a product).
+
+        By thread count: the rule is the same at one and two threads. Sitting 18
+        saw conv3's backward lose at two threads (quiet, ``bench/conv_step_ab.py
+        --threads 2``: 22.9 ms implicit against 17.4 im2row) and conv2 not scale
+        (20.5 + 40.9 ms at two threads against 18.1 + 38.1 at one): the kernels'
+        parallel builds had shared Numba's on-disk cache entry with their serial
+        builds, so after any one-thread run both loaded the serial code and all the
+        work ran on the calling thread (``implicit_conv._build``, fixed in sitting
+        19; ``IMPLICIT_PARALLEL`` is the switch). That A/B also ran the im2row side's
+        BLAS at two threads between implicit steps, and OpenBLAS's spinning threads
+        then took a core from the next implicit kernels (CPU time of the implicit
+        forward after a two-thread GEMM: 17.9 against 9.3 ms; the implicit-only step
+        has no multi-threaded BLAS call left, its layers' CPU time is the same at
+        one and two threads). Fixed, each kernel call splits evenly (per-thread CPU
+        ms of one call on the two workers, under load, ``python
+        bench/implicit_conv_threads.py --threads 2 --repeats 9 --rounds 2``,
+        ``bench/results/implicit_conv_threads_2t_load.json``): conv2 forward 9.8 +
+        9.6, dx 8.5 + 8.5, dW 10.2 + 10.0; conv3 forward 4.5 + 4.3, dx 4.6 + 4.4, dW
+        5.7 + 5.7; the calling thread 0.3-0.5 ms; and the step's CPU time is the same
+        with and without the split (``bench/conv_step_ab.py --threads 2 --clock cpu
+        --toggle parallel``). The two-thread wall-clock A/B is for the quiet
+        machine (``bench/quiet_bench.sh``)."""
         if not self.IMPLICIT or self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if self.dtype != np.float32:
@@ -534,7 +562,8 @@ class Conv2D(Layer):
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
         pad_channels_last(x, ph, pw, out=x_pad)
         y_rows = buffers.get("implicit_y_rows", (N * OH * OW, self.out_channels), x.dtype)
-        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows)
+        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows,
+                                parallel=self.IMPLICIT_PARALLEL)
         return rows_to_nchw(y_rows, N, OH, OW, self.params["b"] if self.bias else None), x_pad
 
     def _implicit_backward(self, grad, input_grad: bool):
@@ -555,7 +584,8 @@ class Conv2D(Layer):
         g_pad = buffers.get("implicit_g_pad", shape, self.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != self.dtype)
         pad_channels_last(grad, qh, qw, out=g_pad)
-        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw))
+        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw),
+                                              parallel=self.IMPLICIT_PARALLEL)
         self.grads["W"] = weight_from_rows(dW_r, self.weight_shape)
         if self.bias:
             self.grads["b"] = grad.sum(axis=(0, 2, 3))
@@ -563,7 +593,8 @@ class Conv2D(Layer):
             return None
         W_t = implicit_conv.flipped_weight_rows(self.params["W"])
         dx_rows = buffers.get("implicit_dx_rows", (N * H * W, C), self.dtype)
-        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows)
+        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows,
+                                parallel=self.IMPLICIT_PARALLEL)
         return rows_to_nchw(dx_rows, N, H, W)
 
     def _direct_eval_applies(self) -> bool:
