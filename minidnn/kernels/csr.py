@@ -99,6 +99,7 @@ from numba.extending import intrinsic
 
 from .simd import avx2_fma_target
 from ..threads import numba_thread_count
+from .builds import njit_variant
 
 #: multiply-adds below which the serial kernel is used (a thread-pool wake-up
 #: costs about as much as this many vectorised multiply-adds)
@@ -1313,8 +1314,9 @@ for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul
                    ("backward_products", _backward_products_rows),
                    ("matmul_padded_rowsplit", _csr_matmul_padded_rowsplit),
                    ("backward_padded_colsplit", _backward_padded_colsplit)):
-    _KERNELS[_name] = (numba.njit(cache=True, fastmath=True)(_fn),
-                       numba.njit(cache=True, fastmath=True, parallel=True)(_fn))
+    # each build under its own name, so its own on-disk cache entry (``builds``)
+    _KERNELS[_name] = (njit_variant(_fn, "_serial", fastmath=True),
+                       njit_variant(_fn, "_parallel", fastmath=True, parallel=True))
 
 
 def min_parallel_work() -> int:

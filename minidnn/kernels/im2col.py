@@ -169,17 +169,10 @@ def kernel_for(kernel, n_elements: int):
         return kernel           # (under NUMBA_DISABLE_JIT the kernel is the Python function)
     twin = _serial_twins.get(kernel)
     if twin is None:
-        import types
-        py_func = kernel.py_func
-        copy = types.FunctionType(py_func.__code__, py_func.__globals__,
-                                  py_func.__name__ + "_serial", py_func.__defaults__,
-                                  py_func.__closure__)
-        copy.__qualname__ = py_func.__qualname__ + "_serial"
-        copy.__module__ = py_func.__module__
-        copy.__doc__ = py_func.__doc__
+        from .builds import njit_variant
         # the same options less parallel (fastmath, where the kernel asks for it)
         fastmath = kernel.targetoptions.get("fastmath", False)
-        twin = _serial_twins[kernel] = numba.njit(cache=True, fastmath=fastmath)(copy)
+        twin = _serial_twins[kernel] = njit_variant(kernel, "_serial", fastmath=fastmath)
     return twin
 
 

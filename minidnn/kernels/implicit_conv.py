@@ -59,7 +59,6 @@ rounding: |kernel − twin| ≤ 1e-5·Σ|a·b| + 1e-6.
 """
 from __future__ import annotations
 
-import types as types_
 
 import numba
 import numpy as np
@@ -68,6 +67,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .builds import njit_variant
 from .simd import avx2_fma_target
 
 #: the kernels run only where this is True (Numba's target has AVX2 + FMA; tests
@@ -313,12 +313,7 @@ def _build(fn, parallel: bool):
     kernel = _BUILDS.get(key)
     if kernel is None:
         suffix = "_parallel" if parallel else "_serial"
-        copy = types_.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
-                                   fn.__defaults__, fn.__closure__)
-        copy.__qualname__ = fn.__qualname__ + suffix
-        copy.__module__ = fn.__module__
-        copy.__doc__ = fn.__doc__
-        kernel = _BUILDS[key] = numba.njit(cache=True, parallel=parallel)(copy)
+        kernel = _BUILDS[key] = njit_variant(fn, suffix, parallel=parallel)
     return kernel
 
 

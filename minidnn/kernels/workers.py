@@ -22,9 +22,10 @@ returns the list of results in part order. The pool starts on first use
 from __future__ import annotations
 
 import threading
-import types
 
 import numba
+
+from .builds import njit_variant
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -37,16 +38,9 @@ def serial_nogil(kernel):
     several Python threads can run it at once. Built on first use."""
     build = _nogil_builds.get(kernel)
     if build is None:
-        py_func = kernel.py_func
-        copy = types.FunctionType(py_func.__code__, py_func.__globals__,
-                                  py_func.__name__ + "_nogil", py_func.__defaults__,
-                                  py_func.__closure__)
-        copy.__qualname__ = py_func.__qualname__ + "_nogil"
-        copy.__module__ = py_func.__module__
-        copy.__doc__ = py_func.__doc__
         fastmath = kernel.targetoptions.get("fastmath", False)
-        build = _nogil_builds[kernel] = numba.njit(cache=True, nogil=True,
-                                                   fastmath=fastmath)(copy)
+        build = _nogil_builds[kernel] = njit_variant(kernel, "_nogil", nogil=True,
+                                                     fastmath=fastmath)
     return build
 
 
