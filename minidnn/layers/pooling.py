@@ -459,6 +459,18 @@ class MaxPool2D(_Pool2D):
         self._geometry_cache = geometry
         return out
 
+    def flat_argmax(self):
+        """The last forward's argmax as flat in-plane indices h·W + w (int32, the
+        NumPy twin's form; -1 where a fused ReLU routes nothing), whichever path ran."""
+        if self._offsets is None:
+            return self._argmax
+        kh, kw, sh, sw, ph, pw, OH, OW = self._geometry_cache
+        W = self._x_shape[3]
+        k = self._offsets.astype(np.int64)
+        rows = (np.arange(OH) * sh - ph).reshape(-1, 1) + k // kw
+        cols = np.arange(OW) * sw - pw + k % kw
+        return np.where(k == pool_kernels.NO_ROUTE, -1, rows * W + cols).astype(np.int32)
+
     def backward(self, grad):
         if self._offsets is not None:
             kh, kw, sh, sw, ph, pw, _, _ = self._geometry_cache
