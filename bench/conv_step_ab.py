@@ -2,7 +2,7 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|implicit|dense|stream|relu ...]
+                                 [--threads 1] [--toggle all|implicit|dense|stream|relu|pool ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
@@ -19,7 +19,10 @@ one at once):
   at a time from the kept padded input (on) against the whole-batch rows of
   sitting 16 (off);
 * ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu_kernel`` /
-  ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``.
+  ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``;
+* ``pool``: the separable pooling kernels of sitting 19 (``kernels.pooling``: max
+  pool with uint8 window offsets, average-pool forward; ``MaxPool2D.OFFSETS``,
+  ``AvgPool2D.SEPARABLE``) against sitting 18's per-window kernels.
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -43,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "stream", "relu")
+TOGGLES = ("implicit", "dense", "stream", "relu", "pool")
 
 
 def _switches():
@@ -64,7 +67,11 @@ def _switches():
     def relu(on):
         activations.RELU_KERNEL = on
 
-    return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu}
+    def pool(on):
+        from minidnn.layers.pooling import AvgPool2D, MaxPool2D
+        MaxPool2D.OFFSETS = AvgPool2D.SEPARABLE = on
+
+    return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu, "pool": pool}
 
 
 def main(argv=None) -> int:
