@@ -21,5 +21,7 @@ if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DIS
   uptime
 fi
 python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_2threads_wall_quiet.json
+python bench/conv_step_ab.py --toggle pool --repeats 20 --threads 2 --clock wall --out bench/results/pool_step_ab_2threads_wall_quiet.json   # sitting 19, #8 pooling (~1 min)
+python bench/profile_layers_torch.py --threads 2 --clock wall --repeats 20 --out bench/results/profile_layers_torch_2threads_wall_quiet.json
 python bench/speed_vs_torch.py --repeats 1 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime
