@@ -1,36 +1,42 @@
-"""Training kernels of max and average pooling (NCHW), with an optional fused ReLU.
+"""Training kernels of max and average pooling (NCHW), each with an optional fused ReLU.
 
 Geometry is that of ``layers.pooling``: window (a, b) of kernel (kh, kw), stride
 (sh, sw), padding (ph, pw) covers input rows [a·sh - ph, a·sh - ph + kh) and
 columns [b·sw - pw, b·sw - pw + kw), clipped to the input; ``geometry`` is the
 tuple (kh, kw, sh, sw, ph, pw, OH, OW).
 
-**Max pooling, separable.** The max over a kh×kw window is the max over kh row
+**Max pooling, separable.** The max over a kh×kw window is the max down kh row
 maxima, each over kw columns: a pass along each input row (the kw-wide maxima of
-every window column range, kept per plane in an L1 scratch) then a pass down the
-rows of that scratch. For Cifar10_quick's 3×3/2 pool each input row's maxima are
-shared by two output rows, so a window costs ~5 comparisons instead of 8, and
-both passes run along contiguous rows, 8 float32 lanes at a time (the row pass's
-stride-2 reads are de-interleaved by the compiler). Ties go to the first maximum
-in row-major window order and the first NaN wins, as ``np.argmax`` (the row pass
-keeps the first in each row, the column pass the first row), so no NaN check and
-rerun is needed.
+every window's column range and their column offsets, per plane in an L1
+scratch) then a pass down the rows of that scratch. For Cifar10_quick's 3×3/2
+pool each input row's maxima serve two output rows, so a window costs ~5
+comparisons instead of 8. The compares are strict >, so ties go to the first
+maximum in row-major window order (the row pass keeps the first in each row, the
+column pass the first row), ``np.argmax``'s rule; a NaN flag is ORed over every
+value read, and where it is set the layer reruns ``layers.pooling``'s exact
+first-NaN-wins kernel (see the comment above the kernels for why).
 
-The argmax is kept as the window offset i·kw + j (uint8; 4× less memory than a
-flat int32 index), or ``NO_ROUTE`` where a fused ReLU zeroed the output:
+The argmax is kept as the window offset i·kw + j (uint8, 4× less memory than a
+flat int32 index; windows of at most ``MAX_WINDOW`` elements), or ``NO_ROUTE``
+where the fused ReLU zeroed the output:
 
     y[a, b] = relu(max over window (a, b))   (relu(max x) = max(relu x))
     dx[h, w] = Σ over windows whose offset points at (h, w) of dy[a, b]
 
-The backward writes each input plane once: zeroed in L1, the gradients added
-in (a, b) order (the order of the twin's ``np.add.at``: the same bits), copied
-out; no whole-buffer zero fill.
+The backward zeroes each dx plane just before its gradients go in (in L1 then;
+no whole-buffer ``np.zeros``) and adds them in (a, b) order, the order of the
+twin's ``np.add.at``: the same bits.
 
-**Average pooling, separable**, with an optional ReLU on its input (Cifar10_quick
-pools after a ReLU): row sums then column sums; the backward spreads dy / |window|
-down the rows then along them and masks by x > 0 (the ReLU's derivative, from the
-pre-activation x: x > 0 ⇔ relu(x) > 0, and NaN passes, as ``relu_grad_numpy``),
-so ReLU + average pool is one pass each way and the ReLU output is never written.
+**Average pooling, separable**, with an optional ReLU on its input: row sums,
+then sums down the rows, / the window size clipped to the padded input. The
+separable backward (dy / |window| summed down the rows, then spread along them,
+masked by x > 0 with the ReLU: x > 0 ⇔ relu(x) > 0, and NaN passes, as
+``relu_grad_numpy``) is held to its twin but the layer keeps the per-window
+scatter of ``layers.pooling``, which was faster under load.
+
+``relu=True`` (either pool) is tested against the twins; no layer passes it yet:
+ReLU fused into its neighbouring pool needs a seam in ``Sequential`` (a pair it
+runs as one), which is not built.
 
 Each kernel has its NumPy twin here (``*_numpy``), which defines it; the twins
 are compositions of ``layers.pooling``'s twins and ``layers.activations.relu_numpy``.
@@ -43,7 +49,8 @@ import numpy as np
 #: the offset of a window whose (fused-ReLU) output is 0: its gradient goes nowhere
 NO_ROUTE = 255
 
-#: largest kh·kw whose offsets fit uint8 below NO_ROUTE; larger windows use flat int32 argmax
+#: largest kh·kw whose offsets (0 .. kh·kw - 1) stay below NO_ROUTE; larger windows
+#: keep the flat int32 argmax of ``layers.pooling``
 MAX_WINDOW = 255
 
 
