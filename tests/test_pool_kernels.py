@@ -210,3 +210,70 @@ def test_a_cifar10_quick_step_equals_the_per_window_kernels():
         scale = float(np.abs(old_grads[key]).max())
         np.testing.assert_allclose(new_grads[key], old_grads[key], rtol=1e-4,
                                    atol=1e-5 * scale, err_msg=str(key))
+
+
+# -- ReLU fused into the pool beside it (layers/fusion.py, formed by Sequential) ----------
+def _model_step(model, x, y, input_grad):
+    out = model.forward(x, training=True)
+    _, grad = SoftmaxCrossEntropy()(out, y)
+    dx = model.backward(grad, input_grad=input_grad)
+    return out, dx, {(layer.name, k): np.array(v) for layer in model.layers
+                     for k, v in layer.grads.items()}
+
+
+def _fused_vs_unfused(model, x, y, input_grad, exact):
+    from minidnn.layers import fusion
+    fused = _model_step(model, x, y, input_grad)
+    try:
+        fusion.FUSE_PAIRS = False
+        plain = _model_step(model, x, y, input_grad)
+    finally:
+        fusion.FUSE_PAIRS = True
+    check = np.testing.assert_array_equal if exact else (
+        lambda a, b, **k: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, **k))
+    check(fused[0], plain[0])
+    if input_grad:
+        check(fused[1], plain[1])
+    else:
+        assert fused[1] is None and plain[1] is None
+    for key in plain[2]:
+        check(fused[2][key], plain[2][key], err_msg=str(key))
+
+
+def test_sequential_forms_the_pairs_of_cifar10_quick_and_nothing_else():
+    from minidnn.layers.fusion import MaxPoolReLU, ReLUAvgPool, fused_steps
+    model = architectures.build("cifar10-quick", input_shape=(3, 32, 32), seed=0)
+    kinds = [type(step).__name__ for _, step in fused_steps(model.layers)]
+    assert kinds == ["Conv2D", "MaxPoolReLU", "Conv2D", "ReLUAvgPool", "Conv2D", "ReLUAvgPool",
+                     "Flatten", "Dense", "Dense"]
+    assert [i for i, _ in fused_steps(model.layers)] == [0, 1, 3, 4, 6, 7, 9, 10, 11]
+    lenet = architectures.build("lenet", seed=0)
+    assert not any(isinstance(s, (MaxPoolReLU, ReLUAvgPool)) for _, s in fused_steps(lenet.layers))
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_a_fused_cifar10_quick_step_equals_the_layers_one_by_one(input_grad):
+    rng = np.random.default_rng(7)
+    x = rng.random((6, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, 6)
+    model = architectures.build("cifar10-quick", input_shape=(3, 32, 32), seed=0)
+    _fused_vs_unfused(model, x, y, input_grad, exact=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pairs_at_the_ends_of_a_net_and_the_max_pair_bit_for_bit(dtype):
+    from minidnn.layers import Dense, Flatten, ReLU
+    from minidnn.model import Sequential
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 2, 9, 9)).astype(dtype)
+    y = rng.integers(0, 3, 4)
+    # a pair first (ReLU -> AvgPool at index 0), then MaxPool -> ReLU
+    model = Sequential([ReLU(), AvgPool2D(3, 2, ceil_mode=True), MaxPool2D(2, ceil_mode=True),
+                        ReLU(), Flatten(), Dense(2 * 2 * 2, 3)], seed=0, dtype=dtype,
+                       input_shape=(2, 9, 9))
+    _fused_vs_unfused(model, x, y, True, exact=False)
+    _fused_vs_unfused(model, x, y, False, exact=False)
+    # max-pool + ReLU alone: the same bits as the two layers
+    model = Sequential([MaxPool2D(3, 2, ceil_mode=True), ReLU(), Flatten(), Dense(2 * 4 * 4, 3)],
+                       seed=0, dtype=dtype, input_shape=(2, 9, 9))
+    _fused_vs_unfused(model, x, y, True, exact=True)
