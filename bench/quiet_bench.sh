@@ -23,5 +23,6 @@ fi
 python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_2threads_wall_quiet.json
 python bench/conv_step_ab.py --toggle pool --repeats 20 --threads 2 --clock wall --out bench/results/pool_step_ab_2threads_wall_quiet.json   # sitting 19, #8 pooling (~1 min)
 python bench/profile_layers_torch.py --threads 2 --clock wall --repeats 20 --out bench/results/profile_layers_torch_2threads_wall_quiet.json
+python bench/pool_fusion_ab.py --threads 2 --repeats 20 --out bench/results/pool_fusion_ab_2threads_wall_quiet.json   # sitting 19, #8 (~30 s)
 python bench/speed_vs_torch.py --repeats 1 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime

@@ -29,14 +29,15 @@ twin's ``np.add.at``: the same bits.
 
 **Average pooling, separable**, with an optional ReLU on its input: row sums,
 then sums down the rows, / the window size clipped to the padded input. The
-separable backward (dy / |window| summed down the rows, then spread along them,
-masked by x > 0 with the ReLU: x > 0 ⇔ relu(x) > 0, and NaN passes, as
-``relu_grad_numpy``) is held to its twin but the layer keeps the per-window
-scatter of ``layers.pooling``, which was faster under load.
+backward sums dy / |window| down the rows, then spreads it along them, masked by
+x > 0 with the ReLU (x > 0 ⇔ relu(x) > 0, and NaN passes, as ``relu_grad_numpy``),
+writing each dx element once. ``AvgPool2D`` alone keeps the per-window scatter
+of ``layers.pooling`` for its backward (faster under load than this one without
+the mask); the ReLU → AvgPool2D pair of ``layers.fusion`` uses this one.
 
-``relu=True`` (either pool) is tested against the twins; no layer passes it yet:
-ReLU fused into its neighbouring pool needs a seam in ``Sequential`` (a pair it
-runs as one), which is not built.
+``relu=True`` is what ``layers.fusion`` passes for the pairs ``Sequential`` forms
+(MaxPool2D → ReLU, ReLU → AvgPool2D): the ReLU's output and its passes are never
+made.
 
 Each kernel has its NumPy twin here (``*_numpy``), which defines it; the twins
 are compositions of ``layers.pooling``'s twins and ``layers.activations.relu_numpy``.
