@@ -2,7 +2,8 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|implicit|dense|stream|relu|tiled ...]
+                                 [--threads 1] [--toggle all|implicit|dense|stream|relu|tiled|
+                                                         parallel|tiles|pool ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
@@ -31,7 +32,10 @@ one at once):
   whose spinning threads then take a core from the next on-step's Numba kernels);
 * ``tiles``: sitting 19's implicit tile shapes (``implicit_conv.FLAT_TILES``, tiles
   across output rows, and ``WEIGHT_GRAD_POSITIONS`` = 64: 4 rows of conv2, 8 of conv3)
-  against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4).
+  against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4);
+* ``pool``: the separable pooling kernels of sitting 19 (``kernels.pooling``: max
+  pool with uint8 window offsets, average-pool forward; ``MaxPool2D.OFFSETS``,
+  ``AvgPool2D.SEPARABLE``) against sitting 18's per-window kernels.
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -55,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "stream", "relu", "tiled", "parallel", "tiles")
+TOGGLES = ("implicit", "dense", "stream", "relu", "tiled", "parallel", "tiles", "pool")
 
 
 def _switches():
@@ -87,8 +91,12 @@ def _switches():
         implicit_conv.FLAT_TILES = on
         implicit_conv.WEIGHT_GRAD_ROWS = None if on else 4
 
+    def pool(on):
+        from minidnn.layers.pooling import AvgPool2D, MaxPool2D
+        MaxPool2D.OFFSETS = AvgPool2D.SEPARABLE = on
+
     return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu,
-            "tiled": tiled, "parallel": parallel, "tiles": tiles}
+            "tiled": tiled, "parallel": parallel, "tiles": tiles, "pool": pool}
 
 
 def main(argv=None) -> int:

@@ -30,5 +30,8 @@ python bench/conv_step_ab.py --toggle tiled --repeats 20 --threads 2 --clock wal
 python bench/conv_step_ab.py --arch lenet --toggle tiled --repeats 40 --threads 2 --clock wall --out bench/results/conv_step_ab_tiled_lenet_2threads_wall_quiet.json
 python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --toggle parallel --out bench/results/conv_step_ab_parallel_2threads_quiet.json   # 8conv, ~20 s
 python bench/implicit_conv_threads.py --threads 2 --repeats 15 --rounds 3 --out bench/results/implicit_conv_threads_2t_quiet.json   # 8conv, ~1 min
+python bench/conv_step_ab.py --toggle pool --repeats 20 --threads 2 --clock wall --out bench/results/pool_step_ab_2threads_wall_quiet.json   # sitting 19, #8 pooling (~1 min)
+python bench/profile_layers_torch.py --threads 2 --clock wall --repeats 20 --out bench/results/profile_layers_torch_2threads_wall_quiet.json
+python bench/pool_fusion_ab.py --threads 2 --repeats 20 --out bench/results/pool_fusion_ab_2threads_wall_quiet.json   # sitting 19, #8 (~30 s)
 python bench/speed_vs_torch.py --repeats 1 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime

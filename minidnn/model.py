@@ -69,8 +69,9 @@ class Sequential:
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating) or x.dtype != self.dtype:
             x = x.astype(self.dtype)
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        from .layers.fusion import fused_steps      # ReLU fused into a neighbouring pool
+        for _, step in fused_steps(self.layers):
+            x = step.forward(x, training)
         return x
 
     __call__ = forward
@@ -84,12 +85,13 @@ class Sequential:
         first = 0
         if not input_grad:
             first = next((i for i, l in enumerate(self.layers) if l.params), len(self.layers))
-        for layer in reversed(self.layers[first + 1:]):
-            grad = layer.backward(grad)
-        if first == len(self.layers):
-            return None
-        if input_grad:
-            return self.layers[0].backward(grad)
+        from .layers.fusion import fused_steps      # the steps forward ran
+        for i, step in reversed(fused_steps(self.layers)):
+            if i <= first and not input_grad:
+                break
+            grad = step.backward(grad)
+        if first == len(self.layers) or input_grad:
+            return None if first == len(self.layers) else grad
         self.layers[first].backward_params(grad)
         return None
 

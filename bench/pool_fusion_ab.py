@@ -1,0 +1,99 @@
+"""A/B inside ONE process: a whole Cifar10_quick training step (``Sequential.forward``,
+loss, ``Sequential.backward(input_grad=False)``, as ``fit`` does; no update) with
+sitting 19's pooling paths against sitting 18's, interleaved.
+
+    python bench/pool_fusion_ab.py [--threads 1] [--repeats 20] [--clock auto|cpu|wall]
+                                   [--variants fused separate old]
+                                   [--out bench/results/pool_fusion_ab_NAME.json]
+
+Variants: ``fused`` (ReLU fused into the neighbouring pools, ``layers.fusion``, and the
+separable kernels), ``separate`` (the separable kernels, every layer on its own), ``old``
+(sitting 18's per-window pooling kernels, every layer on its own). Each repeat runs every
+variant once, the order rotating; medians are reported. The clock is the process's CPU
+time at one thread and wall time at more (``auto``). The same run prints the GEMM rate
+of a 1024³ float32 product. Both sides share the process and its load, so the ratios
+are a fair guide on a loaded machine; absolute times are not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto")
+    parser.add_argument("--variants", nargs="+", default=["fused", "separate", "old"],
+                        choices=("fused", "separate", "old"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    import minidnn
+    from minidnn import architectures
+    from minidnn.layers import fusion
+    from minidnn.layers.pooling import AvgPool2D, MaxPool2D
+    from minidnn.losses import SoftmaxCrossEntropy
+    minidnn.configure_threads(args.threads)
+    use_cpu = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1)
+    clock = time.process_time if use_cpu else time.perf_counter
+    model = architectures.build("cifar10-quick", input_shape=(3, 32, 32), seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((100, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, 100)
+    loss = SoftmaxCrossEntropy()
+
+    def setup(variant):
+        fusion.FUSE_PAIRS = variant == "fused"
+        MaxPool2D.OFFSETS = AvgPool2D.SEPARABLE = variant != "old"
+
+    def step(variant):
+        setup(variant)
+        t0 = clock()
+        out = model.forward(x, training=True)
+        _, grad = loss(out, y)
+        model.backward(grad, input_grad=False)
+        return clock() - t0
+
+    variants = list(args.variants)
+    for v in variants * 2:                          # warm-up: JIT, buffers
+        step(v)
+    times = {v: [] for v in variants}
+    for r in range(args.repeats):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        for v in order:
+            times[v].append(step(v))
+    setup("fused")                                  # back to the defaults
+    a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
+    gemm = []
+    for _ in range(5):
+        t0 = clock()
+        a @ a
+        gemm.append(clock() - t0)
+    peak = 2 * 1024 ** 3 / float(np.median(gemm)) / 1e9
+    med = {v: 1e3 * float(np.median(t)) for v, t in times.items()}
+    print(f"cifar10-quick train step, batch 100, {args.threads} thread(s), "
+          f"{'CPU' if use_cpu else 'wall'} clock, medians of {args.repeats}; "
+          f"GEMM 1024^3 {peak:.1f} GFLOP/s")
+    for v in variants:
+        print(f"  {v:<9} {med[v]:7.1f} ms" + (f"   ({med[v] / med['old']:.3f} of old)"
+                                               if "old" in med else ""))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,
+                                        "clock": "process_time" if use_cpu else "perf_counter",
+                                        "gemm_peak_gflops": peak, "step_ms": med,
+                                        "times_ms": {v: [1e3 * t for t in ts]
+                                                     for v, ts in times.items()}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""Training kernels of max and average pooling (NCHW), each with an optional fused ReLU.
+
+Geometry is that of ``layers.pooling``: window (a, b) of kernel (kh, kw), stride
+(sh, sw), padding (ph, pw) covers input rows [a·sh - ph, a·sh - ph + kh) and
+columns [b·sw - pw, b·sw - pw + kw), clipped to the input; ``geometry`` is the
+tuple (kh, kw, sh, sw, ph, pw, OH, OW).
+
+**Max pooling, separable.** The max over a kh×kw window is the max down kh row
+maxima, each over kw columns: a pass along each input row (the kw-wide maxima of
+every window's column range and their column offsets, per plane in an L1
+scratch) then a pass down the rows of that scratch. For Cifar10_quick's 3×3/2
+pool each input row's maxima serve two output rows, so a window costs ~5
+comparisons instead of 8. The compares are strict >, so ties go to the first
+maximum in row-major window order (the row pass keeps the first in each row, the
+column pass the first row), ``np.argmax``'s rule; a NaN flag is ORed over every
+value read, and where it is set the layer reruns ``layers.pooling``'s exact
+first-NaN-wins kernel (see the comment above the kernels for why).
+
+The argmax is kept as the window offset i·kw + j (uint8, 4× less memory than a
+flat int32 index; windows of at most ``MAX_WINDOW`` elements), or ``NO_ROUTE``
+where the fused ReLU zeroed the output:
+
+    y[a, b] = relu(max over window (a, b))   (relu(max x) = max(relu x))
+    dx[h, w] = Σ over windows whose offset points at (h, w) of dy[a, b]
+
+The backward zeroes each dx plane just before its gradients go in (in L1 then;
+no whole-buffer ``np.zeros``) and adds them in (a, b) order, the order of the
+twin's ``np.add.at``: the same bits.
+
+**Average pooling, separable**, with an optional ReLU on its input: row sums,
+then sums down the rows, / the window size clipped to the padded input. The
+backward sums dy / |window| down the rows, then spreads it along them, masked by
+x > 0 with the ReLU (x > 0 ⇔ relu(x) > 0, and NaN passes, as ``relu_grad_numpy``),
+writing each dx element once. ``AvgPool2D`` alone keeps the per-window scatter
+of ``layers.pooling`` for its backward (faster under load than this one without
+the mask); the ReLU → AvgPool2D pair of ``layers.fusion`` uses this one.
+
+``relu=True`` is what ``layers.fusion`` passes for the pairs ``Sequential`` forms
+(MaxPool2D → ReLU, ReLU → AvgPool2D): the ReLU's output and its passes are never
+made.
+
+Each kernel has its NumPy twin here (``*_numpy``), which defines it; the twins
+are compositions of ``layers.pooling``'s twins and ``layers.activations.relu_numpy``.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: the offset of a window whose (fused-ReLU) output is 0: its gradient goes nowhere
+NO_ROUTE = 255
+
+#: largest kh·kw whose offsets (0 .. kh·kw - 1) stay below NO_ROUTE; larger windows
+#: keep the flat int32 argmax of ``layers.pooling``
+MAX_WINDOW = 255
+
+
+# -- NumPy twins: the definition ------------------------------------------------------
+def _relu(v):
+    from ..layers.activations import relu_numpy
+    return relu_numpy(v)
+
+
+def maxpool_offsets_numpy(x, geometry, relu=False):
+    """(y, offsets): the max over each window (relu'd with ``relu``) and the window
+    offset i·kw + j of its first maximum (first NaN), uint8; ``NO_ROUTE`` where
+    ``relu`` and the output is not > 0 (nor NaN)."""
+    from ..layers.pooling import maxpool_forward_numpy
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    out, argmax = maxpool_forward_numpy(x, geometry)
+    offsets = offsets_from_argmax(argmax, geometry, x.shape[3])
+    if relu:
+        out = _relu(out)
+        offsets = np.where(out <= 0, np.uint8(NO_ROUTE), offsets).astype(np.uint8)
+    return out, offsets
+
+
+def maxpool_offsets_backward_numpy(grad, offsets, geometry, x_shape):
+    """dx: each dy[a, b] added at its window's offset (nothing for ``NO_ROUTE``)."""
+    from ..layers.pooling import maxpool_backward_numpy
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    W = x_shape[3]
+    k = offsets.astype(np.int64)
+    routed = k != NO_ROUTE
+    rows = (np.arange(OH) * sh - ph).reshape(-1, 1) + k // kw
+    cols = np.arange(OW) * sw - pw + k % kw
+    argmax = np.where(routed, rows * W + cols, 0).astype(np.int32)
+    return maxpool_backward_numpy(np.where(routed, grad, 0).astype(grad.dtype), argmax, x_shape)
+
+
+def avgpool_forward_numpy(x, geometry, relu=False):
+    """The average pool of ``layers.pooling`` on relu(x) (``relu``) or x."""
+    from ..layers.pooling import avgpool_forward_numpy as plain
+    return plain(_relu(x) if relu else x, geometry)
+
+
+def avgpool_backward_numpy(grad, geometry, x, relu=False):
+    """dx of the average pool, times the ReLU's derivative at x (``relu``)."""
+    from ..layers.activations import relu_grad_numpy
+    from ..layers.pooling import avgpool_backward_numpy as plain
+    dx = plain(grad, geometry, x.shape)
+    return relu_grad_numpy(x, dx) if relu else dx
+
+
+# -- Numba kernels ------------------------------------------------------------------------
+# What made these fast (one thread, under load; Cifar10_quick's layers):
+# * no array views inside the loops, only 4-D indexing: Numba builds a view's
+#   struct and counts its reference each time, which on 16- and 8-wide rows cost
+#   more than the arithmetic (the average pool 2.4x faster without them);
+# * plain strict > on scalars, which the compiler turns into selects; any NaN-aware
+#   test (v != v ...) made it keep branches, which random data mispredicts (5-6x
+#   slower). So the max kernel ORs a NaN flag over every value it reads (nearly
+#   free) and the layer reruns the exact first-NaN-wins kernel when it is set.
+#   Without NaN, strict > in row-major window order is np.argmax's rule;
+# * the offsets carried as floats of x's dtype until the store: an int32 offset
+#   beside float32 values kept the column pass scalar (6.1 vs 1.8 ms);
+# * literal strides where the geometry allows (3x3/2 and 2x2/2 without padding).
+@numba.njit(cache=True, parallel=True)
+def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, relu, out, offsets, nan_seen):
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    b_lo = min(-(-pw // sw), OW)                          # first b with b·sw - pw >= 0
+    b_hi = max(min((W + pw - kw) // sw + 1, OW), b_lo)    # past the last full window
+    fast3 = kw == 3 and sw == 2 and pw == 0               # Cifar10_quick, AlexNet
+    fast2 = kw == 2 and sw == 2 and pw == 0               # LeNet, VGG
+    t = x.dtype.type
+    zero = t(0)
+    for n in numba.prange(N):
+        hm = np.empty((H, OW), x.dtype)         # one plane's row maxima (L1)
+        hj = np.empty((H, OW), x.dtype)         # and their column offsets, as floats
+        bad = False
+        for c in range(C):
+            # rows: the kw-wide maxima of every window's columns
+            for h in range(H):
+                if fast3:
+                    for b in range(b_hi):
+                        v0, v1, v2 = x[n, c, h, 2 * b], x[n, c, h, 2 * b + 1], x[n, c, h, 2 * b + 2]
+                        bad |= (v0 != v0) | (v1 != v1) | (v2 != v2)
+                        best, j = v0, t(0)
+                        if v1 > best:
+                            best, j = v1, t(1)
+                        if v2 > best:
+                            best, j = v2, t(2)
+                        hm[h, b], hj[h, b] = best, j
+                elif fast2:
+                    for b in range(b_hi):
+                        v0, v1 = x[n, c, h, 2 * b], x[n, c, h, 2 * b + 1]
+                        bad |= (v0 != v0) | (v1 != v1)
+                        best, j = v0, t(0)
+                        if v1 > best:
+                            best, j = v1, t(1)
+                        hm[h, b], hj[h, b] = best, j
+                else:
+                    for b in range(b_lo, b_hi):
+                        start = b * sw - pw
+                        best, j = x[n, c, h, start], t(0)
+                        bad |= best != best
+                        for i in range(1, kw):
+                            v = x[n, c, h, start + i]
+                            bad |= v != v
+                            if v > best:
+                                best, j = v, t(i)
+                        hm[h, b], hj[h, b] = best, j
+                for b in range(OW):                     # windows over an edge, clipped
+                    if b_lo <= b < b_hi:
+                        continue
+                    start = b * sw - pw
+                    lo, hi = max(start, 0), min(start + kw, W)
+                    best, j = x[n, c, h, lo], t(lo - start)
+                    bad |= best != best
+                    for w in range(lo + 1, hi):
+                        v = x[n, c, h, w]
+                        bad |= v != v
+                        if v > best:
+                            best, j = v, t(w - start)
+                    hm[h, b], hj[h, b] = best, j
+            # columns: the max down the window's row maxima, first row first
+            for a in range(OH):
+                start = a * sh - ph
+                i0, i1 = max(0, -start), min(kh, H - start)
+                h0 = start + i0
+                k0 = t(i0 * kw)
+                if i1 - i0 == 3 or i1 - i0 == 2:
+                    # (two rows: the second repeated, which strict > never takes)
+                    last = i1 - i0 - 1
+                    k1, k2 = k0 + t(kw), k0 + t(last * kw)
+                    for b in range(OW):
+                        best, k = hm[h0, b], hj[h0, b] + k0
+                        v, kv = hm[h0 + 1, b], hj[h0 + 1, b] + k1
+                        if v > best:
+                            best, k = v, kv
+                        v, kv = hm[h0 + last, b], hj[h0 + last, b] + k2
+                        if v > best:
+                            best, k = v, kv
+                        out[n, c, a, b], offsets[n, c, a, b] = best, k
+                else:
+                    for b in range(OW):
+                        best, k = hm[h0, b], hj[h0, b] + k0
+                        for i in range(i0 + 1, i1):
+                            v, kv = hm[start + i, b], hj[start + i, b] + t(i * kw)
+                            if v > best:
+                                best, k = v, kv
+                        out[n, c, a, b], offsets[n, c, a, b] = best, k
+                if relu:
+                    for b in range(OW):
+                        v = out[n, c, a, b]
+                        routed = v > zero
+                        out[n, c, a, b] = v if routed else zero
+                        offsets[n, c, a, b] = offsets[n, c, a, b] if routed else NO_ROUTE
+        nan_seen[n] = bad
+
+
+@numba.njit(cache=True, parallel=True)
+def _maxpool_offsets_backward_kernel(grad, offsets, offset_rows, offset_cols, sh, sw, ph, pw,
+                                     dx):
+    # The in-plane step of every offset is looked up (an integer division by kw per
+    # output cost more than the rest of the kernel); NO_ROUTE maps to (0, 0) and
+    # adds 0 at the window's first in-plane pixel (clamped into the plane), so the
+    # loop has no branch. Each dx plane is zeroed just before its gradients go in
+    # (in L1 then; no whole-buffer fill), and they go in in (a, b) order, the order
+    # of the twin's np.add.at: the same bits.
+    N, C, OH, OW = grad.shape
+    H, W = dx.shape[2], dx.shape[3]
+    zero = dx.dtype.type(0)
+    step = np.empty(offset_rows.shape[0], np.int64)
+    for k in range(offset_rows.shape[0]):
+        step[k] = offset_rows[k] * W + offset_cols[k]
+    for n in numba.prange(N):
+        for c in range(C):
+            plane = dx[n, c].reshape(H * W)
+            for i in range(H * W):
+                plane[i] = zero
+            for a in range(OH):
+                base = (a * sh - ph) * W - pw
+                for b in range(OW):
+                    k = offsets[n, c, a, b]
+                    g = grad[n, c, a, b] if k != NO_ROUTE else zero
+                    plane[max(base + b * sw + step[k], 0)] += g
+
+
+# -- average pooling -----------------------------------------------------------------------
+@numba.njit(cache=True, parallel=True)
+def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, relu, divisor, out):
+    # rows: the kw-wide sums of each window's columns (of relu(x) with ``relu``),
+    # then down the window's rows of those sums, / divisor[a, b] (the window
+    # clipped to the padded input). Padding adds zeros: it is left out of the sums.
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    b_lo = min(-(-pw // sw), OW)
+    b_hi = max(min((W + pw - kw) // sw + 1, OW), b_lo)
+    fast3 = kw == 3 and sw == 2 and pw == 0
+    zero = x.dtype.type(0)
+    for n in numba.prange(N):
+        rs = np.empty((H, OW), x.dtype)
+        for c in range(C):
+            for h in range(H):
+                if fast3 and relu:
+                    for b in range(b_hi):
+                        v0, v1, v2 = x[n, c, h, 2 * b], x[n, c, h, 2 * b + 1], x[n, c, h, 2 * b + 2]
+                        v0 = zero if v0 <= zero else v0
+                        v1 = zero if v1 <= zero else v1
+                        v2 = zero if v2 <= zero else v2
+                        rs[h, b] = v0 + v1 + v2
+                elif fast3:
+                    for b in range(b_hi):
+                        rs[h, b] = x[n, c, h, 2 * b] + x[n, c, h, 2 * b + 1] + x[n, c, h, 2 * b + 2]
+                else:
+                    for b in range(b_lo, b_hi):
+                        total = zero
+                        for j in range(kw):
+                            v = x[n, c, h, b * sw - pw + j]
+                            total += zero if relu and v <= zero else v
+                        rs[h, b] = total
+                for b in range(OW):                     # windows over an edge, clipped
+                    if b_lo <= b < b_hi:
+                        continue
+                    start = b * sw - pw
+                    total = zero
+                    for w in range(max(start, 0), min(start + kw, W)):
+                        v = x[n, c, h, w]
+                        total += zero if relu and v <= zero else v
+                    rs[h, b] = total
+            for a in range(OH):
+                start = a * sh - ph
+                h0, h1 = max(start, 0), min(start + kh, H)
+                if h1 - h0 == 3:
+                    for b in range(OW):
+                        out[n, c, a, b] = (rs[h0, b] + rs[h0 + 1, b] + rs[h0 + 2, b]) / divisor[a, b]
+                else:
+                    for b in range(OW):
+                        total = rs[h0, b]
+                        for h in range(h0 + 1, h1):
+                            total += rs[h, b]
+                        out[n, c, a, b] = total / divisor[a, b]
+
+
+@numba.njit(cache=True, parallel=True)
+def _avgpool_sep_backward_kernel(grad, kh, kw, sh, sw, ph, pw, divisor, relu, x, dx):
+    # dy / divisor summed down the window rows (per input row h and window column
+    # b, in an L1 scratch), then spread along each row to the window's columns;
+    # with ``relu`` masked by x > 0 (or NaN) as dx is written, once per element.
+    N, C, H, W = dx.shape
+    OH, OW = grad.shape[2], grad.shape[3]
+    zero = dx.dtype.type(0)
+    for n in numba.prange(N):
+        cs = np.empty((H, OW), dx.dtype)
+        row = np.empty(W, dx.dtype)
+        for c in range(C):
+            for h in range(H):
+                for b in range(OW):
+                    cs[h, b] = zero
+            for a in range(OH):
+                start = a * sh - ph
+                for h in range(max(start, 0), min(start + kh, H)):
+                    for b in range(OW):
+                        cs[h, b] += grad[n, c, a, b] / divisor[a, b]
+            for h in range(H):
+                for w in range(W):
+                    row[w] = zero
+                for b in range(OW):
+                    start = b * sw - pw
+                    v = cs[h, b]
+                    for w in range(max(start, 0), min(start + kw, W)):
+                        row[w] += v
+                if relu:
+                    for w in range(W):
+                        dx[n, c, h, w] = zero if x[n, c, h, w] <= zero else row[w]
+                else:
+                    for w in range(W):
+                        dx[n, c, h, w] = row[w]
+
+
+def offset_tables(kw):
+    """(rows, cols): the window row and column of every uint8 offset (NO_ROUTE: 0, 0)."""
+    k = np.arange(256)
+    routed = k != NO_ROUTE
+    return (np.where(routed, k // kw, 0).astype(np.int64),
+            np.where(routed, k % kw, 0).astype(np.int64))
+
+
+def offsets_from_argmax(argmax, geometry, W):
+    """Window offsets i·kw + j (uint8) of flat in-plane argmax indices h·W + w."""
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    i = argmax // W - (np.arange(OH) * sh - ph).reshape(-1, 1)
+    j = argmax % W - (np.arange(OW) * sw - pw)
+    return (i * kw + j).astype(np.uint8)
+
+
+def relu_offsets(out, offsets):
+    """(relu(out), offsets with NO_ROUTE where relu(out) is not > 0 nor NaN)."""
+    routed = ~(out <= 0)
+    return (np.where(routed, out, out.dtype.type(0)),
+            np.where(routed, offsets, np.uint8(NO_ROUTE)).astype(np.uint8))
+
+
+def avg_divisors(x_shape, geometry, dtype):
+    """divisor[a, b]: the size of window (a, b) clipped to the padded input."""
+    from ..layers.pooling import _avg_divisors
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    H, W = x_shape[2:]
+    return np.outer(_avg_divisors(H, kh, sh, ph, OH),
+                    _avg_divisors(W, kw, sw, pw, OW)).astype(dtype)

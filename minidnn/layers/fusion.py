@@ -1,0 +1,118 @@
+"""Pairs of neighbouring layers that ``Sequential`` runs as one step (ReLU fused
+into the pool beside it), for every model whose layers line up so.
+
+* ``MaxPool2D`` then ``ReLU``: relu(max x) = max(relu x), so the pool's kernel
+  writes relu(max) and marks the windows whose output is 0 as routing nothing
+  (``kernels.pooling.NO_ROUTE``); the backward is the pool's alone. The ReLU's
+  output and its backward pass are never made: the same bits as the two layers.
+* ``ReLU`` then ``AvgPool2D``: the pool averages relu(x) as it reads x, and its
+  backward masks dx by x > 0 as it writes it (``kernels.pooling``'s separable
+  average-pool kernels); equal to the two layers to float rounding (the sums
+  run in another order).
+
+The layers keep their configs, names and file format; the pair is formed anew
+from the layer types on every forward and backward (it holds no state: what the
+backward needs stays on the layers). ``FUSE_PAIRS = False`` runs every layer on
+its own (for A/Bs). A pair applies to exactly these classes, not subclasses,
+and falls back to the two layers one by one where its kernels do not apply.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import pooling as pool_kernels
+from ..kernels.im2col import kernel_for
+from .activations import ReLU
+from .pooling import AvgPool2D, MaxPool2D
+
+#: run MaxPool2D → ReLU and ReLU → AvgPool2D as one step each in ``Sequential``
+FUSE_PAIRS = True
+
+
+def _kernels_apply(x) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) and x.ndim == 4
+
+
+class MaxPoolReLU:
+    """relu(maxpool(x)) in one pass each way (see the module docstring)."""
+
+    def __init__(self, pool: MaxPool2D, relu: ReLU):
+        self.pool, self.relu = pool, relu
+
+    def forward(self, x, training=False):
+        pool = self.pool
+        geometry = pool._geometry(np.shape(x))
+        if not (pool.OFFSETS and _kernels_apply(x)
+                and geometry[0] * geometry[1] <= pool_kernels.MAX_WINDOW):
+            self.relu._fused = False
+            return self.relu.forward(pool.forward(x, training), training)
+        self.relu._fused, self.relu._y = True, None
+        out = pool._forward_offsets(np.ascontiguousarray(x), geometry, relu=True)
+        # what each layer's own forward would record for its backward's check
+        pool._forward_output_shape = self.relu._forward_output_shape = out.shape
+        return out
+
+    def backward(self, grad):
+        if not getattr(self.relu, "_fused", False):
+            return self.pool.backward(self.relu.backward(grad))
+        return self.pool.backward(grad)
+
+
+class ReLUAvgPool:
+    """avgpool(relu(x)) in one pass each way (see the module docstring)."""
+
+    def __init__(self, relu: ReLU, pool: AvgPool2D):
+        self.relu, self.pool = relu, pool
+
+    def forward(self, x, training=False):
+        pool = self.pool
+        if not (pool.SEPARABLE and _kernels_apply(x)):
+            pool._relu_x = None
+            return pool.forward(self.relu.forward(x, training), training)
+        x = np.ascontiguousarray(x)
+        geometry = pool._geometry(x.shape)
+        kh, kw, sh, sw, ph, pw, OH, OW = geometry
+        divisor = pool_kernels.avg_divisors(x.shape, geometry, x.dtype)
+        out = np.empty(x.shape[:2] + (OH, OW), x.dtype)
+        kernel_for(pool_kernels._avgpool_sep_forward_kernel, x.size)(
+            x, kh, kw, sh, sw, ph, pw, True, divisor, out)
+        pool._x_shape, pool._geometry_cache, pool._relu_x = x.shape, geometry, x
+        self.relu._y = None
+        self.relu._forward_output_shape, pool._forward_output_shape = x.shape, out.shape
+        return out
+
+    def backward(self, grad):
+        pool = self.pool
+        x = getattr(pool, "_relu_x", None)
+        if x is None:
+            return self.relu.backward(pool.backward(grad))
+        geometry = pool._geometry_cache
+        kh, kw, sh, sw, ph, pw, OH, OW = geometry
+        if np.shape(grad) != x.shape[:2] + (OH, OW):
+            raise ValueError(f"{pool!r} after a ReLU: backward expects a gradient of shape "
+                             f"{x.shape[:2] + (OH, OW)}, got {np.shape(grad)}")
+        grad = np.ascontiguousarray(grad, dtype=x.dtype)
+        dx = np.empty(x.shape, x.dtype)
+        kernel_for(pool_kernels._avgpool_sep_backward_kernel, dx.size)(
+            grad, kh, kw, sh, sw, ph, pw, pool_kernels.avg_divisors(x.shape, geometry, x.dtype),
+            True, x, dx)
+        return dx
+
+
+_PAIRS = {(MaxPool2D, ReLU): MaxPoolReLU, (ReLU, AvgPool2D): ReLUAvgPool}
+
+
+def fused_steps(layers) -> list:
+    """[(index of the step's first layer, step)]: each layer itself, or a fused pair
+    (an object with forward / backward) where two neighbours form one."""
+    steps, i = [], 0
+    while i < len(layers):
+        pair = _PAIRS.get((type(layers[i]), type(layers[i + 1]))) \
+            if FUSE_PAIRS and i + 1 < len(layers) else None
+        if pair is not None:
+            steps.append((i, pair(layers[i], layers[i + 1])))
+            i += 2
+        else:
+            steps.append((i, layers[i]))
+            i += 1
+    return steps
