@@ -11,7 +11,8 @@ uptime
 python bench/sparse_speed.py
 python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 uptime
-python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-fffa29e} --against-monitor-size 0 --repeats 3 --out bench/results/rbm_epoch_probe_quiet.json
+python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-2bad77b} --against-monitor-size 0 --split --repeats 3 --out bench/results/rbm_epoch_probe_quiet.json
+python bench/rbm_step_parts.py --threads 2 --repeats 7 --steps 100 --out bench/results/rbm_step_parts_2threads_quiet.json
 python bench/sparse_kernel_ab.py --threads 2 --clock wall --out bench/results/sparse_kernel_ab_2threads_quiet.json
 uptime
 if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DISCRETE=1 to rerun
