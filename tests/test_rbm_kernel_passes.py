@@ -1,6 +1,7 @@
 """The Bernoulli kernel makes its Philox words a block of rows at a time
-(``WORDS_PER_PASS``); across pass boundaries, rows longer than a pass and row
-lengths that are not multiples of 4, its draws are the twin's, bit for bit."""
+(``WORDS_PER_PASS``) and works two rows per loop; across pass boundaries, odd
+passes, rows longer than a pass and row lengths that are not multiples of 4,
+its draws are the twin's, bit for bit."""
 import numpy as np
 import pytest
 
@@ -9,8 +10,9 @@ from minidnn.kernels.rbm_kernels import (draw_key, philox_bits_numpy, sigmoid_be
                                          sigmoid_sample, uniforms_from_bits_numpy)
 
 
+# (15, 2340): passes of 7 rows (odd), so the two-rows loop ends each pass on a single row
 @pytest.mark.parametrize("shape", [(120, 785), (3, rbm_kernels.WORDS_PER_PASS + 3), (7, 3),
-                                   (1, 1)])
+                                   (1, 1), (15, rbm_kernels.WORDS_PER_PASS // 7)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bernoulli_kernel_equals_sampling_with_the_twins_uniforms(shape, dtype):
     rng = np.random.default_rng(shape[1])
