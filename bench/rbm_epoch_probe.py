@@ -3,7 +3,7 @@ and peak RSS, for this tree and optionally an older commit, in clean interleaved
 
     python bench/rbm_epoch_probe.py                          # this tree, 1 thread, 3 runs
     python bench/rbm_epoch_probe.py --against e188c2a        # A/B against a commit
-    python bench/rbm_epoch_probe.py --threads 2 --unsplit    # rows split over threads or not
+    python bench/rbm_epoch_probe.py --threads 2 --unsplit --split   # and both variants
 
 Each run is its own subprocess (environment built from scratch, as speed_vs_torch.py
 does) with the same warm-up, data (the 50,000 MNIST training images), PCD-1 recipe
@@ -35,8 +35,10 @@ import minidnn
 minidnn.configure_threads(int(sys.argv[1]))
 from minidnn import data
 from minidnn.pretraining import BernoulliRBM, PretrainConfig
-# "0": sitting 17's path; otherwise the split (an older tree ignores the attribute)
-BernoulliRBM.SPLIT_ROWS = sys.argv[3] != "0"
+# "0": the unsplit step, "1": the row split, "default": the class's default (an older
+# tree ignores the attribute)
+if sys.argv[3] != "default":
+    BernoulliRBM.SPLIT_ROWS = sys.argv[3] != "0"
 x = np.ascontiguousarray(data.load("mnist", progress=False).train.x.reshape(-1, 784))
 kw = dict(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.0, final_momentum=0.0,
           batch_size=100, k=1, persistent=True)
@@ -66,9 +68,10 @@ def clean_env(threads: int, tree: Path) -> dict:
     return env
 
 
-def run(tree: Path, threads: int, monitor_size: int, split: bool = True) -> dict:
+def run(tree: Path, threads: int, monitor_size: int, split=None) -> dict:
+    """One epoch in a clean process; split None: the tree's default SPLIT_ROWS."""
     done = subprocess.run([sys.executable, "-c", WORKER, str(threads), str(monitor_size),
-                           "1" if split else "0"],
+                           "default" if split is None else ("1" if split else "0")],
                           env=clean_env(threads, tree), capture_output=True, text=True, cwd=tree)
     if done.returncode != 0:
         raise RuntimeError(f"worker in {tree} failed:\n{done.stderr[-3000:]}")
@@ -89,17 +92,22 @@ def main(argv=None) -> int:
     parser.add_argument("--unsplit", action="store_true",
                         help="also run this tree with BernoulliRBM.SPLIT_ROWS = False (the "
                              "products on multi-threaded BLAS, the σ kernels on one thread)")
+    parser.add_argument("--split", action="store_true",
+                        help="also run this tree with BernoulliRBM.SPLIT_ROWS = True (rows "
+                             "split over the threads); 'this tree' runs the class default")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rbm_epoch_probe.json")
     args = parser.parse_args(argv)
-    trees = {"this tree": (ROOT, args.monitor_size, True)}
+    trees = {"this tree": (ROOT, args.monitor_size, None)}
     if args.unsplit:
         trees["unsplit"] = (ROOT, args.monitor_size, False)
+    if args.split:
+        trees["split"] = (ROOT, args.monitor_size, True)
     with tempfile.TemporaryDirectory(prefix="rbm-probe-") as tmp:
         if args.against:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against],
                                      capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-            trees[args.against] = (Path(tmp), args.against_monitor_size, True)
+            trees[args.against] = (Path(tmp), args.against_monitor_size, None)
         runs = {name: [] for name in trees}
         for r in range(args.repeats):
             for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):

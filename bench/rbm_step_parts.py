@@ -9,9 +9,10 @@ arrays a real step uses (a 784x500 RBM after a few steps of training on MNIST):
 * GEMMs: ``h @ Wᵀ`` (100x500x784), ``[v0; vk] @ W`` (200x784x500), ``[v0; vk]ᵀ [p0; pk]``
   (784x200x500), the two bias GEMVs;
 * non-GEMM: σ + Bernoulli of the visible layer (100x784, Philox uniforms), σ of p0
-  and σ + Bernoulli of pk (100x500), the two row scalings, the key draws, the
-  minibatch gather (sorted index, ``x[idx]`` and the copy into the [v0; vk] buffer),
-  the fused SGD step on W and the biases;
+  and σ + Bernoulli of pk (100x500), both storing the statistics' row weights −1/n
+  and 1/m (``scale``; sitting 18 scaled them in two more passes), the key draws, the
+  minibatch gather (sorted index and ``np.take`` into the [v0; vk] buffer; sitting 18
+  copied ``x[idx]`` into it), the fused SGD step on W and the biases;
 * the whole step (``train_batch`` + ``SGD.step`` + the gather) on the path of
   sitting 17 (``SPLIT_ROWS = False``: the products on multi-threaded BLAS, the σ
   kernels on one thread), whose parts the list above is, so "rest" = whole − parts
@@ -73,8 +74,7 @@ def main(argv=None) -> int:
         rbm.SPLIT_ROWS = split
         b = cursor[0] % (len(x) // 100)
         cursor[0] += 1
-        xb = x[np.sort(order[b * 100:(b + 1) * 100])]
-        rbm.train_batch(xb, rng, config, state)
+        rbm.train_rows(x, np.sort(order[b * 100:(b + 1) * 100]), rng, config, state)
         opt.step(holder)
 
     for _ in range(20):     # JIT, caches, a trained-looking W
@@ -87,13 +87,17 @@ def main(argv=None) -> int:
     pos, neg = np.float32(-0.01), np.float32(0.01)
     key = draw_key(rng)
     p_scratch = buf.p.copy()
+    # the products write into scratch of the same shapes: writing the step's own buffers
+    # (raw pre-activations into p, then vᵀ·that into the gradient the SGD part applies)
+    # made W overflow within a few rounds
+    pre_v_out, p_out, g_out = np.empty_like(buf.pre_v), np.empty_like(buf.p), np.empty_like(g)
     pre_v_scratch = buf.pre_v.copy()
     h_scratch = h.copy()
 
     def gather():
         b = cursor[0] % (len(x) // 100)
         cursor[0] += 1
-        buf.v[:100] = x[np.sort(order[b * 100:(b + 1) * 100])]
+        np.take(x, np.sort(order[b * 100:(b + 1) * 100]), axis=0, out=buf.v[:100])
 
     def visible_sample():
         pre_v_scratch[...] = buf.pre_v          # the kernel works in place: fresh input each time
@@ -101,31 +105,26 @@ def main(argv=None) -> int:
 
     def hidden_sigmoids():
         p_scratch[...] = buf.p
-        sigmoid_bias(p_scratch[:100], c)
-        sigmoid_bernoulli(p_scratch[100:], c, key, h_scratch)
+        sigmoid_bias(p_scratch[:100], c, scale=pos)
+        sigmoid_bernoulli(p_scratch[100:], c, key, h_scratch, scale=neg)
 
     def copy_only():                            # what the two fresh-input copies cost
         pre_v_scratch[...] = buf.pre_v
         p_scratch[...] = buf.p
-
-    def scale():
-        p_scratch[:100] *= pos
-        p_scratch[100:] *= neg
 
     def keys():
         draw_key(rng)
         draw_key(rng)
 
     parts = {
-        "gemm h@W.T (100x500x784)": lambda: np.matmul(h, W.T, out=buf.pre_v),
-        "gemm [v0;vk]@W (200x784x500)": lambda: np.matmul(buf.v, W, out=buf.p),
-        "gemm [v0;vk].T@[p0;pk] (784x200x500)": lambda: np.matmul(buf.v.T, buf.p, out=g),
+        "gemm h@W.T (100x500x784)": lambda: np.matmul(h, W.T, out=pre_v_out),
+        "gemm [v0;vk]@W (200x784x500)": lambda: np.matmul(buf.v, W, out=p_out),
+        "gemm [v0;vk].T@[p0;pk] (784x200x500)": lambda: np.matmul(buf.v.T, buf.p, out=g_out),
         "bias GEMVs": lambda: (buf.row_scale(pos, neg) @ buf.v, buf.ones @ buf.p),
         "sigma+Bernoulli visible (100x784)": visible_sample,
         "sigma p0 + sigma+Bernoulli pk (2x100x500)": hidden_sigmoids,
-        "row scalings": scale,
         "key draws": keys,
-        "gather minibatch": gather,
+        "gather minibatch (sort, np.take)": gather,
         "SGD step": lambda: opt.step(holder),
         "_copies (subtracted from the sigma parts)": copy_only,
     }

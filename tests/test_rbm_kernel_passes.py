@@ -1,6 +1,7 @@
 """The Bernoulli kernel makes its Philox words a block of rows at a time
-(``WORDS_PER_PASS``); across pass boundaries, rows longer than a pass and row
-lengths that are not multiples of 4, its draws are the twin's, bit for bit."""
+(``WORDS_PER_PASS``) and works two rows per loop; across pass boundaries, odd
+passes, rows longer than a pass and row lengths that are not multiples of 4,
+its draws are the twin's, bit for bit."""
 import numpy as np
 import pytest
 
@@ -9,8 +10,9 @@ from minidnn.kernels.rbm_kernels import (draw_key, philox_bits_numpy, sigmoid_be
                                          sigmoid_sample, uniforms_from_bits_numpy)
 
 
+# (15, 2340): passes of 7 rows (odd), so the two-rows loop ends each pass on a single row
 @pytest.mark.parametrize("shape", [(120, 785), (3, rbm_kernels.WORDS_PER_PASS + 3), (7, 3),
-                                   (1, 1)])
+                                   (1, 1), (15, rbm_kernels.WORDS_PER_PASS // 7)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bernoulli_kernel_equals_sampling_with_the_twins_uniforms(shape, dtype):
     rng = np.random.default_rng(shape[1])
@@ -21,3 +23,56 @@ def test_bernoulli_kernel_equals_sampling_with_the_twins_uniforms(shape, dtype):
     p_ref, s_ref = sigmoid_sample(pre.copy(), bias, u)
     p, s = sigmoid_bernoulli(pre.copy(), bias, key)
     assert np.array_equal(p, p_ref) and np.array_equal(s, s_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [-1.0 / 100, 1.0 / 37, 1.0])
+def test_scaled_kernels_store_the_product_a_separate_pass_would(dtype, scale):
+    """``scale`` folds CD's row weights into the σ pass: the stored values are bit for bit
+    σ(·) then ``p *= scale``, the draws compare u with the unscaled p, and the NumPy
+    twins say the same."""
+    from minidnn.kernels.rbm_kernels import (sigmoid_bernoulli_numpy, sigmoid_bias,
+                                             sigmoid_bias_numpy)
+    rng = np.random.default_rng(7)
+    pre = (3 * rng.standard_normal((23, 131))).astype(dtype)
+    bias = rng.standard_normal(131).astype(dtype)
+    key = draw_key(rng)
+    s = dtype(scale)
+    p_plain, s_plain = sigmoid_bernoulli(pre.copy(), bias, key)
+    p_scaled, s_scaled = sigmoid_bernoulli(pre.copy(), bias, key, scale=scale)
+    assert np.array_equal(s_scaled, s_plain)
+    assert np.array_equal(p_scaled, p_plain * s)
+    p_twin, s_twin = sigmoid_bernoulli_numpy(pre, bias, key, scale=scale)
+    assert np.array_equal(s_twin, s_plain)
+    np.testing.assert_allclose(p_scaled, p_twin, rtol=2e-6 if dtype == np.float32 else 1e-12,
+                               atol=1e-30)
+    q_plain = sigmoid_bias(pre.copy(), bias)
+    q_scaled = sigmoid_bias(pre.copy(), bias, scale=scale)
+    assert np.array_equal(q_scaled, q_plain * s)
+    np.testing.assert_allclose(q_scaled, sigmoid_bias_numpy(pre, bias, scale),
+                               rtol=2e-6 if dtype == np.float32 else 1e-12, atol=1e-30)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_train_rows_gathers_into_the_buffer_with_the_bits_of_train_batch(persistent):
+    """The one-thread step takes (x, idx) and gathers x[idx] into its own buffer (float32
+    x by np.take, other dtypes by a cast): the same gradients, chain and error, bit for
+    bit, as ``train_batch(x[idx])``."""
+    from minidnn.pretraining import BernoulliRBM, PretrainConfig
+    config = PretrainConfig(epochs=1, batch_size=10, k=1, persistent=persistent)
+    x32 = (np.random.default_rng(3).random((50, 12)) < 0.4).astype(np.float32)
+    idx = np.sort(np.random.default_rng(4).permutation(50)[:10])
+    for x in (x32, x32.astype(np.float64), x32[:, ::-1].copy()[:, ::-1]):
+        results = []
+        for rows in (True, False):
+            rbm = BernoulliRBM(12, 7, rng=0)
+            rng = np.random.default_rng(5)
+            state = rbm.new_train_state(x32, config, np.random.default_rng(6))
+            stats = rbm.train_rows(x, idx, rng, config, state) if rows else \
+                rbm.train_batch(x[idx], rng, config, state)
+            results.append((stats, {k: g.copy() for k, g in rbm.grads.items()},
+                            state.get("chain")))
+        (s1, g1, c1), (s2, g2, c2) = results
+        assert s1 == s2
+        assert all(np.array_equal(g1[k], g2[k]) for k in g1)
+        assert (c1 is None and c2 is None) or np.array_equal(c1, c2)

@@ -149,10 +149,10 @@ def test_an_error_in_a_worker_part_is_raised_not_a_broken_barrier(split, monkeyp
     import minidnn.pretraining.rbm as rbm_module
     real = rbm_module.sigmoid_bernoulli
 
-    def failing(pre, bias, key, states=None, row_offset=0):
+    def failing(pre, bias, key, states=None, row_offset=0, scale=1.0):
         if row_offset > 0:
             raise RuntimeError("part 1 failed")
-        return real(pre, bias, key, states, row_offset)
+        return real(pre, bias, key, states, row_offset, scale)
     monkeypatch.setattr(rbm_module, "sigmoid_bernoulli", failing)
     with pytest.raises(RuntimeError, match="part 1 failed"):
         rbm.cd_gradients(np.ones((8, 9), np.float32), 1, np.random.default_rng(2),

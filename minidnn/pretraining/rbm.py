@@ -370,17 +370,23 @@ class BernoulliRBM(ParamHolder):
             error = self._split_step(v0 if rows is None else rows, k, rng, chain, parts,
                                      sample_reconstruction)
             return {} if error is None else {"reconstruction_error": error}
-        if rows is not None:
-            v0 = rows[0][rows[1]]
         buf = self._cd_buffers(n, m)
         # rows [:n] of buf.v / buf.p are the positive phase (v0, p0), rows [n:] the negative
         # (vk, pk), so one GEMM gives both statistics (and, for PCD, both hidden products)
-        buf.v[:n] = v0
+        if rows is None:
+            buf.v[:n] = v0
+        elif rows[0].dtype == buf.v.dtype:
+            np.take(rows[0], rows[1], axis=0, out=buf.v[:n])   # no x[idx] copy in between
+        else:
+            buf.v[:n] = rows[0][rows[1]]
         vk, pk = buf.v[n:], buf.p[n:]
+        # the statistics [v0; vk]ᵀ [−p0/n; pk/m]: the σ kernels store p0 and the last pk
+        # already scaled (``scale``), bit for bit a separate pass p *= scale
+        pos, neg = self.dtype(-1.0 / n), self.dtype(1.0 / m)
         reconstruction_error = None
         if chain is None:   # CD-k: the chain starts at h ~ P(h | v0)
             np.matmul(buf.v[:n], W, out=buf.p[:n])
-            h = sigmoid_bernoulli(buf.p[:n], c, draw_key(rng), buf.h)[1]
+            h = sigmoid_bernoulli(buf.p[:n], c, draw_key(rng), buf.h, scale=pos)[1]
             for step in range(k):
                 last = step == k - 1
                 mean = self._visible_step_into(h, rng, buf.pre_v, vk,
@@ -390,7 +396,7 @@ class BernoulliRBM(ParamHolder):
                     reconstruction_error = float(np.einsum("ij,ij->", diff, diff) / diff.size)
                 np.matmul(vk, W, out=pk)
                 if last:
-                    sigmoid_bias(pk, c)
+                    sigmoid_bias(pk, c, scale=neg)
                 else:
                     sigmoid_bernoulli(pk, c, draw_key(rng), h)
         else:               # PCD-k: the chain's hidden states are advanced in place
@@ -402,14 +408,12 @@ class BernoulliRBM(ParamHolder):
                     np.matmul(vk, W, out=pk)
                     sigmoid_bernoulli(pk, c, draw_key(rng), h)
             np.matmul(buf.v, W, out=buf.p)          # p0 and pk in one product
-            sigmoid_bias(buf.p[:n], c)
-            sigmoid_bernoulli(pk, c, draw_key(rng), h)  # the chain's next state h ~ P(h | vk)
+            sigmoid_bias(buf.p[:n], c, scale=pos)
+            # the chain's next state h ~ P(h | vk)
+            sigmoid_bernoulli(pk, c, draw_key(rng), h, scale=neg)
             if not own:
                 chain[...] = h
         # [v0; vk]ᵀ [−p0/n; pk/m] = −(v0ᵀp0/n − vkᵀpk/m)
-        pos, neg = self.dtype(-1.0 / n), self.dtype(1.0 / m)
-        buf.p[:n] *= pos
-        pk *= neg
         grad_W = self.grads.get("W")
         if grad_W is None or grad_W.shape != W.shape or grad_W.dtype != W.dtype \
                 or not grad_W.flags.c_contiguous:
@@ -545,7 +549,7 @@ class BernoulliRBM(ParamHolder):
                 key = iter(keys)
                 if not persistent:                  # CD: lo0 = lo, the chains are the rows
                     np.matmul(v0t, W, out=p0t)
-                    sigmoid_bernoulli(p0t, c, next(key), ht, row_offset=lo)
+                    sigmoid_bernoulli(p0t, c, next(key), ht, row_offset=lo, scale=pos)
                 for step in range(k):
                     last = step == k - 1
                     if samples[step]:
@@ -563,13 +567,12 @@ class BernoulliRBM(ParamHolder):
                         if not last:
                             sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
                         else:
-                            sigmoid_bias(pk, c)
+                            sigmoid_bias(pk, c, scale=neg)
                 if persistent:
                     np.matmul(rows_v, W, out=rows_p)    # this part's p0 and pk in one product
-                    sigmoid_bias(p0t, c)
-                    sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
-                p0t *= pos
-                pk *= neg
+                    sigmoid_bias(p0t, c, scale=pos)
+                    sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo, scale=neg)
+                # p0 and pk are stored scaled, −p0/n and pk/m (``scale``)
             except BaseException:
                 barrier.abort()
                 raise
@@ -625,12 +628,12 @@ class BernoulliRBM(ParamHolder):
         return {"chain": self._sample_hidden(visible, rng)[1]}
 
     def train_rows(self, x: np.ndarray, idx: np.ndarray, rng, config, state: dict) -> dict:
-        """``train_batch(x[idx], ...)``, the same bits; when the step splits over threads,
-        each thread gathers its own rows of x (one serial copy of the minibatch fewer)."""
+        """``train_batch(x[idx], ...)``, the same bits, with x[idx] gathered straight into
+        the step's [v0; vk] buffer (no minibatch copy in between); when the step splits
+        over threads, each thread gathers its own rows of x."""
         chain = state.get("chain")
-        n, m = len(idx), (len(idx) if chain is None else len(chain))
-        if x.ndim == 2 and x.shape[1] == self.n_visible and int(config.k) >= 1 \
-                and self._split_parts(n, m) > 1:
+        # the one-thread path gathers x[idx] straight into its [v0; vk] buffer too
+        if x.ndim == 2 and x.shape[1] == self.n_visible and int(config.k) >= 1:
             return self.cd_gradients((x, idx), config.k, rng, chain=chain,
                                      sample_reconstruction=config.sample_reconstruction)
         return self.train_batch(x[idx], rng, config, state)
