@@ -16,7 +16,7 @@ python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-2bad77b} --against
 python bench/rbm_step_parts.py --threads 2 --repeats 7 --steps 100 --out bench/results/rbm_step_parts_2threads_quiet.json
 python bench/sparse_kernel_ab.py --threads 2 --clock wall --out bench/results/sparse_kernel_ab_2threads_quiet.json
 # sitting 19: the layer step under TrainingKernels' work-split switches against dense, γ = 0.04 (~2 min)
-python bench/sparse_speed.py --peers minidnn,minidnn_serial,minidnn_rowcol,minidnn_products,dense --densities 0.04 --repeats 3 --no-epoch --out bench/results/sparse_speed_splits_quiet.json
+python bench/sparse_speed.py --peers minidnn,minidnn_samples,minidnn_serial,minidnn_products,dense --densities 0.04 --repeats 3 --no-epoch --out bench/results/sparse_speed_splits_quiet.json
 uptime
 if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DISCRETE=1 to rerun
   for gain in max mse; do

@@ -23,7 +23,8 @@ transposes a peer needs are inside its time. The peers:
   default ``--peers``; sitting 19's switches, for the quiet A/B): the same with
   ``TrainingKernels.THREADS = 1`` (every kernel serial) or ``BACKWARD_SPLIT = "products"``
   (the 2-thread backward split by product instead of by samples); ``minidnn_rowcol``:
-  ``FORWARD_SPLIT = "rows"``, ``BACKWARD_SPLIT = "columns"``;
+  ``FORWARD_SPLIT = "rows"``, ``BACKWARD_SPLIT = "columns"`` (the default since sitting
+  19's quiet run); ``minidnn_samples``: both "samples" (sitting 18's split);
 * ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ;
 * ``scipy``: ``scipy.sparse`` CSR products, gradient gathered at the pattern
   (``einsum`` over ``dyᵀ[rows] * xᵀ[cols]``);
@@ -168,13 +169,15 @@ def worker_layer(peer, densities, iters, min_seconds):
         # before minidnn is imported: minidnn sets OMP_WAIT_POLICY=PASSIVE for its own
         # OpenMP pool, and torch's OpenMP must start with its own default
         import torch  # noqa: F401
-    if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol"):   # sitting 19's
-        from minidnn.kernels.csr import TrainingKernels                   # work-split switches
+    if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol", "minidnn_samples"):
+        from minidnn.kernels.csr import TrainingKernels       # sitting 19's work-split switches
         if peer == "minidnn_serial":
             TrainingKernels.THREADS = 1
         elif peer == "minidnn_products":
-            TrainingKernels.BACKWARD_SPLIT = "products"
-        else:
+            TrainingKernels.FORWARD_SPLIT, TrainingKernels.BACKWARD_SPLIT = "samples", "products"
+        elif peer == "minidnn_samples":     # sitting 18's split (the default until sitting 19)
+            TrainingKernels.FORWARD_SPLIT, TrainingKernels.BACKWARD_SPLIT = "samples", "samples"
+        else:                               # the default since sitting 19
             TrainingKernels.FORWARD_SPLIT, TrainingKernels.BACKWARD_SPLIT = "rows", "columns"
     rng = np.random.default_rng(1)
     x = rng.random((BATCH, N_IN), dtype=np.float32)

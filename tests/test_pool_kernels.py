@@ -213,6 +213,15 @@ def test_a_cifar10_quick_step_equals_the_per_window_kernels():
 
 
 # -- ReLU fused into the pool beside it (layers/fusion.py, formed by Sequential) ----------
+
+@pytest.fixture
+def pairs_on():
+    """FUSE_PAIRS on for the test (off by default since sitting 19's quiet A/B)."""
+    from minidnn.layers import fusion
+    before, fusion.FUSE_PAIRS = fusion.FUSE_PAIRS, True
+    yield
+    fusion.FUSE_PAIRS = before
+
 def _model_step(model, x, y, input_grad):
     out = model.forward(x, training=True)
     _, grad = SoftmaxCrossEntropy()(out, y)
@@ -223,12 +232,14 @@ def _model_step(model, x, y, input_grad):
 
 def _fused_vs_unfused(model, x, y, input_grad, exact):
     from minidnn.layers import fusion
-    fused = _model_step(model, x, y, input_grad)
+    before = fusion.FUSE_PAIRS
     try:
+        fusion.FUSE_PAIRS = True
+        fused = _model_step(model, x, y, input_grad)
         fusion.FUSE_PAIRS = False
         plain = _model_step(model, x, y, input_grad)
     finally:
-        fusion.FUSE_PAIRS = True
+        fusion.FUSE_PAIRS = before
     check = np.testing.assert_array_equal if exact else (
         lambda a, b, **k: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, **k))
     check(fused[0], plain[0])
@@ -240,7 +251,7 @@ def _fused_vs_unfused(model, x, y, input_grad, exact):
         check(fused[2][key], plain[2][key], err_msg=str(key))
 
 
-def test_sequential_forms_the_pairs_of_cifar10_quick_and_nothing_else():
+def test_sequential_forms_the_pairs_of_cifar10_quick_and_nothing_else(pairs_on):
     from minidnn.layers.fusion import MaxPoolReLU, ReLUAvgPool, fused_steps
     model = architectures.build("cifar10-quick", input_shape=(3, 32, 32), seed=0)
     kinds = [type(step).__name__ for _, step in fused_steps(model.layers)]
@@ -261,7 +272,7 @@ def test_a_fused_cifar10_quick_step_equals_the_layers_one_by_one(input_grad):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_pairs_at_the_ends_of_a_net_and_the_max_pair_bit_for_bit(dtype):
+def test_pairs_at_the_ends_of_a_net_and_the_max_pair_bit_for_bit(dtype, pairs_on):
     from minidnn.layers import Dense, Flatten, ReLU
     from minidnn.model import Sequential
     rng = np.random.default_rng(8)

@@ -1521,7 +1521,13 @@ class TrainingKernels:
     #: weight and bias gradients, after the fill of gradᵀ). Used only when the call runs
     #: on exactly two blocks; without an input gradient (a first layer) it is always
     #: "samples". Class-level, for the same quiet A/B.
-    BACKWARD_SPLIT: str = "samples"
+    #: Default "columns" with FORWARD_SPLIT "rows" (sitting 19's quiet run, the first with
+    #: really parallel builds, see ``kernels.builds``): the 784→500 γ = 0.04 layer step at
+    #: 2 threads, p50 328 µs rows+columns against 396 samples, 359 rows+products and 499
+    #: serial (``bench/sparse_kernel_ab.py --threads 2 --clock wall``, one process,
+    #: interleaved); in ``bench/sparse_speed.py``'s separate peers 486 against 560 µs
+    #: (``results/sparse_speed_splits_quiet.json``, ``quiet_bench_stop19.log``).
+    BACKWARD_SPLIT: str = "columns"
 
     #: how the float32 forward splits its work over threads: "samples" (sitting 18) or
     #: "rows" (``_csr_matmul_padded_rowsplit``: the fill of xᵀ by samples, then each thread
@@ -1529,8 +1535,8 @@ class TrainingKernels:
     #: (``_backward_padded_colsplit``: each thread its block of A's columns — dx rows and
     #: weight-gradient entries — for every sample, with or without dx). "rows", "columns"
     #: and "products" give the one-thread numbers bit for bit; "samples" sums per-thread
-    #: partial dot products. Class-level, for the quiet A/B.
-    FORWARD_SPLIT: str = "samples"
+    #: partial dot products. Class-level, for the quiet A/B (default: see BACKWARD_SPLIT).
+    FORWARD_SPLIT: str = "rows"
 
     def __init__(self, indptr, indices, transposed, n_cols: int):
         t_indptr, t_indices, perm = transposed

@@ -25,8 +25,12 @@ from ..kernels.im2col import kernel_for
 from .activations import ReLU
 from .pooling import AvgPool2D, MaxPool2D
 
-#: run MaxPool2D → ReLU and ReLU → AvgPool2D as one step each in ``Sequential``
-FUSE_PAIRS = True
+#: run MaxPool2D → ReLU and ReLU → AvgPool2D as one step each in ``Sequential``.
+#: Off by default: on the quiet machine the fused Cifar10_quick step was no faster than
+#: the same new kernels one layer at a time (2 threads, medians of 20: 102.0 fused vs
+#: 100.7 ms separate; 1 thread under load 133.9 vs 135.1 ms; ``bench/pool_fusion_ab.py``,
+#: ``quiet_bench_stop19.log``), so the simpler path runs; True for the A/B
+FUSE_PAIRS = False
 
 
 def _kernels_apply(x) -> bool:
