@@ -69,10 +69,22 @@ class Sequential:
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating) or x.dtype != self.dtype:
             x = x.astype(self.dtype)
-        from .layers.fusion import fused_steps      # ReLU fused into a neighbouring pool
-        for _, step in fused_steps(self.layers):
+        for _, step in self.plan():
             x = step.forward(x, training)
         return x
+
+    def plan(self) -> list:
+        """[(index of the step's first layer, step)]: the layers, with neighbouring
+        pairs fused into one step where ``layers.fusion`` has a pair for them (a pool
+        and a ReLU; a Dense or SparseDense and its activation). Kept between calls, so
+        that backward runs the steps forward ran (a pair remembers whether its fused
+        kernels ran); rebuilt when the list of layers or fusion's switches change."""
+        from .layers import fusion
+        key = (fusion.switches(), tuple(map(id, self.layers)))
+        cached = self.__dict__.get("_plan")
+        if cached is None or cached[0] != key:
+            cached = self._plan = (key, fusion.fused_steps(self.layers))
+        return cached[1]
 
     __call__ = forward
 
@@ -82,17 +94,22 @@ class Sequential:
         Returns dL/d(input), or None with ``input_grad=False``: training needs
         no gradient for the data, so the layers before the first trainable one
         are skipped and that one computes its parameter gradients only."""
-        first = 0
-        if not input_grad:
-            first = next((i for i, l in enumerate(self.layers) if l.params), len(self.layers))
-        from .layers.fusion import fused_steps      # the steps forward ran
-        for i, step in reversed(fused_steps(self.layers)):
-            if i <= first and not input_grad:
-                break
+        steps = self.plan()                          # the steps forward ran
+        if input_grad:
+            for _, step in reversed(steps):
+                grad = step.backward(grad)
+            return grad
+        first = next((i for i, l in enumerate(self.layers) if l.params), len(self.layers))
+        if first == len(self.layers):
+            return None
+        for i, step in reversed(steps):
+            if i == first:          # the first trainable layer (or a pair it begins)
+                step.backward_params(grad)
+                return None
+            if i < first:           # first lies inside this fused step: its whole backward
+                step.backward(grad)
+                return None
             grad = step.backward(grad)
-        if first == len(self.layers) or input_grad:
-            return None if first == len(self.layers) else grad
-        self.layers[first].backward_params(grad)
         return None
 
     def infer(self, x: np.ndarray) -> np.ndarray:

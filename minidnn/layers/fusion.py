@@ -15,6 +15,14 @@ from the layer types on every forward and backward (it holds no state: what the
 backward needs stays on the layers). ``FUSE_PAIRS = False`` runs every layer on
 its own (for A/Bs). A pair applies to exactly these classes, not subclasses,
 and falls back to the two layers one by one where its kernels do not apply.
+
+Since sitting 20 the same seam fuses a fully connected layer with the activation after
+it (``layers.fusion_dense``: SparseDense → Sigmoid, Dense → Sigmoid, Dense → ReLU),
+under its own switch ``FUSE_DENSE_ACTIVATION`` (on by default). Every pair leaves each
+layer's state as its own forward would (so each layer's backward can be called by
+hand), and a pair whose first layer has parameters has a ``backward_params`` (the net's
+first trainable layer skips its input gradient). ``Sequential`` keeps the list of steps
+(``plan``) and rebuilds it when its layers or these switches change.
 """
 from __future__ import annotations
 
@@ -31,6 +39,13 @@ from .pooling import AvgPool2D, MaxPool2D
 #: 100.7 ms separate; 1 thread under load 133.9 vs 135.1 ms; ``bench/pool_fusion_ab.py``,
 #: ``quiet_bench_stop19.log``), so the simpler path runs; True for the A/B
 FUSE_PAIRS = False
+
+#: run SparseDense → Sigmoid, Dense → Sigmoid and Dense → ReLU as one step each
+#: (``layers.fusion_dense``; the same bits as the layers one by one). False runs every
+#: layer on its own (for the A/B: ``bench/fit_epoch_ab.py --toggle fuse``). At two
+#: threads the fused sparse forward splits the sigmoid between the threads with the
+#: product's rows: a change of how work is split, for the quiet run to confirm
+FUSE_DENSE_ACTIVATION = True
 
 
 def _kernels_apply(x) -> bool:
@@ -104,6 +119,25 @@ class ReLUAvgPool:
 
 
 _PAIRS = {(MaxPool2D, ReLU): MaxPoolReLU, (ReLU, AvgPool2D): ReLUAvgPool}
+_DENSE_PAIRS = None     # layers.fusion_dense's, found on first use (it imports minidnn.sparse)
+
+
+def _pair(first, second):
+    global _DENSE_PAIRS
+    key = (type(first), type(second))
+    if FUSE_PAIRS and key in _PAIRS:
+        return _PAIRS[key]
+    if FUSE_DENSE_ACTIVATION:
+        if _DENSE_PAIRS is None:
+            from .fusion_dense import pairs
+            _DENSE_PAIRS = pairs()
+        return _DENSE_PAIRS.get(key)
+    return None
+
+
+def switches() -> tuple:
+    """The switches a list of steps depends on (``Sequential`` rebuilds it when they change)."""
+    return (FUSE_PAIRS, FUSE_DENSE_ACTIVATION)
 
 
 def fused_steps(layers) -> list:
@@ -111,8 +145,7 @@ def fused_steps(layers) -> list:
     (an object with forward / backward) where two neighbours form one."""
     steps, i = [], 0
     while i < len(layers):
-        pair = _PAIRS.get((type(layers[i]), type(layers[i + 1]))) \
-            if FUSE_PAIRS and i + 1 < len(layers) else None
+        pair = _pair(layers[i], layers[i + 1]) if i + 1 < len(layers) else None
         if pair is not None:
             steps.append((i, pair(layers[i], layers[i + 1])))
             i += 2

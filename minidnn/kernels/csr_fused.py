@@ -1,0 +1,270 @@
+"""A sparse layer and the sigmoid after it in one kernel call each way (issue #11, sitting 20).
+
+The 784-500-10 net runs ``SparseDense`` then ``Sigmoid``. Apart, the pair costs two
+more passes over the (batch, 500) activations each step, each with its Python call
+and its new array, and at two threads both stay on one thread:
+
+    forward    a = A · xᵀ + b  (the CSR kernel)      σ = 1 / (1 + e^(−a))  (a pass)
+    backward   d = dσ ⊙ σ(1 − σ)  (a pass)           the CSR backward on d
+
+Here the sigmoid is applied to each output row of A · xᵀ + b right after the row is
+finished, while its k values are still in L1, inside the same parallel region as the
+product (each thread its block of rows, as ``TrainingKernels.FORWARD_SPLIT = "rows"``),
+and the backward writes d = ((1 − σ)·σ)·dσ straight into the padded gradᵀ buffer that
+the CSR backward reads, as its fill pass (each thread its share of the samples), then
+runs the column-split backward (``BACKWARD_SPLIT = "columns"``) on it.
+
+The numbers are the separate layers' bit for bit: the product is
+``kernels.csr``'s ``_forward_row_padded_avx2``, the sigmoid is
+``kernels.activation._sigmoid_range`` (the same arithmetic and the same compile flags,
+``fastmath={"contract"}``, as ``sigmoid32``), the derivative is ``((1 − y)·y)·g`` without
+fast-math as ``activation._sigmoid_grad_flat``, and the backward is csr's column-split
+kernels, which give the one-thread numbers bit for bit. So these functions apply only
+where the separate path runs those kernels: float32 on a CPU with AVX2 + FMA
+(``csr.SIMD_AVAILABLE``), with the default splits; ``forward_sigmoid`` /
+``backward_sigmoid`` return None otherwise and the caller runs the layers one by one.
+
+They read a ``TrainingKernels`` object's index views and padded buffers (csr.py's
+internals, owned there); ``tests/test_fusion_dense_act.py`` holds them to the separate
+layers bit for bit, which is what would catch a change of those internals. The NumPy
+twins, ``forward_sigmoid_numpy`` and ``backward_sigmoid_numpy``, define what they
+compute (to float32 rounding: another summation order).
+
+Also here: ``bias_activation_inplace``, the bias add and the sigmoid or ReLU of a
+``Dense`` layer's BLAS output in one pass over it (``layers.fusion``'s Dense pairs),
+with its twin ``bias_activation_numpy``.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import csr
+from .activation import _sigmoid_range
+from .builds import njit_variant
+from .csr import (FILL_COPY, FILL_NONE, FILL_TRANSPOSE, SIMD_AVAILABLE, _fill_share,
+                  _forward_row_padded_avx2, _sample_share)
+
+
+# -- the twins -----------------------------------------------------------------------
+
+def forward_sigmoid_numpy(indptr, indices, data, bias, xt):
+    """σ(A · xt + bias[:, None]) for A = csr(indptr, indices, data) (n_rows, n_cols),
+    xt feature-major (n_cols, k): (n_rows, k). bias of length n_rows or 0."""
+    from ..layers.activations import sigmoid_numpy
+    a = csr.csr_matmul_numpy(indptr, indices, data, xt,
+                             None if len(bias) == 0 else np.asarray(bias))
+    return sigmoid_numpy(np.asarray(a, dtype=data.dtype))
+
+
+def backward_sigmoid_numpy(indptr, indices, data, y, grad, xt, input_grad: bool = True):
+    """(grad_data, grad_bias, dx) of the sparse layer for d = ((1 − y)·y)·grad, with y =
+    σ (n_rows, k) and grad = dL/dσ (n_rows, k), both feature-major: ``csr_backward_numpy``
+    on d."""
+    d = ((1 - y) * y) * grad
+    return csr.csr_backward_numpy(indptr, indices, data, d, xt, input_grad)
+
+
+# -- the forward -----------------------------------------------------------------------
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _forward_sigmoid_row_range(indptr, indices, data, bias, dense_pad, out, r0, r1):
+    # rows r0..r1 of out = σ(A · xᵀ + b) for every sample: the product by csr's padded row
+    # kernel (explicit FMAs, whatever this function's flags), the bias added and the
+    # sigmoid applied to the finished row in L1; compiled with sigmoid32's flags so that
+    # the inlined sigmoid gives its bits
+    k, ld, ld_out, nnz = out.shape[1], dense_pad.shape[1], out.shape[1], len(indices)
+    if k == 0:
+        return
+    dense_flat, out_flat = dense_pad.reshape(-1), out.reshape(-1)
+    has_bias = len(bias) > 0
+    for r in range(r0, r1):
+        _forward_row_padded_avx2(out_flat, dense_flat, indices, data, indptr[r], indptr[r + 1],
+                                 r, k, ld, ld_out, nnz)
+        at = r * ld_out
+        if has_bias:
+            br = bias[r]
+            for b in range(k):
+                out_flat[at + b] += br
+        _sigmoid_range(out_flat, out_flat, at, at + k)
+
+
+def _forward_sigmoid_rows(indptr, indices, data, bias, source, dense_pad, out, fill, n_blocks):
+    # the fill of xᵀ (each block its share of the samples, as csr's row split), then
+    # block c computes σ of rows [c·n/B, (c+1)·n/B) for every sample
+    k, n_rows = out.shape[1], out.shape[0]
+    if fill != FILL_NONE:
+        for c in numba.prange(n_blocks):
+            v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+            _fill_share(source, dense_pad, fill, s0, s1)
+    for c in numba.prange(n_blocks):
+        _forward_sigmoid_row_range(indptr, indices, data, bias, dense_pad, out,
+                                   c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
+
+
+# -- the backward ----------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def _sigmoid_grad_fill(source, y, pad, batch_major, s0, s1):
+    # pad[j, s] = ((1 − y[j, s])·y[j, s])·g[j, s] for the samples s0 ≤ s < s1, every row j,
+    # with g = source (feature-major (n, k)) or its transpose (batch-major (k, n)); no
+    # fast-math, so each product is rounded as activation._sigmoid_grad_flat's
+    one = np.float32(1.0)
+    n = s1 - s0
+    for j in range(pad.shape[0]):
+        yr, dst = y[j, s0:s1], pad[j, s0:s1]
+        if batch_major:
+            for i in range(n):
+                v = yr[i]
+                dst[i] = ((one - v) * v) * source[s0 + i, j]
+        else:
+            src = source[j, s0:s1]
+            for i in range(n):
+                v = yr[i]
+                dst[i] = ((one - v) * v) * src[i]
+
+
+def _backward_sigmoid_columns(t_indptr, t_indices, perm, data, source, y, grad_pad, x_pad, k,
+                              zero, grad_data, grad_bias, dx, batch_major, n_blocks):
+    # d into gradᵀ's padded buffer (each block its share of the samples), then csr's
+    # column split on it: block c does A's columns [c·n/B, (c+1)·n/B) (their dx rows and
+    # weight-gradient entries, every sample) and the same share of the bias rows
+    n_rows, n_cols = grad_pad.shape[0], len(t_indptr) - 1
+    want_dx = dx.shape[0] > 0
+    for c in numba.prange(n_blocks):
+        v0, v1, s0, s1 = _sample_share(c, n_blocks, k)
+        _sigmoid_grad_fill(source, y, grad_pad, batch_major, s0, s1)
+    for c in numba.prange(n_blocks):
+        r0, r1 = c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks
+        if len(grad_bias) > 0:
+            csr._row_sums_share(grad_pad[r0:r1], zero, grad_bias[r0:r1], 0, k)
+        c0, c1 = c * n_cols // n_blocks, (c + 1) * n_cols // n_blocks
+        if k == 0:
+            for q in range(t_indptr[c0], t_indptr[c1]):
+                grad_data[perm[q]] = zero
+        elif want_dx:
+            csr._backward_dx_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad,
+                                          grad_data, dx, c0, c1)
+        else:
+            csr._backward_params_column_range(t_indptr, t_indices, perm, data, grad_pad, x_pad,
+                                              grad_data, dx, k, c0, c1)
+
+
+_KERNELS = {}
+for _name, _fn in (("forward_sigmoid", _forward_sigmoid_rows),
+                   ("backward_sigmoid", _backward_sigmoid_columns)):
+    # a serial and a parallel build, each with its own cache entry (``kernels.builds``)
+    _KERNELS[_name] = (njit_variant(_fn, "_serial", error_model="numpy",
+                                    fastmath={"contract"}),
+                       njit_variant(_fn, "_parallel", error_model="numpy",
+                                    fastmath={"contract"}, parallel=True))
+
+
+def _applies(kernels, data) -> bool:
+    return SIMD_AVAILABLE and data.dtype == np.float32
+
+
+def _pick(kernels, name, work):
+    # the thread count that ``TrainingKernels`` would take for this work
+    _, blocks = kernels._pick("matmul_padded", work)
+    serial, parallel = _KERNELS[name]
+    return (parallel, blocks) if blocks > 1 else (serial, 1)
+
+
+def forward_sigmoid(kernels, data, bias, x, batch_major: bool):
+    """(σ(A · xᵀ + bias), xᵀ) as ``kernels.forward(data, bias, x, batch_major=...)``
+    followed by the sigmoid of ``layers.activations.sigmoid`` on its output, bit for bit,
+    in one call: out (n_rows, k) C-ordered, xᵀ the (n_cols, k) view of the padded buffer.
+    None where the padded float32 kernels do not apply (the caller then runs the
+    layers one by one). ``kernels`` is a ``csr.TrainingKernels``."""
+    if not _applies(kernels, data):
+        return None
+    k = x.shape[0] if batch_major else x.shape[1]
+    pad = kernels._padded("_x_pad", kernels.n_cols, k)
+    out = np.empty((kernels.n_rows, k), dtype=data.dtype)
+    kernel, blocks = _pick(kernels, "forward_sigmoid", (kernels.nnz + kernels.n_cols) * k)
+    own = not batch_major and x is kernels._x_view
+    fill = FILL_TRANSPOSE if batch_major else (FILL_NONE if own else FILL_COPY)
+    kernel(kernels.indptr, kernels.indices, data, bias, x, pad, out, fill, blocks)
+    if not own:
+        kernels._x_view = pad[:, :k]
+    return out, kernels._x_view
+
+
+def backward_sigmoid(kernels, data, y, grad, xt, input_grad: bool, want_bias: bool = True,
+                     batch_major: bool = False):
+    """(grad_data, grad_bias or None, dx or None) of the sparse layer for the gradient
+    ((1 − y)·y)·grad, as ``Sigmoid.backward`` then ``kernels.backward`` would give them,
+    bit for bit, in one call. y = σ (n_rows, k) C-ordered, as ``forward_sigmoid`` gave
+    it; grad = dL/dσ (n_rows, k) C-ordered, or (k, n_rows) with ``batch_major``; xt the
+    view ``forward_sigmoid`` handed back. None where the fused kernels do not apply:
+    not the padded float32 kernels, another xᵀ than the last forward's, or a non-default
+    backward split (whose numbers differ) at more than one thread."""
+    if not _applies(kernels, data) or not kernels._owns_x(xt):
+        return None
+    k = xt.shape[1]
+    work = kernels.nnz * k * (2 if input_grad else 1) + (kernels.n_rows * k if batch_major else 0)
+    kernel, blocks = _pick(kernels, "backward_sigmoid", work)
+    if blocks > 1 and kernels.BACKWARD_SPLIT != "columns":
+        return None
+    g_pad = kernels._padded("_grad_pad", kernels.n_rows, k)
+    grad_data = np.empty(kernels.nnz, dtype=data.dtype)
+    grad_bias = np.empty(kernels.n_rows if want_bias else 0, dtype=data.dtype)
+    dx = np.empty((kernels.n_cols if input_grad else 0, k), dtype=data.dtype)
+    kernel(kernels.t_indptr, kernels.t_indices, kernels.perm, data, grad, y, g_pad,
+           kernels._x_pad, k, data.dtype.type(0), grad_data, grad_bias, dx, batch_major, blocks)
+    return grad_data, (grad_bias if want_bias else None), (dx if input_grad else None)
+
+
+# -- Dense + activation ---------------------------------------------------------------------
+
+def bias_activation_numpy(out, bias, activation: str):
+    """activation(out + bias) in a new array: the twin of ``bias_activation_inplace``
+    (``"sigmoid"``: ``layers.activations.sigmoid_numpy``; ``"relu"``: ``relu_numpy``)."""
+    from ..layers.activations import relu_numpy, sigmoid_numpy
+    a = out + bias if bias is not None else out.copy()
+    return sigmoid_numpy(a) if activation == "sigmoid" else relu_numpy(a)
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _bias_sigmoid_rows(out, bias, has_bias):
+    # out[i, :] = σ(out[i, :] + b), row by row (the row in L1 for the sigmoid); the add
+    # alone before the sigmoid, as NumPy's ``out += b`` then sigmoid32
+    n, m = out.shape
+    flat = out.reshape(-1)
+    for i in range(n):
+        at = i * m
+        if has_bias:
+            for j in range(m):
+                flat[at + j] += bias[j]
+        _sigmoid_range(flat, flat, at, at + m)
+
+
+@numba.njit(cache=True)
+def _bias_relu_rows(out, bias, has_bias):
+    # out = max(out + b, 0), NaN kept, as ``out += b`` then activation._relu_flat
+    n, m = out.shape
+    for i in range(n):
+        row = out[i]
+        for j in range(m):
+            v = row[j] + bias[j] if has_bias else row[j]
+            row[j] = v if ((v > 0) | (v != v)) else 0
+
+
+def bias_activation_inplace(out, bias, activation: str) -> bool:
+    """out ← activation(out + bias) in one pass, for a C-contiguous 2-D float32 out
+    (sigmoid; also float64 for ReLU) and bias (its columns) or None; the bits of NumPy's
+    ``out += bias`` followed by ``layers.activations.sigmoid`` / ``ReLU``'s kernel.
+    False (nothing done) for any other out."""
+    if not (isinstance(out, np.ndarray) and out.ndim == 2 and out.flags.c_contiguous):
+        return False
+    if bias is not None and (bias.dtype != out.dtype or bias.shape != (out.shape[1],)):
+        return False
+    b = bias if bias is not None else np.zeros(0, out.dtype)
+    if activation == "sigmoid" and out.dtype == np.float32:
+        _bias_sigmoid_rows(out, b, bias is not None)
+        return True
+    if activation == "relu" and out.dtype in (np.float32, np.float64):
+        _bias_relu_rows(out, b, bias is not None)
+        return True
+    return False
