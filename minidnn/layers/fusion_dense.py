@@ -7,7 +7,7 @@
   activations, their Python calls and arrays, fewer per step; at two threads the
   sigmoid is split between the threads with the rows of the product.
 * ``Dense`` then ``Sigmoid`` or ``ReLU`` (``DenseActivation``): the bias add and the
-  activation in one pass over the BLAS product, in place (``csr_fused.bias_activation_inplace``);
+  activation in one pass over the BLAS product (``csr_fused.bias_activation``);
   the backward is the two layers' own.
 
 The results are the two layers' bit for bit (tests/test_fusion_dense_act.py). After a
@@ -131,13 +131,13 @@ class DenseActivation:
                 out = dense._forward_product(x)
         else:
             out = dense._forward_product(x)
-        if not csr_fused.bias_activation_inplace(out, dense.params["b"] if dense.bias else None,
-                                                 self.kind):
+        y = csr_fused.bias_activation(out, dense.params["b"] if dense.bias else None, self.kind)
+        if y is None:
             if dense.bias:
                 out += dense.params["b"]
             _record_shapes(out, dense)
             return act.forward(out, training)
-        act._y = out
+        out = act._y = y
         _record_shapes(out, dense, act)
         return out
 
