@@ -51,6 +51,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return sigmoid_numpy(x)
 
 
+#: what a ReLU holds as its output after ``layers.fusion``'s ReLU → AvgPool2D pair ran it
+#: inside the pool's kernel (relu(x) was never made): its backward then says so
+FUSED_AWAY = object()
+
+
 class ReLU(Layer):
     """max(0, x); NaN stays NaN, as IEEE ``maximum`` and PyTorch's relu.
 
@@ -68,6 +73,12 @@ class ReLU(Layer):
         return self._y
 
     def backward(self, grad):
+        if self._y is FUSED_AWAY:
+            raise RuntimeError(
+                f"{self!r} ({self.name}) ran fused into the AvgPool2D after it "
+                f"(layers.fusion.FUSE_PAIRS), which keeps no ReLU output: backpropagate "
+                f"through the model (Sequential.backward), or set fusion.FUSE_PAIRS = False "
+                f"to call this layer's backward by hand")
         d = relu_grad_kernel(self._y, grad) if RELU_KERNEL else None
         return relu_grad_numpy(self._y, grad) if d is None else d
 

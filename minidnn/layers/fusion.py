@@ -30,7 +30,7 @@ import numpy as np
 
 from ..kernels import pooling as pool_kernels
 from ..kernels.im2col import kernel_for
-from .activations import ReLU
+from .activations import FUSED_AWAY, ReLU
 from .pooling import AvgPool2D, MaxPool2D
 
 #: run MaxPool2D → ReLU and ReLU → AvgPool2D as one step each in ``Sequential``.
@@ -65,8 +65,11 @@ class MaxPoolReLU:
                 and geometry[0] * geometry[1] <= pool_kernels.MAX_WINDOW):
             self.relu._fused = False
             return self.relu.forward(pool.forward(x, training), training)
-        self.relu._fused, self.relu._y = True, None
+        self.relu._fused = True
         out = pool._forward_offsets(np.ascontiguousarray(x), geometry, relu=True)
+        # relu(maxpool x) is the ReLU's own output: kept as its forward would, so that its
+        # backward can be called by hand (sitting 19 stored None here, and it failed)
+        self.relu._y = out
         # what each layer's own forward would record for its backward's check
         pool._forward_output_shape = self.relu._forward_output_shape = out.shape
         return out
@@ -96,7 +99,9 @@ class ReLUAvgPool:
         kernel_for(pool_kernels._avgpool_sep_forward_kernel, x.size)(
             x, kh, kw, sh, sw, ph, pw, True, divisor, out)
         pool._x_shape, pool._geometry_cache, pool._relu_x = x.shape, geometry, x
-        self.relu._y = None
+        # relu(x) is never made: the ReLU's backward by hand is refused with a clear error
+        # (``activations.FUSED_AWAY``), not a failure inside its kernel
+        self.relu._y = FUSED_AWAY
         self.relu._forward_output_shape, pool._forward_output_shape = x.shape, out.shape
         return out
 
