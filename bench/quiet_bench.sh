@@ -11,6 +11,7 @@ uptime
 python bench/sparse_speed.py
 python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 python bench/fit_epoch_ab.py --base 2bad77b --threads 2 --clock wall --images 50000 --rounds 7 --out bench/results/fit_epoch_ab_s19_quiet.json   # sitting 19 (#11): the epoch against sitting 18's main, ~2 min
+python bench/fuse_epoch_ab.py --threads 2 --clock wall --images 50000 --rounds 5 --out bench/results/fuse_epoch_ab_2threads_quiet.json   # sitting 20 (#11, s20-11epoch): FUSE_DENSE_ACTIVATION and Dense.SMALL_TRAINING_THREADS, ~1.5 min
 uptime
 python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-2bad77b} --against-monitor-size 0 --split --repeats 3 --out bench/results/rbm_epoch_probe_quiet.json
 python bench/rbm_step_parts.py --threads 2 --repeats 7 --steps 100 --out bench/results/rbm_step_parts_2threads_quiet.json
