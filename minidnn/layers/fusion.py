@@ -3,12 +3,14 @@ into the pool beside it), for every model whose layers line up so.
 
 * ``MaxPool2D`` then ``ReLU``: relu(max x) = max(relu x), so the pool's kernel
   writes relu(max) and marks the windows whose output is 0 as routing nothing
-  (``kernels.pooling.NO_ROUTE``); the backward is the pool's alone. The ReLU's
-  output and its backward pass are never made: the same bits as the two layers.
+  (``kernels.pooling.NO_ROUTE``); the backward is the pool's alone. No ReLU pass
+  runs either way (the pair's output is the ReLU's, and is kept as its ``_y``): the
+  same bits as the two layers.
 * ``ReLU`` then ``AvgPool2D``: the pool averages relu(x) as it reads x, and its
   backward masks dx by x > 0 as it writes it (``kernels.pooling``'s separable
   average-pool kernels); equal to the two layers to float rounding (the sums
-  run in another order).
+  run in another order). relu(x) is never made, so that ReLU's own backward, called
+  by hand, raises a clear error (``activations.FUSED_AWAY``).
 
 The layers keep their configs, names and file format; the pair is formed anew
 from the layer types on every forward and backward (it holds no state: what the
