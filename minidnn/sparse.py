@@ -72,7 +72,8 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels.csr import (INDEX_DTYPE, TrainingKernels, check_csr, csr_matmul,
-                          csr_matmul_transposed, csr_transpose_structure, sampled_matmul)
+                          csr_matmul_transposed, csr_transpose_structure, padded_path,
+                          sampled_matmul)
 from .kernels.csr import transpose as csr_transpose
 from .layers import register_layer
 from .layers.base import as_generator
@@ -277,11 +278,12 @@ class SparseDense(Dense):
         that call, into a buffer kept for the backward pass and reused from step
         to step; a Fortran-ordered x (another sparse layer's output) is used as
         it is. y comes back as a (batch, out) Fortran-ordered view."""
-        self._transposes = []
+        if self._transposes:
+            self._transposes = []
         self._check_input(x, (self.in_features,), "")
         self._x = x
         data = self.params["data"]
-        bias = self.params["b"] if self.bias else np.zeros(0, dtype=data.dtype)
+        bias = self.params["b"] if self.bias else self._no_bias(data.dtype)
         given = self._input_given
         if given is not None and _same_view(x, given[0]):     # written into input_buffer
             out, self._xt = self._kernels.forward(data, bias, given[1], batch_major=False)
@@ -290,13 +292,21 @@ class SparseDense(Dense):
         if x.ndim != 2:
             out, self._xt = self._kernels.forward(data, bias, self._feature_major(x),
                                                   batch_major=False)
-        elif x.dtype == self.dtype and x.T.flags.c_contiguous:
+        elif x.dtype == self.dtype and x.flags.f_contiguous:     # xᵀ is C-ordered: as it is
             out, self._xt = self._kernels.forward(data, bias, x.T, batch_major=False)
         else:
-            x = np.ascontiguousarray(x, dtype=self.dtype)
+            if x.dtype != self.dtype or not x.flags.c_contiguous:
+                x = np.ascontiguousarray(x, dtype=self.dtype)
             out, self._xt = self._kernels.forward(data, bias, x, self._xt_buffer)
             self._xt_buffer = self._xt
         return out.T
+
+    def _no_bias(self, dtype):
+        # the kernels' "no bias": a length-0 array, made once
+        none = self.__dict__.get("_empty_bias")
+        if none is None or none.dtype != dtype:
+            none = self._empty_bias = np.zeros(0, dtype=dtype)
+        return none
 
     def input_buffer(self, batch: int):
         """The training kernels' padded xᵀ buffer as a Fortran-ordered (batch, in) view
@@ -317,20 +327,24 @@ class SparseDense(Dense):
         xt = self._xt if self._xt is not None else self._feature_major(self._x)
         grad = np.asarray(grad)
         data = self.params["data"]
-        if grad.ndim != 2 or grad.shape != (xt.shape[1], self.out_features):
+        if grad.ndim != 2 or grad.shape[0] != xt.shape[1] or grad.shape[1] != self.out_features:
             raise ValueError(f"{self!r}.backward expects grad of shape "
                              f"{(xt.shape[1], self.out_features)}, got {grad.shape}")
-        if grad.dtype == self.dtype and grad.T.flags.c_contiguous:
+        if grad.dtype == self.dtype and grad.flags.f_contiguous:   # gradᵀ is C-ordered
             grad_data, grad_bias, dx = self._kernels.backward(data, grad.T, xt, input_grad,
                                                               self.bias)
         else:
-            shape = (self.out_features, grad.shape[0])
-            if (self._gt_buffer is None or self._gt_buffer.shape != shape
-                    or self._gt_buffer.dtype != self.dtype):
-                self._gt_buffer = np.empty(shape, dtype=self.dtype)
+            if grad.dtype != self.dtype or not grad.flags.c_contiguous:
+                grad = np.ascontiguousarray(grad, dtype=self.dtype)
+            scratch = None
+            if not padded_path(self.dtype):     # the padded kernels need no scratch
+                shape = (self.out_features, grad.shape[0])
+                if (self._gt_buffer is None or self._gt_buffer.shape != shape
+                        or self._gt_buffer.dtype != self.dtype):
+                    self._gt_buffer = np.empty(shape, dtype=self.dtype)
+                scratch = self._gt_buffer
             grad_data, grad_bias, dx = self._kernels.backward(
-                data, np.ascontiguousarray(grad, dtype=self.dtype), xt, input_grad, self.bias,
-                batch_major=True, grad_scratch=self._gt_buffer)
+                data, grad, xt, input_grad, self.bias, batch_major=True, grad_scratch=scratch)
         self.grads["data"] = grad_data
         if self.bias:
             self.grads["b"] = grad_bias

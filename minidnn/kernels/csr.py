@@ -86,6 +86,15 @@ kernel through ``perm``, the other the weight and bias gradients) or ``"columns"
 columns per thread). The three non-default splits give the one-thread numbers bit for
 bit. At one thread the kernels are unchanged: two cache-blocking rewrites measured no
 better (``bench/sparse_blocking_probe.py``).
+
+Sitting 20 measured the step's fixed costs (``bench/sparse_fixed_costs.py``): ~17 µs of
+Python a step (2 µs of it cut: ``TrainingKernels._blocks`` instead of a dict of builds per
+call, the threading layer asked once, the padded xᵀ view reused while its buffer and batch
+stay), 2.6 µs of Numba dispatch, four parallel regions at two threads (an empty one costs
+~1–3 µs more than a serial call). Per stored entry the products stream a 416-byte padded
+row of the dense operand against 8 (forward) or 16 (backward) bytes of structure, so
+narrower indices would save under 1 %; the kernels, their arguments and their numbers
+are unchanged.
 """
 from __future__ import annotations
 
@@ -728,6 +737,12 @@ _BACKWARD_PASS_REGS = 7
 _PADDED_FORWARD_PASS_REGS = 13
 
 
+def padded_path(dtype) -> bool:
+    """Whether ``TrainingKernels`` runs the padded kernels for data of ``dtype`` (float32
+    where ``SIMD_AVAILABLE``), read at call time so a test can switch SIMD off."""
+    return SIMD_AVAILABLE and (dtype is np.float32 or np.dtype(dtype) == np.float32)
+
+
 def padded_width(k: int) -> int:
     """Row length of the padded feature-major buffers: k rounded up to a multiple of 8."""
     return (int(k) + 7) // 8 * 8
@@ -1319,15 +1334,25 @@ for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul
                        njit_variant(_fn, "_parallel", fastmath=True, parallel=True))
 
 
+#: the threading layer's factor on PARALLEL_MIN_WORK, once the layer is known (it is
+#: fixed for the life of the process from the first parallel kernel on)
+_layer_factor = None
+
+
 def min_parallel_work() -> int:
     """Multiply-adds from which a call runs on the thread pool. Numba's OpenMP
     pool wakes in a few µs; its ``workqueue`` pool (minidnn.configure_threads'
     choice) takes about 0.1 ms, which only a call ten times larger pays for."""
+    global _layer_factor
+    if _layer_factor is not None:
+        return PARALLEL_MIN_WORK * _layer_factor
     try:
         layer = numba.threading_layer()
     except ValueError:          # no parallel kernel has run yet: the layer is not chosen
-        layer = None
-    return PARALLEL_MIN_WORK * (10 if layer == "workqueue" else 1)
+        return PARALLEL_MIN_WORK
+    # asked once: numba.threading_layer() costs a fraction of a µs per call, twice a step
+    _layer_factor = 10 if layer == "workqueue" else 1
+    return PARALLEL_MIN_WORK * _layer_factor
 
 
 def _kernel(name, work):
@@ -1548,6 +1573,9 @@ class TrainingKernels:
         # the padded float32 buffers of xᵀ and gradᵀ (``padded_buffer``), allocated at the
         # first step and again when the batch size changes
         self._x_pad = self._grad_pad = self._x_other = self._x_view = self._partial = None
+        # the buffer ``_x_view`` is a view of, so a forward call that fills the same buffer
+        # for the same batch hands out the same view object instead of slicing a new one
+        self._x_view_of = None
 
     def _padded(self, which: str, n: int, k: int) -> np.ndarray:
         buf = getattr(self, which)
@@ -1556,15 +1584,22 @@ class TrainingKernels:
             setattr(self, which, buf)
         return buf
 
+    def _blocks(self, work: int) -> int:
+        """The thread blocks a call of ``work`` multiply-adds runs on: Numba's thread
+        count, at most ``THREADS``, when the work pays for the thread pool; else 1 (the
+        serial build). Read every call: the thread count is per thread and may change."""
+        threads = numba_thread_count()       # numba.get_num_threads() without its locks
+        cap = self.THREADS
+        if cap is not None and cap < threads:
+            threads = int(cap)
+        if threads > 1 and work >= min_parallel_work():
+            return threads
+        return 1
+
     def _pick(self, name: str, work: int):
         """(kernel, n_blocks) as ``_kernel``, with at most ``THREADS`` blocks."""
-        serial, parallel = _KERNELS[name]
-        threads = numba_thread_count()       # numba.get_num_threads() without its locks
-        if self.THREADS is not None:
-            threads = min(threads, int(self.THREADS))
-        if threads > 1 and work >= min_parallel_work():
-            return parallel, threads
-        return serial, 1
+        blocks = self._blocks(work)
+        return _KERNELS[name][blocks > 1], blocks
 
     def _owns_x(self, xt) -> bool:
         # xt is the view of this object's padded xᵀ buffer that forward handed out last
@@ -1588,7 +1623,9 @@ class TrainingKernels:
             return None
         view = self._x_view
         if view is None or view.shape[1] != k:
-            view = self._x_view = self._padded("_x_pad", self.n_cols, k)[:, :k]
+            pad = self._padded("_x_pad", self.n_cols, k)
+            view = self._x_view = pad[:, :k]
+            self._x_view_of = pad
         return view
 
     def forward(self, data, bias, x, xt=None, batch_major: bool = True):
@@ -1602,24 +1639,34 @@ class TrainingKernels:
         call, each thread its share of the samples), ``xt`` is not used, and the xᵀ handed back is a (n_cols, k)
         view of that buffer, overwritten by the next forward call; the product is
         ``_forward_row_padded_avx2``'s."""
-        zero = data.dtype.type(0)
         if SIMD_AVAILABLE and data.dtype == np.float32:
-            k = x.shape[0] if batch_major else x.shape[1]
-            pad = self._padded("_x_pad", self.n_cols, k)
-            out = np.empty((self.n_rows, k), dtype=data.dtype)
-            kernel, blocks = self._pick("matmul_padded", (self.nnz + self.n_cols) * k)
-            # x is ``input_buffer``'s view: xᵀ is in the padded buffer already
-            own = not batch_major and x is self._x_view
-            fill = FILL_TRANSPOSE if batch_major else (FILL_NONE if own else FILL_COPY)
+            # the per-step path: every test below is an attribute read or an identity
+            # (sitting 20 cut ~2 µs of Python a call here; the kernels and their
+            # arguments are unchanged, so are the numbers)
+            if batch_major:
+                k, fill = x.shape[0], FILL_TRANSPOSE
+            else:
+                # x is ``input_buffer``'s view: xᵀ is in the padded buffer already
+                k = x.shape[1]
+                fill = FILL_NONE if x is self._x_view else FILL_COPY
+            pad = self._x_pad
+            if pad is None or pad.shape[1] != (k + 7) // 8 * 8:
+                pad = self._padded("_x_pad", self.n_cols, k)
+            out = np.empty((self.n_rows, k), dtype=np.float32)
+            blocks = self._blocks((self.nnz + self.n_cols) * k)
             if blocks > 1 and self.FORWARD_SPLIT == "rows":
                 _KERNELS["matmul_padded_rowsplit"][1](self.indptr, self.indices, data, bias, x,
                                                       pad, out, fill, blocks)
             else:
-                kernel(self.indptr, self.indices, data, bias, x, pad, out, fill,
-                       _sample_blocks(blocks, k))
-            if not own:
-                self._x_view = pad[:, :k]
+                _KERNELS["matmul_padded"][blocks > 1](self.indptr, self.indices, data, bias, x,
+                                                      pad, out, fill, _sample_blocks(blocks, k))
+            if fill != FILL_NONE:
+                view = self._x_view
+                if view is None or self._x_view_of is not pad or view.shape[1] != k:
+                    view = self._x_view = pad[:, :k]
+                    self._x_view_of = pad
             return out, self._x_view
+        zero = data.dtype.type(0)
         if not batch_major:
             out = np.empty((self.n_rows, x.shape[1]), dtype=data.dtype)
             kernel, blocks = self._pick(_forward_name("matmul", data.dtype), self.nnz * x.shape[1])
@@ -1648,18 +1695,21 @@ class TrainingKernels:
         zero = data.dtype.type(0)
         k = xt.shape[1]
         if SIMD_AVAILABLE and data.dtype == np.float32:
-            if self._owns_x(xt):
+            if xt is self._x_view:          # ``_owns_x``, inlined
                 x_pad = self._x_pad
             else:                   # another xᵀ: into a buffer of its own (forward's stays)
                 x_pad = self._padded("_x_other", self.n_cols, k)
                 x_pad[:, :k] = xt
-            g_pad = self._padded("_grad_pad", self.n_rows, k)
-            grad_data = np.empty(self.nnz, dtype=data.dtype)
-            grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=data.dtype)
-            dx = np.empty((self.n_cols if input_grad else 0, k), dtype=data.dtype)
+            g_pad = self._grad_pad
+            if g_pad is None or g_pad.shape[1] != (k + 7) // 8 * 8:
+                g_pad = self._padded("_grad_pad", self.n_rows, k)
+            grad_data = np.empty(self.nnz, dtype=np.float32)
+            grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=np.float32)
+            dx = np.empty((self.n_cols if input_grad else 0, k), dtype=np.float32)
             work = self.nnz * k * (2 if input_grad else 1) + (self.n_rows * k if batch_major else 0)
             fill = FILL_TRANSPOSE if batch_major else FILL_COPY
-            kernel, blocks = self._pick("backward_padded", work)
+            blocks = self._blocks(work)
+            kernel = _KERNELS["backward_padded"][blocks > 1]
             if blocks > 1 and self.BACKWARD_SPLIT == "columns":
                 _KERNELS["backward_padded_colsplit"][1](self.t_indptr, self.t_indices, self.perm,
                                                         data, grad, g_pad, x_pad, k, zero,
