@@ -296,6 +296,120 @@ def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
                     pf[e] += bf[e]
 
 
+# -- whole passes in one parallel region (``Conv2D.IMPLICIT_FUSED``) ---------------
+def _conv_nchw(x, ph, pw, x_pad, w_panels, bias, has_bias, kh, kw, scratch, y, pixels):
+    """The whole forward of a sample range per thread, NCHW in and out: for each
+    sample n, x[n] (C, H, W) into the interior of x_pad[n] (Hp, Wp, C; its border
+    stays zero), the flat tiles of ``_conv_rows`` into this thread's ``scratch``
+    (OH·OW, O; in L1/L2), then y[n, o, q] = scratch[q, o] + bias[o] (y is (N, O,
+    OH·OW)). The same tile calls on the same data as ``pad_channels_last`` →
+    ``_conv_rows`` (flat) → ``rows_to_nchw``, so the same bits, in one parallel
+    region instead of three passes (two of them over the whole batch in memory)
+    and two thread hand-offs."""
+    N, C, H, W = x.shape
+    _, Hp, Wp, _ = x_pad.shape
+    _, O, Q = y.shape
+    T = scratch.shape[0]
+    K = kh * kw * C
+    run = kw * C
+    xf = x_pad.reshape(-1)
+    for part in numba.prange(T):
+        sf = scratch[part]
+        lo, hi = part * N // T, (part + 1) * N // T
+        for n in range(lo, hi):
+            x_n, dst_n = x[n], x_pad[n]
+            for h in range(H):
+                for w in range(W):
+                    row = dst_n[h + ph, w + pw]
+                    for c in range(C):
+                        row[c] = x_n[c, h, w]
+            for ob in range(0, O, 8 * MAX_V):
+                nv = min(MAX_V, (O - ob) // 8)
+                width = 8 * nv
+                for q0 in range(0, Q, MAX_P):
+                    _tile_table_avx2(sf, xf, w_panels, q0 * O + ob, n * Hp * Wp * C, K * ob,
+                                     min(MAX_P, Q - q0), nv, kh, Wp * C, run * width, run, 1,
+                                     width, pixels, q0, O, False)
+            y_n = y[n]
+            for o in range(O):
+                dst = y_n[o]
+                if has_bias:
+                    b = bias[o]
+                    for q in range(Q):
+                        dst[q] = sf[q * O + o] + b
+                else:
+                    for q in range(Q):
+                        dst[q] = sf[q * O + o]
+
+
+def _backward_nchw(grad, qh, qw, x_pad, g_pad, kh, kw, parts, block, R, S, wt_panels,
+                   scratch, dx, pixels, input_grad):
+    """The whole backward of a sample range per thread (thread t: samples
+    [t·N/T, (t+1)·N/T), as ``_weight_grad_rows``): for each sample n, grad[n] (O,
+    OH, OW) into the interior of g_pad[n] at (qh, qw) (border zero); its weight-
+    gradient tiles (``_weight_grad_rows``'s, the same blocks of S samples, into
+    ``parts[t]``); and with ``input_grad`` the input gradient's flat tiles
+    (``_conv_rows`` of g_pad with the flipped weights ``wt_panels``) into
+    ``scratch[t]`` (H·W, C), written to dx[n, c, p] (dx is (N, C, H·W)). Per
+    output the same sums in the same order as ``pad_channels_last`` →
+    ``_weight_grad_rows`` / ``_conv_rows`` → ``rows_to_nchw``: the same bits, in
+    one parallel region instead of four."""
+    N, O, OH, OW = grad.shape
+    _, Hp, Wp, C = x_pad.shape
+    _, Gh, Gw, _ = g_pad.shape
+    T = parts.shape[0]
+    run = kw * C
+    n_m = (run + MAX_P - 1) // MAX_P
+    Hx, Wx = Gh - kh + 1, Gw - kw + 1
+    P = Hx * Wx
+    Kt = kh * kw * O
+    run_t = kw * O
+    xf, gf = x_pad.reshape(-1), g_pad.reshape(-1)
+    for part in numba.prange(T):
+        pf = parts[part].reshape(-1)
+        bf = block[part].reshape(-1)
+        sf = scratch[part]
+        pf[:] = 0
+        lo, hi = part * N // T, (part + 1) * N // T
+        for n in range(lo, hi):
+            g_n, dst_n = grad[n], g_pad[n]
+            for a in range(OH):
+                for b in range(OW):
+                    row = dst_n[a + qh, b + qw]
+                    for o in range(O):
+                        row[o] = g_n[o, a, b]
+            for a0 in range(0, OH, R):
+                rr = min(R, OH - a0)
+                g0 = ((n * Gh + qh + a0) * Gw + qw) * O
+                fresh = a0 == 0 and (n - lo) % S == 0     # the first tile of a block
+                for i in range(kh):
+                    for ob in range(0, O, 8 * MAX_V):
+                        nv = min(MAX_V, (O - ob) // 8)
+                        for mt in range(n_m):
+                            m0 = mt * MAX_P
+                            _tile_avx2(bf, xf, gf, (i * run + m0) * O + ob,
+                                       ((n * Hp + i + a0) * Wp) * C + m0, g0 + ob,
+                                       min(MAX_P, run - m0), nv, rr, Wp * C, Gw * O, OW, C, O,
+                                       1, O, not fresh)
+            if (n - lo) % S == S - 1 or n == hi - 1:
+                for e in range(pf.size):
+                    pf[e] += bf[e]
+            if not input_grad:
+                continue
+            for cb in range(0, C, 8 * MAX_V):
+                nv = min(MAX_V, (C - cb) // 8)
+                width = 8 * nv
+                for q0 in range(0, P, MAX_P):
+                    _tile_table_avx2(sf, gf, wt_panels, q0 * C + cb, n * Gh * Gw * O, Kt * cb,
+                                     min(MAX_P, P - q0), nv, kh, Gw * O, run_t * width, run_t,
+                                     1, width, pixels, q0, C, False)
+            dx_n = dx[n]
+            for c in range(C):
+                dst = dx_n[c]
+                for p in range(P):
+                    dst[p] = sf[p * C + c]
+
+
 _BUILDS = {}
 
 
@@ -414,6 +528,105 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
     return dW
 
 
+def _check_buffer(name, buf, shape):
+    if (not isinstance(buf, np.ndarray) or buf.shape != shape or buf.dtype != np.float32
+            or not buf.flags.c_contiguous):
+        got = (f"{buf.dtype} {buf.shape}" if isinstance(buf, np.ndarray) else type(buf).__name__)
+        raise ValueError(f"{name} must be a C-contiguous float32 array of shape {shape} with a "
+                         f"zero border, got {got}")
+
+
+def conv_nchw(x: np.ndarray, w_rows: np.ndarray, bias, kernel, pads, x_pad: np.ndarray,
+              parallel: bool = True) -> np.ndarray:
+    """The stride-1 forward from NCHW to NCHW in one pass: y (N, O, OH, OW) =
+    rows_to_nchw(conv_rows(pad_channels_last(x, ph, pw), w_rows)) + bias[o], the same
+    bits (``_conv_nchw``), with x's padded channels-last copy written into ``x_pad``
+    (N, H + 2ph, W + 2pw, C), whose border must be zero (the interior is overwritten;
+    the backward reads it). ``bias``: (O,) or None. Kernel; with ``parallel`` and more
+    than one Numba thread, one contiguous range of samples per thread."""
+    kh, kw = kernel
+    ph, pw = pads
+    x = np.ascontiguousarray(x)
+    w_rows = np.asarray(w_rows)
+    if x.ndim != 4 or w_rows.ndim != 2:
+        raise ValueError(f"expected x (N, C, H, W) and w_rows (kh·kw·C, O), got {x.shape} and "
+                         f"{w_rows.shape}")
+    N, C, H, W = x.shape
+    _check_buffer("x_pad", x_pad, (N, H + 2 * ph, W + 2 * pw, C))
+    _check(x_pad, x, kh, kw, w_rows.shape[1])
+    O = w_rows.shape[1]
+    if w_rows.shape[0] != kh * kw * C:
+        raise ValueError(f"expected w_rows ({kh}·{kw}·{C}, O) for x {x.shape}, got "
+                         f"{w_rows.shape}")
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    _require_simd()
+    has_bias = bias is not None
+    b = (np.ascontiguousarray(bias, dtype=np.float32) if has_bias
+         else np.zeros(O, dtype=np.float32))
+    threads = min(_threads(), N) if parallel else 1
+    y = np.empty((N, O, OH, OW), dtype=np.float32)
+    a, c = np.divmod(np.arange(OH * OW, dtype=np.int64), OW)
+    scratch = np.empty((threads, OH * OW * O), dtype=np.float32)
+    _build(_conv_nchw, threads > 1)(x, ph, pw, x_pad, panels(w_rows), b, has_bias, kh, kw,
+                                    scratch, y.reshape(N, O, OH * OW), (a * Wp + c) * C)
+    return y
+
+
+def backward_nchw(grad: np.ndarray, x_pad: np.ndarray, W: np.ndarray, pads, g_pad: np.ndarray,
+                  input_grad: bool = True, parallel: bool = True):
+    """(dW_r, dx) of the stride-1 layer in one pass from the NCHW dY (N, O, OH, OW): dW_r
+    (kh·kw·C, O) = ``weight_grad_rows(x_pad, g_pad, kernel, (qh, qw))`` and dx (N, C, H,
+    W) = ``rows_to_nchw(conv_rows(g_pad, flipped_weight_rows(W)))`` (None without
+    ``input_grad``), g_pad = dY zero-padded channels-last by (qh, qw) = (kh-1-ph, kw-1-pw)
+    into the buffer ``g_pad`` (N, OH + 2qh, OW + 2qw, O), whose border must be zero.
+    The same bits as those calls at the same thread count (``_backward_nchw``); with
+    ``parallel`` and more than one Numba thread, one range of samples per thread."""
+    W = np.asarray(W)
+    if W.ndim != 4:
+        raise ValueError(f"expected W (O, C, kh, kw), got shape {W.shape}")
+    O, C, kh, kw = W.shape
+    ph, pw = pads
+    grad = np.ascontiguousarray(grad)
+    _check(x_pad, grad, kh, kw, O)
+    N, Hp, Wp, Cx = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    H, Wd = Hp - 2 * ph, Wp - 2 * pw
+    if Cx != C or grad.shape != (N, O, OH, OW):
+        raise ValueError(f"expected dY {(N, O, OH, OW)} and x_pad (N, Hp, Wp, {C}) for W "
+                         f"{W.shape}, got dY {grad.shape} and x_pad {x_pad.shape}")
+    qh, qw = kh - 1 - ph, kw - 1 - pw
+    if min(qh, qw) < 0:
+        raise ValueError(f"padding {pads} exceeds kernel - 1 for kernel {(kh, kw)}")
+    _check_buffer("g_pad", g_pad, (N, OH + 2 * qh, OW + 2 * qw, O))
+    if input_grad and C % 8:
+        raise ValueError(f"the input gradient needs a multiple of 8 input channels, got {C}")
+    _require_simd()
+    threads = min(_threads(), N) if parallel else 1
+    parts = np.empty((threads, kh * kw * C, O), dtype=np.float32)
+    block = np.empty_like(parts)
+    Gw = OW + 2 * qw
+    if input_grad:
+        dx = np.empty((N, C, H, Wd), dtype=np.float32)
+        wt = panels(flipped_weight_rows(W.astype(np.float32, copy=False)))
+        scratch = np.empty((threads, H * Wd * C), dtype=np.float32)
+        a, b = np.divmod(np.arange(H * Wd, dtype=np.int64), Wd)
+        pixels = (a * Gw + b) * O
+    else:   # (typed placeholders: the kernel reads none of them)
+        dx = np.empty((N, C, 1, 1), dtype=np.float32)
+        wt = np.empty(8, dtype=np.float32)
+        scratch = np.empty((threads, 8), dtype=np.float32)
+        pixels = np.zeros(1, dtype=np.int64)
+    _build(_backward_nchw, threads > 1)(
+        grad, qh, qw, x_pad, g_pad, kh, kw, parts, block,
+        WEIGHT_GRAD_ROWS or max(1, WEIGHT_GRAD_POSITIONS // OW), WEIGHT_GRAD_SAMPLES, wt,
+        scratch, dx.reshape(N, C, -1), pixels, input_grad)
+    dW = parts[0]
+    for t in range(1, threads):
+        dW += parts[t]
+    return dW, (dx if input_grad else None)
+
+
 def flipped_weight_rows(W: np.ndarray) -> np.ndarray:
     """W (O, C, kh, kw) -> W_t (kh·kw·O, C), W_t[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]:
     the weights of the input gradient as a correlation of the padded dY."""
@@ -449,3 +662,27 @@ def weight_grad_rows_numpy(x_pad, g_pad, kernel, offset=(0, 0)):
     return rows.T @ g
 
 
+def conv_nchw_numpy(x, w_rows, bias, kernel, pads):
+    """Twin of ``conv_nchw``: (y, x_pad) from the padding, ``conv_rows_numpy`` and the
+    NCHW copy with the bias, as three NumPy steps."""
+    from .layout import pad_channels_last_numpy, rows_to_nchw_numpy
+    x_pad = pad_channels_last_numpy(x, *pads)
+    N, Hp, Wp, C = x_pad.shape
+    OH, OW = Hp - kernel[0] + 1, Wp - kernel[1] + 1
+    y_rows = conv_rows_numpy(x_pad, w_rows, kernel)
+    return rows_to_nchw_numpy(y_rows, N, OH, OW, bias), x_pad
+
+
+def backward_nchw_numpy(grad, x_pad, W, pads, input_grad=True):
+    """Twin of ``backward_nchw``: (dW_r, dx) from the padded dY, the two im2row
+    products and the NCHW copy."""
+    from .layout import pad_channels_last_numpy, rows_to_nchw_numpy
+    O, C, kh, kw = W.shape
+    qh, qw = kh - 1 - pads[0], kw - 1 - pads[1]
+    g_pad = pad_channels_last_numpy(grad, qh, qw)
+    dW = weight_grad_rows_numpy(x_pad, g_pad, (kh, kw), (qh, qw))
+    if not input_grad:
+        return dW, None
+    N, Hp, Wp, _ = x_pad.shape
+    dx_rows = conv_rows_numpy(g_pad, flipped_weight_rows(W), (kh, kw))
+    return dW, rows_to_nchw_numpy(dx_rows, N, Hp - 2 * pads[0], Wp - 2 * pads[1])
