@@ -342,13 +342,52 @@ def _conv_nchw(x, ph, pw, x_pad, w_panels, bias, has_bias, kh, kw, scratch, y, p
                         dst[q] = sf[q * O + o]
 
 
+def _pairwise_sum(a, lo, n):
+    """Σ a[lo:lo + n] in float32 in NumPy's order (``pairwise_sum`` of its
+    loops_utils: under 8 terms a plain loop, up to 128 eight running sums combined
+    as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)) then the rest, above that two halves
+    split at a multiple of 8), so ``grad.sum(axis=(0, 2, 3))`` comes out bit for
+    bit as NumPy's: for each sample, in order, out[o] += this sum over the plane."""
+    if n < 8:
+        res = np.float32(0.0)
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = 8
+        while i < n - (n % 8):
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+
+
+_pairwise_sum = numba.njit(cache=True)(_pairwise_sum)
+
+
 def _backward_nchw(grad, qh, qw, x_pad, g_pad, kh, kw, parts, block, R, S, wt_panels,
-                   scratch, dx, pixels, input_grad):
+                   scratch, dx, pixels, input_grad, plane_sums, with_bias):
     """The whole backward of a sample range per thread (thread t: samples
     [t·N/T, (t+1)·N/T), as ``_weight_grad_rows``): for each sample n, grad[n] (O,
     OH, OW) into the interior of g_pad[n] at (qh, qw) (border zero); its weight-
     gradient tiles (``_weight_grad_rows``'s, the same blocks of S samples, into
-    ``parts[t]``); and with ``input_grad`` the input gradient's flat tiles
+    ``parts[t]``); with ``with_bias`` each plane's sum Σ_{a,b} dY[n, o, a, b] into
+    plane_sums[n, o] (``_pairwise_sum``); and with ``input_grad`` the input gradient's flat tiles
     (``_conv_rows`` of g_pad with the flipped weights ``wt_panels``) into
     ``scratch[t]`` (H·W, C), written to dx[n, c, p] (dx is (N, C, H·W)). Per
     output the same sums in the same order as ``pad_channels_last`` →
@@ -373,6 +412,10 @@ def _backward_nchw(grad, qh, qw, x_pad, g_pad, kh, kw, parts, block, R, S, wt_pa
         lo, hi = part * N // T, (part + 1) * N // T
         for n in range(lo, hi):
             g_n, dst_n = grad[n], g_pad[n]
+            if with_bias:
+                flat_n = g_n.reshape(-1)
+                for o in range(O):
+                    plane_sums[n, o] = _pairwise_sum(flat_n, o * OH * OW, OH * OW)
             for a in range(OH):
                 for b in range(OW):
                     row = dst_n[a + qh, b + qw]
@@ -528,6 +571,51 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
     return dW
 
 
+@numba.njit(cache=True)
+def _weight_panels(W, flip, out):
+    """out = ``panels(weight_rows(W))`` (flip False) or
+    ``panels(flipped_weight_rows(W))`` (flip True) straight from W (O, C, kh, kw):
+    one pass instead of a transposing copy and a panel copy."""
+    O, C, kh, kw = W.shape
+    rows_per, cols = (O, C) if flip else (C, O)
+    K = kh * kw * rows_per
+    for ob in range(0, cols, 8 * MAX_V):
+        width = min(8 * MAX_V, cols - ob)
+        for i in range(kh):
+            for j in range(kw):
+                for r in range(rows_per):
+                    dst = K * ob + ((i * kw + j) * rows_per + r) * width
+                    for t in range(width):
+                        if flip:        # W_t[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]
+                            out[dst + t] = W[r, ob + t, kh - 1 - i, kw - 1 - j]
+                        else:           # W_r[(i·kw + j)·C + c, o] = W[o, c, i, j]
+                            out[dst + t] = W[ob + t, r, i, j]
+
+
+@numba.njit(cache=True)
+def _finish_grads(parts, plane_sums, with_bias, dW, db):
+    """dW (O, C, kh, kw) = Σ_t parts[t] (kh·kw·C, O), added in t order as
+    ``weight_grad_rows`` does, written in W's layout (``weight_from_rows``); db[o] =
+    Σ_n plane_sums[n, o] in n order (NumPy's ``grad.sum(axis=(0, 2, 3))``)."""
+    O, C, kh, kw = dW.shape
+    T = parts.shape[0]
+    for i in range(kh):
+        for j in range(kw):
+            for c in range(C):
+                r = (i * kw + j) * C + c
+                for o in range(O):
+                    acc = parts[0, r, o]
+                    for t in range(1, T):
+                        acc += parts[t, r, o]
+                    dW[o, c, i, j] = acc
+    if with_bias:
+        for o in range(O):
+            db[o] = 0
+        for n in range(plane_sums.shape[0]):
+            for o in range(O):
+                db[o] += plane_sums[n, o]
+
+
 def _check_buffer(name, buf, shape):
     if (not isinstance(buf, np.ndarray) or buf.shape != shape or buf.dtype != np.float32
             or not buf.flags.c_contiguous):
@@ -536,29 +624,28 @@ def _check_buffer(name, buf, shape):
                          f"zero border, got {got}")
 
 
-def conv_nchw(x: np.ndarray, w_rows: np.ndarray, bias, kernel, pads, x_pad: np.ndarray,
+def conv_nchw(x: np.ndarray, W: np.ndarray, bias, pads, x_pad: np.ndarray,
               parallel: bool = True) -> np.ndarray:
     """The stride-1 forward from NCHW to NCHW in one pass: y (N, O, OH, OW) =
-    rows_to_nchw(conv_rows(pad_channels_last(x, ph, pw), w_rows)) + bias[o], the same
-    bits (``_conv_nchw``), with x's padded channels-last copy written into ``x_pad``
-    (N, H + 2ph, W + 2pw, C), whose border must be zero (the interior is overwritten;
-    the backward reads it). ``bias``: (O,) or None. Kernel; with ``parallel`` and more
-    than one Numba thread, one contiguous range of samples per thread."""
-    kh, kw = kernel
+    rows_to_nchw(conv_rows(pad_channels_last(x, ph, pw), weight_rows(W))) + bias[o],
+    the same bits (``_conv_nchw``), W (O, C, kh, kw), with x's padded channels-last
+    copy written into ``x_pad`` (N, H + 2ph, W + 2pw, C), whose border must be zero
+    (the interior is overwritten; the backward reads it). ``bias``: (O,) or None.
+    Kernel; with ``parallel`` and more than one Numba thread, one contiguous range of
+    samples per thread."""
     ph, pw = pads
     x = np.ascontiguousarray(x)
-    w_rows = np.asarray(w_rows)
-    if x.ndim != 4 or w_rows.ndim != 2:
-        raise ValueError(f"expected x (N, C, H, W) and w_rows (kh·kw·C, O), got {x.shape} and "
-                         f"{w_rows.shape}")
-    N, C, H, W = x.shape
-    _check_buffer("x_pad", x_pad, (N, H + 2 * ph, W + 2 * pw, C))
-    _check(x_pad, x, kh, kw, w_rows.shape[1])
-    O = w_rows.shape[1]
-    if w_rows.shape[0] != kh * kw * C:
-        raise ValueError(f"expected w_rows ({kh}·{kw}·{C}, O) for x {x.shape}, got "
-                         f"{w_rows.shape}")
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+    W = np.ascontiguousarray(W)
+    if x.ndim != 4 or W.ndim != 4 or W.shape[1] != x.shape[1]:
+        raise ValueError(f"expected x (N, C, H, W) and W (O, C, kh, kw), got {x.shape} and "
+                         f"{W.shape}")
+    N, C, H, Wd = x.shape
+    O, _, kh, kw = W.shape
+    _check_buffer("x_pad", x_pad, (N, H + 2 * ph, Wd + 2 * pw, C))
+    _check(x_pad, x, kh, kw, O)
+    if W.dtype != np.float32:
+        raise TypeError(f"the implicit-GEMM kernels take float32, got W {W.dtype}")
+    Hp, Wp = H + 2 * ph, Wd + 2 * pw
     OH, OW = Hp - kh + 1, Wp - kw + 1
     _require_simd()
     has_bias = bias is not None
@@ -568,21 +655,25 @@ def conv_nchw(x: np.ndarray, w_rows: np.ndarray, bias, kernel, pads, x_pad: np.n
     y = np.empty((N, O, OH, OW), dtype=np.float32)
     a, c = np.divmod(np.arange(OH * OW, dtype=np.int64), OW)
     scratch = np.empty((threads, OH * OW * O), dtype=np.float32)
-    _build(_conv_nchw, threads > 1)(x, ph, pw, x_pad, panels(w_rows), b, has_bias, kh, kw,
+    w_panels = np.empty(W.size, dtype=np.float32)
+    _weight_panels(W, False, w_panels)
+    _build(_conv_nchw, threads > 1)(x, ph, pw, x_pad, w_panels, b, has_bias, kh, kw,
                                     scratch, y.reshape(N, O, OH * OW), (a * Wp + c) * C)
     return y
 
 
 def backward_nchw(grad: np.ndarray, x_pad: np.ndarray, W: np.ndarray, pads, g_pad: np.ndarray,
-                  input_grad: bool = True, parallel: bool = True):
-    """(dW_r, dx) of the stride-1 layer in one pass from the NCHW dY (N, O, OH, OW): dW_r
-    (kh·kw·C, O) = ``weight_grad_rows(x_pad, g_pad, kernel, (qh, qw))`` and dx (N, C, H,
-    W) = ``rows_to_nchw(conv_rows(g_pad, flipped_weight_rows(W)))`` (None without
-    ``input_grad``), g_pad = dY zero-padded channels-last by (qh, qw) = (kh-1-ph, kw-1-pw)
-    into the buffer ``g_pad`` (N, OH + 2qh, OW + 2qw, O), whose border must be zero.
-    The same bits as those calls at the same thread count (``_backward_nchw``); with
-    ``parallel`` and more than one Numba thread, one range of samples per thread."""
-    W = np.asarray(W)
+                  bias: bool = True, input_grad: bool = True, parallel: bool = True):
+    """(dW, db, dx) of the stride-1 layer in one pass from the NCHW dY (N, O, OH, OW):
+    dW (O, C, kh, kw) = ``weight_from_rows(weight_grad_rows(x_pad, g_pad, kernel, (qh,
+    qw)))``, db = ``dY.sum(axis=(0, 2, 3))`` (None without ``bias``) and dx (N, C, H, W)
+    = ``rows_to_nchw(conv_rows(g_pad, flipped_weight_rows(W)))`` (None without
+    ``input_grad``), g_pad = dY zero-padded channels-last by (qh, qw) = (kh-1-ph,
+    kw-1-pw) into the buffer ``g_pad`` (N, OH + 2qh, OW + 2qw, O), whose border must be
+    zero. The same bits as those calls at the same thread count (``_backward_nchw``,
+    ``_finish_grads``); with ``parallel`` and more than one Numba thread, one range of
+    samples per thread."""
+    W = np.ascontiguousarray(W)
     if W.ndim != 4:
         raise ValueError(f"expected W (O, C, kh, kw), got shape {W.shape}")
     O, C, kh, kw = W.shape
@@ -601,6 +692,8 @@ def backward_nchw(grad: np.ndarray, x_pad: np.ndarray, W: np.ndarray, pads, g_pa
     _check_buffer("g_pad", g_pad, (N, OH + 2 * qh, OW + 2 * qw, O))
     if input_grad and C % 8:
         raise ValueError(f"the input gradient needs a multiple of 8 input channels, got {C}")
+    if W.dtype != np.float32:
+        raise TypeError(f"the implicit-GEMM kernels take float32, got W {W.dtype}")
     _require_simd()
     threads = min(_threads(), N) if parallel else 1
     parts = np.empty((threads, kh * kw * C, O), dtype=np.float32)
@@ -608,7 +701,8 @@ def backward_nchw(grad: np.ndarray, x_pad: np.ndarray, W: np.ndarray, pads, g_pa
     Gw = OW + 2 * qw
     if input_grad:
         dx = np.empty((N, C, H, Wd), dtype=np.float32)
-        wt = panels(flipped_weight_rows(W.astype(np.float32, copy=False)))
+        wt = np.empty(W.size, dtype=np.float32)
+        _weight_panels(W, True, wt)
         scratch = np.empty((threads, H * Wd * C), dtype=np.float32)
         a, b = np.divmod(np.arange(H * Wd, dtype=np.int64), Wd)
         pixels = (a * Gw + b) * O
@@ -617,14 +711,15 @@ def backward_nchw(grad: np.ndarray, x_pad: np.ndarray, W: np.ndarray, pads, g_pa
         wt = np.empty(8, dtype=np.float32)
         scratch = np.empty((threads, 8), dtype=np.float32)
         pixels = np.zeros(1, dtype=np.int64)
+    plane_sums = np.empty((N, O) if bias else (1, 1), dtype=np.float32)
     _build(_backward_nchw, threads > 1)(
         grad, qh, qw, x_pad, g_pad, kh, kw, parts, block,
         WEIGHT_GRAD_ROWS or max(1, WEIGHT_GRAD_POSITIONS // OW), WEIGHT_GRAD_SAMPLES, wt,
-        scratch, dx.reshape(N, C, -1), pixels, input_grad)
-    dW = parts[0]
-    for t in range(1, threads):
-        dW += parts[t]
-    return dW, (dx if input_grad else None)
+        scratch, dx.reshape(N, C, -1), pixels, input_grad, plane_sums, bias)
+    dW = np.empty_like(W)
+    db = np.empty(O, dtype=np.float32) if bias else np.empty(1, dtype=np.float32)
+    _finish_grads(parts, plane_sums, bias, dW, db)
+    return dW, (db if bias else None), (dx if input_grad else None)
 
 
 def flipped_weight_rows(W: np.ndarray) -> np.ndarray:
@@ -662,27 +757,31 @@ def weight_grad_rows_numpy(x_pad, g_pad, kernel, offset=(0, 0)):
     return rows.T @ g
 
 
-def conv_nchw_numpy(x, w_rows, bias, kernel, pads):
+def conv_nchw_numpy(x, W, bias, pads):
     """Twin of ``conv_nchw``: (y, x_pad) from the padding, ``conv_rows_numpy`` and the
     NCHW copy with the bias, as three NumPy steps."""
+    from .im2col import weight_rows
     from .layout import pad_channels_last_numpy, rows_to_nchw_numpy
     x_pad = pad_channels_last_numpy(x, *pads)
     N, Hp, Wp, C = x_pad.shape
+    kernel = W.shape[2:]
     OH, OW = Hp - kernel[0] + 1, Wp - kernel[1] + 1
-    y_rows = conv_rows_numpy(x_pad, w_rows, kernel)
+    y_rows = conv_rows_numpy(x_pad, weight_rows(W), kernel)
     return rows_to_nchw_numpy(y_rows, N, OH, OW, bias), x_pad
 
 
-def backward_nchw_numpy(grad, x_pad, W, pads, input_grad=True):
-    """Twin of ``backward_nchw``: (dW_r, dx) from the padded dY, the two im2row
-    products and the NCHW copy."""
+def backward_nchw_numpy(grad, x_pad, W, pads, bias=True, input_grad=True):
+    """Twin of ``backward_nchw``: (dW, db, dx) from the padded dY, the two im2row
+    products, NumPy's sum and the NCHW copy."""
+    from .im2col import weight_from_rows
     from .layout import pad_channels_last_numpy, rows_to_nchw_numpy
     O, C, kh, kw = W.shape
     qh, qw = kh - 1 - pads[0], kw - 1 - pads[1]
     g_pad = pad_channels_last_numpy(grad, qh, qw)
-    dW = weight_grad_rows_numpy(x_pad, g_pad, (kh, kw), (qh, qw))
+    dW = weight_from_rows(weight_grad_rows_numpy(x_pad, g_pad, (kh, kw), (qh, qw)), W.shape)
+    db = grad.sum(axis=(0, 2, 3)) if bias else None
     if not input_grad:
-        return dW, None
+        return dW, db, None
     N, Hp, Wp, _ = x_pad.shape
     dx_rows = conv_rows_numpy(g_pad, flipped_weight_rows(W), (kh, kw))
-    return dW, rows_to_nchw_numpy(dx_rows, N, Hp - 2 * pads[0], Wp - 2 * pads[1])
+    return dW, db, rows_to_nchw_numpy(dx_rows, N, Hp - 2 * pads[0], Wp - 2 * pads[1])

@@ -573,9 +573,9 @@ class Conv2D(Layer):
         x_pad = buffers.get("implicit_x_pad", shape, x.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
         if self._implicit_fused():
-            y = implicit_conv.conv_nchw(x, weight_rows(self.params["W"]),
-                                        self.params["b"] if self.bias else None, self.kernel,
-                                        self.pads, x_pad, parallel=self.IMPLICIT_PARALLEL)
+            y = implicit_conv.conv_nchw(x, self.params["W"],
+                                        self.params["b"] if self.bias else None, self.pads,
+                                        x_pad, parallel=self.IMPLICIT_PARALLEL)
             return y, x_pad
         pad_channels_last(x, ph, pw, out=x_pad)
         y_rows = buffers.get("implicit_y_rows", (N * OH * OW, self.out_channels), x.dtype)
@@ -601,12 +601,13 @@ class Conv2D(Layer):
         g_pad = buffers.get("implicit_g_pad", shape, self.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != self.dtype)
         if self._implicit_fused():
-            dW_r, dx = implicit_conv.backward_nchw(grad, x_pad, self.params["W"], self.pads,
-                                                   g_pad, input_grad=input_grad,
-                                                   parallel=self.IMPLICIT_PARALLEL)
-            self.grads["W"] = weight_from_rows(dW_r, self.weight_shape)
+            dW, db, dx = implicit_conv.backward_nchw(grad, x_pad, self.params["W"], self.pads,
+                                                     g_pad, bias=self.bias,
+                                                     input_grad=input_grad,
+                                                     parallel=self.IMPLICIT_PARALLEL)
+            self.grads["W"] = dW
             if self.bias:
-                self.grads["b"] = grad.sum(axis=(0, 2, 3))
+                self.grads["b"] = db
             return dx
         pad_channels_last(grad, qh, qw, out=g_pad)
         dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw),
