@@ -52,6 +52,22 @@ partial dW per thread). One thread, under load, Cifar10_quick's conv2: 84, 85 an
 74 GFLOP/s for the three passes against 36-46 for im2row + BLAS and a 1024³ GEMM
 at 82 (``bench/implicit_conv_geometry.py``).
 
+Whole passes (``conv_nchw``, ``backward_nchw``; ``Conv2D.IMPLICIT_FUSED``, sitting
+20): the layer speaks NCHW, so around the kernels sat a padding pass into channels
+last, the kernels, and a copy pass back to NCHW (plus, in the backward, the padding
+of dY, NumPy's bias sum, the weight re-layouts and the partials' sum), each over the
+whole batch and each parallel kernel a thread hand-off of its own (Numba's workqueue
+wakes every worker twice per parallel region). The fused drivers give each thread a
+contiguous range of samples for the whole pass: it pads a sample, runs its tiles into
+a small per-thread scratch (in L1/L2), and writes the sample's NCHW output (with the
+bias) or input gradient, so a pass is one region; db is summed per plane in NumPy's
+order inside the same region (``_pairwise_sum``), and the weights' panels and the dW
+layout come from one small kernel each. The same tile calls on the same data, so the
+same bits as the separate passes. One thread, CPU time, under load (``python
+bench/conv3_fused_ab.py --threads 1``): conv3 fwd + bwd 29.4 against 30.4 ms, conv2
+55.1 against 56.8; the calling thread's share at two threads 1.2 against 3.3 ms
+(conv3) and 1.0 against 2.1 (conv2).
+
 The NumPy twins (``*_numpy``) are the im2row path itself (a strided window view
 of x_pad and one product), which defines what the kernels compute; the kernels
 sum in another order (one FMA chain per lane), so they agree to float32
@@ -347,7 +363,9 @@ def _pairwise_sum(a, lo, n):
     loops_utils: under 8 terms a plain loop, up to 128 eight running sums combined
     as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)) then the rest, above that two halves
     split at a multiple of 8), so ``grad.sum(axis=(0, 2, 3))`` comes out bit for
-    bit as NumPy's: for each sample, in order, out[o] += this sum over the plane."""
+    bit as NumPy's: for each sample, in order, out[o] += this sum over the plane
+    (NumPy 1.x/2.x's reduction loop for more than one channel; with one channel it
+    merges the planes into one sum, a case the kernels, O % 8 == 0, never see)."""
     if n < 8:
         res = np.float32(0.0)
         for i in range(n):
