@@ -202,10 +202,10 @@ def test_finish_adds_the_partials_in_order_and_lays_out_W():
     parts = rng.standard_normal((3, 2 * 3 * 5, 8)).astype(np.float32)   # kh=2, kw=3, C=5
     dW = np.empty((8, 5, 2, 3), np.float32)
     db = np.empty(1, np.float32)
-    ic._finish_grads(parts, np.zeros((1, 1), np.float32), False, dW, db)
     want = parts[0].copy()
     want += parts[1]
     want += parts[2]
+    ic._finish_grads(parts, np.zeros((1, 1), np.float32), False, dW, db)   # (sums in parts[0])
     np.testing.assert_array_equal(dW, weight_from_rows(want, dW.shape))
 
 
