@@ -3,7 +3,7 @@ step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
                                  [--threads 1] [--toggle all|implicit|dense|stream|relu|tiled|
-                                                         parallel|tiles|pool ...]
+                                                         parallel|tiles|pool|fused ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
@@ -35,7 +35,10 @@ one at once):
   against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4);
 * ``pool``: the separable pooling kernels of sitting 19 (``kernels.pooling``: max
   pool with uint8 window offsets, average-pool forward; ``MaxPool2D.OFFSETS``,
-  ``AvgPool2D.SEPARABLE``) against sitting 18's per-window kernels.
+  ``AvgPool2D.SEPARABLE``) against sitting 18's per-window kernels;
+* ``fused``: ``Conv2D.IMPLICIT_FUSED``, sitting 20's implicit passes as one parallel
+  region each, NCHW in and out (``implicit_conv.conv_nchw`` / ``backward_nchw``),
+  against sitting 19's padding pass + kernels + NCHW copy pass (the same bits).
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -59,7 +62,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "stream", "relu", "tiled", "parallel", "tiles", "pool")
+TOGGLES = ("implicit", "dense", "stream", "relu", "tiled", "parallel", "tiles", "pool",
+           "fused")
 
 
 def _switches():
@@ -95,8 +99,11 @@ def _switches():
         from minidnn.layers.pooling import AvgPool2D, MaxPool2D
         MaxPool2D.OFFSETS = AvgPool2D.SEPARABLE = on
 
+    def fused(on):
+        Conv2D.IMPLICIT_FUSED = on
+
     return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu,
-            "tiled": tiled, "parallel": parallel, "tiles": tiles, "pool": pool}
+            "tiled": tiled, "parallel": parallel, "tiles": tiles, "pool": pool, "fused": fused}
 
 
 def main(argv=None) -> int:

@@ -52,6 +52,22 @@ partial dW per thread). One thread, under load, Cifar10_quick's conv2: 84, 85 an
 74 GFLOP/s for the three passes against 36-46 for im2row + BLAS and a 1024³ GEMM
 at 82 (``bench/implicit_conv_geometry.py``).
 
+Whole passes (``conv_nchw``, ``backward_nchw``; ``Conv2D.IMPLICIT_FUSED``, sitting
+20): the layer speaks NCHW, so around the kernels sat a padding pass into channels
+last, the kernels, and a copy pass back to NCHW (plus, in the backward, the padding
+of dY, NumPy's bias sum, the weight re-layouts and the partials' sum), each over the
+whole batch and each parallel kernel a thread hand-off of its own (Numba's workqueue
+wakes every worker twice per parallel region). The fused drivers give each thread a
+contiguous range of samples for the whole pass: it pads a sample, runs its tiles into
+a small per-thread scratch (in L1/L2), and writes the sample's NCHW output (with the
+bias) or input gradient, so a pass is one region; db is summed per plane in NumPy's
+order inside the same region (``_pairwise_sum``), and the weights' panels and the dW
+layout come from one small kernel each. The same tile calls on the same data, so the
+same bits as the separate passes. One thread, CPU time, under load (``python
+bench/conv3_fused_ab.py --threads 1``): conv3 fwd + bwd 29.4 against 30.4 ms, conv2
+55.1 against 56.8; the calling thread's share at two threads 1.2 against 3.3 ms
+(conv3) and 1.0 against 2.1 (conv2).
+
 The NumPy twins (``*_numpy``) are the im2row path itself (a strided window view
 of x_pad and one product), which defines what the kernels compute; the kernels
 sum in another order (one FMA chain per lane), so they agree to float32
@@ -296,6 +312,165 @@ def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
                     pf[e] += bf[e]
 
 
+# -- whole passes in one parallel region (``Conv2D.IMPLICIT_FUSED``) ---------------
+def _conv_nchw(x, ph, pw, x_pad, w_panels, bias, has_bias, kh, kw, scratch, y, pixels):
+    """The whole forward of a sample range per thread, NCHW in and out: for each
+    sample n, x[n] (C, H, W) into the interior of x_pad[n] (Hp, Wp, C; its border
+    stays zero), the flat tiles of ``_conv_rows`` into this thread's ``scratch``
+    (OH·OW, O; in L1/L2), then y[n, o, q] = scratch[q, o] + bias[o] (y is (N, O,
+    OH·OW)). The same tile calls on the same data as ``pad_channels_last`` →
+    ``_conv_rows`` (flat) → ``rows_to_nchw``, so the same bits, in one parallel
+    region instead of three passes (two of them over the whole batch in memory)
+    and two thread hand-offs."""
+    N, C, H, W = x.shape
+    _, Hp, Wp, _ = x_pad.shape
+    _, O, Q = y.shape
+    T = scratch.shape[0]
+    K = kh * kw * C
+    run = kw * C
+    xf = x_pad.reshape(-1)
+    for part in numba.prange(T):
+        sf = scratch[part]
+        lo, hi = part * N // T, (part + 1) * N // T
+        for n in range(lo, hi):
+            x_n, dst_n = x[n], x_pad[n]
+            for h in range(H):
+                for w in range(W):
+                    row = dst_n[h + ph, w + pw]
+                    for c in range(C):
+                        row[c] = x_n[c, h, w]
+            for ob in range(0, O, 8 * MAX_V):
+                nv = min(MAX_V, (O - ob) // 8)
+                width = 8 * nv
+                for q0 in range(0, Q, MAX_P):
+                    _tile_table_avx2(sf, xf, w_panels, q0 * O + ob, n * Hp * Wp * C, K * ob,
+                                     min(MAX_P, Q - q0), nv, kh, Wp * C, run * width, run, 1,
+                                     width, pixels, q0, O, False)
+            y_n = y[n]
+            for o in range(O):
+                dst = y_n[o]
+                if has_bias:
+                    b = bias[o]
+                    for q in range(Q):
+                        dst[q] = sf[q * O + o] + b
+                else:
+                    for q in range(Q):
+                        dst[q] = sf[q * O + o]
+
+
+def _pairwise_sum(a, lo, n):
+    """Σ a[lo:lo + n] in float32 in NumPy's order (``pairwise_sum`` of its
+    loops_utils: under 8 terms a plain loop, up to 128 eight running sums combined
+    as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)) then the rest, above that two halves
+    split at a multiple of 8), so ``grad.sum(axis=(0, 2, 3))`` comes out bit for
+    bit as NumPy's: for each sample, in order, out[o] += this sum over the plane
+    (NumPy 1.x/2.x's reduction loop for more than one channel; with one channel it
+    merges the planes into one sum, a case the kernels, O % 8 == 0, never see)."""
+    if n < 8:
+        res = np.float32(0.0)
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = 8
+        while i < n - (n % 8):
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+
+
+_pairwise_sum = numba.njit(cache=True)(_pairwise_sum)
+
+
+def _backward_nchw(grad, qh, qw, x_pad, g_pad, kh, kw, parts, block, R, S, wt_panels,
+                   scratch, dx, pixels, input_grad, plane_sums, with_bias):
+    """The whole backward of a sample range per thread (thread t: samples
+    [t·N/T, (t+1)·N/T), as ``_weight_grad_rows``): for each sample n, grad[n] (O,
+    OH, OW) into the interior of g_pad[n] at (qh, qw) (border zero); its weight-
+    gradient tiles (``_weight_grad_rows``'s, the same blocks of S samples, into
+    ``parts[t]``); with ``with_bias`` each plane's sum Σ_{a,b} dY[n, o, a, b] into
+    plane_sums[n, o] (``_pairwise_sum``); and with ``input_grad`` the input gradient's flat tiles
+    (``_conv_rows`` of g_pad with the flipped weights ``wt_panels``) into
+    ``scratch[t]`` (H·W, C), written to dx[n, c, p] (dx is (N, C, H·W)). Per
+    output the same sums in the same order as ``pad_channels_last`` →
+    ``_weight_grad_rows`` / ``_conv_rows`` → ``rows_to_nchw``: the same bits, in
+    one parallel region instead of four."""
+    N, O, OH, OW = grad.shape
+    _, Hp, Wp, C = x_pad.shape
+    _, Gh, Gw, _ = g_pad.shape
+    T = parts.shape[0]
+    run = kw * C
+    n_m = (run + MAX_P - 1) // MAX_P
+    Hx, Wx = Gh - kh + 1, Gw - kw + 1
+    P = Hx * Wx
+    Kt = kh * kw * O
+    run_t = kw * O
+    xf, gf = x_pad.reshape(-1), g_pad.reshape(-1)
+    for part in numba.prange(T):
+        pf = parts[part].reshape(-1)
+        bf = block[part].reshape(-1)
+        sf = scratch[part]
+        pf[:] = 0
+        lo, hi = part * N // T, (part + 1) * N // T
+        for n in range(lo, hi):
+            g_n, dst_n = grad[n], g_pad[n]
+            if with_bias:
+                flat_n = g_n.reshape(-1)
+                for o in range(O):
+                    plane_sums[n, o] = _pairwise_sum(flat_n, o * OH * OW, OH * OW)
+            for a in range(OH):
+                for b in range(OW):
+                    row = dst_n[a + qh, b + qw]
+                    for o in range(O):
+                        row[o] = g_n[o, a, b]
+            for a0 in range(0, OH, R):
+                rr = min(R, OH - a0)
+                g0 = ((n * Gh + qh + a0) * Gw + qw) * O
+                fresh = a0 == 0 and (n - lo) % S == 0     # the first tile of a block
+                for i in range(kh):
+                    for ob in range(0, O, 8 * MAX_V):
+                        nv = min(MAX_V, (O - ob) // 8)
+                        for mt in range(n_m):
+                            m0 = mt * MAX_P
+                            _tile_avx2(bf, xf, gf, (i * run + m0) * O + ob,
+                                       ((n * Hp + i + a0) * Wp) * C + m0, g0 + ob,
+                                       min(MAX_P, run - m0), nv, rr, Wp * C, Gw * O, OW, C, O,
+                                       1, O, not fresh)
+            if (n - lo) % S == S - 1 or n == hi - 1:
+                for e in range(pf.size):
+                    pf[e] += bf[e]
+            if not input_grad:
+                continue
+            for cb in range(0, C, 8 * MAX_V):
+                nv = min(MAX_V, (C - cb) // 8)
+                width = 8 * nv
+                for q0 in range(0, P, MAX_P):
+                    _tile_table_avx2(sf, gf, wt_panels, q0 * C + cb, n * Gh * Gw * O, Kt * cb,
+                                     min(MAX_P, P - q0), nv, kh, Gw * O, run_t * width, run_t,
+                                     1, width, pixels, q0, C, False)
+            dx_n = dx[n]
+            for c in range(C):
+                dst = dx_n[c]
+                for p in range(P):
+                    dst[p] = sf[p * C + c]
+
+
 _BUILDS = {}
 
 
@@ -414,6 +589,173 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
     return dW
 
 
+@numba.njit(cache=True)
+def _weight_panels(W, flip, out):
+    """out = ``panels(weight_rows(W))`` (flip False) or
+    ``panels(flipped_weight_rows(W))`` (flip True) straight from W (O, C, kh, kw):
+    one pass instead of a transposing copy and a panel copy. Each panel row (up
+    to 16 columns, one 64-byte line) is written whole from up to 16 runs of kh·kw
+    contiguous weights (element by element in either order it cost ~100 µs for
+    conv3's 51,200 weights, about what the two NumPy copies cost)."""
+    O, C, kh, kw = W.shape
+    rows_per, cols = (O, C) if flip else (C, O)
+    K = kh * kw * rows_per
+    taps = kh * kw
+    wf = W.reshape(-1)
+    # flat offsets (4-D indexing cost ~1.4 ns an element here): W[o, c, i, j] is at
+    # (o·C + c)·taps + i·kw + j; along a panel row the column steps by C·taps (columns
+    # are output channels) or by taps (columns are input channels, flipped)
+    step = taps if flip else C * taps
+    for ob in range(0, cols, 8 * MAX_V):
+        width = min(8 * MAX_V, cols - ob)
+        for r in range(rows_per):
+            src0 = (r * C + ob) * taps if flip else (ob * C + r) * taps
+            for i in range(kh):
+                for j in range(kw):
+                    if flip:        # W_t[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]
+                        dst = K * ob + (((kh - 1 - i) * kw + (kw - 1 - j)) * rows_per + r) * width
+                    else:           # W_r[(i·kw + j)·C + c, o] = W[o, c, i, j]
+                        dst = K * ob + ((i * kw + j) * rows_per + r) * width
+                    src = src0 + i * kw + j
+                    for t in range(width):
+                        out[dst + t] = wf[src + t * step]
+
+
+@numba.njit(cache=True)
+def _finish_grads(parts, plane_sums, with_bias, dW, db):
+    """dW (O, C, kh, kw) = Σ_t parts[t] (kh·kw·C, O), added in t order as
+    ``weight_grad_rows`` does, written in W's layout (``weight_from_rows``); db[o] =
+    Σ_n plane_sums[n, o] in n order (NumPy's ``grad.sum(axis=(0, 2, 3))``)."""
+    O, C, kh, kw = dW.shape
+    T = parts.shape[0]
+    if T > 1:           # the partials added in place, in order, rows read in order
+        total = parts[0]
+        for t in range(1, T):
+            part = parts[t]
+            for r in range(total.shape[0]):
+                for o in range(O):
+                    total[r, o] += part[r, o]
+    total = parts[0]
+    for i in range(kh):
+        for j in range(kw):
+            for c in range(C):
+                src = total[(i * kw + j) * C + c]
+                for o in range(O):
+                    dW[o, c, i, j] = src[o]
+    if with_bias:
+        for o in range(O):
+            db[o] = 0
+        for n in range(plane_sums.shape[0]):
+            for o in range(O):
+                db[o] += plane_sums[n, o]
+
+
+def _check_buffer(name, buf, shape):
+    if (not isinstance(buf, np.ndarray) or buf.shape != shape or buf.dtype != np.float32
+            or not buf.flags.c_contiguous):
+        got = (f"{buf.dtype} {buf.shape}" if isinstance(buf, np.ndarray) else type(buf).__name__)
+        raise ValueError(f"{name} must be a C-contiguous float32 array of shape {shape} with a "
+                         f"zero border, got {got}")
+
+
+def conv_nchw(x: np.ndarray, W: np.ndarray, bias, pads, x_pad: np.ndarray,
+              parallel: bool = True) -> np.ndarray:
+    """The stride-1 forward from NCHW to NCHW in one pass: y (N, O, OH, OW) =
+    rows_to_nchw(conv_rows(pad_channels_last(x, ph, pw), weight_rows(W))) + bias[o],
+    the same bits (``_conv_nchw``), W (O, C, kh, kw), with x's padded channels-last
+    copy written into ``x_pad`` (N, H + 2ph, W + 2pw, C), whose border must be zero
+    (the interior is overwritten; the backward reads it). ``bias``: (O,) or None.
+    Kernel; with ``parallel`` and more than one Numba thread, one contiguous range of
+    samples per thread."""
+    ph, pw = pads
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    if x.ndim != 4 or W.ndim != 4 or W.shape[1] != x.shape[1]:
+        raise ValueError(f"expected x (N, C, H, W) and W (O, C, kh, kw), got {x.shape} and "
+                         f"{W.shape}")
+    N, C, H, Wd = x.shape
+    O, _, kh, kw = W.shape
+    _check_buffer("x_pad", x_pad, (N, H + 2 * ph, Wd + 2 * pw, C))
+    _check(x_pad, x, kh, kw, O)
+    if W.dtype != np.float32:
+        raise TypeError(f"the implicit-GEMM kernels take float32, got W {W.dtype}")
+    Hp, Wp = H + 2 * ph, Wd + 2 * pw
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    _require_simd()
+    has_bias = bias is not None
+    b = (np.ascontiguousarray(bias, dtype=np.float32) if has_bias
+         else np.zeros(O, dtype=np.float32))
+    threads = min(_threads(), N) if parallel else 1
+    y = np.empty((N, O, OH, OW), dtype=np.float32)
+    a, c = np.divmod(np.arange(OH * OW, dtype=np.int64), OW)
+    scratch = np.empty((threads, OH * OW * O), dtype=np.float32)
+    w_panels = np.empty(W.size, dtype=np.float32)
+    _weight_panels(W, False, w_panels)
+    _build(_conv_nchw, threads > 1)(x, ph, pw, x_pad, w_panels, b, has_bias, kh, kw,
+                                    scratch, y.reshape(N, O, OH * OW), (a * Wp + c) * C)
+    return y
+
+
+def backward_nchw(grad: np.ndarray, x_pad: np.ndarray, W: np.ndarray, pads, g_pad: np.ndarray,
+                  bias: bool = True, input_grad: bool = True, parallel: bool = True):
+    """(dW, db, dx) of the stride-1 layer in one pass from the NCHW dY (N, O, OH, OW):
+    dW (O, C, kh, kw) = ``weight_from_rows(weight_grad_rows(x_pad, g_pad, kernel, (qh,
+    qw)))``, db = ``dY.sum(axis=(0, 2, 3))`` (None without ``bias``) and dx (N, C, H, W)
+    = ``rows_to_nchw(conv_rows(g_pad, flipped_weight_rows(W)))`` (None without
+    ``input_grad``), g_pad = dY zero-padded channels-last by (qh, qw) = (kh-1-ph,
+    kw-1-pw) into the buffer ``g_pad`` (N, OH + 2qh, OW + 2qw, O), whose border must be
+    zero. The same bits as those calls at the same thread count (``_backward_nchw``,
+    ``_finish_grads``); with ``parallel`` and more than one Numba thread, one range of
+    samples per thread."""
+    W = np.ascontiguousarray(W)
+    if W.ndim != 4:
+        raise ValueError(f"expected W (O, C, kh, kw), got shape {W.shape}")
+    O, C, kh, kw = W.shape
+    ph, pw = pads
+    grad = np.ascontiguousarray(grad)
+    _check(x_pad, grad, kh, kw, O)
+    N, Hp, Wp, Cx = x_pad.shape
+    OH, OW = Hp - kh + 1, Wp - kw + 1
+    H, Wd = Hp - 2 * ph, Wp - 2 * pw
+    if Cx != C or grad.shape != (N, O, OH, OW):
+        raise ValueError(f"expected dY {(N, O, OH, OW)} and x_pad (N, Hp, Wp, {C}) for W "
+                         f"{W.shape}, got dY {grad.shape} and x_pad {x_pad.shape}")
+    qh, qw = kh - 1 - ph, kw - 1 - pw
+    if min(qh, qw) < 0:
+        raise ValueError(f"padding {pads} exceeds kernel - 1 for kernel {(kh, kw)}")
+    _check_buffer("g_pad", g_pad, (N, OH + 2 * qh, OW + 2 * qw, O))
+    if input_grad and C % 8:
+        raise ValueError(f"the input gradient needs a multiple of 8 input channels, got {C}")
+    if W.dtype != np.float32:
+        raise TypeError(f"the implicit-GEMM kernels take float32, got W {W.dtype}")
+    _require_simd()
+    threads = min(_threads(), N) if parallel else 1
+    parts = np.empty((threads, kh * kw * C, O), dtype=np.float32)
+    block = np.empty_like(parts)
+    Gw = OW + 2 * qw
+    if input_grad:
+        dx = np.empty((N, C, H, Wd), dtype=np.float32)
+        wt = np.empty(W.size, dtype=np.float32)
+        _weight_panels(W, True, wt)
+        scratch = np.empty((threads, H * Wd * C), dtype=np.float32)
+        a, b = np.divmod(np.arange(H * Wd, dtype=np.int64), Wd)
+        pixels = (a * Gw + b) * O
+    else:   # (typed placeholders: the kernel reads none of them)
+        dx = np.empty((N, C, 1, 1), dtype=np.float32)
+        wt = np.empty(8, dtype=np.float32)
+        scratch = np.empty((threads, 8), dtype=np.float32)
+        pixels = np.zeros(1, dtype=np.int64)
+    plane_sums = np.empty((N, O) if bias else (1, 1), dtype=np.float32)
+    _build(_backward_nchw, threads > 1)(
+        grad, qh, qw, x_pad, g_pad, kh, kw, parts, block,
+        WEIGHT_GRAD_ROWS or max(1, WEIGHT_GRAD_POSITIONS // OW), WEIGHT_GRAD_SAMPLES, wt,
+        scratch, dx.reshape(N, C, -1), pixels, input_grad, plane_sums, bias)
+    dW = np.empty_like(W)
+    db = np.empty(O, dtype=np.float32) if bias else np.empty(1, dtype=np.float32)
+    _finish_grads(parts, plane_sums, bias, dW, db)
+    return dW, (db if bias else None), (dx if input_grad else None)
+
+
 def flipped_weight_rows(W: np.ndarray) -> np.ndarray:
     """W (O, C, kh, kw) -> W_t (kh·kw·O, C), W_t[(i·kw + j)·O + o, c] = W[o, c, kh-1-i, kw-1-j]:
     the weights of the input gradient as a correlation of the padded dY."""
@@ -449,3 +791,31 @@ def weight_grad_rows_numpy(x_pad, g_pad, kernel, offset=(0, 0)):
     return rows.T @ g
 
 
+def conv_nchw_numpy(x, W, bias, pads):
+    """Twin of ``conv_nchw``: (y, x_pad) from the padding, ``conv_rows_numpy`` and the
+    NCHW copy with the bias, as three NumPy steps."""
+    from .im2col import weight_rows
+    from .layout import pad_channels_last_numpy, rows_to_nchw_numpy
+    x_pad = pad_channels_last_numpy(x, *pads)
+    N, Hp, Wp, C = x_pad.shape
+    kernel = W.shape[2:]
+    OH, OW = Hp - kernel[0] + 1, Wp - kernel[1] + 1
+    y_rows = conv_rows_numpy(x_pad, weight_rows(W), kernel)
+    return rows_to_nchw_numpy(y_rows, N, OH, OW, bias), x_pad
+
+
+def backward_nchw_numpy(grad, x_pad, W, pads, bias=True, input_grad=True):
+    """Twin of ``backward_nchw``: (dW, db, dx) from the padded dY, the two im2row
+    products, NumPy's sum and the NCHW copy."""
+    from .im2col import weight_from_rows
+    from .layout import pad_channels_last_numpy, rows_to_nchw_numpy
+    O, C, kh, kw = W.shape
+    qh, qw = kh - 1 - pads[0], kw - 1 - pads[1]
+    g_pad = pad_channels_last_numpy(grad, qh, qw)
+    dW = weight_from_rows(weight_grad_rows_numpy(x_pad, g_pad, (kh, kw), (qh, qw)), W.shape)
+    db = grad.sum(axis=(0, 2, 3)) if bias else None
+    if not input_grad:
+        return dW, db, None
+    N, Hp, Wp, _ = x_pad.shape
+    dx_rows = conv_rows_numpy(g_pad, flipped_weight_rows(W), (kh, kw))
+    return dW, db, rows_to_nchw_numpy(dx_rows, N, Hp - 2 * pads[0], Wp - 2 * pads[1])

@@ -111,6 +111,13 @@ class Conv2D(Layer):
     #: serially (``implicit_conv._build``): this switch is the A/B of that fix
     #: (``python bench/implicit_conv_threads.py --threads 2``)
     IMPLICIT_PARALLEL = True
+    #: run each implicit pass as ONE parallel region over sample ranges, NCHW in and
+    #: out (``implicit_conv.conv_nchw`` / ``backward_nchw``): the padding, the tiles
+    #: and the NCHW copy of a sample done by one thread while the sample is in cache,
+    #: instead of a padding pass, the kernels and a copy pass over the whole batch
+    #: (three or four regions, a thread hand-off each). The same bits either way; False
+    #: gives sitting 19's separate passes (the A/B: ``bench/conv3_fused_ab.py``)
+    IMPLICIT_FUSED = True
 
     decay_params = ("W",)
 
@@ -550,6 +557,11 @@ class Conv2D(Layer):
                 and kind._weight_grad is Conv2D._weight_grad
                 and kind._weight_rows is Conv2D._weight_rows)
 
+    def _implicit_fused(self) -> bool:
+        """Whether the implicit passes run as one region each (``IMPLICIT_FUSED``;
+        only with the flat tiles, ``implicit_conv.FLAT_TILES``, which they use)."""
+        return self.IMPLICIT_FUSED and implicit_conv.FLAT_TILES
+
     def _implicit_forward(self, x, buffers):
         """(y, x_pad): the implicit-GEMM forward and the padded channels-last input."""
         N, C, H, W = x.shape
@@ -560,6 +572,11 @@ class Conv2D(Layer):
         # zeroed when (re)allocated only: the interior is overwritten each call
         x_pad = buffers.get("implicit_x_pad", shape, x.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
+        if self._implicit_fused():
+            y = implicit_conv.conv_nchw(x, self.params["W"],
+                                        self.params["b"] if self.bias else None, self.pads,
+                                        x_pad, parallel=self.IMPLICIT_PARALLEL)
+            return y, x_pad
         pad_channels_last(x, ph, pw, out=x_pad)
         y_rows = buffers.get("implicit_y_rows", (N * OH * OW, self.out_channels), x.dtype)
         implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows,
@@ -583,6 +600,15 @@ class Conv2D(Layer):
         fresh = buffers._arrays.get("implicit_g_pad")
         g_pad = buffers.get("implicit_g_pad", shape, self.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != self.dtype)
+        if self._implicit_fused():
+            dW, db, dx = implicit_conv.backward_nchw(grad, x_pad, self.params["W"], self.pads,
+                                                     g_pad, bias=self.bias,
+                                                     input_grad=input_grad,
+                                                     parallel=self.IMPLICIT_PARALLEL)
+            self.grads["W"] = dW
+            if self.bias:
+                self.grads["b"] = db
+            return dx
         pad_channels_last(grad, qh, qw, out=g_pad)
         dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw),
                                               parallel=self.IMPLICIT_PARALLEL)
