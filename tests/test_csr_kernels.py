@@ -677,7 +677,8 @@ def test_training_kernels_switches_keep_the_results(monkeypatch):
     bias = rng.standard_normal(40).astype(np.float32)
     transposed = csr.csr_transpose_structure(indptr, indices, 60)
     monkeypatch.setattr(csr, "PARALLEL_MIN_WORK", 0)
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    # the kernel choice reads threads.numba_thread_count (sitting 19), not numba.get_num_threads
+    monkeypatch.setattr(csr, "numba_thread_count", lambda: 2)
 
     def run(threads, split, input_grad=True, forward_split="samples"):
         step = csr.TrainingKernels(indptr, indices, transposed, 60)
