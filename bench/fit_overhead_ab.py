@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -47,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS_DIR  # noqa: E402
+from bench._common import RESULTS_DIR, fit_epoch_us_per_step, save_result  # noqa: E402
 
 CUTS_17 = ("loss", "accuracy", "gather", "sgd", "sigmoid")
 CUTS_18 = ("finite", "loss32", "dx_order", "sgd_cache", "sigmoid_fma", "sigmoid_parallel")
@@ -138,10 +137,7 @@ def epoch_us_per_step(density, x, y, cuts, now):
     import minidnn as md
     model = build(density)
     with reverted(cuts):
-        t0 = now()
-        md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=md.SGD(0.1, momentum=0.9),
-               progress=False, log=None, divergence_factor=None)
-        return (now() - t0) / 1e3 / int(np.ceil(len(x) / 100))
+        return fit_epoch_us_per_step(md, model, x, y, now)
 
 
 def main(argv=None):
@@ -185,9 +181,7 @@ def main(argv=None):
             result["densities"][str(density)] = {"median_us_per_step": med,
                                                  "us_per_step": times}
     result["load_average_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 
