@@ -228,3 +228,16 @@ def fit_epoch_us_per_step(md, model, x, y, now) -> float:
     md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=md.SGD(0.1, momentum=0.9),
            progress=False, log=None, divergence_factor=None)
     return (now() - t0) / 1e3 / int(np.ceil(len(x) / 100))
+
+
+def mnist_fit_setup(threads: int, clock: str, images: int):
+    """(now, x, y) for the #11 epoch A/Bs: Numba at ``threads``, the clock (ns) named by
+    ``clock`` ("thread": this thread's CPU time; "wall"), the first ``images`` MNIST
+    training images (flattened) and labels."""
+    import numba
+
+    import minidnn.data
+    numba.set_num_threads(threads)
+    now = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
+    splits = minidnn.data.load("mnist")
+    return now, splits.train.flatten()[:images], splits.train.y[:images]

@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (RESULTS_DIR, fit_epoch_us_per_step, interleaved,  # noqa: E402
-                           mnist_net, save_result)
+                           mnist_fit_setup, mnist_net, save_result)
 
 CUTS = ("plan", "input_buffer", "gather_tiles", "loss_columns", "column_sums", "thread_count")
 
@@ -92,13 +92,8 @@ def main(argv=None):
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
     p.add_argument("--out", default=str(RESULTS_DIR / "fit_cuts19_ab.json"))
     args = p.parse_args(argv)
-    import numba
     from threadpoolctl import threadpool_limits
-    import minidnn.data
-    numba.set_num_threads(args.threads)
-    now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
-    splits = minidnn.data.load("mnist")
-    x, y = splits.train.flatten()[:args.images], splits.train.y[:args.images]
+    now, x, y = mnist_fit_setup(args.threads, args.clock, args.images)
     arms = {"new": (), "old": CUTS, **{f"new-{c}": (c,) for c in CUTS}}
     names = list(arms)
     result = {"threads": args.threads, "clock": args.clock, "images": len(x),

@@ -46,7 +46,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS_DIR, fit_epoch_us_per_step, save_result  # noqa: E402
+from bench._common import (RESULTS_DIR, fit_epoch_us_per_step, mnist_fit_setup,  # noqa: E402
+                           save_result)
 
 CUTS_17 = ("loss", "accuracy", "gather", "sgd", "sigmoid")
 CUTS_18 = ("finite", "loss32", "dx_order", "sgd_cache", "sigmoid_fma", "sigmoid_parallel")
@@ -149,13 +150,8 @@ def main(argv=None):
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
     p.add_argument("--out", default=str(RESULTS_DIR / "fit_overhead_ab.json"))
     args = p.parse_args(argv)
-    import numba
     from threadpoolctl import threadpool_limits
-    import minidnn.data
-    numba.set_num_threads(args.threads)
-    now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
-    splits = minidnn.data.load("mnist")
-    x, y = splits.train.flatten()[:args.images], splits.train.y[:args.images]
+    now, x, y = mnist_fit_setup(args.threads, args.clock, args.images)
     arms = {"new": (), "sitting 17": CUTS_18, "old": CUTS,
             **{f"new-{c}": (c,) for c in CUTS_18}}
     result = {"threads": args.threads, "clock": args.clock, "images": len(x),

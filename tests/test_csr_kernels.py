@@ -56,6 +56,13 @@ def _drawn_matrix(p, dtype=None):
                            p["dtype"] if dtype is None else dtype, p["empty_row"], p["empty_col"])
 
 
+def _drawn_backward_operands(rng, p):
+    """(grad batch-major (k, n_rows), the same feature-major, x (n_cols, k)), float32."""
+    grad_bm = rng.standard_normal((p["k"], p["n_rows"])).astype(np.float32)
+    return (grad_bm, np.ascontiguousarray(grad_bm.T),
+            rng.standard_normal((p["n_cols"], p["k"])).astype(np.float32))
+
+
 def _nan_backward_outputs(n_data, n_rows, n_cols, k, input_grad=True, dtype=np.float32):
     """grad_data, grad_bias and dx buffers for a backward kernel, NaN so that an entry
     the kernel leaves unwritten fails the comparison; dx has no rows without the
@@ -521,8 +528,7 @@ def test_padded_forward_kernels_equal_the_twin_within_float32_rounding(p):
 def test_padded_backward_kernels_equal_the_twin_within_float32_rounding(p):
     rng, (indptr, indices, data, dense, mask) = _drawn_matrix(p, np.float32)
     k = p["k"]
-    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
-    grad, x = np.ascontiguousarray(grad_bm.T), rng.standard_normal((p["n_cols"], k)).astype(np.float32)
+    grad_bm, grad, x = _drawn_backward_operands(rng, p)
     want_gd, want_gb, want_dx = csr.csr_backward_numpy(indptr, indices, data, grad, x)
     # the bound of the forward's docstring, for each product's own terms
     a_abs, g_abs, x_abs = np.abs(dense).astype(np.float64), np.abs(grad).astype(np.float64), \
@@ -646,8 +652,7 @@ def test_product_split_backward_equals_the_one_block_kernel_bit_for_bit(p):
     # within the padded kernels' bound; the fill is exact and leaves the pad lanes zero
     rng, (indptr, indices, data, dense, mask) = _drawn_matrix(p, np.float32)
     k = p["k"]
-    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
-    grad, x = np.ascontiguousarray(grad_bm.T), rng.standard_normal((p["n_cols"], k)).astype(np.float32)
+    grad_bm, grad, x = _drawn_backward_operands(rng, p)
     transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
     structure = _u(*transposed)
     x_pad = _padded_operand(x, csr.FILL_NONE)      # the layer's buffers have zero pad lanes
