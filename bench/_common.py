@@ -129,3 +129,115 @@ def interleaved_ab(parser, base: Path, rounds: int, run_once, describe) -> tuple
             runs[name].append(run_once(tree))
         print(f"round {r + 1}/{rounds}: {describe(runs)}", flush=True)
     return sides, runs
+
+
+# -- the harness of the A/B and peer scripts (sitting 20: one copy instead of eight) ----------
+
+#: the thread pools a clean worker process caps
+WORKER_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                      "NUMBA_NUM_THREADS")
+
+
+def clean_env(threads: int, tree: Path | None = None, hash_seed: str | None = "0") -> dict:
+    """An environment built from nothing but what a worker needs: this Python's folder
+    and the system's on PATH, HOME, LANG, PYTHONPATH = ``tree`` (this checkout by
+    default), PYTHONHASHSEED = ``hash_seed`` (None: unset), every thread pool capped at
+    ``threads``, and minidnn's data locations (MINIDNN_CACHE, MINIDNN_DATA) where set.
+    A peer measured in it sees no variable of the shell that launched the benchmark."""
+    python_dir = os.path.dirname(sys.executable)
+    env = {"PATH": os.pathsep.join([python_dir, "/usr/local/bin", "/usr/bin", "/bin"]),
+           "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(REPO_ROOT if tree is None else tree)}
+    if hash_seed is not None:
+        env["PYTHONHASHSEED"] = hash_seed
+    for var in WORKER_THREAD_VARS:
+        env[var] = str(threads)
+    for var in ("MINIDNN_CACHE", "MINIDNN_DATA"):
+        if os.environ.get(var):
+            env[var] = os.environ[var]
+    return env
+
+
+def gemm_peak_gflops(clock, n: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of an n³ float32 GEMM (2n³ flops), the median of ``repeats`` timed by
+    ``clock`` (seconds): the machine's peak at the current thread limits, measured in
+    the same run as the figures it scales."""
+    a = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    times = []
+    for _ in range(repeats):
+        t0 = clock()
+        a @ a
+        times.append(clock() - t0)
+    return 2 * n ** 3 / float(np.median(times)) / 1e9
+
+
+def rotated(items, r: int) -> list:
+    """``items`` in round ``r``'s order: rotated by r, so that each arm runs first, second,
+    … equally often and a drift of the machine's load hits every arm alike."""
+    items = list(items)
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+def interleaved(arms, rounds: int, run) -> dict:
+    """arm -> [run(arm) for each round], the arms in rotating order every round."""
+    times = {arm: [] for arm in arms}
+    for r in range(rounds):
+        for arm in rotated(arms, r):
+            times[arm].append(run(arm))
+    return times
+
+
+def paired_medians(a, b, calls: int, now) -> tuple[float, float]:
+    """Medians (µs) of a() and b(), called alternately ``calls`` times each, timed by
+    ``now`` (nanoseconds)."""
+    ta, tb = [], []
+    for _ in range(calls):
+        t0 = now()
+        a()
+        t1 = now()
+        b()
+        t2 = now()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return float(np.median(ta)) / 1e3, float(np.median(tb)) / 1e3
+
+
+def save_result(path, result: dict, announce: bool = True) -> None:
+    """``result`` as indented JSON at ``path`` (folders made); says so if ``announce``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    if announce:
+        print(f"wrote {path}")
+
+
+def mnist_net(md, density: float, rng):
+    """The 784-500-10 sigmoid net of the #11 benchmarks: a SparseDense first layer
+    (``density``, per_unit pattern) or, at density 1, a Dense one."""
+    first = (md.Dense(784, 500, rng=rng) if density >= 1 else
+             md.SparseDense(784, 500, density=density, pattern="per_unit", rng=rng))
+    return md.Sequential([md.Flatten(), first, md.Sigmoid(), md.Dense(500, 10, rng=rng)],
+                         seed=None, input_shape=(784,))
+
+
+def fit_epoch_us_per_step(md, model, x, y, now) -> float:
+    """µs per step (clock ``now``, ns) of one epoch of ``model`` on (x, y): batch 100,
+    SGD lr 0.1 momentum 0.9, no progress, log or divergence check."""
+    t0 = now()
+    md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=md.SGD(0.1, momentum=0.9),
+           progress=False, log=None, divergence_factor=None)
+    return (now() - t0) / 1e3 / int(np.ceil(len(x) / 100))
+
+
+def mnist_fit_setup(threads: int, clock: str, images: int):
+    """(now, x, y) for the #11 epoch A/Bs: Numba at ``threads``, the clock (ns) named by
+    ``clock`` ("thread": this thread's CPU time; "wall"), the first ``images`` MNIST
+    training images (flattened) and labels."""
+    import numba
+
+    import minidnn.data
+    numba.set_num_threads(threads)
+    now = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
+    splits = minidnn.data.load("mnist")
+    return now, splits.train.flatten()[:images], splits.train.y[:images]

@@ -70,7 +70,7 @@ print(json.dumps(out))
 
 
 def run_torch(threads, repeats, clock_name, geometries) -> dict:
-    from bench.speed_vs_torch import clean_env
+    from bench._common import clean_env
     env = clean_env(threads)
     print("torch worker environment:", " ".join(f"{k}={v}" for k, v in sorted(env.items())))
     done = subprocess.run([sys.executable, "-c", TORCH_WORKER, str(threads), str(repeats),
@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import minidnn
+    from bench._common import gemm_peak_gflops, rotated, save_result
     from minidnn.kernels import direct_conv as dc
     minidnn.configure_threads(args.threads)
     use_cpu = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1)
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
                  for a, c in zip(new, ref)]
         times = {v: [] for v in variants}
         for r in range(args.repeats):
-            for v in (("plane", "tiled") if r % 2 == 0 else ("tiled", "plane")):
+            for v in rotated(("plane", "tiled"), r):
                 times[v].append(variants[v]()[0])
         row = {"shape": {"batch": N, "in": C, "size": H, "out": O, "kernel": k, "padding": p},
                "max_rel_diff_y_dW_db": diffs}
@@ -162,13 +163,7 @@ def main(argv=None) -> int:
                   f"({flops / med[1] / 1e6:5.1f} GFLOP/s)  dW+db {med[2]:6.2f} "
                   f"({flops / med[2] / 1e6:5.1f} GFLOP/s) ms")
         result["geometries"][name] = row
-    a = rng.random((1024, 1024), dtype=np.float32)
-    gemm = []
-    for _ in range(5):
-        t0 = clock()
-        a @ a
-        gemm.append(clock() - t0)
-    result["gemm_peak_gflops"] = 2 * 1024 ** 3 / float(np.median(gemm)) / 1e9
+    result["gemm_peak_gflops"] = gemm_peak_gflops(clock)
     print(f"GEMM 1024^3: {result['gemm_peak_gflops']:.1f} GFLOP/s")
     if not args.no_torch:
         torch_res = run_torch(args.threads, args.repeats, clock_name,
@@ -180,8 +175,7 @@ def main(argv=None) -> int:
                 print(f"  torch {torch_res.get('torch')} {name}: forward {t['forward_ms']:.2f}  "
                       f"dW+db {t['backward_ms']:.2f} ms")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        save_result(args.out, result, announce=False)
     return 0
 
 

@@ -53,12 +53,13 @@ a loaded machine; absolute times are not. The same run prints the one-thread
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
@@ -166,18 +167,12 @@ def main(argv=None) -> int:
                         max(float(np.max(np.abs(grads_off[k]))), 1e-30)) for k in grads_on)
     times = {True: [], False: []}
     for r in range(args.repeats):
-        for on in ((True, False) if r % 2 == 0 else (False, True)):
+        for on in rotated((True, False), r):
             fwd, bwd, _ = step(on)
             times[on].append((fwd, bwd))
     for name in toggles:           # back to the defaults (STREAMED is off by default)
         switches[name](name != "stream")     # (IMPLICIT_PARALLEL is on by default)
-    a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
-    gemm = []
-    for _ in range(5):
-        t0 = clock()
-        a @ a
-        gemm.append(clock() - t0)
-    peak = 2 * 1024 ** 3 / float(np.median(gemm)) / 1e9
+    peak = gemm_peak_gflops(clock)
 
     def medians(on):
         arr = np.array(times[on])                      # (repeats, 2, layers)
@@ -204,8 +199,7 @@ def main(argv=None) -> int:
     print(f"  step: on {on_ms:.1f} ms, off {off_ms:.1f} ms, ratio {on_ms / off_ms:.3f} (medians "
           f"of {args.repeats}); first layer's gradients differ by {grad_diff:.1e} (relative)")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        save_result(args.out, result, announce=False)
     return 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -39,7 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS_DIR  # noqa: E402
+from bench._common import (RESULTS_DIR, fit_epoch_us_per_step, interleaved,  # noqa: E402
+                           mnist_fit_setup, mnist_net, save_result)
 
 CUTS = ("plan", "input_buffer", "gather_tiles", "loss_columns", "column_sums", "thread_count")
 
@@ -78,16 +78,9 @@ def reverted(cuts):
 
 def epoch_us_per_step(density, x, y, cuts, now):
     import minidnn as md
-    rng = np.random.default_rng(0)
-    first = (md.Dense(784, 500, rng=rng) if density >= 1.0
-             else md.SparseDense(784, 500, density=density, pattern="per_unit", rng=rng))
-    model = md.Sequential([md.Flatten(), first, md.Sigmoid(), md.Dense(500, 10, rng=rng)],
-                          seed=None, input_shape=(784,))
+    model = mnist_net(md, density, np.random.default_rng(0))
     with reverted(cuts):
-        t0 = now()
-        md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=md.SGD(0.1, momentum=0.9),
-               progress=False, log=None, divergence_factor=None)
-        return (now() - t0) / 1e3 / int(np.ceil(len(x) / 100))
+        return fit_epoch_us_per_step(md, model, x, y, now)
 
 
 def main(argv=None):
@@ -99,13 +92,8 @@ def main(argv=None):
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
     p.add_argument("--out", default=str(RESULTS_DIR / "fit_cuts19_ab.json"))
     args = p.parse_args(argv)
-    import numba
     from threadpoolctl import threadpool_limits
-    import minidnn.data
-    numba.set_num_threads(args.threads)
-    now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
-    splits = minidnn.data.load("mnist")
-    x, y = splits.train.flatten()[:args.images], splits.train.y[:args.images]
+    now, x, y = mnist_fit_setup(args.threads, args.clock, args.images)
     arms = {"new": (), "old": CUTS, **{f"new-{c}": (c,) for c in CUTS}}
     names = list(arms)
     result = {"threads": args.threads, "clock": args.clock, "images": len(x),
@@ -114,11 +102,8 @@ def main(argv=None):
         for density in args.densities:
             for cuts in (CUTS, ()):                  # compile / warm up both paths
                 epoch_us_per_step(density, x[:1000], y[:1000], cuts, now)
-            times = {arm: [] for arm in arms}
-            for r in range(args.rounds):
-                for i in range(len(names)):
-                    arm = names[(i + r) % len(names)]
-                    times[arm].append(epoch_us_per_step(density, x, y, arms[arm], now))
+            times = interleaved(names, args.rounds,
+                                lambda arm: epoch_us_per_step(density, x, y, arms[arm], now))
             med = {arm: float(np.median(v)) for arm, v in times.items()}
             paired = {arm: float(np.median(np.subtract(times[arm], times["new"])))
                       for arm in arms if arm != "new"}
@@ -133,9 +118,7 @@ def main(argv=None):
                                                  "median_paired_cost_us": paired,
                                                  "us_per_step": times}
     result["load_average_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import tempfile
@@ -28,21 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS_DIR  # noqa: E402
+from bench._common import (RESULTS_DIR, fit_epoch_us_per_step, interleaved,  # noqa: E402
+                           mnist_net, save_result)
 from bench.sparse_step_ab import unpack_base  # noqa: E402
 
 
 def epoch_us_per_step(md, density, x, y, now):
-    rng = np.random.default_rng(0)
-    first = (md.Dense(784, 500, rng=rng) if density >= 1 else
-             md.SparseDense(784, 500, density=density, pattern="per_unit", rng=rng))
-    model = md.Sequential([md.Flatten(), first, md.Sigmoid(), md.Dense(500, 10, rng=rng)],
-                          seed=None, input_shape=(784,))
-    opt = md.SGD(0.1, momentum=0.9)
-    t0 = now()
-    md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=opt, progress=False, log=None,
-           divergence_factor=None)
-    return (now() - t0) / 1e3 / int(np.ceil(len(x) / 100))
+    return fit_epoch_us_per_step(md, mnist_net(md, density, np.random.default_rng(0)), x, y, now)
 
 
 def main(argv=None):
@@ -74,11 +65,8 @@ def main(argv=None):
         arms = [(name, density) for density in densities for name in packages]
         for name, density in arms:                       # compile / load every kernel
             epoch_us_per_step(packages[name], density, x[:1000], y[:1000], now)
-        times = {arm: [] for arm in arms}
-        for r in range(args.rounds):
-            for i in range(len(arms)):
-                arm = arms[(i + r) % len(arms)]
-                times[arm].append(epoch_us_per_step(packages[arm[0]], arm[1], x, y, now))
+        times = interleaved(arms, args.rounds,
+                            lambda arm: epoch_us_per_step(packages[arm[0]], arm[1], x, y, now))
     med = {arm: float(np.median(v)) for arm, v in times.items()}
     print(f"µs per step, median of {args.rounds} epochs of {len(x)} images ({args.clock} "
           f"clock, {args.threads} thread(s)); base {result['base'][:7]}")
@@ -100,9 +88,7 @@ def main(argv=None):
     result["median_us_per_step"] = {f"{n} {d:g}": v for (n, d), v in med.items()}
     result["us_per_step"] = {f"{n} {d:g}": v for (n, d), v in times.items()}
     result["load_average_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -47,7 +46,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS_DIR  # noqa: E402
+from bench._common import (RESULTS_DIR, fit_epoch_us_per_step, mnist_fit_setup,  # noqa: E402
+                           save_result)
 
 CUTS_17 = ("loss", "accuracy", "gather", "sgd", "sigmoid")
 CUTS_18 = ("finite", "loss32", "dx_order", "sgd_cache", "sigmoid_fma", "sigmoid_parallel")
@@ -138,10 +138,7 @@ def epoch_us_per_step(density, x, y, cuts, now):
     import minidnn as md
     model = build(density)
     with reverted(cuts):
-        t0 = now()
-        md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=md.SGD(0.1, momentum=0.9),
-               progress=False, log=None, divergence_factor=None)
-        return (now() - t0) / 1e3 / int(np.ceil(len(x) / 100))
+        return fit_epoch_us_per_step(md, model, x, y, now)
 
 
 def main(argv=None):
@@ -153,13 +150,8 @@ def main(argv=None):
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
     p.add_argument("--out", default=str(RESULTS_DIR / "fit_overhead_ab.json"))
     args = p.parse_args(argv)
-    import numba
     from threadpoolctl import threadpool_limits
-    import minidnn.data
-    numba.set_num_threads(args.threads)
-    now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
-    splits = minidnn.data.load("mnist")
-    x, y = splits.train.flatten()[:args.images], splits.train.y[:args.images]
+    now, x, y = mnist_fit_setup(args.threads, args.clock, args.images)
     arms = {"new": (), "sitting 17": CUTS_18, "old": CUTS,
             **{f"new-{c}": (c,) for c in CUTS_18}}
     result = {"threads": args.threads, "clock": args.clock, "images": len(x),
@@ -185,9 +177,7 @@ def main(argv=None):
             result["densities"][str(density)] = {"median_us_per_step": med,
                                                  "us_per_step": times}
     result["load_average_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 

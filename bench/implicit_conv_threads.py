@@ -51,17 +51,6 @@ BATCH, KERNEL, PAD = 100, 5, 2
 VARIANTS = ("implicit", "implicit-1t", "im2row")
 
 
-def clean_env(threads: int) -> dict:
-    python_dir = os.path.dirname(sys.executable)
-    env = {"PATH": os.pathsep.join([python_dir, "/usr/local/bin", "/usr/bin", "/bin"]),
-           "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
-           "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS"):
-        env[var] = str(threads)
-    return env
-
-
 def _thread_cpu_ns() -> dict:
     out = {}
     for tid in os.listdir("/proc/self/task"):
@@ -172,13 +161,8 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
             after.append(time.process_time() - t0)
         result.setdefault("forward_cpu_ms_alone_vs_after_blas", {})[name] = [
             1e3 * float(np.median(alone)), 1e3 * float(np.median(after))]
-    a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
-    gemm = []
-    for _ in range(5):
-        t0 = clock()
-        a @ a
-        gemm.append(clock() - t0)
-    result["gemm_peak_gflops"] = 2 * 1024 ** 3 / float(np.median(gemm)) / 1e9
+    from bench._common import gemm_peak_gflops
+    result["gemm_peak_gflops"] = gemm_peak_gflops(clock)
     return result
 
 
@@ -232,12 +216,14 @@ def main(argv=None) -> int:
         print(json.dumps(fn(args.threads, args.repeats, use_cpu)))
         return 0
     import numpy as np
+
+    from bench._common import clean_env, rotated
     env = clean_env(args.threads)
     print("worker environment (built from scratch):", env)
     sides = ["minidnn"] + ([] if args.no_torch else ["torch"])
     runs = {side: [] for side in sides}
     for r in range(args.rounds):
-        for side in (sides if r % 2 == 0 else sides[::-1]):
+        for side in rotated(sides, r):
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side,
                    "--threads", str(args.threads), "--repeats", str(args.repeats),
                    "--clock", "cpu" if use_cpu else "wall"]

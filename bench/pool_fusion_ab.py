@@ -17,12 +17,13 @@ are a fair guide on a loaded machine; absolute times are not.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -67,17 +68,10 @@ def main(argv=None) -> int:
         step(v)
     times = {v: [] for v in variants}
     for r in range(args.repeats):
-        order = variants[r % len(variants):] + variants[:r % len(variants)]
-        for v in order:
+        for v in rotated(variants, r):
             times[v].append(step(v))
     setup("fused")                                  # back to the defaults
-    a = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
-    gemm = []
-    for _ in range(5):
-        t0 = clock()
-        a @ a
-        gemm.append(clock() - t0)
-    peak = 2 * 1024 ** 3 / float(np.median(gemm)) / 1e9
+    peak = gemm_peak_gflops(clock)
     med = {v: 1e3 * float(np.median(t)) for v, t in times.items()}
     print(f"cifar10-quick train step, batch 100, {args.threads} thread(s), "
           f"{'CPU' if use_cpu else 'wall'} clock, medians of {args.repeats}; "
@@ -86,12 +80,11 @@ def main(argv=None) -> int:
         print(f"  {v:<9} {med[v]:7.1f} ms" + (f"   ({med[v] / med['old']:.3f} of old)"
                                                if "old" in med else ""))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,
+        save_result(args.out, {"threads": args.threads, "repeats": args.repeats,
                                         "clock": "process_time" if use_cpu else "perf_counter",
                                         "gemm_peak_gflops": peak, "step_ms": med,
                                         "times_ms": {v: [1e3 * t for t in ts]
-                                                     for v, ts in times.items()}}, indent=1))
+                                                     for v, ts in times.items()}}, announce=False)
     return 0
 
 

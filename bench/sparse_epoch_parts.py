@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS_DIR  # noqa: E402
+from bench._common import RESULTS_DIR, save_result  # noqa: E402
 
 
 def measure(density, x, y, repeats, clock):
@@ -138,9 +137,7 @@ def main(argv=None):
     print(f"dense/sparse step ratio {result['ratio']:.2f}; with a free sparse layer it would be "
           f"{result['ratio_if_first_layer_were_free']:.2f}")
     result["load_average_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 

@@ -82,18 +82,13 @@ TRAIN = {
 # =====================================================================================
 
 def clean_env(threads: int) -> dict:
-    """An environment built from nothing but what a worker needs."""
-    python_dir = os.path.dirname(sys.executable)
-    env = {"PATH": os.pathsep.join([python_dir, "/usr/local/bin", "/usr/bin", "/bin"]),
-           "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
-           "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS"):
-        env[var] = str(threads)
-    for var in ("MINIDNN_CACHE", "MINIDNN_DATA"):
-        if os.environ.get(var):
-            env[var] = os.environ[var]
-    return env
+    """An environment built from nothing but what a worker needs: ``_common.clean_env``
+    (the benchmarks' one copy), imported here only when called, so that a worker
+    process imports nothing more than before."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    from _common import clean_env as _clean_env
+    return _clean_env(threads)
 
 
 # =====================================================================================

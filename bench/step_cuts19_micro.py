@@ -19,7 +19,6 @@ Results: ``bench/results/step_cuts19_micro.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,21 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS_DIR  # noqa: E402
-
-
-def paired(a, b, calls, now):
-    """Medians (µs) of a() and b(), called alternately ``calls`` times each."""
-    ta, tb = [], []
-    for _ in range(calls):
-        t0 = now()
-        a()
-        t1 = now()
-        b()
-        t2 = now()
-        ta.append(t1 - t0)
-        tb.append(t2 - t1)
-    return float(np.median(ta)) / 1e3, float(np.median(tb)) / 1e3
+from bench._common import RESULTS_DIR, save_result  # noqa: E402
+from bench._common import paired_medians as paired  # noqa: E402
 
 
 def main(argv=None):
@@ -130,9 +116,7 @@ def main(argv=None):
         print(f"    {name:58s} {new:8.1f} / {old:8.1f}")
     result = {"calls": args.calls, "load_average": os.getloadavg(),
               "us_new_and_replaced": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 

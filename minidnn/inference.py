@@ -54,7 +54,7 @@ from .layers.conv import Conv2D
 from .layers.dense import Dense
 from .layers.pooling import AvgPool2D, MaxPool2D, _avgpool_forward_kernel
 from .layers.reshape import Flatten
-from .threads import serial_blas_if_small
+from .threads import numba_thread_count, serial_blas_if_small
 
 #: split a batch over threads only from this many samples per thread on
 SPLIT_MIN_SAMPLES = 4
@@ -412,8 +412,7 @@ class InferencePlan:
         """How many parts a batch of N is split into."""
         if not (self.thread_safe and (self.has_conv or SPLIT_DENSE)):
             return 1
-        import numba
-        threads = numba.get_num_threads()
+        threads = numba_thread_count()      # numba.get_num_threads() without its locks
         return max(1, min(threads, N // SPLIT_MIN_SAMPLES))
 
     def _scratch_for(self, part):

@@ -136,10 +136,12 @@ def numba_thread_count() -> int:
     global _numba_thread_count
     if _numba_thread_count is None:
         import numba
-        numba.get_num_threads()                      # launches the threading layer
         try:
             from numba.np.ufunc import parallel
+            parallel._launch_threads()               # what numba.get_num_threads does first
             _numba_thread_count = parallel._get_num_threads
         except (ImportError, AttributeError):
-            _numba_thread_count = numba.get_num_threads
+            # looked up on every call, so that a test's monkeypatch of it comes and goes
+            def _numba_thread_count():
+                return numba.get_num_threads()
     return _numba_thread_count()

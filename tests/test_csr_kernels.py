@@ -48,12 +48,73 @@ def _u(*arrays):
     return [csr._unsigned(a) for a in arrays]
 
 
+def _drawn_matrix(p, dtype=None):
+    """(rng, random_csr(...)) of a drawn problem: its seed, shape, density and empty
+    row/column, in the problem's dtype unless ``dtype`` is given."""
+    rng = np.random.default_rng(p["seed"])
+    return rng, random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
+                           p["dtype"] if dtype is None else dtype, p["empty_row"], p["empty_col"])
+
+
+def _drawn_backward_operands(rng, p):
+    """(grad batch-major (k, n_rows), the same feature-major, x (n_cols, k)), float32."""
+    grad_bm = rng.standard_normal((p["k"], p["n_rows"])).astype(np.float32)
+    return (grad_bm, np.ascontiguousarray(grad_bm.T),
+            rng.standard_normal((p["n_cols"], p["k"])).astype(np.float32))
+
+
+def _nan_backward_outputs(n_data, n_rows, n_cols, k, input_grad=True, dtype=np.float32):
+    """grad_data, grad_bias and dx buffers for a backward kernel, NaN so that an entry
+    the kernel leaves unwritten fails the comparison; dx has no rows without the
+    input gradient (a first layer)."""
+    return (np.full(n_data, np.nan, dtype), np.full(n_rows, np.nan, dtype),
+            np.full((n_cols if input_grad else 0, k), np.nan, dtype))
+
+
+def _fills(batch_major, feature_major):
+    """(fill, source) for each way a padded kernel gets an operand: already in the
+    padded buffer (FILL_NONE; the source is then not read), transposed from the
+    batch-major array, or copied from the feature-major one."""
+    return ((csr.FILL_NONE, batch_major), (csr.FILL_TRANSPOSE, batch_major),
+            (csr.FILL_COPY, feature_major))
+
+
+def _padded_operand(a, fill):
+    """The zeroed padded buffer a kernel is handed for the feature-major operand ``a``
+    (n, k), holding ``a`` already when the kernel does not fill it (FILL_NONE)."""
+    buf = csr.padded_buffer(a.shape[0], a.shape[1])
+    if fill == csr.FILL_NONE:
+        buf[:, :a.shape[1]] = a
+    return buf
+
+
+def _assert_filled(buf, a, what=None):
+    """The padded buffer holds ``a`` exactly and its pad lanes are still zero."""
+    np.testing.assert_array_equal(buf[:, :a.shape[1]], a, err_msg=str(what or ""))
+    assert not buf[:, a.shape[1]:].any(), what
+
+
+def _assert_outputs_equal(got, want, what=None):
+    """Each output equals its reference bit for bit."""
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b, err_msg=str(what or ""))
+
+
+def _one_block_backward(structure, data, grad_bm, g_pad, x_pad, k, n_rows, n_cols,
+                        input_grad=True):
+    """The serial one-block padded backward's (grad_data, grad_bias, dx): the reference
+    of the split kernels (``g_pad`` already holds the gradient)."""
+    ref = _nan_backward_outputs(len(data), n_rows, n_cols, k, input_grad)
+    empty = np.empty((0, len(data)), np.float32), np.empty((0, n_rows), np.float32)
+    csr._KERNELS["backward_padded"][0](*structure, data, grad_bm, g_pad, x_pad, k,
+                                       np.float32(0), *ref, *empty, csr.FILL_NONE, 1)
+    return ref
+
+
 @settings(max_examples=60, deadline=None)
 @given(problems)
 def test_csr_matmul_kernels_equal_the_twin(p):
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                 p["dtype"], p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, _) = _drawn_matrix(p)
     x = rng.standard_normal((p["n_cols"], p["k"])).astype(p["dtype"])
     twin = csr.csr_matmul_numpy(indptr, indices, data, x)
     np.testing.assert_allclose(twin, dense @ x, **_tolerance(p["dtype"]))
@@ -76,9 +137,7 @@ def test_csr_matmul_kernels_equal_the_twin(p):
 @settings(max_examples=60, deadline=None)
 @given(problems)
 def test_transposed_product_kernels_equal_the_twin(p):
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                 p["dtype"], p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, _) = _drawn_matrix(p)
     g = rng.standard_normal((p["n_rows"], p["k"])).astype(p["dtype"])
     twin = csr.csr_matmul_transposed_numpy(indptr, indices, data, g, p["n_cols"])
     np.testing.assert_allclose(twin, dense.T @ g, **_tolerance(p["dtype"]))
@@ -94,9 +153,7 @@ def test_transposed_product_kernels_equal_the_twin(p):
 @settings(max_examples=60, deadline=None)
 @given(problems)
 def test_sampled_product_kernels_equal_the_twin(p):
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, _, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                p["dtype"], p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, _, mask) = _drawn_matrix(p)
     left = rng.standard_normal((p["n_rows"], p["k"])).astype(p["dtype"])
     right = rng.standard_normal((p["n_cols"], p["k"])).astype(p["dtype"])
     twin = csr.sampled_matmul_numpy(indptr, indices, left, right)
@@ -116,9 +173,7 @@ def test_sampled_product_kernels_equal_the_twin(p):
 @settings(max_examples=60, deadline=None)
 @given(problems)
 def test_fused_backward_kernels_equal_the_twin(p):
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                    p["dtype"], p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, mask) = _drawn_matrix(p)
     grad = rng.standard_normal((p["n_rows"], p["k"])).astype(p["dtype"])
     x = rng.standard_normal((p["n_cols"], p["k"])).astype(p["dtype"])
     twin = csr.csr_backward_numpy(indptr, indices, data, grad, x)
@@ -129,8 +184,8 @@ def test_fused_backward_kernels_equal_the_twin(p):
     transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
     for label, kernel, blocks in _both_builds("backward"):
         for input_grad in (True, False):
-            outs = (np.full(len(indices), np.nan, p["dtype"]), np.full(p["n_rows"], np.nan, p["dtype"]),
-                    np.full((p["n_cols"] if input_grad else 0, p["k"]), np.nan, p["dtype"]))
+            outs = _nan_backward_outputs(len(indices), p["n_rows"], p["n_cols"], p["k"],
+                                         input_grad, p["dtype"])
             kernel(*_u(*transposed), data, grad, x, p["dtype"](0), *outs, blocks)
             for got, want in zip(outs[:2 + input_grad], twin):
                 np.testing.assert_allclose(got, want, **tol, err_msg=label)
@@ -148,9 +203,7 @@ def test_batch_major_kernels_transpose_inside_and_equal_the_twins(p):
     # the training path's kernels take C-ordered (batch, features) operands and do
     # the transpose in the same call: same results as the feature-major kernels'
     # twins, and the transposed operand they hand back is exactly aᵀ
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                    p["dtype"], p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, mask) = _drawn_matrix(p)
     x = rng.standard_normal((p["k"], p["n_cols"])).astype(p["dtype"])        # batch-major
     grad = rng.standard_normal((p["k"], p["n_rows"])).astype(p["dtype"])
     bias = rng.standard_normal(p["n_rows"]).astype(p["dtype"])
@@ -168,8 +221,8 @@ def test_batch_major_kernels_transpose_inside_and_equal_the_twins(p):
     for label, kernel, blocks in _both_builds("backward_batch_major"):
         for input_grad in (True, False):
             gt = np.full((p["n_rows"], p["k"]), np.nan, p["dtype"])
-            outs = (np.full(len(indices), np.nan, p["dtype"]), np.full(p["n_rows"], np.nan, p["dtype"]),
-                    np.full((p["n_cols"] if input_grad else 0, p["k"]), np.nan, p["dtype"]))
+            outs = _nan_backward_outputs(len(indices), p["n_rows"], p["n_cols"], p["k"],
+                                         input_grad, p["dtype"])
             kernel(*_u(*transposed), data, grad, gt, np.ascontiguousarray(x.T), p["dtype"](0),
                    *outs, blocks)
             np.testing.assert_array_equal(gt, grad.T, err_msg=label)
@@ -229,9 +282,7 @@ def test_transpose_is_c_ordered_and_free_for_fortran_order():
 @settings(max_examples=30, deadline=None)
 @given(problems)
 def test_transpose_structure_is_scipys_transpose(p):
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                 p["dtype"], p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, _) = _drawn_matrix(p)
     t_indptr, t_indices, perm = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
     at = sp.csr_matrix(dense.T)
     at.sort_indices()
@@ -346,9 +397,7 @@ def _simd_bound(data_abs_dense, x):
 @settings(max_examples=60, deadline=None)
 @given(simd_problems)
 def test_simd_forward_kernels_equal_the_twin_within_float32_rounding(p):
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                 np.float32, p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, _) = _drawn_matrix(p, np.float32)
     x_bm = rng.standard_normal((p["k"], p["n_cols"])).astype(np.float32)
     x = np.ascontiguousarray(x_bm.T)
     bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
@@ -454,9 +503,7 @@ def test_padded_buffer_is_aligned_zeroed_and_a_whole_number_of_vectors():
 @settings(max_examples=40, deadline=None)
 @given(padded_problems)
 def test_padded_forward_kernels_equal_the_twin_within_float32_rounding(p):
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                 np.float32, p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, _) = _drawn_matrix(p, np.float32)
     x_bm = rng.standard_normal((p["k"], p["n_cols"])).astype(np.float32)
     x = np.ascontiguousarray(x_bm.T)
     bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
@@ -465,28 +512,23 @@ def test_padded_forward_kernels_equal_the_twin_within_float32_rounding(p):
     for b in (bias[:0], bias):
         twin = csr.csr_matmul_numpy(indptr, indices, data, x, b if len(b) else None)
         for label, kernel, _, n_blocks in _padded_builds(blocks):
-            for fill, source in ((csr.FILL_NONE, x_bm), (csr.FILL_TRANSPOSE, x_bm),
-                                 (csr.FILL_COPY, x)):
+            for fill, source in _fills(x_bm, x):
                 pad = _padded_copy(x) if fill == csr.FILL_NONE else \
                     csr.padded_buffer(p["n_cols"], p["k"])
                 out = np.full((p["n_rows"], p["k"]), np.nan, dtype=np.float32)
                 kernel(*_u(indptr, indices), data, b, source, pad, out, fill, n_blocks)
                 assert (np.abs(out - twin) <= bound).all(), (label, fill)
                 if fill != csr.FILL_NONE:   # the fill, exact, and the pad lanes untouched
-                    np.testing.assert_array_equal(pad[:, :p["k"]], x)
-                    assert not pad[:, p["k"]:].any()
+                    _assert_filled(pad, x, (label, fill))
 
 
 @needs_simd
 @settings(max_examples=40, deadline=None)
 @given(padded_problems)
 def test_padded_backward_kernels_equal_the_twin_within_float32_rounding(p):
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                    np.float32, p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, mask) = _drawn_matrix(p, np.float32)
     k = p["k"]
-    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
-    grad, x = np.ascontiguousarray(grad_bm.T), rng.standard_normal((p["n_cols"], k)).astype(np.float32)
+    grad_bm, grad, x = _drawn_backward_operands(rng, p)
     want_gd, want_gb, want_dx = csr.csr_backward_numpy(indptr, indices, data, grad, x)
     # the bound of the forward's docstring, for each product's own terms
     a_abs, g_abs, x_abs = np.abs(dense).astype(np.float64), np.abs(grad).astype(np.float64), \
@@ -500,14 +542,10 @@ def test_padded_backward_kernels_equal_the_twin_within_float32_rounding(p):
     blocks = csr._sample_blocks(p["blocks"], k)
     for label, _, kernel, n_blocks in _padded_builds(blocks):
         for input_grad in (True, False):
-            for fill, source in ((csr.FILL_NONE, grad_bm), (csr.FILL_TRANSPOSE, grad_bm),
-                                 (csr.FILL_COPY, grad)):
-                g_pad = csr.padded_buffer(p["n_rows"], k)
-                if fill == csr.FILL_NONE:
-                    g_pad[:, :k] = grad
-                gd = np.full(len(indices), np.nan, np.float32)
-                gb = np.full(p["n_rows"], np.nan, np.float32)
-                dx = np.full((p["n_cols"] if input_grad else 0, k), np.nan, np.float32)
+            for fill, source in _fills(grad_bm, grad):
+                g_pad = _padded_operand(grad, fill)
+                gd, gb, dx = _nan_backward_outputs(len(indices), p["n_rows"], p["n_cols"], k,
+                                                   input_grad)
                 partial = np.full((n_blocks - 1, len(indices)), np.nan, np.float32)
                 bias_partial = np.full((n_blocks - 1, p["n_rows"]), np.nan, np.float32)
                 kernel(*_u(*transposed), data, source, g_pad, x_pad, k, np.float32(0), gd, gb,
@@ -517,8 +555,7 @@ def test_padded_backward_kernels_equal_the_twin_within_float32_rounding(p):
                 assert (np.abs(gb - want_gb) <= bound_gb).all(), what
                 if input_grad:
                     assert (np.abs(dx - want_dx) <= bound_dx).all(), what
-                np.testing.assert_array_equal(g_pad[:, :k], grad)
-                assert not g_pad[:, k:].any()
+                _assert_filled(g_pad, grad, what)
 
 
 @needs_simd
@@ -528,9 +565,7 @@ def test_training_kernels_padded_path_equals_the_twins_and_keeps_its_buffers(p):
     # the layer's two calls, as SparseDense makes them (batch-major x and grad), and
     # with feature-major operands (copied into the padded buffers), at whatever
     # thread count; results within the bounds, and xᵀ handed back equal to x
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                    np.float32, p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, mask) = _drawn_matrix(p, np.float32)
     k = p["k"]
     x_bm = rng.standard_normal((k, p["n_cols"])).astype(np.float32)
     grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
@@ -615,40 +650,24 @@ def test_product_split_backward_equals_the_one_block_kernel_bit_for_bit(p):
     # gradients by the one-block fused kernel; every output equals the serial fused
     # kernel's exactly (so 2-thread training gives the 1-thread numbers), and the twins'
     # within the padded kernels' bound; the fill is exact and leaves the pad lanes zero
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, dense, mask = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                                    np.float32, p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, dense, mask) = _drawn_matrix(p, np.float32)
     k = p["k"]
-    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
-    grad, x = np.ascontiguousarray(grad_bm.T), rng.standard_normal((p["n_cols"], k)).astype(np.float32)
+    grad_bm, grad, x = _drawn_backward_operands(rng, p)
     transposed = csr.csr_transpose_structure(indptr, indices, p["n_cols"])
     structure = _u(*transposed)
-    x_pad = _padded_copy(x)
-    x_pad[:, k:] = 0            # the layer's buffers have zero pad lanes
-    g_ref = csr.padded_buffer(p["n_rows"], k)
-    g_ref[:, :k] = grad
-    ref = (np.empty(len(indices), np.float32), np.empty(p["n_rows"], np.float32),
-           np.empty((p["n_cols"], k), np.float32))
-    empty = np.empty((0, len(indices)), np.float32), np.empty((0, p["n_rows"]), np.float32)
-    csr._KERNELS["backward_padded"][0](*structure, data, grad_bm, g_ref, x_pad, k,
-                                       np.float32(0), *ref, *empty, csr.FILL_NONE, 1)
+    x_pad = _padded_operand(x, csr.FILL_NONE)      # the layer's buffers have zero pad lanes
+    ref = _one_block_backward(structure, data, grad_bm, _padded_operand(grad, csr.FILL_NONE),
+                              x_pad, k, p["n_rows"], p["n_cols"])
     want_dx = csr.csr_matmul_transposed_numpy(indptr, indices, data, grad, p["n_cols"])
     bound_dx = 1e-5 * (np.abs(dense).astype(np.float64).T @ np.abs(grad)) + 1e-6
     assert (np.abs(ref[2] - want_dx) <= bound_dx).all()
     for build in csr._KERNELS["backward_products"]:
-        for fill, source in ((csr.FILL_NONE, grad_bm), (csr.FILL_TRANSPOSE, grad_bm),
-                             (csr.FILL_COPY, grad)):
-            g_pad = csr.padded_buffer(p["n_rows"], k)
-            if fill == csr.FILL_NONE:
-                g_pad[:, :k] = grad
-            got = (np.full(len(indices), np.nan, np.float32),
-                   np.full(p["n_rows"], np.nan, np.float32),
-                   np.full((p["n_cols"], k), np.nan, np.float32))
+        for fill, source in _fills(grad_bm, grad):
+            g_pad = _padded_operand(grad, fill)
+            got = _nan_backward_outputs(len(indices), p["n_rows"], p["n_cols"], k)
             build(*structure, data, source, g_pad, x_pad, k, np.float32(0), *got, fill, 2)
-            for a, b in zip(got, ref):
-                np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(g_pad[:, :k], grad)
-            assert not g_pad[:, k:].any()
+            _assert_outputs_equal(got, ref, fill)
+            _assert_filled(g_pad, grad, fill)
 
 
 @needs_simd
@@ -663,7 +682,8 @@ def test_training_kernels_switches_keep_the_results(monkeypatch):
     bias = rng.standard_normal(40).astype(np.float32)
     transposed = csr.csr_transpose_structure(indptr, indices, 60)
     monkeypatch.setattr(csr, "PARALLEL_MIN_WORK", 0)
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    # the kernel choice reads threads.numba_thread_count (sitting 19), not numba.get_num_threads
+    monkeypatch.setattr(csr, "numba_thread_count", lambda: 2)
 
     def run(threads, split, input_grad=True, forward_split="samples"):
         step = csr.TrainingKernels(indptr, indices, transposed, 60)
@@ -696,47 +716,33 @@ def test_row_and_column_split_kernels_equal_the_one_block_kernels_bit_for_bit(p)
     # count: prange runs the blocks in turn on one thread): every output equals the
     # one-block padded kernels' exactly, with the fill from a batch-major or feature-major
     # operand or none
-    rng = np.random.default_rng(p["seed"])
-    indptr, indices, data, _, _ = random_csr(rng, p["n_rows"], p["n_cols"], p["density"],
-                                             np.float32, p["empty_row"], p["empty_col"])
+    rng, (indptr, indices, data, _, _) = _drawn_matrix(p, np.float32)
     k, blocks = p["k"], p["blocks"]
     x_bm = rng.standard_normal((k, p["n_cols"])).astype(np.float32)
     grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
     x, grad = np.ascontiguousarray(x_bm.T), np.ascontiguousarray(grad_bm.T)
     bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
     structure = _u(*csr.csr_transpose_structure(indptr, indices, p["n_cols"]))
-    x_pad = csr.padded_buffer(p["n_cols"], k)
-    x_pad[:, :k] = x
+    x_pad, g_ref = _padded_operand(x, csr.FILL_NONE), _padded_operand(grad, csr.FILL_NONE)
     y_ref = np.empty((p["n_rows"], k), np.float32)
     csr._KERNELS["matmul_padded"][0](*_u(indptr, indices), data, bias, x_bm, x_pad, y_ref,
                                      csr.FILL_NONE, 1)
-    g_ref = csr.padded_buffer(p["n_rows"], k)
-    g_ref[:, :k] = grad
-    empty = np.empty((0, len(indices)), np.float32), np.empty((0, p["n_rows"]), np.float32)
-    refs = {}
-    for input_grad in (True, False):
-        ref = (np.empty(len(indices), np.float32), np.empty(p["n_rows"], np.float32),
-               np.empty((p["n_cols"] if input_grad else 0, k), np.float32))
-        csr._KERNELS["backward_padded"][0](*structure, data, grad_bm, g_ref, x_pad, k,
-                                           np.float32(0), *ref, *empty, csr.FILL_NONE, 1)
-        refs[input_grad] = ref
-    for fill, x_src, g_src in ((csr.FILL_NONE, x_bm, grad_bm), (csr.FILL_TRANSPOSE, x_bm, grad_bm),
-                               (csr.FILL_COPY, x, grad)):
+    refs = {input_grad: _one_block_backward(structure, data, grad_bm, g_ref, x_pad, k,
+                                            p["n_rows"], p["n_cols"], input_grad)
+            for input_grad in (True, False)}
+    for (fill, x_src), (_, g_src) in zip(_fills(x_bm, x), _fills(grad_bm, grad)):
         for build in csr._KERNELS["matmul_padded_rowsplit"]:
-            pad = x_pad.copy() if fill == csr.FILL_NONE else csr.padded_buffer(p["n_cols"], k)
+            pad = _padded_operand(x, fill)
             y = np.full((p["n_rows"], k), np.nan, np.float32)
             build(*_u(indptr, indices), data, bias, x_src, pad, y, fill, blocks)
             np.testing.assert_array_equal(y, y_ref)
-            np.testing.assert_array_equal(pad, x_pad)
+            _assert_filled(pad, x, fill)
         for build in csr._KERNELS["backward_padded_colsplit"]:
             for input_grad, ref in refs.items():
-                g_pad = g_ref.copy() if fill == csr.FILL_NONE else \
-                    csr.padded_buffer(p["n_rows"], k)
-                got = (np.full(len(indices), np.nan, np.float32),
-                       np.full(p["n_rows"], np.nan, np.float32),
-                       np.full((p["n_cols"] if input_grad else 0, k), np.nan, np.float32))
+                g_pad = _padded_operand(grad, fill)
+                got = _nan_backward_outputs(len(indices), p["n_rows"], p["n_cols"], k,
+                                            input_grad)
                 build(*structure, data, g_src, g_pad, x_pad, k, np.float32(0), *got, fill,
                       blocks)
-                for a, b in zip(got, ref):
-                    np.testing.assert_array_equal(a, b)
-                np.testing.assert_array_equal(g_pad, g_ref)
+                _assert_outputs_equal(got, ref, (fill, input_grad))
+                _assert_filled(g_pad, grad, (fill, input_grad))

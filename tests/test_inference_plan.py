@@ -129,7 +129,9 @@ def _models():
                          if isinstance(v, str) else "")
 @pytest.mark.parametrize("threads", [1, 2])
 def test_infer_equals_forward(name, model, shape, threads, monkeypatch):
-    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    import minidnn.inference as inference
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)      # the layers' kernels
+    monkeypatch.setattr(inference, "numba_thread_count", lambda: threads)   # the plan's split
     rng = np.random.default_rng(6)
     for N in (1, 5, 33):
         x = rng.random((N,) + shape, dtype=np.float32)
@@ -265,7 +267,7 @@ def test_im2row_nhwc_equals_its_twin_and_im2row(shape, k, stride, pad):
 
 def test_split_dense_switch_splits_an_mlp(monkeypatch):
     import minidnn.inference as inference
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(inference, "numba_thread_count", lambda: 2)
     model = architectures.build("mlp:784-64-10:relu", seed=0)
     x = np.random.default_rng(14).random((40, 784), dtype=np.float32)
     expected = model.forward(x)

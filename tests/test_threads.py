@@ -64,3 +64,16 @@ def test_numba_thread_count_follows_set_num_threads():
             assert numba_thread_count() == numba.get_num_threads() == n
     finally:
         numba.set_num_threads(before)
+
+
+def test_numba_thread_count_set_up_under_a_patched_get_num_threads_still_follows_numba(
+        monkeypatch):
+    """A first call while a test has replaced numba.get_num_threads neither skips the
+    threading layer's launch nor keeps the replacement after the test."""
+    import numba
+    from minidnn import threads
+    monkeypatch.setattr(threads, "_numba_thread_count", None)
+    with monkeypatch.context() as patch:
+        patch.setattr(numba, "get_num_threads", lambda: 99)
+        assert threads.numba_thread_count() != 99
+    assert threads.numba_thread_count() == numba.get_num_threads()

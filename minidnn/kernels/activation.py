@@ -19,6 +19,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..threads import numba_thread_count
 from .rbm_kernels import _sigmoid32
 
 
@@ -68,7 +69,7 @@ def sigmoid32(x: np.ndarray) -> np.ndarray | None:
         return None
     out = np.empty_like(x)              # order "K": the same memory order as x
     flat_x, flat_out = x.ravel(order="K"), out.ravel(order="K")
-    threads = numba.get_num_threads() if x.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = numba_thread_count() if x.size >= PARALLEL_MIN_ELEMENTS else 1
     if threads > 1:
         _sigmoid_flat_parallel(flat_x, flat_out, threads)
     else:

@@ -46,6 +46,7 @@ from numba.extending import intrinsic
 from .im2col import _geometry, as_pair, kernel_for
 from .implicit_conv import _tile_avx2
 from .simd import avx2_fma_target
+from ..threads import numba_thread_count
 from .workers import serial_nogil
 
 
@@ -646,7 +647,7 @@ def direct_conv_weight_grad_tiled(xr: np.ndarray, grad: np.ndarray, kernel
         raise ValueError(f"the tiled weight gradient needs float32 rows and dY, AVX2 + FMA "
                          f"and OW >= 8; got {xr.dtype} / {grad.dtype}, OW = {OW}")
     O = grad.shape[1]
-    threads = min(max(1, numba.get_num_threads()), N)
+    threads = min(max(1, numba_thread_count()), N)
     parts = np.empty((threads, O * C * kh * kw + O), np.float32)
     kernel = _direct_weight_grad_tiled_kernel if threads > 1 else serial_nogil(
         _direct_weight_grad_tiled_kernel)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..threads import numba_thread_count
+
 
 @numba.njit(cache=True, fastmath={"reassoc"})
 def _first_nonfinite_row(x):
@@ -82,7 +84,7 @@ def first_nonfinite_row(x: np.ndarray) -> int:
     if (x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.ndim >= 1
             and len(x) and x.size):
         rows = x.reshape(len(x), -1)
-        threads = numba.get_num_threads()
+        threads = numba_thread_count()      # numba.get_num_threads() without its locks
         if threads > 1 and x.size >= PARALLEL_MIN_VALUES and len(x) >= 4 * threads:
             return int(_first_nonfinite_row_parallel(rows, 4 * threads))
         return int(_first_nonfinite_row(rows))

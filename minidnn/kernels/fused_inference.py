@@ -190,8 +190,10 @@ def _rows_pool2x2_kernel(y_rows, OH, OW, bias, has_bias, out):
 @numba.njit(cache=True, parallel=True)
 def _im2row_nhwc_kernel(x_pad, kh, kw, sh, sw, OH, OW, rows):
     # kernels.im2col._im2row_kernel with an element loop over 1-D views indexed from 0,
-    # which the compiler vectorises: ~3.7x faster than its slice assignment (a copy
-    # that Numba guards against overlap) on LeNet's conv2 chunks, 1 thread, under load
+    # which the compiler vectorises: 2-4x faster than its slice assignment (a copy
+    # that Numba guards against overlap); 4.4x on LeNet's conv2 chunks of 8 samples,
+    # 2.1-2.3x on LeNet's and Cifar10_quick's whole batches (bench/im2row_copy_ab.py,
+    # serial builds, 1 thread, under load, sitting 20)
     N, Hp, Wp, C = x_pad.shape
     run = kw * C
     for n in numba.prange(N):

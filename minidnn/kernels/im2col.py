@@ -333,7 +333,12 @@ def _im2row_kernel(x_pad, kh, kw, sh, sw, OH, OW, rows):
                 dst = rows[(n * OH + a) * OW + b]
                 start = b * sw * C
                 for i in range(kh):
-                    # a slice copy (a memcpy), 4x faster than the element loop
+                    # a slice copy, which Numba guards against overlap: 2-4x slower than
+                    # the element loop over 1-D views of fused_inference._im2row_nhwc_kernel
+                    # (bench/im2row_copy_ab.py, serial builds, 1 thread, under load,
+                    # sitting 20); it beat an element loop that indexed the whole row
+                    # with an offset. Kept as it is: a change of the training path's
+                    # speed wants its own A/B of the step
                     dst[i * run:(i + 1) * run] = plane[a * sh + i, start:start + run]
 
 
