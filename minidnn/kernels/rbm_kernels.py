@@ -52,11 +52,14 @@ bit, against the published known-answer vectors too).
 from __future__ import annotations
 
 import math
+import sys
 
 import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 #: Philox4x32 multipliers and Weyl key increments (Salmon et al., 2011, table 2)
 PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
@@ -455,5 +458,7 @@ def draw_keys(rng: np.random.Generator, count: int) -> np.ndarray:
     """``count`` keys (count, 4) in one draw: row j is what the j-th of ``count``
     consecutive ``draw_key(rng)`` calls returns (the bit generator's raw outputs
     2j and 2j + 1, low words first), so the stream is unchanged (one 1 µs call)."""
-    raw = rng.bit_generator.random_raw(2 * int(count)).astype("<u8")
-    return raw.view("<u4").astype(np.uint32).reshape(int(count), 4)
+    raw = rng.bit_generator.random_raw(2 * int(count))
+    if not _LITTLE_ENDIAN:                      # low word first on every platform
+        return raw.astype("<u8").view("<u4").astype(np.uint32).reshape(int(count), 4)
+    return raw.view(np.uint32).reshape(int(count), 4)
