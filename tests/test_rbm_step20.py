@@ -2,6 +2,7 @@
 two-thread σ passes (``SIGMA_SPLIT``), the one-call hidden pass and the keys drawn at
 once. Each must give the general path's results bit for bit."""
 import hashlib
+import os
 import threading
 
 import numpy as np
@@ -61,6 +62,12 @@ FITS = {"pcd1": dict(persistent=True, momentum=0.5, final_momentum=0.9, weight_d
         "cd2_sampled": dict(persistent=False, k=2, sample_reconstruction=True),
         "cd3": dict(persistent=False, k=3),
         "pcd_batch_7": dict(persistent=True, batch_size=7)}   # 40 rows: a short last batch
+
+
+@pytest.fixture(autouse=True)
+def split_at_one_thread(monkeypatch):
+    """The suite runs at one Numba thread, where SIGMA_SPLIT stays off; let it split."""
+    monkeypatch.setattr(BernoulliRBM, "SIGMA_SPLIT_MIN_THREADS", 1)
 
 
 def _fit(x, kw, lean, split, dtype=np.float32):
@@ -145,3 +152,26 @@ def test_side_worker_in_use_by_another_thread_runs_both_jobs_on_the_caller():
         assert where == [threading.get_native_id()] * 2
     finally:
         worker._user.release()
+
+
+def test_sigma_split_uses_the_helper_only_when_threads_allow(data, monkeypatch):
+    rbm = BernoulliRBM(21, 13, rng=0)
+    monkeypatch.setattr(BernoulliRBM, "SIGMA_SPLIT", True)
+    assert rbm._sigma_split()
+    monkeypatch.setattr(BernoulliRBM, "SIGMA_SPLIT_MIN_THREADS", 2)
+    monkeypatch.setattr(BernoulliRBM, "SPLIT_THREADS", 1)
+    assert not rbm._sigma_split()
+    monkeypatch.setattr(BernoulliRBM, "SPLIT_THREADS", 2)
+    assert rbm._sigma_split()
+    # the helper really takes a share: its thread's CPU time grows during split fits
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("per-thread CPU time needs Linux's /proc")
+    rbm_module._SIDE.available()
+    tid = rbm_module._SIDE.native_id
+
+    def cpu():
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            return int(f.read().split()[0])
+    before = cpu()
+    _fit(np.tile(data, (5, 1)), FITS["pcd1"], lean=True, split=True)
+    assert cpu() > before

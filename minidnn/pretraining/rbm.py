@@ -514,6 +514,9 @@ class BernoulliRBM(ParamHolder):
     #: which only a quiet two-thread A/B can judge (``bench/rbm_step20_ab.py --threads 2``).
     #: The products stay on BLAS's threads either way.
     SIGMA_SPLIT = False
+    #: the split needs this many threads allowed (``SPLIT_THREADS``, else Numba's thread
+    #: count, which ``minidnn.configure_threads`` sets): at one thread it stays off
+    SIGMA_SPLIT_MIN_THREADS = 2
 
     def _lean_buffers(self, n: int, m: int) -> SimpleNamespace:
         """``_cd_buffers`` plus what the lean step reuses: the statistics' row weights,
@@ -531,7 +534,13 @@ class BernoulliRBM(ParamHolder):
         return buf
 
     def _sigma_split(self) -> bool:
-        return self.SIGMA_SPLIT and _SIDE.available()
+        if not self.SIGMA_SPLIT:
+            return False
+        threads = self.SPLIT_THREADS
+        if threads is None:
+            import numba
+            threads = numba.get_num_threads()
+        return int(threads) >= self.SIGMA_SPLIT_MIN_THREADS and _SIDE.available()
 
     def _bernoulli_pass(self, pre, bias, key, states, scale, split):
         """pre ← scale·σ(pre + bias), states ← 1[u < σ]; on two threads when ``split``."""
