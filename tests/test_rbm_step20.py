@@ -175,3 +175,19 @@ def test_sigma_split_uses_the_helper_only_when_threads_allow(data, monkeypatch):
     before = cpu()
     _fit(np.tile(data, (5, 1)), FITS["pcd1"], lean=True, split=True)
     assert cpu() > before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_helper():
+    worker = rbm_module._SideWorker()
+    worker.available()
+    pid = os.fork()
+    if pid == 0:                                    # the child: no inherited helper thread
+        import signal
+        signal.alarm(30)                            # a hang ends the child, not the suite
+        ok = worker.native_id is None
+        out = []
+        worker.run(lambda: out.append(1), lambda: out.append(2))
+        os._exit(0 if ok and sorted(out) == [1, 2] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0

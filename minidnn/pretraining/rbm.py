@@ -32,6 +32,7 @@ minibatch's gradient (``train_batch``) and its per-epoch monitors.
 """
 from __future__ import annotations
 
+import os
 import threading
 from types import SimpleNamespace
 
@@ -119,6 +120,12 @@ class _SideWorker:
     def __init__(self):
         self._owner = threading.Lock()
         self._thread = None
+        if hasattr(os, "register_at_fork"):     # a forked child has no helper: start anew
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self):
+        self._owner = threading.Lock()
+        self._thread = None
 
     def available(self) -> bool:
         return self._thread is not None or self._start()
@@ -147,6 +154,8 @@ class _SideWorker:
             self._done.release()
 
     def run(self, side, main) -> None:
+        if self._thread is None:
+            self._start()
         if not self._user.acquire(blocking=False):    # another thread's step holds it
             side()
             main()
