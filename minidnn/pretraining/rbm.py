@@ -114,8 +114,8 @@ class _SideWorker:
     thread, then waits for ``side``: one hand-off through two plain locks (a futex
     each way, no pool, no futures), and between passes the helper blocks instead of
     spinning. Both jobs are GIL-free Numba kernels. Started on first use (importing
-    starts nothing); one caller at a time (``available`` is False while another
-    thread uses it, and that caller's passes stay on one thread)."""
+    starts nothing); one caller at a time: while another thread's ``run`` holds the
+    helper, a second caller runs both jobs itself, one after the other."""
 
     def __init__(self):
         self._owner = threading.Lock()
@@ -529,7 +529,7 @@ class BernoulliRBM(ParamHolder):
 
     def _lean_buffers(self, n: int, m: int) -> SimpleNamespace:
         """``_cd_buffers`` plus what the lean step reuses: the statistics' row weights,
-        the scalars, the bias gradients and the row halves of a split σ pass."""
+        the scalars and the bias gradients."""
         buf = self._cd_buffers(n, m)
         if getattr(buf, "lean", None) is None:
             t = self.dtype
@@ -538,8 +538,7 @@ class BernoulliRBM(ParamHolder):
             weights[:n], weights[n:] = pos, neg
             buf.lean = SimpleNamespace(
                 pos=pos, neg=neg, one=t(1.0), weights=weights,
-                grad_b=np.empty(self.n_visible, t), grad_c=np.empty(self.n_hidden, t),
-                halves_n=((0, n // 2), (n // 2, n)), halves_m=((0, m // 2), (m // 2, m)))
+                grad_b=np.empty(self.n_visible, t), grad_c=np.empty(self.n_hidden, t))
         return buf
 
     def _sigma_split(self) -> bool:
