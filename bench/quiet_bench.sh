@@ -13,8 +13,9 @@ python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 python bench/fit_epoch_ab.py --base 2bad77b --threads 2 --clock wall --images 50000 --rounds 7 --out bench/results/fit_epoch_ab_s19_quiet.json   # sitting 19 (#11): the epoch against sitting 18's main, ~2 min
 python bench/fuse_epoch_ab.py --threads 2 --clock wall --images 50000 --rounds 5 --out bench/results/fuse_epoch_ab_2threads_quiet.json   # sitting 20 (#11, s20-11epoch): FUSE_DENSE_ACTIVATION and Dense.SMALL_TRAINING_THREADS, ~1.5 min
 uptime
-python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-2bad77b} --against-monitor-size 0 --split --repeats 3 --out bench/results/rbm_epoch_probe_quiet.json
+python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-2bad77b} --against-monitor-size 0 --split --sigma-split --repeats 3 --out bench/results/rbm_epoch_probe_quiet.json   # sitting 20: + the σ split in clean processes
 python bench/rbm_step_parts.py --threads 2 --repeats 7 --steps 100 --out bench/results/rbm_step_parts_2threads_quiet.json
+python bench/rbm_step20_ab.py --threads 2 --repeats 5 --out bench/results/rbm_step20_ab_2threads_quiet.json   # sitting 20 (#8 RBM): general / lean / lean + σ split epochs in one process, bits checked (~1 min)
 python bench/sparse_kernel_ab.py --threads 2 --clock wall --out bench/results/sparse_kernel_ab_2threads_quiet.json
 # sitting 19: the layer step under TrainingKernels' work-split switches against dense, γ = 0.04 (~2 min)
 python bench/sparse_speed.py --peers minidnn,minidnn_samples,minidnn_serial,minidnn_products,dense --densities 0.04 --repeats 3 --no-epoch --out bench/results/sparse_speed_splits_quiet.json

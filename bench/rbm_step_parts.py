@@ -18,7 +18,10 @@ arrays a real step uses (a 784x500 RBM after a few steps of training on MNIST):
   kernels on one thread), whose parts the list above is, so "rest" = whole − parts
   is the Python glue; and the whole step on this tree's default path, the rows
   split over the threads (``BernoulliRBM._split_step``, the same as the other at
-  one thread), whose parts run inside the worker threads and are not timed apart.
+  one thread), whose parts run inside the worker threads and are not timed apart;
+  and (sitting 20) the whole step with ``SIGMA_SPLIT = True``: the lean step's σ
+  passes on the caller and one helper thread, the products still on BLAS's threads.
+  The whole step runs ``BernoulliRBM.LEAN_STEP``'s path (the default).
 
 Rounds run the parts in rotation; medians of the rounds (wall and CPU seconds per
 step) are reported, each as a share of the whole step, with the 2048^3 GEMM rate of
@@ -70,8 +73,9 @@ def main(argv=None) -> int:
     order = rng.permutation(len(x))
     cursor = [0]
 
-    def whole(split=False):
+    def whole(split=False, sigma_split=False):
         rbm.SPLIT_ROWS = split
+        rbm.SIGMA_SPLIT = sigma_split       # sitting 20: the lean step's σ passes on 2 threads
         b = cursor[0] % (len(x) // 100)
         cursor[0] += 1
         rbm.train_rows(x, np.sort(order[b * 100:(b + 1) * 100]), rng, config, state)
@@ -80,6 +84,7 @@ def main(argv=None) -> int:
     for _ in range(20):     # JIT, caches, a trained-looking W
         whole()
         whole(split=True)
+        whole(sigma_split=True)
     W, b, c = rbm.params["W"], rbm.params["visible_bias"], rbm.params["hidden_bias"]
     buf = rbm._cd_buffers(100, 100)
     h = state["chain"]
@@ -128,8 +133,9 @@ def main(argv=None) -> int:
         "SGD step": lambda: opt.step(holder),
         "_copies (subtracted from the sigma parts)": copy_only,
     }
+    sigma_key = "whole step, sigma passes on two threads"
     timers = {"whole step": whole, **parts, "whole step, rows split over the threads":
-              lambda: whole(split=True)}
+              lambda: whole(split=True), sigma_key: lambda: whole(sigma_split=True)}
 
     def timed(fn):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -162,6 +168,7 @@ def main(argv=None) -> int:
     del med_wall[copies], med_cpu[copies]
     split_key = "whole step, rows split over the threads"
     split_wall, split_cpu = med_wall.pop(split_key), med_cpu.pop(split_key)
+    sigma_wall, sigma_cpu = med_wall.pop(sigma_key), med_cpu.pop(sigma_key)
     parts_sum_wall = sum(v for k, v in med_wall.items() if k != "whole step")
     parts_sum_cpu = sum(v for k, v in med_cpu.items() if k != "whole step")
     med_wall["rest (Python glue)"] = med_wall["whole step"] - parts_sum_wall
@@ -176,6 +183,10 @@ def main(argv=None) -> int:
     print(f"{split_key:<44} {1e3 * split_wall:7.3f} ms wall {100 * split_wall / med_wall['whole step']:5.1f} %"
           f"   {1e3 * split_cpu:7.3f} ms CPU {100 * split_cpu / med_cpu['whole step']:5.1f} %"
           f"  ({flops / split_wall / 1e9:.1f} GFLOP/s)")
+    med_wall[sigma_key], med_cpu[sigma_key] = sigma_wall, sigma_cpu
+    print(f"{sigma_key:<44} {1e3 * sigma_wall:7.3f} ms wall {100 * sigma_wall / med_wall['whole step']:5.1f} %"
+          f"   {1e3 * sigma_cpu:7.3f} ms CPU {100 * sigma_cpu / med_cpu['whole step']:5.1f} %"
+          f"  ({flops / sigma_wall / 1e9:.1f} GFLOP/s)")
     gemm_wall = sum(med_wall[k] for k in gemm_keys)
     peak = statistics.median(rates)
     print(f"GEMMs alone {flops / gemm_wall / 1e9:.1f} GFLOP/s, whole step {flops / med_wall['whole step'] / 1e9:.1f}"

@@ -52,11 +52,14 @@ bit, against the published known-answer vectors too).
 from __future__ import annotations
 
 import math
+import sys
 
 import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 #: Philox4x32 multipliers and Weyl key increments (Salmon et al., 2011, table 2)
 PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
@@ -409,3 +412,53 @@ def sigmoid_bias(pre: np.ndarray, bias: np.ndarray, scale=1.0) -> np.ndarray:
     _check(pre, bias)
     _sigmoid_bias_kernel(pre, bias, pre.dtype.type(scale))
     return pre
+
+
+# -- sitting 20: one call per pass between the products --------------------------------
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _hidden_pass_kernel(p, bias, n, key, states, pos, neg, lo0, hi0, lo1, hi1):
+    """The hidden layer's work after ``[v0; vk] W`` in one call: rows [lo0, hi0) of
+    p0 = p[:n] ← pos·σ(p0 + c), rows [lo1, hi1) of pk = p[n:] ← neg·σ(pk + c) with
+    the chain's next states 1[u < σ] under ``key`` (those rows' draws of the whole
+    call). The two serial kernels above, called in turn: the same operations on every
+    element, so the same bits as two calls, without a second dispatch."""
+    if hi0 > lo0:
+        _sigmoid_bias_kernel(p[lo0:hi0], bias, pos)
+    if hi1 > lo1:
+        _sigmoid_bernoulli_kernel(p[n + lo1:n + hi1], bias, key, states[lo1:hi1], lo1, neg)
+
+
+def hidden_pass_numpy(p, bias, n, key, pos, neg):
+    """The twin of ``hidden_pass`` over all rows: (pos·σ(p0 + c), neg·σ(pk + c), states)."""
+    p0 = sigmoid_bias_numpy(p[:n], bias, pos)
+    pk, states = sigmoid_bernoulli_numpy(p[n:], bias, key, 0, neg)
+    return p0, pk, states
+
+
+def hidden_pass(p, bias, n, key, states, pos, neg, rows0=None, rows1=None):
+    """In place: ``_hidden_pass_kernel`` on p (n + m, units), rows0 = (lo0, hi0) of p0
+    and rows1 = (lo1, hi1) of pk (default: all), states (m, units)."""
+    _check(p, bias)
+    m = p.shape[0] - int(n)
+    if not 0 <= int(n) <= p.shape[0] or states.shape != (m, p.shape[1]) \
+            or states.dtype != p.dtype:
+        raise ValueError(f"hidden_pass needs 0 <= n <= {p.shape[0]} and states of shape "
+                         f"{(m, p.shape[1])} and dtype {p.dtype}, got n={n}, "
+                         f"{states.shape} {states.dtype}")
+    lo0, hi0 = (0, int(n)) if rows0 is None else rows0
+    lo1, hi1 = (0, m) if rows1 is None else rows1
+    key = np.ascontiguousarray(key, dtype=np.uint32)
+    t = p.dtype.type
+    _hidden_pass_kernel(p, bias, int(n), key, states, t(pos), t(neg), lo0, hi0, lo1, hi1)
+    return p, states
+
+
+def draw_keys(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` keys (count, 4) in one draw: row j is what the j-th of ``count``
+    consecutive ``draw_key(rng)`` calls returns (the bit generator's raw outputs
+    2j and 2j + 1, low words first), so the stream is unchanged (one 1 µs call)."""
+    raw = rng.bit_generator.random_raw(2 * int(count))
+    if not _LITTLE_ENDIAN:                      # low word first on every platform
+        return raw.astype("<u8").view("<u4").astype(np.uint32).reshape(int(count), 4)
+    return raw.view(np.uint32).reshape(int(count), 4)

@@ -32,11 +32,15 @@ minibatch's gradient (``train_batch``) and its per-epoch monitors.
 """
 from __future__ import annotations
 
+import os
+import threading
 from types import SimpleNamespace
 
 import numpy as np
 
-from ..kernels.rbm_kernels import draw_key, sigmoid_bernoulli, sigmoid_bias
+from ..kernels.rbm_kernels import (_hidden_pass_kernel, _sigmoid_bernoulli_kernel,
+                                   _sigmoid_bias_kernel, draw_key, draw_keys, sigmoid_bernoulli,
+                                   sigmoid_bias)
 from ..layers.activations import sigmoid
 from ..layers.base import ParamHolder, as_generator
 
@@ -101,6 +105,82 @@ def check_array(x, n_features: int, owner: str, what: str = "input",
         bad = int((~np.isfinite(x)).sum())
         raise ValueError(f"{owner}: {what} contains {bad} NaN or Inf values")
     return (x, low, high) if with_range else x
+
+
+class _SideWorker:
+    """One helper thread for the two-thread σ passes of ``BernoulliRBM._lean_step``.
+
+    ``run(side, main)`` hands ``side`` to the helper, runs ``main`` on the calling
+    thread, then waits for ``side``: one hand-off through two plain locks (a futex
+    each way, no pool, no futures), and between passes the helper blocks instead of
+    spinning. Both jobs are GIL-free Numba kernels. Started on first use (importing
+    starts nothing); one caller at a time: while another thread's ``run`` holds the
+    helper, a second caller runs both jobs itself, one after the other."""
+
+    def __init__(self):
+        self._owner = threading.Lock()
+        self._thread = None
+        if hasattr(os, "register_at_fork"):     # a forked child has no helper: start anew
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self):
+        self._owner = threading.Lock()
+        self._thread = None
+
+    def available(self) -> bool:
+        return self._thread is not None or self._start()
+
+    def _start(self) -> bool:
+        with self._owner:
+            if self._thread is None:
+                self._go, self._done = threading.Lock(), threading.Lock()
+                self._go.acquire()
+                self._done.acquire()
+                self._job, self._error = None, None
+                self._user = threading.Lock()
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="minidnn-rbm-sigma")
+                self._thread.start()
+        return True
+
+    def _loop(self):
+        while True:
+            self._go.acquire()
+            try:
+                self._job()
+            except BaseException as error:      # handed back to the caller in run()
+                self._error = error
+            self._job = None
+            self._done.release()
+
+    def run(self, side, main) -> None:
+        if self._thread is None:
+            self._start()
+        if not self._user.acquire(blocking=False):    # another thread's step holds it
+            side()
+            main()
+            return
+        try:
+            self._error = None
+            self._job = side
+            self._go.release()
+            try:
+                main()
+            finally:
+                self._done.acquire()
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+        finally:
+            self._user.release()
+
+    @property
+    def native_id(self):
+        """The helper's thread id (for per-thread CPU time in the benchmarks), or None."""
+        return None if self._thread is None else self._thread.native_id
+
+
+_SIDE = _SideWorker()
 
 
 class BernoulliRBM(ParamHolder):
@@ -370,6 +450,9 @@ class BernoulliRBM(ParamHolder):
             error = self._split_step(v0 if rows is None else rows, k, rng, chain, parts,
                                      sample_reconstruction)
             return {} if error is None else {"reconstruction_error": error}
+        if self.LEAN_STEP and self.visible == "bernoulli":
+            error = self._lean_step(v0, rows, n, m, k, rng, chain, sample_reconstruction)
+            return {} if error is None else {"reconstruction_error": error}
         buf = self._cd_buffers(n, m)
         # rows [:n] of buf.v / buf.p are the positive phase (v0, p0), rows [n:] the negative
         # (vk, pk), so one GEMM gives both statistics (and, for PCD, both hidden products)
@@ -426,6 +509,143 @@ class BernoulliRBM(ParamHolder):
         if reconstruction_error is None:  # PCD: the chain does not reconstruct v0; see monitor()
             return {}
         return {"reconstruction_error": reconstruction_error}
+
+    # -- the one-thread path in few calls (sitting 20) ----------------------------------------
+    #: Bernoulli CD/PCD steps take ``_lean_step``: the products into reused buffers, each
+    #: σ pass between them one kernel call (no wrapper checks), the keys of a step in one
+    #: draw, the bias gradients into reused arrays: bit for bit the general path below
+    #: (False: that path, kept for the in-process A/B ``bench/rbm_step20_ab.py``)
+    LEAN_STEP = True
+    #: run each σ/Bernoulli pass of the lean step on two threads, the caller and one helper
+    #: thread that blocks between passes (``_SideWorker``), each on half the rows with those
+    #: rows' draws (``row_offset``): the same bits. Off by default: between two-thread BLAS
+    #: products the helper competes with OpenBLAS's spinning worker for the second core,
+    #: which only a quiet two-thread A/B can judge (``bench/rbm_step20_ab.py --threads 2``).
+    #: The products stay on BLAS's threads either way.
+    SIGMA_SPLIT = False
+    #: the split needs this many threads allowed (``SPLIT_THREADS``, else Numba's thread
+    #: count, which ``minidnn.configure_threads`` sets): at one thread it stays off
+    SIGMA_SPLIT_MIN_THREADS = 2
+
+    def _lean_buffers(self, n: int, m: int) -> SimpleNamespace:
+        """``_cd_buffers`` plus what the lean step reuses: the statistics' row weights,
+        the scalars and the bias gradients."""
+        buf = self._cd_buffers(n, m)
+        if getattr(buf, "lean", None) is None:
+            t = self.dtype
+            pos, neg = t(-1.0 / n), t(1.0 / m)
+            weights = np.empty(n + m, t)
+            weights[:n], weights[n:] = pos, neg
+            buf.lean = SimpleNamespace(
+                pos=pos, neg=neg, one=t(1.0), weights=weights,
+                grad_b=np.empty(self.n_visible, t), grad_c=np.empty(self.n_hidden, t))
+        return buf
+
+    def _sigma_split(self) -> bool:
+        if not self.SIGMA_SPLIT:
+            return False
+        threads = self.SPLIT_THREADS
+        if threads is None:
+            import numba
+            threads = numba.get_num_threads()
+        return int(threads) >= self.SIGMA_SPLIT_MIN_THREADS and _SIDE.available()
+
+    def _bernoulli_pass(self, pre, bias, key, states, scale, split):
+        """pre ← scale·σ(pre + bias), states ← 1[u < σ]; on two threads when ``split``."""
+        if not split or len(pre) < 2:
+            _sigmoid_bernoulli_kernel(pre, bias, key, states, 0, scale)
+            return
+        half = len(pre) // 2
+        _SIDE.run(lambda: _sigmoid_bernoulli_kernel(pre[half:], bias, key, states[half:], half,
+                                                    scale),
+                  lambda: _sigmoid_bernoulli_kernel(pre[:half], bias, key, states[:half], 0,
+                                                    scale))
+
+    def _sigmoid_pass(self, pre, bias, scale, split):
+        if not split or len(pre) < 2:
+            _sigmoid_bias_kernel(pre, bias, scale)
+            return
+        half = len(pre) // 2
+        _SIDE.run(lambda: _sigmoid_bias_kernel(pre[half:], bias, scale),
+                  lambda: _sigmoid_bias_kernel(pre[:half], bias, scale))
+
+    def _hidden_pass(self, p, bias, n, key, states, pos, neg, split):
+        """Rows of p0 = p[:n] ← pos·σ, of pk = p[n:] ← neg·σ with states drawn."""
+        m = len(p) - n
+        if not split or n < 2 or m < 2:
+            _hidden_pass_kernel(p, bias, n, key, states, pos, neg, 0, n, 0, m)
+            return
+        a, b = n // 2, m // 2
+        _SIDE.run(lambda: _hidden_pass_kernel(p, bias, n, key, states, pos, neg, a, n, b, m),
+                  lambda: _hidden_pass_kernel(p, bias, n, key, states, pos, neg, 0, a, 0, b))
+
+    def _lean_step(self, v0, rows, n: int, m: int, k: int, rng, chain,
+                   sample_reconstruction: bool):
+        """``cd_gradients`` for Bernoulli visible units on the calling thread (and, with
+        ``SIGMA_SPLIT``, one helper for the σ passes): the same products, kernels,
+        draws and statistics in the same order as the general path, so the same bits;
+        returns the reconstruction error (CD) or None (PCD)."""
+        W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
+        buf = self._lean_buffers(n, m)
+        lean = buf.lean
+        pos, neg, one = lean.pos, lean.neg, lean.one
+        split = self._sigma_split()
+        if rows is None:
+            buf.v[:n] = v0
+        elif rows[0].dtype == buf.v.dtype:
+            np.take(rows[0], rows[1], axis=0, out=buf.v[:n])
+        else:
+            buf.v[:n] = rows[0][rows[1]]
+        v_pos, p_pos, vk, pk, pre_v = buf.v[:n], buf.p[:n], buf.v[n:], buf.p[n:], buf.pre_v
+        reconstruction_error = None
+        if chain is None:   # CD-k, the keys in the general path's order
+            samples = [step < k - 1 or sample_reconstruction for step in range(k)]
+            keys = iter(draw_keys(rng, 1 + sum(samples) + (k - 1)))
+            np.matmul(v_pos, W, out=p_pos)
+            h = buf.h
+            self._bernoulli_pass(p_pos, c, next(keys), h, pos, split)
+            for step in range(k):
+                last = step == k - 1
+                if samples[step]:
+                    np.matmul(h, W.T, out=pre_v)
+                    self._bernoulli_pass(pre_v, b, next(keys), vk, one, split)
+                    mean = pre_v
+                else:
+                    np.matmul(h, W.T, out=vk)
+                    self._sigmoid_pass(vk, b, one, split)
+                    mean = vk
+                if step == 0:
+                    diff = v_pos - mean
+                    reconstruction_error = float(np.einsum("ij,ij->", diff, diff) / diff.size)
+                np.matmul(vk, W, out=pk)
+                if last:
+                    self._sigmoid_pass(pk, c, neg, split)
+                else:
+                    self._bernoulli_pass(pk, c, next(keys), h, one, split)
+        else:               # PCD-k: 2k keys, visible then hidden, step by step
+            own = chain.dtype == self.dtype and chain.flags.c_contiguous
+            h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
+            keys = draw_keys(rng, 2 * k)
+            for step in range(k):
+                np.matmul(h, W.T, out=pre_v)
+                self._bernoulli_pass(pre_v, b, keys[2 * step], vk, one, split)
+                if step < k - 1:
+                    np.matmul(vk, W, out=pk)
+                    self._bernoulli_pass(pk, c, keys[2 * step + 1], h, one, split)
+            np.matmul(buf.v, W, out=buf.p)          # p0 and pk in one product
+            # p0 ← −σ/n and pk ← σ/m with the chain's next state h ~ P(h | vk), one call
+            self._hidden_pass(buf.p, c, n, keys[2 * k - 1], h, pos, neg, split)
+            if not own:
+                chain[...] = h
+        grad_W = self.grads.get("W")
+        if grad_W is None or grad_W.shape != W.shape or grad_W.dtype != W.dtype \
+                or not grad_W.flags.c_contiguous:
+            grad_W = self.grads["W"] = np.empty_like(W)
+        np.matmul(buf.v.T, buf.p, out=grad_W)
+        # the general path's two GEMVs, written into reused arrays
+        self.grads["visible_bias"] = np.matmul(lean.weights, buf.v, out=lean.grad_b)
+        self.grads["hidden_bias"] = np.matmul(buf.ones, buf.p, out=lean.grad_c)
+        return reconstruction_error
 
     # -- CD and PCD on worker threads, each on its own rows ----------------------------------
     #: split a CD/PCD step's rows over the worker threads (``_split_step``); False: one thread
