@@ -37,6 +37,12 @@ DIVERGENCE_FACTOR = 10.0
 STARTING_LOSS_BATCHES = 10
 
 
+#: entries of fit's ``info`` that a resumed run must share with its checkpoint: the data
+#: set, and the augmentation (``minidnn train --augment`` stores its config, None without):
+#: resuming an augmented run without it, or the other way round, is another run
+RESUME_INFO_KEYS = ("dataset", "augment")
+
+
 def _starting_loss(model, loss, x, y, batch_size: int, transform=None, rng=None) -> float:
     """The model's mean loss on the first STARTING_LOSS_BATCHES · batch_size samples, in
     evaluation mode (no dropout draw, no batch-norm statistics update, no RNG used), so the
@@ -268,7 +274,7 @@ def _changed_settings(path, settings: dict) -> dict:
     """{setting: [checkpoint's value, this run's value]} for the settings that
     differ; a setting the checkpoint did not record is not compared."""
     stored = io.read_training_info(path)
-    compared = ("batch_size", "seed", "drop_last", "shuffle", "dataset")
+    compared = ("batch_size", "seed", "drop_last", "shuffle") + RESUME_INFO_KEYS
     before = {k: stored[k] for k in compared if k in stored}
     before.update({f"optimizer.{k}": v for k, v in stored.get("optimizer", {}).items()})
     now = {k: settings[k] for k in compared if k in settings}
@@ -327,8 +333,8 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     evaluates on ``val`` (if given) and writes ``checkpoint`` (if given)
     atomically. ``resume=True`` continues from ``checkpoint`` when it exists;
     it refuses a checkpoint written with another batch size, seed,
-    drop_last, data set (``info["dataset"]``) or optimizer setting (lr,
-    momentum, ...) unless ``resume_with_changes=True``, which logs the change
+    drop_last, data set (``info["dataset"]``), augmentation
+    (``info["augment"]``) or optimizer setting (lr, momentum, ...) unless ``resume_with_changes=True``, which logs the change
     and records it in the history (``"changed"``).
     ``log`` receives one line per epoch (``None`` silences it).
 
@@ -395,8 +401,9 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     history, start_epoch = History(), 0
     settings = {"batch_size": batch_size, "seed": seed, "drop_last": drop_last,
                 "shuffle": bool(shuffle), "optimizer": optimizer.get_config()}
-    if info and "dataset" in info:
-        settings["dataset"] = info["dataset"]
+    for key in RESUME_INFO_KEYS:        # the data pipeline, where the caller names it
+        if info and key in info:
+            settings[key] = info[key]
     training_info = {"epochs": epochs, **settings,
                      "loss": getattr(loss, "name", type(loss).__name__), **(info or {})}
 

@@ -176,3 +176,26 @@ def test_evaluation_is_in_evaluation_mode_and_matches_the_inference_plan():
     out = model.infer(x)
     assert first["accuracy"] == (out.argmax(1) == y).mean()
     np.testing.assert_allclose(first["loss"], md.SoftmaxCrossEntropy()(out, y)[0], rtol=1e-5)
+
+
+def test_cli_refuses_to_resume_an_unaugmented_run_with_augment(tmp_path, monkeypatch, capsys):
+    from minidnn.cli import main
+    from minidnn.data import cifar
+    from tests.test_cifar import binary_files, synthetic, write_tar
+    monkeypatch.setenv("MINIDNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cifar, "shared_data_dirs", lambda: [])
+    write_tar(tmp_path / "cifar-10-binary.tar.gz", "cifar-10-batches-bin",
+              binary_files(synthetic(cifar.CIFAR10, n_per_train_member=20, n_test=50)))
+    base = ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--arch",
+            "mlp:3072-8-10", "--batch-size", "20", "--out", str(tmp_path / "m.h5"), "--quiet",
+            "--threads", "1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(base + ["--epochs", "1"]) == 0
+        try:
+            code = main(base + ["--epochs", "2", "--resume", "--augment"])
+        except SystemExit as exit:
+            code = exit.code
+    assert code not in (0, None)
+    err = capsys.readouterr().err
+    assert "augment None ->" in err and "--resume-with-changes" in err
