@@ -373,7 +373,11 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     ``transform(xb, rng)``, if given, maps each training minibatch before the
     forward pass (augmentation, e.g. ``minidnn.data.transforms.RandomCropFlip``);
     it draws from the Generator that shuffles, which every checkpoint saves, so
-    a resumed run sees the same augmented batches bit for bit.
+    a resumed run sees the same augmented batches bit for bit. Before the first
+    step it is also called once on the first ``STARTING_LOSS_BATCHES`` batches'
+    worth of samples, with a copy of that Generator (which is left as it was),
+    so that the divergence rule's starting loss is that of the inputs the model
+    is trained on.
     """
     x, y = _split_xy(train, "training data")
     if val is not None:
