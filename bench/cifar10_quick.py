@@ -3,6 +3,7 @@
     python bench/cifar10_quick.py --framework minidnn|torch|both [--threads 1]
         [--epochs-high 9 --epochs-low 2] [--train-limit N] [--tag NAME] [--caffe-bias]
         [--caffe-split] [--mean channel|image] [--order shuffle|file] [--seed S]
+        [--augment]
 
 Recipe (Caffe's examples/cifar10/cifar10_quick_solver*.prototxt): SGD lr 0.001,
 momentum 0.9, weight decay 0.004, batch 100, 4,000 iterations, then 1,000 at
@@ -49,6 +50,16 @@ nonlinearity between ip1 and ip2; SoftmaxWithLoss averaged over the batch;
 Caffe's momentum form (SGD momentum_form "caffe", the history carried across
 the lr drop as Caffe's snapshot/resume does); test on the 10,000 test images.
 
+--augment (beyond Caffe's recipe, reported apart from it): each training
+minibatch gets the standard CIFAR augmentation, a random 32x32 crop after
+4-pixel zero padding and a left-right flip with probability 1/2
+(``minidnn.data.transforms.RandomCropFlip``), applied to the pixel/255 images
+before the mean is subtracted (so the padding is black, as in torchvision's
+RandomCrop before Normalize). minidnn draws the crops in ``fit(transform=)``
+from its shuffling Generator, right after each epoch's permutation; the
+PyTorch twin replays that Generator and calls the same NumPy transform, so both
+frameworks see the same augmented batches, value for value.
+
 Each framework runs in its own process (torch is never imported beside
 minidnn); results: bench/results/cifar10_quick_<framework><tag>.json.
 Resumable: minidnn checkpoints every epoch, PyTorch too; a finished run is
@@ -84,12 +95,15 @@ def _thread_env(threads: int) -> dict:
     return env
 
 
-def prepared_data(train_limit: int | None, caffe_split: bool = False, mean: str = "channel"):
+def prepared_data(train_limit: int | None, caffe_split: bool = False, mean: str = "channel",
+                  raw_train: bool = False):
     """(x_train, y_train, x_val, y_val, x_test, y_test, normalizer) as float32.
 
     caffe_split: train on all 50,000 training images; x_val, y_val are None.
     mean: "channel" (per-channel mean) or "image" (Caffe's mean image), both
-    subtracted in pixel units, over the images trained on."""
+    subtracted in pixel units, over the images trained on.
+    raw_train: x_train stays pixel/255 (``--augment`` normalises each augmented
+    minibatch instead); the statistics are the same."""
     import numpy as np
 
     from minidnn.data import load
@@ -103,7 +117,8 @@ def prepared_data(train_limit: int | None, caffe_split: bool = False, mean: str 
         x_train, y_train = x_train[:train_limit], y_train[:train_limit]
     normalize = (MeanImage.fit(x_train, scale=255.0) if mean == "image"
                  else ChannelNormalize.fit(x_train, scale_only=1 / 255))
-    x_train = normalize(x_train).astype(np.float32)
+    x_train = (np.ascontiguousarray(x_train, dtype=np.float32) if raw_train
+               else normalize(x_train).astype(np.float32))
     x_test = normalize(test.x).astype(np.float32)
     if caffe_split:
         return x_train, y_train, None, None, x_test, test.y, normalize
@@ -127,6 +142,14 @@ def caffe_initialised_model(seed: int = 0):
     return model
 
 
+def train_transform(args, normalize):
+    """fit's per-minibatch transform for --augment (crop + flip, then the mean), else None."""
+    if not args.augment:
+        return None
+    from minidnn.data.transforms import RandomCropFlip, TrainTransform
+    return TrainTransform(RandomCropFlip(4), normalize)
+
+
 def run_minidnn(args) -> dict:
     import numpy as np
 
@@ -135,7 +158,9 @@ def run_minidnn(args) -> dict:
     from minidnn.optimizers import SGD, StepLR
     from minidnn.training import evaluate, fit
     minidnn.configure_threads(args.threads)
-    x, y, xv, yv, xt, yt, normalize = prepared_data(args.train_limit, args.caffe_split, args.mean)
+    x, y, xv, yv, xt, yt, normalize = prepared_data(args.train_limit, args.caffe_split, args.mean,
+                                                    raw_train=args.augment)
+    transform = train_transform(args, normalize)
     model = caffe_initialised_model(args.seed)
     optimizer = SGD(LR, MOMENTUM, WEIGHT_DECAY, schedule=StepLR(args.epochs_high, 0.1),
                     param_mult=CAFFE_BIAS_MULT if args.caffe_bias else None,
@@ -146,7 +171,7 @@ def run_minidnn(args) -> dict:
     history = fit(model, (x, y), None if xv is None else (xv, yv), epochs=epochs, batch_size=BATCH,
                   optimizer=optimizer, seed=args.seed, checkpoint=str(checkpoint),
                   resume=True, progress=False, log=lambda line: print(line, flush=True),
-                  shuffle=args.order == "shuffle")
+                  shuffle=args.order == "shuffle", transform=transform)
     seconds = time.perf_counter() - t0
     test = evaluate(model, (xt, yt))
     training = {"dataset": "cifar10 (JPEG-derived copy)", "architecture": "cifar10-quick",
@@ -154,6 +179,7 @@ def run_minidnn(args) -> dict:
                 "seed": args.seed, "optimizer": optimizer.get_config(),
                 "input_transform": normalize.get_config(),
                 "input_note": _input_note(args.mean),
+                "augment": transform.augment.get_config() if transform else None,
                 "train_images": len(x), "history": history.epochs, "test": test}
     io.save(model, args.model_out, training=training)
     return {"framework": "minidnn", "test_accuracy": test["accuracy"], "test_loss": test["loss"],
@@ -166,7 +192,9 @@ def run_torch(args) -> dict:
     import numpy as np
     import torch
     torch.set_num_threads(args.threads)
-    x, y, xv, yv, xt, yt, _ = prepared_data(args.train_limit, args.caffe_split, args.mean)
+    x, y, xv, yv, xt, yt, normalize = prepared_data(args.train_limit, args.caffe_split, args.mean,
+                                                    raw_train=args.augment)
+    transform = train_transform(args, normalize)        # minidnn's NumPy transform itself
     model = caffe_initialised_model(args.seed)          # the same initial weights
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 32, 5, padding=2), torch.nn.MaxPool2d(3, 2, ceil_mode=True),
@@ -189,7 +217,7 @@ def run_torch(args) -> dict:
                             "lr_mult": bias["lr"]}], lr=LR, momentum=MOMENTUM)
     epochs = args.epochs_high + args.epochs_low
     checkpoint = Path(args.checkpoint_dir) / f"cifar10_quick_torch{args.tag}.ckpt.pt"
-    rng = np.random.default_rng(args.seed)              # fit's shuffling, replayed
+    rng = np.random.default_rng(args.seed)              # fit's shuffling (and crops), replayed
     history, start = [], 0
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
@@ -225,7 +253,8 @@ def run_torch(args) -> dict:
         total, correct = 0.0, 0
         for b in range(0, len(x), BATCH):
             idx = order[b:b + BATCH]
-            xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+            xb = x[idx] if transform is None else transform(x[idx], rng)   # as fit draws them
+            xb, yb = torch.from_numpy(np.ascontiguousarray(xb)), torch.from_numpy(y[idx])
             opt.zero_grad(set_to_none=True)
             out = net(xb)
             loss = loss_fn(out, yb)
@@ -301,6 +330,9 @@ def main(argv=None) -> int:
     parser.add_argument("--order", choices=("shuffle", "file"), default="shuffle",
                         help="minibatch order: a seeded permutation each epoch (default), or "
                              "file order every epoch as Caffe's LMDB is read")
+    parser.add_argument("--augment", action="store_true",
+                        help="random crop after 4-pixel zero padding + horizontal flip of each "
+                             "training image (beyond Caffe's recipe; the same crops on both sides)")
     parser.add_argument("--train-limit", type=int, default=None,
                         help="use only the first N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
@@ -339,6 +371,8 @@ def main(argv=None) -> int:
                       epochs_low=args.epochs_low, train_limit=args.train_limit,
                       caffe_split=args.caffe_split, mean=args.mean, order=args.order,
                       seed=args.seed,
+                      augment=("random crop (4-pixel zero padding) + horizontal flip"
+                               if args.augment else None),
                       recipe=f"lr 0.001 momentum 0.9 wd 0.004 batch 100; {args.epochs_high} "
                              f"epochs ({args.epochs_high * per_epoch:,} it) then "
                              f"{args.epochs_low} at lr 0.0001 ({args.epochs_low * per_epoch:,} "

@@ -1,7 +1,7 @@
 """Cifar10_quick on Caffe's recipe over several seeds: runs, then mean ± sd.
 
     python bench/cifar10_quick_seeds.py [--seeds 0 1 2] [--frameworks minidnn torch]
-        [--threads 1] [--order shuffle|file] [--summary-only]
+        [--threads 1] [--order shuffle|file] [--augment] [--summary-only]
 
 Each (framework, seed) is one run of ``bench/cifar10_quick.py --caffe-split
 --mean image --caffe-bias --seed S --tag _caffe50k[_file]_sS`` (minidnn's
@@ -18,7 +18,14 @@ images in file order as Caffe's LMDB does, so the seed is the initial weights
 only. After the runs (or with ``--summary-only``) the table of every run
 and the mean ± sample standard deviation of the test accuracy and of the
 training time per framework are printed and written to
-``bench/results/cifar10_quick_seeds<order suffix>.json``.
+``bench/results/cifar10_quick_seeds<order suffix><_aug>.json``.
+
+``--augment`` (sitting 20) adds the standard CIFAR augmentation (random crop
+after 4-pixel zero padding, horizontal flip; ``bench/cifar10_quick.py
+--augment``) to the same recipe, both frameworks drawing the same crops and
+flips from the same seeded Generator; tags gain ``_aug`` and the summary goes
+to ``cifar10_quick_seeds_aug.json``. It is beyond Caffe's recipe: report it as
+"recipe + augmentation", never as the recipe's figure.
 """
 from __future__ import annotations
 
@@ -33,31 +40,38 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 
 
-def run_tag(framework: str, seed: int, order: str) -> str:
+def run_tag(framework: str, seed: int, order: str, augment: bool = False) -> str:
     base = "_caffe50k" + ("_cf" if framework == "torch" else "") + (
-        "_file" if order == "file" else "")
-    if framework == "minidnn" and seed == 0 and order == "shuffle":
+        "_file" if order == "file" else "") + ("_aug" if augment else "")
+    if framework == "minidnn" and seed == 0 and order == "shuffle" and not augment:
         return base                     # sitting 16's run
     return f"{base}_s{seed}"
 
 
-def result_path(framework: str, seed: int, order: str) -> Path:
-    return RESULTS / f"cifar10_quick_{framework}{run_tag(framework, seed, order)}.json"
+def result_path(framework: str, seed: int, order: str, augment: bool = False) -> Path:
+    return RESULTS / f"cifar10_quick_{framework}{run_tag(framework, seed, order, augment)}.json"
 
 
-def command(framework: str, seed: int, order: str, threads: int) -> list[str]:
+def command(framework: str, seed: int, order: str, threads: int,
+            augment: bool = False) -> list[str]:
     cmd = [sys.executable, str(BENCH / "cifar10_quick.py"), "--framework", framework,
            "--caffe-split", "--mean", "image", "--caffe-bias", "--seed", str(seed),
-           "--threads", str(threads), "--tag", run_tag(framework, seed, order)]
-    return cmd + (["--order", "file"] if order == "file" else [])
+           "--threads", str(threads), "--tag", run_tag(framework, seed, order, augment)]
+    return cmd + (["--order", "file"] if order == "file" else []) + (
+        ["--augment"] if augment else [])
 
 
-def summary(frameworks, seeds, order: str) -> dict:
+def summary_path(order: str, augment: bool = False) -> Path:
+    return RESULTS / (f"cifar10_quick_seeds{'_file' if order == 'file' else ''}"
+                      f"{'_aug' if augment else ''}.json")
+
+
+def summary(frameworks, seeds, order: str, augment: bool = False) -> dict:
     table = {}
     for framework in frameworks:
         runs = []
         for seed in seeds:
-            path = result_path(framework, seed, order)
+            path = result_path(framework, seed, order, augment)
             if not path.exists():
                 continue
             r = json.loads(path.read_text())
@@ -65,6 +79,7 @@ def summary(frameworks, seeds, order: str) -> dict:
                          "test_loss": r["test_loss"],
                          "train_seconds_total": r["train_seconds_total"],
                          "threads": r.get("threads"), "order": r.get("order", "shuffle"),
+                         "augment": r.get("augment"),
                          "momentum_form": r.get("momentum_form", "caffe" if framework == "minidnn"
                                                 else "pytorch"),
                          "file": str(path.relative_to(BENCH.parent))})
@@ -78,7 +93,10 @@ def summary(frameworks, seeds, order: str) -> dict:
             "missing_seeds": [s for s in seeds if s not in [r["seed"] for r in runs]]}
     return {"recipe": "Caffe cifar10_quick: lr 0.001 momentum 0.9 wd 0.004 batch 100, 4,000 it "
                       "then 1,000 at lr 0.0001; 50k train (Caffe's split), mean image, bias lr x2 "
-                      "decayed; Caffe fillers", "order": order,
+                      "decayed; Caffe fillers" + (
+                          " + AUGMENTATION (random crop, 4-pixel zero padding, horizontal flip; "
+                          "beyond Caffe's recipe)" if augment else ""), "order": order,
+            "augment": bool(augment),
             "data": "CIFAR-10 (JPEG-derived copy), 10k test",
             "timing_note": "training seconds at the given threads on a loaded 2-core machine "
                            "(other engineers' jobs; nice 19): not a speed comparison",
@@ -86,7 +104,8 @@ def summary(frameworks, seeds, order: str) -> dict:
 
 
 def print_summary(s: dict) -> None:
-    print(f"Cifar10_quick, Caffe's recipe, order {s['order']} ({s['data']})")
+    print(f"Cifar10_quick, Caffe's recipe{' + augmentation' if s.get('augment') else ''}, "
+          f"order {s['order']} ({s['data']})")
     for framework, t in s["frameworks"].items():
         for r in t["runs"]:
             print(f"  {framework:8s} seed {r['seed']}: {100 * r['test_accuracy']:.2f}% test, "
@@ -105,22 +124,24 @@ def main(argv=None) -> int:
                         default=["minidnn", "torch"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--order", choices=("shuffle", "file"), default="shuffle")
+    parser.add_argument("--augment", action="store_true",
+                        help="recipe + random crop/flip augmentation (a separate table)")
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args(argv)
     if not args.summary_only:
         # minidnn's seeds first (the figure), then the PyTorch twin's
         for framework in args.frameworks:
             for seed in args.seeds:
-                if result_path(framework, seed, args.order).exists():
-                    print(f"{framework} seed {seed}: done ({result_path(framework, seed, args.order)})",
-                          flush=True)
+                done = result_path(framework, seed, args.order, args.augment)
+                if done.exists():
+                    print(f"{framework} seed {seed}: done ({done})", flush=True)
                     continue
-                cmd = command(framework, seed, args.order, args.threads)
+                cmd = command(framework, seed, args.order, args.threads, args.augment)
                 print("running " + " ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True)
-    s = summary(args.frameworks, args.seeds, args.order)
+    s = summary(args.frameworks, args.seeds, args.order, args.augment)
     print_summary(s)
-    out = RESULTS / f"cifar10_quick_seeds{'_file' if args.order == 'file' else ''}.json"
+    out = summary_path(args.order, args.augment)
     out.write_text(json.dumps(s, indent=1))
     print(f"-> {out}")
     return 0

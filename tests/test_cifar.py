@@ -270,3 +270,57 @@ def test_cli_data_fetch_cifar10_reports_the_split(tmp_path, monkeypatch, capsys)
         assert main(["data", "fetch", "cifar10", "--data-dir", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "100 training images (split 90 train / 10 validation" in out
+
+
+# -- what a user sees when the data is damaged or missing (sitting 20) ---------------
+
+def test_a_truncated_archive_says_so_with_its_checksum(tmp_path):
+    good = write_tar(tmp_path / "full.tar.xz", "cifar-10-batches-bin",
+                     binary_files(synthetic(cifar.CIFAR10)), mode="w:xz")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    payload = good.read_bytes()
+    (folder / "cifar-10-binary.tar.xz").write_bytes(payload[:len(payload) // 2])
+    with pytest.raises(CifarFormatError) as caught:
+        load("cifar10", data_dir=folder, progress=False)
+    text = str(caught.value)
+    assert "truncated or corrupt" in text and "cifar-10-binary.tar.xz" in text
+    # the pinned sha256 of the expected archive is named, so the user knows to fetch again
+    assert cifar.CIFAR10.archives[1].sha256 in text and "fetch it again" in text
+
+
+def test_minidnn_data_that_is_missing_or_a_file_is_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIDNN_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DataUnavailableError, match=r"\$MINIDNN_DATA.*does not exist"):
+        load("cifar10", progress=False)
+    archive = write_tar(tmp_path / "cifar-10-binary.tar.gz", "cifar-10-batches-bin",
+                        binary_files(synthetic(cifar.CIFAR10)))
+    monkeypatch.setenv("MINIDNN_DATA", str(archive))
+    with pytest.raises(DataUnavailableError, match="it is a file: name the directory"):
+        load("cifar10", progress=False)
+    monkeypatch.setenv("MINIDNN_DATA", str(tmp_path))      # the directory: it loads
+    with pytest.warns(UserWarning, match="not a known"):
+        assert len(load("cifar10", val_size=4, progress=False).test) == 6
+
+
+def test_download_errors_are_said_in_words():
+    import socket
+    import urllib.error
+    no_name = urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+    assert cifar._network_error(no_name).startswith("no network: the host name did not resolve")
+    assert cifar._network_error(urllib.error.URLError(TimeoutError("timed out"))).startswith(
+        "no network: the connection timed out")
+    assert cifar._network_error(urllib.error.URLError(ConnectionRefusedError(111, "refused"))
+                                ).startswith("could not connect")
+
+
+def test_nothing_found_tells_the_command_line_user_about_data_dir(tmp_path, capsys):
+    from minidnn.cli import main
+    try:
+        code = main(["data", "fetch", "cifar100", "--quiet"])
+    except SystemExit as exit:
+        code = exit.code
+    assert code not in (0, None)
+    err = capsys.readouterr().err
+    assert "--data-dir DIR" in err and "MINIDNN_DATA" in err
+    assert "could not connect" in err or "no network" in err     # the mirror, in words

@@ -305,8 +305,22 @@ def read_archive(path: str | os.PathLike, info: CifarInfo, archive: CifarArchive
                         print(f"minidnn: decoding {path.name}:{member.name}", flush=True)
                     members[parts[1]] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise CifarFormatError(f"{path}: not a readable tar archive ({error})") from error
+        raise CifarFormatError(
+            f"{path}: not a readable tar archive, truncated or corrupt ({error}); "
+            f"{_checksum_note(path, archive, md5, sha)}") from error
     return arrays_from_members(members, info, archive, str(path)), official
+
+
+def _checksum_note(path: Path, archive: CifarArchive, md5: str, sha: str) -> str:
+    """What the checksums of an unreadable archive say, for its error message."""
+    size = f"{path.stat().st_size:,} bytes"
+    if archive.sha256 is not None:
+        return (f"its sha256 {sha} ({size}) is not the {archive.filename} expected "
+                f"({archive.sha256}); fetch it again")
+    if archive.md5 is not None:
+        return (f"its md5 {md5} ({size}) is not the publisher's {archive.filename} "
+                f"({archive.md5}); download it again")
+    return f"{size}, sha256 {sha}"
 
 
 def read_folder(folder: Path, info: CifarInfo, archive: CifarArchive) -> dict:
@@ -326,6 +340,10 @@ class CifarUnavailable(Exception):
 
 def _from_directory(info: CifarInfo, directory: Path, progress: bool) -> tuple[dict, str, bool]:
     """(arrays, provenance, verified) from the first layout found in directory."""
+    if not directory.is_dir():
+        raise CifarUnavailable(f"{directory} is not a directory"
+                               + (" (it is a file: name the directory that holds it)"
+                                  if directory.is_file() else " (it does not exist)"))
     for base in (directory / info.name, directory):
         for archive in info.archives:
             folder = base / archive.folder
@@ -355,7 +373,7 @@ def _from_mirror(info: CifarInfo, progress: bool) -> tuple[dict, str]:
             try:
                 download(MIRROR + archive.filename, path, progress)
             except (urllib.error.URLError, OSError, TimeoutError) as error:
-                errors.append(f"{MIRROR + archive.filename}: {error}")
+                errors.append(f"{MIRROR + archive.filename}: {_network_error(error)}")
                 continue
             arrays, official = read_archive(path, info, archive, progress)
             if not official:
@@ -364,6 +382,22 @@ def _from_mirror(info: CifarInfo, progress: bool) -> tuple[dict, str]:
                 continue
             return arrays, f"downloaded {MIRROR + archive.filename} (md5 verified)"
     raise CifarUnavailable("; ".join(errors) or "no mirror")
+
+
+def _network_error(error: Exception) -> str:
+    """A download error in words: no network (the name did not resolve, the host is
+    unreachable, a timeout) is said as such; HTTP errors are given as they are."""
+    reason = getattr(error, "reason", error)
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    import socket
+    if isinstance(reason, socket.gaierror):
+        return f"no network: the host name did not resolve ({reason.strerror or reason})"
+    if isinstance(reason, (TimeoutError, socket.timeout)) or isinstance(error, TimeoutError):
+        return f"no network: the connection timed out ({reason})"
+    if isinstance(reason, ConnectionError):
+        return f"could not connect ({reason})"
+    return str(error)
 
 
 def shared_data_dirs() -> list[Path]:
@@ -483,9 +517,10 @@ def obtain(info: CifarInfo, data_dir=None, download: bool = True, progress: bool
     from .api import DataUnavailableError
     raise DataUnavailableError(
         f"could not get {info.title}. Tried, in order:\n  - " + "\n  - ".join(attempts)
-        + f"\nPut {' or '.join(a.filename for a in info.archives)} in a directory and pass "
-          f"data_dir= (or set MINIDNN_DATA), or run `minidnn data fetch {info.name}` "
-          f"where a network exists.")
+        + f"\nPut {' or '.join(a.filename for a in info.archives)} (or its extracted "
+          f"folder) in a directory and name it: data_dir= in Python, --data-dir DIR on the "
+          f"command line, or the environment variable MINIDNN_DATA; or run `minidnn data "
+          f"fetch {info.name}` on a machine with a network connection.")
 
 
 def load(name: str, data_dir=None, download: bool = True, progress: bool = True,
