@@ -76,6 +76,8 @@ class _Scratch:
 
     def __init__(self):
         self._arrays = {}
+        #: threads a Dense product of this call may split its columns over (set per call)
+        self.columns = 1
 
     def get(self, key, shape, dtype, zero=False):
         shape = tuple(int(s) for s in shape)
@@ -168,7 +170,14 @@ class _FunctionStage(_Stage):
 
 
 class _DenseStage(_Stage):
-    """y = x W + b (and max(·, 0) when a ReLU follows), bias and ReLU in one pass."""
+    """y = x W + b (and max(·, 0) when a ReLU follows), bias and ReLU in one pass.
+
+    With ``reuse_output`` (set by the plan when the next stage is a Dense one, which
+    only reads it) the product goes into a buffer kept from call to call. With
+    ``columns`` > 1 (``InferencePlan.DENSE_COLUMNS``), a product of at least
+    ``DENSE_COLUMNS_MIN`` multiply-adds is split by output columns (``_dense_columns``)."""
+
+    reuse_output = False
 
     def __init__(self, dense, relu=None):
         self.dense, self.relu = dense, relu is not None
@@ -178,17 +187,82 @@ class _DenseStage(_Stage):
         dense = self.dense
         x = _as_nchw(x)
         dense._check_input(x, (dense.in_features,), "")
-        y = x @ dense.params["W"]
-        if not (y.flags.c_contiguous and y.dtype == dense.dtype):
-            y = np.ascontiguousarray(y, dtype=dense.dtype)
+        W = dense.params["W"]
+        b = dense.params["b"] if dense.bias else None
+        parts = scratch.columns
+        if (parts > 1 or self.reuse_output) and x.dtype == W.dtype == dense.dtype:
+            M, (K, N) = x.shape[0], W.shape
+            if parts > 1 and M * K * N < DENSE_COLUMNS_MIN:
+                parts = 1
+            y = (scratch.get((key, "y"), (M, N), W.dtype) if self.reuse_output
+                 else np.empty((M, N), W.dtype))
+            if parts > 1:
+                return _dense_columns(x, W, b, self.relu, y, parts)
+            np.matmul(x, W, out=y)
+        else:
+            y = x @ W
+            if not (y.flags.c_contiguous and y.dtype == dense.dtype):
+                y = np.ascontiguousarray(y, dtype=dense.dtype)
         if self.relu:
-            if dense.bias:
-                fused.bias_relu(y, dense.params["b"])
+            if b is not None:
+                fused.bias_relu(y, b)
             else:
                 y = _ReLUStage.run(None, y, scratch, key, target)
-        elif dense.bias:
-            y += dense.params["b"]
+        elif b is not None:
+            y += b
         return y
+
+
+#: products of at least this many multiply-adds (M·K·N) are split by output columns
+#: when ``InferencePlan.DENSE_COLUMNS`` is on (LeNet's and the MLP's batch-1 products,
+#: 0.4M, stay whole; the MLP's 784 -> 500 at batch 100 is 39M)
+DENSE_COLUMNS_MIN = 1 << 22
+#: column cuts fall on multiples of this many columns (cache lines; OpenBLAS's
+#: column blocks: the MLP's 500 columns cut at 256 give the unsplit product's bits)
+DENSE_COLUMNS_ALIGN = 64
+
+
+def _column_spans(N: int, parts: int) -> list[tuple[int, int]]:
+    """About-equal ranges of range(N) cut at multiples of ``DENSE_COLUMNS_ALIGN``."""
+    align = DENSE_COLUMNS_ALIGN
+    cuts = sorted({min(N, -(-(N * p // parts) // align) * align) for p in range(1, parts)})
+    bounds = [0] + [c for c in cuts if 0 < c < N] + [N]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _dense_columns(x, W, b, relu, y, parts):
+    """y[:, j0:j1] = x W[:, j0:j1] (+ b, max(·, 0)) for ``parts`` column ranges, one per
+    thread: the calling thread takes the first, the worker pool the others, BLAS on one
+    thread each. Every thread reads all of x (the A operand, 0.3 MB for the MLP at batch
+    100, packed once per thread) and only its part of W (the B operand, 1.5 MB split),
+    so no operand is packed twice in full, as a split by samples would pack W; and no
+    thread waits for another between the product and the bias pass (OpenBLAS's own
+    threads share the packed panels and meet at spin barriers)."""
+    from .kernels.workers import _get_pool, _one_blas_thread
+    spans = _column_spans(W.shape[1], parts)
+
+    def work(j0, j1):
+        np.matmul(x, W[:, j0:j1], out=y[:, j0:j1])     # strided views: still one GEMM
+        if b is not None:
+            fused.bias_act_columns(y, b, j0, j1, relu)
+        elif relu:
+            fused.bias_act_columns(y, _zeros(y.shape[1], y.dtype), j0, j1, True)
+    if len(spans) == 1:
+        work(*spans[0])
+        return y
+    pool = _get_pool()
+    with _one_blas_thread():
+        futures = [pool.submit(work, j0, j1) for j0, j1 in spans[1:]]
+        try:
+            work(*spans[0])
+        finally:
+            for f in futures:
+                f.result()
+    return y
+
+
+def _zeros(n, dtype):
+    return np.zeros(n, dtype)
 
 
 class _DirectConvStage(_Stage):
@@ -390,9 +464,26 @@ class InferencePlan:
     >>> y = plan(x)                            # == model.forward(x, training=False)
     """
 
+    #: at more than one thread, with the batch not split by samples (a dense-only net,
+    #: ``SPLIT_DENSE`` off, or a batch under ``SPLIT_MIN_SAMPLES`` per thread): the
+    #: calling thread's BLAS runs on one thread, and each Dense product of at least
+    #: ``DENSE_COLUMNS_MIN`` multiply-adds is split by output columns over the threads
+    #: (``_dense_columns``: the caller and the worker pool, BLAS at one thread each).
+    #: False: BLAS's own threads, as before sitting 21. At 2 threads OpenBLAS's
+    #: threads share one packed copy of W and meet at spin barriers; the quiet
+    #: sitting-20 run timed the MLP at batch 100 at 1.05x / 0.99x PyTorch with them.
+    #: The 2-thread A/B: ``bench/inference_ab.py --dense-columns`` (bench/quiet_bench.sh)
+    DENSE_COLUMNS = True
+
     def __init__(self, layers):
         self.layers = tuple(layers)
         self.stages = build_stages(self.layers)
+        # a Dense stage followed by a Dense stage writes into a kept buffer: the next
+        # stage only reads it (no view of it is passed on or returned)
+        for k in range(len(self.stages) - 1):
+            if isinstance(self.stages[k], _DenseStage) \
+                    and isinstance(self.stages[k + 1], _DenseStage):
+                self.stages[k].reuse_output = True
         self.thread_safe = all(s.thread_safe for s in self.stages)
         self.has_conv = any(isinstance(s, (_DirectConvStage, _RowsConvStage))
                             for s in self.stages)
@@ -421,8 +512,9 @@ class InferencePlan:
             scratch = self._scratch[part] = _Scratch()
         return scratch
 
-    def _run(self, x, part):
+    def _run(self, x, part, columns=1):
         scratch = self._scratch_for(part)
+        scratch.columns = columns
         for k, stage in enumerate(self.stages):
             x = stage.run(x, scratch, k, self._targets[k])
         return _as_nchw(x)
@@ -431,6 +523,10 @@ class InferencePlan:
         N = len(x)
         parts = self.threads_for(N)
         if parts == 1:
+            threads = numba_thread_count() if type(self).DENSE_COLUMNS else 1
+            if threads > 1:
+                with serial_blas_if_small(0):       # the threads come from the column split
+                    return self._run(x, 0, threads)
             return self._run(x, 0)
         # PIECES_PER_THREAD pieces a thread, taken from a shared counter: a thread
         # that gets less of a core (another process on it) takes fewer pieces
@@ -449,4 +545,5 @@ class InferencePlan:
         return np.concatenate(outs, axis=0)
 
 
-__all__ = ["InferencePlan", "build_stages", "SPLIT_MIN_SAMPLES", "SPLIT_DENSE", "CHUNK_ROWS"]
+__all__ = ["InferencePlan", "build_stages", "SPLIT_MIN_SAMPLES", "SPLIT_DENSE", "CHUNK_ROWS",
+           "DENSE_COLUMNS_MIN", "DENSE_COLUMNS_ALIGN"]
