@@ -469,6 +469,7 @@ class InferencePlan:
     #: calling thread's BLAS runs on one thread, and each Dense product of at least
     #: ``DENSE_COLUMNS_MIN`` multiply-adds is split by output columns over the threads
     #: (``_dense_columns``: the caller and the worker pool, BLAS at one thread each).
+    #: A call none of whose products is that large (batch 1) runs as before.
     #: False: BLAS's own threads, as before sitting 21. At 2 threads OpenBLAS's
     #: threads share one packed copy of W and meet at spin barriers; the quiet
     #: sitting-20 run timed the MLP at batch 100 at 1.05x / 0.99x PyTorch with them.
@@ -484,6 +485,10 @@ class InferencePlan:
             if isinstance(self.stages[k], _DenseStage) \
                     and isinstance(self.stages[k + 1], _DenseStage):
                 self.stages[k].reuse_output = True
+        # K·N of the largest Dense product: a batch of M splits by columns from
+        # M·K·N >= DENSE_COLUMNS_MIN on (smaller batches run as before, BLAS's own threads)
+        self._dense_kn = max((s.dense.in_features * s.dense.out_features for s in self.stages
+                              if isinstance(s, _DenseStage)), default=0)
         self.thread_safe = all(s.thread_safe for s in self.stages)
         self.has_conv = any(isinstance(s, (_DirectConvStage, _RowsConvStage))
                             for s in self.stages)
@@ -523,7 +528,8 @@ class InferencePlan:
         N = len(x)
         parts = self.threads_for(N)
         if parts == 1:
-            threads = numba_thread_count() if type(self).DENSE_COLUMNS else 1
+            threads = (numba_thread_count() if type(self).DENSE_COLUMNS
+                       and N * self._dense_kn >= DENSE_COLUMNS_MIN else 1)
             if threads > 1:
                 with serial_blas_if_small(0):       # the threads come from the column split
                     return self._run(x, 0, threads)
