@@ -7,6 +7,7 @@ MODELS=${MODELS:-/work/artifacts/issue9/models}
 set -x
 uptime
 python bench/speed_vs_torch.py --repeats 2 --only mlp lenet rbm inference --out bench/results/speed_vs_torch.json
+python bench/inference_ab.py --dense-columns --threads 2 --rounds 10 --calls 200 --out bench/results/inference_dense_columns_ab_2threads_quiet.json   # sitting 21 (#8, s21-8infer): InferencePlan.DENSE_COLUMNS on/off, SPLIT_DENSE, torch, in one process (~1 min)
 uptime
 python bench/sparse_speed.py
 python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000

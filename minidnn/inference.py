@@ -29,6 +29,19 @@ layers' own evaluation forward does not:
   for the slowest part of a layer. Dense-only nets only while ``SPLIT_DENSE``
   is set (off by default: their products use BLAS's own threads).
 
+* at more than one thread, when the batch is not split by samples (a dense-only
+  net): a Dense product of at least ``DENSE_COLUMNS_MIN`` multiply-adds (the
+  MLP's 784 -> 500 at batch 100) is split by output columns, one range of
+  columns per thread (the caller and the worker pool, BLAS at one thread each),
+  each thread adding the bias and the ReLU to its own columns
+  (``kernels.fused_inference.bias_act_columns``); the rest of the call runs BLAS
+  at one thread. ``InferencePlan.DENSE_COLUMNS`` switches it (on; off: BLAS's own
+  threads, as in sitting 20);
+* a Dense stage followed by another writes its product into a buffer kept from
+  call to call (the next stage only reads it). Every array a call returns is
+  new: the next call never overwrites it. A plan is not reentrant (two threads
+  calling one model's ``infer`` at once share its buffers), as before.
+
 Every layer the plan does not know (a subclass, batch norm, dropout, ...)
 runs as ``layer.forward(x, training=False)``; a plan holding one of those runs
 in the calling thread only (layers keep scratch state on themselves).
