@@ -482,7 +482,8 @@ class InferencePlan:
     #: calling thread's BLAS runs on one thread, and each Dense product of at least
     #: ``DENSE_COLUMNS_MIN`` multiply-adds is split by output columns over the threads
     #: (``_dense_columns``: the caller and the worker pool, BLAS at one thread each).
-    #: A call none of whose products is that large (batch 1) runs as before.
+    #: A call none of whose products is that large (batch 1), or a plan holding a
+    #: layer it does not know, runs as before.
     #: False: BLAS's own threads, as before sitting 21. At 2 threads OpenBLAS's
     #: threads share one packed copy of W and meet at spin barriers; the quiet
     #: sitting-20 run timed the MLP at batch 100 at 1.05x / 0.99x PyTorch with them.
@@ -541,7 +542,9 @@ class InferencePlan:
         N = len(x)
         parts = self.threads_for(N)
         if parts == 1:
-            threads = (numba_thread_count() if type(self).DENSE_COLUMNS
+            # not with a layer the plan does not know: its own BLAS calls would run at
+            # one thread too
+            threads = (numba_thread_count() if type(self).DENSE_COLUMNS and self.thread_safe
                        and N * self._dense_kn >= DENSE_COLUMNS_MIN else 1)
             if threads > 1:
                 with serial_blas_if_small(0):       # the threads come from the column split

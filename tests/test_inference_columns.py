@@ -149,3 +149,18 @@ def test_last_dense_stage_returns_a_fresh_array():
     x = np.random.default_rng(25).random((5, 784), dtype=np.float32)
     first, second = model.infer(x), model.infer(x)
     assert first is not second and not np.shares_memory(first, second)
+
+
+def test_plan_with_an_unknown_layer_keeps_blas_threads(monkeypatch):
+    """A layer the plan runs by its own forward may call BLAS itself: such a plan never
+    takes the column split (nor one-thread BLAS around the call)."""
+    import minidnn as md
+    monkeypatch.setattr(inference, "numba_thread_count", lambda: 2)
+    calls = _count_column_splits(monkeypatch)
+    rng = np.random.default_rng(26)
+    model = md.Sequential([md.Dense(784, 600, rng=rng), md.ReLU(), md.Dropout(0.5),
+                           md.Dense(600, 10, rng=rng)], seed=0, input_shape=(784,))
+    x = rng.random((100, 784), dtype=np.float32)
+    expected = model.forward(x, training=False)
+    np.testing.assert_allclose(model.infer(x), expected, rtol=1e-5, atol=1e-5)
+    assert not model._inference_plan.thread_safe and calls == []
