@@ -257,7 +257,7 @@ def _dense_columns(x, W, b, relu, y, parts):
         if b is not None:
             fused.bias_act_columns(y, b, j0, j1, relu)
         elif relu:
-            fused.bias_act_columns(y, _zeros(y.shape[1], y.dtype), j0, j1, True)
+            fused.bias_act_columns(y, np.zeros(y.shape[1], y.dtype), j0, j1, True)
     if len(spans) == 1:
         work(*spans[0])
         return y
@@ -270,10 +270,6 @@ def _dense_columns(x, W, b, relu, y, parts):
             for f in futures:
                 f.result()
     return y
-
-
-def _zeros(n, dtype):
-    return np.zeros(n, dtype)
 
 
 class _DirectConvStage(_Stage):
