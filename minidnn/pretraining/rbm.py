@@ -414,8 +414,9 @@ class BernoulliRBM(ParamHolder):
         return float((self.n_visible * -softplus(-delta)).mean())
 
     #: the pseudo-likelihood monitor from one float64 product v·W (the flipped rows'
-    #: pre-activations are v's plus one row of W each), half the monitor's time (sitting
-    #: 21: 85 -> ~45 ms per epoch on 1,000 rows, 1 thread); equal to the two-product form
+    #: pre-activations are v's plus one row of W each): sitting 21, 1,000 rows, 1 thread,
+    #: the pseudo-likelihood 71 -> 45-51 ms, the whole monitor 91 -> 72 ms; equal to the
+    #: two-product form
     #: ``_pseudo_log_likelihood_two_products`` up to float64 rounding, not bit for bit.
     #: False: that form (F(ṽ) and F(v) each from its own product)
     PLL_ONE_PRODUCT = True
