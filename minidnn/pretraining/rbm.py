@@ -615,7 +615,9 @@ class BernoulliRBM(ParamHolder):
     #: (checked at 1 and 2 threads), so with the switch on the two products are always
     #: separate (at one thread too, one after the other: the same bits at any thread
     #: count). A change in how work is split over threads, so off by default: a quiet
-    #: two-thread A/B decides (``bench/rbm_step20_ab.py --variants lean lean+overlap_v0``)
+    #: two-thread A/B decides (``bench/rbm_step20_ab.py --variants lean lean+overlap_v0``).
+    #: Expected to tie or lose: at 1 thread the two products cost 0.56 ms a step more than
+    #: the one (W is packed twice), more than the ~0.26 ms visible pass they would hide
     OVERLAP_V0_PRODUCT = False
 
     def _overlap_threads(self) -> bool:
