@@ -4,6 +4,7 @@ with its σ passes split over two threads, interleaved in one process.
 
     python bench/rbm_step20_ab.py --threads 2 --repeats 5          # quiet machine, ~1.5 min
     python bench/rbm_step20_ab.py --threads 1 --images 10000 --repeats 5   # under load
+    python bench/rbm_step20_ab.py --threads 2 --repeats 7 --variants lean lean+overlap_v0   # sitting 21
 
 Variants (``BernoulliRBM`` class switches, set before each fit):
 
@@ -13,7 +14,12 @@ Variants (``BernoulliRBM`` class switches, set before each fit):
   step's keys in one draw, reused outputs; bit for bit ``general``;
 * ``lean+sigma_split``: and ``SIGMA_SPLIT = True`` — each σ/Bernoulli pass on the
   calling thread and one helper thread, half the rows each (the same bits). The
-  products stay on BLAS's threads in every variant.
+  products stay on BLAS's threads in every variant but the next;
+* ``lean+overlap_v0`` (sitting 21): and ``OVERLAP_V0_PRODUCT = True`` — PCD's v0·W on
+  the σ helper thread while the caller runs the last visible σ pass and vk·W, both
+  products on one BLAS thread. Other bits (two 100-row products instead of one of 200
+  rows round differently): its fits are checked against each other, and its largest
+  parameter difference from ``lean`` is printed.
 
 Each round runs every variant once (an epoch of ``fit`` on the first ``--images``
 MNIST training images, batch 100, lr 0.1, no momentum or decay, seed 0, monitors off,
@@ -43,7 +49,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = {"general": (False, False), "lean": (True, False), "lean+sigma_split": (True, True)}
+#: name: (LEAN_STEP, SIGMA_SPLIT, OVERLAP_V0_PRODUCT)
+VARIANTS = {"general": (False, False, False), "lean": (True, False, False),
+            "lean+sigma_split": (True, True, False), "lean+overlap_v0": (True, False, True)}
+#: variants that change the bits (checked against each other, not against the rest)
+OTHER_BITS = {"lean+overlap_v0"}
 
 
 def thread_cpu_ns() -> dict:
@@ -77,10 +87,12 @@ def main(argv=None) -> int:
     x = x[:args.images]
     config = PretrainConfig(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.0, final_momentum=0.0,
                             batch_size=100, k=1, persistent=True, monitor_size=0)
-    defaults = (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT)
+    defaults = (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT, BernoulliRBM.OVERLAP_V0_PRODUCT)
+    finals = {}
 
     def fit(name):
-        BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT = VARIANTS[name]
+        (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT,
+         BernoulliRBM.OVERLAP_V0_PRODUCT) = VARIANTS[name]
         rbm = BernoulliRBM(784, 500, rng=0)
         main_tid = threading.get_native_id()
         c0, t0, p0 = thread_cpu_ns(), time.perf_counter(), time.process_time()
@@ -93,10 +105,12 @@ def main(argv=None) -> int:
             used = (ns - c0.get(tid, 0)) / 1e9
             split["main" if tid == main_tid else "sigma_helper" if tid == side else "other"] += used
         digest = hashlib.sha256(b"".join(rbm.params[k].tobytes() for k in sorted(rbm.params)))
+        finals[name] = {k: v.copy() for k, v in rbm.params.items()}
         return seconds, cpu, split, digest.hexdigest()[:16]
 
     for name in args.variants:          # JIT, buffers, the helper thread
-        BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT = VARIANTS[name]
+        (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT,
+         BernoulliRBM.OVERLAP_V0_PRODUCT) = VARIANTS[name]
         BernoulliRBM(784, 500, rng=0).fit(x[:1000], config, seed=0)
     A = np.random.default_rng(1).random((2048, 2048), dtype=np.float32)
     C = np.empty_like(A)
@@ -117,7 +131,8 @@ def main(argv=None) -> int:
             np.matmul(A, A, out=C)
             rates.append(2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9)
     finally:
-        BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT = defaults
+        (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT,
+         BernoulliRBM.OVERLAP_V0_PRODUCT) = defaults
     peak = statistics.median(rates)
     flops = 5 * 2 * 784 * 500 * len(x)
     summary = {}
@@ -132,15 +147,30 @@ def main(argv=None) -> int:
         print(f"median {name:<18} {wall:6.3f} s wall {cpu:6.3f} s CPU  {flops / wall / 1e9:6.1f} "
               f"GFLOP/s = {summary[name]['percent_of_peak']:4.1f} % of peak  threads: main "
               f"{per['main']:.3f} helper {per['sigma_helper']:.3f} other {per['other']:.3f} s")
-    digests = {r["sha256"] for rs in runs.values() for r in rs}
-    same = len(digests) == 1
-    print("every fit bit-identical" if same else f"fits DIFFER: {sorted(digests)}")
+    same = True
+    for group in ({n for n in runs if n not in OTHER_BITS}, *({n} for n in runs if n in OTHER_BITS)):
+        digests = {r["sha256"] for n in group for r in runs[n]}
+        if not digests:
+            continue
+        ok = len(digests) == 1
+        same = same and ok
+        print(f"{', '.join(sorted(group))}: " + ("every fit bit-identical" if ok
+                                                 else f"fits DIFFER: {sorted(digests)}"))
+    differences = {}
+    if "lean" in finals:
+        for name in finals:
+            if name in OTHER_BITS:
+                differences[name] = {k: float(np.max(np.abs(finals[name][k] - finals["lean"][k])))
+                                     for k in finals[name]}
+                print(f"{name} against lean, largest |difference|: " + ", ".join(
+                    f"{k} {v:.3g}" for k, v in differences[name].items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "threads": threads, "images": len(x), "repeats": args.repeats,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "note": "one process, variants interleaved; taken under load unless stated",
         "gemm_peak_gflops_median": peak, "bit_identical": same, "summary": summary,
+        "differences_from_lean": differences,
         "runs": runs, "gemm_rates": rates}, indent=1))
     return 0 if same else 1
 

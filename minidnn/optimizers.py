@@ -349,6 +349,15 @@ class SGD:
         self.steps = int(state["steps"])
 
 
+def _splits_update(layer) -> bool:
+    """Whether ``layer`` asks for a parameter's step in more than one part now
+    (``ParamHolder.update_parts``: the RBM's row-split step does; its one-thread step,
+    the default, does not, and so takes the plan like any layer)."""
+    if type(layer).update_parts is ParamHolder.update_parts:
+        return False
+    return any(layer.update_parts(pname) != 1 for pname in layer.params)
+
+
 class _StepPlan:
     """What ``SGD._planned_step`` hands ``sgd_update_many``, for one list of layers."""
 
@@ -363,7 +372,7 @@ class _StepPlan:
         entries, scalars, decays, dtype = [], [], [], None
         holders = [layer for layer in layers if layer.params]
         for layer, hyper in zip(holders, hypers):
-            if type(layer).update_parts is not ParamHolder.update_parts:
+            if _splits_update(layer):
                 return None
             for pname in layer.params:
                 w = layer.in_place_param(pname)
@@ -405,6 +414,8 @@ class _StepPlan:
         for layer, pname, w, key, v in self.entries:
             if layer.params.get(pname) is not w or (v is not w and velocity.get(key) is not v):
                 return False
+        if any(_splits_update(layer) for layer in self.layers if layer.params):
+            return False
         return self.counts == [len(layer.params) for layer in layers if layer.params]
 
     def flat_grads(self):

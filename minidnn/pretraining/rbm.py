@@ -397,8 +397,34 @@ class BernoulliRBM(ParamHolder):
             raise ValueError("pseudo-likelihood is defined here for Bernoulli visible units only")
         v = self._visible_input(v).astype(np.float64)
         rng = as_generator(rng)
-        flipped = v.copy()
         idx = rng.integers(0, self.n_visible, size=len(v))
+        rows = np.arange(len(v))
+        if not self.PLL_ONE_PRODUCT:
+            return self._pseudo_log_likelihood_two_products(v, idx)
+        # ṽ differs from v in unit i only, by d = 1 − 2v_i, so ṽW + c = (vW + c) + d·W_i
+        # and F(ṽ) − F(v) = −d·b_i − Σ_j [softplus(x_j + d·W_ij) − softplus(x_j)]:
+        # one (rows, n_visible) x (n_visible, n_hidden) product instead of two
+        W, b, c = (self.params[k].astype(np.float64)
+                   for k in ("W", "visible_bias", "hidden_bias"))
+        pre = v @ W
+        pre += c
+        d = 1.0 - 2.0 * v[rows, idx]
+        flipped_pre = pre + d[:, None] * W[idx]
+        delta = -d * b[idx] - (softplus(flipped_pre).sum(axis=1) - softplus(pre).sum(axis=1))
+        return float((self.n_visible * -softplus(-delta)).mean())
+
+    #: the pseudo-likelihood monitor from one float64 product v·W (the flipped rows'
+    #: pre-activations are v's plus one row of W each): sitting 21, 1,000 rows, 1 thread,
+    #: the pseudo-likelihood 71 -> 45-51 ms, the whole monitor 91 -> 72 ms; equal to the
+    #: two-product form
+    #: ``_pseudo_log_likelihood_two_products`` up to float64 rounding, not bit for bit.
+    #: False: that form (F(ṽ) and F(v) each from its own product)
+    PLL_ONE_PRODUCT = True
+
+    def _pseudo_log_likelihood_two_products(self, v, idx) -> float:
+        """The pseudo-likelihood of rows v (float64) with units idx flipped, as
+        F(ṽ) − F(v) from two free energies (the form before sitting 21)."""
+        flipped = v.copy()
         rows = np.arange(len(v))
         flipped[rows, idx] = 1 - flipped[rows, idx]
         delta = self.free_energy(flipped) - self.free_energy(v)
@@ -579,6 +605,45 @@ class BernoulliRBM(ParamHolder):
         _SIDE.run(lambda: _hidden_pass_kernel(p, bias, n, key, states, pos, neg, a, n, b, m),
                   lambda: _hidden_pass_kernel(p, bias, n, key, states, pos, neg, 0, a, 0, b))
 
+    #: PCD (lean path): compute the positive phase's product v0·W on the σ helper thread
+    #: while the calling thread runs the last visible σ/Bernoulli pass and then vk·W, both
+    #: products on one BLAS thread each (``_last_visible_pass_beside_v0``). The only
+    #: product of the step that does not wait on a σ pass is v0·W; overlapping it hides
+    #: the visible pass (~0.26 ms of ~4.9 at 2 threads, quiet, sitting 20) and trades one
+    #: two-thread 200-row product for two one-thread 100-row ones. Changes the bits:
+    #: OpenBLAS rounds a 100-row product differently from the same rows of a 200-row one
+    #: (checked at 1 and 2 threads), so with the switch on the two products are always
+    #: separate (at one thread too, one after the other: the same bits at any thread
+    #: count). A change in how work is split over threads, so off by default: a quiet
+    #: two-thread A/B decides (``bench/rbm_step20_ab.py --variants lean lean+overlap_v0``).
+    #: Expected to tie or lose: at 1 thread the two products cost 0.56 ms a step more than
+    #: the one (W is packed twice), more than the ~0.26 ms visible pass they would hide
+    OVERLAP_V0_PRODUCT = False
+
+    def _overlap_threads(self) -> bool:
+        threads = self.SPLIT_THREADS
+        if threads is None:
+            import numba
+            threads = numba.get_num_threads()
+        return int(threads) >= self.SIGMA_SPLIT_MIN_THREADS and _SIDE.available()
+
+    def _last_visible_pass_beside_v0(self, v_pos, p_pos, pre_v, vk, pk, W, b, key, one):
+        """p_pos ← v0·W beside [vk ← sample(σ(pre_v + b)); pk ← vk·W], on two threads
+        (the helper and the caller) when allowed, else one after the other."""
+        def side():
+            np.matmul(v_pos, W, out=p_pos)
+
+        def main():
+            _sigmoid_bernoulli_kernel(pre_v, b, key, vk, 0, one)
+            np.matmul(vk, W, out=pk)
+        from ..kernels.workers import _one_blas_thread
+        with _one_blas_thread():
+            if self._overlap_threads():
+                _SIDE.run(side, main)
+            else:
+                side()
+                main()
+
     def _lean_step(self, v0, rows, n: int, m: int, k: int, rng, chain,
                    sample_reconstruction: bool):
         """``cd_gradients`` for Bernoulli visible units on the calling thread (and, with
@@ -626,13 +691,19 @@ class BernoulliRBM(ParamHolder):
             own = chain.dtype == self.dtype and chain.flags.c_contiguous
             h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
             keys = draw_keys(rng, 2 * k)
+            apart = self.OVERLAP_V0_PRODUCT
             for step in range(k):
                 np.matmul(h, W.T, out=pre_v)
+                if apart and step == k - 1:
+                    self._last_visible_pass_beside_v0(v_pos, p_pos, pre_v, vk, pk, W, b,
+                                                      keys[2 * step], one)
+                    break
                 self._bernoulli_pass(pre_v, b, keys[2 * step], vk, one, split)
                 if step < k - 1:
                     np.matmul(vk, W, out=pk)
                     self._bernoulli_pass(pk, c, keys[2 * step + 1], h, one, split)
-            np.matmul(buf.v, W, out=buf.p)          # p0 and pk in one product
+            if not apart:
+                np.matmul(buf.v, W, out=buf.p)      # p0 and pk in one product
             # p0 ← −σ/n and pk ← σ/m with the chain's next state h ~ P(h | vk), one call
             self._hidden_pass(buf.p, c, n, keys[2 * k - 1], h, pos, neg, split)
             if not own:

@@ -1,0 +1,167 @@
+"""Sitting 21's RBM changes: the SGD plan now takes the RBM's one-thread step, and the
+pseudo-likelihood monitor comes from one product."""
+import numpy as np
+import pytest
+
+from minidnn import optimizers
+from minidnn.optimizers import SGD
+from minidnn.pretraining import BernoulliRBM
+
+
+def _data(n=120, d=20, seed=0, grey=False):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d)).astype(np.float32)
+    return x if grey else (x > 0.6).astype(np.float32)
+
+
+def _fit(x, **overrides):
+    rbm = BernoulliRBM(x.shape[1], 12, rng=0)
+    kw = dict(epochs=2, lr=0.1, batch_size=20, k=1, persistent=True, monitor_size=0,
+              momentum=0.5, final_momentum=0.9, weight_decay=1e-3)
+    kw.update(overrides)
+    rbm.fit(x, seed=3, **kw)
+    return rbm
+
+
+def _same(a, b):
+    return all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+@pytest.fixture
+def restore_switches():
+    saved = (SGD.FUSED_PLAN, BernoulliRBM.SPLIT_ROWS, BernoulliRBM.SPLIT_THREADS,
+             BernoulliRBM.PLL_ONE_PRODUCT)
+    yield
+    (SGD.FUSED_PLAN, BernoulliRBM.SPLIT_ROWS, BernoulliRBM.SPLIT_THREADS,
+     BernoulliRBM.PLL_ONE_PRODUCT) = saved
+
+
+def test_one_thread_rbm_step_takes_the_plan(restore_switches):
+    """Before sitting 21 ``_StepPlan.build`` refused every RBM (it overrides
+    ``update_parts``) and rebuilt-and-failed at every step; now the one-thread step
+    (parts 1) is planned, and stepped bit for bit as the per-parameter path."""
+    x = _data()
+    rbm = BernoulliRBM(20, 12, rng=0)
+    for g in rbm.grads.values():
+        g[...] = 0.01
+    opt = SGD(0.1, momentum=0.9, weight_decay=1e-3)
+    holder = type("H", (), {"layers": [rbm]})()
+    opt.step(holder)
+    assert opt.__dict__.get("_plan") is not None
+    planned = _fit(x)
+    SGD.FUSED_PLAN = False
+    unplanned = _fit(x)
+    assert _same(planned, unplanned)
+
+
+def test_split_step_is_not_planned_and_keeps_its_bits(restore_switches):
+    """A row-split step asks for W's update in parts: no plan, and the fit is the
+    per-parameter path's, bit for bit; turning the split on after planned steps drops
+    the plan (``matches`` checks the parts at every step)."""
+    x = _data()
+    BernoulliRBM.SPLIT_ROWS, BernoulliRBM.SPLIT_THREADS = True, 2
+    rbm = BernoulliRBM(20, 12, rng=0)
+    rbm.cd_gradients(x[:40], 1, np.random.default_rng(0))
+    assert rbm.update_parts("W") == 2 and optimizers._splits_update(rbm)
+    split_planned = _fit(x, batch_size=40)
+    SGD.FUSED_PLAN = False
+    split_unplanned = _fit(x, batch_size=40)
+    assert _same(split_planned, split_unplanned)
+
+    SGD.FUSED_PLAN, BernoulliRBM.SPLIT_ROWS = True, False
+    rbm = BernoulliRBM(20, 12, rng=0)
+    opt = SGD(0.1)
+    holder = type("H", (), {"layers": [rbm]})()
+    rbm.cd_gradients(x[:40], 1, np.random.default_rng(0))
+    opt.step(holder)
+    plan = opt._plan
+    assert plan is not None and plan.matches([rbm], plan.hypers, opt.velocity)
+    BernoulliRBM.SPLIT_ROWS = True
+    rbm.cd_gradients(x[:40], 1, np.random.default_rng(0))
+    assert not plan.matches([rbm], plan.hypers, opt.velocity)
+    opt.step(holder)            # the per-parameter path, in parts
+    assert opt._plan is None    # rebuilt once the parts are 1 again
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_pseudo_likelihood_one_product_equals_two(restore_switches, grey):
+    """ṽW + c = vW + c + (1 − 2v_i)·W_i: the one-product monitor is the two-free-energy
+    form up to float64 rounding (grey pixels too: the flip is v_i → 1 − v_i), and it
+    draws the same flipped units from the Generator."""
+    x = _data(grey=grey)
+    rbm = _fit(x)
+    rbm.params["hidden_bias"][...] = np.linspace(-1, 1, 12, dtype=np.float32)
+    BernoulliRBM.PLL_ONE_PRODUCT = True
+    one_rng = np.random.default_rng(7)
+    one = rbm.pseudo_log_likelihood(x, one_rng)
+    BernoulliRBM.PLL_ONE_PRODUCT = False
+    two_rng = np.random.default_rng(7)
+    two = rbm.pseudo_log_likelihood(x, two_rng)
+    assert one == pytest.approx(two, rel=1e-10, abs=1e-10)
+    assert one_rng.bit_generator.state == two_rng.bit_generator.state
+
+
+def test_pseudo_likelihood_matches_a_direct_numpy_twin(restore_switches):
+    """Against the definition written out: n · log σ(F(ṽ) − F(v)), F from float64."""
+    x = _data(n=30)
+    rbm = _fit(x)
+    idx = np.random.default_rng(5).integers(0, 20, size=30)
+    W, b, c = (rbm.params[k].astype(np.float64) for k in ("W", "visible_bias", "hidden_bias"))
+    v = x.astype(np.float64)
+    flipped = v.copy()
+    flipped[np.arange(30), idx] = 1 - flipped[np.arange(30), idx]
+
+    def free(u):
+        return -u @ b - np.logaddexp(0, u @ W + c).sum(axis=1)
+    want = np.mean(20 * np.log(1 / (1 + np.exp(-(free(flipped) - free(v))))))
+    assert rbm.pseudo_log_likelihood(x, np.random.default_rng(5)) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.fixture
+def restore_overlap():
+    saved = (BernoulliRBM.OVERLAP_V0_PRODUCT, BernoulliRBM.SPLIT_THREADS)
+    yield
+    BernoulliRBM.OVERLAP_V0_PRODUCT, BernoulliRBM.SPLIT_THREADS = saved
+
+
+def test_overlap_v0_is_the_same_step_in_other_products(restore_overlap):
+    """OVERLAP_V0_PRODUCT: one PCD step computes v0·W and vk·W as two products; the
+    statistics are the lean step's up to float32 rounding (the same samples: one
+    step from the same chain and keys), bit for bit the same at one and two threads,
+    and with the helper thread in use."""
+    from minidnn.pretraining import rbm as rbm_module
+    x = _data(n=40, d=30)
+    base = BernoulliRBM(30, 16, rng=0)
+    base.params["W"] *= 50
+    chain0 = (np.random.default_rng(1).random((40, 16)) > 0.5).astype(np.float32)
+
+    def step(overlap, threads):
+        BernoulliRBM.OVERLAP_V0_PRODUCT, BernoulliRBM.SPLIT_THREADS = overlap, threads
+        rbm = BernoulliRBM(30, 16, rng=0)
+        rbm.params = {k: v.copy() for k, v in base.params.items()}
+        chain = chain0.copy()
+        rbm.cd_gradients(x, 1, np.random.default_rng(2), chain=chain)
+        return {k: v.copy() for k, v in rbm.grads.items()}, chain
+
+    lean, lean_chain = step(False, 1)
+    one, one_chain = step(True, 1)
+    two, two_chain = step(True, 2)
+    assert rbm_module._SIDE.native_id is not None
+    for k in lean:
+        assert np.array_equal(one[k], two[k])
+        np.testing.assert_allclose(one[k], lean[k], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(one_chain, two_chain)
+    # the draws compare σ with uniforms, so a rounding difference may flip a rare state
+    assert np.mean(one_chain != lean_chain) < 0.01
+
+
+def test_overlap_v0_fit_is_stable_and_thread_independent(restore_overlap):
+    x = _data()
+    BernoulliRBM.OVERLAP_V0_PRODUCT, BernoulliRBM.SPLIT_THREADS = True, 1
+    one = _fit(x)
+    BernoulliRBM.SPLIT_THREADS = 2
+    two = _fit(x)
+    assert _same(one, two)
+    BernoulliRBM.OVERLAP_V0_PRODUCT = False
+    lean = _fit(x)
+    assert np.abs(one.params["W"] - lean.params["W"]).max() < 0.05
