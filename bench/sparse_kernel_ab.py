@@ -36,6 +36,24 @@ Sitting 19 added single rows (no "old"):
   rows+columns|serial``: forward + backward_params (a first layer, as in the epoch).
   At ``--threads 2 --clock wall`` on the quiet machine these decide the switches.
 
+Sitting 21 added ``step private`` and ``step private nnz`` (and ``step_params …``): the
+default rows+columns splits with ``TrainingKernels.FILL_PER_THREAD`` (each thread fills a
+whole copy of xᵀ / gradᵀ of its own inside the product's region: two parallel regions a
+step instead of four), with blocks cut by counts or by stored entries
+(``BALANCE_BY_NNZ``); their numbers are checked equal to rows+columns' bit for bit. For
+every ``step`` row the CPU time each thread ran per call is printed too
+(``/proc/self/task/*/schedstat``, read outside the timed calls): how evenly the threads
+share the step, fair even on a loaded machine. The quiet decision of FILL_PER_THREAD:
+
+    python bench/sparse_kernel_ab.py --threads 2 --clock wall --rounds 300 --out bench/results/sparse_kernel_ab_s21_2threads_quiet.json
+
+(~1 min): ``step private`` / ``step private nnz`` against ``step rows+columns``, p50 and
+p5, and ``step_params`` likewise. The per-thread CPU counts a spinning thread's wait as
+CPU: under libgomp's default wait policy (threads spin a while after each region) read
+it from a run with ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or ``--layer
+workqueue`` (``minidnn.configure_threads``: threads block; its larger parallel threshold
+runs the forward serial).
+
 Calls rotate over the candidates ``--iters`` at a time for ``--rounds`` rounds; the
 5th, 25th and 50th percentiles of all calls are printed and written as JSON (``--out``).
 ``--clock thread`` (default) leaves out the waits for a core on a loaded machine: right
@@ -175,16 +193,22 @@ def candidates(density: float, threads: int):
     # backward_params), under the work-split switches of TrainingKernels: sitting 18's
     # default (split by samples), the backward split by product, and the serial kernels
     # (THREADS = 1) — set on the layer's own TrainingKernels before each call
-    variants = {"samples": (None, "samples", "samples"), "products": (None, "products", "samples"),
-                "rows+products": (None, "products", "rows"),
-                "rows+columns": (None, "columns", "rows"), "serial": (1, "samples", "samples")}
+    # (THREADS, BACKWARD_SPLIT, FORWARD_SPLIT, FILL_PER_THREAD, BALANCE_BY_NNZ)
+    variants = {"samples": (None, "samples", "samples", False, False),
+                "products": (None, "products", "samples", False, False),
+                "rows+products": (None, "products", "rows", False, False),
+                "rows+columns": (None, "columns", "rows", False, False),
+                "private": (None, "columns", "rows", True, False),
+                "private nnz": (None, "columns", "rows", True, True),
+                "serial": (1, "samples", "samples", False, False)}
 
     def step(variant, params_only=False):
-        threads_cap, split, forward_split = variants[variant]
+        threads_cap, split, forward_split, private, by_nnz = variants[variant]
 
         def run():
             kern.THREADS, kern.BACKWARD_SPLIT, kern.FORWARD_SPLIT = threads_cap, split, \
                 forward_split
+            kern.FILL_PER_THREAD, kern.BALANCE_BY_NNZ = private, by_nnz
             layer.forward(x, True)
             if params_only:
                 layer.backward_params(g)
@@ -193,9 +217,31 @@ def candidates(density: float, threads: int):
         return run
     for variant in variants:
         fns[f"step {variant}"] = step(variant)
-    for variant in ("samples", "rows+columns", "serial"):
+    for variant in ("samples", "rows+columns", "private", "private nnz", "serial"):
         fns[f"step_params {variant}"] = step(variant, True)
+    # the same steps bit for bit whatever the switches (the private and nnz-balanced
+    # splits change which thread computes what, never how), or the times are moot
+    ref = None
+    for variant in ("rows+columns", "private", "private nnz"):
+        step(variant)()                         # sets the switches
+        got = (layer.forward(x, True).copy(), layer.backward(g).copy(),
+               layer.grads["data"].copy(), layer.grads["b"].copy())
+        ref = got if ref is None else ref
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a, b, err_msg=variant)
     return fns
+
+
+def thread_cpu_ns() -> dict:
+    """CPU ns each thread of this process has run (``/proc/self/task/*/schedstat``)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                out[tid] = int(f.read().split()[0])
+        except OSError:
+            pass
+    return out
 
 
 def product_bytes(density: float):
@@ -221,9 +267,14 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="numba threads")
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
+    p.add_argument("--layer", choices=("default", "workqueue"), default="default",
+                   help="workqueue: minidnn.configure_threads (blocking threads) first")
     p.add_argument("--out", default=str(RESULTS_DIR / "sparse_kernel_ab.json"))
     args = p.parse_args(argv)
     import numba
+    if args.layer == "workqueue":
+        import minidnn
+        minidnn.configure_threads(args.threads)
     numba.set_num_threads(args.threads)
     now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
     fns = candidates(args.density, args.threads)
@@ -232,13 +283,21 @@ def main(argv=None):
             f()
     times = {name: [] for name in fns}
     names = list(fns)
+    # per-thread CPU time of the whole-step rows (read outside the timed calls): how the
+    # two threads share the work, a fair measure even on a loaded machine
+    cpu = {name: {} for name in names if name.startswith("step")}
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             f = fns[name]
+            before = thread_cpu_ns() if name in cpu else None
             for _ in range(args.iters):
                 t0 = now()
                 f()
                 times[name].append(now() - t0)
+            if before is not None:
+                after = thread_cpu_ns()
+                for tid, ns in after.items():
+                    cpu[name][tid] = cpu[name].get(tid, 0) + ns - before.get(tid, ns)
     result = {"density": args.density, "threads": args.threads, "clock": args.clock,
               "rounds": args.rounds, "iters": args.iters, "load_average": os.getloadavg(),
               "us": {}}
@@ -250,6 +309,14 @@ def main(argv=None):
         rate = (f"  {moved[name] / q['p5'] / 1e3:5.1f} GB/s at p5 ({moved[name] / 1e6:.2f} MB)"
                 if name in moved else "")
         print(f"{name:26s} p5 {q['p5']:7.1f}  p25 {q['p25']:7.1f}  p50 {q['p50']:7.1f} µs{rate}",
+              flush=True)
+    calls = args.rounds * args.iters
+    result["thread_cpu_us_per_call"] = {}
+    for name, per in cpu.items():
+        busy = sorted((ns / calls / 1e3 for ns in per.values() if ns > 0), reverse=True)
+        result["thread_cpu_us_per_call"][name] = busy
+        shown = " ".join(f"{b:6.1f}" for b in busy[:3])
+        print(f"{name:26s} CPU µs a call by thread: {shown}  (total {sum(busy):6.1f})",
               flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
