@@ -1708,6 +1708,34 @@ class TrainingKernels:
             return threads
         return 1
 
+    def step_regions(self, k: int, fill_x: bool = True, input_grad: bool = True,
+                     dtype=np.float32) -> int:
+        """The parallel regions one training step (``forward`` then ``backward`` from a
+        C-ordered grad) opens at batch size k under the current switches and thread count:
+        0 where both calls run serial. ``fill_x=False``: x is already in the padded buffer
+        (``input_buffer``, as ``fit`` does). With FORWARD_SPLIT "rows" and BACKWARD_SPLIT
+        "columns" that is 4 (3 without the fill of x), 2 with FILL_PER_THREAD."""
+        regions = 0
+        if padded_path(dtype):
+            if self._blocks((self.nnz + self.n_cols) * k) > 1:
+                two = self.FORWARD_SPLIT == "rows" and fill_x and not self.FILL_PER_THREAD
+                regions += 2 if two else 1
+            blocks = self._blocks(self.nnz * k * (2 if input_grad else 1) + self.n_rows * k)
+            if blocks > 1:
+                if self.BACKWARD_SPLIT == "columns":
+                    regions += 1 if self.FILL_PER_THREAD else 2
+                elif (self.BACKWARD_SPLIT == "products" and input_grad
+                      and _sample_blocks(blocks, k) == 2):
+                    regions += 2
+                else:
+                    regions += 1
+            return regions
+        # the portable kernels: a transpose region, then the product's
+        regions += 2 * (self._blocks((self.nnz + self.n_cols) * k) > 1)
+        regions += 2 * (self._blocks(self.nnz * k * (2 if input_grad else 1)
+                                     + self.n_rows * k) > 1)
+        return regions
+
     def _pick(self, name: str, work: int):
         """(kernel, n_blocks) as ``_kernel``, with at most ``THREADS`` blocks."""
         blocks = self._blocks(work)
