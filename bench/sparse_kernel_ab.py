@@ -36,7 +36,10 @@ Sitting 19 added single rows (no "old"):
   rows+columns|serial``: forward + backward_params (a first layer, as in the epoch).
   At ``--threads 2 --clock wall`` on the quiet machine these decide the switches.
 
-Sitting 21 added ``step private`` and ``step private nnz`` (and ``step_params …``): the
+Sitting 21 added ``work 2 blocks rows|private fwd+T`` and ``… columns|private bwd+T``:
+the two-block splits' serial builds, both blocks on one thread, so at ``--threads 1``
+(thread clock) their difference is the work FILL_PER_THREAD adds (each thread transposing
+the whole operand), and ``step private`` and ``step private nnz`` (and ``step_params …``): the
 default rows+columns splits with ``TrainingKernels.FILL_PER_THREAD`` (each thread fills a
 whole copy of xᵀ / gradᵀ of its own inside the product's region: two parallel regions a
 step instead of four), with blocks cut by counts or by stored entries
@@ -188,6 +191,25 @@ def candidates(density: float, threads: int):
         fns["split columns bwd_params"] = lambda: K["backward_padded_colsplit"](
             ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_c, gb_c, no_dx, N, blocks)
     del g_full, x_full
+    # sitting 21: the work of the two-block splits, both blocks run by the serial build on
+    # one thread (what the two threads do between them): the one-region FILL_PER_THREAD
+    # kernels against the two-region row / column splits, so the difference is the price
+    # of each thread transposing the whole operand (a 1-thread, thread-clock figure)
+    x_pads2 = csr.padded_buffer(2 * n_in, k).reshape(2, n_in, csr.padded_width(k))
+    g_pads2 = csr.padded_buffer(2 * n_out, k).reshape(2, n_out, csr.padded_width(k))
+    rows2, cols2 = csr.balanced_cuts(ip, 2, False), csr.balanced_cuts(ti, 2, False)
+    gd_w, gb_w, dx_w = np.empty(nnz, np.float32), np.empty(n_out, np.float32), \
+        np.empty((n_in, k), np.float32)
+    out_w = np.empty((n_out, k), np.float32)
+    S = {name: pair[0] for name, pair in csr._KERNELS.items()}
+    fns["work 2 blocks rows fwd+T"] = lambda: S["matmul_padded_rowsplit"](
+        ip, ix, data, bias, x, x_fill, out_w, T, 2)
+    fns["work 2 blocks private fwd+T"] = lambda: S["matmul_padded_private"](
+        ip, ix, data, bias, x, x_pads2, out_w, T, rows2, 2)
+    fns["work 2 blocks columns bwd+T"] = lambda: S["backward_padded_colsplit"](
+        ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_w, gb_w, dx_w, T, 2)
+    fns["work 2 blocks private bwd+T"] = lambda: S["backward_padded_private"](
+        ti, tt, perm, data, g, g_pads2, x_pad, k, zero, gd_w, gb_w, dx_w, T, cols2, 2)
     # the layer's whole training step (SparseDense.forward + backward from C-ordered x and
     # g, what bench/sparse_speed.py times), and the first-layer step (forward +
     # backward_params), under the work-split switches of TrainingKernels: sitting 18's

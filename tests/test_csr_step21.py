@@ -231,6 +231,30 @@ def test_private_fills_keep_one_stack_and_hand_its_first_copy_to_the_backward(mo
     np.testing.assert_array_equal(y, plain.forward(3 * x, training=True))
 
 
+@needs_simd
+def test_switching_and_batch_changes_never_hand_out_a_stale_buffer(monkeypatch, two_threads):
+    # the private path after calls that put another xᵀ buffer in place (the input buffer of
+    # another batch size, a call with the switch off): the numbers stay the default's
+    rng = np.random.default_rng(10)
+    layer = md.SparseDense(30, 20, density=0.3, rng=0)
+    plain = md.SparseDense(30, 20, density=0.3, rng=0)
+    for private, k, how in ((True, 24, "C"), (False, 13, "buffer"), (True, 24, "buffer"),
+                            (True, 24, "C"), (False, 24, "C"), (True, 24, "C")):
+        _switches(monkeypatch, private, False)
+        x = rng.random((k, 30), dtype=np.float32)
+        g = rng.standard_normal((k, 20)).astype(np.float32)
+        if how == "buffer":
+            xin = layer.input_buffer(k)
+            xin[:] = x
+        else:
+            xin = x
+        y, dx = np.array(layer.forward(xin, training=True)), np.array(layer.backward(g))
+        _switches(monkeypatch, False, False)
+        np.testing.assert_array_equal(y, plain.forward(x, training=True), err_msg=str(private))
+        np.testing.assert_array_equal(dx, plain.backward(g))
+        np.testing.assert_array_equal(layer.grads["data"], plain.grads["data"])
+
+
 def _sparse_sigmoid_net(seed=0):
     rng = np.random.default_rng(seed)
     return md.Sequential([md.Flatten(), md.SparseDense(60, 40, density=0.1, rng=rng),

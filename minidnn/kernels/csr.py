@@ -1665,6 +1665,7 @@ class TrainingKernels:
         # FILL_PER_THREAD: the (blocks, n, ld) stacks of per-thread copies (copy 0 is then
         # ``_x_pad`` / ``_grad_pad``), and the blocks' cuts by (rows|columns, blocks, by nnz)
         self._x_pads = self._grad_pads = None
+        self._stack_first = {}
         self._cut_cache = {}
 
     def _padded(self, which: str, n: int, k: int) -> np.ndarray:
@@ -1683,7 +1684,11 @@ class TrainingKernels:
         if stack is None or stack.shape != (blocks, n, ld):
             stack = padded_buffer(blocks * n, k).reshape(blocks, n, ld)
             setattr(self, which, stack)
-            setattr(self, which[:-1], stack[0])
+            self._stack_first[which] = stack[0]
+        first = self._stack_first[which]
+        # a call without the switch (or ``input_buffer``) may have put another buffer there
+        if getattr(self, which[:-1]) is not first:
+            setattr(self, which[:-1], first)
         return stack
 
     def _cuts(self, which: str, blocks: int) -> np.ndarray:
