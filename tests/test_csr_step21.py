@@ -155,9 +155,15 @@ def two_threads(monkeypatch):
     return set_
 
 
-def _switches(monkeypatch, private, by_nnz):
+def _switches(monkeypatch, private, by_nnz, forward=True):
     monkeypatch.setattr(csr.TrainingKernels, "FILL_PER_THREAD", private)
     monkeypatch.setattr(csr.TrainingKernels, "BALANCE_BY_NNZ", by_nnz)
+    monkeypatch.setattr(csr.TrainingKernels, "FILL_PER_THREAD_FORWARD", forward)
+
+
+#: (FILL_PER_THREAD, BALANCE_BY_NNZ, FILL_PER_THREAD_FORWARD): the default first
+VARIANTS = ((False, False, True), (True, False, True), (True, True, True), (True, False, False),
+            (True, True, False))
 
 
 def _layer_step(layer, x, g):
@@ -180,8 +186,8 @@ def test_layer_step_with_private_fills_is_bit_for_bit_the_default(monkeypatch, t
     two_threads(threads)
     rng = np.random.default_rng(5)
     results = {}
-    for private, by_nnz in ((False, False), (True, False), (True, True)):
-        _switches(monkeypatch, private, by_nnz)
+    for variant in VARIANTS:
+        _switches(monkeypatch, *variant)
         layer = md.SparseDense(70, 45, density=0.15, rng=0).cast(np.dtype(dtype))
         out = []
         for k, order in ((100, "C"), (13, "F"), (100, "F"), (40, "C")):
@@ -191,9 +197,9 @@ def test_layer_step_with_private_fills_is_bit_for_bit_the_default(monkeypatch, t
                 x, g = np.asfortranarray(x), np.asfortranarray(g)
             out.append(_layer_step(layer, x, g))
         rng = np.random.default_rng(5)
-        results[(private, by_nnz)] = out
+        results[variant] = out
     for key, out in results.items():
-        for got, want in zip(out, results[(False, False)]):
+        for got, want in zip(out, results[VARIANTS[0]]):
             np.testing.assert_array_equal(got[0], want[0], err_msg=str(key))
             np.testing.assert_array_equal(got[1], want[1], err_msg=str(key))
             for name in want[2]:
@@ -275,16 +281,16 @@ def test_fused_sparse_sigmoid_pair_with_private_fills_gives_the_same_bits(monkey
     x = np.asfortranarray(x) if order == "F" else x
     y = rng.integers(0, 5, 37)
     results = {}
-    for private, by_nnz in ((False, False), (True, False), (True, True)):
-        _switches(monkeypatch, private, by_nnz)
+    for variant in VARIANTS:
+        _switches(monkeypatch, *variant)
         model = _sparse_sigmoid_net()
         out = model.forward(x, training=True)
         _, grad = SoftmaxCrossEntropy()(out, y)
         dx = model.backward(grad, input_grad=input_grad)
         assert type(model.plan()[1][1]).__name__ == "SparseSigmoid"
-        results[(private, by_nnz)] = (out, dx, {(l.name, k): np.array(v) for l in model.layers
-                                                for k, v in l.grads.items()})
-    want = results[(False, False)]
+        results[variant] = (out, dx, {(l.name, k): np.array(v) for l in model.layers
+                                      for k, v in l.grads.items()})
+    want = results[VARIANTS[0]]
     for key, got in results.items():
         np.testing.assert_array_equal(got[0], want[0], err_msg=str(key))
         if input_grad:
@@ -324,5 +330,7 @@ def test_step_regions_counts_the_parallel_regions_of_a_layer_step(monkeypatch, t
         _switches(monkeypatch, True, False)
         assert kern.step_regions(100) == 2
         assert kern.step_regions(100, fill_x=False) == 2
+        _switches(monkeypatch, True, False, forward=False)
+        assert kern.step_regions(100) == 3
     monkeypatch.setattr(csr.TrainingKernels, "THREADS", 1)
     assert kern.step_regions(100) == 0

@@ -1643,6 +1643,13 @@ class TrainingKernels:
     #: (``bench/sparse_kernel_ab.py --threads 2 --clock wall``, rows ``step private``).
     FILL_PER_THREAD: bool = False
 
+    #: with FILL_PER_THREAD: whether the forward takes it too (True) or only the backward
+    #: (False: the forward keeps its two regions, three a step). At one thread, under load,
+    #: the forward's extra transpose cost more than the backward's (``bench/
+    #: sparse_kernel_ab.py`` rows ``work 2 blocks …``: +22 against +6 µs at p5), so the
+    #: quiet A/B has both variants (``step private`` / ``step private bwd``).
+    FILL_PER_THREAD_FORWARD: bool = True
+
     #: with FILL_PER_THREAD: where the threads' blocks of rows (forward) and of A's columns
     #: (backward) are cut. False: equal counts of rows / columns (as the other splits); True:
     #: equal counts of stored entries (``balanced_cuts``), so each thread streams the same
@@ -1719,11 +1726,13 @@ class TrainingKernels:
         C-ordered grad) opens at batch size k under the current switches and thread count:
         0 where both calls run serial. ``fill_x=False``: x is already in the padded buffer
         (``input_buffer``, as ``fit`` does). With FORWARD_SPLIT "rows" and BACKWARD_SPLIT
-        "columns" that is 4 (3 without the fill of x), 2 with FILL_PER_THREAD."""
+        "columns" that is 4 (3 without the fill of x), 2 with FILL_PER_THREAD (3 with it
+        for the backward only)."""
         regions = 0
         if padded_path(dtype):
             if self._blocks((self.nnz + self.n_cols) * k) > 1:
-                two = self.FORWARD_SPLIT == "rows" and fill_x and not self.FILL_PER_THREAD
+                two = self.FORWARD_SPLIT == "rows" and fill_x and not (
+                    self.FILL_PER_THREAD and self.FILL_PER_THREAD_FORWARD)
                 regions += 2 if two else 1
             blocks = self._blocks(self.nnz * k * (2 if input_grad else 1) + self.n_rows * k)
             if blocks > 1:
@@ -1799,7 +1808,8 @@ class TrainingKernels:
                 pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=np.float32)
             blocks = self._blocks((self.nnz + self.n_cols) * k)
-            if blocks > 1 and self.FORWARD_SPLIT == "rows" and self.FILL_PER_THREAD:
+            if (blocks > 1 and self.FORWARD_SPLIT == "rows" and self.FILL_PER_THREAD
+                    and self.FILL_PER_THREAD_FORWARD):
                 if fill == FILL_NONE:       # xᵀ is in pad already: every block reads it
                     pads = pad[None]
                 else:

@@ -257,7 +257,8 @@ def forward_sigmoid(kernels, data, bias, x, batch_major: bool):
     kernel, blocks = _pick(kernels, "forward_sigmoid", (kernels.nnz + kernels.n_cols) * k)
     own = not batch_major and x is kernels._x_view
     fill = FILL_TRANSPOSE if batch_major else (FILL_NONE if own else FILL_COPY)
-    if blocks > 1 and kernels.FILL_PER_THREAD:     # one region: a copy of xᵀ per thread
+    if blocks > 1 and kernels.FILL_PER_THREAD and kernels.FILL_PER_THREAD_FORWARD:
+        # one region: a copy of xᵀ per thread
         if fill == FILL_NONE:
             pads = pad[None]
         else:
