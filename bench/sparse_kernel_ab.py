@@ -47,12 +47,14 @@ step instead of four), with blocks cut by counts or by stored entries
 every ``step`` row the CPU time each thread ran per call is printed too
 (``/proc/self/task/*/schedstat``, read outside the timed calls): how evenly the threads
 share the step, fair even on a loaded machine. ``step private bwd``: FILL_PER_THREAD for
-the backward only (``FILL_PER_THREAD_FORWARD = False``, three regions a step). The quiet
+the backward only (``FILL_PER_THREAD_FORWARD = False``, three regions a step). ``step
+aligned``: the default splits with ``LINE_ALIGNED_ROWS`` (padded rows a whole number of
+64-byte lines, so the two threads' fills never write one cache line). The quiet
 decision of FILL_PER_THREAD:
 
     python bench/sparse_kernel_ab.py --threads 2 --clock wall --rounds 300 --out bench/results/sparse_kernel_ab_s21_2threads_quiet.json
 
-(~1 min): ``step private`` / ``… nnz`` / ``… bwd`` against ``step rows+columns``, p50 and
+(~1 min): ``step aligned`` / ``private`` / ``… nnz`` / ``… bwd`` against ``step rows+columns``, p50 and
 p5, and ``step_params`` likewise. The per-thread CPU counts a spinning thread's wait as
 CPU: under libgomp's default wait policy (threads spin a while after each region) read
 it from a run with ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or ``--layer
@@ -218,24 +220,26 @@ def candidates(density: float, threads: int):
     # default (split by samples), the backward split by product, and the serial kernels
     # (THREADS = 1) — set on the layer's own TrainingKernels before each call
     # (THREADS, BACKWARD_SPLIT, FORWARD_SPLIT, FILL_PER_THREAD, BALANCE_BY_NNZ,
-    #  FILL_PER_THREAD_FORWARD)
-    variants = {"samples": (None, "samples", "samples", False, False, True),
-                "products": (None, "products", "samples", False, False, True),
-                "rows+products": (None, "products", "rows", False, False, True),
-                "rows+columns": (None, "columns", "rows", False, False, True),
-                "private": (None, "columns", "rows", True, False, True),
-                "private nnz": (None, "columns", "rows", True, True, True),
-                "private bwd": (None, "columns", "rows", True, False, False),
-                "serial": (1, "samples", "samples", False, False, True)}
+    #  FILL_PER_THREAD_FORWARD, LINE_ALIGNED_ROWS)
+    variants = {"samples": (None, "samples", "samples", False, False, True, False),
+                "products": (None, "products", "samples", False, False, True, False),
+                "rows+products": (None, "products", "rows", False, False, True, False),
+                "rows+columns": (None, "columns", "rows", False, False, True, False),
+                "aligned": (None, "columns", "rows", False, False, True, True),
+                "private": (None, "columns", "rows", True, False, True, False),
+                "private nnz": (None, "columns", "rows", True, True, True, False),
+                "private bwd": (None, "columns", "rows", True, False, False, False),
+                "serial": (1, "samples", "samples", False, False, True, False)}
 
     def step(variant, params_only=False):
-        threads_cap, split, forward_split, private, by_nnz, private_fwd = variants[variant]
+        threads_cap, split, forward_split, private, by_nnz, private_fwd, aligned = \
+            variants[variant]
 
         def run():
             kern.THREADS, kern.BACKWARD_SPLIT, kern.FORWARD_SPLIT = threads_cap, split, \
                 forward_split
             kern.FILL_PER_THREAD, kern.BALANCE_BY_NNZ = private, by_nnz
-            kern.FILL_PER_THREAD_FORWARD = private_fwd
+            kern.FILL_PER_THREAD_FORWARD, kern.LINE_ALIGNED_ROWS = private_fwd, aligned
             layer.forward(x, True)
             if params_only:
                 layer.backward_params(g)
@@ -244,12 +248,13 @@ def candidates(density: float, threads: int):
         return run
     for variant in variants:
         fns[f"step {variant}"] = step(variant)
-    for variant in ("samples", "rows+columns", "private", "private nnz", "private bwd", "serial"):
+    for variant in ("samples", "rows+columns", "aligned", "private", "private nnz", "private bwd",
+                    "serial"):
         fns[f"step_params {variant}"] = step(variant, True)
     # the same steps bit for bit whatever the switches (the private and nnz-balanced
     # splits change which thread computes what, never how), or the times are moot
     ref = None
-    for variant in ("rows+columns", "private", "private nnz", "private bwd"):
+    for variant in ("rows+columns", "aligned", "private", "private nnz", "private bwd"):
         step(variant)()                         # sets the switches
         got = (layer.forward(x, True).copy(), layer.backward(g).copy(),
                layer.grads["data"].copy(), layer.grads["b"].copy())

@@ -30,6 +30,8 @@ transposes a peer needs are inside its time. The peers:
   own inside the product's region: two parallel regions a step instead of four), with
   the blocks cut by row / column counts or (``_nnz``, ``BALANCE_BY_NNZ``) by entries;
   ``minidnn_private_bwd``: FILL_PER_THREAD for the backward only (three regions a step);
+  ``minidnn_aligned``: the default with ``LINE_ALIGNED_ROWS`` (no cache line of the padded
+  buffers written by both threads' fills);
 * ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ;
 * ``scipy``: ``scipy.sparse`` CSR products, gradient gathered at the pattern
   (``einsum`` over ``dyᵀ[rows] * xᵀ[cols]``);
@@ -175,9 +177,12 @@ def worker_layer(peer, densities, iters, min_seconds):
         # OpenMP pool, and torch's OpenMP must start with its own default
         import torch  # noqa: F401
     if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol", "minidnn_samples",
-                "minidnn_private", "minidnn_private_nnz", "minidnn_private_bwd"):
+                "minidnn_private", "minidnn_private_nnz", "minidnn_private_bwd",
+                "minidnn_aligned"):
         from minidnn.kernels.csr import TrainingKernels       # sitting 19's work-split switches
-        if peer.startswith("minidnn_private"):  # sitting 21: one region a call (2 a step)
+        if peer == "minidnn_aligned":           # sitting 21: line-aligned padded rows
+            TrainingKernels.LINE_ALIGNED_ROWS = True
+        elif peer.startswith("minidnn_private"):  # sitting 21: one region a call (2 a step)
             TrainingKernels.FILL_PER_THREAD = True
             TrainingKernels.BALANCE_BY_NNZ = peer == "minidnn_private_nnz"
             TrainingKernels.FILL_PER_THREAD_FORWARD = peer != "minidnn_private_bwd"

@@ -155,15 +155,18 @@ def two_threads(monkeypatch):
     return set_
 
 
-def _switches(monkeypatch, private, by_nnz, forward=True):
+def _switches(monkeypatch, private, by_nnz, forward=True, aligned=False):
     monkeypatch.setattr(csr.TrainingKernels, "FILL_PER_THREAD", private)
     monkeypatch.setattr(csr.TrainingKernels, "BALANCE_BY_NNZ", by_nnz)
     monkeypatch.setattr(csr.TrainingKernels, "FILL_PER_THREAD_FORWARD", forward)
+    monkeypatch.setattr(csr.TrainingKernels, "LINE_ALIGNED_ROWS", aligned)
 
 
-#: (FILL_PER_THREAD, BALANCE_BY_NNZ, FILL_PER_THREAD_FORWARD): the default first
-VARIANTS = ((False, False, True), (True, False, True), (True, True, True), (True, False, False),
-            (True, True, False))
+#: (FILL_PER_THREAD, BALANCE_BY_NNZ, FILL_PER_THREAD_FORWARD, LINE_ALIGNED_ROWS): the
+#: default first
+VARIANTS = ((False, False, True, False), (True, False, True, False), (True, True, True, False),
+            (True, False, False, False), (True, True, False, False), (False, False, True, True),
+            (True, True, True, True))
 
 
 def _layer_step(layer, x, g):
@@ -238,15 +241,32 @@ def test_private_fills_keep_one_stack_and_hand_its_first_copy_to_the_backward(mo
 
 
 @needs_simd
+def test_line_aligned_rows_are_whole_cache_lines(monkeypatch, two_threads):
+    _switches(monkeypatch, False, False, aligned=True)
+    layer = md.SparseDense(30, 20, density=0.3, rng=0)
+    x = np.random.default_rng(11).random((100, 30), dtype=np.float32)
+    layer.forward(x, training=True)
+    layer.backward(np.ones((100, 20), np.float32))
+    for buf in (layer._kernels._x_pad, layer._kernels._grad_pad):
+        assert buf.shape[1] == 112 and buf.ctypes.data % 64 == 0 and buf.strides[0] % 64 == 0
+    np.testing.assert_array_equal(layer._kernels._x_pad[:, :100], x.T)
+    assert not layer._kernels._x_pad[:, 100:].any()
+    assert csr.padded_buffer(3, 5, width=16).shape == (3, 16)
+
+
+@needs_simd
 def test_switching_and_batch_changes_never_hand_out_a_stale_buffer(monkeypatch, two_threads):
     # the private path after calls that put another xᵀ buffer in place (the input buffer of
     # another batch size, a call with the switch off): the numbers stay the default's
     rng = np.random.default_rng(10)
     layer = md.SparseDense(30, 20, density=0.3, rng=0)
     plain = md.SparseDense(30, 20, density=0.3, rng=0)
-    for private, k, how in ((True, 24, "C"), (False, 13, "buffer"), (True, 24, "buffer"),
-                            (True, 24, "C"), (False, 24, "C"), (True, 24, "C")):
-        _switches(monkeypatch, private, False)
+    for private, k, how, aligned in ((True, 24, "C", False), (False, 13, "buffer", False),
+                                     (True, 24, "buffer", False), (True, 24, "C", False),
+                                     (False, 24, "C", False), (True, 24, "C", False),
+                                     (True, 24, "C", True), (False, 24, "buffer", True),
+                                     (True, 24, "C", False)):
+        _switches(monkeypatch, private, False, aligned=aligned)
         x = rng.random((k, 30), dtype=np.float32)
         g = rng.standard_normal((k, 20)).astype(np.float32)
         if how == "buffer":

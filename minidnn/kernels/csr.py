@@ -748,10 +748,11 @@ def padded_width(k: int) -> int:
     return (int(k) + 7) // 8 * 8
 
 
-def padded_buffer(n: int, k: int, dtype=np.float32) -> np.ndarray:
+def padded_buffer(n: int, k: int, dtype=np.float32, width: int | None = None) -> np.ndarray:
     """A zero-filled (n, padded_width(k)) C-ordered array whose data is 64-byte aligned
-    (rows start on a 32-byte boundary, so no 8-lane load splits a cache line)."""
-    ld = padded_width(k)
+    (rows start on a 32-byte boundary, so no 8-lane load splits a cache line); ``width``:
+    another row length (≥ padded_width(k), a multiple of 8)."""
+    ld = padded_width(k) if width is None else int(width)
     dtype = np.dtype(dtype)
     raw = np.zeros(n * ld * dtype.itemsize + 64, dtype=np.uint8)
     start = (-raw.ctypes.data) % 64
@@ -1656,6 +1657,17 @@ class TrainingKernels:
     #: number of dense rows. The numbers are the same bit for bit.
     BALANCE_BY_NNZ: bool = False
 
+    #: rows of the padded xᵀ / gradᵀ buffers: False: padded_width(k) floats (k rounded up
+    #: to 8: 104 at batch 100, 416 bytes, so every other row starts mid-cache-line); True: a
+    #: whole number of 64-byte lines (k rounded up to 16: 112). The fills split each row's
+    #: lanes between the threads at a vector boundary (48 | 52 samples at batch 100: byte
+    #: 192, a line boundary of a line-aligned row), so with True no cache line of the
+    #: buffers is written by both threads (False: the line at each odd row's split and at
+    #: each row's end is, ~2 lines a row). The kernels compute ceil(k/8) vectors a row
+    #: either way, so the numbers are the same bit for bit; the buffers grow 8 % at batch
+    #: 100. Class-level, for the quiet A/B (``bench/sparse_kernel_ab.py``, ``step aligned``).
+    LINE_ALIGNED_ROWS: bool = False
+
     def __init__(self, indptr, indices, transposed, n_cols: int):
         t_indptr, t_indices, perm = transposed
         self.n_rows, self.n_cols = len(indptr) - 1, int(n_cols)
@@ -1675,10 +1687,15 @@ class TrainingKernels:
         self._stack_first = {}
         self._cut_cache = {}
 
+    def _width(self, k: int) -> int:
+        """Row length of this object's padded buffers for batch k: padded_width(k), or a
+        whole number of 64-byte lines (16 floats) with LINE_ALIGNED_ROWS."""
+        return (k + 15) // 16 * 16 if self.LINE_ALIGNED_ROWS else (k + 7) // 8 * 8
+
     def _padded(self, which: str, n: int, k: int) -> np.ndarray:
         buf = getattr(self, which)
-        if buf is None or buf.shape != (n, padded_width(k)):
-            buf = padded_buffer(n, k)
+        if buf is None or buf.shape != (n, self._width(k)):
+            buf = padded_buffer(n, k, width=self._width(k))
             setattr(self, which, buf)
         return buf
 
@@ -1687,9 +1704,9 @@ class TrainingKernels:
         ("_x_pads" or "_grad_pads"), 64-byte aligned and zero-filled when allocated; its
         copy 0 becomes the object's ``_x_pad`` / ``_grad_pad`` (one view object, kept)."""
         stack = getattr(self, which)
-        ld = padded_width(k)
+        ld = self._width(k)
         if stack is None or stack.shape != (blocks, n, ld):
-            stack = padded_buffer(blocks * n, k).reshape(blocks, n, ld)
+            stack = padded_buffer(blocks * n, k, width=ld).reshape(blocks, n, ld)
             setattr(self, which, stack)
             self._stack_first[which] = stack[0]
         first = self._stack_first[which]
@@ -1804,7 +1821,7 @@ class TrainingKernels:
                 k = x.shape[1]
                 fill = FILL_NONE if x is self._x_view else FILL_COPY
             pad = self._x_pad
-            if pad is None or pad.shape[1] != (k + 7) // 8 * 8:
+            if pad is None or pad.shape[1] != self._width(k):
                 pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=np.float32)
             blocks = self._blocks((self.nnz + self.n_cols) * k)
@@ -1865,7 +1882,7 @@ class TrainingKernels:
                 x_pad = self._padded("_x_other", self.n_cols, k)
                 x_pad[:, :k] = xt
             g_pad = self._grad_pad
-            if g_pad is None or g_pad.shape[1] != (k + 7) // 8 * 8:
+            if g_pad is None or g_pad.shape[1] != self._width(k):
                 g_pad = self._padded("_grad_pad", self.n_rows, k)
             grad_data = np.empty(self.nnz, dtype=np.float32)
             grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=np.float32)
