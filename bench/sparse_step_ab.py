@@ -3,6 +3,11 @@ interleaved in ONE process (issue #11 work guide, not a speed figure).
 
     python bench/sparse_step_ab.py --base f853567          # ~2 min
     python bench/sparse_step_ab.py --base f853567 --threads 2 --clock wall
+    python bench/sparse_step_ab.py --base HEAD --switch FILL_PER_THREAD=1 --threads 2 --clock wall
+
+``--switch NAME=VALUE`` sets a class-level switch of this tree's ``TrainingKernels`` only,
+so with ``--base HEAD`` the A/B is the switch against the default in one process (the
+numbers are checked equal first, as always), the epoch part included.
 
 The revision's ``minidnn`` package is unpacked (``git archive``) into a temporary folder
 as ``minidnn_base`` and imported beside this tree's ``minidnn``; both build the same
@@ -51,6 +56,27 @@ def unpack_base(rev: str, folder: str) -> str:
     subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
     os.rename(os.path.join(folder, "minidnn"), os.path.join(folder, "minidnn_base"))
     return full
+
+
+def apply_switches(pairs) -> dict:
+    """Set NAME=VALUE class attributes of this tree's ``kernels.csr.TrainingKernels``
+    (bool for bool switches: 1/0/true/false; int or None for THREADS; str otherwise)."""
+    from minidnn.kernels.csr import TrainingKernels
+    done = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if not hasattr(TrainingKernels, name):
+            raise SystemExit(f"--switch: TrainingKernels has no switch {name!r}")
+        old = getattr(TrainingKernels, name)
+        if isinstance(old, bool):
+            value = text.lower() in ("1", "true", "yes", "on")
+        elif name == "THREADS":
+            value = None if text.lower() == "none" else int(text)
+        else:
+            value = text
+        setattr(TrainingKernels, name, value)
+        done[name] = value
+    return done
 
 
 def timer(clock: str):
@@ -127,6 +153,10 @@ def main(argv=None):
     p.add_argument("--epoch-images", type=int, default=10000, help="0: no epoch part")
     p.add_argument("--threads", type=int, default=1, help="numba threads (BLAS: as set outside)")
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
+    p.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a class-level switch of this tree's TrainingKernels only (e.g. "
+                        "FILL_PER_THREAD=1; repeatable): an A/B of the switch against the "
+                        "base's default")
     p.add_argument("--out", default=str(RESULTS_DIR / "sparse_step_ab.json"))
     args = p.parse_args(argv)
     import numba
@@ -138,8 +168,10 @@ def main(argv=None):
         importlib.import_module("minidnn_base.sparse")
         import minidnn
         import minidnn.sparse  # noqa: F401
+        switches = apply_switches(args.switch)
         packages = {"base": base, "this tree": minidnn}
-        result = {"base": full, "threads": args.threads, "clock": args.clock,
+        result = {"base": full, "switches": switches, "threads": args.threads,
+                  "clock": args.clock,
                   "rounds": args.rounds, "iters": args.iters,
                   "load_average": os.getloadavg(), "us_p10_median": {}}
         for density in map(float, args.densities.split(",")):
