@@ -35,18 +35,87 @@ keeps such small operations on one thread likewise (its grain size).
 """
 from __future__ import annotations
 
+import numbers
 import os
 
 _blas_limits = None     # the threadpoolctl controller, kept alive
 
 
-def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue") -> dict:
+#: Numba threading layers configure_threads may pick (TBB needs libtbb, absent here)
+NUMBA_LAYERS = ("workqueue", "omp", "tbb")
+#: libgomp wait policies (OMP_WAIT_POLICY): what an idle OpenMP thread does
+WAIT_POLICIES = ("active", "passive")
+
+
+def _libgomp_loaded() -> bool:
+    """Whether GNU libgomp is mapped into this process (it reads OMP_WAIT_POLICY and
+    GOMP_SPINCOUNT once, when it is loaded)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line for line in maps)
+    except OSError:         # no /proc: assume the worst, so that nothing is set silently
+        return True
+
+
+def _set_openmp_env(var: str, value: str) -> None:
+    """``os.environ[var] = value`` while libgomp is not loaded yet; a no-op when it is
+    already that value; a RuntimeError saying what to do otherwise."""
+    if os.environ.get(var) == value:
+        return
+    if _libgomp_loaded():
+        raise RuntimeError(
+            f"configure_threads cannot set {var}={value}: libgomp (GNU OpenMP) is already "
+            f"loaded in this process (Numba's omp pool has started, or torch/scikit-learn "
+            f"loaded it) and reads {var} only when it loads; call configure_threads before "
+            f"any parallel kernel runs, or start Python with {var}={value} in its environment "
+            f"(now {var}={os.environ.get(var)!r})")
+    os.environ[var] = value
+
+
+def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue",
+                      wait_policy: str | None = None,
+                      spin_count: int | None = None) -> dict:
     """Cap BLAS, OpenMP and Numba at ``n`` threads and pick Numba's threading
     layer; returns what was set. Default n: $OMP_NUM_THREADS when the user set
-    it, else the cores this process may use."""
+    it, else the cores this process may use.
+
+    ``numba_layer``: "workqueue" (the default: idle threads block, never spin),
+    "omp" (GNU libgomp), "tbb", or None (Numba's own choice). It takes effect only
+    before Numba's first parallel kernel; after that the running layer is kept and
+    reported (``report["numba_layer"]``), so a second call is harmless.
+
+    ``wait_policy`` ("active" | "passive" | None) and ``spin_count`` (an int >= 0 or
+    None) are for the omp layer only, and PROCESS-WIDE: they set ``OMP_WAIT_POLICY``
+    and ``GOMP_SPINCOUNT`` in ``os.environ``, which libgomp reads once, when it is
+    loaded — so they bind every OpenMP user of this process that shares libgomp
+    (scikit-learn, torch built on libgomp) and every child process that inherits
+    the environment, not only Numba. "active" keeps idle threads spinning between
+    parallel regions (no wake-up, but a spinning thread holds a core that BLAS or
+    another process may need); "passive" puts them to sleep at once; ``spin_count``
+    sets how many spin iterations an idle thread waits before it sleeps (libgomp's
+    default with no policy: 300,000). They must be given before libgomp loads (before
+    the first parallel kernel on the omp layer, and before torch/scikit-learn load
+    it); otherwise a RuntimeError says so, unless the environment already holds the
+    same value (then the call is a no-op, so it may be repeated). None leaves the
+    variable as the host has it. See bench/region_wakeup.py for what each costs here.
+    """
     global _blas_limits
     import numba
 
+    if numba_layer is not None and numba_layer not in NUMBA_LAYERS:
+        raise ValueError(f"configure_threads: numba_layer must be one of {NUMBA_LAYERS} "
+                         f"or None, got {numba_layer!r}")
+    if wait_policy is not None and wait_policy not in WAIT_POLICIES:
+        raise ValueError(f"configure_threads: wait_policy must be one of {WAIT_POLICIES} "
+                         f"or None, got {wait_policy!r}")
+    if spin_count is not None and (isinstance(spin_count, bool) or not isinstance(
+            spin_count, numbers.Integral) or spin_count < 0):
+        raise ValueError(f"configure_threads: spin_count must be an int >= 0 or None, "
+                         f"got {spin_count!r}")
+    if (wait_policy is not None or spin_count is not None) and numba_layer not in ("omp", None):
+        raise ValueError(f"configure_threads: wait_policy / spin_count set libgomp's idle "
+                         f"threads and need numba_layer='omp' (or None), got "
+                         f"numba_layer={numba_layer!r}")
     if n is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         n = int(os.environ["OMP_NUM_THREADS"])
     if n is None:
@@ -55,6 +124,13 @@ def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue
     if n < 1:
         raise ValueError(f"configure_threads needs n >= 1, got {n}")
     report = {"threads": n}
+    # the environment first, before anything below can load libgomp
+    if wait_policy is not None:
+        _set_openmp_env("OMP_WAIT_POLICY", wait_policy.upper())
+        report["wait_policy"] = wait_policy
+    if spin_count is not None:
+        _set_openmp_env("GOMP_SPINCOUNT", str(int(spin_count)))
+        report["spin_count"] = int(spin_count)
     try:
         from threadpoolctl import threadpool_limits
         # SciPy ships its own OpenBLAS, loaded only when scipy.linalg/sparse is first
