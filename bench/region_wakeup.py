@@ -18,7 +18,10 @@ the documented call, before anything parallel runs):
   then sleep on a futex);
 * ``omp_active`` / ``omp_passive``: ``wait_policy="active"`` (spin for ever) / ``"passive"``
   (sleep at once);
-* ``omp_spin30k`` / ``omp_spin3M``: ``spin_count=30_000`` / ``3_000_000`` (GOMP_SPINCOUNT).
+* ``omp_spin3k`` / ``omp_spin30k`` (/ ``omp_spin3M``, not in the default ``--setups``):
+  ``spin_count=3_000`` / ``30_000`` / ``3_000_000`` (GOMP_SPINCOUNT: spin iterations
+  before an idle thread sleeps; on this AMD EPYC one iteration, a ``pause``, is some
+  tens of ns, so 30,000 is of the order of a millisecond — see the per-thread CPU).
 
 In each worker, interleaved nothing (one set-up per process; the processes are
 interleaved over ``--rounds`` rounds in rotating order, and figures are medians over
@@ -67,9 +70,13 @@ SETUPS = {
     "omp": ({"numba_layer": "omp"}, None),
     "omp_active": ({"numba_layer": "omp", "wait_policy": "active"}, None),
     "omp_passive": ({"numba_layer": "omp", "wait_policy": "passive"}, None),
+    "omp_spin3k": ({"numba_layer": "omp", "spin_count": 3_000}, None),
     "omp_spin30k": ({"numba_layer": "omp", "spin_count": 30_000}, None),
     "omp_spin3M": ({"numba_layer": "omp", "spin_count": 3_000_000}, None),
 }
+#: the set-ups run by default (omp_spin3M: next to libgomp's default 300,000, on request)
+DEFAULT_SETUPS = ("workqueue", "workqueue_par", "omp", "omp_active", "omp_passive",
+                  "omp_spin3k", "omp_spin30k")
 GAPS_US = (0, 20, 500)
 DENSITIES = (0.04, 0.01)
 
@@ -247,7 +254,7 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=400, help="timed region calls per pattern")
     p.add_argument("--region-us", type=float, default=60.0, help="one block's work, µs")
     p.add_argument("--steps", type=int, default=40, help="timed LeNet steps (sparse: 10×)")
-    p.add_argument("--setups", default=",".join(SETUPS), help="comma-separated, of " +
+    p.add_argument("--setups", default=",".join(DEFAULT_SETUPS), help="comma-separated, of " +
                    ", ".join(SETUPS))
     p.add_argument("--tiny", action="store_true", help="1 round, few calls: does it run")
     p.add_argument("--label", default="", help="stored with the result (e.g. 'under load')")
