@@ -23,6 +23,15 @@ What it sets, and why:
   threads block instead of spinning, and it touches nobody else's OpenMP.
   The layer can be chosen only before Numba first runs a parallel kernel;
   after that the current one is kept and reported.
+* Except for sparse nets: the sparse layer's step is four parallel regions of tens
+  of µs, and the workqueue pool's wake-up + join costs about 100 µs a region
+  against about 5 µs for libgomp's (bench/region_wakeup.py). ``numba_layer_for(model)``
+  says "omp" for a model with CSR layers; the ``minidnn`` command picks the layer so,
+  from its arguments, before the model is built (``cli_thread_options``:
+  ``--numba-layer auto``). ``configure_threads(n, numba_layer="omp",
+  wait_policy=..., spin_count=...)`` also sets libgomp's idle-thread policy, which is
+  process-wide (OMP_WAIT_POLICY / GOMP_SPINCOUNT in os.environ, read by libgomp when it
+  loads), so it is never done unless asked.
 
 Everything is optional: with no call, minidnn runs with the host's defaults.
 
@@ -151,6 +160,68 @@ def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue
     report["numba_threads"] = numba_threads
     report["numba_layer"] = numba.threading_layer()
     return report
+
+
+def numba_layer_for(model) -> str:
+    """The threading layer for a model whose training is about to start: "omp" when a
+    layer holds a fixed sparse CSR weight (SparseDense: the step is a few Numba kernels,
+    each a parallel region of tens of µs, and the workqueue pool's wake-up + join costs
+    ~100 µs a region against ~5 µs for libgomp's; bench/region_wakeup.py), else
+    "workqueue" (dense and convolutional nets, whose heavy work is BLAS: libgomp's idle
+    threads spin for milliseconds after each Numba kernel and take the cores OpenBLAS
+    needs; LeNet 55 against 21 ms a step). Give it to
+    ``configure_threads(n, numba_layer=numba_layer_for(model))`` before the first
+    parallel kernel runs."""
+    layers = getattr(model, "layers", model)
+    return "omp" if any("indptr" in getattr(layer, "buffers", {}) for layer in layers) \
+        else "workqueue"
+
+
+def _file_holds_csr(path) -> bool:
+    """Whether an HDF5 model / pretraining file stores a CSR weight (an ``indptr``)."""
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return False
+    try:
+        import h5py
+        found = []
+        with h5py.File(path, "r") as h5:
+            h5.visit(lambda name: found.append(True) if name.endswith("indptr") else None)
+        return bool(found)
+    except Exception:       # not HDF5, unreadable: the command itself will say so
+        return False
+
+
+def add_thread_options(parser) -> None:
+    """``--numba-layer`` and ``--omp-wait-policy`` for every ``minidnn`` command."""
+    parser.add_argument("--numba-layer", choices=("auto",) + NUMBA_LAYERS, default="auto",
+                        help="Numba's threading layer (default auto: omp when the model has "
+                             "sparse CSR layers, whose small kernels need libgomp's fast "
+                             "wake-up, else workqueue, whose idle threads leave the cores to "
+                             "BLAS); see minidnn.configure_threads")
+    parser.add_argument("--omp-wait-policy", choices=WAIT_POLICIES, default=None,
+                        help="with the omp layer: OMP_WAIT_POLICY for this process and its "
+                             "children (active: idle threads spin; passive: they sleep at "
+                             "once). Default: libgomp's own (spin a few ms, then sleep)")
+
+
+def cli_thread_options(args) -> dict:
+    """``configure_threads`` keyword arguments for a ``minidnn`` command, chosen before
+    the model is built (the layer is fixed at the first parallel kernel): the layer
+    ``--numba-layer`` names, or for ``auto`` "omp" when the run trains or runs sparse
+    CSR layers (``--density`` given, or a ``model`` / ``--init-from`` file storing CSR
+    arrays) and "workqueue" otherwise; ``--omp-wait-policy`` as given (with ``auto``,
+    it picks "omp")."""
+    layer = getattr(args, "numba_layer", "auto") or "auto"
+    if layer == "auto" and getattr(args, "omp_wait_policy", None) is not None:
+        layer = "omp"                     # a libgomp wait policy asks for libgomp
+    if layer == "auto":
+        sparse = getattr(args, "density", None) is not None or any(
+            _file_holds_csr(getattr(args, name, None)) for name in ("model", "init_from"))
+        layer = "omp" if sparse else "workqueue"
+    options = {"numba_layer": layer}
+    if getattr(args, "omp_wait_policy", None) is not None:
+        options["wait_policy"] = args.omp_wait_policy
+    return options
 
 
 #: products with fewer multiply-adds (M·N·K) than this run BLAS on one thread
