@@ -118,3 +118,57 @@ def test_bad_values_are_refused_before_anything_is_set(kwargs, message, monkeypa
     with pytest.raises(ValueError, match=message):
         configure_threads(1, **kwargs)
     assert dict(os.environ) == before
+
+
+# -- what the minidnn command picks, by model, before the model is built ---------------------
+
+def _args(argv):
+    from minidnn.cli import build_parser
+    return build_parser().parse_args(argv)
+
+
+def _small_models(tmp_path):
+    import minidnn as md
+    sparse = md.Sequential([md.Flatten(), md.SparseDense(20, 8, density=0.3, rng=0),
+                            md.Sigmoid(), md.Dense(8, 3, rng=0)], seed=None, input_shape=(20,))
+    dense = md.Sequential([md.Flatten(), md.Dense(20, 8, rng=0), md.Sigmoid(),
+                           md.Dense(8, 3, rng=0)], seed=None, input_shape=(20,))
+    paths = {}
+    for name, model in (("sparse", sparse), ("dense", dense)):
+        paths[name] = str(tmp_path / f"{name}.h5")
+        md.save(model, paths[name])
+    return sparse, dense, paths
+
+
+def test_the_command_picks_omp_for_sparse_nets_and_workqueue_for_the_others(tmp_path):
+    from minidnn.architectures import lenet
+    from minidnn.threads import cli_thread_options, numba_layer_for
+    sparse, dense, paths = _small_models(tmp_path)
+    assert numba_layer_for(sparse) == "omp"
+    assert numba_layer_for(dense) == numba_layer_for(lenet(seed=0)) == "workqueue"
+    assert cli_thread_options(_args(["train", "--density", "0.04"])) == {"numba_layer": "omp"}
+    assert cli_thread_options(_args(["train", "--arch", "lenet"])) == {"numba_layer": "workqueue"}
+    assert cli_thread_options(_args(["eval", paths["sparse"]])) == {"numba_layer": "omp"}
+    assert cli_thread_options(_args(["info", paths["dense"]])) == {"numba_layer": "workqueue"}
+    assert cli_thread_options(_args(["train", "--init-from", paths["sparse"]]))["numba_layer"] == "omp"
+    assert cli_thread_options(_args(["eval", str(tmp_path / "missing.h5")])) == {
+        "numba_layer": "workqueue"}          # the command itself reports the missing file
+    # explicit choices win; a wait policy asks for libgomp
+    assert cli_thread_options(_args(["train", "--density", "0.04", "--numba-layer",
+                                     "workqueue"])) == {"numba_layer": "workqueue"}
+    assert cli_thread_options(_args(["train", "--omp-wait-policy", "active"])) == {
+        "numba_layer": "omp", "wait_policy": "active"}
+    with pytest.raises(SystemExit):
+        _args(["train", "--numba-layer", "fastest"])
+
+
+def test_sparse_training_from_the_command_runs_on_omp_and_sets_no_wait_policy(tmp_path):
+    result = _run(
+        "import json, os, numba\n"
+        "from minidnn.cli import main\n"
+        "before = {k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}\n"
+        f"rc = main(['train', '--arch', 'mlp:784-16-10:sigmoid', '--density', '0.1',\n"
+        f"           '--epochs', '1', '--threads', '1', '--quiet', '--out', {str(tmp_path / 'm.h5')!r}])\n"
+        "after = {k: os.environ.get(k) for k in before}\n"
+        "print(json.dumps({'rc': rc, 'layer': numba.threading_layer(), 'env': before == after}))")
+    assert result == {"rc": 0, "layer": "omp", "env": True}
