@@ -21,7 +21,11 @@ the documented call, before anything parallel runs):
 * ``omp_spin3k`` / ``omp_spin30k`` (/ ``omp_spin3M``, not in the default ``--setups``):
   ``spin_count=3_000`` / ``30_000`` / ``3_000_000`` (GOMP_SPINCOUNT: spin iterations
   before an idle thread sleeps; on this AMD EPYC one iteration, a ``pause``, is some
-  tens of ns, so 30,000 is of the order of a millisecond — see the per-thread CPU).
+  tens of ns, so 30,000 is of the order of a millisecond — see the per-thread CPU);
+* ``omp_bind`` (on request): ``omp`` with OMP_PROC_BIND=true in the worker's environment
+  (libgomp pins each thread, the caller included, to one core: fewer migrations, but every
+  thread the caller starts later inherits its one-core mask, so minidnn offers no call for
+  it; measured only to see whether migrations are part of the step's spread).
 
 In each worker, interleaved nothing (one set-up per process; the processes are
 interleaved over ``--rounds`` rounds in rotating order, and figures are medians over
@@ -74,7 +78,12 @@ SETUPS = {
     "omp_spin30k": ({"numba_layer": "omp", "spin_count": 30_000}, None),
     "omp_spin3M": ({"numba_layer": "omp", "spin_count": 3_000_000}, None),
 }
-#: the set-ups run by default (omp_spin3M: next to libgomp's default 300,000, on request)
+#: set-ups that also need a variable in the worker's environment (measurement only: no
+#: minidnn call sets these): libgomp binding its threads to cores, one each
+SETUP_ENV = {"omp_bind": {"OMP_PROC_BIND": "true"}}
+SETUPS["omp_bind"] = ({"numba_layer": "omp"}, None)
+#: the set-ups run by default (omp_spin3M: next to libgomp's default 300,000, and
+#: omp_bind, on request)
 DEFAULT_SETUPS = ("workqueue", "workqueue_par", "omp", "omp_active", "omp_passive",
                   "omp_spin3k", "omp_spin30k")
 GAPS_US = (0, 20, 500)
@@ -230,6 +239,7 @@ def run_worker(setup: str, args) -> dict:
            "--threads", str(args.threads), "--calls", str(args.calls),
            "--region-us", str(args.region_us), "--steps", str(args.steps)]
     env = clean_env(args.threads)
+    env.update(SETUP_ENV.get(setup, {}))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {setup} failed:\n{proc.stderr[-3000:]}")
