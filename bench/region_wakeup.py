@@ -183,7 +183,8 @@ def worker(setup: str, threads: int, calls: int, region_us: float, steps: int) -
     t = min(_timed_calls(lambda: region_serial(one, probe), 20, 0)[0])
     reps = max(1, int(probe * region_us / t))
     result = {"configure_threads": {k: str(v) for k, v in report.items()},
-              "omp_env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
+              "omp_env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                      "OMP_PROC_BIND")},
               "reps": reps, "regions": {}}
     for kind, r in (("empty", 0), ("work", reps)):
         serial, _ = _timed_calls(lambda: region_serial(one, r), calls, 0)
