@@ -5,7 +5,7 @@ variable, no thread pool, no Numba setting). A program that wants minidnn's
 thread set-up asks for it once, before training:
 
 >>> import minidnn
->>> minidnn.configure_threads(2)          # the `minidnn` command does this
+>>> minidnn.configure_threads(2)          # the `minidnn` command does this for non-sparse nets
 {'threads': 2, 'blas': ..., 'numba_threads': 2, 'numba_layer': 'workqueue'}
 
 What it sets, and why:
@@ -25,7 +25,8 @@ What it sets, and why:
   after that the current one is kept and reported.
 * Except for sparse nets: the sparse layer's step is four parallel regions of tens
   of µs, and the workqueue pool's wake-up + join costs about 100 µs a region
-  against about 5 µs for libgomp's (bench/region_wakeup.py). ``numba_layer_for(model)``
+  against about 5 µs for libgomp's (bench/region_wakeup.py, sitting 21, first
+  read under load). ``numba_layer_for(model)``
   says "omp" for a model with CSR layers; the ``minidnn`` command picks the layer so,
   from its arguments, before the model is built (``cli_thread_options``:
   ``--numba-layer auto``). ``configure_threads(n, numba_layer="omp",
