@@ -8,7 +8,7 @@ set -x
 uptime
 python bench/speed_vs_torch.py --repeats 2 --only mlp lenet rbm inference --out bench/results/speed_vs_torch.json
 uptime
-python bench/sparse_speed.py --epoch-bare   # headline peer + epoch as the CLI sets threads up (sitting 21); --epoch-bare: also sitting 20's bare epochs (+30 s)
+python bench/sparse_speed.py --epoch-bare --epoch-workqueue   # headline peer + epoch as the CLI sets threads up (sitting 21); also sitting 20's bare epochs and the sparse epoch on workqueue (threads.SPARSE_NUMBA_LAYER's A/B; +45 s)
 # sitting 21 (#11, s21-11threads): one parallel region's wake-up + join per Numba layer / libgomp policy, with the sparse, dense and LeNet steps under each (~2.5 min)
 python bench/region_wakeup.py --threads 2 --rounds 3 --out bench/results/region_wakeup_2t_quiet.json
 # sitting 21 (#11, s21-11threads): the layer step under the CLI's set-up (omp) against the workqueue / active / bare set-ups, γ = 0.04 and 0.01 (~1.5 min)

@@ -53,7 +53,9 @@ kept; the figure is the median over rounds. A GEMM peak (float32 1024³ and the
   batch 100) at γ = 0.04 (first layer SparseDense) against dense, each in its own
   subprocess, interleaved, each with the thread set-up the ``minidnn train`` command
   gives it (sparse: omp layer; dense: workqueue); ``--epoch-bare``: the two again with
-  no ``configure_threads`` call (sitting 20's protocol), for comparison; peak resident memory of each (VmHWM, reset after the data is
+  no ``configure_threads`` call (sitting 20's protocol), for comparison;
+  ``--epoch-workqueue``: the sparse epoch on ``configure_threads(n)`` (workqueue, what the
+  command gave it until sitting 21); peak resident memory of each (VmHWM, reset after the data is
   loaded so it measures training, and the whole process's too);
 * HDF5 bytes of the first layer's weights (sparse: data + indices + indptr) against
   dense W, and the file sizes.
@@ -278,9 +280,11 @@ def _vm(field):
     return None
 
 
-def worker_epoch(density, limit, bare=False):
+def worker_epoch(density, limit, bare=False, workqueue=False):
     import minidnn as md
-    if not bare:        # as `minidnn train --threads N [--density γ]` sets threads up
+    if workqueue:       # the command's set-up for every net until sitting 21
+        md.configure_threads(_threads())
+    elif not bare:      # as `minidnn train --threads N [--density γ]` sets threads up
         cli_thread_setup(density, _threads())
     import minidnn.data
     splits = minidnn.data.load("mnist")
@@ -320,7 +324,8 @@ def worker_main(args):
     if args.worker == "gemm":
         result = worker_gemm(args.iters, args.min_seconds)
     elif args.worker == "epoch":
-        result = worker_epoch(float(args.density), args.limit, bare=args.bare)
+        result = worker_epoch(float(args.density), args.limit, bare=args.bare,
+                              workqueue=args.workqueue)
     else:
         result = worker_layer(args.worker, densities, args.iters, args.min_seconds)
     print("RESULT " + json.dumps(result), flush=True)
@@ -387,7 +392,11 @@ def main(argv=None):
     p.add_argument("--epoch-bare", action="store_true",
                    help="also the two epochs with no configure_threads call (sitting 20's)")
     p.add_argument("--density", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--epoch-workqueue", action="store_true",
+                   help="also the sparse epoch on configure_threads(n) (workqueue: the "
+                        "command's set-up until sitting 21)")
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--workqueue", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args)
@@ -428,6 +437,8 @@ def main(argv=None):
     arms = [("sparse", args.epoch_density, []), ("dense", 1.0, [])]
     if args.epoch_bare:
         arms += [("sparse_bare", args.epoch_density, ["--bare"]), ("dense_bare", 1.0, ["--bare"])]
+    if args.epoch_workqueue:
+        arms += [("sparse_workqueue", args.epoch_density, ["--workqueue"])]
     epochs = {label: [] for label, _, _ in arms}
     for r in range(0 if args.no_epoch else args.epoch_repeats):
         for label, density, extra in (arms if r % 2 == 0 else arms[::-1]):
@@ -446,6 +457,9 @@ def main(argv=None):
         if args.epoch_bare:
             epoch["speedup_bare"] = (epoch["dense_bare"]["seconds"] /
                                      epoch["sparse_bare"]["seconds"])
+        if args.epoch_workqueue:
+            epoch["speedup_sparse_workqueue"] = (epoch["dense"]["seconds"] /
+                                                 epoch["sparse_workqueue"]["seconds"])
     result = {"threads": args.threads, "repeats": args.repeats, "iters": args.iters,
               "shape": [N_IN, N_OUT, BATCH], "gemm_peak": gemm,
               "layer_step_seconds": layer, "raw_rounds": rounds, "epoch": epoch,
@@ -480,6 +494,10 @@ def main(argv=None):
         print(f"  with no configure_threads call (sitting 20's protocol): sparse "
               f"{epoch['sparse_bare']['seconds']:.2f}s, dense {epoch['dense_bare']['seconds']:.2f}s "
               f"({epoch['speedup_bare']:.2f}×)")
+    if args.epoch_workqueue:
+        print(f"  sparse epoch on configure_threads(n) (workqueue, the command until sitting 21): "
+              f"{epoch['sparse_workqueue']['seconds']:.2f}s ({epoch['speedup_sparse_workqueue']:.2f}× "
+              f"the dense epoch)")
     fb = result["file_bytes"]
     print(f"HDF5 first-layer weights: {fb['sparse']['first_layer_bytes']:,} bytes sparse vs "
           f"{fb['dense']['first_layer_bytes']:,} dense "

@@ -163,6 +163,14 @@ def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue
     return report
 
 
+#: the layer ``numba_layer_for`` / the command's ``--numba-layer auto`` give a net with
+#: sparse CSR layers (sitting 21; the switch the quiet run keeps or turns back to
+#: "workqueue": bench/quiet_bench.sh, sparse_speed.py's minidnn vs minidnn_workqueue and
+#: --epoch-workqueue). Under load, spinning omp threads were measured far slower than
+#: workqueue's (a 2-thread sparse step of 64 ms against 2.5 ms, load ~10).
+SPARSE_NUMBA_LAYER = "omp"
+
+
 def numba_layer_for(model) -> str:
     """The threading layer for a model whose training is about to start: "omp" when a
     layer holds a fixed sparse CSR weight (SparseDense: the step is a few Numba kernels,
@@ -174,8 +182,8 @@ def numba_layer_for(model) -> str:
     ``configure_threads(n, numba_layer=numba_layer_for(model))`` before the first
     parallel kernel runs."""
     layers = getattr(model, "layers", model)
-    return "omp" if any("indptr" in getattr(layer, "buffers", {}) for layer in layers) \
-        else "workqueue"
+    return SPARSE_NUMBA_LAYER if any("indptr" in getattr(layer, "buffers", {})
+                                     for layer in layers) else "workqueue"
 
 
 def _file_holds_csr(path) -> bool:
@@ -218,7 +226,7 @@ def cli_thread_options(args) -> dict:
     if layer == "auto":
         sparse = getattr(args, "density", None) is not None or any(
             _file_holds_csr(getattr(args, name, None)) for name in ("model", "init_from"))
-        layer = "omp" if sparse else "workqueue"
+        layer = SPARSE_NUMBA_LAYER if sparse else "workqueue"
     options = {"numba_layer": layer}
     if getattr(args, "omp_wait_policy", None) is not None:
         options["wait_policy"] = args.omp_wait_policy

@@ -172,3 +172,12 @@ def test_sparse_training_from_the_command_runs_on_omp_and_sets_no_wait_policy(tm
         "after = {k: os.environ.get(k) for k in before}\n"
         "print(json.dumps({'rc': rc, 'layer': numba.threading_layer(), 'env': before == after}))")
     assert result == {"rc": 0, "layer": "omp", "env": True}
+
+
+def test_the_sparse_layer_switch_turns_the_command_back_to_workqueue(monkeypatch, tmp_path):
+    from minidnn import threads
+    sparse, _, _ = _small_models(tmp_path)
+    monkeypatch.setattr(threads, "SPARSE_NUMBA_LAYER", "workqueue")
+    assert threads.numba_layer_for(sparse) == "workqueue"
+    assert threads.cli_thread_options(_args(["train", "--density", "0.04"])) == {
+        "numba_layer": "workqueue"}
