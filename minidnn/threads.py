@@ -211,6 +211,10 @@ def add_thread_options(parser) -> None:
                         help="with the omp layer: OMP_WAIT_POLICY for this process and its "
                              "children (active: idle threads spin; passive: they sleep at "
                              "once). Default: libgomp's own (spin a few ms, then sleep)")
+    parser.add_argument("--omp-spin-count", type=int, default=None, metavar="N",
+                        help="with the omp layer: GOMP_SPINCOUNT for this process and its "
+                             "children (spin iterations before an idle thread sleeps; "
+                             "3000 is some tens of µs here: bench/region_wakeup.py)")
 
 
 def cli_thread_options(args) -> dict:
@@ -218,19 +222,19 @@ def cli_thread_options(args) -> dict:
     the model is built (the layer is fixed at the first parallel kernel): the layer
     ``--numba-layer`` names, or for ``auto`` "omp" when the run trains or runs sparse
     CSR layers (``--density`` given, or a ``model`` / ``--init-from`` file storing CSR
-    arrays) and "workqueue" otherwise; ``--omp-wait-policy`` as given (with ``auto``,
-    it picks "omp")."""
+    arrays) and "workqueue" otherwise; ``--omp-wait-policy`` / ``--omp-spin-count`` as
+    given (with ``auto``, either picks "omp")."""
     layer = getattr(args, "numba_layer", "auto") or "auto"
-    if layer == "auto" and getattr(args, "omp_wait_policy", None) is not None:
-        layer = "omp"                     # a libgomp wait policy asks for libgomp
+    libgomp_options = {"wait_policy": getattr(args, "omp_wait_policy", None),
+                       "spin_count": getattr(args, "omp_spin_count", None)}
+    libgomp_options = {k: v for k, v in libgomp_options.items() if v is not None}
+    if layer == "auto" and libgomp_options:
+        layer = "omp"                     # a libgomp wait setting asks for libgomp
     if layer == "auto":
         sparse = getattr(args, "density", None) is not None or any(
             _file_holds_csr(getattr(args, name, None)) for name in ("model", "init_from"))
         layer = SPARSE_NUMBA_LAYER if sparse else "workqueue"
-    options = {"numba_layer": layer}
-    if getattr(args, "omp_wait_policy", None) is not None:
-        options["wait_policy"] = args.omp_wait_policy
-    return options
+    return {"numba_layer": layer, **libgomp_options}
 
 
 #: products with fewer multiply-adds (M·N·K) than this run BLAS on one thread

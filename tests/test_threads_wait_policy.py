@@ -158,6 +158,8 @@ def test_the_command_picks_omp_for_sparse_nets_and_workqueue_for_the_others(tmp_
                                      "workqueue"])) == {"numba_layer": "workqueue"}
     assert cli_thread_options(_args(["train", "--omp-wait-policy", "active"])) == {
         "numba_layer": "omp", "wait_policy": "active"}
+    assert cli_thread_options(_args(["train", "--omp-spin-count", "3000"])) == {
+        "numba_layer": "omp", "spin_count": 3000}
     with pytest.raises(SystemExit):
         _args(["train", "--numba-layer", "fastest"])
 
