@@ -27,7 +27,9 @@ transposes a peer needs are inside its time. The peers:
   from the environment only: sitting 20's headline peer); ``minidnn_workqueue``
   (not in the default ``--peers``): ``configure_threads(n)``, the workqueue layer the
   command used for every net until sitting 21 (there the sparse kernels' parallel
-  threshold is 10× higher, so at γ = 0.04 they run serial); ``minidnn_serial`` and
+  threshold is 10× higher, so at γ = 0.04 they run serial); ``minidnn_spin3k`` (not in the
+  default ``--peers``): ``configure_threads(n, numba_layer="omp", spin_count=3000)``, the
+  candidate for one set-up for every net (bench/region_wakeup.py); ``minidnn_serial`` and
   ``minidnn_products`` (not in the default ``--peers``; sitting 19's switches, for the
   quiet A/B, on the user's set-up): the same with
   ``TrainingKernels.THREADS = 1`` (every kernel serial) or ``BACKWARD_SPLIT = "products"``
@@ -112,6 +114,8 @@ def thread_setup(peer: str, threads: int):
         return minidnn.configure_threads(threads, numba_layer="omp", wait_policy="active")
     if peer == "minidnn_workqueue":
         return minidnn.configure_threads(threads)
+    if peer == "minidnn_spin3k":
+        return minidnn.configure_threads(threads, numba_layer="omp", spin_count=3000)
     if peer.startswith("minidnn"):
         return cli_thread_setup(0.04, threads)
     if peer == "dense":
