@@ -9,7 +9,11 @@ uptime
 python bench/speed_vs_torch.py --repeats 2 --only mlp lenet rbm inference --out bench/results/speed_vs_torch.json
 python bench/inference_ab.py --dense-columns --threads 2 --rounds 10 --calls 200 --out bench/results/inference_dense_columns_ab_2threads_quiet.json   # sitting 21 (#8, s21-8infer): InferencePlan.DENSE_COLUMNS on/off, SPLIT_DENSE, torch, in one process (~1 min)
 uptime
-python bench/sparse_speed.py
+python bench/sparse_speed.py --epoch-bare --epoch-workqueue   # headline peer + epoch as the CLI sets threads up (sitting 21); also sitting 20's bare epochs and the sparse epoch on workqueue (threads.SPARSE_NUMBA_LAYER's A/B; +45 s)
+# sitting 21 (#11, s21-11threads): one parallel region's wake-up + join per Numba layer / libgomp policy, with the sparse, dense and LeNet steps under each (~2.5 min)
+python bench/region_wakeup.py --threads 2 --rounds 3 --out bench/results/region_wakeup_2t_quiet.json
+# sitting 21 (#11, s21-11threads): the layer step under the CLI's set-up (omp) against the workqueue / active / spin_count=3000 / bare set-ups, γ = 0.04 and 0.01 (~1.5 min)
+python bench/sparse_speed.py --peers minidnn,minidnn_workqueue,minidnn_active,minidnn_spin3k,minidnn_bare,dense --densities 0.04,0.01 --repeats 5 --no-epoch --out bench/results/sparse_speed_threads_quiet.json
 python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 python bench/fit_epoch_ab.py --base 2bad77b --threads 2 --clock wall --images 50000 --rounds 7 --out bench/results/fit_epoch_ab_s19_quiet.json   # sitting 19 (#11): the epoch against sitting 18's main, ~2 min
 python bench/fuse_epoch_ab.py --threads 2 --clock wall --images 50000 --rounds 5 --out bench/results/fuse_epoch_ab_2threads_quiet.json   # sitting 20 (#11, s20-11epoch): FUSE_DENSE_ACTIVATION and Dense.SMALL_TRAINING_THREADS, ~1.5 min

@@ -14,13 +14,24 @@ of a 784→500 layer at batch 100, float32, the three products of backprop
 from x (100, 784) and dy (100, 500), both C-ordered, to y, dx and the gradient; any
 transposes a peer needs are inside its time. The peers:
 
-* ``minidnn``: ``SparseDense.forward`` + ``backward`` (Numba CSR kernels, the training path:
-  one forward call with the transpose of x inside, one fused backward call with the
-  transpose of dy inside), on Numba's default (OpenMP) threading layer
-  with libgomp's default wait policy (the worker does not call ``configure_threads``);
-  ``minidnn_active``: the same with OMP_WAIT_POLICY=ACTIVE (the threads spin between
-  kernels instead of sleeping); ``minidnn_serial`` and ``minidnn_products`` (not in the
-  default ``--peers``; sitting 19's switches, for the quiet A/B): the same with
+* ``minidnn`` (the headline): ``SparseDense.forward`` + ``backward`` (Numba CSR kernels,
+  the training path: one forward call with the transpose of x inside, one fused backward
+  call with the transpose of dy inside), with the thread set-up a user of the command
+  gets: the worker calls ``configure_threads(n, **cli_thread_options(args))`` with the
+  arguments of ``minidnn train --threads n --density γ`` (since sitting 21: Numba's omp
+  layer, libgomp's default wait policy, BLAS capped at n; ``minidnn.threads``), as the
+  ``minidnn`` command does before it builds the model. For comparison:
+  ``minidnn_active``: ``configure_threads(n, numba_layer="omp", wait_policy="active")``
+  (the documented call; libgomp's threads spin between kernels instead of sleeping);
+  ``minidnn_bare``: no ``configure_threads`` call at all (Numba's default omp layer, caps
+  from the environment only: sitting 20's headline peer); ``minidnn_workqueue``
+  (not in the default ``--peers``): ``configure_threads(n)``, the workqueue layer the
+  command used for every net until sitting 21 (there the sparse kernels' parallel
+  threshold is 10× higher, so at γ = 0.04 they run serial); ``minidnn_spin3k`` (not in the
+  default ``--peers``): ``configure_threads(n, numba_layer="omp", spin_count=3000)``, the
+  candidate for one set-up for every net (bench/region_wakeup.py); ``minidnn_serial`` and
+  ``minidnn_products`` (not in the default ``--peers``; sitting 19's switches, for the
+  quiet A/B, on the user's set-up): the same with
   ``TrainingKernels.THREADS = 1`` (every kernel serial) or ``BACKWARD_SPLIT = "products"``
   (the 2-thread backward split by product instead of by samples); ``minidnn_rowcol``:
   ``FORWARD_SPLIT = "rows"``, ``BACKWARD_SPLIT = "columns"`` (the default since sitting
@@ -32,7 +43,9 @@ transposes a peer needs are inside its time. The peers:
   ``minidnn_private_bwd``: FILL_PER_THREAD for the backward only (three regions a step);
   ``minidnn_aligned``: the default with ``LINE_ALIGNED_ROWS`` (no cache line of the padded
   buffers written by both threads' fills);
-* ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ;
+* ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ,
+  with the set-up ``minidnn train --threads n`` (no ``--density``) gets (workqueue layer,
+  BLAS capped at n);
 * ``scipy``: ``scipy.sparse`` CSR products, gradient gathered at the pattern
   (``einsum`` over ``dyᵀ[rows] * xᵀ[cols]``);
 * ``torch``: PyTorch sparse CSR (``A @ xᵀ``, a CSR of Aᵀ built once for dx,
@@ -47,7 +60,11 @@ kept; the figure is the median over rounds. A GEMM peak (float32 1024³ and the
 
 * a training epoch on full MNIST (50,000 images, 784-500-10 sigmoid, SGD momentum 0.9,
   batch 100) at γ = 0.04 (first layer SparseDense) against dense, each in its own
-  subprocess, interleaved; peak resident memory of each (VmHWM, reset after the data is
+  subprocess, interleaved, each with the thread set-up the ``minidnn train`` command
+  gives it (sparse: omp layer; dense: workqueue); ``--epoch-bare``: the two again with
+  no ``configure_threads`` call (sitting 20's protocol), for comparison;
+  ``--epoch-workqueue``: the sparse epoch on ``configure_threads(n)`` (workqueue, what the
+  command gave it until sitting 21); peak resident memory of each (VmHWM, reset after the data is
   loaded so it measures training, and the whole process's too);
 * HDF5 bytes of the first layer's weights (sparse: data + indices + indptr) against
   dense W, and the file sizes.
@@ -72,11 +89,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import RESULTS_DIR, thread_env  # noqa: E402
 
 DENSITIES = (1.0, 0.33, 0.16, 0.08, 0.04, 0.02, 0.01)
-PEERS = ("minidnn", "minidnn_active", "dense", "scipy", "torch")
+PEERS = ("minidnn", "minidnn_active", "minidnn_bare", "dense", "scipy", "torch")
 N_IN, N_OUT, BATCH = 784, 500, 100
 
 
 # -- inside a worker subprocess -----------------------------------------------------------
+
+def _threads() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+def cli_thread_setup(density: float | None, threads: int) -> dict:
+    """``configure_threads`` exactly as ``minidnn train --threads N [--density γ]`` calls
+    it (``minidnn.cli.main`` → ``threads.cli_thread_options``): before any layer is built."""
+    import minidnn
+    from minidnn.cli import build_parser
+    from minidnn.threads import cli_thread_options
+    argv = ["train", "--threads", str(threads)]
+    if density is not None and density < 1.0:
+        argv += ["--density", str(density)]
+    args = build_parser().parse_args(argv)
+    return minidnn.configure_threads(args.threads, **cli_thread_options(args))
+
+
+def thread_setup(peer: str, threads: int):
+    """The thread set-up of a peer (module docstring); None: no call."""
+    import minidnn
+    if peer == "minidnn_bare":
+        return None
+    if peer == "minidnn_active":
+        return minidnn.configure_threads(threads, numba_layer="omp", wait_policy="active")
+    if peer == "minidnn_workqueue":
+        return minidnn.configure_threads(threads)
+    if peer == "minidnn_spin3k":
+        return minidnn.configure_threads(threads, numba_layer="omp", spin_count=3000)
+    if peer.startswith("minidnn"):
+        return cli_thread_setup(0.04, threads)
+    if peer == "dense":
+        return cli_thread_setup(None, threads)
+    return None
+
 
 def _pattern(density, seed=0):
     """One CSR pattern + values per γ, shared by every peer (the minidnn layer's)."""
@@ -176,6 +228,7 @@ def worker_layer(peer, densities, iters, min_seconds):
         # before minidnn is imported: minidnn sets OMP_WAIT_POLICY=PASSIVE for its own
         # OpenMP pool, and torch's OpenMP must start with its own default
         import torch  # noqa: F401
+    setup = thread_setup(peer, _threads())      # before any kernel runs: it picks the layer
     if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol", "minidnn_samples",
                 "minidnn_private", "minidnn_private_nnz", "minidnn_private_bwd",
                 "minidnn_aligned"):
@@ -217,6 +270,11 @@ def worker_layer(peer, densities, iters, min_seconds):
             layer.forward(x, True)
             out[str(density)]["parts"] = {k: _median_step(f, iters, min_seconds / 4)[0]
                                           for k, f in parts.items()}
+    if setup is not None:
+        import numba
+        out["_thread_setup"] = {k: str(v) for k, v in setup.items()}
+        out["_thread_setup"]["layer_in_use"] = numba.threading_layer()
+        out["_thread_setup"]["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
     return out
 
 
@@ -241,8 +299,12 @@ def _vm(field):
     return None
 
 
-def worker_epoch(density, limit):
+def worker_epoch(density, limit, bare=False, workqueue=False):
     import minidnn as md
+    if workqueue:       # the command's set-up for every net until sitting 21
+        md.configure_threads(_threads())
+    elif not bare:      # as `minidnn train --threads N [--density γ]` sets threads up
+        cli_thread_setup(density, _threads())
     import minidnn.data
     splits = minidnn.data.load("mnist")
     x, y = splits.train.flatten(), splits.train.y
@@ -281,7 +343,8 @@ def worker_main(args):
     if args.worker == "gemm":
         result = worker_gemm(args.iters, args.min_seconds)
     elif args.worker == "epoch":
-        result = worker_epoch(float(args.density), args.limit)
+        result = worker_epoch(float(args.density), args.limit, bare=args.bare,
+                              workqueue=args.workqueue)
     else:
         result = worker_layer(args.worker, densities, args.iters, args.min_seconds)
     print("RESULT " + json.dumps(result), flush=True)
@@ -293,11 +356,9 @@ def worker_main(args):
 def run_worker(argv, threads):
     cmd = [sys.executable, str(Path(__file__).resolve())] + argv
     env = thread_env(threads)
+    # every libgomp wait setting comes from the peer's own configure_threads call
     env.pop("OMP_WAIT_POLICY", None)
-    if "minidnn_active" in argv:
-        # libgomp's default spins a while, then sleeps; ACTIVE keeps the threads spinning,
-        # which saves the wake-up of each kernel
-        env["OMP_WAIT_POLICY"] = "ACTIVE"
+    env.pop("GOMP_SPINCOUNT", None)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {argv} failed:\n{proc.stderr[-3000:]}")
@@ -347,7 +408,14 @@ def main(argv=None):
                    help="the layer steps only (no training epoch, no file bytes)")
     p.add_argument("--out", default=str(RESULTS_DIR / "sparse_speed.json"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--epoch-bare", action="store_true",
+                   help="also the two epochs with no configure_threads call (sitting 20's)")
     p.add_argument("--density", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--epoch-workqueue", action="store_true",
+                   help="also the sparse epoch on configure_threads(n) (workqueue: the "
+                        "command's set-up until sitting 21)")
+    p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--workqueue", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args)
@@ -367,7 +435,8 @@ def main(argv=None):
         for peer in order:
             rounds[peer].append(run_worker(["--worker", peer] + common, args.threads))
             print(f"round {r + 1}/{args.repeats} {peer}: " + "  ".join(
-                f"γ={d} {1e6 * v['seconds']:.0f}µs" for d, v in rounds[peer][-1].items()),
+                f"γ={d} {1e6 * v['seconds']:.0f}µs" for d, v in rounds[peer][-1].items()
+                if not d.startswith("_")),
                 flush=True)
     layer = {}
     others = [p for p in peers if not p.startswith("minidnn")]
@@ -384,12 +453,16 @@ def main(argv=None):
                 prefix = "" if mine == "minidnn" else f"{mine}_"
                 row[f"{prefix}speedup_vs_{peer}"] = row[peer] / row[mine]
         layer[density] = row
-    epochs = {"sparse": [], "dense": []}
+    arms = [("sparse", args.epoch_density, []), ("dense", 1.0, [])]
+    if args.epoch_bare:
+        arms += [("sparse_bare", args.epoch_density, ["--bare"]), ("dense_bare", 1.0, ["--bare"])]
+    if args.epoch_workqueue:
+        arms += [("sparse_workqueue", args.epoch_density, ["--workqueue"])]
+    epochs = {label: [] for label, _, _ in arms}
     for r in range(0 if args.no_epoch else args.epoch_repeats):
-        for label, density in ((("sparse", args.epoch_density), ("dense", 1.0)) if r % 2 == 0
-                               else (("dense", 1.0), ("sparse", args.epoch_density))):
+        for label, density, extra in (arms if r % 2 == 0 else arms[::-1]):
             epochs[label].append(run_worker(["--worker", "epoch", "--density", str(density),
-                                             "--limit", str(args.limit)], args.threads))
+                                             "--limit", str(args.limit)] + extra, args.threads))
             print(f"epoch {label}: {epochs[label][-1]['seconds']:.2f}s", flush=True)
     epoch = None if args.no_epoch else {label: {"seconds": float(np.median([e["seconds"] for e in runs])),
                      "peak_rss_training": int(max(e["peak_rss_training"] for e in runs)),
@@ -399,6 +472,13 @@ def main(argv=None):
     if epoch is not None:
         epoch["density"] = args.epoch_density
         epoch["speedup"] = epoch["dense"]["seconds"] / epoch["sparse"]["seconds"]
+        epoch["thread_setup"] = "as `minidnn train --threads N [--density γ]` (cli_thread_setup)"
+        if args.epoch_bare:
+            epoch["speedup_bare"] = (epoch["dense_bare"]["seconds"] /
+                                     epoch["sparse_bare"]["seconds"])
+        if args.epoch_workqueue:
+            epoch["speedup_sparse_workqueue"] = (epoch["dense"]["seconds"] /
+                                                 epoch["sparse_workqueue"]["seconds"])
     result = {"threads": args.threads, "repeats": args.repeats, "iters": args.iters,
               "shape": [N_IN, N_OUT, BATCH], "gemm_peak": gemm,
               "layer_step_seconds": layer, "raw_rounds": rounds, "epoch": epoch,
@@ -429,6 +509,14 @@ def main(argv=None):
           f"{epoch['dense']['peak_rss_training'] / 2**20:.0f} MiB); weights + momentum "
           f"{sum(epoch['sparse']['runs'][0][k] for k in ('model_state_bytes', 'optimizer_state_bytes')):,} "
           f"vs {sum(epoch['dense']['runs'][0][k] for k in ('model_state_bytes', 'optimizer_state_bytes')):,} bytes")
+    if args.epoch_bare:
+        print(f"  with no configure_threads call (sitting 20's protocol): sparse "
+              f"{epoch['sparse_bare']['seconds']:.2f}s, dense {epoch['dense_bare']['seconds']:.2f}s "
+              f"({epoch['speedup_bare']:.2f}×)")
+    if args.epoch_workqueue:
+        print(f"  sparse epoch on configure_threads(n) (workqueue, the command until sitting 21): "
+              f"{epoch['sparse_workqueue']['seconds']:.2f}s ({epoch['speedup_sparse_workqueue']:.2f}× "
+              f"the dense epoch)")
     fb = result["file_bytes"]
     print(f"HDF5 first-layer weights: {fb['sparse']['first_layer_bytes']:,} bytes sparse vs "
           f"{fb['dense']['first_layer_bytes']:,} dense "

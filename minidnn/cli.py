@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=int, default=None,
                         help="threads for BLAS and the Numba kernels (default: the cores this "
                              "process may use); see minidnn.configure_threads")
+    from .threads import add_thread_options
+    add_thread_options(common)                 # --numba-layer, --omp-wait-policy (#11)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", parents=[common], help="train a network and save it as HDF5",
@@ -291,8 +293,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        from .threads import configure_threads
-        configure_threads(getattr(args, "threads", None))
+        from .threads import cli_thread_options, configure_threads
+        configure_threads(getattr(args, "threads", None), **cli_thread_options(args))
         return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted; rerun with --resume to continue from the last checkpoint",
