@@ -83,6 +83,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..threads import numba_thread_count
 from .builds import njit_variant
 from .simd import avx2_fma_target
 
@@ -494,7 +495,7 @@ def _build(fn, parallel: bool):
 
 
 def _threads() -> int:
-    return max(1, numba.get_num_threads())
+    return max(1, numba_thread_count())     # numba.get_num_threads() without its locks
 
 
 def available(dtype, vector_channels: int) -> bool:
