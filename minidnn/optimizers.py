@@ -353,19 +353,28 @@ class _StepPlan:
     """What ``SGD._planned_step`` hands ``sgd_update_many``, for one list of layers."""
 
     __slots__ = ("layers", "hypers", "entries", "ws", "vs", "scalars", "decays", "form",
-                 "dtype", "counts", "hyper_key")
+                 "dtype", "counts", "hyper_key", "split_aware")
 
     @classmethod
     def build(cls, sgd, layers, hypers):
         """The plan, or None when a parameter cannot be stepped in place in one pass
-        (the storage is not the default one, the layer splits its step over worker
-        threads, dtypes differ, a gradient or velocity does not fit)."""
+        (the storage is not the default one, the layer splits this step's update over
+        worker threads, dtypes differ, a gradient or velocity does not fit).
+
+        A layer that may split its update (its class overrides ``update_parts``: the
+        RBM, whose W step follows its CD step's row split) joins the plan whenever it
+        asks for one part, the step every other layer gets; ``matches`` asks again at
+        every step, and a step that wants more parts takes ``_fused_step``'s split."""
         entries, scalars, decays, dtype = [], [], [], None
+        split_aware = []
         holders = [layer for layer in layers if layer.params]
         for layer, hyper in zip(holders, hypers):
-            if type(layer).update_parts is not ParamHolder.update_parts:
-                return None
+            may_split = type(layer).update_parts is not ParamHolder.update_parts
             for pname in layer.params:
+                if may_split:
+                    if layer.update_parts(pname) != 1:
+                        return None
+                    split_aware.append((layer, pname))
                 w = layer.in_place_param(pname)
                 if w is None or not can_fuse(w, layer.grads.get(pname), None):
                     return None
@@ -396,6 +405,7 @@ class _StepPlan:
         plan.form = FORMS[sgd.momentum_form]
         plan.counts = [len(layer.params) for layer in holders]
         plan.hyper_key = None
+        plan.split_aware = tuple(split_aware)
         return plan
 
     def matches(self, layers, hypers, velocity) -> bool:
@@ -404,6 +414,9 @@ class _StepPlan:
             return False
         for layer, pname, w, key, v in self.entries:
             if layer.params.get(pname) is not w or (v is not w and velocity.get(key) is not v):
+                return False
+        for layer, pname in self.split_aware:
+            if layer.update_parts(pname) != 1:
                 return False
         return self.counts == [len(layer.params) for layer in layers if layer.params]
 
