@@ -229,10 +229,9 @@ numba.config.THREADING_LAYER = "workqueue"     # as minidnn.configure_threads se
 rng = np.random.default_rng(0)
 x_pad = np.zeros((16, 20, 20, 32), np.float32)
 x_pad[:, 2:-2, 2:-2] = rng.standard_normal((16, 16, 16, 32))
-w = rng.standard_normal((25 * 32, 32)).astype(np.float32)
 if stage == "serial":          # fills the fresh cache with the serial builds first
     numba.set_num_threads(1)
-    np.savez(path, y=ic.conv_rows(x_pad, w, (5, 5)), dW=ic.weight_grad_rows(x_pad, x_pad, (5, 5)))
+    np.savez(path, dW=ic.weight_grad_rows(x_pad, x_pad, (5, 5)))
     sys.exit(0)
 numba.set_num_threads(2)
 ref = np.load(path)
@@ -243,7 +242,7 @@ def cpu():
             out[tid] = int(f.read().split()[0])
     return out
 shares = []
-for fn in (lambda: ic.conv_rows(x_pad, w, (5, 5)), lambda: ic.weight_grad_rows(x_pad, x_pad, (5, 5))):
+for fn in (lambda: ic.weight_grad_rows(x_pad, x_pad, (5, 5)),):
     fn()
     best = 0.0
     for _ in range(3):
@@ -253,8 +252,8 @@ for fn in (lambda: ic.conv_rows(x_pad, w, (5, 5)), lambda: ic.weight_grad_rows(x
         spent.append(own)      # (the calling thread's own schedstat lags: its exact clock)
         best = max(best, 1 - max(spent) / max(1, sum(spent)))
     shares.append(best)
-y, dW = ic.conv_rows(x_pad, w, (5, 5)), ic.weight_grad_rows(x_pad, x_pad, (5, 5))
-print(json.dumps({"shares": shares, "y_equal": bool(np.array_equal(y, ref["y"])),
+dW = ic.weight_grad_rows(x_pad, x_pad, (5, 5))
+print(json.dumps({"shares": shares,
                   "dW_err": float(np.max(np.abs(dW - ref["dW"])) / np.max(np.abs(ref["dW"])))}))
 """
 
@@ -263,9 +262,14 @@ print(json.dumps({"shares": shares, "y_equal": bool(np.array_equal(y, ref["y"]))
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_two_threads_run_the_parallel_build_after_a_one_thread_run(tmp_path):
     """In a fresh Numba cache, a one-thread run first (as the test suite's), then a
-    two-thread one: the second must run the kernels on two worker threads (each
-    with a fair share of the CPU time) and give the one-thread results (the same
-    sums per output; the weight gradient's per-thread partials round otherwise)."""
+    two-thread one: the second must run the kernel on two worker threads (each with a
+    fair share of the CPU time) and give the one-thread result to rounding (its
+    per-thread partials round otherwise). One kernel, the weight gradient's, stands for
+    the module: every kernel here is built by the same ``_build`` (each build's own
+    cache index is checked in-process by ``test_serial_and_parallel_builds_have_their_
+    own_cache_entries``, here and in test_conv3_20.py), and a fresh cache compiles all
+    it runs again: sitting 21 dropped the forward kernel from the child (the test took
+    68 s in a fresh-clone suite, 51 s alone after, both under load)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBA_NUM_THREADS="2")
     ref = str(tmp_path / "ref.npz")
     for stage in ("serial", "parallel"):
@@ -274,7 +278,6 @@ def test_two_threads_run_the_parallel_build_after_a_one_thread_run(tmp_path):
         assert done.returncode == 0, done.stderr
     import json
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    assert got["y_equal"]
     assert got["dW_err"] < 1e-5
     # the threads other than the busiest did at least a quarter of the work (serial: ~0)
     assert min(got["shares"]) > 0.25, got
