@@ -86,6 +86,7 @@ from numba.extending import intrinsic
 from ..threads import numba_thread_count
 from .builds import njit_variant
 from .simd import avx2_fma_target
+from .softmax_xent import _pairwise_block
 
 #: the kernels run only where this is True (Numba's target has AVX2 + FMA; tests
 #: switch it off to hold the fallback)
@@ -376,44 +377,20 @@ def _conv_nchw(x, ph, pw, x_pad, w_panels, bias, has_bias, kh, kw, scratch, y, p
                         dst[q] = sf[q * O + o]
 
 
+@numba.njit(cache=True)
 def _pairwise_sum(a, lo, n):
     """Σ a[lo:lo + n] in float32 in NumPy's order (``pairwise_sum`` of its
-    loops_utils: under 8 terms a plain loop, up to 128 eight running sums combined
-    as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)) then the rest, above that two halves
-    split at a multiple of 8), so ``grad.sum(axis=(0, 2, 3))`` comes out bit for
-    bit as NumPy's: for each sample, in order, out[o] += this sum over the plane
-    (NumPy 1.x/2.x's reduction loop for more than one channel; with one channel it
-    merges the planes into one sum, a case the kernels, O % 8 == 0, never see)."""
-    if n < 8:
-        res = np.float32(0.0)
-        for i in range(n):
-            res += a[lo + i]
-        return res
+    loops_utils: up to 128 terms ``softmax_xent._pairwise_block``, the loss's copy of
+    it; above that two halves split at a multiple of 8), so ``grad.sum(axis=(0, 2,
+    3))`` comes out bit for bit as NumPy's: for each sample, in order, out[o] += this
+    sum over the plane (NumPy 1.x/2.x's reduction loop for more than one channel; with
+    one channel it merges the planes into one sum, a case the kernels, O % 8 == 0,
+    never see)."""
     if n <= 128:
-        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-        i = 8
-        while i < n - (n % 8):
-            r0 += a[lo + i]
-            r1 += a[lo + i + 1]
-            r2 += a[lo + i + 2]
-            r3 += a[lo + i + 3]
-            r4 += a[lo + i + 4]
-            r5 += a[lo + i + 5]
-            r6 += a[lo + i + 6]
-            r7 += a[lo + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
+        return _pairwise_block(a, lo, n, np.float32(0.0))
     n2 = n // 2
     n2 -= n2 % 8
     return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
-
-
-_pairwise_sum = numba.njit(cache=True)(_pairwise_sum)
 
 
 def _backward_nchw(grad, qh, qw, x_pad, g_pad, kh, kw, parts, block, R, S, wt_panels,
