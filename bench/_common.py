@@ -282,3 +282,20 @@ def thread_cpu_split_ms(fn, repeats: int, pause_s: float = 0.0) -> dict:
     medians = [float(np.median(v)) for v in others.values()]
     return {"calling_thread_ms": float(np.median(own)),
             "worker_threads_ms": sorted((v for v in medians if v > 0.05), reverse=True)}
+
+
+def conv_pass_times(layer, x, g, clock):
+    """((forward, dW, backward) seconds, dx) of one training pass of a conv layer, as the
+    conv A/Bs time it: ``forward(x, training=True)``, ``backward_params(g)`` (dW + db),
+    ``forward`` again, ``backward(g)`` (dx, dW, db); forward is the mean of its two calls,
+    and dx alone is backward − dW. ``clock``: seconds (process_time, perf_counter)."""
+    t0 = clock()
+    layer.forward(x, training=True)
+    t1 = clock()
+    layer.backward_params(g)
+    t2 = clock()
+    layer.forward(x, training=True)
+    t3 = clock()
+    dx = layer.backward(g)
+    t4 = clock()
+    return ((t1 - t0 + t3 - t2) / 2, t2 - t1, t4 - t3), dx

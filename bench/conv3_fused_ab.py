@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import minidnn
-    from bench._common import thread_cpu_split_ms
+    from bench._common import conv_pass_times, thread_cpu_split_ms
     from minidnn.layers.conv import Conv2D
     print(minidnn.configure_threads(args.threads))
     use_cpu = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1)
@@ -60,17 +60,7 @@ def main(argv=None) -> int:
         assert sides[True]._implicit_applies(x.shape), "no AVX2 + FMA here?"
 
         def run(fused):
-            layer = sides[fused]
-            t0 = clock()
-            layer.forward(x, training=True)
-            t1 = clock()
-            layer.backward_params(g)
-            t2 = clock()
-            layer.forward(x, training=True)
-            t3 = clock()
-            dx = layer.backward(g)
-            t4 = clock()
-            return ((t1 - t0 + t3 - t2) / 2, t2 - t1, t4 - t3), dx
+            return conv_pass_times(sides[fused], x, g, clock)
 
         outs = {}
         for _ in range(3):                                    # JIT, buffers

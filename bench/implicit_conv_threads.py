@@ -56,7 +56,7 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
     import minidnn
     from minidnn.kernels import implicit_conv as ic
     from minidnn.kernels.im2col import weight_rows
-    from bench._common import thread_cpu_split_ms
+    from bench._common import conv_pass_times, thread_cpu_split_ms
     from minidnn.layers.conv import Conv2D
     minidnn.configure_threads(threads)
     clock = time.process_time if use_cpu else time.perf_counter
@@ -74,17 +74,7 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
         assert layers["implicit"]._implicit_applies(x.shape), "no AVX2 + FMA here?"
 
         def run(variant):
-            layer = layers[variant]
-            t0 = clock()
-            layer.forward(x, training=True)
-            t1 = clock()
-            layer.backward_params(g)
-            t2 = clock()
-            layer.forward(x, training=True)
-            t3 = clock()
-            layer.backward(g)
-            t4 = clock()
-            return (t1 - t0 + t3 - t2) / 2, t2 - t1, t4 - t3
+            return conv_pass_times(layers[variant], x, g, clock)[0]
 
         for _ in range(3):                                  # JIT, buffers
             for variant in VARIANTS:
