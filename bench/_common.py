@@ -241,3 +241,61 @@ def mnist_fit_setup(threads: int, clock: str, images: int):
     now = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
     splits = minidnn.data.load("mnist")
     return now, splits.train.flatten()[:images], splits.train.y[:images]
+
+
+# -- per-thread CPU time (sitting 21: one copy instead of one per script) ---------------------
+
+def thread_cpu_ns() -> dict:
+    """Thread id (str) -> CPU nanoseconds so far, for every thread of this process: the
+    first field of ``/proc/self/task/<tid>/schedstat`` (Linux). A thread's CPU time shows
+    how the work was split even on a loaded machine, where wall time does not."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                out[tid] = int(f.read().split()[0])
+        except OSError:
+            pass
+    return out
+
+
+def thread_cpu_split_ms(fn, repeats: int, pause_s: float = 0.0) -> dict:
+    """How one call of ``fn()`` spreads over this process's threads: the medians over
+    ``repeats`` calls of the calling thread's CPU ms (``time.thread_time``, exact: its
+    own schedstat lags) and of every other thread's (schedstat), those above 0.05 ms
+    sorted largest first. ``pause_s``: a sleep before each call (e.g. past OpenBLAS's
+    spin time-out after a product). Returns {"calling_thread_ms", "worker_threads_ms"}."""
+    import threading
+    calling = str(threading.get_native_id())
+    own, others = [], {}
+    for _ in range(repeats):
+        if pause_s:
+            time.sleep(pause_s)
+        before = thread_cpu_ns()
+        t0 = time.thread_time()
+        fn()
+        own.append(1e3 * (time.thread_time() - t0))
+        after = thread_cpu_ns()
+        for tid, ns in after.items():
+            if tid != calling:
+                others.setdefault(tid, []).append((ns - before.get(tid, ns)) / 1e6)
+    medians = [float(np.median(v)) for v in others.values()]
+    return {"calling_thread_ms": float(np.median(own)),
+            "worker_threads_ms": sorted((v for v in medians if v > 0.05), reverse=True)}
+
+
+def conv_pass_times(layer, x, g, clock):
+    """((forward, dW, backward) seconds, dx) of one training pass of a conv layer, as the
+    conv A/Bs time it: ``forward(x, training=True)``, ``backward_params(g)`` (dW + db),
+    ``forward`` again, ``backward(g)`` (dx, dW, db); forward is the mean of its two calls,
+    and dx alone is backward − dW. ``clock``: seconds (process_time, perf_counter)."""
+    t0 = clock()
+    layer.forward(x, training=True)
+    t1 = clock()
+    layer.backward_params(g)
+    t2 = clock()
+    layer.forward(x, training=True)
+    t3 = clock()
+    dx = layer.backward(g)
+    t4 = clock()
+    return ((t1 - t0 + t3 - t2) / 2, t2 - t1, t4 - t3), dx

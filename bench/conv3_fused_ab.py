@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,17 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LAYERS = {"conv2": (32, 32, 16), "conv3": (32, 64, 8)}     # C in, O out, H = W
 BATCH = 100
-
-
-def _thread_cpu_ns() -> dict:
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                out[tid] = int(f.read().split()[0])
-        except OSError:
-            pass
-    return out
 
 
 def main(argv=None) -> int:
@@ -51,6 +39,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import minidnn
+    from bench._common import conv_pass_times, thread_cpu_split_ms
     from minidnn.layers.conv import Conv2D
     print(minidnn.configure_threads(args.threads))
     use_cpu = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1)
@@ -71,17 +60,7 @@ def main(argv=None) -> int:
         assert sides[True]._implicit_applies(x.shape), "no AVX2 + FMA here?"
 
         def run(fused):
-            layer = sides[fused]
-            t0 = clock()
-            layer.forward(x, training=True)
-            t1 = clock()
-            layer.backward_params(g)
-            t2 = clock()
-            layer.forward(x, training=True)
-            t3 = clock()
-            dx = layer.backward(g)
-            t4 = clock()
-            return ((t1 - t0 + t3 - t2) / 2, t2 - t1, t4 - t3), dx
+            return conv_pass_times(sides[fused], x, g, clock)
 
         outs = {}
         for _ in range(3):                                    # JIT, buffers
@@ -101,25 +80,12 @@ def main(argv=None) -> int:
                 "forward_ms": fwd, "dW_ms": dW, "dx_ms": bwd - dW, "backward_ms": bwd,
                 "fwd_plus_bwd_ms": fwd + bwd}
         split = {}
-        main_tid = str(os.getpid())
         for fused in (True, False):
-            per = {}
-            for _ in range(max(5, args.repeats // 4)):
-                before = _thread_cpu_ns()
-                t0 = time.thread_time()
-                sides[fused].forward(x, training=True)
-                sides[fused].backward(g)
-                own = time.thread_time() - t0
-                after = _thread_cpu_ns()
-                for tid, ns in after.items():
-                    if tid != main_tid:
-                        per.setdefault(tid, []).append((ns - before.get(tid, ns)) / 1e6)
-                per.setdefault("calling", []).append(1e3 * own)
-            med = {tid: float(np.median(v)) for tid, v in per.items()}
-            split["fused" if fused else "separate"] = {
-                "calling_thread_ms": med.pop("calling"),
-                "worker_threads_ms": sorted((v for v in med.values() if v > 0.05),
-                                            reverse=True)}
+            def fwd_bwd(layer=sides[fused]):
+                layer.forward(x, training=True)
+                layer.backward(g)
+            split["fused" if fused else "separate"] = thread_cpu_split_ms(
+                fwd_bwd, max(5, args.repeats // 4))
         result["layers"][name] = {"same_bits": same, "ms": rows, "thread_cpu_ms_fwd_bwd": split}
         print(f"{name}: batch {BATCH}, {args.threads} thread(s), {result['clock']}, medians of "
               f"{args.repeats}; same bits: {same}")

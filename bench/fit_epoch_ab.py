@@ -12,6 +12,11 @@ model is rebuilt from one seed every time, so every epoch does the same work. Th
 figure per arm is the median over ``--rounds`` of the µs per step (``--clock thread``:
 this thread's CPU time, right at one thread; ``wall`` at two). Not a speed figure for
 the README: a guide taken on a loaded machine. Results: bench/results/fit_epoch_ab.json.
+
+Threads: ``numba.set_num_threads(--threads)`` and threadpoolctl's BLAS limit, but NOT
+``minidnn.configure_threads``: Numba keeps its default threading layer (OpenMP, i.e.
+libgomp, whose idle threads spin, where Numba has it; the CLI picks ``workqueue``), so its
+2-thread figures are that set-up's, not the CLI's.
 """
 from __future__ import annotations
 

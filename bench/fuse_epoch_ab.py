@@ -18,6 +18,11 @@ every epoch does the same work (and every arm computes the same bits: checked at
 end). The figure per arm is the median over ``--rounds`` of the µs per step
 (``--clock thread``: this thread's CPU time, right at one thread; ``wall`` at two).
 Results: bench/results/fuse_epoch_ab.json.
+
+Threads: ``numba.set_num_threads(--threads)`` and threadpoolctl's BLAS limit, but NOT
+``minidnn.configure_threads``: Numba keeps its default threading layer (OpenMP, i.e.
+libgomp, whose idle threads spin, where Numba has it; the CLI picks ``workqueue``), so its
+2-thread figures are that set-up's, not the CLI's.
 """
 from __future__ import annotations
 

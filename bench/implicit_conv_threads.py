@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -51,23 +50,13 @@ BATCH, KERNEL, PAD = 100, 5, 2
 VARIANTS = ("implicit", "implicit-1t", "im2row")
 
 
-def _thread_cpu_ns() -> dict:
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                out[tid] = int(f.read().split()[0])
-        except OSError:
-            pass
-    return out
-
-
 def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
     import numpy as np
 
     import minidnn
     from minidnn.kernels import implicit_conv as ic
     from minidnn.kernels.im2col import weight_rows
+    from bench._common import conv_pass_times, thread_cpu_split_ms
     from minidnn.layers.conv import Conv2D
     minidnn.configure_threads(threads)
     clock = time.process_time if use_cpu else time.perf_counter
@@ -85,17 +74,7 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
         assert layers["implicit"]._implicit_applies(x.shape), "no AVX2 + FMA here?"
 
         def run(variant):
-            layer = layers[variant]
-            t0 = clock()
-            layer.forward(x, training=True)
-            t1 = clock()
-            layer.backward_params(g)
-            t2 = clock()
-            layer.forward(x, training=True)
-            t3 = clock()
-            layer.backward(g)
-            t4 = clock()
-            return (t1 - t0 + t3 - t2) / 2, t2 - t1, t4 - t3
+            return conv_pass_times(layers[variant], x, g, clock)[0]
 
         for _ in range(3):                                  # JIT, buffers
             for variant in VARIANTS:
@@ -123,26 +102,11 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
                                                    (KERNEL,) * 2),
                  "dW kernel": lambda: ic.weight_grad_rows(x_pad, g_pad, (KERNEL,) * 2,
                                                           offset=(PAD, PAD))}
-        main = str(os.getpid())
         split = {}
         for call, fn in calls.items():
             fn()
-            per = {}
-            for _ in range(max(5, repeats // 2)):
-                time.sleep(0.15)    # past OpenBLAS's spin time-out after im2row's products
-                before = _thread_cpu_ns()
-                t0 = time.thread_time()        # the calling thread's own, exactly
-                fn()
-                own = time.thread_time() - t0
-                after = _thread_cpu_ns()
-                for tid, ns in after.items():
-                    per.setdefault(tid, []).append((ns - before.get(tid, ns)) / 1e6)
-                per.setdefault("own", []).append(1e3 * own)
-            med = {tid: float(np.median(v)) for tid, v in per.items()}
-            med[main] = med.pop("own")
-            workers = sorted((v for tid, v in med.items() if tid != main and v > 0.05),
-                             reverse=True)
-            split[call] = {"calling_thread_ms": med.get(main, 0.0), "worker_threads_ms": workers}
+            # (the pause: past OpenBLAS's spin time-out after im2row's products)
+            split[call] = thread_cpu_split_ms(fn, max(5, repeats // 2), pause_s=0.15)
         result["thread_split_ms"][name] = split
         # the same forward kernel right after a BLAS product at the thread count: the
         # process's CPU time grows by what OpenBLAS's spinning threads burn meanwhile

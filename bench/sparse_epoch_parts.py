@@ -15,6 +15,20 @@ transpose of x that "first layer.forward" used to do is now inside the fit loop'
 Best of ``--repeats`` epochs. A diagnosis for issue #11's epoch target, not a speed figure:
 the sparse/dense ratio of the epoch is bounded by what both nets spend outside the
 first layer.
+
+The parts add up to the timed epoch by construction ("fit loop, rest" is what is left),
+but that epoch is not the plain one: every wrapped call adds two clock reads and a
+Python frame, and sitting 20's quiet run read 920 µs a sparse step here against ~680 µs
+from ``sparse_speed.py``'s epoch. So after each timed epoch the same epoch runs with the
+timers taken off; ``us_per_step_untimed`` (best of ``--repeats``) and
+``timing_overhead_us_per_step`` (timed − untimed) say how much of the parts is the
+timing itself. Read the parts' shares, and the untimed figure for the step.
+
+Threads: ``numba.set_num_threads(--threads)`` and threadpoolctl's BLAS limit, but NOT
+``minidnn.configure_threads``: Numba keeps its default threading layer (OpenMP, i.e.
+libgomp with spinning idle threads, where Numba has it; the CLI and ``sparse_speed.py``'s
+workers use ``workqueue``), which is recorded as ``numba_threading_layer``. That is one
+more reason its 2-thread step is not ``sparse_speed.py``'s.
 """
 from __future__ import annotations
 
@@ -35,6 +49,7 @@ def measure(density, x, y, repeats, clock):
     import minidnn as md
     now = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
     spent = collections.defaultdict(int)
+    wrapped = []        # (object, name, its own callable, the timed one)
 
     def wrap(obj, name, label):
         inner = getattr(obj, name)
@@ -46,6 +61,11 @@ def measure(density, x, y, repeats, clock):
             finally:
                 spent[label] += now() - t0
         setattr(obj, name, timed)
+        wrapped.append((obj, name, inner, timed))
+
+    def timers(on):
+        for obj, name, inner, timed in wrapped:
+            setattr(obj, name, timed if on else inner)
 
     rng = np.random.default_rng(0)
     first = (md.Dense(784, 500, rng=rng) if density >= 1.0
@@ -82,6 +102,7 @@ def measure(density, x, y, repeats, clock):
     real_gather = training._gather_batch
     wrap(training, "_gather_batch", "minibatch gather")
     best = None
+    plain = []
     steps = int(np.ceil(len(x) / 100))
     try:
         for _ in range(repeats):
@@ -93,12 +114,24 @@ def measure(density, x, y, repeats, clock):
             parts = {k: (spent[k] - before.get(k, 0)) / 1e3 / steps for k in spent}
             if best is None or total < best[0]:
                 best = (total, parts)
+            # the same epoch with the timers taken off, right after: what the step costs
+            # without the ~16 clock reads and wrapper calls a step the parts add
+            timers(False)
+            t0 = now()
+            md.fit(model, (x, y), epochs=1, batch_size=100, optimizer=opt, progress=False,
+                   log=None, loss=wrapped_loss)
+            plain.append(now() - t0)
+            timers(True)
     finally:
+        timers(False)
         training._gather_batch = real_gather
     total, parts = best
     own = dict(parts)
     own["fit loop, rest"] = total / 1e3 / steps - sum(own.values())
-    return {"us_per_step_total": total / 1e3 / steps, "us_per_step": own}
+    untimed = min(plain) / 1e3 / steps
+    return {"us_per_step_total": total / 1e3 / steps, "us_per_step": own,
+            "us_per_step_untimed": untimed,
+            "timing_overhead_us_per_step": total / 1e3 / steps - untimed}
 
 
 def main(argv=None):
@@ -122,10 +155,13 @@ def main(argv=None):
     with threadpool_limits(args.threads):
         for density in (args.density, 1.0):
             r = measure(density, x, y, args.repeats, args.clock)
+            result["numba_threading_layer"] = numba.threading_layer()
             result["sparse" if density < 1 else "dense"] = r
             print(f"{'sparse γ=%g' % density if density < 1 else 'dense'}: "
                   f"{r['us_per_step_total']:.0f} µs per step ({args.clock} clock, "
-                  f"{args.threads} thread(s), best of {args.repeats})")
+                  f"{args.threads} thread(s), best of {args.repeats}); the same epochs "
+                  f"without the timers {r['us_per_step_untimed']:.0f} µs, so the parts "
+                  f"below include {r['timing_overhead_us_per_step']:.0f} µs of timing")
             for k, v in sorted(r["us_per_step"].items(), key=lambda kv: -kv[1]):
                 print(f"    {k:28s} {v:8.1f} µs")
     s, d = result["sparse"], result["dense"]
@@ -134,8 +170,10 @@ def main(argv=None):
     # (with the fused pair, "first layer" includes the sigmoid)
     result["ratio"] = d["us_per_step_total"] / s["us_per_step_total"]
     result["ratio_if_first_layer_were_free"] = d["us_per_step_total"] / outside
+    result["ratio_untimed"] = d["us_per_step_untimed"] / s["us_per_step_untimed"]
     print(f"dense/sparse step ratio {result['ratio']:.2f}; with a free sparse layer it would be "
-          f"{result['ratio_if_first_layer_were_free']:.2f}")
+          f"{result['ratio_if_first_layer_were_free']:.2f}; untimed epochs "
+          f"{result['ratio_untimed']:.2f}")
     result["load_average_after"] = os.getloadavg()
     save_result(args.out, result)
     return 0

@@ -29,6 +29,12 @@ this tree's: an A/B of the Python around the kernels.
 
 Results: printed and written as JSON (``--out``, default
 bench/results/sparse_fixed_costs.json).
+
+Threads: only ``numba.set_num_threads(--threads)``, NOT ``minidnn.configure_threads``:
+Numba keeps its default threading layer (OpenMP, i.e. libgomp, whose idle threads spin,
+where Numba has it; the CLI picks ``workqueue``) and BLAS keeps what the environment
+gives it (OPENBLAS_NUM_THREADS, else every core), so its 2-thread figures are that
+set-up's, not the CLI's.
 """
 from __future__ import annotations
 

@@ -65,6 +65,12 @@ Calls rotate over the candidates ``--iters`` at a time for ``--rounds`` rounds; 
 5th, 25th and 50th percentiles of all calls are printed and written as JSON (``--out``).
 ``--clock thread`` (default) leaves out the waits for a core on a loaded machine: right
 at one thread; at two use ``--clock wall``.
+
+Threads: only ``numba.set_num_threads(--threads)``, NOT ``minidnn.configure_threads``:
+Numba keeps its default threading layer (OpenMP, i.e. libgomp, whose idle threads spin,
+where Numba has it; the CLI picks ``workqueue``) and BLAS keeps what the environment
+gives it (OPENBLAS_NUM_THREADS, else every core), so its 2-thread figures are that
+set-up's, not the CLI's.
 """
 from __future__ import annotations
 

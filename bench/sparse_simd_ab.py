@@ -18,6 +18,12 @@ per-round 10th percentile (``bench/sparse_step_ab.py``'s protocol):
 
 The outputs of both are checked to agree (float32 rounding) before anything is timed.
 Results: printed, and JSON at ``--out`` (default bench/results/sparse_simd_ab.json).
+
+Threads: only ``numba.set_num_threads(--threads)``, NOT ``minidnn.configure_threads``:
+Numba keeps its default threading layer (OpenMP, i.e. libgomp, whose idle threads spin,
+where Numba has it; the CLI picks ``workqueue``) and BLAS keeps what the environment
+gives it (OPENBLAS_NUM_THREADS, else every core), so its 2-thread figures are that
+set-up's, not the CLI's.
 """
 from __future__ import annotations
 

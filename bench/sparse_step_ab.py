@@ -27,6 +27,12 @@ process waits for a core on a loaded machine: right for one thread, useless for 
 (``--clock wall`` then). The figure per candidate is the median over rounds of the
 per-round 10th percentile (robust to other processes' bursts). Results are printed and
 written as JSON (``--out``, default bench/results/sparse_step_ab.json).
+
+Threads: only ``numba.set_num_threads(--threads)``, NOT ``minidnn.configure_threads``:
+Numba keeps its default threading layer (OpenMP, i.e. libgomp, whose idle threads spin,
+where Numba has it; the CLI picks ``workqueue``) and BLAS keeps what the environment
+gives it (OPENBLAS_NUM_THREADS, else every core), so its 2-thread figures are that
+set-up's, not the CLI's.
 """
 from __future__ import annotations
 

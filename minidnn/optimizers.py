@@ -367,8 +367,13 @@ class _StepPlan:
     @classmethod
     def build(cls, sgd, layers, hypers):
         """The plan, or None when a parameter cannot be stepped in place in one pass
-        (the storage is not the default one, the layer splits its step over worker
-        threads, dtypes differ, a gradient or velocity does not fit)."""
+        (the storage is not the default one, the layer splits this step's update over
+        worker threads, dtypes differ, a gradient or velocity does not fit).
+
+        A layer that may split its update (its class overrides ``update_parts``: the
+        RBM, whose W step follows its CD step's row split) joins the plan whenever it
+        asks for one part, the step every other layer gets; ``matches`` asks again at
+        every step, and a step that wants more parts takes ``_fused_step``'s split."""
         entries, scalars, decays, dtype = [], [], [], None
         holders = [layer for layer in layers if layer.params]
         for layer, hyper in zip(holders, hypers):

@@ -294,14 +294,13 @@ def real_cache(monkeypatch):
         pytest.skip("full MNIST is not cached; run `minidnn data fetch mnist` to enable")
 
 
-def test_full_mnist_has_the_papers_50k_10k_10k_split(real_cache):
-    train, val, test = load("mnist", download=False, progress=False)
+def test_full_mnist_has_the_papers_50k_10k_10k_split_and_the_embedded_subset_is_its_head(
+        real_cache):
+    """(One test since sitting 21: the full load, ~4 s, once.)"""
+    full = load("mnist", download=False, progress=False)
+    train, val, test = full
     assert (len(train), len(val), len(test)) == (50_000, 10_000, 10_000)
     assert train.x.shape[1:] == (1, 28, 28) and train.x.dtype == np.float32
-
-
-def test_embedded_subset_is_the_head_of_each_full_mnist_split(real_cache):
-    full = load("mnist", download=False, progress=False)
     subset = load("embedded")
     for whole, part in zip(full, subset):
         np.testing.assert_array_equal(whole.x[:len(part)], part.x)

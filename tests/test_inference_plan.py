@@ -131,6 +131,7 @@ def _models():
 def test_infer_equals_forward(name, model, shape, threads, monkeypatch):
     import minidnn.inference as inference
     monkeypatch.setattr(numba, "get_num_threads", lambda: threads)      # the layers' kernels
+    monkeypatch.setattr(md.kernels.implicit_conv, "_threads", lambda: threads)  # (and these)
     monkeypatch.setattr(inference, "numba_thread_count", lambda: threads)   # the plan's split
     rng = np.random.default_rng(6)
     for N in (1, 5, 33):

@@ -83,8 +83,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..threads import numba_thread_count
 from .builds import njit_variant
 from .simd import avx2_fma_target
+from .softmax_xent import _pairwise_block
 
 #: the kernels run only where this is True (Numba's target has AVX2 + FMA; tests
 #: switch it off to hold the fallback)
@@ -272,6 +274,39 @@ def panels(w_rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def _weight_grad_sample(xf, gf, bf, pf, n, lo, hi, Hp, Wp, C, Gh, Gw, gh, gw, O, kh, kw,
+                        OH, OW, R, S):
+    """Sample n's share of one thread's weight gradient (the thread's samples are
+    [lo, hi)), the tile loop of ``_weight_grad_rows`` and ``_backward_nchw``: R output
+    rows at a time, every tile of dW_r (6 (j, c) entries of kernel row i × 16 output
+    channels) sums x_pad's windows (``xf``, x_pad (N, Hp, Wp, C) flat) times dY
+    (``gf``, g_pad (N, Gh, Gw, O) flat, dY at (gh, gw)) into the block ``bf`` (fresh at
+    the first sample of each block of S); after a block's last sample (or the range's)
+    the block is added to the thread's partial ``pf``."""
+    run = kw * C
+    n_m = (run + MAX_P - 1) // MAX_P
+    for a0 in range(0, OH, R):
+        rr = min(R, OH - a0)
+        g0 = ((n * Gh + gh + a0) * Gw + gw) * O
+        fresh = a0 == 0 and (n - lo) % S == 0     # the first tile of a block
+        for i in range(kh):
+            for ob in range(0, O, 8 * MAX_V):
+                nv = min(MAX_V, (O - ob) // 8)
+                for mt in range(n_m):
+                    m0 = mt * MAX_P
+                    _tile_avx2(bf, xf, gf, (i * run + m0) * O + ob,
+                               ((n * Hp + i + a0) * Wp) * C + m0, g0 + ob,
+                               min(MAX_P, run - m0), nv, rr, Wp * C, Gw * O, OW, C, O,
+                               1, O, not fresh)
+    if (n - lo) % S == S - 1 or n == hi - 1:
+        for e in range(pf.size):
+            pf[e] += bf[e]
+
+
+# inlined into both drivers at Numba's IR level, so each compiles the loop it had before
+_weight_grad_sample = numba.njit(cache=True, inline="always")(_weight_grad_sample)
+
+
 def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
     """parts[t] (kh·kw·C, O) = Σ over the t-th range of samples of
     x_pad-windowsᵀ · dY, dY = g_pad[:, gh:gh + OH, gw:gw + OW, :] (O % 8 == 0), R
@@ -285,8 +320,6 @@ def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
     N, Hp, Wp, C = x_pad.shape
     _, Gh, Gw, O = g_pad.shape
     T = parts.shape[0]
-    run = kw * C
-    n_m = (run + MAX_P - 1) // MAX_P
     xf, gf = x_pad.reshape(-1), g_pad.reshape(-1)
     for part in numba.prange(T):
         pf = parts[part].reshape(-1)
@@ -294,22 +327,8 @@ def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
         pf[:] = 0
         lo, hi = part * N // T, (part + 1) * N // T
         for n in range(lo, hi):
-            for a0 in range(0, OH, R):
-                rr = min(R, OH - a0)
-                g0 = ((n * Gh + gh + a0) * Gw + gw) * O
-                fresh = a0 == 0 and (n - lo) % S == 0     # the first tile of a block
-                for i in range(kh):
-                    for ob in range(0, O, 8 * MAX_V):
-                        nv = min(MAX_V, (O - ob) // 8)
-                        for mt in range(n_m):
-                            m0 = mt * MAX_P
-                            _tile_avx2(bf, xf, gf, (i * run + m0) * O + ob,
-                                       ((n * Hp + i + a0) * Wp) * C + m0, g0 + ob,
-                                       min(MAX_P, run - m0), nv, rr, Wp * C, Gw * O, OW, C, O,
-                                       1, O, not fresh)
-            if (n - lo) % S == S - 1 or n == hi - 1:
-                for e in range(pf.size):
-                    pf[e] += bf[e]
+            _weight_grad_sample(xf, gf, bf, pf, n, lo, hi, Hp, Wp, C, Gh, Gw, gh, gw, O, kh,
+                                kw, OH, OW, R, S)
 
 
 # -- whole passes in one parallel region (``Conv2D.IMPLICIT_FUSED``) ---------------
@@ -358,44 +377,20 @@ def _conv_nchw(x, ph, pw, x_pad, w_panels, bias, has_bias, kh, kw, scratch, y, p
                         dst[q] = sf[q * O + o]
 
 
+@numba.njit(cache=True)
 def _pairwise_sum(a, lo, n):
     """Σ a[lo:lo + n] in float32 in NumPy's order (``pairwise_sum`` of its
-    loops_utils: under 8 terms a plain loop, up to 128 eight running sums combined
-    as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)) then the rest, above that two halves
-    split at a multiple of 8), so ``grad.sum(axis=(0, 2, 3))`` comes out bit for
-    bit as NumPy's: for each sample, in order, out[o] += this sum over the plane
-    (NumPy 1.x/2.x's reduction loop for more than one channel; with one channel it
-    merges the planes into one sum, a case the kernels, O % 8 == 0, never see)."""
-    if n < 8:
-        res = np.float32(0.0)
-        for i in range(n):
-            res += a[lo + i]
-        return res
+    loops_utils: up to 128 terms ``softmax_xent._pairwise_block``, the loss's copy of
+    it; above that two halves split at a multiple of 8), so ``grad.sum(axis=(0, 2,
+    3))`` comes out bit for bit as NumPy's: for each sample, in order, out[o] += this
+    sum over the plane (NumPy 1.x/2.x's reduction loop for more than one channel; with
+    one channel it merges the planes into one sum, a case the kernels, O % 8 == 0,
+    never see)."""
     if n <= 128:
-        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-        i = 8
-        while i < n - (n % 8):
-            r0 += a[lo + i]
-            r1 += a[lo + i + 1]
-            r2 += a[lo + i + 2]
-            r3 += a[lo + i + 3]
-            r4 += a[lo + i + 4]
-            r5 += a[lo + i + 5]
-            r6 += a[lo + i + 6]
-            r7 += a[lo + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
+        return _pairwise_block(a, lo, n, np.float32(0.0))
     n2 = n // 2
     n2 -= n2 % 8
     return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
-
-
-_pairwise_sum = numba.njit(cache=True)(_pairwise_sum)
 
 
 def _backward_nchw(grad, qh, qw, x_pad, g_pad, kh, kw, parts, block, R, S, wt_panels,
@@ -415,8 +410,6 @@ def _backward_nchw(grad, qh, qw, x_pad, g_pad, kh, kw, parts, block, R, S, wt_pa
     _, Hp, Wp, C = x_pad.shape
     _, Gh, Gw, _ = g_pad.shape
     T = parts.shape[0]
-    run = kw * C
-    n_m = (run + MAX_P - 1) // MAX_P
     Hx, Wx = Gh - kh + 1, Gw - kw + 1
     P = Hx * Wx
     Kt = kh * kw * O
@@ -439,22 +432,8 @@ def _backward_nchw(grad, qh, qw, x_pad, g_pad, kh, kw, parts, block, R, S, wt_pa
                     row = dst_n[a + qh, b + qw]
                     for o in range(O):
                         row[o] = g_n[o, a, b]
-            for a0 in range(0, OH, R):
-                rr = min(R, OH - a0)
-                g0 = ((n * Gh + qh + a0) * Gw + qw) * O
-                fresh = a0 == 0 and (n - lo) % S == 0     # the first tile of a block
-                for i in range(kh):
-                    for ob in range(0, O, 8 * MAX_V):
-                        nv = min(MAX_V, (O - ob) // 8)
-                        for mt in range(n_m):
-                            m0 = mt * MAX_P
-                            _tile_avx2(bf, xf, gf, (i * run + m0) * O + ob,
-                                       ((n * Hp + i + a0) * Wp) * C + m0, g0 + ob,
-                                       min(MAX_P, run - m0), nv, rr, Wp * C, Gw * O, OW, C, O,
-                                       1, O, not fresh)
-            if (n - lo) % S == S - 1 or n == hi - 1:
-                for e in range(pf.size):
-                    pf[e] += bf[e]
+            _weight_grad_sample(xf, gf, bf, pf, n, lo, hi, Hp, Wp, C, Gh, Gw, qh, qw, O, kh,
+                                kw, OH, OW, R, S)
             if not input_grad:
                 continue
             for cb in range(0, C, 8 * MAX_V):
@@ -493,7 +472,7 @@ def _build(fn, parallel: bool):
 
 
 def _threads() -> int:
-    return max(1, numba.get_num_threads())
+    return max(1, numba_thread_count())     # numba.get_num_threads() without its locks
 
 
 def available(dtype, vector_channels: int) -> bool:

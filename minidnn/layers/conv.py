@@ -13,7 +13,7 @@ from ..kernels.layout import (_nchw_to_rows_kernel, _pad_channels_last_kernel,
                               _rows_to_nchw_kernel, _unpad_to_nchw_kernel, nchw_to_rows,
                               pad_channels_last, rows_to_nchw)
 from ..kernels.workers import serial_nogil, split_samples
-from ..threads import serial_blas_if_small
+from ..threads import numba_thread_count, serial_blas_if_small
 from .base import Layer, as_generator
 
 
@@ -383,8 +383,7 @@ class Conv2D(Layer):
         """(threads, samples per chunk): the batch is split into one contiguous
         range of samples per Numba thread (``kernels.workers``), each walked in
         chunks of at least ``STREAM_ROWS`` output positions."""
-        import numba
-        threads = max(1, min(numba.get_num_threads(), N))
+        threads = max(1, min(numba_thread_count(), N))
         return threads, max(1, -(-int(self.STREAM_ROWS) // max(1, positions)))
 
     def _streamed_forward(self, x, buffers):
