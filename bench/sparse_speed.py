@@ -299,9 +299,11 @@ def _vm(field):
     return None
 
 
-def worker_epoch(density, limit, bare=False, workqueue=False):
+def worker_epoch(density, limit, bare=False, workqueue=False, spin3k=False):
     import minidnn as md
-    if workqueue:       # the command's set-up for every net until sitting 21
+    if spin3k:          # sitting 21's candidate for one set-up for every net
+        md.configure_threads(_threads(), numba_layer="omp", spin_count=3000)
+    elif workqueue:       # the command's set-up for every net until sitting 21
         md.configure_threads(_threads())
     elif not bare:      # as `minidnn train --threads N [--density γ]` sets threads up
         cli_thread_setup(density, _threads())
@@ -344,7 +346,7 @@ def worker_main(args):
         result = worker_gemm(args.iters, args.min_seconds)
     elif args.worker == "epoch":
         result = worker_epoch(float(args.density), args.limit, bare=args.bare,
-                              workqueue=args.workqueue)
+                              workqueue=args.workqueue, spin3k=args.spin3k)
     else:
         result = worker_layer(args.worker, densities, args.iters, args.min_seconds)
     print("RESULT " + json.dumps(result), flush=True)
@@ -414,7 +416,11 @@ def main(argv=None):
     p.add_argument("--epoch-workqueue", action="store_true",
                    help="also the sparse epoch on configure_threads(n) (workqueue: the "
                         "command's set-up until sitting 21)")
+    p.add_argument("--epoch-spin3k", action="store_true",
+                   help="also the sparse and dense epochs on configure_threads(n, "
+                        "numba_layer='omp', spin_count=3000)")
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--spin3k", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workqueue", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -458,6 +464,9 @@ def main(argv=None):
         arms += [("sparse_bare", args.epoch_density, ["--bare"]), ("dense_bare", 1.0, ["--bare"])]
     if args.epoch_workqueue:
         arms += [("sparse_workqueue", args.epoch_density, ["--workqueue"])]
+    if args.epoch_spin3k:
+        arms += [("sparse_spin3k", args.epoch_density, ["--spin3k"]),
+                 ("dense_spin3k", 1.0, ["--spin3k"])]
     epochs = {label: [] for label, _, _ in arms}
     for r in range(0 if args.no_epoch else args.epoch_repeats):
         for label, density, extra in (arms if r % 2 == 0 else arms[::-1]):
@@ -479,6 +488,9 @@ def main(argv=None):
         if args.epoch_workqueue:
             epoch["speedup_sparse_workqueue"] = (epoch["dense"]["seconds"] /
                                                  epoch["sparse_workqueue"]["seconds"])
+        if args.epoch_spin3k:
+            epoch["speedup_spin3k"] = (epoch["dense_spin3k"]["seconds"] /
+                                       epoch["sparse_spin3k"]["seconds"])
     result = {"threads": args.threads, "repeats": args.repeats, "iters": args.iters,
               "shape": [N_IN, N_OUT, BATCH], "gemm_peak": gemm,
               "layer_step_seconds": layer, "raw_rounds": rounds, "epoch": epoch,
@@ -517,6 +529,10 @@ def main(argv=None):
         print(f"  sparse epoch on configure_threads(n) (workqueue, the command until sitting 21): "
               f"{epoch['sparse_workqueue']['seconds']:.2f}s ({epoch['speedup_sparse_workqueue']:.2f}× "
               f"the dense epoch)")
+    if args.epoch_spin3k:
+        print(f"  on configure_threads(n, numba_layer='omp', spin_count=3000): sparse "
+              f"{epoch['sparse_spin3k']['seconds']:.2f}s, dense {epoch['dense_spin3k']['seconds']:.2f}s "
+              f"({epoch['speedup_spin3k']:.2f}×)")
     fb = result["file_bytes"]
     print(f"HDF5 first-layer weights: {fb['sparse']['first_layer_bytes']:,} bytes sparse vs "
           f"{fb['dense']['first_layer_bytes']:,} dense "

@@ -481,8 +481,11 @@ class InferencePlan:
     #: False: BLAS's own threads, as before sitting 21. At 2 threads OpenBLAS's
     #: threads share one packed copy of W and meet at spin barriers; the quiet
     #: sitting-20 run timed the MLP at batch 100 at 1.05x / 0.99x PyTorch with them.
-    #: The 2-thread A/B: ``bench/inference_ab.py --dense-columns`` (bench/quiet_bench.sh)
-    DENSE_COLUMNS = True
+    #: The 2-thread A/B: ``bench/inference_ab.py --dense-columns`` (bench/quiet_bench.sh).
+    #: Off: on the quiet machine (sitting 21, 2 threads) the split took 1.426 ms a
+    #: batch-100 MLP call against 0.897 ms for BLAS's own threads (PyTorch 0.954 ms;
+    #: bench/results/inference_dense_columns_ab_2threads_quiet.json).
+    DENSE_COLUMNS = False
 
     def __init__(self, layers):
         self.layers = tuple(layers)
