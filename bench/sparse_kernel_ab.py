@@ -84,7 +84,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import RESULTS_DIR  # noqa: E402
+from bench._common import RESULTS_DIR, thread_cpu_ns  # noqa: E402
 
 
 def candidates(density: float, threads: int):
@@ -268,18 +268,6 @@ def candidates(density: float, threads: int):
         for a, b in zip(got, ref):
             np.testing.assert_array_equal(a, b, err_msg=variant)
     return fns
-
-
-def thread_cpu_ns() -> dict:
-    """CPU ns each thread of this process has run (``/proc/self/task/*/schedstat``)."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                out[tid] = int(f.read().split()[0])
-        except OSError:
-            pass
-    return out
 
 
 def product_bytes(density: float):

@@ -225,8 +225,8 @@ def worker_layer(peer, densities, iters, min_seconds):
     import warnings
     warnings.filterwarnings("ignore")
     if peer == "torch":
-        # before minidnn is imported: minidnn sets OMP_WAIT_POLICY=PASSIVE for its own
-        # OpenMP pool, and torch's OpenMP must start with its own default
+        # before minidnn is imported, so that nothing minidnn loads (libgomp through
+        # Numba's omp layer, OpenBLAS) is set up before torch's own OpenMP runtime
         import torch  # noqa: F401
     setup = thread_setup(peer, _threads())      # before any kernel runs: it picks the layer
     if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol", "minidnn_samples",
