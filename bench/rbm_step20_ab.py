@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import sys
 import threading
@@ -48,24 +47,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench._common import thread_cpu_ns  # noqa: E402
 
 #: name: (LEAN_STEP, SIGMA_SPLIT, OVERLAP_V0_PRODUCT)
 VARIANTS = {"general": (False, False, False), "lean": (True, False, False),
             "lean+sigma_split": (True, True, False), "lean+overlap_v0": (True, False, True)}
 #: variants that change the bits (checked against each other, not against the rest)
 OTHER_BITS = {"lean+overlap_v0"}
-
-
-def thread_cpu_ns() -> dict:
-    """CPU nanoseconds per thread of this process (schedstat's first field)."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                out[int(tid)] = int(f.read().split()[0])
-        except OSError:
-            pass
-    return out
 
 
 def main(argv=None) -> int:
@@ -94,12 +82,12 @@ def main(argv=None) -> int:
         (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT,
          BernoulliRBM.OVERLAP_V0_PRODUCT) = VARIANTS[name]
         rbm = BernoulliRBM(784, 500, rng=0)
-        main_tid = threading.get_native_id()
+        main_tid = str(threading.get_native_id())   # thread_cpu_ns's keys are str tids
         c0, t0, p0 = thread_cpu_ns(), time.perf_counter(), time.process_time()
         rbm.fit(x, config, seed=0)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - p0
         c1 = thread_cpu_ns()
-        side = rbm_module._SIDE.native_id
+        side = str(rbm_module._SIDE.native_id)
         split = {"main": 0.0, "sigma_helper": 0.0, "other": 0.0}
         for tid, ns in c1.items():
             used = (ns - c0.get(tid, 0)) / 1e9

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import threading
@@ -40,22 +39,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench._common import thread_cpu_ns  # noqa: E402
 
 OPS = ("sort idx", "cd_gradients prologue", "gather (np.take)", "key draw",
        "gemm h@W.T (100x500x784)", "sigma+Bernoulli visible (100x784)",
        "gemm [v0;vk]@W (200x784x500)", "hidden pass (sigma p0, sigma+Bernoulli pk)",
        "gemm [v0;vk].T@[p0;pk] (784x200x500)", "bias GEMVs", "SGD step")
-
-
-def thread_cpu_ns() -> dict:
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                out[int(tid)] = int(f.read().split()[0])
-        except OSError:
-            pass
-    return out
 
 
 def main(argv=None) -> int:
@@ -202,7 +191,7 @@ def main(argv=None) -> int:
     A = np.random.default_rng(1).random((2048, 2048), dtype=np.float32)
     C = np.empty_like(A)
     np.matmul(A, A, out=C)
-    me = threading.get_native_id()
+    me = str(threading.get_native_id())      # thread_cpu_ns's keys are str tids
     real_times, traced_times, rates, cpu_main, cpu_other, cpu_wall = [], [], [], [], [], []
     in_step = {name: [] for name in OPS}
     lone = {name: [] for name in alone}

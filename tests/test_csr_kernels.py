@@ -111,6 +111,20 @@ def _one_block_backward(structure, data, grad_bm, g_pad, x_pad, k, n_rows, n_col
     return ref
 
 
+def _drawn_step_operands(p):
+    """A padded problem's CSR matrix (float32) and the step's operands, drawn in one fixed
+    order: (rng, (indptr, indices, data, dense), x_bm, grad_bm, x, grad, bias, structure),
+    x / grad feature-major copies of the batch-major x_bm / grad_bm."""
+    rng, (indptr, indices, data, dense, _) = _drawn_matrix(p, np.float32)
+    k = p["k"]
+    x_bm = rng.standard_normal((k, p["n_cols"])).astype(np.float32)
+    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
+    x, grad = np.ascontiguousarray(x_bm.T), np.ascontiguousarray(grad_bm.T)
+    bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
+    structure = _u(*csr.csr_transpose_structure(indptr, indices, p["n_cols"]))
+    return rng, (indptr, indices, data, dense), x_bm, grad_bm, x, grad, bias, structure
+
+
 @settings(max_examples=60, deadline=None)
 @given(problems)
 def test_csr_matmul_kernels_equal_the_twin(p):
@@ -716,13 +730,9 @@ def test_row_and_column_split_kernels_equal_the_one_block_kernels_bit_for_bit(p)
     # count: prange runs the blocks in turn on one thread): every output equals the
     # one-block padded kernels' exactly, with the fill from a batch-major or feature-major
     # operand or none
-    rng, (indptr, indices, data, _, _) = _drawn_matrix(p, np.float32)
+    rng, (indptr, indices, data, _), x_bm, grad_bm, x, grad, bias, structure = \
+        _drawn_step_operands(p)
     k, blocks = p["k"], p["blocks"]
-    x_bm = rng.standard_normal((k, p["n_cols"])).astype(np.float32)
-    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
-    x, grad = np.ascontiguousarray(x_bm.T), np.ascontiguousarray(grad_bm.T)
-    bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
-    structure = _u(*csr.csr_transpose_structure(indptr, indices, p["n_cols"]))
     x_pad, g_ref = _padded_operand(x, csr.FILL_NONE), _padded_operand(grad, csr.FILL_NONE)
     y_ref = np.empty((p["n_rows"], k), np.float32)
     csr._KERNELS["matmul_padded"][0](*_u(indptr, indices), data, bias, x_bm, x_pad, y_ref,

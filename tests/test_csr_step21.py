@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 import minidnn as md
 from minidnn.kernels import csr, csr_fused
 from minidnn.losses import SoftmaxCrossEntropy
-from tests.test_csr_kernels import (_assert_filled, _assert_outputs_equal, _drawn_matrix,
-                                    _fills, _nan_backward_outputs, _one_block_backward,
-                                    _padded_operand, _u, padded_problems, random_csr)
+from tests.test_csr_kernels import (_assert_filled, _assert_outputs_equal,
+                                    _drawn_step_operands, _fills, _nan_backward_outputs,
+                                    _one_block_backward, _padded_operand, _u, padded_problems,
+                                    random_csr)
 
 needs_simd = pytest.mark.skipif(not csr.SIMD_AVAILABLE, reason="the padded kernels need AVX2 + FMA")
 
@@ -70,13 +71,9 @@ def test_private_fill_kernels_equal_the_one_block_kernels_bit_for_bit(p, by_nnz)
     # and parallel builds, 1–4 blocks cut by counts or entries, x / grad filled by
     # transpose, by copy or not at all: the one-block kernels' outputs exactly, and every
     # block's copy of the operand filled
-    rng, (indptr, indices, data, _, _) = _drawn_matrix(p, np.float32)
+    rng, (indptr, indices, data, _), x_bm, grad_bm, x, grad, bias, structure = \
+        _drawn_step_operands(p)
     k, blocks = p["k"], p["blocks"]
-    x_bm = rng.standard_normal((k, p["n_cols"])).astype(np.float32)
-    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
-    x, grad = np.ascontiguousarray(x_bm.T), np.ascontiguousarray(grad_bm.T)
-    bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
-    structure = _u(*csr.csr_transpose_structure(indptr, indices, p["n_cols"]))
     x_pad, g_ref = _padded_operand(x, csr.FILL_NONE), _padded_operand(grad, csr.FILL_NONE)
     y_ref = np.empty((p["n_rows"], k), np.float32)
     csr._KERNELS["matmul_padded"][0](*_u(indptr, indices), data, bias, x_bm, x_pad, y_ref,
@@ -109,13 +106,9 @@ def test_private_fill_kernels_equal_the_one_block_kernels_bit_for_bit(p, by_nnz)
 @given(padded_problems)
 def test_private_fill_kernels_equal_the_twins_within_float32_rounding(p):
     # against the SciPy/NumPy twins directly (the bound the padded kernels are held to)
-    rng, (indptr, indices, data, dense, _) = _drawn_matrix(p, np.float32)
+    rng, (indptr, indices, data, dense), x_bm, grad_bm, x, grad, bias, structure = \
+        _drawn_step_operands(p)
     k, blocks = p["k"], p["blocks"]
-    x_bm = rng.standard_normal((k, p["n_cols"])).astype(np.float32)
-    grad_bm = rng.standard_normal((k, p["n_rows"])).astype(np.float32)
-    x, grad = np.ascontiguousarray(x_bm.T), np.ascontiguousarray(grad_bm.T)
-    bias = rng.standard_normal(p["n_rows"]).astype(np.float32)
-    structure = _u(*csr.csr_transpose_structure(indptr, indices, p["n_cols"]))
     y = np.empty((p["n_rows"], k), np.float32)
     csr._KERNELS["matmul_padded_private"][1](
         *_u(indptr, indices), data, bias, x_bm, _stack(x, blocks, csr.FILL_TRANSPOSE), y,
