@@ -266,9 +266,9 @@ def _philox_fill_into(out, first_block, key, lanes):
 # thread pool costs, and Numba threads contend with OpenBLAS's between the GEMMs they
 # alternate with (a prange build of the Bernoulli kernel measured 0.48 ms per (100, 784)
 # call against 0.29 ms serial, 2 threads, between GEMMs, on the loaded 2-core machine).
-# Threads split the rows instead (pretraining.rbm.BernoulliRBM._split_step): each worker
-# runs these serial kernels on its own row block, hence nogil, and ``row_offset`` gives a
-# block the draws the whole call would give it.
+# nogil and ``row_offset`` (a row block gets the draws the whole call would give it) let
+# threads split the rows; the RBM's row split that did (``_split_step``) lost its quiet
+# A/B and was deleted in sitting 22, but the offsets stay tested.
 # error_model="numpy": no ZeroDivisionError branch, so the loops vectorise.
 # ``scale`` is always applied: p·1 is p exactly, and one multiply per element costs less
 # than a second build of each kernel.
