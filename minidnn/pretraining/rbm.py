@@ -321,8 +321,6 @@ class BernoulliRBM(ParamHolder):
         rng = as_generator(rng)
         idx = rng.integers(0, self.n_visible, size=len(v))
         rows = np.arange(len(v))
-        if not self.PLL_ONE_PRODUCT:
-            return self._pseudo_log_likelihood_two_products(v, idx)
         # ṽ differs from v in unit i only, by d = 1 − 2v_i, so ṽW + c = (vW + c) + d·W_i
         # and F(ṽ) − F(v) = −d·b_i − Σ_j [softplus(x_j + d·W_ij) − softplus(x_j)]:
         # one (rows, n_visible) x (n_visible, n_hidden) product instead of two
@@ -335,22 +333,9 @@ class BernoulliRBM(ParamHolder):
         delta = -d * b[idx] - (softplus(flipped_pre).sum(axis=1) - softplus(pre).sum(axis=1))
         return float((self.n_visible * -softplus(-delta)).mean())
 
-    #: the pseudo-likelihood monitor from one float64 product v·W (the flipped rows'
-    #: pre-activations are v's plus one row of W each): sitting 21, 1,000 rows, 1 thread,
-    #: the pseudo-likelihood 71 -> 45-51 ms, the whole monitor 91 -> 72 ms; equal to the
-    #: two-product form
-    #: ``_pseudo_log_likelihood_two_products`` up to float64 rounding, not bit for bit.
-    #: False: that form (F(ṽ) and F(v) each from its own product)
-    PLL_ONE_PRODUCT = True
-
-    def _pseudo_log_likelihood_two_products(self, v, idx) -> float:
-        """The pseudo-likelihood of rows v (float64) with units idx flipped, as
-        F(ṽ) − F(v) from two free energies (the form before sitting 21)."""
-        flipped = v.copy()
-        rows = np.arange(len(v))
-        flipped[rows, idx] = 1 - flipped[rows, idx]
-        delta = self.free_energy(flipped) - self.free_energy(v)
-        return float((self.n_visible * -softplus(-delta)).mean())
+    # one float64 product v·W instead of F(ṽ) and F(v) from two (sitting 21: 1,000 rows, 1
+    # thread, 71 -> 45-51 ms); equal to the two-free-energy form up to float64 rounding
+    # (tests/test_rbm_step21.py; sitting 22 deleted its switch, PLL_ONE_PRODUCT)
 
     def reconstruction_error(self, v: np.ndarray) -> float:
         """Mean over samples and units of (v − E[v | P(h|v)])², the deterministic reconstruction."""
