@@ -4,8 +4,13 @@ speed_vs_torch.py) in each variant, interleaved in one process.
     python bench/rbm_step20_ab.py --threads 2 --repeats 5          # quiet machine, ~1.5 min
     python bench/rbm_step20_ab.py --threads 1 --images 10000 --repeats 5   # under load
 
-Variants: ``lean``, the step of this tree (sitting 22 deleted ``general``,
-``lean+sigma_split`` and ``lean+overlap_v0`` with the switches that lost their A/Bs).
+Variants: ``lean``, the step of this tree at ``--threads``; ``lean_1blas`` (sitting 22),
+the same fit with OpenBLAS held to one thread (``threadpoolctl``, bench only; other bits,
+as OpenBLAS's one-thread products round differently from its two-thread ones; the
+largest parameter difference from ``lean`` is printed): whether the second thread helps the RBM step at all (under load at
+one thread the 2048^3 sgemm ran at 133 GFLOP/s wall, 147 on the CPU clock, against 150.6
+for two threads quiet in sitting 21). Sitting 22 deleted ``general``,
+``lean+sigma_split`` and ``lean+overlap_v0`` with the switches that lost their A/Bs.
 
 Each round runs every variant once (an epoch of ``fit`` on the first ``--images``
 MNIST training images, batch 100, lr 0.1, no momentum or decay, seed 0, monitors off,
@@ -35,11 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench._common import thread_cpu_ns  # noqa: E402
 
-#: name: the step (sitting 22 deleted the variants whose switches lost their A/Bs:
-#: general, lean+sigma_split, lean+overlap_v0)
-VARIANTS = {"lean": ()}
-#: variants that change the bits (checked against each other, not against the rest)
-OTHER_BITS = set()
+#: name: BLAS threads for the fit (None: the run's ``--threads``). Sitting 22 deleted the
+#: variants whose switches lost their A/Bs (general, lean+sigma_split, lean+overlap_v0)
+VARIANTS = {"lean": None, "lean_1blas": 1}
+#: variants that change the bits (checked against each other, not against the rest):
+#: OpenBLAS at one thread rounds a product differently from two threads
+OTHER_BITS = {"lean_1blas"}
 
 
 def main(argv=None) -> int:
@@ -53,6 +59,7 @@ def main(argv=None) -> int:
 
     import minidnn
     threads = minidnn.configure_threads(args.threads)
+    from threadpoolctl import threadpool_limits
     from minidnn import data
     from minidnn.pretraining import BernoulliRBM, PretrainConfig
 
@@ -66,9 +73,11 @@ def main(argv=None) -> int:
     def fit(name):
         rbm = BernoulliRBM(784, 500, rng=0)
         main_tid = str(threading.get_native_id())   # thread_cpu_ns's keys are str tids
-        c0, t0, p0 = thread_cpu_ns(), time.perf_counter(), time.process_time()
-        rbm.fit(x, config, seed=0)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - p0
+        blas = VARIANTS[name] or threads["threads"]
+        with threadpool_limits(limits=blas):
+            c0, t0, p0 = thread_cpu_ns(), time.perf_counter(), time.process_time()
+            rbm.fit(x, config, seed=0)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - p0
         c1 = thread_cpu_ns()
         side = None                         # no helper thread since sitting 22
         split = {"main": 0.0, "sigma_helper": 0.0, "other": 0.0}
@@ -79,8 +88,9 @@ def main(argv=None) -> int:
         finals[name] = {k: v.copy() for k, v in rbm.params.items()}
         return seconds, cpu, split, digest.hexdigest()[:16]
 
-    for name in args.variants:          # JIT, buffers, the helper thread
-        BernoulliRBM(784, 500, rng=0).fit(x[:1000], config, seed=0)
+    for name in args.variants:          # JIT, buffers, BLAS's threads
+        with threadpool_limits(limits=VARIANTS[name] or threads["threads"]):
+            BernoulliRBM(784, 500, rng=0).fit(x[:1000], config, seed=0)
     A = np.random.default_rng(1).random((2048, 2048), dtype=np.float32)
     C = np.empty_like(A)
     np.matmul(A, A, out=C)
