@@ -20,6 +20,7 @@ python bench/fuse_epoch_ab.py --threads 2 --clock wall --images 50000 --rounds 5
 uptime
 python bench/rbm_fused_update_ab.py --threads 2 --rounds 9 --steps 100 --out bench/results/rbm_fused_update_ab_2threads_quiet.json   # sitting 22 (#8 RBM): the gradient sgemm writing W / the velocity (beta, c) vs the optimizer pass; each GEMM alone (~1 min)
 python bench/rbm_step20_ab.py --threads 2 --repeats 5 --out bench/results/rbm_step20_ab_s22_1blas_2threads_quiet.json   # sitting 22 (#8 RBM): the epoch with OpenBLAS at 2 threads vs 1 (~1 min)
+python bench/rbm_subnormal_ab.py --threads 2 --rounds 7 --out bench/results/rbm_subnormal_ab_2threads_quiet.json   # sitting 22 (#8 RBM): no subnormal statistics vs 5c0a50c's kernels, PCD-1 at momentum 0.9, decay 0.002 (~1.5 min)
 python bench/rbm_step_trace.py --threads 2 --rounds 7 --steps 100 --out bench/results/rbm_step_trace_2threads_quiet.json   # sitting 21 (#8 RBM): each op of the real step timed in place vs alone, glue, per-thread CPU (~40 s)
 python bench/rbm_epoch_probe.py --threads 2 --against 2bad77b --against-monitor-size 0 --repeats 7 --out bench/results/rbm_epoch_probe_s21_vs_2bad77b_quiet.json   # sitting 21 (#8 RBM): sitting 20's 1.90/2.08 s lead for 2bad77b, with 7 runs each (~1.5 min)
 python bench/sparse_kernel_ab.py --threads 2 --clock wall --out bench/results/sparse_kernel_ab_2threads_quiet.json
