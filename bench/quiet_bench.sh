@@ -18,11 +18,10 @@ python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 python bench/fit_epoch_ab.py --base 2bad77b --threads 2 --clock wall --images 50000 --rounds 7 --out bench/results/fit_epoch_ab_s19_quiet.json   # sitting 19 (#11): the epoch against sitting 18's main, ~2 min
 python bench/fuse_epoch_ab.py --threads 2 --clock wall --images 50000 --rounds 5 --out bench/results/fuse_epoch_ab_2threads_quiet.json   # sitting 20 (#11, s20-11epoch): FUSE_DENSE_ACTIVATION and Dense.SMALL_TRAINING_THREADS, ~1.5 min
 uptime
-python bench/rbm_epoch_probe.py --threads 2 --against ${BASE:-2bad77b} --against-monitor-size 0 --split --sigma-split --repeats 3 --out bench/results/rbm_epoch_probe_quiet.json   # sitting 20: + the σ split in clean processes
-python bench/rbm_step_parts.py --threads 2 --repeats 7 --steps 100 --out bench/results/rbm_step_parts_2threads_quiet.json
-python bench/rbm_step20_ab.py --threads 2 --repeats 5 --out bench/results/rbm_step20_ab_2threads_quiet.json   # sitting 20 (#8 RBM): general / lean / lean + σ split epochs in one process, bits checked (~1 min)
+python bench/rbm_fused_update_ab.py --threads 2 --rounds 9 --steps 100 --out bench/results/rbm_fused_update_ab_2threads_quiet.json   # sitting 22 (#8 RBM): the gradient sgemm writing W / the velocity (beta, c) vs the optimizer pass; each GEMM alone (~1 min)
+python bench/rbm_step20_ab.py --threads 2 --repeats 5 --out bench/results/rbm_step20_ab_s22_1blas_2threads_quiet.json   # sitting 22 (#8 RBM): the epoch with OpenBLAS at 2 threads vs 1 (~1 min)
+python bench/rbm_subnormal_ab.py --threads 2 --rounds 7 --out bench/results/rbm_subnormal_ab_2threads_quiet.json   # sitting 22 (#8 RBM): no subnormal statistics vs 5c0a50c's kernels, PCD-1 at momentum 0.9, decay 0.002 (~1.5 min)
 python bench/rbm_step_trace.py --threads 2 --rounds 7 --steps 100 --out bench/results/rbm_step_trace_2threads_quiet.json   # sitting 21 (#8 RBM): each op of the real step timed in place vs alone, glue, per-thread CPU (~40 s)
-python bench/rbm_step20_ab.py --threads 2 --repeats 7 --variants lean lean+overlap_v0 --out bench/results/rbm_overlap_v0_ab_2threads_quiet.json   # sitting 21 (#8 RBM): OVERLAP_V0_PRODUCT (v0·W on the helper beside the visible pass; other bits) in one process (~1 min)
 python bench/rbm_epoch_probe.py --threads 2 --against 2bad77b --against-monitor-size 0 --repeats 7 --out bench/results/rbm_epoch_probe_s21_vs_2bad77b_quiet.json   # sitting 21 (#8 RBM): sitting 20's 1.90/2.08 s lead for 2bad77b, with 7 runs each (~1.5 min)
 python bench/sparse_kernel_ab.py --threads 2 --clock wall --out bench/results/sparse_kernel_ab_2threads_quiet.json
 # sitting 19: the layer step under TrainingKernels' work-split switches against dense, γ = 0.04 (~2 min)

@@ -3,8 +3,7 @@ and peak RSS, for this tree and optionally an older commit, in clean interleaved
 
     python bench/rbm_epoch_probe.py                          # this tree, 1 thread, 3 runs
     python bench/rbm_epoch_probe.py --against e188c2a        # A/B against a commit
-    python bench/rbm_epoch_probe.py --threads 2 --unsplit --split   # and both variants
-    python bench/rbm_epoch_probe.py --threads 2 --against 232ab88 --against-monitor-size 0 --sigma-split
+    python bench/rbm_epoch_probe.py --threads 2 --against 5c0a50c --against-monitor-size 0
 
 Each run is its own subprocess (environment built from scratch, as speed_vs_torch.py
 does) with the same warm-up, data (the 50,000 MNIST training images), PCD-1 recipe
@@ -36,12 +35,6 @@ import minidnn
 minidnn.configure_threads(int(sys.argv[1]))
 from minidnn import data
 from minidnn.pretraining import BernoulliRBM, PretrainConfig
-# "0": the unsplit step, "1": the row split, "default": the class's default (an older
-# tree ignores the attribute)
-if sys.argv[3] != "default":
-    BernoulliRBM.SPLIT_ROWS = sys.argv[3] != "0"
-if sys.argv[4] == "1":          # sitting 20: the lean step's σ passes on two threads
-    BernoulliRBM.SIGMA_SPLIT = True
 x = np.ascontiguousarray(data.load("mnist", progress=False).train.x.reshape(-1, 784))
 kw = dict(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.0, final_momentum=0.0,
           batch_size=100, k=1, persistent=True)
@@ -71,11 +64,9 @@ def clean_env(threads: int, tree: Path) -> dict:
     return env
 
 
-def run(tree: Path, threads: int, monitor_size: int, split=None, sigma_split=False) -> dict:
-    """One epoch in a clean process; split None: the tree's default SPLIT_ROWS."""
-    done = subprocess.run([sys.executable, "-c", WORKER, str(threads), str(monitor_size),
-                           "default" if split is None else ("1" if split else "0"),
-                           "1" if sigma_split else "0"],
+def run(tree: Path, threads: int, monitor_size: int) -> dict:
+    """One epoch in a clean process."""
+    done = subprocess.run([sys.executable, "-c", WORKER, str(threads), str(monitor_size)],
                           env=clean_env(threads, tree), capture_output=True, text=True, cwd=tree)
     if done.returncode != 0:
         raise RuntimeError(f"worker in {tree} failed:\n{done.stderr[-3000:]}")
@@ -93,35 +84,20 @@ def main(argv=None) -> int:
     parser.add_argument("--against-monitor-size", type=int, default=1000,
                         help="the older tree's monitor_size (1000: its default, for trees "
                              "before monitor_size=0 existed; 0 for sitting 15's and later)")
-    parser.add_argument("--unsplit", action="store_true",
-                        help="also run this tree with BernoulliRBM.SPLIT_ROWS = False (the "
-                             "products on multi-threaded BLAS, the σ kernels on one thread)")
-    parser.add_argument("--split", action="store_true",
-                        help="also run this tree with BernoulliRBM.SPLIT_ROWS = True (rows "
-                             "split over the threads); 'this tree' runs the class default")
-    parser.add_argument("--sigma-split", action="store_true",
-                        help="also run this tree with BernoulliRBM.SIGMA_SPLIT = True (sitting "
-                             "20: the σ passes on the caller and one helper thread)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rbm_epoch_probe.json")
     args = parser.parse_args(argv)
-    trees = {"this tree": (ROOT, args.monitor_size, None, False)}
-    if args.unsplit:
-        trees["unsplit"] = (ROOT, args.monitor_size, False, False)
-    if args.split:
-        trees["split"] = (ROOT, args.monitor_size, True, False)
-    if args.sigma_split:
-        trees["sigma split"] = (ROOT, args.monitor_size, None, True)
+    trees = {"this tree": (ROOT, args.monitor_size)}
     with tempfile.TemporaryDirectory(prefix="rbm-probe-") as tmp:
         if args.against:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against],
                                      capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-            trees[args.against] = (Path(tmp), args.against_monitor_size, None, False)
+            trees[args.against] = (Path(tmp), args.against_monitor_size)
         runs = {name: [] for name in trees}
         for r in range(args.repeats):
             for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
-                tree, monitor, split, sigma_split = trees[name]
-                result = run(tree, args.threads, monitor, split, sigma_split)
+                tree, monitor = trees[name]
+                result = run(tree, args.threads, monitor)
                 runs[name].append(result)
                 print(f"{name:<12} run {r + 1}: {result['seconds']:.2f} s wall, "
                       f"{result['cpu_seconds']:.2f} s CPU, {result['gflops']:.1f} GFLOP/s, "

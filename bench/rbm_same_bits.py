@@ -7,9 +7,7 @@ Each tree runs in its own clean process (``git archive`` of the commit for
 PCD-1 without and with momentum and weight decay, CD-1, CD-2 with sampled
 reconstructions, PCD-1 at batch 37. Printed: each fit's sha256 of W, visible and
 hidden biases (first 16 hex digits) and its per-epoch history, then SAME or
-DIFFERENT per fit. Results of the split step (``SPLIT_ROWS``) depend on the thread
-count; at 1 thread every tree takes the one-thread path. ``--sigma-split``: this tree
-with ``SIGMA_SPLIT`` on (the σ passes on two threads, the same bits by design).
+DIFFERENT per fit.
 """
 from __future__ import annotations
 
@@ -29,8 +27,6 @@ import minidnn
 minidnn.configure_threads(int(sys.argv[1]))
 from minidnn import data
 from minidnn.pretraining import BernoulliRBM, PretrainConfig
-if sys.argv[2] == "1":      # sitting 20's σ split (an older tree ignores the attribute)
-    BernoulliRBM.SIGMA_SPLIT = True
 x = np.ascontiguousarray(data.load("mnist", progress=False).train.x.reshape(-1, 784))[:3000]
 fits = {"pcd": dict(persistent=True, momentum=0.0, final_momentum=0.0, weight_decay=0.0),
         "pcd_momentum_decay": dict(persistent=True, momentum=0.5, final_momentum=0.9,
@@ -64,8 +60,8 @@ def clean_env(threads: int, tree: Path) -> dict:
     return env
 
 
-def run(tree: Path, threads: int, sigma_split: bool = False) -> dict:
-    done = subprocess.run([sys.executable, "-c", WORKER, str(threads), str(int(sigma_split))],
+def run(tree: Path, threads: int) -> dict:
+    done = subprocess.run([sys.executable, "-c", WORKER, str(threads)],
                           cwd=tree,
                           env=clean_env(threads, tree), capture_output=True, text=True)
     if done.returncode != 0:
@@ -77,15 +73,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", required=True, help="commit to compare with")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--sigma-split", action="store_true",
-                        help="this tree with BernoulliRBM.SIGMA_SPLIT = True (sitting 20; "
-                             "it engages at 2 threads or more)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rbm-bits-") as tmp:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against],
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        ours, theirs = run(ROOT, args.threads, args.sigma_split), run(Path(tmp), args.threads)
+        ours, theirs = run(ROOT, args.threads), run(Path(tmp), args.threads)
     same = True
     for name in ours:
         equal = ours[name] == theirs[name]

@@ -1,25 +1,16 @@
-"""In-process A/B of sitting 20's RBM step: the RBM 784x500 PCD-1 epoch (the ``rbm``
-workload of speed_vs_torch.py) on the general path, the lean path, and the lean path
-with its σ passes split over two threads, interleaved in one process.
+"""In-process A/B of the RBM step: the RBM 784x500 PCD-1 epoch (the ``rbm`` workload of
+speed_vs_torch.py) in each variant, interleaved in one process.
 
     python bench/rbm_step20_ab.py --threads 2 --repeats 5          # quiet machine, ~1.5 min
     python bench/rbm_step20_ab.py --threads 1 --images 10000 --repeats 5   # under load
-    python bench/rbm_step20_ab.py --threads 2 --repeats 7 --variants lean lean+overlap_v0   # sitting 21
 
-Variants (``BernoulliRBM`` class switches, set before each fit):
-
-* ``general``: ``LEAN_STEP = False`` — sitting 19's path (wrapper calls per σ pass,
-  one key draw per pass, new bias-gradient arrays each step);
-* ``lean``: ``LEAN_STEP = True`` (the default) — one kernel call per σ pass, the
-  step's keys in one draw, reused outputs; bit for bit ``general``;
-* ``lean+sigma_split``: and ``SIGMA_SPLIT = True`` — each σ/Bernoulli pass on the
-  calling thread and one helper thread, half the rows each (the same bits). The
-  products stay on BLAS's threads in every variant but the next;
-* ``lean+overlap_v0`` (sitting 21): and ``OVERLAP_V0_PRODUCT = True`` — PCD's v0·W on
-  the σ helper thread while the caller runs the last visible σ pass and vk·W, both
-  products on one BLAS thread. Other bits (two 100-row products instead of one of 200
-  rows round differently): its fits are checked against each other, and its largest
-  parameter difference from ``lean`` is printed.
+Variants: ``lean``, the step of this tree at ``--threads``; ``lean_1blas`` (sitting 22),
+the same fit with OpenBLAS held to one thread (``threadpoolctl``, bench only; other bits,
+as OpenBLAS's one-thread products round differently from its two-thread ones; the
+largest parameter difference from ``lean`` is printed): whether the second thread helps the RBM step at all (under load at
+one thread the 2048^3 sgemm ran at 133 GFLOP/s wall, 147 on the CPU clock, against 150.6
+for two threads quiet in sitting 21). Sitting 22 deleted ``general``,
+``lean+sigma_split`` and ``lean+overlap_v0`` with the switches that lost their A/Bs.
 
 Each round runs every variant once (an epoch of ``fit`` on the first ``--images``
 MNIST training images, batch 100, lr 0.1, no momentum or decay, seed 0, monitors off,
@@ -49,11 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench._common import thread_cpu_ns  # noqa: E402
 
-#: name: (LEAN_STEP, SIGMA_SPLIT, OVERLAP_V0_PRODUCT)
-VARIANTS = {"general": (False, False, False), "lean": (True, False, False),
-            "lean+sigma_split": (True, True, False), "lean+overlap_v0": (True, False, True)}
-#: variants that change the bits (checked against each other, not against the rest)
-OTHER_BITS = {"lean+overlap_v0"}
+#: name: BLAS threads for the fit (None: the run's ``--threads``). Sitting 22 deleted the
+#: variants whose switches lost their A/Bs (general, lean+sigma_split, lean+overlap_v0)
+VARIANTS = {"lean": None, "lean_1blas": 1}
+#: variants that change the bits (checked against each other, not against the rest):
+#: OpenBLAS at one thread rounds a product differently from two threads
+OTHER_BITS = {"lean_1blas"}
 
 
 def main(argv=None) -> int:
@@ -67,27 +59,27 @@ def main(argv=None) -> int:
 
     import minidnn
     threads = minidnn.configure_threads(args.threads)
+    from threadpoolctl import threadpool_limits
     from minidnn import data
     from minidnn.pretraining import BernoulliRBM, PretrainConfig
-    from minidnn.pretraining import rbm as rbm_module
 
     x = np.ascontiguousarray(data.load("mnist", progress=False).train.x.reshape(-1, 784))
     x = x[:args.images]
     config = PretrainConfig(epochs=1, lr=0.1, weight_decay=0.0, momentum=0.0, final_momentum=0.0,
                             batch_size=100, k=1, persistent=True, monitor_size=0)
-    defaults = (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT, BernoulliRBM.OVERLAP_V0_PRODUCT)
+    defaults = ()
     finals = {}
 
     def fit(name):
-        (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT,
-         BernoulliRBM.OVERLAP_V0_PRODUCT) = VARIANTS[name]
         rbm = BernoulliRBM(784, 500, rng=0)
         main_tid = str(threading.get_native_id())   # thread_cpu_ns's keys are str tids
-        c0, t0, p0 = thread_cpu_ns(), time.perf_counter(), time.process_time()
-        rbm.fit(x, config, seed=0)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - p0
+        blas = VARIANTS[name] or threads["threads"]
+        with threadpool_limits(limits=blas):
+            c0, t0, p0 = thread_cpu_ns(), time.perf_counter(), time.process_time()
+            rbm.fit(x, config, seed=0)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - p0
         c1 = thread_cpu_ns()
-        side = str(rbm_module._SIDE.native_id)
+        side = None                         # no helper thread since sitting 22
         split = {"main": 0.0, "sigma_helper": 0.0, "other": 0.0}
         for tid, ns in c1.items():
             used = (ns - c0.get(tid, 0)) / 1e9
@@ -96,10 +88,9 @@ def main(argv=None) -> int:
         finals[name] = {k: v.copy() for k, v in rbm.params.items()}
         return seconds, cpu, split, digest.hexdigest()[:16]
 
-    for name in args.variants:          # JIT, buffers, the helper thread
-        (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT,
-         BernoulliRBM.OVERLAP_V0_PRODUCT) = VARIANTS[name]
-        BernoulliRBM(784, 500, rng=0).fit(x[:1000], config, seed=0)
+    for name in args.variants:          # JIT, buffers, BLAS's threads
+        with threadpool_limits(limits=VARIANTS[name] or threads["threads"]):
+            BernoulliRBM(784, 500, rng=0).fit(x[:1000], config, seed=0)
     A = np.random.default_rng(1).random((2048, 2048), dtype=np.float32)
     C = np.empty_like(A)
     np.matmul(A, A, out=C)
@@ -119,8 +110,7 @@ def main(argv=None) -> int:
             np.matmul(A, A, out=C)
             rates.append(2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9)
     finally:
-        (BernoulliRBM.LEAN_STEP, BernoulliRBM.SIGMA_SPLIT,
-         BernoulliRBM.OVERLAP_V0_PRODUCT) = defaults
+        pass
     peak = statistics.median(rates)
     flops = 5 * 2 * 784 * 500 * len(x)
     summary = {}

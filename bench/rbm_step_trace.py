@@ -4,8 +4,8 @@ real step timed in place, beside the same operation repeated alone, in one proce
     python bench/rbm_step_trace.py --threads 2 --rounds 7 --steps 100     # quiet, ~40 s
     python bench/rbm_step_trace.py --threads 1 --rounds 5 --steps 50      # under load
 
-``bench/rbm_step_parts.py`` times each part alone and calls "rest" what the whole step
-takes beyond their sum (sitting 20, quiet, 2 threads: 0.97 ms of 4.86). This script
+``bench/rbm_step_parts.py`` (deleted in sitting 22) timed each part alone and called
+"rest" what the whole step took beyond their sum (sitting 20, quiet, 2 threads: 0.97 ms of 4.86). This script
 closes that gap. It replays the fit loop's PCD-1 step (``train_unit`` → ``train_rows``
 → ``_lean_step`` → ``SGD.step``) as the same calls on the same buffers in the same
 order, with a ``perf_counter`` between every two of them, and checks that the replay

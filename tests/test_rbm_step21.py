@@ -3,7 +3,6 @@ pseudo-likelihood monitor comes from one product."""
 import numpy as np
 import pytest
 
-from minidnn import optimizers
 from minidnn.optimizers import SGD
 from minidnn.pretraining import BernoulliRBM
 
@@ -29,11 +28,9 @@ def _same(a, b):
 
 @pytest.fixture
 def restore_switches():
-    saved = (SGD.FUSED_PLAN, BernoulliRBM.SPLIT_ROWS, BernoulliRBM.SPLIT_THREADS,
-             BernoulliRBM.PLL_ONE_PRODUCT)
+    saved = SGD.FUSED_PLAN
     yield
-    (SGD.FUSED_PLAN, BernoulliRBM.SPLIT_ROWS, BernoulliRBM.SPLIT_THREADS,
-     BernoulliRBM.PLL_ONE_PRODUCT) = saved
+    SGD.FUSED_PLAN = saved
 
 
 def test_one_thread_rbm_step_takes_the_plan(restore_switches):
@@ -54,35 +51,6 @@ def test_one_thread_rbm_step_takes_the_plan(restore_switches):
     assert _same(planned, unplanned)
 
 
-def test_split_step_is_not_planned_and_keeps_its_bits(restore_switches):
-    """A row-split step asks for W's update in parts: no plan, and the fit is the
-    per-parameter path's, bit for bit; turning the split on after planned steps drops
-    the plan (``matches`` checks the parts at every step)."""
-    x = _data()
-    BernoulliRBM.SPLIT_ROWS, BernoulliRBM.SPLIT_THREADS = True, 2
-    rbm = BernoulliRBM(20, 12, rng=0)
-    rbm.cd_gradients(x[:40], 1, np.random.default_rng(0))
-    assert rbm.update_parts("W") == 2 and optimizers._splits_update(rbm)
-    split_planned = _fit(x, batch_size=40)
-    SGD.FUSED_PLAN = False
-    split_unplanned = _fit(x, batch_size=40)
-    assert _same(split_planned, split_unplanned)
-
-    SGD.FUSED_PLAN, BernoulliRBM.SPLIT_ROWS = True, False
-    rbm = BernoulliRBM(20, 12, rng=0)
-    opt = SGD(0.1)
-    holder = type("H", (), {"layers": [rbm]})()
-    rbm.cd_gradients(x[:40], 1, np.random.default_rng(0))
-    opt.step(holder)
-    plan = opt._plan
-    assert plan is not None and plan.matches([rbm], plan.hypers, opt.velocity)
-    BernoulliRBM.SPLIT_ROWS = True
-    rbm.cd_gradients(x[:40], 1, np.random.default_rng(0))
-    assert not plan.matches([rbm], plan.hypers, opt.velocity)
-    opt.step(holder)            # the per-parameter path, in parts
-    assert opt._plan is None    # rebuilt once the parts are 1 again
-
-
 @pytest.mark.parametrize("grey", [False, True])
 def test_pseudo_likelihood_one_product_equals_two(restore_switches, grey):
     """ṽW + c = vW + c + (1 − 2v_i)·W_i: the one-product monitor is the two-free-energy
@@ -91,12 +59,16 @@ def test_pseudo_likelihood_one_product_equals_two(restore_switches, grey):
     x = _data(grey=grey)
     rbm = _fit(x)
     rbm.params["hidden_bias"][...] = np.linspace(-1, 1, 12, dtype=np.float32)
-    BernoulliRBM.PLL_ONE_PRODUCT = True
     one_rng = np.random.default_rng(7)
     one = rbm.pseudo_log_likelihood(x, one_rng)
-    BernoulliRBM.PLL_ONE_PRODUCT = False
+    # the two-free-energy form (the package's before sitting 21), from the same draws
     two_rng = np.random.default_rng(7)
-    two = rbm.pseudo_log_likelihood(x, two_rng)
+    v = x.astype(np.float64)
+    idx = two_rng.integers(0, rbm.n_visible, size=len(v))
+    flipped = v.copy()
+    flipped[np.arange(len(v)), idx] = 1 - flipped[np.arange(len(v)), idx]
+    delta = rbm.free_energy(flipped) - rbm.free_energy(v)
+    two = float((rbm.n_visible * -np.logaddexp(0, -delta)).mean())
     assert one == pytest.approx(two, rel=1e-10, abs=1e-10)
     assert one_rng.bit_generator.state == two_rng.bit_generator.state
 
@@ -115,53 +87,3 @@ def test_pseudo_likelihood_matches_a_direct_numpy_twin(restore_switches):
         return -u @ b - np.logaddexp(0, u @ W + c).sum(axis=1)
     want = np.mean(20 * np.log(1 / (1 + np.exp(-(free(flipped) - free(v))))))
     assert rbm.pseudo_log_likelihood(x, np.random.default_rng(5)) == pytest.approx(want, rel=1e-9)
-
-
-@pytest.fixture
-def restore_overlap():
-    saved = (BernoulliRBM.OVERLAP_V0_PRODUCT, BernoulliRBM.SPLIT_THREADS)
-    yield
-    BernoulliRBM.OVERLAP_V0_PRODUCT, BernoulliRBM.SPLIT_THREADS = saved
-
-
-def test_overlap_v0_is_the_same_step_in_other_products(restore_overlap):
-    """OVERLAP_V0_PRODUCT: one PCD step computes v0·W and vk·W as two products; the
-    statistics are the lean step's up to float32 rounding (the same samples: one
-    step from the same chain and keys), bit for bit the same at one and two threads,
-    and with the helper thread in use."""
-    from minidnn.pretraining import rbm as rbm_module
-    x = _data(n=40, d=30)
-    base = BernoulliRBM(30, 16, rng=0)
-    base.params["W"] *= 50
-    chain0 = (np.random.default_rng(1).random((40, 16)) > 0.5).astype(np.float32)
-
-    def step(overlap, threads):
-        BernoulliRBM.OVERLAP_V0_PRODUCT, BernoulliRBM.SPLIT_THREADS = overlap, threads
-        rbm = BernoulliRBM(30, 16, rng=0)
-        rbm.params = {k: v.copy() for k, v in base.params.items()}
-        chain = chain0.copy()
-        rbm.cd_gradients(x, 1, np.random.default_rng(2), chain=chain)
-        return {k: v.copy() for k, v in rbm.grads.items()}, chain
-
-    lean, lean_chain = step(False, 1)
-    one, one_chain = step(True, 1)
-    two, two_chain = step(True, 2)
-    assert rbm_module._SIDE.native_id is not None
-    for k in lean:
-        assert np.array_equal(one[k], two[k])
-        np.testing.assert_allclose(one[k], lean[k], rtol=1e-5, atol=1e-6)
-    assert np.array_equal(one_chain, two_chain)
-    # the draws compare σ with uniforms, so a rounding difference may flip a rare state
-    assert np.mean(one_chain != lean_chain) < 0.01
-
-
-def test_overlap_v0_fit_is_stable_and_thread_independent(restore_overlap):
-    x = _data()
-    BernoulliRBM.OVERLAP_V0_PRODUCT, BernoulliRBM.SPLIT_THREADS = True, 1
-    one = _fit(x)
-    BernoulliRBM.SPLIT_THREADS = 2
-    two = _fit(x)
-    assert _same(one, two)
-    BernoulliRBM.OVERLAP_V0_PRODUCT = False
-    lean = _fit(x)
-    assert np.abs(one.params["W"] - lean.params["W"]).max() < 0.05

@@ -114,16 +114,12 @@ def test_a_layer_without_the_default_storage_takes_the_general_path(monkeypatch)
     assert np.abs(model.layers[0].params["W"]).max() <= 0.5
 
 
-def _train_rbm(planned, split, monkeypatch):
+def _train_rbm(planned, monkeypatch):
     """Three CD-1 epochs of a small Bernoulli RBM through the engine's SGD (momentum,
-    weight decay on W), with or without the one-call plan, the CD step split over two
-    row blocks or not. Returns (rbm, optimizer)."""
+    weight decay on W), with or without the one-call plan. Returns (rbm, optimizer)."""
     from minidnn.pretraining import BernoulliRBM, PretrainConfig
     from minidnn.pretraining.dbn import train_unit
     monkeypatch.setattr(SGD, "FUSED_PLAN", planned)
-    monkeypatch.setattr(BernoulliRBM, "SPLIT_ROWS", split)
-    monkeypatch.setattr(BernoulliRBM, "SPLIT_THREADS", 2)
-    monkeypatch.setattr(BernoulliRBM, "SPLIT_MIN_ROWS", 1)
     x = (np.random.default_rng(3).random((64, 20)) < 0.3).astype(np.float32)
     rbm = BernoulliRBM(20, 9, rng=1, dtype=np.float32)
     config = PretrainConfig(epochs=3, lr=0.1, momentum=0.5, final_momentum=0.9,
@@ -133,16 +129,12 @@ def _train_rbm(planned, split, monkeypatch):
     return rbm, opt
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_an_rbm_takes_the_plan_unless_its_step_is_split(split, monkeypatch):
-    """BernoulliRBM overrides ``update_parts``: while it asks for one part (its CD step
-    not split, the default) its W, visible and hidden biases go through the one-call
-    plan, bit for bit the per-parameter steps; a split step (W's update in two parts)
-    makes the plan step aside, and the split update gives the same bits again."""
-    planned, plain = _train_rbm(True, split, monkeypatch), _train_rbm(False, split, monkeypatch)
-    assert (planned[1].__dict__.get("_plan") is None) == split
-    if split:
-        assert planned[0].update_parts("W") == 2
+def test_an_rbm_takes_the_plan(monkeypatch):
+    """BernoulliRBM's W, visible and hidden biases go through the one-call plan, bit for
+    bit the per-parameter steps (its row-split step, which asked for W's update in
+    parts, was deleted in sitting 22)."""
+    planned, plain = _train_rbm(True, monkeypatch), _train_rbm(False, monkeypatch)
+    assert planned[1].__dict__.get("_plan") is not None
     from types import SimpleNamespace
     _same((SimpleNamespace(layers=[planned[0]]), planned[1]),
           (SimpleNamespace(layers=[plain[0]]), plain[1]))

@@ -74,18 +74,38 @@ def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
 
+def scaled_probabilities_numpy(p: np.ndarray, scale) -> np.ndarray:
+    """scale·p, stored as 0 where p < (smallest normal of p's dtype)/|scale|, so that no
+    stored value is subnormal (the kernels' rule, ``_normal_floor``).
+
+    The kernels store probabilities scaled by ±1/batch (the statistics' weights), and
+    σ·0.01 of a unit far below threshold is subnormal in float32 (σ ≥ 1.6e-38 from the
+    clamp, times 1/100): the products that read them then take the CPU's slow path
+    (sitting 22: the 784×200×500 gradient GEMM 1.2 → 26 ms at 3 % subnormal entries, a
+    PCD-1 step 4 → 21 ms after 300 steps at lr 0.1, momentum 0.9, weight decay 0.002).
+    Each value stored as 0 moves a statistic by less than 1.2e-38 (2.2e-308 in float64);
+    the Bernoulli draws compare the uniforms with the unscaled p, so they do not change."""
+    t = p.dtype.type
+    scale = t(scale)
+    if scale == 0:
+        return np.zeros_like(p)
+    floor = t(np.finfo(p.dtype).tiny) / abs(scale)
+    return np.where(p < floor, t(0), p * scale)     # NaN stays NaN
+
+
 def sigmoid_bias_numpy(pre: np.ndarray, bias: np.ndarray, scale=1.0) -> np.ndarray:
-    """scale·σ(pre + bias), bias broadcast over rows; (batch, units) -> (batch, units)."""
-    p = _stable_sigmoid(pre + bias)
-    return p if scale == 1 else p * pre.dtype.type(scale)
+    """scale·σ(pre + bias), bias broadcast over rows, no subnormal stored
+    (``scaled_probabilities_numpy``); (batch, units) -> (batch, units)."""
+    return scaled_probabilities_numpy(_stable_sigmoid(pre + bias), scale)
 
 
 def sigmoid_sample_numpy(pre: np.ndarray, bias: np.ndarray, uniforms: np.ndarray,
                          scale=1.0):
-    """(scale·p, s) with p = σ(pre + bias) and s = 1[uniforms < p] (same dtype as pre)."""
-    p = sigmoid_bias_numpy(pre, bias)
+    """(scale·p, s) with p = σ(pre + bias) and s = 1[uniforms < p] (same dtype as pre);
+    the draw from the unscaled p, the stored scale·p as ``scaled_probabilities_numpy``."""
+    p = _stable_sigmoid(pre + bias)
     s = (uniforms < p).astype(pre.dtype)
-    return (p if scale == 1 else p * pre.dtype.type(scale)), s
+    return scaled_probabilities_numpy(p, scale), s
 
 
 def philox4x32_numpy(counters: np.ndarray, key) -> np.ndarray:
@@ -191,6 +211,25 @@ def _sigmoid_overload(x):
     return lambda x: _sigmoid64(x)
 
 
+def _normal_floor(scale):
+    """The least σ whose σ·scale is a normal number (``scaled_probabilities_numpy``): the
+    smallest normal of scale's dtype over |scale| (infinite for scale 0, whose products
+    are 0 anyway). A kernel stores σ·scale where σ ≥ this floor and 0 below it: one
+    compare and one select per element, beside the σ's ~25 operations (a NaN σ fails
+    the compare and is stored, as before)."""
+    raise NotImplementedError("only callable from Numba kernels")
+
+
+_TINY32, _TINY64 = np.float32(np.finfo(np.float32).tiny), np.finfo(np.float64).tiny
+
+
+@overload(_normal_floor, inline="always")
+def _normal_floor_overload(scale):
+    if scale == types.float32:
+        return lambda scale: _TINY32 / abs(scale) if scale != 0 else _F(np.inf)
+    return lambda scale: _TINY64 / abs(scale) if scale != 0 else np.inf
+
+
 def _uniform(bits, like):
     """U[0, 1) from a uint32 in the precision of ``like``."""
     raise NotImplementedError("only callable from Numba kernels")
@@ -266,9 +305,9 @@ def _philox_fill_into(out, first_block, key, lanes):
 # thread pool costs, and Numba threads contend with OpenBLAS's between the GEMMs they
 # alternate with (a prange build of the Bernoulli kernel measured 0.48 ms per (100, 784)
 # call against 0.29 ms serial, 2 threads, between GEMMs, on the loaded 2-core machine).
-# Threads split the rows instead (pretraining.rbm.BernoulliRBM._split_step): each worker
-# runs these serial kernels on its own row block, hence nogil, and ``row_offset`` gives a
-# block the draws the whole call would give it.
+# nogil and ``row_offset`` (a row block gets the draws the whole call would give it) let
+# threads split the rows; the RBM's row split that did (``_split_step``) lost its quiet
+# A/B and was deleted in sitting 22, but the offsets stay tested.
 # error_model="numpy": no ZeroDivisionError branch, so the loops vectorise.
 # ``scale`` is always applied: p·1 is p exactly, and one multiply per element costs less
 # than a second build of each kernel.
@@ -279,17 +318,21 @@ def _philox_fill_into(out, first_block, key, lanes):
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _sigmoid_bias_kernel(pre, bias, scale):
     rows, cols = pre.shape
+    floor, zero = _normal_floor(scale), pre.dtype.type(0.0)
     r = 0
     while r + 1 < rows:
         a, b = pre[r], pre[r + 1]
         for c in range(cols):
-            a[c] = _sigmoid(a[c] + bias[c]) * scale
-            b[c] = _sigmoid(b[c] + bias[c]) * scale
+            p = _sigmoid(a[c] + bias[c])
+            q = _sigmoid(b[c] + bias[c])
+            a[c] = zero if p < floor else p * scale
+            b[c] = zero if q < floor else q * scale
         r += 2
     if r < rows:
         a = pre[r]
         for c in range(cols):
-            a[c] = _sigmoid(a[c] + bias[c]) * scale
+            p = _sigmoid(a[c] + bias[c])
+            a[c] = zero if p < floor else p * scale
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -317,6 +360,7 @@ def _sigmoid_bernoulli_kernel(pre, bias, key, states, row_offset, scale):
     if rows == 0 or cols == 0:
         return
     one, zero = pre.dtype.type(1.0), pre.dtype.type(0.0)
+    floor = _normal_floor(scale)
     rows_per_pass = max(1, WORDS_PER_PASS // cols)
     most = 4 * ((rows_per_pass * cols) // 4 + 2)
     words = np.empty(most, dtype=np.uint32)
@@ -337,8 +381,8 @@ def _sigmoid_bernoulli_kernel(pre, bias, key, states, row_offset, scale):
             for c in range(cols):
                 p = _sigmoid(a[c] + bias[c])
                 q = _sigmoid(b[c] + bias[c])
-                a[c] = p * scale
-                b[c] = q * scale
+                a[c] = zero if p < floor else p * scale
+                b[c] = zero if q < floor else q * scale
                 a_states[c] = one if _uniform(words_a[c], p) < p else zero
                 b_states[c] = one if _uniform(words_b[c], q) < q else zero
             r += 2
@@ -348,7 +392,7 @@ def _sigmoid_bernoulli_kernel(pre, bias, key, states, row_offset, scale):
             row, row_states = pre[r], states[r]
             for c in range(cols):
                 p = _sigmoid(row[c] + bias[c])
-                row[c] = p * scale
+                row[c] = zero if p < floor else p * scale
                 row_states[c] = one if _uniform(row_words[c], p) < p else zero
 
 

@@ -32,8 +32,6 @@ minibatch's gradient (``train_batch``) and its per-epoch monitors.
 """
 from __future__ import annotations
 
-import os
-import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -105,82 +103,6 @@ def check_array(x, n_features: int, owner: str, what: str = "input",
         bad = int((~np.isfinite(x)).sum())
         raise ValueError(f"{owner}: {what} contains {bad} NaN or Inf values")
     return (x, low, high) if with_range else x
-
-
-class _SideWorker:
-    """One helper thread for the two-thread σ passes of ``BernoulliRBM._lean_step``.
-
-    ``run(side, main)`` hands ``side`` to the helper, runs ``main`` on the calling
-    thread, then waits for ``side``: one hand-off through two plain locks (a futex
-    each way, no pool, no futures), and between passes the helper blocks instead of
-    spinning. Both jobs are GIL-free Numba kernels. Started on first use (importing
-    starts nothing); one caller at a time: while another thread's ``run`` holds the
-    helper, a second caller runs both jobs itself, one after the other."""
-
-    def __init__(self):
-        self._owner = threading.Lock()
-        self._thread = None
-        if hasattr(os, "register_at_fork"):     # a forked child has no helper: start anew
-            os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self):
-        self._owner = threading.Lock()
-        self._thread = None
-
-    def available(self) -> bool:
-        return self._thread is not None or self._start()
-
-    def _start(self) -> bool:
-        with self._owner:
-            if self._thread is None:
-                self._go, self._done = threading.Lock(), threading.Lock()
-                self._go.acquire()
-                self._done.acquire()
-                self._job, self._error = None, None
-                self._user = threading.Lock()
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="minidnn-rbm-sigma")
-                self._thread.start()
-        return True
-
-    def _loop(self):
-        while True:
-            self._go.acquire()
-            try:
-                self._job()
-            except BaseException as error:      # handed back to the caller in run()
-                self._error = error
-            self._job = None
-            self._done.release()
-
-    def run(self, side, main) -> None:
-        if self._thread is None:
-            self._start()
-        if not self._user.acquire(blocking=False):    # another thread's step holds it
-            side()
-            main()
-            return
-        try:
-            self._error = None
-            self._job = side
-            self._go.release()
-            try:
-                main()
-            finally:
-                self._done.acquire()
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-        finally:
-            self._user.release()
-
-    @property
-    def native_id(self):
-        """The helper's thread id (for per-thread CPU time in the benchmarks), or None."""
-        return None if self._thread is None else self._thread.native_id
-
-
-_SIDE = _SideWorker()
 
 
 class BernoulliRBM(ParamHolder):
@@ -399,8 +321,6 @@ class BernoulliRBM(ParamHolder):
         rng = as_generator(rng)
         idx = rng.integers(0, self.n_visible, size=len(v))
         rows = np.arange(len(v))
-        if not self.PLL_ONE_PRODUCT:
-            return self._pseudo_log_likelihood_two_products(v, idx)
         # ṽ differs from v in unit i only, by d = 1 − 2v_i, so ṽW + c = (vW + c) + d·W_i
         # and F(ṽ) − F(v) = −d·b_i − Σ_j [softplus(x_j + d·W_ij) − softplus(x_j)]:
         # one (rows, n_visible) x (n_visible, n_hidden) product instead of two
@@ -413,22 +333,9 @@ class BernoulliRBM(ParamHolder):
         delta = -d * b[idx] - (softplus(flipped_pre).sum(axis=1) - softplus(pre).sum(axis=1))
         return float((self.n_visible * -softplus(-delta)).mean())
 
-    #: the pseudo-likelihood monitor from one float64 product v·W (the flipped rows'
-    #: pre-activations are v's plus one row of W each): sitting 21, 1,000 rows, 1 thread,
-    #: the pseudo-likelihood 71 -> 45-51 ms, the whole monitor 91 -> 72 ms; equal to the
-    #: two-product form
-    #: ``_pseudo_log_likelihood_two_products`` up to float64 rounding, not bit for bit.
-    #: False: that form (F(ṽ) and F(v) each from its own product)
-    PLL_ONE_PRODUCT = True
-
-    def _pseudo_log_likelihood_two_products(self, v, idx) -> float:
-        """The pseudo-likelihood of rows v (float64) with units idx flipped, as
-        F(ṽ) − F(v) from two free energies (the form before sitting 21)."""
-        flipped = v.copy()
-        rows = np.arange(len(v))
-        flipped[rows, idx] = 1 - flipped[rows, idx]
-        delta = self.free_energy(flipped) - self.free_energy(v)
-        return float((self.n_visible * -softplus(-delta)).mean())
+    # one float64 product v·W instead of F(ṽ) and F(v) from two (sitting 21: 1,000 rows, 1
+    # thread, 71 -> 45-51 ms); equal to the two-free-energy form up to float64 rounding
+    # (tests/test_rbm_step21.py; sitting 22 deleted its switch, PLL_ONE_PRODUCT)
 
     def reconstruction_error(self, v: np.ndarray) -> float:
         """Mean over samples and units of (v − E[v | P(h|v)])², the deterministic reconstruction."""
@@ -460,25 +367,28 @@ class BernoulliRBM(ParamHolder):
         if int(k) < 1:
             raise ValueError(f"CD-k needs k >= 1, got {k}")
         k = int(k)
-        # (x, idx): the rows x[idx], gathered by the threads of the split step (train_rows)
+        # (x, idx): the rows x[idx], gathered straight into the step's buffer (train_rows)
         rows = v0 if isinstance(v0, tuple) else None
         v0 = np.asarray(v0) if rows is None else None
         n = len(v0) if rows is None else len(rows[1])
         if chain is not None and (chain.ndim != 2 or chain.shape[1] != self.n_hidden):
             raise ValueError(f"{self!r}: persistent chain must hold hidden states "
                              f"(chains, {self.n_hidden}), got {chain.shape}")
-        W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
         # the persistent chain may hold more rows than a short last minibatch
         m = n if chain is None else len(chain)
-        parts = self._split_parts(n, m)
-        self._update_parts = parts          # the optimizer's step of W follows the split
-        if parts > 1:
-            error = self._split_step(v0 if rows is None else rows, k, rng, chain, parts,
-                                     sample_reconstruction)
-            return {} if error is None else {"reconstruction_error": error}
-        if self.LEAN_STEP and self.visible == "bernoulli":
+        if self.visible == "bernoulli":
             error = self._lean_step(v0, rows, n, m, k, rng, chain, sample_reconstruction)
-            return {} if error is None else {"reconstruction_error": error}
+        else:
+            error = self._general_step(v0, rows, n, m, k, rng, chain, sample_reconstruction)
+        return {} if error is None else {"reconstruction_error": error}
+
+    def _general_step(self, v0, rows, n: int, m: int, k: int, rng, chain,
+                      sample_reconstruction: bool):
+        """``cd_gradients`` through the wrappers (``sigmoid_bernoulli``, ``sigmoid_bias``)
+        for any visible type: the step of Gaussian visible units, and for Bernoulli ones
+        the reference the lean step equals bit for bit (tests); returns the
+        reconstruction error (CD) or None (PCD)."""
+        W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
         buf = self._cd_buffers(n, m)
         # rows [:n] of buf.v / buf.p are the positive phase (v0, p0), rows [n:] the negative
         # (vk, pk), so one GEMM gives both statistics (and, for PCD, both hidden products)
@@ -532,26 +442,15 @@ class BernoulliRBM(ParamHolder):
         # (half the time of three axis-0 sums)
         self.grads["visible_bias"] = buf.row_scale(pos, neg) @ buf.v
         self.grads["hidden_bias"] = buf.ones @ buf.p
-        if reconstruction_error is None:  # PCD: the chain does not reconstruct v0; see monitor()
-            return {}
-        return {"reconstruction_error": reconstruction_error}
+        return reconstruction_error      # None for PCD: see monitor()
 
-    # -- the one-thread path in few calls (sitting 20) ----------------------------------------
-    #: Bernoulli CD/PCD steps take ``_lean_step``: the products into reused buffers, each
-    #: σ pass between them one kernel call (no wrapper checks), the keys of a step in one
-    #: draw, the bias gradients into reused arrays: bit for bit the general path below
-    #: (False: that path, kept for the in-process A/B ``bench/rbm_step20_ab.py``)
-    LEAN_STEP = True
-    #: run each σ/Bernoulli pass of the lean step on two threads, the caller and one helper
-    #: thread that blocks between passes (``_SideWorker``), each on half the rows with those
-    #: rows' draws (``row_offset``): the same bits. Off by default: between two-thread BLAS
-    #: products the helper competes with OpenBLAS's spinning worker for the second core,
-    #: which only a quiet two-thread A/B can judge (``bench/rbm_step20_ab.py --threads 2``).
-    #: The products stay on BLAS's threads either way.
-    SIGMA_SPLIT = False
-    #: the split needs this many threads allowed (``SPLIT_THREADS``, else Numba's thread
-    #: count, which ``minidnn.configure_threads`` sets): at one thread it stays off
-    SIGMA_SPLIT_MIN_THREADS = 2
+    # -- the Bernoulli step in few calls (sitting 20) -----------------------------------------
+    # Sitting 22 deleted the switches that lost their quiet A/Bs (on vs off, an epoch at 2
+    # threads): SIGMA_SPLIT (the σ passes on a helper thread; 2.590 vs 2.585 s, sitting 21),
+    # OVERLAP_V0_PRODUCT (PCD's v0·W beside the last visible pass; 3.145 vs 2.457 s,
+    # sitting 21) and SPLIT_ROWS (the rows split over worker threads; 3.11 vs 2.41 s,
+    # sitting 18), and LEAN_STEP, whose other branch was
+    # ``_general_step``, which Gaussian units still take.
 
     def _lean_buffers(self, n: int, m: int) -> SimpleNamespace:
         """``_cd_buffers`` plus what the lean step reuses: the statistics' row weights,
@@ -567,94 +466,17 @@ class BernoulliRBM(ParamHolder):
                 grad_b=np.empty(self.n_visible, t), grad_c=np.empty(self.n_hidden, t))
         return buf
 
-    def _sigma_split(self) -> bool:
-        if not self.SIGMA_SPLIT:
-            return False
-        threads = self.SPLIT_THREADS
-        if threads is None:
-            import numba
-            threads = numba.get_num_threads()
-        return int(threads) >= self.SIGMA_SPLIT_MIN_THREADS and _SIDE.available()
-
-    def _bernoulli_pass(self, pre, bias, key, states, scale, split):
-        """pre ← scale·σ(pre + bias), states ← 1[u < σ]; on two threads when ``split``."""
-        if not split or len(pre) < 2:
-            _sigmoid_bernoulli_kernel(pre, bias, key, states, 0, scale)
-            return
-        half = len(pre) // 2
-        _SIDE.run(lambda: _sigmoid_bernoulli_kernel(pre[half:], bias, key, states[half:], half,
-                                                    scale),
-                  lambda: _sigmoid_bernoulli_kernel(pre[:half], bias, key, states[:half], 0,
-                                                    scale))
-
-    def _sigmoid_pass(self, pre, bias, scale, split):
-        if not split or len(pre) < 2:
-            _sigmoid_bias_kernel(pre, bias, scale)
-            return
-        half = len(pre) // 2
-        _SIDE.run(lambda: _sigmoid_bias_kernel(pre[half:], bias, scale),
-                  lambda: _sigmoid_bias_kernel(pre[:half], bias, scale))
-
-    def _hidden_pass(self, p, bias, n, key, states, pos, neg, split):
-        """Rows of p0 = p[:n] ← pos·σ, of pk = p[n:] ← neg·σ with states drawn."""
-        m = len(p) - n
-        if not split or n < 2 or m < 2:
-            _hidden_pass_kernel(p, bias, n, key, states, pos, neg, 0, n, 0, m)
-            return
-        a, b = n // 2, m // 2
-        _SIDE.run(lambda: _hidden_pass_kernel(p, bias, n, key, states, pos, neg, a, n, b, m),
-                  lambda: _hidden_pass_kernel(p, bias, n, key, states, pos, neg, 0, a, 0, b))
-
-    #: PCD (lean path): compute the positive phase's product v0·W on the σ helper thread
-    #: while the calling thread runs the last visible σ/Bernoulli pass and then vk·W, both
-    #: products on one BLAS thread each (``_last_visible_pass_beside_v0``). The only
-    #: product of the step that does not wait on a σ pass is v0·W; overlapping it hides
-    #: the visible pass (~0.26 ms of ~4.9 at 2 threads, quiet, sitting 20) and trades one
-    #: two-thread 200-row product for two one-thread 100-row ones. Changes the bits:
-    #: OpenBLAS rounds a 100-row product differently from the same rows of a 200-row one
-    #: (checked at 1 and 2 threads), so with the switch on the two products are always
-    #: separate (at one thread too, one after the other: the same bits at any thread
-    #: count). A change in how work is split over threads, so off by default: a quiet
-    #: two-thread A/B decides (``bench/rbm_step20_ab.py --variants lean lean+overlap_v0``).
-    #: Expected to tie or lose: at 1 thread the two products cost 0.56 ms a step more than
-    #: the one (W is packed twice), more than the ~0.26 ms visible pass they would hide
-    OVERLAP_V0_PRODUCT = False
-
-    def _overlap_threads(self) -> bool:
-        threads = self.SPLIT_THREADS
-        if threads is None:
-            import numba
-            threads = numba.get_num_threads()
-        return int(threads) >= self.SIGMA_SPLIT_MIN_THREADS and _SIDE.available()
-
-    def _last_visible_pass_beside_v0(self, v_pos, p_pos, pre_v, vk, pk, W, b, key, one):
-        """p_pos ← v0·W beside [vk ← sample(σ(pre_v + b)); pk ← vk·W], on two threads
-        (the helper and the caller) when allowed, else one after the other."""
-        def side():
-            np.matmul(v_pos, W, out=p_pos)
-
-        def main():
-            _sigmoid_bernoulli_kernel(pre_v, b, key, vk, 0, one)
-            np.matmul(vk, W, out=pk)
-        from ..kernels.workers import _one_blas_thread
-        with _one_blas_thread():
-            if self._overlap_threads():
-                _SIDE.run(side, main)
-            else:
-                side()
-                main()
-
     def _lean_step(self, v0, rows, n: int, m: int, k: int, rng, chain,
                    sample_reconstruction: bool):
-        """``cd_gradients`` for Bernoulli visible units on the calling thread (and, with
-        ``SIGMA_SPLIT``, one helper for the σ passes): the same products, kernels,
-        draws and statistics in the same order as the general path, so the same bits;
-        returns the reconstruction error (CD) or None (PCD)."""
+        """``cd_gradients`` for Bernoulli visible units: the products into reused buffers,
+        each σ pass between them one kernel call (no wrapper checks), the keys of a step
+        in one draw (``draw_keys``), the bias gradients into reused arrays; the same
+        products, kernels, draws and statistics in the same order as ``_general_step``,
+        so the same bits. Returns the reconstruction error (CD) or None (PCD)."""
         W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
         buf = self._lean_buffers(n, m)
         lean = buf.lean
         pos, neg, one = lean.pos, lean.neg, lean.one
-        split = self._sigma_split()
         if rows is None:
             buf.v[:n] = v0
         elif rows[0].dtype == buf.v.dtype:
@@ -668,44 +490,38 @@ class BernoulliRBM(ParamHolder):
             keys = iter(draw_keys(rng, 1 + sum(samples) + (k - 1)))
             np.matmul(v_pos, W, out=p_pos)
             h = buf.h
-            self._bernoulli_pass(p_pos, c, next(keys), h, pos, split)
+            _sigmoid_bernoulli_kernel(p_pos, c, next(keys), h, 0, pos)
             for step in range(k):
                 last = step == k - 1
                 if samples[step]:
                     np.matmul(h, W.T, out=pre_v)
-                    self._bernoulli_pass(pre_v, b, next(keys), vk, one, split)
+                    _sigmoid_bernoulli_kernel(pre_v, b, next(keys), vk, 0, one)
                     mean = pre_v
                 else:
                     np.matmul(h, W.T, out=vk)
-                    self._sigmoid_pass(vk, b, one, split)
+                    _sigmoid_bias_kernel(vk, b, one)
                     mean = vk
                 if step == 0:
                     diff = v_pos - mean
                     reconstruction_error = float(np.einsum("ij,ij->", diff, diff) / diff.size)
                 np.matmul(vk, W, out=pk)
                 if last:
-                    self._sigmoid_pass(pk, c, neg, split)
+                    _sigmoid_bias_kernel(pk, c, neg)
                 else:
-                    self._bernoulli_pass(pk, c, next(keys), h, one, split)
+                    _sigmoid_bernoulli_kernel(pk, c, next(keys), h, 0, one)
         else:               # PCD-k: 2k keys, visible then hidden, step by step
             own = chain.dtype == self.dtype and chain.flags.c_contiguous
             h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
             keys = draw_keys(rng, 2 * k)
-            apart = self.OVERLAP_V0_PRODUCT
             for step in range(k):
                 np.matmul(h, W.T, out=pre_v)
-                if apart and step == k - 1:
-                    self._last_visible_pass_beside_v0(v_pos, p_pos, pre_v, vk, pk, W, b,
-                                                      keys[2 * step], one)
-                    break
-                self._bernoulli_pass(pre_v, b, keys[2 * step], vk, one, split)
+                _sigmoid_bernoulli_kernel(pre_v, b, keys[2 * step], vk, 0, one)
                 if step < k - 1:
                     np.matmul(vk, W, out=pk)
-                    self._bernoulli_pass(pk, c, keys[2 * step + 1], h, one, split)
-            if not apart:
-                np.matmul(buf.v, W, out=buf.p)      # p0 and pk in one product
+                    _sigmoid_bernoulli_kernel(pk, c, keys[2 * step + 1], h, 0, one)
+            np.matmul(buf.v, W, out=buf.p)      # p0 and pk in one product
             # p0 ← −σ/n and pk ← σ/m with the chain's next state h ~ P(h | vk), one call
-            self._hidden_pass(buf.p, c, n, keys[2 * k - 1], h, pos, neg, split)
+            _hidden_pass_kernel(buf.p, c, n, keys[2 * k - 1], h, pos, neg, 0, n, 0, m)
             if not own:
                 chain[...] = h
         grad_W = self.grads.get("W")
@@ -717,187 +533,6 @@ class BernoulliRBM(ParamHolder):
         self.grads["visible_bias"] = np.matmul(lean.weights, buf.v, out=lean.grad_b)
         self.grads["hidden_bias"] = np.matmul(buf.ones, buf.p, out=lean.grad_c)
         return reconstruction_error
-
-    # -- CD and PCD on worker threads, each on its own rows ----------------------------------
-    #: split a CD/PCD step's rows over the worker threads (``_split_step``); False: one thread
-    #: hands each product to multi-threaded BLAS and runs the σ kernels alone. Off by
-    #: default: under load the split won by 5x, but the quiet 2-thread A/B of sitting 18
-    #: (``bench/rbm_epoch_probe.py --unsplit --against fffa29e``, two runs) put the split
-    #: epoch at 3.11 s (3.25 s) against 2.41 s unsplit and 2.18 s (2.67 s) for sitting 17.
-    SPLIT_ROWS = False
-    #: threads for the split; None: Numba's thread count (``minidnn.configure_threads``)
-    SPLIT_THREADS = None
-    #: fewest minibatch rows per thread worth a split (below it the hand-off costs more)
-    SPLIT_MIN_ROWS = 16
-
-    def update_parts(self, name: str) -> int:
-        """W's in-place SGD step runs on the threads of the last CD step's split (the
-        biases, 1,300 elements, on one)."""
-        return self.__dict__.get("_update_parts", 1) if name == "W" else 1
-
-    def _split_parts(self, n: int, m: int) -> int:
-        """Threads for a step of n minibatch rows and m chains; 1: the one-thread path
-        (Gaussian visible units too: their normal draws come from the Generator itself)."""
-        if not self.SPLIT_ROWS or self.visible != "bernoulli":
-            return 1
-        threads = self.SPLIT_THREADS
-        if threads is None:
-            import numba
-            threads = numba.get_num_threads()
-        return max(1, min(int(threads), n // self.SPLIT_MIN_ROWS, m // self.SPLIT_MIN_ROWS))
-
-    def _split_buffers(self, n: int, m: int, parts: int) -> SimpleNamespace:
-        """Scratch of ``_split_step``: part t's rows of [v; p] are its v0 rows then its
-        chain rows, contiguous, so each thread's hidden product is one GEMM; ``h``
-        holds CD's chain states."""
-        cache = self.__dict__.setdefault("_scratch", {})
-        key = ("split", n, m, parts, np.dtype(self.dtype).str)
-        if key not in cache:
-            if len(cache) >= 4:
-                cache.clear()
-            from ..kernels.workers import ranges
-            dtype = self.dtype
-            batch, chains = ranges(n, parts), ranges(m, parts)
-            starts = np.cumsum([0] + [(d - c) + (b - a) for (c, d), (a, b) in zip(batch, chains)])
-            weights = np.empty(n + m, dtype)
-            for (c, d), (a, b), o in zip(batch, chains, starts):
-                weights[o:o + d - c] = dtype(-1.0 / n)
-                weights[o + d - c:o + d - c + b - a] = dtype(1.0 / m)
-            cache[key] = SimpleNamespace(
-                v=np.empty((n + m, self.n_visible), dtype), p=np.empty((n + m, self.n_hidden), dtype),
-                pre_v=np.empty((m, self.n_visible), dtype), row_scale=weights,
-                h=np.empty((m, self.n_hidden), dtype),
-                ones=np.ones(n + m, dtype), batch=batch, chains=chains, starts=starts[:-1],
-                visible=ranges(self.n_visible, parts), hidden=ranges(self.n_hidden, parts))
-        return cache[key]
-
-    def _split_step(self, v0, k: int, rng, chain, parts: int,
-                    sample_reconstruction: bool = False):
-        """CD-k or PCD-k as ``cd_gradients`` (Bernoulli visible units), with the rows
-        split over ``parts`` threads; returns the reconstruction error (CD) or None.
-
-        Every row of a CD or PCD step is its own chain until the statistics: thread
-        t takes chains [a, b) and minibatch rows [c, d) and runs, on one BLAS
-        thread, the Gibbs steps of its chains (PCD: vk = sample(σ(h Wᵀ + b)) from
-        the persistent states; CD: from h0 ~ P(h | v0)), [p0; pk] = σ([v0; vk] W + c)
-        and the chain's next state; then, after one barrier, rows [e, f) of the
-        statistics −(v0ᵀp0/n − vkᵀpk/m) and its slices of the bias gradients. So no
-        thread pool hands work to another inside the step (multi-threaded BLAS
-        between one-thread σ kernels did, twice per product), and the σ and
-        Bernoulli passes run on every thread. The keys are drawn here, in the order
-        of the one-thread path, and each thread's draws are those rows' draws of the
-        whole call (``row_offset``): the samples are the one-thread path's, and the
-        results differ from it only in BLAS's rounding (a GEMM's rows split, the
-        statistics summed in another row order) and in the reconstruction error's
-        sum (per thread, then over threads)."""
-        import threading
-        from ..kernels.workers import _get_pool, _one_blas_thread
-        persistent = chain is not None
-        rows = v0 if isinstance(v0, tuple) else None     # (x, idx): v0 = x[idx]
-        n = len(v0) if rows is None else len(rows[1])
-        m = len(chain) if persistent else n
-        W, b, c = self.params["W"], self.params["visible_bias"], self.params["hidden_bias"]
-        buf = self._split_buffers(n, m, parts)
-        if persistent:
-            own = chain.dtype == self.dtype and chain.flags.c_contiguous
-            h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
-        else:
-            h = buf.h
-        # the keys in the one-thread path's order (see cd_gradients)
-        samples = [True] * k if persistent else \
-            [step < k - 1 or sample_reconstruction for step in range(k)]
-        keys = [] if persistent else [draw_key(rng)]           # CD: h0 ~ P(h | v0)
-        for step in range(k):
-            if samples[step]:
-                keys.append(draw_key(rng))
-            if step < k - 1:
-                keys.append(draw_key(rng))
-        if persistent:
-            keys.append(draw_key(rng))                         # the chain's next state
-        grad_W = self.grads.get("W")
-        if grad_W is None or grad_W.shape != W.shape or grad_W.dtype != W.dtype \
-                or not grad_W.flags.c_contiguous:
-            grad_W = self.grads["W"] = np.empty_like(W)
-        grad_b = np.empty(self.n_visible, self.dtype)
-        grad_c = np.empty(self.n_hidden, self.dtype)
-        squared_errors = [0.0] * parts
-        pos, neg = self.dtype(-1.0 / n), self.dtype(1.0 / m)
-        barrier = threading.Barrier(parts)
-
-        def work(t):
-            try:
-                (lo0, hi0), (lo, hi), o = buf.batch[t], buf.chains[t], buf.starts[t]
-                nb, nc = hi0 - lo0, hi - lo
-                rows_v, rows_p = buf.v[o:o + nb + nc], buf.p[o:o + nb + nc]
-                v0t, p0t = rows_v[:nb], rows_p[:nb]
-                vk, pk, ht, pre_v = rows_v[nb:], rows_p[nb:], h[lo:hi], buf.pre_v[lo:hi]
-                if rows is None:
-                    v0t[...] = v0[lo0:hi0]
-                elif rows[0].dtype == v0t.dtype:
-                    np.take(rows[0], rows[1][lo0:hi0], axis=0, out=v0t)
-                else:
-                    v0t[...] = rows[0][rows[1][lo0:hi0]]
-                key = iter(keys)
-                if not persistent:                  # CD: lo0 = lo, the chains are the rows
-                    np.matmul(v0t, W, out=p0t)
-                    sigmoid_bernoulli(p0t, c, next(key), ht, row_offset=lo, scale=pos)
-                for step in range(k):
-                    last = step == k - 1
-                    if samples[step]:
-                        np.matmul(ht, W.T, out=pre_v)
-                        sigmoid_bernoulli(pre_v, b, next(key), vk, row_offset=lo)
-                        mean = pre_v
-                    else:
-                        np.matmul(ht, W.T, out=vk)
-                        mean = sigmoid_bias(vk, b)
-                    if step == 0 and not persistent:
-                        diff = v0t - mean
-                        squared_errors[t] = float(np.einsum("ij,ij->", diff, diff))
-                    if not last or not persistent:
-                        np.matmul(vk, W, out=pk)
-                        if not last:
-                            sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo)
-                        else:
-                            sigmoid_bias(pk, c, scale=neg)
-                if persistent:
-                    np.matmul(rows_v, W, out=rows_p)    # this part's p0 and pk in one product
-                    sigmoid_bias(p0t, c, scale=pos)
-                    sigmoid_bernoulli(pk, c, next(key), ht, row_offset=lo, scale=neg)
-                # p0 and pk are stored scaled, −p0/n and pk/m (``scale``)
-            except BaseException:
-                barrier.abort()
-                raise
-            barrier.wait()
-            (e, f), (g0, g1) = buf.visible[t], buf.hidden[t]
-            # [v0; vk]ᵀ [−p0/n; pk/m], rows e:f of it
-            np.matmul(buf.v[:, e:f].T, buf.p, out=grad_W[e:f])
-            np.matmul(buf.row_scale, buf.v[:, e:f], out=grad_b[e:f])
-            np.matmul(buf.ones, buf.p[:, g0:g1], out=grad_c[g0:g1])
-
-        pool = _get_pool()
-        with _one_blas_thread():
-            futures = [pool.submit(work, t) for t in range(1, parts)]
-            try:
-                work(0)
-            except BaseException as error:
-                # whatever stopped this thread (an error, Ctrl-C at the barrier) must not
-                # leave a worker waiting at the barrier
-                barrier.abort()
-                # a part that failed broke the barrier for the others: raise its error,
-                # not theirs
-                failures = [f.exception() for f in futures]
-                first = next((x for x in failures if x is not None
-                              and not isinstance(x, threading.BrokenBarrierError)), None)
-                if isinstance(error, threading.BrokenBarrierError) and first is not None:
-                    raise first from None
-                raise
-            for future in futures:
-                future.result()
-        if persistent and not own:
-            chain[...] = h
-        self.grads["visible_bias"] = grad_b
-        self.grads["hidden_bias"] = grad_c
-        return None if persistent else sum(squared_errors) / (n * self.n_visible)
 
     # -- the hooks the greedy trainer calls ------------------------------------------------
     def init_from_data(self, x: np.ndarray) -> None:
@@ -920,10 +555,8 @@ class BernoulliRBM(ParamHolder):
 
     def train_rows(self, x: np.ndarray, idx: np.ndarray, rng, config, state: dict) -> dict:
         """``train_batch(x[idx], ...)``, the same bits, with x[idx] gathered straight into
-        the step's [v0; vk] buffer (no minibatch copy in between); when the step splits
-        over threads, each thread gathers its own rows of x."""
+        the step's [v0; vk] buffer (no minibatch copy in between)."""
         chain = state.get("chain")
-        # the one-thread path gathers x[idx] straight into its [v0; vk] buffer too
         if x.ndim == 2 and x.shape[1] == self.n_visible and int(config.k) >= 1:
             return self.cd_gradients((x, idx), config.k, rng, chain=chain,
                                      sample_reconstruction=config.sample_reconstruction)
