@@ -7,7 +7,6 @@ MODELS=${MODELS:-/work/artifacts/issue9/models}
 set -x
 uptime
 python bench/speed_vs_torch.py --repeats 2 --only mlp lenet rbm inference --out bench/results/speed_vs_torch.json
-python bench/inference_ab.py --dense-columns --threads 2 --rounds 10 --calls 200 --out bench/results/inference_dense_columns_ab_2threads_quiet.json   # sitting 21 (#8, s21-8infer): InferencePlan.DENSE_COLUMNS on/off, SPLIT_DENSE, torch, in one process (~1 min)
 uptime
 python bench/sparse_speed.py --epoch-bare --epoch-workqueue   # headline peer + epoch as the CLI sets threads up (sitting 21); also sitting 20's bare epochs and the sparse epoch on workqueue (threads.SPARSE_NUMBA_LAYER's A/B; +45 s)
 # sitting 21 (#11, s21-11threads): one parallel region's wake-up + join per Numba layer / libgomp policy, with the sparse, dense and LeNet steps under each (~2.5 min)
