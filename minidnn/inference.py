@@ -26,8 +26,11 @@ layers' own evaluation forward does not:
   ``PIECES_PER_THREAD`` pieces a thread as threads come free; each thread runs the
   whole net on its pieces with serial, GIL-free kernels and one-thread BLAS,
   so no thread pool hands work to another between layers and no thread waits
-  for the slowest part of a layer. Dense-only nets only while ``SPLIT_DENSE``
-  is set (off by default: their products use BLAS's own threads).
+  for the slowest part of a layer. Only nets with a convolution are split
+  (a dispatch rule: a dense-only net's products run on BLAS's own threads,
+  which share one packed copy of W; splitting the MLP's batch of 100 took
+  1.451 ms a call against 0.897 ms unsplit on the quiet machine in sitting 21,
+  ``bench/results/inference_dense_columns_ab_2threads_quiet.json``, "rows").
 
 Every array a call returns is new: the next call never overwrites it. A plan is
 not reentrant (two threads calling one model's ``infer`` at once share its
@@ -64,13 +67,6 @@ from .threads import numba_thread_count, serial_blas_if_small
 SPLIT_MIN_SAMPLES = 4
 #: pieces of the batch per thread, handed out as threads come free
 PIECES_PER_THREAD = 2
-#: split dense-only nets over threads too (False: their products use BLAS's own
-#: threads). Off: at 2 threads under load the split MLP batch of 100 cost 2.6 ms of
-#: process CPU against 32 ms for OpenBLAS's spinning threads
-#: (``bench/inference_kernels_ab.py --threads 2``), but in blocks of calls its wall
-#: time was 1.7-2.0 ms against 0.8-1.0 ms (``--blocks``); the quiet run decides
-#: (``speed_vs_torch.py --minidnn-split-dense``)
-SPLIT_DENSE = False
 #: output positions (product rows) per chunk of an im2row + GEMM convolution
 CHUNK_ROWS = 512
 
@@ -418,7 +414,7 @@ class InferencePlan:
 
     def threads_for(self, N: int) -> int:
         """How many parts a batch of N is split into."""
-        if not (self.thread_safe and (self.has_conv or SPLIT_DENSE)):
+        if not (self.thread_safe and self.has_conv):     # dense-only nets: BLAS threads
             return 1
         threads = numba_thread_count()      # numba.get_num_threads() without its locks
         return max(1, min(threads, N // SPLIT_MIN_SAMPLES))
@@ -457,4 +453,4 @@ class InferencePlan:
         return np.concatenate(outs, axis=0)
 
 
-__all__ = ["InferencePlan", "build_stages", "SPLIT_MIN_SAMPLES", "SPLIT_DENSE", "CHUNK_ROWS"]
+__all__ = ["InferencePlan", "build_stages", "SPLIT_MIN_SAMPLES", "CHUNK_ROWS"]
