@@ -2,7 +2,7 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|implicit|dense|stream|relu|tiled|
+                                 [--threads 1] [--toggle all|implicit|dense|relu|tiled|
                                                          parallel|tiles|pool|fused ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
@@ -16,9 +16,6 @@ one at once):
 * ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
   one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
   it only differs at more than one thread;
-* ``stream``: ``Conv2D.STREAMED``, the channels-last products run a few samples
-  at a time from the kept padded input (on) against the whole-batch rows of
-  sitting 16 (off);
 * ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu_kernel`` /
   ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``;
 * ``tiled``: ``Conv2D.DIRECT_TILED``, the register-tiled direct kernels of sitting 19
@@ -63,7 +60,7 @@ from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "stream", "relu", "tiled", "parallel", "tiles", "pool",
+TOGGLES = ("implicit", "dense", "relu", "tiled", "parallel", "tiles", "pool",
            "fused")
 
 
@@ -78,9 +75,6 @@ def _switches():
 
     def dense(on):
         Dense.SERIAL_TRAINING_BELOW = (1 << 23) if on else 0
-
-    def stream(on):
-        Conv2D.STREAMED = on
 
     def relu(on):
         activations.RELU_KERNEL = on
@@ -103,7 +97,7 @@ def _switches():
     def fused(on):
         Conv2D.IMPLICIT_FUSED = on
 
-    return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu,
+    return {"implicit": implicit, "dense": dense, "relu": relu,
             "tiled": tiled, "parallel": parallel, "tiles": tiles, "pool": pool, "fused": fused}
 
 
@@ -170,8 +164,8 @@ def main(argv=None) -> int:
         for on in rotated((True, False), r):
             fwd, bwd, _ = step(on)
             times[on].append((fwd, bwd))
-    for name in toggles:           # back to the defaults (STREAMED is off by default)
-        switches[name](name != "stream")     # (IMPLICIT_PARALLEL is on by default)
+    for name in toggles:           # back to the defaults (every toggle is on by default)
+        switches[name](True)
     peak = gemm_peak_gflops(clock)
 
     def medians(on):
