@@ -2,17 +2,17 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|implicit|dense|relu|tiled|
+                                 [--threads 1] [--toggle all|dense|relu|tiled|
                                                          parallel|tiles|pool|fused ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
-Toggles (default: ``implicit dense``, sitting 18's two, together; ``all``: every
-one at once):
+Toggles (default: ``dense``; ``all``: every one at once). Sitting 22 deleted the
+decided switches' toggles with them: ``implicit`` (``Conv2D.IMPLICIT``, quiet
+2-thread A/B with ``dense``: 106.2 against 142.7 ms a Cifar10_quick step,
+``results/conv_step_ab_2threads_wall_quiet.json``) and ``stream``
+(``Conv2D.STREAMED``, 187 against 158 ms, off).
 
-* ``implicit``: ``Conv2D.IMPLICIT``, the implicit-GEMM channels-last products of
-  sitting 18 (``kernels.implicit_conv``: conv2 and conv3 of Cifar10_quick, no
-  im2row, no row2im) on, against im2row + BLAS (off);
 * ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
   one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
   it only differs at more than one thread;
@@ -25,8 +25,8 @@ one at once):
   on Numba's threads (on) against the same kernels on the calling thread (off; what
   sitting 18's two-thread runs executed, see ``implicit_conv._build``). Both sides
   run the implicit path, so neither leaves OpenBLAS threads spinning into the other
-  (the ``implicit`` toggle's off side runs conv2/conv3 on BLAS at the thread count,
-  whose spinning threads then take a core from the next on-step's Numba kernels);
+  (im2row + BLAS at the thread count would leave OpenBLAS's spinning threads taking
+  a core from the next step's Numba kernels);
 * ``tiles``: sitting 19's implicit tile shapes (``implicit_conv.FLAT_TILES``, tiles
   across output rows, and ``WEIGHT_GRAD_POSITIONS`` = 64: 4 rows of conv2, 8 of conv3)
   against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4);
@@ -60,7 +60,7 @@ from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "relu", "tiled", "parallel", "tiles", "pool",
+TOGGLES = ("dense", "relu", "tiled", "parallel", "tiles", "pool",
            "fused")
 
 
@@ -69,9 +69,6 @@ def _switches():
     from minidnn.layers import activations
     from minidnn.layers.conv import Conv2D
     from minidnn.layers.dense import Dense
-
-    def implicit(on):
-        Conv2D.IMPLICIT = on
 
     def dense(on):
         Dense.SERIAL_TRAINING_BELOW = (1 << 23) if on else 0
@@ -97,7 +94,7 @@ def _switches():
     def fused(on):
         Conv2D.IMPLICIT_FUSED = on
 
-    return {"implicit": implicit, "dense": dense, "relu": relu,
+    return {"dense": dense, "relu": relu,
             "tiled": tiled, "parallel": parallel, "tiles": tiles, "pool": pool, "fused": fused}
 
 
@@ -106,10 +103,9 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", default="cifar10-quick", choices=sorted(SETUPS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--toggle", nargs="+", default=["implicit", "dense"],
+    parser.add_argument("--toggle", nargs="+", default=["dense"],
                         choices=("all",) + TOGGLES,
-                        help="paths to switch on and off together (default: sitting 18's "
-                             "implicit and dense)")
+                        help="paths to switch on and off together (default: dense)")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="auto: CPU time at one thread, wall time at more; cpu: the "
                              "process's CPU time (all threads) at any thread count")

@@ -37,7 +37,6 @@ if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DIS
   done
   uptime
 fi
-python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_2threads_wall_quiet.json
 # sitting 19, s19-8c1: the tiled first convolution at 2 threads (conv1 alone with torch's, then both steps; ~2 min)
 python bench/conv1_ab.py --threads 2 --repeats 30 --clock wall --out bench/results/conv1_ab_2threads_wall_quiet.json
 python bench/conv_step_ab.py --toggle tiled --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_tiled_2threads_wall_quiet.json

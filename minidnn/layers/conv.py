@@ -63,7 +63,7 @@ class Conv2D(Layer):
     Stride-1 channels-last layers with 8-128 input and output channels (multiples
     of 8; Cifar10_quick's conv2 and conv3) and outputs of at least 4×4 skip the rows altogether where Numba's
     target has AVX2 + FMA: the three products run as implicit GEMMs from the
-    zero-padded channels-last input (``kernels.implicit_conv``, ``IMPLICIT``; see
+    zero-padded channels-last input (``kernels.implicit_conv``; the dispatch rule is
     ``_implicit_applies``), the same values to float32 rounding.
 
     Initialisation: ``init="he"`` (default) draws W ~ N(0, 2 / fan_in),
@@ -73,12 +73,15 @@ class Conv2D(Layer):
     Biases start at zero.
     """
 
+    #: dispatch parameter: evaluation runs at most this many samples at a time. A memory
+    #: bound, not a timed optimum: Cifar10_quick's conv2 rows are 800 KB a sample
+    #: (16·16 positions × 5·5·32 float32), so a chunk's rows stay near 100 MB at any batch
     EVAL_CHUNK = 128
+    #: dispatch parameter: layers with in_channels · kw below this use the column order
+    #: (``row_order``). Measured per layer (``bench/conv_row_order_ab.py``, CPU clock):
+    #: channels-last rows won by 25-35 % on every layer with C·kw >= 16 (LeNet's conv2,
+    #: Cifar10_quick's conv2/conv3), the column order on the first layers (C·kw = 5, 15)
     CHANNELS_LAST_MIN = 16
-    #: run the stride-1 channels-last layers whose channel counts are multiples of 8
-    #: (Cifar10_quick's conv2 and conv3) as implicit GEMMs (``kernels.implicit_conv``,
-    #: see ``_implicit_applies``); False gives the im2row + BLAS path
-    IMPLICIT = True
     #: the implicit path's channel bound (in and out): measured faster than im2row +
     #: BLAS in all three passes together from 16 to 128 channels
     #: (``bench/implicit_conv_geometry.py``); wider layers are unmeasured
@@ -381,7 +384,7 @@ class Conv2D(Layer):
         with and without the split (``bench/conv_step_ab.py --threads 2 --clock cpu
         --toggle parallel``). The two-thread wall-clock A/B is for the quiet
         machine (``bench/quiet_bench.sh``)."""
-        if not self.IMPLICIT or self.strides != (1, 1) or self.row_order != "channels_last":
+        if self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if self.dtype != np.float32:
             return False
