@@ -2,7 +2,7 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|dense|relu|tiled|
+                                 [--threads 1] [--toggle all|dense|relu|
                                                          parallel|tiles|pool|fused ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
@@ -11,16 +11,15 @@ Toggles (default: ``dense``; ``all``: every one at once). Sitting 22 deleted the
 decided switches' toggles with them: ``implicit`` (``Conv2D.IMPLICIT``, quiet
 2-thread A/B with ``dense``: 106.2 against 142.7 ms a Cifar10_quick step,
 ``results/conv_step_ab_2threads_wall_quiet.json``) and ``stream``
-(``Conv2D.STREAMED``, 187 against 158 ms, off).
+(``Conv2D.STREAMED``, 187 against 158 ms, off), ``tiled`` (``Conv2D.DIRECT_TILED``,
+on: 92.5 against 93.3 ms, LeNet 18.6 against 19.2 ms,
+``results/conv_step_ab_tiled*_2threads_wall_quiet.json``).
 
 * ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
   one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
   it only differs at more than one thread;
 * ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu_kernel`` /
   ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``;
-* ``tiled``: ``Conv2D.DIRECT_TILED``, the register-tiled direct kernels of sitting 19
-  (the first layer of LeNet and Cifar10_quick: forward, dW + db) on, against the
-  plane-by-plane direct kernels of sitting 16 (off);
 * ``parallel``: ``Conv2D.IMPLICIT_PARALLEL``, the implicit kernels split over samples
   on Numba's threads (on) against the same kernels on the calling thread (off; what
   sitting 18's two-thread runs executed, see ``implicit_conv._build``). Both sides
@@ -60,7 +59,7 @@ from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("dense", "relu", "tiled", "parallel", "tiles", "pool",
+TOGGLES = ("dense", "relu", "parallel", "tiles", "pool",
            "fused")
 
 
@@ -75,9 +74,6 @@ def _switches():
 
     def relu(on):
         activations.RELU_KERNEL = on
-
-    def tiled(on):
-        Conv2D.DIRECT_TILED = on
 
     def parallel(on):
         Conv2D.IMPLICIT_PARALLEL = on
@@ -95,7 +91,7 @@ def _switches():
         Conv2D.IMPLICIT_FUSED = on
 
     return {"dense": dense, "relu": relu,
-            "tiled": tiled, "parallel": parallel, "tiles": tiles, "pool": pool, "fused": fused}
+            "parallel": parallel, "tiles": tiles, "pool": pool, "fused": fused}
 
 
 def main(argv=None) -> int:

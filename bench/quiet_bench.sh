@@ -37,10 +37,8 @@ if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DIS
   done
   uptime
 fi
-# sitting 19, s19-8c1: the tiled first convolution at 2 threads (conv1 alone with torch's, then both steps; ~2 min)
+# sitting 19, s19-8c1: the tiled first convolution at 2 threads, alone, against its plane-kernel fallback and torch (~1 min)
 python bench/conv1_ab.py --threads 2 --repeats 30 --clock wall --out bench/results/conv1_ab_2threads_wall_quiet.json
-python bench/conv_step_ab.py --toggle tiled --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_tiled_2threads_wall_quiet.json
-python bench/conv_step_ab.py --arch lenet --toggle tiled --repeats 40 --threads 2 --clock wall --out bench/results/conv_step_ab_tiled_lenet_2threads_wall_quiet.json
 python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --toggle parallel --out bench/results/conv_step_ab_parallel_2threads_quiet.json   # 8conv, ~20 s
 python bench/implicit_conv_threads.py --threads 2 --repeats 15 --rounds 3 --out bench/results/implicit_conv_threads_2t_quiet.json   # 8conv, ~1 min
 python bench/conv_step_ab.py --toggle pool --repeats 20 --threads 2 --clock wall --out bench/results/pool_step_ab_2threads_wall_quiet.json   # sitting 19, #8 pooling (~1 min)

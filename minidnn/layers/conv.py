@@ -89,13 +89,6 @@ class Conv2D(Layer):
     #: ... and its smallest output (height and width): on 2×2 outputs (VGG's stage 5)
     #: the tiles are too short for their set-up, and im2row + BLAS is faster
     IMPLICIT_MIN_OUTPUT = 4
-    #: run the direct path (few input channels: LeNet's and Cifar10_quick's first
-    #: layers) with the register-tiled kernels of ``kernels.direct_conv``
-    #: (``direct_conv_tiled``, ``direct_conv_weight_grad_tiled``; see
-    #: ``_direct_tiled_applies``); False gives the plane-by-plane kernels of sitting 16.
-    #: The weight gradient's work is split over threads by samples (a partial per
-    #: thread) instead of by pairs of output channels
-    DIRECT_TILED = True
     #: split the implicit kernels over samples on Numba's threads (False: one thread,
     #: the caller's, at any thread count). Until sitting 19 the parallel builds shared
     #: an on-disk cache entry with the serial ones and, after any one-thread run, ran
@@ -500,9 +493,12 @@ class Conv2D(Layer):
         load (``python bench/conv1_ab.py --threads 1 --repeats 30``,
         ``bench/results/conv1_ab_1t_load.json``), forward and dW + db in ms:
         Cifar10_quick's conv1 8.35 and 10.28 against 13.27 and 12.52 plane by plane,
-        LeNet's 1.17 and 1.06 against 1.54 and 1.67."""
+        LeNet's 1.17 and 1.06 against 1.54 and 1.67 (quiet, 2 threads, the whole
+        step: 0.99x and 0.97x). A dispatch rule: float64, output rows under 8
+        pixels, strides other than 1 and CPUs without AVX2 + FMA keep the
+        plane-by-plane kernels (``direct_conv``, ``direct_conv_weight_grad``)."""
         OW = self._spatial_out(x_shape[-2], x_shape[-1])[1]
-        return (self.DIRECT_TILED and self.dtype == np.float32
+        return (self.dtype == np.float32
                 and direct_kernels.tiled_applies(self.dtype, self.strides, OW))
 
     def _direct_forward(self, x, buffers, out=None):
