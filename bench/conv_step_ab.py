@@ -2,30 +2,25 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|dense|relu|
-                                                         parallel|tiles|pool|fused ...]
+                                 [--threads 1] [--toggle all|dense|relu|tiles|pool|fused ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
 Toggles (default: ``dense``; ``all``: every one at once). Sitting 22 deleted the
 decided switches' toggles with them: ``implicit`` (``Conv2D.IMPLICIT``, quiet
 2-thread A/B with ``dense``: 106.2 against 142.7 ms a Cifar10_quick step,
-``results/conv_step_ab_2threads_wall_quiet.json``) and ``stream``
+``results/conv_step_ab_2threads_wall_quiet.json``), ``stream``
 (``Conv2D.STREAMED``, 187 against 158 ms, off), ``tiled`` (``Conv2D.DIRECT_TILED``,
 on: 92.5 against 93.3 ms, LeNet 18.6 against 19.2 ms,
-``results/conv_step_ab_tiled*_2threads_wall_quiet.json``).
+``results/conv_step_ab_tiled*_2threads_wall_quiet.json``) and ``parallel``
+(``Conv2D.IMPLICIT_PARALLEL``, on: 83.0 against 118.6 ms,
+``results/conv_step_ab_parallel_2threads_quiet.json``).
 
 * ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
   one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
   it only differs at more than one thread;
 * ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu_kernel`` /
   ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``;
-* ``parallel``: ``Conv2D.IMPLICIT_PARALLEL``, the implicit kernels split over samples
-  on Numba's threads (on) against the same kernels on the calling thread (off; what
-  sitting 18's two-thread runs executed, see ``implicit_conv._build``). Both sides
-  run the implicit path, so neither leaves OpenBLAS threads spinning into the other
-  (im2row + BLAS at the thread count would leave OpenBLAS's spinning threads taking
-  a core from the next step's Numba kernels);
 * ``tiles``: sitting 19's implicit tile shapes (``implicit_conv.FLAT_TILES``, tiles
   across output rows, and ``WEIGHT_GRAD_POSITIONS`` = 64: 4 rows of conv2, 8 of conv3)
   against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4);
@@ -59,7 +54,7 @@ from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("dense", "relu", "parallel", "tiles", "pool",
+TOGGLES = ("dense", "relu", "tiles", "pool",
            "fused")
 
 
@@ -75,9 +70,6 @@ def _switches():
     def relu(on):
         activations.RELU_KERNEL = on
 
-    def parallel(on):
-        Conv2D.IMPLICIT_PARALLEL = on
-
     def tiles(on):
         from minidnn.kernels import implicit_conv
         implicit_conv.FLAT_TILES = on
@@ -91,7 +83,7 @@ def _switches():
         Conv2D.IMPLICIT_FUSED = on
 
     return {"dense": dense, "relu": relu,
-            "parallel": parallel, "tiles": tiles, "pool": pool, "fused": fused}
+            "tiles": tiles, "pool": pool, "fused": fused}
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,6 @@
 """Cifar10_quick's conv2 and conv3 layer by layer, at a given thread count: the
-implicit-GEMM path with its kernels split over Numba's threads, the same kernels on
-one thread, and PyTorch's same layer, each side in its own clean subprocess, rounds
-interleaved.
+implicit-GEMM path with its kernels split over Numba's threads and PyTorch's same
+layer, each side in its own clean subprocess, rounds interleaved.
 
     python bench/implicit_conv_threads.py [--threads 2] [--repeats 15] [--rounds 3]
                                           [--clock auto|cpu|wall] [--no-torch]
@@ -18,12 +17,10 @@ variants interleaved, their order alternating):
 * ``backward``: ``layer.backward(dY)``, dx, dW and db (PyTorch: ``autograd.grad(y,
   [x, W, b], dY)``); ``dx`` is reported as backward − dW.
 
-Variants (``Conv2D`` switches): ``implicit`` (IMPLICIT, IMPLICIT_PARALLEL: the
-default), ``implicit-1t`` (IMPLICIT_PARALLEL = False: the kernels on the calling
-thread only, which is what sitting 18's two-thread runs executed once a one-thread
-run had filled Numba's cache, see ``implicit_conv._build``); sitting 22 deleted the
-``im2row`` variant with ``Conv2D.IMPLICIT`` (conv2 forward 13.9 against 28.7 ms, quiet,
-``results/implicit_conv_threads_2t_quiet.json``). The same worker also reports, for ``implicit``, each thread's CPU time per
+Sitting 22 deleted the other variants with their switches: ``implicit-1t``
+(``Conv2D.IMPLICIT_PARALLEL`` = False, the kernels on the calling thread: conv2
+forward 18.2 against 13.9 ms, quiet) and ``im2row`` (``Conv2D.IMPLICIT`` = False:
+28.7 ms; ``results/implicit_conv_threads_2t_quiet.json``). The same worker also reports, for ``implicit``, each thread's CPU time per
 kernel call (``/proc/self/task/*/schedstat``; a fair measure of how the work is
 split even on a loaded machine), and the GEMM rate of a 1024³ float32 product.
 
@@ -48,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 LAYERS = {"conv2": (32, 32, 16), "conv3": (32, 64, 8)}     # C in, O out, H = W
 BATCH, KERNEL, PAD = 100, 5, 2
-VARIANTS = ("implicit", "implicit-1t")
+VARIANTS = ("implicit",)
 
 
 def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
@@ -69,7 +66,6 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
         layers = {}
         for variant in VARIANTS:
             layer = Conv2D(C, O, KERNEL, padding=PAD, rng=0)
-            layer.IMPLICIT_PARALLEL = variant == "implicit"
             layers[variant] = layer
         assert layers["implicit"]._implicit_applies(x.shape), "no AVX2 + FMA here?"
 

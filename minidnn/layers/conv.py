@@ -89,12 +89,6 @@ class Conv2D(Layer):
     #: ... and its smallest output (height and width): on 2×2 outputs (VGG's stage 5)
     #: the tiles are too short for their set-up, and im2row + BLAS is faster
     IMPLICIT_MIN_OUTPUT = 4
-    #: split the implicit kernels over samples on Numba's threads (False: one thread,
-    #: the caller's, at any thread count). Until sitting 19 the parallel builds shared
-    #: an on-disk cache entry with the serial ones and, after any one-thread run, ran
-    #: serially (``implicit_conv._build``): this switch is the A/B of that fix
-    #: (``python bench/implicit_conv_threads.py --threads 2``)
-    IMPLICIT_PARALLEL = True
     #: run each implicit pass as ONE parallel region over sample ranges, NCHW in and
     #: out (``implicit_conv.conv_nchw`` / ``backward_nchw``): the padding, the tiles
     #: and the NCHW copy of a sample done by one thread while the sample is in cache,
@@ -363,7 +357,8 @@ class Conv2D(Layer):
         parallel builds had shared Numba's on-disk cache entry with their serial
         builds, so after any one-thread run both loaded the serial code and all the
         work ran on the calling thread (``implicit_conv._build``, fixed in sitting
-        19; ``IMPLICIT_PARALLEL`` is the switch). That A/B also ran the im2row side's
+        19, and the A/B of the fix, ``bench/conv_step_ab.py --toggle parallel``, quiet,
+        2 threads: 83.0 against 118.6 ms the Cifar10_quick step). That A/B also ran the im2row side's
         BLAS at two threads between implicit steps, and OpenBLAS's spinning threads
         then took a core from the next implicit kernels (CPU time of the implicit
         forward after a two-thread GEMM: 17.9 against 9.3 ms; the implicit-only step
@@ -374,9 +369,8 @@ class Conv2D(Layer):
         ``bench/results/implicit_conv_threads_2t_load.json``): conv2 forward 9.8 +
         9.6, dx 8.5 + 8.5, dW 10.2 + 10.0; conv3 forward 4.5 + 4.3, dx 4.6 + 4.4, dW
         5.7 + 5.7; the calling thread 0.3-0.5 ms; and the step's CPU time is the same
-        with and without the split (``bench/conv_step_ab.py --threads 2 --clock cpu
-        --toggle parallel``). The two-thread wall-clock A/B is for the quiet
-        machine (``bench/quiet_bench.sh``)."""
+        with and without the split (sitting 19, ``--toggle parallel``, deleted with
+        the switch in sitting 22)."""
         if self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if self.dtype != np.float32:
@@ -414,12 +408,11 @@ class Conv2D(Layer):
         if self._implicit_fused():
             y = implicit_conv.conv_nchw(x, self.params["W"],
                                         self.params["b"] if self.bias else None, self.pads,
-                                        x_pad, parallel=self.IMPLICIT_PARALLEL)
+                                        x_pad)
             return y, x_pad
         pad_channels_last(x, ph, pw, out=x_pad)
         y_rows = buffers.get("implicit_y_rows", (N * OH * OW, self.out_channels), x.dtype)
-        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows,
-                                parallel=self.IMPLICIT_PARALLEL)
+        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows)
         return rows_to_nchw(y_rows, N, OH, OW, self.params["b"] if self.bias else None), x_pad
 
     def _implicit_backward(self, grad, input_grad: bool):
@@ -442,15 +435,13 @@ class Conv2D(Layer):
         if self._implicit_fused():
             dW, db, dx = implicit_conv.backward_nchw(grad, x_pad, self.params["W"], self.pads,
                                                      g_pad, bias=self.bias,
-                                                     input_grad=input_grad,
-                                                     parallel=self.IMPLICIT_PARALLEL)
+                                                     input_grad=input_grad)
             self.grads["W"] = dW
             if self.bias:
                 self.grads["b"] = db
             return dx
         pad_channels_last(grad, qh, qw, out=g_pad)
-        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw),
-                                              parallel=self.IMPLICIT_PARALLEL)
+        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw))
         self.grads["W"] = weight_from_rows(dW_r, self.weight_shape)
         if self.bias:
             self.grads["b"] = grad.sum(axis=(0, 2, 3))
@@ -458,8 +449,7 @@ class Conv2D(Layer):
             return None
         W_t = implicit_conv.flipped_weight_rows(self.params["W"])
         dx_rows = buffers.get("implicit_dx_rows", (N * H * W, C), self.dtype)
-        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows,
-                                parallel=self.IMPLICIT_PARALLEL)
+        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows)
         return rows_to_nchw(dx_rows, N, H, W)
 
     def _direct_eval_applies(self) -> bool:
