@@ -2,7 +2,7 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|dense|relu|tiles|pool|fused ...]
+                                 [--threads 1] [--toggle all|dense|relu|tiles|pool ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
@@ -12,9 +12,11 @@ decided switches' toggles with them: ``implicit`` (``Conv2D.IMPLICIT``, quiet
 ``results/conv_step_ab_2threads_wall_quiet.json``), ``stream``
 (``Conv2D.STREAMED``, 187 against 158 ms, off), ``tiled`` (``Conv2D.DIRECT_TILED``,
 on: 92.5 against 93.3 ms, LeNet 18.6 against 19.2 ms,
-``results/conv_step_ab_tiled*_2threads_wall_quiet.json``) and ``parallel``
+``results/conv_step_ab_tiled*_2threads_wall_quiet.json``), ``parallel``
 (``Conv2D.IMPLICIT_PARALLEL``, on: 83.0 against 118.6 ms,
-``results/conv_step_ab_parallel_2threads_quiet.json``).
+``results/conv_step_ab_parallel_2threads_quiet.json``) and ``fused``
+(``Conv2D.IMPLICIT_FUSED``, on: 84.7 against 81.8 ms, then 105.8 against 118.0 ms,
+``results/conv_step_ab_fused_2threads_wall_quiet*.json``).
 
 * ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
   one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
@@ -27,9 +29,6 @@ on: 92.5 against 93.3 ms, LeNet 18.6 against 19.2 ms,
 * ``pool``: the separable pooling kernels of sitting 19 (``kernels.pooling``: max
   pool with uint8 window offsets, average-pool forward; ``MaxPool2D.OFFSETS``,
   ``AvgPool2D.SEPARABLE``) against sitting 18's per-window kernels;
-* ``fused``: ``Conv2D.IMPLICIT_FUSED``, sitting 20's implicit passes as one parallel
-  region each, NCHW in and out (``implicit_conv.conv_nchw`` / ``backward_nchw``),
-  against sitting 19's padding pass + kernels + NCHW copy pass (the same bits).
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -54,14 +53,12 @@ from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("dense", "relu", "tiles", "pool",
-           "fused")
+TOGGLES = ("dense", "relu", "tiles", "pool")
 
 
 def _switches():
     """name -> function(on) that turns one of sitting 17's paths on or off."""
     from minidnn.layers import activations
-    from minidnn.layers.conv import Conv2D
     from minidnn.layers.dense import Dense
 
     def dense(on):
@@ -79,11 +76,8 @@ def _switches():
         from minidnn.layers.pooling import AvgPool2D, MaxPool2D
         MaxPool2D.OFFSETS = AvgPool2D.SEPARABLE = on
 
-    def fused(on):
-        Conv2D.IMPLICIT_FUSED = on
-
     return {"dense": dense, "relu": relu,
-            "tiles": tiles, "pool": pool, "fused": fused}
+            "tiles": tiles, "pool": pool}
 
 
 def main(argv=None) -> int:

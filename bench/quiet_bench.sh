@@ -43,7 +43,5 @@ python bench/implicit_conv_threads.py --threads 2 --repeats 15 --rounds 3 --out 
 python bench/conv_step_ab.py --toggle pool --repeats 20 --threads 2 --clock wall --out bench/results/pool_step_ab_2threads_wall_quiet.json   # sitting 19, #8 pooling (~1 min)
 python bench/profile_layers_torch.py --threads 2 --clock wall --repeats 20 --out bench/results/profile_layers_torch_2threads_wall_quiet.json
 python bench/pool_fusion_ab.py --threads 2 --repeats 20 --out bench/results/pool_fusion_ab_2threads_wall_quiet.json   # sitting 19, #8 (~30 s)
-python bench/conv3_fused_ab.py --threads 2 --repeats 40 --out bench/results/conv3_fused_ab_2t_quiet.json   # sitting 20, s20-8conv3: fused implicit passes, conv3 + conv2 alone (~30 s)
-python bench/conv_step_ab.py --toggle fused --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_fused_2threads_wall_quiet.json   # sitting 20, s20-8conv3: the same in the step (~20 s)
 python bench/speed_vs_torch.py --repeats 2 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime

@@ -52,9 +52,10 @@ partial dW per thread). One thread, under load, Cifar10_quick's conv2: 84, 85 an
 74 GFLOP/s for the three passes against 36-46 for im2row + BLAS and a 1024³ GEMM
 at 82 (``bench/implicit_conv_geometry.py``).
 
-Whole passes (``conv_nchw``, ``backward_nchw``; ``Conv2D.IMPLICIT_FUSED``, sitting
-20): the layer speaks NCHW, so around the kernels sat a padding pass into channels
-last, the kernels, and a copy pass back to NCHW (plus, in the backward, the padding
+Whole passes (``conv_nchw``, ``backward_nchw``, sitting 20; what ``Conv2D`` runs,
+its ``IMPLICIT_FUSED`` switch deleted in sitting 22): the layer speaks NCHW, so
+around the kernels sat a padding pass into channels last, the kernels, and a copy
+pass back to NCHW (plus, in the backward, the padding
 of dY, NumPy's bias sum, the weight re-layouts and the partials' sum), each over the
 whole batch and each parallel kernel a thread hand-off of its own (Numba's workqueue
 wakes every worker twice per parallel region). The fused drivers give each thread a
@@ -63,10 +64,12 @@ a small per-thread scratch (in L1/L2), and writes the sample's NCHW output (with
 bias) or input gradient, so a pass is one region; db is summed per plane in NumPy's
 order inside the same region (``_pairwise_sum``), and the weights' panels and the dW
 layout come from one small kernel each. The same tile calls on the same data, so the
-same bits as the separate passes. One thread, CPU time, under load (``python
-bench/conv3_fused_ab.py --threads 1``): conv3 fwd + bwd 29.4 against 30.4 ms, conv2
-55.1 against 56.8; the calling thread's share at two threads 1.2 against 3.3 ms
-(conv3) and 1.0 against 2.1 (conv2).
+same bits as the separate passes (``conv_rows``, ``weight_grad_rows``, kept as the
+reference ``tests/test_conv3_20.py`` holds the whole passes to, bit for bit). One
+thread, CPU time, under load (sitting 20's ``bench/conv3_fused_ab.py --threads 1``):
+conv3 fwd + bwd 29.4 against 30.4 ms, conv2 55.1 against 56.8; the calling thread's
+share at two threads 1.2 against 3.3 ms (conv3) and 1.0 against 2.1 (conv2); quiet,
+2 threads, conv3 alone 23.3 against 28.1 ms, conv2 29.1 against 34.5 ms.
 
 The NumPy twins (``*_numpy``) are the im2row path itself (a strided window view
 of x_pad and one product), which defines what the kernels compute; the kernels
@@ -331,7 +334,7 @@ def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
                                 kw, OH, OW, R, S)
 
 
-# -- whole passes in one parallel region (``Conv2D.IMPLICIT_FUSED``) ---------------
+# -- whole passes in one parallel region (what Conv2D runs) -------------------------
 def _conv_nchw(x, ph, pw, x_pad, w_panels, bias, has_bias, kh, kw, scratch, y, pixels):
     """The whole forward of a sample range per thread, NCHW in and out: for each
     sample n, x[n] (C, H, W) into the interior of x_pad[n] (Hp, Wp, C; its border

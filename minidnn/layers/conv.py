@@ -8,7 +8,7 @@ from ..kernels import direct_conv as direct_kernels
 from ..kernels.direct_conv import direct_conv, direct_conv_weight_grad
 from ..kernels.im2col import (RowBuffers, as_pair, col2im, conv_output_size, im2col, im2row,
                               row2im, weight_from_rows, weight_rows)
-from ..kernels.layout import nchw_to_rows, pad_channels_last, rows_to_nchw
+from ..kernels.layout import nchw_to_rows, rows_to_nchw
 from ..threads import serial_blas_if_small
 from .base import Layer, as_generator
 
@@ -89,13 +89,6 @@ class Conv2D(Layer):
     #: ... and its smallest output (height and width): on 2×2 outputs (VGG's stage 5)
     #: the tiles are too short for their set-up, and im2row + BLAS is faster
     IMPLICIT_MIN_OUTPUT = 4
-    #: run each implicit pass as ONE parallel region over sample ranges, NCHW in and
-    #: out (``implicit_conv.conv_nchw`` / ``backward_nchw``): the padding, the tiles
-    #: and the NCHW copy of a sample done by one thread while the sample is in cache,
-    #: instead of a padding pass, the kernels and a copy pass over the whole batch
-    #: (three or four regions, a thread hand-off each). The same bits either way; False
-    #: gives sitting 19's separate passes (the A/B: ``bench/conv3_fused_ab.py``)
-    IMPLICIT_FUSED = True
 
     decay_params = ("W",)
 
@@ -390,30 +383,22 @@ class Conv2D(Layer):
                 and kind._weight_grad is Conv2D._weight_grad
                 and kind._weight_rows is Conv2D._weight_rows)
 
-    def _implicit_fused(self) -> bool:
-        """Whether the implicit passes run as one region each (``IMPLICIT_FUSED``;
-        only with the flat tiles, ``implicit_conv.FLAT_TILES``, which they use)."""
-        return self.IMPLICIT_FUSED and implicit_conv.FLAT_TILES
-
     def _implicit_forward(self, x, buffers):
         """(y, x_pad): the implicit-GEMM forward and the padded channels-last input."""
         N, C, H, W = x.shape
         (ph, pw) = self.pads
-        OH, OW = self._spatial_out(H, W)
         shape = (N, H + 2 * ph, W + 2 * pw, C)
         fresh = buffers._arrays.get("implicit_x_pad")
         # zeroed when (re)allocated only: the interior is overwritten each call
         x_pad = buffers.get("implicit_x_pad", shape, x.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
-        if self._implicit_fused():
-            y = implicit_conv.conv_nchw(x, self.params["W"],
-                                        self.params["b"] if self.bias else None, self.pads,
-                                        x_pad)
-            return y, x_pad
-        pad_channels_last(x, ph, pw, out=x_pad)
-        y_rows = buffers.get("implicit_y_rows", (N * OH * OW, self.out_channels), x.dtype)
-        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows)
-        return rows_to_nchw(y_rows, N, OH, OW, self.params["b"] if self.bias else None), x_pad
+        # each pass is ONE parallel region over ranges of samples, NCHW in and out: the
+        # padding, the tiles and the NCHW copy of a sample done by one thread while the
+        # sample is in cache (sitting 20; the separate passes it replaced, a padding
+        # pass, the kernels and a copy pass over the whole batch, gave the same bits)
+        y = implicit_conv.conv_nchw(x, self.params["W"], self.params["b"] if self.bias else None,
+                                    self.pads, x_pad)
+        return y, x_pad
 
     def _implicit_backward(self, grad, input_grad: bool):
         """Fill ``grads`` from the kept padded input; return dx if ``input_grad``."""
@@ -432,25 +417,12 @@ class Conv2D(Layer):
         fresh = buffers._arrays.get("implicit_g_pad")
         g_pad = buffers.get("implicit_g_pad", shape, self.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != self.dtype)
-        if self._implicit_fused():
-            dW, db, dx = implicit_conv.backward_nchw(grad, x_pad, self.params["W"], self.pads,
-                                                     g_pad, bias=self.bias,
-                                                     input_grad=input_grad)
-            self.grads["W"] = dW
-            if self.bias:
-                self.grads["b"] = db
-            return dx
-        pad_channels_last(grad, qh, qw, out=g_pad)
-        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw))
-        self.grads["W"] = weight_from_rows(dW_r, self.weight_shape)
+        dW, db, dx = implicit_conv.backward_nchw(grad, x_pad, self.params["W"], self.pads,
+                                                 g_pad, bias=self.bias, input_grad=input_grad)
+        self.grads["W"] = dW
         if self.bias:
-            self.grads["b"] = grad.sum(axis=(0, 2, 3))
-        if not input_grad:
-            return None
-        W_t = implicit_conv.flipped_weight_rows(self.params["W"])
-        dx_rows = buffers.get("implicit_dx_rows", (N * H * W, C), self.dtype)
-        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows)
-        return rows_to_nchw(dx_rows, N, H, W)
+            self.grads["b"] = db
+        return dx
 
     def _direct_eval_applies(self) -> bool:
         """Evaluation with few input channels (``row_order == "channels_first"``,
