@@ -73,8 +73,8 @@ def _switches():
         implicit_conv.WEIGHT_GRAD_ROWS = None if on else 4
 
     def pool(on):
-        from minidnn.layers.pooling import AvgPool2D, MaxPool2D
-        MaxPool2D.OFFSETS = AvgPool2D.SEPARABLE = on
+        from minidnn.layers.pooling import AvgPool2D
+        AvgPool2D.SEPARABLE = on
 
     return {"dense": dense, "relu": relu,
             "tiles": tiles, "pool": pool}

@@ -63,8 +63,7 @@ class MaxPoolReLU:
     def forward(self, x, training=False):
         pool = self.pool
         geometry = pool._geometry(np.shape(x))
-        if not (pool.OFFSETS and _kernels_apply(x)
-                and geometry[0] * geometry[1] <= pool_kernels.MAX_WINDOW):
+        if not (_kernels_apply(x) and geometry[0] * geometry[1] <= pool_kernels.MAX_WINDOW):
             self.relu._fused = False
             return self.relu.forward(pool.forward(x, training), training)
         self.relu._fused = True
