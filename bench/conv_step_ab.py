@@ -2,7 +2,7 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|dense|relu|tiles|pool ...]
+                                 [--threads 1] [--toggle all|dense|relu|tiles ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
@@ -16,7 +16,9 @@ on: 92.5 against 93.3 ms, LeNet 18.6 against 19.2 ms,
 (``Conv2D.IMPLICIT_PARALLEL``, on: 83.0 against 118.6 ms,
 ``results/conv_step_ab_parallel_2threads_quiet.json``) and ``fused``
 (``Conv2D.IMPLICIT_FUSED``, on: 84.7 against 81.8 ms, then 105.8 against 118.0 ms,
-``results/conv_step_ab_fused_2threads_wall_quiet*.json``).
+``results/conv_step_ab_fused_2threads_wall_quiet*.json``), and ``pool``
+(``MaxPool2D.OFFSETS`` and ``AvgPool2D.SEPARABLE``, on: 101.9 against 103.0 ms,
+``results/pool_step_ab_2threads_wall_quiet.json``).
 
 * ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
   one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
@@ -26,9 +28,6 @@ on: 92.5 against 93.3 ms, LeNet 18.6 against 19.2 ms,
 * ``tiles``: sitting 19's implicit tile shapes (``implicit_conv.FLAT_TILES``, tiles
   across output rows, and ``WEIGHT_GRAD_POSITIONS`` = 64: 4 rows of conv2, 8 of conv3)
   against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4);
-* ``pool``: the separable pooling kernels of sitting 19 (``kernels.pooling``: max
-  pool with uint8 window offsets, average-pool forward; ``MaxPool2D.OFFSETS``,
-  ``AvgPool2D.SEPARABLE``) against sitting 18's per-window kernels;
 
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
@@ -53,7 +52,7 @@ from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("dense", "relu", "tiles", "pool")
+TOGGLES = ("dense", "relu", "tiles")
 
 
 def _switches():
@@ -72,12 +71,8 @@ def _switches():
         implicit_conv.FLAT_TILES = on
         implicit_conv.WEIGHT_GRAD_ROWS = None if on else 4
 
-    def pool(on):
-        from minidnn.layers.pooling import AvgPool2D
-        AvgPool2D.SEPARABLE = on
-
     return {"dense": dense, "relu": relu,
-            "tiles": tiles, "pool": pool}
+            "tiles": tiles}
 
 
 def main(argv=None) -> int:

@@ -89,7 +89,7 @@ class ReLUAvgPool:
 
     def forward(self, x, training=False):
         pool = self.pool
-        if not (pool.SEPARABLE and _kernels_apply(x)):
+        if not _kernels_apply(x):
             pool._relu_x = None
             return pool.forward(self.relu.forward(x, training), training)
         x = np.ascontiguousarray(x)

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from ..kernels import pooling as pool_kernels
-from ..kernels.im2col import _valid_range, as_pair, kernel_for
+from ..kernels.im2col import as_pair, kernel_for
 from .base import Layer
 
 
@@ -433,18 +433,18 @@ class AvgPool2D(_Pool2D):
     Shapes: (batch, C, H, W) -> (batch, C, OH, OW).
     """
 
-    #: the separable forward of ``kernels.pooling`` (False: sitting 18's per-window
-    #: kernel; for A/Bs). The backward stays the per-window scatter: the separable
-    #: one lost under load (4.2 vs 3.3 ms on Cifar10_quick's pool2).
-    SEPARABLE = True
-
     def forward(self, x, training=False):
         geometry = self._geometry(np.shape(x))
         kh, kw, sh, sw, ph, pw, OH, OW = geometry
         x = np.ascontiguousarray(x)
         N, C = x.shape[:2]
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
-        if self.SEPARABLE and x.dtype in (np.float32, np.float64):
+        # dispatch rule: the separable forward of ``kernels.pooling`` for float32 and
+        # float64 (sitting 19; its ``SEPARABLE`` switch deleted in sitting 22), the
+        # per-window kernel (also the inference plan's) for other dtypes. The backward
+        # stays the per-window scatter: the separable one lost under load (4.2 vs
+        # 3.3 ms on Cifar10_quick's pool2).
+        if x.dtype in (np.float32, np.float64):
             divisor = pool_kernels.avg_divisors(x.shape, geometry, x.dtype)
             kernel_for(pool_kernels._avgpool_sep_forward_kernel, x.size)(
                 x, kh, kw, sh, sw, ph, pw, False, divisor, out)
