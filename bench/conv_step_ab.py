@@ -2,33 +2,34 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|dense|relu|tiles ...]
+                                 [--threads 1] [--toggle all|dense|relu ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
-Toggles (default: ``dense``; ``all``: every one at once). Sitting 22 deleted the
-decided switches' toggles with them: ``implicit`` (``Conv2D.IMPLICIT``, quiet
-2-thread A/B with ``dense``: 106.2 against 142.7 ms a Cifar10_quick step,
-``results/conv_step_ab_2threads_wall_quiet.json``), ``stream``
-(``Conv2D.STREAMED``, 187 against 158 ms, off), ``tiled`` (``Conv2D.DIRECT_TILED``,
-on: 92.5 against 93.3 ms, LeNet 18.6 against 19.2 ms,
-``results/conv_step_ab_tiled*_2threads_wall_quiet.json``), ``parallel``
-(``Conv2D.IMPLICIT_PARALLEL``, on: 83.0 against 118.6 ms,
-``results/conv_step_ab_parallel_2threads_quiet.json``) and ``fused``
-(``Conv2D.IMPLICIT_FUSED``, on: 84.7 against 81.8 ms, then 105.8 against 118.0 ms,
-``results/conv_step_ab_fused_2threads_wall_quiet*.json``), and ``pool``
-(``MaxPool2D.OFFSETS`` and ``AvgPool2D.SEPARABLE``, on: 101.9 against 103.0 ms,
-``results/pool_step_ab_2threads_wall_quiet.json``).
+Toggles (default: ``dense``; ``all``: both at once). Sitting 22 deleted the decided
+switches' toggles with the switches (their results stay in ``results/``):
+
+* ``implicit`` (``Conv2D.IMPLICIT``, on): quiet, 2 threads, with ``dense``, 106.2
+  against 142.7 ms a Cifar10_quick step (``conv_step_ab_2threads_wall_quiet.json``);
+* ``stream`` (``Conv2D.STREAMED``, off): 187 against 158 ms (sitting 17, quiet);
+* ``tiled`` (``Conv2D.DIRECT_TILED``, on): 92.5 against 93.3 ms, LeNet 18.6 against
+  19.2 ms (``conv_step_ab_tiled*_2threads_wall_quiet.json``);
+* ``parallel`` (``Conv2D.IMPLICIT_PARALLEL``, on): 83.0 against 118.6 ms
+  (``conv_step_ab_parallel_2threads_quiet.json``);
+* ``fused`` (``Conv2D.IMPLICIT_FUSED``, on): 84.7 against 81.8 ms, then 105.8 against
+  118.0 ms (``conv_step_ab_fused_2threads_wall_quiet*.json``);
+* ``pool`` (``MaxPool2D.OFFSETS``, ``AvgPool2D.SEPARABLE``, on): 101.9 against
+  103.0 ms (``pool_step_ab_2threads_wall_quiet.json``);
+* ``tiles`` (``implicit_conv.FLAT_TILES``, ``WEIGHT_GRAD_ROWS``: sitting 19's tile
+  shapes against sitting 18's, on; under load only, ``conv_step_ab_tiles_1thread_load.json``).
+
+The toggles left:
 
 * ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
   one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
   it only differs at more than one thread;
 * ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu_kernel`` /
   ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``;
-* ``tiles``: sitting 19's implicit tile shapes (``implicit_conv.FLAT_TILES``, tiles
-  across output rows, and ``WEIGHT_GRAD_POSITIONS`` = 64: 4 rows of conv2, 8 of conv3)
-  against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4);
-
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
 the paths on, then one with them off (the order alternating), on random data
@@ -52,7 +53,7 @@ from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("dense", "relu", "tiles")
+TOGGLES = ("dense", "relu")
 
 
 def _switches():
@@ -66,13 +67,7 @@ def _switches():
     def relu(on):
         activations.RELU_KERNEL = on
 
-    def tiles(on):
-        from minidnn.kernels import implicit_conv
-        implicit_conv.FLAT_TILES = on
-        implicit_conv.WEIGHT_GRAD_ROWS = None if on else 4
-
-    return {"dense": dense, "relu": relu,
-            "tiles": tiles}
+    return {"dense": dense, "relu": relu}
 
 
 def main(argv=None) -> int:

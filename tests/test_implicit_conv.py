@@ -68,22 +68,6 @@ def test_weight_grad_kernel_equals_its_twin(g, gh, gw):
     assert np.all(np.abs(got - want) <= 1e-5 * bound + 1e-6)
 
 
-@needs_simd
-@pytest.mark.parametrize("H, W, C, O", [(8, 8, 32, 64), (16, 16, 8, 32), (5, 7, 16, 24),
-                                        (1, 9, 8, 8)])
-def test_flat_tiles_equal_row_tiles(monkeypatch, H, W, C, O):
-    """Tiles across output rows (FLAT_TILES) sum each output in the same order as the
-    row tiles: the same bits."""
-    rng = np.random.default_rng(H * W)
-    x_pad = _padded(rng, 3, H, W, C, 2, 2)
-    w = rng.standard_normal((25 * C, O)).astype(np.float32)
-    got = {}
-    for flat in (True, False):
-        monkeypatch.setattr(implicit_conv, "FLAT_TILES", flat)
-        got[flat] = implicit_conv.conv_rows(x_pad, w, (5, 5))
-    np.testing.assert_array_equal(got[True], got[False])
-
-
 def test_flipped_weights_make_the_input_gradient_a_correlation():
     """dx = conv(dY padded by k-1-p, W_t) is the adjoint of the forward (twins only:
     <conv(x), dY> = <x, conv_t(dY)>), so the layer's input gradient is right."""
