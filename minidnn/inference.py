@@ -63,11 +63,18 @@ from .layers.pooling import AvgPool2D, MaxPool2D, _avgpool_forward_kernel
 from .layers.reshape import Flatten
 from .threads import numba_thread_count, serial_blas_if_small
 
-#: split a batch over threads only from this many samples per thread on
+#: dispatch parameter: split a batch over threads only from this many samples per
+#: thread on (sitting 18: an unsplit batch of 8-15 samples at 2 threads had thrashed
+#: OpenBLAS's threads; below 4 a thread's share is too short to pay for its wake-up)
 SPLIT_MIN_SAMPLES = 4
-#: pieces of the batch per thread, handed out as threads come free
+#: pieces of the batch per thread, handed out from a shared counter as threads come
+#: free, so a thread that gets less of a core (another process on it) takes fewer
 PIECES_PER_THREAD = 2
-#: output positions (product rows) per chunk of an im2row + GEMM convolution
+#: output positions (product rows) per chunk of an im2row + GEMM convolution: 512 =
+#: 8 of LeNet's conv2 samples (8·8 positions × 500 values, 1 MB of float32 rows, in
+#: L2); the conv2 + pool stage at batch 50 took 3.39 ms in chunks of 8 samples,
+#: 3.93 ms whole, 4.22 ms one sample at a time (``bench/inference_kernels_ab.py``,
+#: 1 thread, under load)
 CHUNK_ROWS = 512
 
 
