@@ -10,14 +10,14 @@ For each geometry (Cifar10_quick: Conv2D(3, 32, 5, padding=2) on 3×32×32, batc
 LeNet: Conv2D(1, 20, 5) on 1×28×28, batch 64; float32) and each repeat, both
 variants run in turn (order alternating):
 
-* ``tiled`` (``Conv2D.DIRECT_TILED``): ``direct_conv.window_rows`` (the input
+* ``tiled`` (what ``Conv2D._direct_tiled_applies`` runs): ``direct_conv.window_rows`` (the input
   transform alone: NCHW -> zero-padded rows (N, Hp, C, Wp)), ``direct_conv_tiled``
   (the forward, bias included, which writes the rows itself sample by sample:
   its time includes the transform, as the layer runs it) and
   ``direct_conv_weight_grad_tiled`` (dW and db);
 * ``plane``: the zero-padded NCHW copy (``x_pad[:, :, ph:, pw:] = x``), the
   plane-by-plane ``direct_conv`` and ``direct_conv_weight_grad`` + NumPy's
-  ``grad.sum(axis=(0, 2, 3))`` for db (sitting 18's path).
+  ``grad.sum(axis=(0, 2, 3))`` for db (sitting 18's path; the layer's fallback since).
 
 No input gradient is computed: conv1 is the first layer (``backward_params``).
 PyTorch: ``nn.Conv2d`` forward, then ``backward`` with the input not requiring a

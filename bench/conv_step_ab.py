@@ -2,44 +2,34 @@
 step with the convnet paths of sittings 17-18 on and off, interleaved.
 
     python bench/conv_step_ab.py [--arch cifar10-quick|lenet|vgg-cifar|mlp] [--repeats 20]
-                                 [--threads 1] [--toggle all|implicit|dense|stream|relu|tiled|
-                                                         parallel|tiles|pool|fused ...]
+                                 [--threads 1] [--toggle all|dense|relu ...]
                                  [--clock auto|cpu|wall]
                                  [--out bench/results/conv_step_ab_NAME.json]
 
-Toggles (default: ``implicit dense``, sitting 18's two, together; ``all``: every
-one at once):
+Toggles (default: ``dense``; ``all``: both at once). Sitting 22 deleted the decided
+switches' toggles with the switches (their results stay in ``results/``):
 
-* ``implicit``: ``Conv2D.IMPLICIT``, the implicit-GEMM channels-last products of
-  sitting 18 (``kernels.implicit_conv``: conv2 and conv3 of Cifar10_quick, no
-  im2row, no row2im) on, against im2row + BLAS (off);
+* ``implicit`` (``Conv2D.IMPLICIT``, on): quiet, 2 threads, with ``dense``, 106.2
+  against 142.7 ms a Cifar10_quick step (``conv_step_ab_2threads_wall_quiet.json``);
+* ``stream`` (``Conv2D.STREAMED``, off): 187 against 158 ms (sitting 17, quiet);
+* ``tiled`` (``Conv2D.DIRECT_TILED``, on): 92.5 against 93.3 ms, LeNet 18.6 against
+  19.2 ms (``conv_step_ab_tiled*_2threads_wall_quiet.json``);
+* ``parallel`` (``Conv2D.IMPLICIT_PARALLEL``, on): 83.0 against 118.6 ms
+  (``conv_step_ab_parallel_2threads_quiet.json``);
+* ``fused`` (``Conv2D.IMPLICIT_FUSED``, on): 84.7 against 81.8 ms, then 105.8 against
+  118.0 ms (``conv_step_ab_fused_2threads_wall_quiet*.json``);
+* ``pool`` (``MaxPool2D.OFFSETS``, ``AvgPool2D.SEPARABLE``, on): 101.9 against
+  103.0 ms (``pool_step_ab_2threads_wall_quiet.json``);
+* ``tiles`` (``implicit_conv.FLAT_TILES``, ``WEIGHT_GRAD_ROWS``: sitting 19's tile
+  shapes against sitting 18's, on; under load only, ``conv_step_ab_tiles_1thread_load.json``).
+
+The toggles left:
+
 * ``dense``: ``Dense.SERIAL_TRAINING_BELOW``, Dense's mid-sized training products on
   one BLAS thread (on: 2^20 to 2^23 multiply-adds) against BLAS's own thread count (off);
   it only differs at more than one thread;
-* ``stream``: ``Conv2D.STREAMED``, the channels-last products run a few samples
-  at a time from the kept padded input (on) against the whole-batch rows of
-  sitting 16 (off);
 * ``relu``: ReLU as one Numba pass each way (``kernels.activation.relu_kernel`` /
   ``relu_grad_kernel``) against NumPy's ``maximum`` / ``where``;
-* ``tiled``: ``Conv2D.DIRECT_TILED``, the register-tiled direct kernels of sitting 19
-  (the first layer of LeNet and Cifar10_quick: forward, dW + db) on, against the
-  plane-by-plane direct kernels of sitting 16 (off);
-* ``parallel``: ``Conv2D.IMPLICIT_PARALLEL``, the implicit kernels split over samples
-  on Numba's threads (on) against the same kernels on the calling thread (off; what
-  sitting 18's two-thread runs executed, see ``implicit_conv._build``). Both sides
-  run the implicit path, so neither leaves OpenBLAS threads spinning into the other
-  (the ``implicit`` toggle's off side runs conv2/conv3 on BLAS at the thread count,
-  whose spinning threads then take a core from the next on-step's Numba kernels);
-* ``tiles``: sitting 19's implicit tile shapes (``implicit_conv.FLAT_TILES``, tiles
-  across output rows, and ``WEIGHT_GRAD_POSITIONS`` = 64: 4 rows of conv2, 8 of conv3)
-  against sitting 18's (tiles within a row, ``WEIGHT_GRAD_ROWS`` = 4);
-* ``pool``: the separable pooling kernels of sitting 19 (``kernels.pooling``: max
-  pool with uint8 window offsets, average-pool forward; ``MaxPool2D.OFFSETS``,
-  ``AvgPool2D.SEPARABLE``) against sitting 18's per-window kernels;
-* ``fused``: ``Conv2D.IMPLICIT_FUSED``, sitting 20's implicit passes as one parallel
-  region each, NCHW in and out (``implicit_conv.conv_nchw`` / ``backward_nchw``),
-  against sitting 19's padding pass + kernels + NCHW copy pass (the same bits).
-
 Each repeat runs one whole minibatch step (forward with training=True, loss,
 backward without the data's input gradient, as ``fit`` does, no update) with
 the paths on, then one with them off (the order alternating), on random data
@@ -63,48 +53,21 @@ from bench._common import gemm_peak_gflops, rotated, save_result  # noqa: E402
 
 SETUPS = {"lenet": ((1, 28, 28), 64), "cifar10-quick": ((3, 32, 32), 100),
           "vgg-cifar": ((3, 32, 32), 100), "mlp": ((784,), 100)}
-TOGGLES = ("implicit", "dense", "stream", "relu", "tiled", "parallel", "tiles", "pool",
-           "fused")
+TOGGLES = ("dense", "relu")
 
 
 def _switches():
     """name -> function(on) that turns one of sitting 17's paths on or off."""
     from minidnn.layers import activations
-    from minidnn.layers.conv import Conv2D
     from minidnn.layers.dense import Dense
-
-    def implicit(on):
-        Conv2D.IMPLICIT = on
 
     def dense(on):
         Dense.SERIAL_TRAINING_BELOW = (1 << 23) if on else 0
 
-    def stream(on):
-        Conv2D.STREAMED = on
-
     def relu(on):
         activations.RELU_KERNEL = on
 
-    def tiled(on):
-        Conv2D.DIRECT_TILED = on
-
-    def parallel(on):
-        Conv2D.IMPLICIT_PARALLEL = on
-
-    def tiles(on):
-        from minidnn.kernels import implicit_conv
-        implicit_conv.FLAT_TILES = on
-        implicit_conv.WEIGHT_GRAD_ROWS = None if on else 4
-
-    def pool(on):
-        from minidnn.layers.pooling import AvgPool2D, MaxPool2D
-        MaxPool2D.OFFSETS = AvgPool2D.SEPARABLE = on
-
-    def fused(on):
-        Conv2D.IMPLICIT_FUSED = on
-
-    return {"implicit": implicit, "dense": dense, "stream": stream, "relu": relu,
-            "tiled": tiled, "parallel": parallel, "tiles": tiles, "pool": pool, "fused": fused}
+    return {"dense": dense, "relu": relu}
 
 
 def main(argv=None) -> int:
@@ -112,10 +75,9 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", default="cifar10-quick", choices=sorted(SETUPS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--toggle", nargs="+", default=["implicit", "dense"],
+    parser.add_argument("--toggle", nargs="+", default=["dense"],
                         choices=("all",) + TOGGLES,
-                        help="paths to switch on and off together (default: sitting 18's "
-                             "implicit and dense)")
+                        help="paths to switch on and off together (default: dense)")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="auto: CPU time at one thread, wall time at more; cpu: the "
                              "process's CPU time (all threads) at any thread count")
@@ -170,8 +132,8 @@ def main(argv=None) -> int:
         for on in rotated((True, False), r):
             fwd, bwd, _ = step(on)
             times[on].append((fwd, bwd))
-    for name in toggles:           # back to the defaults (STREAMED is off by default)
-        switches[name](name != "stream")     # (IMPLICIT_PARALLEL is on by default)
+    for name in toggles:           # back to the defaults (every toggle is on by default)
+        switches[name](True)
     peak = gemm_peak_gflops(clock)
 
     def medians(on):

@@ -1,7 +1,6 @@
 """Cifar10_quick's conv2 and conv3 layer by layer, at a given thread count: the
-implicit-GEMM path with its kernels split over Numba's threads, the same kernels on
-one thread, im2row + BLAS, and PyTorch's same layer, each side in its own clean
-subprocess, rounds interleaved.
+implicit-GEMM path with its kernels split over Numba's threads and PyTorch's same
+layer, each side in its own clean subprocess, rounds interleaved.
 
     python bench/implicit_conv_threads.py [--threads 2] [--repeats 15] [--rounds 3]
                                           [--clock auto|cpu|wall] [--no-torch]
@@ -18,13 +17,14 @@ variants interleaved, their order alternating):
 * ``backward``: ``layer.backward(dY)``, dx, dW and db (PyTorch: ``autograd.grad(y,
   [x, W, b], dY)``); ``dx`` is reported as backward − dW.
 
-Variants (``Conv2D`` switches): ``implicit`` (IMPLICIT, IMPLICIT_PARALLEL: the
-default), ``implicit-1t`` (IMPLICIT_PARALLEL = False: the kernels on the calling
-thread only, which is what sitting 18's two-thread runs executed once a one-thread
-run had filled Numba's cache, see ``implicit_conv._build``), ``im2row`` (IMPLICIT =
-False). The same worker also reports, for ``implicit``, each thread's CPU time per
-kernel call (``/proc/self/task/*/schedstat``; a fair measure of how the work is
-split even on a loaded machine), and the GEMM rate of a 1024³ float32 product.
+Sitting 22 deleted the other variants with their switches: ``implicit-1t``
+(``Conv2D.IMPLICIT_PARALLEL`` = False, the kernels on the calling thread: conv2
+forward 18.2 against 13.9 ms, quiet) and ``im2row`` (``Conv2D.IMPLICIT`` = False:
+28.7 ms; ``results/implicit_conv_threads_2t_quiet.json``). The same worker also
+reports each thread's CPU time per pass (``conv_nchw``, ``backward_nchw``; until
+sitting 22 the separate kernels ``conv_rows`` / ``weight_grad_rows``;
+``/proc/self/task/*/schedstat``; a fair measure of how the work is split even on a
+loaded machine), and the GEMM rate of a 1024³ float32 product.
 
 Each worker is a fresh process with an environment built from scratch (thread
 variables = ``--threads``), and the rounds alternate which framework goes first;
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 LAYERS = {"conv2": (32, 32, 16), "conv3": (32, 64, 8)}     # C in, O out, H = W
 BATCH, KERNEL, PAD = 100, 5, 2
-VARIANTS = ("implicit", "implicit-1t", "im2row")
+VARIANTS = ("implicit",)
 
 
 def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
@@ -55,7 +55,6 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
 
     import minidnn
     from minidnn.kernels import implicit_conv as ic
-    from minidnn.kernels.im2col import weight_rows
     from bench._common import conv_pass_times, thread_cpu_split_ms
     from minidnn.layers.conv import Conv2D
     minidnn.configure_threads(threads)
@@ -68,8 +67,6 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
         layers = {}
         for variant in VARIANTS:
             layer = Conv2D(C, O, KERNEL, padding=PAD, rng=0)
-            layer.IMPLICIT = variant != "im2row"
-            layer.IMPLICIT_PARALLEL = variant == "implicit"
             layers[variant] = layer
         assert layers["implicit"]._implicit_applies(x.shape), "no AVX2 + FMA here?"
 
@@ -96,12 +93,12 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
         layer.backward(g)
         x_pad = layer._implicit_x_pad
         g_pad = layer._scratch._arrays["implicit_g_pad"]
-        W = layer.params["W"]
-        calls = {"forward kernel": lambda: ic.conv_rows(x_pad, weight_rows(W), (KERNEL,) * 2),
-                 "dx kernel": lambda: ic.conv_rows(g_pad, ic.flipped_weight_rows(W),
-                                                   (KERNEL,) * 2),
-                 "dW kernel": lambda: ic.weight_grad_rows(x_pad, g_pad, (KERNEL,) * 2,
-                                                          offset=(PAD, PAD))}
+        W, b = layer.params["W"], layer.params["b"]
+        # the layer's whole passes (one parallel region each, sitting 20)
+        calls = {"forward pass": lambda: ic.conv_nchw(x, W, b, (PAD, PAD), x_pad),
+                 "backward pass": lambda: ic.backward_nchw(g, x_pad, W, (PAD, PAD), g_pad),
+                 "dW pass": lambda: ic.backward_nchw(g, x_pad, W, (PAD, PAD), g_pad,
+                                                     input_grad=False)}
         split = {}
         for call, fn in calls.items():
             fn()
@@ -112,7 +109,7 @@ def worker_minidnn(threads: int, repeats: int, use_cpu: bool) -> dict:
         # process's CPU time grows by what OpenBLAS's spinning threads burn meanwhile
         # (the im2row side of an A/B leaves them spinning into the implicit side)
         gemm_a = rng.random((400, 400), dtype=np.float32)
-        forward = calls["forward kernel"]
+        forward = calls["forward pass"]
         alone, after = [], []
         for _ in range(max(5, repeats // 2)):
             time.sleep(0.25)                    # past OpenBLAS's spin time-out (~0.1 s)
@@ -229,14 +226,14 @@ def main(argv=None) -> int:
                          f"× torch")
             print(f"  {layer:<6} {variant:<12} {row['forward_ms']:7.2f} {row['dx_ms']:7.2f} "
                   f"{row['dW_ms']:7.2f} {total:8.2f}{ratio}")
-    print("  per-thread CPU ms of one implicit kernel call (calling thread | workers), "
+    print("  per-thread CPU ms of one implicit pass (calling thread | workers), "
           "last round:")
     for layer, split in runs["minidnn"][-1]["thread_split_ms"].items():
         print(f"    {layer}: " + "; ".join(
             f"{call} {s['calling_thread_ms']:.2f} | "
             + " + ".join(f"{w:.2f}" for w in s["worker_threads_ms"])
             for call, s in split.items()))
-    print("  implicit forward kernel, process CPU ms alone vs right after a BLAS product "
+    print("  implicit forward pass, process CPU ms alone vs right after a BLAS product "
           "(last round): " + ", ".join(
               f"{layer} {a:.2f} vs {b:.2f}" for layer, (a, b) in
               runs["minidnn"][-1]["forward_cpu_ms_alone_vs_after_blas"].items()))

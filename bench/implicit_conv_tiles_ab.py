@@ -1,12 +1,11 @@
-"""Tile shapes of the implicit-GEMM kernels (``kernels.implicit_conv``) A/B, one
-process, interleaved, medians, on Cifar10_quick's conv2 (32→32 on 16×16) and conv3
-(32→64 on 8×8), batch 100:
-
-* ``FLAT_TILES``: forward and input-gradient tiles of 6 consecutive output pixels
-  across output rows (on) against up to 6 pixels of one output row (off: 4 + 4 on
-  8-wide outputs, 8 accumulators instead of 12);
-* ``WEIGHT_GRAD_POSITIONS``: output positions the weight gradient sums per tile
-  (whole output rows: R = max(1, positions // OW)), 32, 64 and 128.
+"""The weight-gradient sweep of the implicit-GEMM kernels (``kernels.implicit_conv``)
+A/B, one process, interleaved, medians, on Cifar10_quick's conv2 (32→32 on 16×16) and
+conv3 (32→64 on 8×8), batch 100: ``WEIGHT_GRAD_POSITIONS``, the output positions the
+weight gradient sums per tile (whole output rows: R = max(1, positions // OW)), 32, 64
+and 128. (Until sitting 22 also ``FLAT_TILES``, the forward and input-gradient tiles
+across output rows against within one row: on, 8.3 against 8.9-9.5 ms for conv3 under
+load, ``results/implicit_conv_tiles_ab_1t_load.json``; the switch went with its row
+tiles.)
 
     python bench/implicit_conv_tiles_ab.py [--repeats 15] [--threads 1] [--clock auto|cpu|wall]
                                            [--out bench/results/implicit_conv_tiles_ab.json]
@@ -36,7 +35,6 @@ def main(argv=None) -> int:
 
     import minidnn
     from minidnn.kernels import implicit_conv as ic
-    from minidnn.kernels.im2col import weight_rows
     minidnn.configure_threads(args.threads)
     if not ic.SIMD_AVAILABLE:
         print("no AVX2 + FMA in Numba's target: nothing to compare")
@@ -44,23 +42,14 @@ def main(argv=None) -> int:
     use_cpu = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1)
     clock = time.process_time if use_cpu else time.perf_counter
     rng = np.random.default_rng(0)
-    defaults = ic.FLAT_TILES, ic.WEIGHT_GRAD_POSITIONS
+    default = ic.WEIGHT_GRAD_POSITIONS
     results = {}
     for name, (C, O, H) in {"conv2": (32, 32, 16), "conv3": (32, 64, 8)}.items():
         x_pad = np.zeros((100, H + 4, H + 4, C), np.float32)
         x_pad[:, 2:-2, 2:-2] = rng.standard_normal((100, H, H, C))
         g_pad = np.zeros((100, H + 4, H + 4, O), np.float32)
         g_pad[:, 2:-2, 2:-2] = rng.standard_normal((100, H, H, O))
-        W = (rng.standard_normal((O, C, 5, 5)) * 0.1).astype(np.float32)
-        W_r, W_t = weight_rows(W), ic.flipped_weight_rows(W)
         variants = {}
-        for flat in (True, False):
-            variants[f"flat={flat} forward"] = (
-                lambda f=flat: setattr(ic, "FLAT_TILES", f),
-                lambda: ic.conv_rows(x_pad, W_r, (5, 5)))
-            variants[f"flat={flat} dx"] = (
-                lambda f=flat: setattr(ic, "FLAT_TILES", f),
-                lambda: ic.conv_rows(g_pad, W_t, (5, 5)))
         for positions in (32, 64, 128):
             variants[f"dW positions={positions}"] = (
                 lambda p=positions: setattr(ic, "WEIGHT_GRAD_POSITIONS", p),
@@ -77,7 +66,7 @@ def main(argv=None) -> int:
                 t0 = clock()
                 fn()
                 times[v].append(clock() - t0)
-        ic.FLAT_TILES, ic.WEIGHT_GRAD_POSITIONS = defaults
+        ic.WEIGHT_GRAD_POSITIONS = default
         results[name] = {v: 1e3 * float(np.median(t)) for v, t in times.items()}
         print(f"{name}: " + ", ".join(f"{v} {ms:.2f}" for v, ms in results[name].items())
               + " ms", flush=True)

@@ -15,13 +15,13 @@ OMP/OPENBLAS/NUMBA_NUM_THREADS set to the same number.
   ``inference.CHUNK_ROWS`` = 64·S for S = 1, 2, 4, 8, 16, 50 samples.
 * ``lenet``: LeNet at batch 100, ``forward(training=False)`` against ``infer``;
   at more than one thread also the thread CPU time of each part of the split.
-* ``mlp``: the MLP at batch 100, ``forward`` and ``infer`` with ``SPLIT_DENSE``
-  off (BLAS's own threads) and on (the batch split over threads).
+* ``mlp``: the MLP at batch 100, ``forward`` against ``infer`` (BLAS's own threads;
+  sitting 22 deleted ``SPLIT_DENSE``, the batch split over threads, after its quiet
+  A/B: 1.451 against 0.897 ms a call, ``results/inference_dense_columns_ab_2threads_quiet.json``).
 * ``--blocks``: instead of alternating call by call, blocks of calls of one
   variant after another (forward, infer, forward), wall clock: LeNet at batches
-  1, 10 and 100 and the MLP at 100 with ``SPLIT_DENSE`` off and on. At 2 threads,
-  alternating calls leave each variant the other's thread state (a split
-  variant after BLAS's spinning threads), which blocks avoid.
+  1, 10 and 100 and the MLP at 100. At 2 threads, alternating calls leave each
+  variant the other's thread state, which blocks avoid.
 """
 from __future__ import annotations
 
@@ -138,21 +138,8 @@ def main(argv=None) -> int:
     print("MLP 784-500-10, batch 100:")
     mlp = architectures.build("mlp:784-500-10:relu", seed=0)
     xm = rng.random((100, 784), dtype=np.float32)
-    split = inference.InferencePlan(mlp.layers)
-
-    def split_dense(on):
-        def run():
-            before = inference.SPLIT_DENSE
-            inference.SPLIT_DENSE = on
-            try:
-                split(xm)
-            finally:
-                inference.SPLIT_DENSE = before
-        return run
     result["mlp"] = ab({"forward(training=False)": lambda: mlp.forward(xm, False),
-                        "infer, SPLIT_DENSE off": split_dense(False),
-                        "infer, SPLIT_DENSE on": split_dense(True)},
-                       args.repeats * 3, clock)
+                        "infer": lambda: mlp.infer(xm)}, args.repeats * 3, clock)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -192,16 +179,12 @@ def blocks(args) -> int:
               f"forward {row['forward_again_ms']:.3f} ms", flush=True)
     mlp = architectures.build("mlp:784-500-10:relu", seed=0)
     xm = rng.random((100, 784), dtype=np.float32)
-    before = inference.SPLIT_DENSE
-    for on in (False, True, False, True):
-        inference.SPLIT_DENSE = on
-        row = {"split_dense": on, "forward_ms": block(lambda: mlp.forward(xm, False),
-                                                      args.repeats * 3),
+    for _ in range(2):
+        row = {"forward_ms": block(lambda: mlp.forward(xm, False), args.repeats * 3),
                "infer_ms": block(lambda: mlp.infer(xm), args.repeats * 3)}
         result["mlp"].setdefault("runs", []).append(row)
-        print(f"MLP batch 100, SPLIT_DENSE {on}: forward {row['forward_ms']:.3f}, "
+        print(f"MLP batch 100: forward {row['forward_ms']:.3f}, "
               f"infer {row['infer_ms']:.3f} ms", flush=True)
-    inference.SPLIT_DENSE = before
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,14 +1,15 @@
 """A/B inside ONE process: a whole Cifar10_quick training step (``Sequential.forward``,
 loss, ``Sequential.backward(input_grad=False)``, as ``fit`` does; no update) with
-sitting 19's pooling paths against sitting 18's, interleaved.
+the ReLU fused into its neighbouring pools and without, interleaved.
 
     python bench/pool_fusion_ab.py [--threads 1] [--repeats 20] [--clock auto|cpu|wall]
-                                   [--variants fused separate old]
+                                   [--variants fused separate]
                                    [--out bench/results/pool_fusion_ab_NAME.json]
 
-Variants: ``fused`` (ReLU fused into the neighbouring pools, ``layers.fusion``, and the
-separable kernels), ``separate`` (the separable kernels, every layer on its own), ``old``
-(sitting 18's per-window pooling kernels, every layer on its own). Each repeat runs every
+Variants: ``fused`` (ReLU fused into the neighbouring pools, ``layers.fusion.FUSE_PAIRS``),
+``separate`` (every layer on its own, the default). Sitting 22 deleted the ``old``
+variant (sitting 18's per-window pooling kernels) with ``MaxPool2D.OFFSETS`` and
+``AvgPool2D.SEPARABLE``. Each repeat runs every
 variant once, the order rotating; medians are reported. The clock is the process's CPU
 time at one thread and wall time at more (``auto``). The same run prints the GEMM rate
 of a 1024³ float32 product. Both sides share the process and its load, so the ratios
@@ -31,8 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto")
-    parser.add_argument("--variants", nargs="+", default=["fused", "separate", "old"],
-                        choices=("fused", "separate", "old"))
+    parser.add_argument("--variants", nargs="+", default=["fused", "separate"],
+                        choices=("fused", "separate"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     import numpy as np
@@ -40,7 +41,6 @@ def main(argv=None) -> int:
     import minidnn
     from minidnn import architectures
     from minidnn.layers import fusion
-    from minidnn.layers.pooling import AvgPool2D, MaxPool2D
     from minidnn.losses import SoftmaxCrossEntropy
     minidnn.configure_threads(args.threads)
     use_cpu = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1)
@@ -51,9 +51,10 @@ def main(argv=None) -> int:
     y = rng.integers(0, 10, 100)
     loss = SoftmaxCrossEntropy()
 
+    default = fusion.FUSE_PAIRS
+
     def setup(variant):
         fusion.FUSE_PAIRS = variant == "fused"
-        MaxPool2D.OFFSETS = AvgPool2D.SEPARABLE = variant != "old"
 
     def step(variant):
         setup(variant)
@@ -70,15 +71,15 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         for v in rotated(variants, r):
             times[v].append(step(v))
-    setup("fused")                                  # back to the defaults
+    fusion.FUSE_PAIRS = default                     # back to the default
     peak = gemm_peak_gflops(clock)
     med = {v: 1e3 * float(np.median(t)) for v, t in times.items()}
     print(f"cifar10-quick train step, batch 100, {args.threads} thread(s), "
           f"{'CPU' if use_cpu else 'wall'} clock, medians of {args.repeats}; "
           f"GEMM 1024^3 {peak:.1f} GFLOP/s")
     for v in variants:
-        print(f"  {v:<9} {med[v]:7.1f} ms" + (f"   ({med[v] / med['old']:.3f} of old)"
-                                               if "old" in med else ""))
+        print(f"  {v:<9} {med[v]:7.1f} ms" + (f"   ({med[v] / med['separate']:.3f} of separate)"
+                                               if "separate" in med else ""))
     if args.out:
         save_result(args.out, {"threads": args.threads, "repeats": args.repeats,
                                         "clock": "process_time" if use_cpu else "perf_counter",

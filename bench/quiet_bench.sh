@@ -7,7 +7,6 @@ MODELS=${MODELS:-/work/artifacts/issue9/models}
 set -x
 uptime
 python bench/speed_vs_torch.py --repeats 2 --only mlp lenet rbm inference --out bench/results/speed_vs_torch.json
-python bench/inference_ab.py --dense-columns --threads 2 --rounds 10 --calls 200 --out bench/results/inference_dense_columns_ab_2threads_quiet.json   # sitting 21 (#8, s21-8infer): InferencePlan.DENSE_COLUMNS on/off, SPLIT_DENSE, torch, in one process (~1 min)
 uptime
 python bench/sparse_speed.py --epoch-bare --epoch-workqueue   # headline peer + epoch as the CLI sets threads up (sitting 21); also sitting 20's bare epochs and the sparse epoch on workqueue (threads.SPARSE_NUMBA_LAYER's A/B; +45 s)
 # sitting 21 (#11, s21-11threads): one parallel region's wake-up + join per Numba layer / libgomp policy, with the sparse, dense and LeNet steps under each (~2.5 min)
@@ -37,17 +36,10 @@ if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DIS
   done
   uptime
 fi
-python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_2threads_wall_quiet.json
-# sitting 19, s19-8c1: the tiled first convolution at 2 threads (conv1 alone with torch's, then both steps; ~2 min)
+# sitting 19, s19-8c1: the tiled first convolution at 2 threads, alone, against its plane-kernel fallback and torch (~1 min)
 python bench/conv1_ab.py --threads 2 --repeats 30 --clock wall --out bench/results/conv1_ab_2threads_wall_quiet.json
-python bench/conv_step_ab.py --toggle tiled --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_tiled_2threads_wall_quiet.json
-python bench/conv_step_ab.py --arch lenet --toggle tiled --repeats 40 --threads 2 --clock wall --out bench/results/conv_step_ab_tiled_lenet_2threads_wall_quiet.json
-python bench/conv_step_ab.py --repeats 20 --threads 2 --clock wall --toggle parallel --out bench/results/conv_step_ab_parallel_2threads_quiet.json   # 8conv, ~20 s
-python bench/implicit_conv_threads.py --threads 2 --repeats 15 --rounds 3 --out bench/results/implicit_conv_threads_2t_quiet.json   # 8conv, ~1 min
-python bench/conv_step_ab.py --toggle pool --repeats 20 --threads 2 --clock wall --out bench/results/pool_step_ab_2threads_wall_quiet.json   # sitting 19, #8 pooling (~1 min)
+python bench/implicit_conv_threads.py --threads 2 --repeats 15 --rounds 3 --out bench/results/implicit_conv_threads_2t_quiet_s22.json   # 8conv, ~1 min (sitting 22: implicit and torch only; the older file holds the deleted variants)
 python bench/profile_layers_torch.py --threads 2 --clock wall --repeats 20 --out bench/results/profile_layers_torch_2threads_wall_quiet.json
-python bench/pool_fusion_ab.py --threads 2 --repeats 20 --out bench/results/pool_fusion_ab_2threads_wall_quiet.json   # sitting 19, #8 (~30 s)
-python bench/conv3_fused_ab.py --threads 2 --repeats 40 --out bench/results/conv3_fused_ab_2t_quiet.json   # sitting 20, s20-8conv3: fused implicit passes, conv3 + conv2 alone (~30 s)
-python bench/conv_step_ab.py --toggle fused --repeats 20 --threads 2 --clock wall --out bench/results/conv_step_ab_fused_2threads_wall_quiet.json   # sitting 20, s20-8conv3: the same in the step (~20 s)
+python bench/pool_fusion_ab.py --threads 2 --repeats 20 --out bench/results/pool_fusion_ab_2threads_wall_quiet_s22.json   # sitting 19, #8 (~30 s; sitting 22: fused vs separate only, the older file holds the deleted old variant)
 python bench/speed_vs_torch.py --repeats 2 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime

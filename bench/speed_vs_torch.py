@@ -388,12 +388,6 @@ def _minidnn_inference(args, name) -> dict:
     # no_grad; --minidnn-forward times the training code's forward(training=False)
     forward = ((lambda xb: model.forward(xb, training=False)) if args.minidnn_forward
                else model.infer)
-    if args.minidnn_split_dense:
-        import minidnn.inference
-        minidnn.inference.SPLIT_DENSE = True
-    if args.minidnn_blas_threads:
-        import minidnn.inference
-        minidnn.inference.InferencePlan.DENSE_COLUMNS = False
     return _latency(forward, xt[:1], xt, calls=args.latency_calls,
                     passes=args.inference_passes)
 
@@ -451,8 +445,6 @@ def launch(framework, task, args, workdir, env) -> dict:
                "--latency-calls", str(args.latency_calls),
                "--inference-passes", str(args.inference_passes)] \
         + (["--minidnn-forward"] if args.minidnn_forward else []) \
-        + (["--minidnn-split-dense"] if args.minidnn_split_dense else []) \
-        + (["--minidnn-blas-threads"] if args.minidnn_blas_threads else []) \
         + (["--tiny"] if args.tiny else []) \
         + ["--only"] + args.only
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -478,12 +470,6 @@ def main(argv=None) -> int:
     parser.add_argument("--inference-repeats", type=int, default=4,
                         help="fresh processes per side for each inference workload, at least "
                              "(default 4; the larger of this and --repeats is used)")
-    parser.add_argument("--minidnn-split-dense", action="store_true",
-                        help="inference: split the MLP's batch over the threads too "
-                             "(minidnn.inference.SPLIT_DENSE = True)")
-    parser.add_argument("--minidnn-blas-threads", action="store_true",
-                        help="inference: Dense products on BLAS's own threads "
-                             "(minidnn.inference.InferencePlan.DENSE_COLUMNS = False, sitting 20)")
     parser.add_argument("--minidnn-forward", action="store_true",
                         help="inference: time minidnn's forward(training=False) instead of "
                              "Sequential.infer")

@@ -26,21 +26,15 @@ layers' own evaluation forward does not:
   ``PIECES_PER_THREAD`` pieces a thread as threads come free; each thread runs the
   whole net on its pieces with serial, GIL-free kernels and one-thread BLAS,
   so no thread pool hands work to another between layers and no thread waits
-  for the slowest part of a layer. Dense-only nets only while ``SPLIT_DENSE``
-  is set (off by default: their products use BLAS's own threads).
+  for the slowest part of a layer. Only nets with a convolution are split
+  (a dispatch rule: a dense-only net's products run on BLAS's own threads,
+  which share one packed copy of W; splitting the MLP's batch of 100 took
+  1.451 ms a call against 0.897 ms unsplit on the quiet machine in sitting 21,
+  ``bench/results/inference_dense_columns_ab_2threads_quiet.json``, "rows").
 
-* at more than one thread, when the batch is not split by samples (a dense-only
-  net): a Dense product of at least ``DENSE_COLUMNS_MIN`` multiply-adds (the
-  MLP's 784 -> 500 at batch 100) is split by output columns, one range of
-  columns per thread (the caller and the worker pool, BLAS at one thread each),
-  each thread adding the bias and the ReLU to its own columns
-  (``kernels.fused_inference.bias_act_columns``); the rest of the call runs BLAS
-  at one thread. ``InferencePlan.DENSE_COLUMNS`` switches it (on; off: BLAS's own
-  threads, as in sitting 20);
-* a column-split Dense stage followed by another writes its product into a
-  buffer kept from call to call (the next stage only reads it). Every array a call returns is
-  new: the next call never overwrites it. A plan is not reentrant (two threads
-  calling one model's ``infer`` at once share its buffers), as before.
+Every array a call returns is new: the next call never overwrites it. A plan is
+not reentrant (two threads calling one model's ``infer`` at once share its
+buffers).
 
 Every layer the plan does not know (a subclass, batch norm, dropout, ...)
 runs as ``layer.forward(x, training=False)``; a plan holding one of those runs
@@ -69,18 +63,18 @@ from .layers.pooling import AvgPool2D, MaxPool2D, _avgpool_forward_kernel
 from .layers.reshape import Flatten
 from .threads import numba_thread_count, serial_blas_if_small
 
-#: split a batch over threads only from this many samples per thread on
+#: dispatch parameter: split a batch over threads only from this many samples per
+#: thread on (sitting 18: an unsplit batch of 8-15 samples at 2 threads had thrashed
+#: OpenBLAS's threads; below 4 a thread's share is too short to pay for its wake-up)
 SPLIT_MIN_SAMPLES = 4
-#: pieces of the batch per thread, handed out as threads come free
+#: pieces of the batch per thread, handed out from a shared counter as threads come
+#: free, so a thread that gets less of a core (another process on it) takes fewer
 PIECES_PER_THREAD = 2
-#: split dense-only nets over threads too (False: their products use BLAS's own
-#: threads). Off: at 2 threads under load the split MLP batch of 100 cost 2.6 ms of
-#: process CPU against 32 ms for OpenBLAS's spinning threads
-#: (``bench/inference_kernels_ab.py --threads 2``), but in blocks of calls its wall
-#: time was 1.7-2.0 ms against 0.8-1.0 ms (``--blocks``); the quiet run decides
-#: (``speed_vs_torch.py --minidnn-split-dense``)
-SPLIT_DENSE = False
-#: output positions (product rows) per chunk of an im2row + GEMM convolution
+#: output positions (product rows) per chunk of an im2row + GEMM convolution: 512 =
+#: 8 of LeNet's conv2 samples (8·8 positions × 500 values, 1 MB of float32 rows, in
+#: L2); the conv2 + pool stage at batch 50 took 3.39 ms in chunks of 8 samples,
+#: 3.93 ms whole, 4.22 ms one sample at a time (``bench/inference_kernels_ab.py``,
+#: 1 thread, under load)
 CHUNK_ROWS = 512
 
 
@@ -89,8 +83,6 @@ class _Scratch:
 
     def __init__(self):
         self._arrays = {}
-        #: threads a Dense product of this call may split its columns over (set per call)
-        self.columns = 1
 
     def get(self, key, shape, dtype, zero=False):
         shape = tuple(int(s) for s in shape)
@@ -183,14 +175,7 @@ class _FunctionStage(_Stage):
 
 
 class _DenseStage(_Stage):
-    """y = x W + b (and max(·, 0) when a ReLU follows), bias and ReLU in one pass.
-
-    With ``scratch.columns`` > 1 (``InferencePlan.DENSE_COLUMNS``), a product of at
-    least ``DENSE_COLUMNS_MIN`` multiply-adds is split by output columns
-    (``_dense_columns``), into a buffer kept from call to call when ``reuse_output``
-    (set by the plan when the next stage is a Dense one, which only reads it)."""
-
-    reuse_output = False
+    """y = x W + b (and max(·, 0) when a ReLU follows), bias and ReLU in one pass."""
 
     def __init__(self, dense, relu=None):
         self.dense, self.relu = dense, relu is not None
@@ -202,15 +187,8 @@ class _DenseStage(_Stage):
         dense._check_input(x, (dense.in_features,), "")
         W = dense.params["W"]
         b = dense.params["b"] if dense.bias else None
-        parts = scratch.columns
-        if parts > 1 and x.dtype == W.dtype == dense.dtype:
-            M, (K, N) = x.shape[0], W.shape
-            if M * K * N >= DENSE_COLUMNS_MIN:
-                y = (scratch.get((key, "y"), (M, N), W.dtype) if self.reuse_output
-                     else np.empty((M, N), W.dtype))
-                return _dense_columns(x, W, b, self.relu, y, parts)
-        # (the kept buffer is for the split only: at batch 1, np.matmul(out=) into it
-        # cost ~4 us more than x @ W, 52.4 vs 48.6 us a call, 1 thread, under load)
+        # (no kept output buffer: at batch 1, np.matmul(out=) into one cost ~4 us more
+        # than x @ W, 52.4 vs 48.6 us a call, 1 thread, under load)
         y = x @ W
         if not (y.flags.c_contiguous and y.dtype == dense.dtype):
             y = np.ascontiguousarray(y, dtype=dense.dtype)
@@ -222,54 +200,6 @@ class _DenseStage(_Stage):
         elif b is not None:
             y += b
         return y
-
-
-#: products of at least this many multiply-adds (M·K·N) are split by output columns
-#: when ``InferencePlan.DENSE_COLUMNS`` is on (LeNet's and the MLP's batch-1 products,
-#: 0.4M, stay whole; the MLP's 784 -> 500 at batch 100 is 39M)
-DENSE_COLUMNS_MIN = 1 << 22
-#: column cuts fall on multiples of this many columns (cache lines; OpenBLAS's
-#: column blocks: the MLP's 500 columns cut at 256 give the unsplit product's bits)
-DENSE_COLUMNS_ALIGN = 64
-
-
-def _column_spans(N: int, parts: int) -> list[tuple[int, int]]:
-    """About-equal ranges of range(N) cut at multiples of ``DENSE_COLUMNS_ALIGN``."""
-    align = DENSE_COLUMNS_ALIGN
-    cuts = sorted({min(N, -(-(N * p // parts) // align) * align) for p in range(1, parts)})
-    bounds = [0] + [c for c in cuts if 0 < c < N] + [N]
-    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
-def _dense_columns(x, W, b, relu, y, parts):
-    """y[:, j0:j1] = x W[:, j0:j1] (+ b, max(·, 0)) for ``parts`` column ranges, one per
-    thread: the calling thread takes the first, the worker pool the others, BLAS on one
-    thread each. Every thread reads all of x (the A operand, 0.3 MB for the MLP at batch
-    100, packed once per thread) and only its part of W (the B operand, 1.5 MB split),
-    so no operand is packed twice in full, as a split by samples would pack W; and no
-    thread waits for another between the product and the bias pass (OpenBLAS's own
-    threads share the packed panels and meet at spin barriers)."""
-    from .kernels.workers import _get_pool, _one_blas_thread
-    spans = _column_spans(W.shape[1], parts)
-
-    def work(j0, j1):
-        np.matmul(x, W[:, j0:j1], out=y[:, j0:j1])     # strided views: still one GEMM
-        if b is not None:
-            fused.bias_act_columns(y, b, j0, j1, relu)
-        elif relu:
-            fused.bias_act_columns(y, np.zeros(y.shape[1], y.dtype), j0, j1, True)
-    if len(spans) == 1:
-        work(*spans[0])
-        return y
-    pool = _get_pool()
-    with _one_blas_thread():
-        futures = [pool.submit(work, j0, j1) for j0, j1 in spans[1:]]
-        try:
-            work(*spans[0])
-        finally:
-            for f in futures:
-                f.result()
-    return y
 
 
 class _DirectConvStage(_Stage):
@@ -471,35 +401,9 @@ class InferencePlan:
     >>> y = plan(x)                            # == model.forward(x, training=False)
     """
 
-    #: at more than one thread, with the batch not split by samples (a dense-only net,
-    #: ``SPLIT_DENSE`` off, or a batch under ``SPLIT_MIN_SAMPLES`` per thread): the
-    #: calling thread's BLAS runs on one thread, and each Dense product of at least
-    #: ``DENSE_COLUMNS_MIN`` multiply-adds is split by output columns over the threads
-    #: (``_dense_columns``: the caller and the worker pool, BLAS at one thread each).
-    #: A call none of whose products is that large (batch 1), or a plan holding a
-    #: layer it does not know, runs as before.
-    #: False: BLAS's own threads, as before sitting 21. At 2 threads OpenBLAS's
-    #: threads share one packed copy of W and meet at spin barriers; the quiet
-    #: sitting-20 run timed the MLP at batch 100 at 1.05x / 0.99x PyTorch with them.
-    #: The 2-thread A/B: ``bench/inference_ab.py --dense-columns`` (bench/quiet_bench.sh).
-    #: Off: on the quiet machine (sitting 21, 2 threads) the split took 1.426 ms a
-    #: batch-100 MLP call against 0.897 ms for BLAS's own threads (PyTorch 0.954 ms;
-    #: bench/results/inference_dense_columns_ab_2threads_quiet.json).
-    DENSE_COLUMNS = False
-
     def __init__(self, layers):
         self.layers = tuple(layers)
         self.stages = build_stages(self.layers)
-        # a Dense stage followed by a Dense stage writes into a kept buffer: the next
-        # stage only reads it (no view of it is passed on or returned)
-        for k in range(len(self.stages) - 1):
-            if isinstance(self.stages[k], _DenseStage) \
-                    and isinstance(self.stages[k + 1], _DenseStage):
-                self.stages[k].reuse_output = True
-        # K·N of the largest Dense product: a batch of M splits by columns from
-        # M·K·N >= DENSE_COLUMNS_MIN on (smaller batches run as before, BLAS's own threads)
-        self._dense_kn = max((s.dense.in_features * s.dense.out_features for s in self.stages
-                              if isinstance(s, _DenseStage)), default=0)
         self.thread_safe = all(s.thread_safe for s in self.stages)
         self.has_conv = any(isinstance(s, (_DirectConvStage, _RowsConvStage))
                             for s in self.stages)
@@ -517,7 +421,7 @@ class InferencePlan:
 
     def threads_for(self, N: int) -> int:
         """How many parts a batch of N is split into."""
-        if not (self.thread_safe and (self.has_conv or SPLIT_DENSE)):
+        if not (self.thread_safe and self.has_conv):     # dense-only nets: BLAS threads
             return 1
         threads = numba_thread_count()      # numba.get_num_threads() without its locks
         return max(1, min(threads, N // SPLIT_MIN_SAMPLES))
@@ -528,9 +432,8 @@ class InferencePlan:
             scratch = self._scratch[part] = _Scratch()
         return scratch
 
-    def _run(self, x, part, columns=1):
+    def _run(self, x, part):
         scratch = self._scratch_for(part)
-        scratch.columns = columns
         for k, stage in enumerate(self.stages):
             x = stage.run(x, scratch, k, self._targets[k])
         return _as_nchw(x)
@@ -539,13 +442,6 @@ class InferencePlan:
         N = len(x)
         parts = self.threads_for(N)
         if parts == 1:
-            # not with a layer the plan does not know: its own BLAS calls would run at
-            # one thread too
-            threads = (numba_thread_count() if type(self).DENSE_COLUMNS and self.thread_safe
-                       and N * self._dense_kn >= DENSE_COLUMNS_MIN else 1)
-            if threads > 1:
-                with serial_blas_if_small(0):       # the threads come from the column split
-                    return self._run(x, 0, threads)
             return self._run(x, 0)
         # PIECES_PER_THREAD pieces a thread, taken from a shared counter: a thread
         # that gets less of a core (another process on it) takes fewer pieces
@@ -564,5 +460,4 @@ class InferencePlan:
         return np.concatenate(outs, axis=0)
 
 
-__all__ = ["InferencePlan", "build_stages", "SPLIT_MIN_SAMPLES", "SPLIT_DENSE", "CHUNK_ROWS",
-           "DENSE_COLUMNS_MIN", "DENSE_COLUMNS_ALIGN"]
+__all__ = ["InferencePlan", "build_stages", "SPLIT_MIN_SAMPLES", "CHUNK_ROWS"]

@@ -1,5 +1,5 @@
 """Sitting 20: the implicit convolution's passes as one parallel region each
-(``implicit_conv.conv_nchw`` / ``backward_nchw``, ``Conv2D.IMPLICIT_FUSED``): the
+(``implicit_conv.conv_nchw`` / ``backward_nchw``, Conv2D's implicit path): the
 kernels against their NumPy twins, bit for bit against sitting 19's separate passes
 (padding, kernels, NCHW copy), the small kernels (weight panels, NumPy's pairwise
 sum, the dW / db finish) against theirs, the sample split, and the errors."""
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from minidnn.kernels import implicit_conv as ic
 from minidnn.kernels.im2col import weight_from_rows, weight_rows
+from minidnn.kernels.layout import pad_channels_last_numpy, rows_to_nchw
 from minidnn.layers import Conv2D
 
 needs_simd = pytest.mark.skipif(not ic.SIMD_AVAILABLE,
@@ -64,13 +65,26 @@ def test_fused_forward_and_backward_equal_their_twins(g):
         np.testing.assert_array_equal(db, db_t)              # NumPy's own order
 
 
-def _layers(C, O, k, pad, bias=True):
-    pair = []
-    for fused in (True, False):
-        layer = Conv2D(C, O, k, padding=pad, bias=bias, rng=0)
-        layer.IMPLICIT_FUSED = fused
-        pair.append(layer)
-    return pair
+def _separate_passes(layer, x, grad):
+    """(y, dx, dW, db) of ``layer`` as sitting 19's separate passes computed them (the
+    layer's branch until sitting 22): a padding pass, the kernels over the whole batch
+    (``conv_rows``, ``weight_grad_rows``), an NCHW copy pass, NumPy's sum for db."""
+    (kh, kw), (ph, pw) = layer.kernel, layer.pads
+    N, C, H, W = x.shape
+    O = layer.out_channels
+    W_ = layer.params["W"]
+    b = layer.params["b"] if layer.bias else None
+    x_pad = pad_channels_last_numpy(x, ph, pw)
+    OH, OW = H + 2 * ph - kh + 1, W + 2 * pw - kw + 1
+    y = rows_to_nchw(ic.conv_rows(x_pad, weight_rows(W_), (kh, kw)), N, OH, OW, b)
+    qh, qw = kh - 1 - ph, kw - 1 - pw
+    g_pad = pad_channels_last_numpy(grad, qh, qw)
+    dW = weight_from_rows(ic.weight_grad_rows(x_pad, g_pad, (kh, kw), offset=(qh, qw)),
+                          W_.shape)
+    db = grad.sum(axis=(0, 2, 3)) if layer.bias else None
+    dx = rows_to_nchw(ic.conv_rows(g_pad, ic.flipped_weight_rows(W_), (kh, kw)), N, H, W)
+    assert dx.shape == (N, C, H, W) and y.shape == (N, O, OH, OW)
+    return y, dx, dW, db
 
 
 @needs_simd
@@ -85,25 +99,29 @@ def test_fused_layer_is_bit_for_bit_the_separate_passes(C, O, H, k, pad, bias):
     """The same tile calls on the same data, the same partial sums per thread, the
     same NumPy-order bias sum: every output and gradient is the same float32."""
     rng = np.random.default_rng(C + O + H)
-    fused, separate = _layers(C, O, k, pad, bias)
-    assert fused._implicit_applies((7, C, H, H))
+    layer = Conv2D(C, O, k, padding=pad, bias=bias, rng=0)
+    assert layer._implicit_applies((7, C, H, H))
     for _ in range(2):                               # reused buffers: fresh data each step
         x = rng.standard_normal((7, C, H, H)).astype(np.float32)
         if bias:
-            fused.params["b"][:] = separate.params["b"][:] = rng.standard_normal(O)
-        y = fused.forward(x, training=True)
-        np.testing.assert_array_equal(y, separate.forward(x, training=True))
+            layer.params["b"][:] = rng.standard_normal(O)
+        y = layer.forward(x, training=True)
         grad = rng.standard_normal(y.shape).astype(np.float32)
-        np.testing.assert_array_equal(fused.backward(grad), separate.backward(grad))
-        for key in separate.grads:
-            np.testing.assert_array_equal(fused.grads[key], separate.grads[key])
-        fused.forward(x, training=True)
-        separate.forward(x, training=True)
-        assert fused.backward_params(grad) is None and separate.backward_params(grad) is None
-        for key in separate.grads:
-            np.testing.assert_array_equal(fused.grads[key], separate.grads[key])
-    fused.EVAL_CHUNK = separate.EVAL_CHUNK = 3           # evaluation, in chunks too
-    np.testing.assert_array_equal(fused.forward(x), separate.forward(x))
+        y_s, dx_s, dW_s, db_s = _separate_passes(layer, x, grad)
+        np.testing.assert_array_equal(y, y_s)
+        np.testing.assert_array_equal(layer.backward(grad), dx_s)
+        np.testing.assert_array_equal(layer.grads["W"], dW_s)
+        if bias:
+            np.testing.assert_array_equal(layer.grads["b"], db_s)
+        else:
+            assert set(layer.grads) == {"W"}
+        layer.forward(x, training=True)
+        assert layer.backward_params(grad) is None
+        np.testing.assert_array_equal(layer.grads["W"], dW_s)
+        if bias:
+            np.testing.assert_array_equal(layer.grads["b"], db_s)
+    layer.EVAL_CHUNK = 3                             # evaluation, in chunks too
+    np.testing.assert_array_equal(layer.forward(x), y_s)
 
 
 @needs_simd
@@ -233,14 +251,3 @@ def test_fused_arguments_are_checked():
         ic.backward_nchw(np.zeros((2, 8, 9, 9), np.float32),
                          np.zeros((2, 11, 11, 8), np.float32), W, (3, 3),
                          np.zeros((2, 9, 9, 8), np.float32))
-
-
-@needs_simd
-def test_switch_off_or_row_tiles_take_the_separate_passes(monkeypatch):
-    layer = Conv2D(16, 16, 3, padding=1, rng=0)
-    assert layer._implicit_fused()
-    monkeypatch.setattr(ic, "FLAT_TILES", False)     # the fused kernels use flat tiles only
-    assert not layer._implicit_fused()
-    monkeypatch.setattr(ic, "FLAT_TILES", True)
-    layer.IMPLICIT_FUSED = False
-    assert not layer._implicit_fused()

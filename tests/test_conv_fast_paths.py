@@ -134,7 +134,6 @@ def test_input_gradient_as_a_convolution_of_dy_equals_row2im(shape, out_channels
     x = rng.standard_normal(shape)
     layer = Conv2D(shape[1], out_channels, kernel, padding=padding, rng=0)
     layer.CHANNELS_LAST_MIN = 0                         # channels-last rows at any size
-    layer.STREAMED = False                              # the whole-batch rows path
     layer.cast(np.float64)
     y = layer.forward(x, training=True)
     assert layer._transposed_input_grad_applies()

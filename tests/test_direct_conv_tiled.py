@@ -1,5 +1,5 @@
 """The register-tiled direct convolution (``kernels.direct_conv``: ``window_rows``,
-``direct_conv_tiled``, ``direct_conv_weight_grad_tiled``; ``Conv2D.DIRECT_TILED``):
+``direct_conv_tiled``, ``direct_conv_weight_grad_tiled``; ``Conv2D._direct_tiled_applies``):
 each kernel against its NumPy twin over shapes (1-3 input channels, odd sizes, output
 rows that are not whole vectors, kernels wider than the 6-tap register block,
 paddings), 2 threads against 1, the layer against the im2row path and a
@@ -139,7 +139,10 @@ def test_the_layer_step_equals_the_im2row_path(C, O, size, kernel, padding, batc
 
 
 @needs_simd
-def test_the_switch_off_gives_the_plane_kernels_with_the_same_values(monkeypatch):
+def test_the_plane_kernels_fallback_gives_the_same_values():
+    """The plane-by-plane kernels are the dispatch's fallback (float64, output rows
+    under 8 pixels, stride > 1, no AVX2 + FMA); forced here for a shape the tiled
+    kernels take, they give the same values."""
     rng = np.random.default_rng(12)
     x = rng.standard_normal((3, 3, 10, 12)).astype(np.float32)
     layer = Conv2D(3, 8, 5, padding=2, rng=0)
@@ -147,7 +150,7 @@ def test_the_switch_off_gives_the_plane_kernels_with_the_same_values(monkeypatch
     grad = rng.standard_normal(y.shape).astype(np.float32)
     layer.backward_params(grad)
     tiled = {k: v.copy() for k, v in layer.grads.items()}
-    monkeypatch.setattr(Conv2D, "DIRECT_TILED", False)
+    layer._direct_tiled_applies = lambda x_shape: False
     np.testing.assert_allclose(layer.forward(x, training=True), y, rtol=1e-5, atol=1e-5)
     assert not layer._direct_rows and layer._direct_x_pad.shape[1] == 3
     layer.backward_params(grad)

@@ -266,14 +266,13 @@ def test_im2row_nhwc_equals_its_twin_and_im2row(shape, k, stride, pad):
     np.testing.assert_array_equal(twin, im2row_numpy(x, (kh, kw), (sh, sw), (ph, pw)))
 
 
-def test_split_dense_switch_splits_an_mlp(monkeypatch):
+def test_only_conv_nets_split_the_batch_over_threads(monkeypatch):
+    """The dispatch rule of ``InferencePlan.threads_for``: a dense-only net runs its
+    products on BLAS's own threads (no split), a conv net splits from
+    ``SPLIT_MIN_SAMPLES`` a thread on."""
     import minidnn.inference as inference
     monkeypatch.setattr(inference, "numba_thread_count", lambda: 2)
-    model = architectures.build("mlp:784-64-10:relu", seed=0)
-    x = np.random.default_rng(14).random((40, 784), dtype=np.float32)
-    expected = model.forward(x)
-    assert InferencePlan(model.layers).threads_for(40) == 1         # off by default
-    monkeypatch.setattr(inference, "SPLIT_DENSE", True)
-    plan = InferencePlan(model.layers)
-    assert plan.threads_for(40) == 2 and plan.threads_for(7) == 1
-    np.testing.assert_allclose(plan(x), expected, rtol=1e-6, atol=1e-6)
+    mlp = architectures.build("mlp:784-64-10:relu", seed=0)
+    assert InferencePlan(mlp.layers).threads_for(40) == 1
+    lenet = InferencePlan(architectures.build("lenet", seed=0).layers)
+    assert lenet.threads_for(40) == 2 and lenet.threads_for(7) == 1

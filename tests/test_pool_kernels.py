@@ -194,22 +194,28 @@ def _cifar_step(model, x, y):
                  for k, v in layer.grads.items()}
 
 
-def test_a_cifar10_quick_step_equals_the_per_window_kernels():
+def test_the_per_window_fallback_takes_big_windows_and_other_dtypes():
+    """The dispatch rule of ``MaxPool2D.forward``: windows of more than MAX_WINDOW taps
+    and dtypes other than float32/float64 take the per-window kernels (int32 flat
+    argmax), the same values and routes as the twin."""
+    from minidnn.layers.pooling import maxpool_backward_numpy, maxpool_forward_numpy
     rng = np.random.default_rng(6)
-    x = rng.random((8, 3, 32, 32), dtype=np.float32)
-    y = rng.integers(0, 10, 8)
-    model = architectures.build("cifar10-quick", input_shape=(3, 32, 32), seed=0)
-    new_out, new_grads = _cifar_step(model, x, y)
-    try:
-        MaxPool2D.OFFSETS, AvgPool2D.SEPARABLE = False, False
-        old_out, old_grads = _cifar_step(model, x, y)
-    finally:
-        MaxPool2D.OFFSETS, AvgPool2D.SEPARABLE = True, True
-    np.testing.assert_allclose(new_out, old_out, rtol=1e-5, atol=1e-6)
-    for key in old_grads:
-        scale = float(np.abs(old_grads[key]).max())
-        np.testing.assert_allclose(new_grads[key], old_grads[key], rtol=1e-4,
-                                   atol=1e-5 * scale, err_msg=str(key))
+    cases = [(np.round(rng.standard_normal((2, 3, 20, 18)), 1).astype(np.float32), 16, 2),
+             (rng.integers(-5, 5, (2, 3, 8, 9)), 2, 2), (rng.integers(-5, 5, (2, 2, 9, 9)), 3, 2)]
+    for x, k, stride in cases:
+        layer = MaxPool2D(k, stride)
+        out = layer.forward(x)
+        assert layer._offsets is None and layer._argmax.dtype == np.int32
+        # (the twin pads with -inf: integers go through float64, exactly)
+        twin_out, twin_argmax = maxpool_forward_numpy(x.astype(np.float64),
+                                                      layer._geometry(x.shape))
+        assert out.dtype == x.dtype
+        np.testing.assert_array_equal(out, twin_out)
+        np.testing.assert_array_equal(layer.flat_argmax(), twin_argmax)
+        grad = rng.standard_normal(out.shape)
+        np.testing.assert_allclose(layer.backward(grad),
+                                   maxpool_backward_numpy(grad, twin_argmax, x.shape),
+                                   rtol=1e-12, atol=1e-12)
 
 
 # -- ReLU fused into the pool beside it (layers/fusion.py, formed by Sequential) ----------

@@ -20,7 +20,7 @@ another order, so results agree to float rounding (not bit for bit).
 ``direct_conv_numpy`` is the NumPy twin that defines the kernel.
 
 Register-tiled kernels (sitting 19, second half of this module; float32, stride 1,
-AVX2 + FMA, output rows of >= 8 pixels; ``Conv2D.DIRECT_TILED``): the same sums
+AVX2 + FMA, output rows of >= 8 pixels; ``Conv2D._direct_tiled_applies``): the same sums
 with the output block held in ymm registers over the whole C·kh·kw reduction
 (``implicit_conv._tile_avx2`` with 8 output pixels on the vector side and up to 6
 output channels on the broadcast side), reading the input as rows

@@ -25,10 +25,6 @@ saves a pass over memory:
 * ``maxpool_values``: max pooling of any geometry, values only (no argmax).
 * ``bias_relu``: y ← max(y + b, 0) in place, one pass (a Dense layer and the
   ReLU after it); the same bits as ``out += b`` then ``np.maximum(out, 0)``.
-* ``bias_act_columns``: the same (or y + b alone) on the columns [j0, j1) of a
-  C-contiguous y only, so that each thread of a column-split Dense product
-  (``inference.InferencePlan.DENSE_COLUMNS``) finishes its own columns while
-  they are in its cache; the same bits as ``bias_relu`` / ``y += b`` there.
 
 A window holding a NaN pools to NaN (as the training kernels, whose first-NaN
 rule only decides which index is kept). Each kernel has its NumPy twin here
@@ -93,15 +89,6 @@ def bias_relu_numpy(y: np.ndarray, bias) -> np.ndarray:
     """max(y + b, 0) with NaN kept: Dense's ``out += b`` and then ``relu_numpy``."""
     out = y + np.asarray(bias, dtype=y.dtype)
     return np.maximum(out, out.dtype.type(0))
-
-
-def bias_act_columns_numpy(y: np.ndarray, bias, j0: int, j1: int, relu: bool) -> np.ndarray:
-    """y with its columns [j0, j1) replaced by y + b (then max(·, 0), NaN kept, when
-    ``relu``): ``bias_relu_numpy`` / Dense's ``out += b`` on those columns only."""
-    out = y.copy()
-    part = y[:, j0:j1] + np.asarray(bias, dtype=y.dtype)[j0:j1]
-    out[:, j0:j1] = np.maximum(part, part.dtype.type(0)) if relu else part
-    return out
 
 
 # -- Numba kernels ----------------------------------------------------------------------
@@ -257,24 +244,6 @@ def _bias_relu_kernel(y, bias, zero):
             row[j] = v if (v > 0) | (v != v) else zero
 
 
-@numba.njit(cache=True)
-def _bias_act_columns_kernel(y, bias, j0, j1, relu, zero):
-    # in place on y[:, j0:j1], y (M, K) C-contiguous: each row's slice is a unit-stride
-    # run, vectorised; the select as in _bias_relu_kernel (+0 for ±0, NaN kept)
-    M = y.shape[0]
-    if relu:
-        for i in range(M):
-            row = y[i]
-            for j in range(j0, j1):
-                v = row[j] + bias[j]
-                row[j] = v if (v > 0) | (v != v) else zero
-    else:
-        for i in range(M):
-            row = y[i]
-            for j in range(j0, j1):
-                row[j] = row[j] + bias[j]
-
-
 # -- wrappers (the plan calls the serial, GIL-free builds) -----------------------------
 def _serial(kernel):
     from .workers import serial_nogil
@@ -345,23 +314,6 @@ def bias_relu(y: np.ndarray, bias) -> np.ndarray:
     return y
 
 
-def bias_act_columns(y: np.ndarray, bias, j0: int, j1: int, relu: bool) -> np.ndarray:
-    """``bias_act_columns_numpy`` in place on a C-contiguous 2-D y (serial, GIL-free
-    build: two threads may run it on disjoint columns at once); returns y."""
-    if y.ndim != 2 or not y.flags.c_contiguous:
-        raise ValueError(f"bias_act_columns needs a C-contiguous 2-D array, got {y.shape}")
-    K = y.shape[1]
-    if not 0 <= j0 <= j1 <= K:
-        raise ValueError(f"bias_act_columns: columns [{j0}, {j1}) outside 0..{K}")
-    bias = np.asarray(bias)
-    if bias.shape != (K,):
-        raise ValueError(f"bias_act_columns: bias of shape ({K},) expected, got {bias.shape}")
-    if bias.dtype != y.dtype or not bias.flags.c_contiguous:
-        bias = np.ascontiguousarray(bias, dtype=y.dtype)
-    _serial(_bias_act_columns_kernel)(y, bias, int(j0), int(j1), bool(relu), y.dtype.type(0))
-    return y
-
-
-__all__ = ["bias_act_columns", "bias_act_columns_numpy", "im2row_nhwc", "im2row_nhwc_numpy", "conv_pool2x2", "conv_pool2x2_numpy", "rows_pool2x2", "rows_pool2x2_numpy",
+__all__ = ["im2row_nhwc", "im2row_nhwc_numpy", "conv_pool2x2", "conv_pool2x2_numpy", "rows_pool2x2", "rows_pool2x2_numpy",
            "maxpool_values", "maxpool_values_numpy", "bias_relu", "bias_relu_numpy",
            "maxpool2x2_values_numpy"]

@@ -38,7 +38,7 @@ side) that are multiples of 8. Elsewhere ``available`` is False and the layer
 keeps im2row + BLAS.
 
 Blocking: the forward (and input-gradient) tile is 6 consecutive output pixels of
-a sample (in (a, b) order, across output rows: ``FLAT_TILES``; within one row an
+a sample (in (a, b) order, across output rows; within one row, sitting 18's tiles, an
 8-wide output gave tiles of 4, and conv3's forward and input gradient took 8.9 and
 9.5 against 8.3 and 8.3 ms, ``bench/implicit_conv_tiles_ab.py``, one thread, CPU
 time, under load) × 16 output channels, reducing over the kh kernel rows (outer) and
@@ -52,9 +52,10 @@ partial dW per thread). One thread, under load, Cifar10_quick's conv2: 84, 85 an
 74 GFLOP/s for the three passes against 36-46 for im2row + BLAS and a 1024³ GEMM
 at 82 (``bench/implicit_conv_geometry.py``).
 
-Whole passes (``conv_nchw``, ``backward_nchw``; ``Conv2D.IMPLICIT_FUSED``, sitting
-20): the layer speaks NCHW, so around the kernels sat a padding pass into channels
-last, the kernels, and a copy pass back to NCHW (plus, in the backward, the padding
+Whole passes (``conv_nchw``, ``backward_nchw``, sitting 20; what ``Conv2D`` runs,
+its ``IMPLICIT_FUSED`` switch deleted in sitting 22): the layer speaks NCHW, so
+around the kernels sat a padding pass into channels last, the kernels, and a copy
+pass back to NCHW (plus, in the backward, the padding
 of dY, NumPy's bias sum, the weight re-layouts and the partials' sum), each over the
 whole batch and each parallel kernel a thread hand-off of its own (Numba's workqueue
 wakes every worker twice per parallel region). The fused drivers give each thread a
@@ -63,10 +64,12 @@ a small per-thread scratch (in L1/L2), and writes the sample's NCHW output (with
 bias) or input gradient, so a pass is one region; db is summed per plane in NumPy's
 order inside the same region (``_pairwise_sum``), and the weights' panels and the dW
 layout come from one small kernel each. The same tile calls on the same data, so the
-same bits as the separate passes. One thread, CPU time, under load (``python
-bench/conv3_fused_ab.py --threads 1``): conv3 fwd + bwd 29.4 against 30.4 ms, conv2
-55.1 against 56.8; the calling thread's share at two threads 1.2 against 3.3 ms
-(conv3) and 1.0 against 2.1 (conv2).
+same bits as the separate passes (``conv_rows``, ``weight_grad_rows``, kept as the
+reference ``tests/test_conv3_20.py`` holds the whole passes to, bit for bit). One
+thread, CPU time, under load (sitting 20's ``bench/conv3_fused_ab.py --threads 1``):
+conv3 fwd + bwd 29.4 against 30.4 ms, conv2 55.1 against 56.8; the calling thread's
+share at two threads 1.2 against 3.3 ms (conv3) and 1.0 against 2.1 (conv2); quiet,
+2 threads, conv3 alone 23.3 against 28.1 ms, conv2 29.1 against 34.5 ms.
 
 The NumPy twins (``*_numpy``) are the im2row path itself (a strided window view
 of x_pad and one product), which defines what the kernels compute; the kernels
@@ -102,11 +105,6 @@ MAX_P, MAX_V = 6, 2
 #: (medians of 15): conv3 R = 8 10.9 against R = 4 11.8 ms, conv2 R = 2 / 4 / 8
 #: 20.5 / 18.1 / 21.2 ms
 WEIGHT_GRAD_POSITIONS = 64
-#: None, or a fixed number of output rows per sweep instead (sitting 18's was 4; for A/Bs)
-WEIGHT_GRAD_ROWS = None
-#: forward and input-gradient tiles of MAX_P consecutive output pixels across output
-#: rows (see ``_conv_rows``) rather than within one row
-FLAT_TILES = True
 #: samples the weight gradient sums in registers before adding them to its total
 WEIGHT_GRAD_SAMPLES = 8
 
@@ -227,37 +225,28 @@ def _tile_table_avx2(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer,
 
 
 # -- drivers (parallel over samples) ------------------------------------------------
-def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows, pixels, flat):
+def _conv_rows(x_pad, w_panels, O, kh, kw, OH, OW, y_rows, pixels):
     """y_rows (N·OH·OW, O) = the stride-1 correlation of x_pad (N, Hp, Wp, C) with
     W_r (kh·kw·C, O) held as ``panels(W_r)``, in (n, a, b, o) order. O % 8 == 0.
 
-    ``flat``: the tiles are MAX_P consecutive output pixels of the sample in (a, b)
-    order, across output rows, their windows at ``pixels[q] = (a·Wp + b)·C``
-    (``FLAT_TILES``); else up to MAX_P pixels of one output row (C apart),
-    which on 8-wide outputs gives tiles of 4 pixels, 8 accumulators instead of 12."""
+    The tiles are MAX_P consecutive output pixels of the sample in (a, b) order,
+    across output rows, their windows at ``pixels[q] = (a·Wp + b)·C``. (Sitting 18's
+    tiles of up to MAX_P pixels within one output row, 4 pixels and 8 accumulators
+    instead of 12 on 8-wide outputs, summed each output in the same order: the same
+    bits; their ``FLAT_TILES`` switch went in sitting 22.)"""
     N, Hp, Wp, C = x_pad.shape
     K = kh * kw * C
     Q = OH * OW
     xf, yf = x_pad.reshape(-1), y_rows.reshape(-1)
-    n_tiles = (OW + MAX_P - 1) // MAX_P
     run = kw * C
     for n in numba.prange(N):
         for ob in range(0, O, 8 * MAX_V):
             nv = min(MAX_V, (O - ob) // 8)
             width = 8 * nv
-            if flat:
-                for q0 in range(0, Q, MAX_P):
-                    _tile_table_avx2(yf, xf, w_panels, (n * Q + q0) * O + ob, n * Hp * Wp * C,
-                                     K * ob, min(MAX_P, Q - q0), nv, kh, Wp * C, run * width,
-                                     run, 1, width, pixels, q0, O, False)
-                continue
-            for a in range(OH):
-                for t in range(n_tiles):
-                    b0 = t * OW // n_tiles
-                    b1 = (t + 1) * OW // n_tiles
-                    _tile_avx2(yf, xf, w_panels, ((n * OH + a) * OW + b0) * O + ob,
-                               ((n * Hp + a) * Wp + b0) * C, K * ob, b1 - b0, nv,
-                               kh, Wp * C, run * width, run, 1, width, C, O, False)
+            for q0 in range(0, Q, MAX_P):
+                _tile_table_avx2(yf, xf, w_panels, (n * Q + q0) * O + ob, n * Hp * Wp * C,
+                                 K * ob, min(MAX_P, Q - q0), nv, kh, Wp * C, run * width,
+                                 run, 1, width, pixels, q0, O, False)
 
 
 def panels(w_rows: np.ndarray) -> np.ndarray:
@@ -331,7 +320,7 @@ def _weight_grad_rows(x_pad, g_pad, gh, gw, kh, kw, OH, OW, parts, block, R, S):
                                 kw, OH, OW, R, S)
 
 
-# -- whole passes in one parallel region (``Conv2D.IMPLICIT_FUSED``) ---------------
+# -- whole passes in one parallel region (what Conv2D runs) -------------------------
 def _conv_nchw(x, ph, pw, x_pad, w_panels, bias, has_bias, kh, kw, scratch, y, pixels):
     """The whole forward of a sample range per thread, NCHW in and out: for each
     sample n, x[n] (C, H, W) into the interior of x_pad[n] (Hp, Wp, C; its border
@@ -532,7 +521,7 @@ def conv_rows(x_pad: np.ndarray, w_rows: np.ndarray, kernel, out: np.ndarray | N
     _require_simd()
     a, b = np.divmod(np.arange(OH * OW, dtype=np.int64), OW)
     _build(_conv_rows, parallel and _threads() > 1 and N > 1)(
-        x_pad, panels(w_rows), O, kh, kw, OH, OW, out, (a * Wp + b) * C, FLAT_TILES)
+        x_pad, panels(w_rows), O, kh, kw, OH, OW, out, (a * Wp + b) * C)
     return out
 
 
@@ -560,7 +549,7 @@ def weight_grad_rows(x_pad: np.ndarray, g_pad: np.ndarray, kernel, offset=(0, 0)
     _build(_weight_grad_rows, threads > 1)(np.ascontiguousarray(x_pad),
                                            np.ascontiguousarray(g_pad), gh, gw, kh, kw, OH,
                                            OW, parts, block,
-                                           WEIGHT_GRAD_ROWS or max(1, WEIGHT_GRAD_POSITIONS // OW),
+                                           max(1, WEIGHT_GRAD_POSITIONS // OW),
                                            WEIGHT_GRAD_SAMPLES)
     dW = parts[0]
     for t in range(1, threads):
@@ -727,7 +716,7 @@ def backward_nchw(grad: np.ndarray, x_pad: np.ndarray, W: np.ndarray, pads, g_pa
     plane_sums = np.empty((N, O) if bias else (1, 1), dtype=np.float32)
     _build(_backward_nchw, threads > 1)(
         grad, qh, qw, x_pad, g_pad, kh, kw, parts, block,
-        WEIGHT_GRAD_ROWS or max(1, WEIGHT_GRAD_POSITIONS // OW), WEIGHT_GRAD_SAMPLES, wt,
+        max(1, WEIGHT_GRAD_POSITIONS // OW), WEIGHT_GRAD_SAMPLES, wt,
         scratch, dx.reshape(N, C, -1), pixels, input_grad, plane_sums, bias)
     dW = np.empty_like(W)
     db = np.empty(O, dtype=np.float32) if bias else np.empty(1, dtype=np.float32)

@@ -1,12 +1,11 @@
 """Layout changes around the row-layout convolution, as parallel Numba kernels.
 
 The row layout (``im2col.im2row``) works on channels-last data, the layers
-speak NCHW, so every channels-last convolution step changes layout four times:
+speak NCHW, so every channels-last convolution step changes layout three times:
 
 * ``pad_channels_last``:  x (N, C, H, W) -> x_pad (N, H + 2ph, W + 2pw, C), zero border
 * ``rows_to_nchw``:       y_r (N·P, O) (+ bias[o]) -> y (N, O, P), P = OH·OW
 * ``nchw_to_rows``:       dY (N, O, P) -> dY_r (N·P, O)
-* ``unpad_to_nchw``:      dx_pad (N, H + 2ph, W + 2pw, C) -> dx (N, C, H, W), the border dropped
 
 NumPy does each as one strided copy on ONE thread; at 2 threads that serial
 time (~4 ms of Cifar10_quick's conv2 step) does not shrink while the products
@@ -61,15 +60,6 @@ def nchw_to_rows_numpy(grad, out=None):
     return out
 
 
-def unpad_to_nchw_numpy(x_pad, ph, pw, out=None):
-    N, Hp, Wp, C = x_pad.shape
-    H, W = Hp - 2 * ph, Wp - 2 * pw
-    if out is None:
-        out = np.empty((N, C, H, W), dtype=x_pad.dtype)
-    np.copyto(out, x_pad[:, ph:ph + H, pw:pw + W, :].transpose(0, 3, 1, 2))
-    return out
-
-
 # -- Numba kernels -----------------------------------------------------------------
 @numba.njit(cache=True, parallel=True)
 def _pad_channels_last_kernel(x, ph, pw, out):
@@ -114,21 +104,6 @@ def _nchw_to_rows_kernel(grad, out):
                 block[p, o] = src[p]
 
 
-@numba.njit(cache=True, parallel=True)
-def _unpad_to_nchw_kernel(x_pad, ph, pw, out):
-    N, C, H, W = out.shape
-    for n in numba.prange(N):
-        src_n, dst_n = x_pad[n], out[n]
-        for c in range(C):
-            dst = dst_n[c]
-            # writes each output plane in order; reads the (W, C) rows of x_pad (in L1/L2)
-            for h in range(H):
-                row = src_n[h + ph]
-                dst_row = dst[h]
-                for w in range(W):
-                    dst_row[w] = row[w + pw, c]
-
-
 def pad_channels_last(x, ph, pw, out=None):
     """x (N, C, H, W) -> zero-padded channels-last (N, H + 2ph, W + 2pw, C).
 
@@ -169,18 +144,4 @@ def nchw_to_rows(grad, out=None):
         out = np.empty((N * P, O), dtype=grad.dtype)
     grad = np.ascontiguousarray(grad, dtype=out.dtype)
     kernel_for(_nchw_to_rows_kernel, grad.size)(grad.reshape(N, O, P), out)
-    return out
-
-
-def unpad_to_nchw(x_pad, ph, pw, out=None):
-    """Channels-last x_pad (N, H + 2ph, W + 2pw, C) -> NCHW (N, C, H, W) without the
-    border: the last step of the row layout's input gradient (``Conv2D``'s row2im)."""
-    N, Hp, Wp, C = x_pad.shape
-    H, W = Hp - 2 * ph, Wp - 2 * pw
-    if N * C * H * W < PARALLEL_MIN:
-        return unpad_to_nchw_numpy(x_pad, ph, pw, out)
-    if out is None:
-        out = np.empty((N, C, H, W), dtype=x_pad.dtype)
-    x_pad = np.ascontiguousarray(x_pad, dtype=out.dtype)
-    kernel_for(_unpad_to_nchw_kernel, out.size)(x_pad, ph, pw, out)
     return out

@@ -6,14 +6,10 @@ import numpy as np
 from ..kernels import implicit_conv
 from ..kernels import direct_conv as direct_kernels
 from ..kernels.direct_conv import direct_conv, direct_conv_weight_grad
-from ..kernels.im2col import (RowBuffers, _im2row_kernel, _row2im_kernel, as_pair, col2im,
-                              conv_output_size, im2col, im2row, row2im, weight_from_rows,
-                              weight_rows)
-from ..kernels.layout import (_nchw_to_rows_kernel, _pad_channels_last_kernel,
-                              _rows_to_nchw_kernel, _unpad_to_nchw_kernel, nchw_to_rows,
-                              pad_channels_last, rows_to_nchw)
-from ..kernels.workers import serial_nogil, split_samples
-from ..threads import numba_thread_count, serial_blas_if_small
+from ..kernels.im2col import (RowBuffers, as_pair, col2im, conv_output_size, im2col, im2row,
+                              row2im, weight_from_rows, weight_rows)
+from ..kernels.layout import nchw_to_rows, rows_to_nchw
+from ..threads import serial_blas_if_small
 from .base import Layer, as_generator
 
 
@@ -67,7 +63,7 @@ class Conv2D(Layer):
     Stride-1 channels-last layers with 8-128 input and output channels (multiples
     of 8; Cifar10_quick's conv2 and conv3) and outputs of at least 4×4 skip the rows altogether where Numba's
     target has AVX2 + FMA: the three products run as implicit GEMMs from the
-    zero-padded channels-last input (``kernels.implicit_conv``, ``IMPLICIT``; see
+    zero-padded channels-last input (``kernels.implicit_conv``; the dispatch rule is
     ``_implicit_applies``), the same values to float32 rounding.
 
     Initialisation: ``init="he"`` (default) draws W ~ N(0, 2 / fan_in),
@@ -77,20 +73,15 @@ class Conv2D(Layer):
     Biases start at zero.
     """
 
+    #: dispatch parameter: evaluation runs at most this many samples at a time. A memory
+    #: bound, not a timed optimum: Cifar10_quick's conv2 rows are 800 KB a sample
+    #: (16·16 positions × 5·5·32 float32), so a chunk's rows stay near 100 MB at any batch
     EVAL_CHUNK = 128
+    #: dispatch parameter: layers with in_channels · kw below this use the column order
+    #: (``row_order``). Measured per layer (``bench/conv_row_order_ab.py``, CPU clock):
+    #: channels-last rows won by 25-35 % on every layer with C·kw >= 16 (LeNet's conv2,
+    #: Cifar10_quick's conv2/conv3), the column order on the first layers (C·kw = 5, 15)
     CHANNELS_LAST_MIN = 16
-    #: run the channels-last products streamed, a few samples at a time (see
-    #: ``_streamed_applies``); False gives the whole-batch rows path. Off by default:
-    #: on the quiet 2-core machine (sitting 17, ``bench/conv_step_ab.py --threads 2
-    #: --clock wall``) the streamed Cifar10_quick step took 187 ms against 158 ms for the
-    #: whole-batch path (conv2's backward 60 against 47 ms); under load it had looked faster
-    STREAMED = False
-    #: output positions (rows) per streamed chunk and Numba thread, at least one sample
-    STREAM_ROWS = 256
-    #: run the stride-1 channels-last layers whose channel counts are multiples of 8
-    #: (Cifar10_quick's conv2 and conv3) as implicit GEMMs (``kernels.implicit_conv``,
-    #: see ``_implicit_applies``); False gives the im2row + BLAS path
-    IMPLICIT = True
     #: the implicit path's channel bound (in and out): measured faster than im2row +
     #: BLAS in all three passes together from 16 to 128 channels
     #: (``bench/implicit_conv_geometry.py``); wider layers are unmeasured
@@ -98,26 +89,6 @@ class Conv2D(Layer):
     #: ... and its smallest output (height and width): on 2×2 outputs (VGG's stage 5)
     #: the tiles are too short for their set-up, and im2row + BLAS is faster
     IMPLICIT_MIN_OUTPUT = 4
-    #: run the direct path (few input channels: LeNet's and Cifar10_quick's first
-    #: layers) with the register-tiled kernels of ``kernels.direct_conv``
-    #: (``direct_conv_tiled``, ``direct_conv_weight_grad_tiled``; see
-    #: ``_direct_tiled_applies``); False gives the plane-by-plane kernels of sitting 16.
-    #: The weight gradient's work is split over threads by samples (a partial per
-    #: thread) instead of by pairs of output channels
-    DIRECT_TILED = True
-    #: split the implicit kernels over samples on Numba's threads (False: one thread,
-    #: the caller's, at any thread count). Until sitting 19 the parallel builds shared
-    #: an on-disk cache entry with the serial ones and, after any one-thread run, ran
-    #: serially (``implicit_conv._build``): this switch is the A/B of that fix
-    #: (``python bench/implicit_conv_threads.py --threads 2``)
-    IMPLICIT_PARALLEL = True
-    #: run each implicit pass as ONE parallel region over sample ranges, NCHW in and
-    #: out (``implicit_conv.conv_nchw`` / ``backward_nchw``): the padding, the tiles
-    #: and the NCHW copy of a sample done by one thread while the sample is in cache,
-    #: instead of a padding pass, the kernels and a copy pass over the whole batch
-    #: (three or four regions, a thread hand-off each). The same bits either way; False
-    #: gives sitting 19's separate passes (the A/B: ``bench/conv3_fused_ab.py``)
-    IMPLICIT_FUSED = True
 
     decay_params = ("W",)
 
@@ -295,7 +266,6 @@ class Conv2D(Layer):
         x = np.asarray(x, dtype=self.dtype)
         self._x_shape = x.shape
         self._direct_x_pad = None
-        self._stream_x_pad = None
         self._implicit_x_pad = None
         if training:
             if self._implicit_applies(x.shape):
@@ -304,10 +274,6 @@ class Conv2D(Layer):
                 return out
             if self._direct_train_applies():
                 out, self._direct_x_pad = self._direct_forward(x, self._scratch)
-                self._rows = None
-                return out
-            if self._streamed_applies():
-                out, self._stream_x_pad = self._streamed_forward(x, self._scratch)
                 self._rows = None
                 return out
             out, self._rows = self._forward_rows(x, self._scratch)
@@ -327,151 +293,12 @@ class Conv2D(Layer):
                 self._direct_forward(x[i:i + self.EVAL_CHUNK], buffers,
                                      out=y[i:i + self.EVAL_CHUNK])
             return y
-        if self._implicit_applies(x.shape):
-            forward_part = self._implicit_forward
-        elif self._streamed_applies():
-            forward_part = self._streamed_forward
-        else:
-            forward_part = self._forward_rows
+        forward_part = (self._implicit_forward if self._implicit_applies(x.shape)
+                        else self._forward_rows)
         if len(x) <= self.EVAL_CHUNK:
             return forward_part(x, buffers)[0]
         return np.concatenate([forward_part(x[i:i + self.EVAL_CHUNK], buffers)[0]
                                for i in range(0, len(x), self.EVAL_CHUNK)])
-
-    # -- the streamed products ----------------------------------------------------------
-    def _streamed_applies(self) -> bool:
-        """Channels-last layers with the plain products run them streamed.
-
-        The whole-batch path writes rows = im2row(x) for all N samples
-        (N·OH·OW × kh·kw·C: 82 MB a step for Cifar10_quick's conv2), and each of
-        the three GEMMs then streams it from memory: with only O = 32 output
-        columns a GEMM does 64 flops per value it reads, too few to hide the
-        memory traffic (43-49 GFLOP/s against the 76 GFLOP/s one-thread peak).
-        Streamed, the products run a chunk of samples at a time, at least
-        ``STREAM_ROWS`` output positions per thread (OH·OW × kh·kw·C = 800 KB
-        per sample for conv2): im2row
-        of the chunk, then its GEMMs while the chunk is still in cache (66
-        GFLOP/s), and the rows are rebuilt from the kept padded input for the
-        weight gradient instead of being kept (5 MB instead of 82 MB):
-
-        * forward:  Y_r[chunk] = im2row(x_pad[chunk]) · W_r
-        * backward: dW_r = Σ_chunks im2row(x_pad[chunk])ᵀ · dY_r[chunk],
-                    dx_pad[chunk] = row2im(dY_r[chunk] · W_rᵀ)
-
-        At more than one thread the batch is split into one contiguous range of
-        samples per thread (``kernels.workers.split_samples``): each worker runs
-        the serial, GIL-free build of every kernel and BLAS on one thread on
-        its own range, and the partial weight gradients are added at the end,
-        so no thread pool hands work to another (at two threads the
-        whole-batch path alternates Numba's pool and OpenBLAS's, whose idle
-        threads spin: its conv2 cost 145 ms of CPU for ~110 ms of work).
-        Same products as the whole-batch path, summed over chunks and ranges,
-        so the results agree to float rounding. One-process A/Bs under load
-        (``bench/conv_step_ab.py --toggle stream``): about even at one thread
-        (CPU time), less CPU and wall time at two.
-        A subclass that overrides a product (holds W otherwise) keeps the
-        whole-batch path, which calls its products on the full rows."""
-        if not self.STREAMED or self.row_order != "channels_last":
-            return False
-        kind = type(self)
-        return (kind._forward_product is Conv2D._forward_product
-                and kind._input_grad is Conv2D._input_grad
-                and kind._weight_grad is Conv2D._weight_grad
-                and kind._weight_rows is Conv2D._weight_rows)
-
-    def _stream_plan(self, N: int, positions: int) -> tuple[int, int]:
-        """(threads, samples per chunk): the batch is split into one contiguous
-        range of samples per Numba thread (``kernels.workers``), each walked in
-        chunks of at least ``STREAM_ROWS`` output positions."""
-        threads = max(1, min(numba_thread_count(), N))
-        return threads, max(1, -(-int(self.STREAM_ROWS) // max(1, positions)))
-
-    def _streamed_forward(self, x, buffers):
-        """(y, x_pad): the streamed forward (see ``_streamed_applies``) and the
-        zero-padded channels-last input the backward rebuilds the rows from."""
-        N, C, H, W = x.shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.strides, self.pads
-        OH, OW = self._spatial_out(H, W)
-        P, K, O = OH * OW, kh * kw * C, self.out_channels
-        shape = (N, H + 2 * ph, W + 2 * pw, C)
-        fresh = buffers._arrays.get("stream_x_pad")
-        # zeroed when (re)allocated only: the interior is overwritten each call
-        x_pad = buffers.get("stream_x_pad", shape, x.dtype,
-                            zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
-        x = np.ascontiguousarray(x)
-        W_r = self._weight_rows()
-        has_bias = self.bias
-        bias = self.params["b"] if has_bias else np.zeros(O, x.dtype)
-        threads, S = self._stream_plan(N, P)
-        y_rows = buffers.get("stream_y_rows", (N * P, O), x.dtype)
-        y = np.empty((N, O, OH, OW), dtype=x.dtype)
-        pad, im2row_, to_nchw = (serial_nogil(k) for k in (
-            _pad_channels_last_kernel, _im2row_kernel, _rows_to_nchw_kernel))
-
-        def work(lo, hi, part):
-            pad(x[lo:hi], ph, pw, x_pad[lo:hi])
-            rows = buffers.get(f"stream_rows{part}", (S * P, K), x.dtype)
-            for s in range(lo, hi, S):
-                e = min(s + S, hi)
-                chunk = rows[:(e - s) * P]
-                im2row_(x_pad[s:e], kh, kw, sh, sw, OH, OW, chunk)
-                np.matmul(chunk, W_r, out=y_rows[s * P:e * P])
-            to_nchw(y_rows[lo * P:hi * P], bias, has_bias, y[lo:hi].reshape(hi - lo, O, P))
-
-        split_samples(work, N, threads)
-        return y, x_pad
-
-    def _streamed_backward(self, grad, input_grad: bool):
-        """Fill ``grads`` from the kept padded input; return dx if ``input_grad``."""
-        x_pad = self._stream_x_pad
-        N, C, H, W = self._x_shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.strides, self.pads
-        OH, OW = self._spatial_out(H, W)
-        P, K, O = OH * OW, kh * kw * C, self.out_channels
-        buffers, dtype = self._scratch, self.dtype
-        grad = np.ascontiguousarray(grad, dtype=dtype).reshape(N, O, P)
-        grad_rows = buffers.get("grad_rows", (N * P, O), dtype)
-        W_r = self._weight_rows()
-        W_rT = W_r.T
-        threads, S = self._stream_plan(N, P)
-        if input_grad:
-            dx_pad = buffers.get("stream_dx_pad", x_pad.shape, dtype)
-            dx = np.empty(self._x_shape, dtype=dtype)
-        to_rows, im2row_, row2im_, unpad = (serial_nogil(k) for k in (
-            _nchw_to_rows_kernel, _im2row_kernel, _row2im_kernel, _unpad_to_nchw_kernel))
-
-        def work(lo, hi, part):
-            g_rows = grad_rows[lo * P:hi * P]
-            to_rows(grad[lo:hi], g_rows)
-            rows = buffers.get(f"stream_rows{part}", (S * P, K), dtype)
-            dW_r = np.zeros((K, O), dtype=dtype)
-            dW_part = buffers.get(f"stream_dW{part}", (K, O), dtype)
-            if input_grad:
-                dx_pad[lo:hi] = 0
-                drows = buffers.get(f"stream_drows{part}", (S * P, K), dtype)
-            for s in range(lo, hi, S):
-                e = min(s + S, hi)
-                chunk, g_chunk = rows[:(e - s) * P], grad_rows[s * P:e * P]
-                im2row_(x_pad[s:e], kh, kw, sh, sw, OH, OW, chunk)
-                np.matmul(chunk.T, g_chunk, out=dW_part)
-                dW_r += dW_part
-                if input_grad:
-                    d_chunk = drows[:(e - s) * P]
-                    np.matmul(g_chunk, W_rT, out=d_chunk)
-                    row2im_(d_chunk, kh, kw, sh, sw, OH, OW, dx_pad[s:e])
-            if input_grad:
-                unpad(dx_pad[lo:hi], ph, pw, dx[lo:hi])
-            return dW_r, g_rows.sum(axis=0)
-
-        parts = split_samples(work, N, threads)
-        dW_r, db = parts[0]
-        for dW_more, db_more in parts[1:]:
-            dW_r += dW_more
-            db += db_more
-        self.grads["W"] = self.weight_from_matrix(dW_r)
-        if self.bias:
-            self.grads["b"] = db
-        return dx if input_grad else None
 
     # -- the implicit-GEMM products ----------------------------------------------------
     def _implicit_applies(self, x_shape) -> bool:
@@ -523,7 +350,8 @@ class Conv2D(Layer):
         parallel builds had shared Numba's on-disk cache entry with their serial
         builds, so after any one-thread run both loaded the serial code and all the
         work ran on the calling thread (``implicit_conv._build``, fixed in sitting
-        19; ``IMPLICIT_PARALLEL`` is the switch). That A/B also ran the im2row side's
+        19, and the A/B of the fix, ``bench/conv_step_ab.py --toggle parallel``, quiet,
+        2 threads: 83.0 against 118.6 ms the Cifar10_quick step). That A/B also ran the im2row side's
         BLAS at two threads between implicit steps, and OpenBLAS's spinning threads
         then took a core from the next implicit kernels (CPU time of the implicit
         forward after a two-thread GEMM: 17.9 against 9.3 ms; the implicit-only step
@@ -534,10 +362,9 @@ class Conv2D(Layer):
         ``bench/results/implicit_conv_threads_2t_load.json``): conv2 forward 9.8 +
         9.6, dx 8.5 + 8.5, dW 10.2 + 10.0; conv3 forward 4.5 + 4.3, dx 4.6 + 4.4, dW
         5.7 + 5.7; the calling thread 0.3-0.5 ms; and the step's CPU time is the same
-        with and without the split (``bench/conv_step_ab.py --threads 2 --clock cpu
-        --toggle parallel``). The two-thread wall-clock A/B is for the quiet
-        machine (``bench/quiet_bench.sh``)."""
-        if not self.IMPLICIT or self.strides != (1, 1) or self.row_order != "channels_last":
+        with and without the split (sitting 19, ``--toggle parallel``, deleted with
+        the switch in sitting 22)."""
+        if self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if self.dtype != np.float32:
             return False
@@ -556,31 +383,22 @@ class Conv2D(Layer):
                 and kind._weight_grad is Conv2D._weight_grad
                 and kind._weight_rows is Conv2D._weight_rows)
 
-    def _implicit_fused(self) -> bool:
-        """Whether the implicit passes run as one region each (``IMPLICIT_FUSED``;
-        only with the flat tiles, ``implicit_conv.FLAT_TILES``, which they use)."""
-        return self.IMPLICIT_FUSED and implicit_conv.FLAT_TILES
-
     def _implicit_forward(self, x, buffers):
         """(y, x_pad): the implicit-GEMM forward and the padded channels-last input."""
         N, C, H, W = x.shape
         (ph, pw) = self.pads
-        OH, OW = self._spatial_out(H, W)
         shape = (N, H + 2 * ph, W + 2 * pw, C)
         fresh = buffers._arrays.get("implicit_x_pad")
         # zeroed when (re)allocated only: the interior is overwritten each call
         x_pad = buffers.get("implicit_x_pad", shape, x.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != x.dtype)
-        if self._implicit_fused():
-            y = implicit_conv.conv_nchw(x, self.params["W"],
-                                        self.params["b"] if self.bias else None, self.pads,
-                                        x_pad, parallel=self.IMPLICIT_PARALLEL)
-            return y, x_pad
-        pad_channels_last(x, ph, pw, out=x_pad)
-        y_rows = buffers.get("implicit_y_rows", (N * OH * OW, self.out_channels), x.dtype)
-        implicit_conv.conv_rows(x_pad, weight_rows(self.params["W"]), self.kernel, out=y_rows,
-                                parallel=self.IMPLICIT_PARALLEL)
-        return rows_to_nchw(y_rows, N, OH, OW, self.params["b"] if self.bias else None), x_pad
+        # each pass is ONE parallel region over ranges of samples, NCHW in and out: the
+        # padding, the tiles and the NCHW copy of a sample done by one thread while the
+        # sample is in cache (sitting 20; the separate passes it replaced, a padding
+        # pass, the kernels and a copy pass over the whole batch, gave the same bits)
+        y = implicit_conv.conv_nchw(x, self.params["W"], self.params["b"] if self.bias else None,
+                                    self.pads, x_pad)
+        return y, x_pad
 
     def _implicit_backward(self, grad, input_grad: bool):
         """Fill ``grads`` from the kept padded input; return dx if ``input_grad``."""
@@ -599,28 +417,12 @@ class Conv2D(Layer):
         fresh = buffers._arrays.get("implicit_g_pad")
         g_pad = buffers.get("implicit_g_pad", shape, self.dtype,
                             zero=fresh is None or fresh.shape != shape or fresh.dtype != self.dtype)
-        if self._implicit_fused():
-            dW, db, dx = implicit_conv.backward_nchw(grad, x_pad, self.params["W"], self.pads,
-                                                     g_pad, bias=self.bias,
-                                                     input_grad=input_grad,
-                                                     parallel=self.IMPLICIT_PARALLEL)
-            self.grads["W"] = dW
-            if self.bias:
-                self.grads["b"] = db
-            return dx
-        pad_channels_last(grad, qh, qw, out=g_pad)
-        dW_r = implicit_conv.weight_grad_rows(x_pad, g_pad, self.kernel, offset=(qh, qw),
-                                              parallel=self.IMPLICIT_PARALLEL)
-        self.grads["W"] = weight_from_rows(dW_r, self.weight_shape)
+        dW, db, dx = implicit_conv.backward_nchw(grad, x_pad, self.params["W"], self.pads,
+                                                 g_pad, bias=self.bias, input_grad=input_grad)
+        self.grads["W"] = dW
         if self.bias:
-            self.grads["b"] = grad.sum(axis=(0, 2, 3))
-        if not input_grad:
-            return None
-        W_t = implicit_conv.flipped_weight_rows(self.params["W"])
-        dx_rows = buffers.get("implicit_dx_rows", (N * H * W, C), self.dtype)
-        implicit_conv.conv_rows(g_pad, W_t, self.kernel, out=dx_rows,
-                                parallel=self.IMPLICIT_PARALLEL)
-        return rows_to_nchw(dx_rows, N, H, W)
+            self.grads["b"] = db
+        return dx
 
     def _direct_eval_applies(self) -> bool:
         """Evaluation with few input channels (``row_order == "channels_first"``,
@@ -653,9 +455,12 @@ class Conv2D(Layer):
         load (``python bench/conv1_ab.py --threads 1 --repeats 30``,
         ``bench/results/conv1_ab_1t_load.json``), forward and dW + db in ms:
         Cifar10_quick's conv1 8.35 and 10.28 against 13.27 and 12.52 plane by plane,
-        LeNet's 1.17 and 1.06 against 1.54 and 1.67."""
+        LeNet's 1.17 and 1.06 against 1.54 and 1.67 (quiet, 2 threads, the whole
+        step: 0.99x and 0.97x). A dispatch rule: float64, output rows under 8
+        pixels, strides other than 1 and CPUs without AVX2 + FMA keep the
+        plane-by-plane kernels (``direct_conv``, ``direct_conv_weight_grad``)."""
         OW = self._spatial_out(x_shape[-2], x_shape[-1])[1]
-        return (self.DIRECT_TILED and self.dtype == np.float32
+        return (self.dtype == np.float32
                 and direct_kernels.tiled_applies(self.dtype, self.strides, OW))
 
     def _direct_forward(self, x, buffers, out=None):
@@ -683,12 +488,9 @@ class Conv2D(Layer):
 
     def backward_params(self, grad):
         """Fill ``grads`` only; returns dY_r (batch·OH·OW, O) for ``backward``
-        (None after a direct or streamed forward, whose ``backward`` builds it itself)."""
+        (None after a direct or implicit forward, whose ``backward`` builds it itself)."""
         if getattr(self, "_implicit_x_pad", None) is not None:
             self._implicit_backward(grad, input_grad=False)
-            return None
-        if getattr(self, "_stream_x_pad", None) is not None:
-            self._streamed_backward(grad, input_grad=False)
             return None
         x_pad = getattr(self, "_direct_x_pad", None)
         if x_pad is not None:
@@ -737,10 +539,7 @@ class Conv2D(Layer):
         against N·OH·OW·kh·kw·C for the products' path: taken only when that
         is not larger (a "same" convolution with O <= C, e.g. Cifar10_quick's
         conv2) and the layer keeps the plain product (a subclass that
-        overrides ``_input_grad`` keeps its own). Only on the whole-batch rows
-        path (``STREAMED = False``): streamed layers (``_streamed_applies``)
-        take dx = row2im(dY_r · W_rᵀ) chunk by chunk, which measured as fast
-        as this convolution of dY, chunked or not (one thread, under load)."""
+        overrides ``_input_grad`` keeps its own)."""
         if self.strides != (1, 1) or self.row_order != "channels_last":
             return False
         if type(self)._input_grad is not Conv2D._input_grad or \
@@ -771,8 +570,6 @@ class Conv2D(Layer):
     def backward(self, grad):
         if getattr(self, "_implicit_x_pad", None) is not None:
             return self._implicit_backward(grad, input_grad=True)
-        if getattr(self, "_stream_x_pad", None) is not None:
-            return self._streamed_backward(grad, input_grad=True)
         grad_rows = self.backward_params(grad)
         if grad_rows is None:                       # after a direct forward
             grad_rows = self._grad_rows(grad)

@@ -63,8 +63,7 @@ class MaxPoolReLU:
     def forward(self, x, training=False):
         pool = self.pool
         geometry = pool._geometry(np.shape(x))
-        if not (pool.OFFSETS and _kernels_apply(x)
-                and geometry[0] * geometry[1] <= pool_kernels.MAX_WINDOW):
+        if not (_kernels_apply(x) and geometry[0] * geometry[1] <= pool_kernels.MAX_WINDOW):
             self.relu._fused = False
             return self.relu.forward(pool.forward(x, training), training)
         self.relu._fused = True
@@ -90,7 +89,7 @@ class ReLUAvgPool:
 
     def forward(self, x, training=False):
         pool = self.pool
-        if not (pool.SEPARABLE and _kernels_apply(x)):
+        if not _kernels_apply(x):
             pool._relu_x = None
             return pool.forward(self.relu.forward(x, training), training)
         x = np.ascontiguousarray(x)

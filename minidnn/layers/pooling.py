@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from ..kernels import pooling as pool_kernels
-from ..kernels.im2col import _valid_range, as_pair, kernel_for
+from ..kernels.im2col import as_pair, kernel_for
 from .base import Layer
 
 
@@ -136,34 +136,6 @@ def _maxpool_forward_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax):
                     argmax_plane[a, b] = best_at
 
 
-@numba.njit(cache=True, parallel=True)
-def _maxpool2x2_forward_kernel(x, out, argmax):
-    # The 2x2 / stride 2 windows of LeNet, fully inside the input: the four
-    # candidates unrolled, no window bounds (2x faster than the general kernel
-    # on LeNet's first pool). Same rule: strict > in row-major order, first NaN wins.
-    N, C, H, W = x.shape
-    OH, OW = out.shape[2], out.shape[3]
-    for n in numba.prange(N):
-        for c in range(C):
-            x_plane, out_plane, argmax_plane = x[n, c], out[n, c], argmax[n, c]
-            for a in range(OH):
-                top, bottom = x_plane[2 * a], x_plane[2 * a + 1]
-                for b in range(OW):
-                    w = 2 * b
-                    best, best_at = top[w], 2 * a * W + w
-                    v = top[w + 1]
-                    if v > best or (v != v and best == best):
-                        best, best_at = v, 2 * a * W + w + 1
-                    v = bottom[w]
-                    if v > best or (v != v and best == best):
-                        best, best_at = v, (2 * a + 1) * W + w
-                    v = bottom[w + 1]
-                    if v > best or (v != v and best == best):
-                        best, best_at = v, (2 * a + 1) * W + w + 1
-                    out_plane[a, b] = best
-                    argmax_plane[a, b] = best_at
-
-
 # The fast paths: plain strict > comparisons, which the compiler turns into
 # selects (no NaN test per element: that test alone made the kernels ~10x
 # slower). They return, per sample, the sum of every value they read: it is NaN
@@ -171,33 +143,6 @@ def _maxpool2x2_forward_kernel(x, out, argmax):
 # exact kernels above, whose first-NaN-wins rule the twin defines. Same tie rule
 # (first maximum in row-major window order), so without NaN the results are
 # those of the exact kernels bit for bit.
-@numba.njit(cache=True, parallel=True)
-def _maxpool2x2_fast_kernel(x, out, argmax, checksum):
-    N, C, H, W = x.shape
-    OH, OW = out.shape[2], out.shape[3]
-    for n in numba.prange(N):
-        total = 0.0
-        for c in range(C):
-            x_plane, out_plane, argmax_plane = x[n, c], out[n, c], argmax[n, c]
-            for a in range(OH):
-                top, bottom = x_plane[2 * a], x_plane[2 * a + 1]
-                out_row, argmax_row = out_plane[a], argmax_plane[a]
-                for b in range(OW):
-                    w = 2 * b
-                    v0, v1, v2, v3 = top[w], top[w + 1], bottom[w], bottom[w + 1]
-                    total += v0 + v1 + v2 + v3
-                    best, best_at = v0, 2 * a * W + w
-                    if v1 > best:
-                        best, best_at = v1, 2 * a * W + w + 1
-                    if v2 > best:
-                        best, best_at = v2, (2 * a + 1) * W + w
-                    if v3 > best:
-                        best, best_at = v3, (2 * a + 1) * W + w + 1
-                    out_row[b] = best
-                    argmax_row[b] = best_at
-        checksum[n] = total
-
-
 @numba.njit(cache=True, inline="always")
 def _max_of_window(x_plane, h0, h1, w0, w1, W):
     """(max, flat argmax) of x_plane[h0:h1, w0:w1], first maximum in row-major order."""
@@ -410,32 +355,25 @@ class MaxPool2D(_Pool2D):
     an argmax add up there. Shapes: (batch, C, H, W) -> (batch, C, OH, OW).
     """
 
-    #: the separable kernels of ``kernels.pooling`` with uint8 window offsets (False:
-    #: sitting 18's per-window kernels with int32 flat indices; for A/Bs)
-    OFFSETS = True
-
     def forward(self, x, training=False):
         geometry = self._geometry(np.shape(x))
         kh, kw, sh, sw, ph, pw, OH, OW = geometry
         x = np.ascontiguousarray(x)
-        if self.OFFSETS and kh * kw <= pool_kernels.MAX_WINDOW and \
-                x.dtype in (np.float32, np.float64):
+        # dispatch rule: the separable kernels of ``kernels.pooling`` (uint8 window
+        # offsets) take float32/float64 and windows of at most MAX_WINDOW taps; the
+        # per-window kernels (int32 flat argmax) take the rest. (Sitting 22 deleted the
+        # ``OFFSETS`` switch, on since sitting 19, and the 2×2 per-window kernels that
+        # only it reached: the general ones give the same values and argmax.)
+        if kh * kw <= pool_kernels.MAX_WINDOW and x.dtype in (np.float32, np.float64):
             return self._forward_offsets(x, geometry)
         N, C = x.shape[:2]
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
         argmax = np.empty((N, C, OH, OW), dtype=np.int32)
         checksum = np.empty(N)
         n = x.size
-        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and 2 * OH <= x.shape[2] \
-                and 2 * OW <= x.shape[3]:
-            kernel_for(_maxpool2x2_fast_kernel, n)(x, out, argmax, checksum)
-            if np.isnan(checksum).any():       # a NaN was read: the exact rule
-                kernel_for(_maxpool2x2_forward_kernel, n)(x, out, argmax)
-        else:
-            kernel_for(_maxpool_fast_kernel, n)(x, kh, kw, sh, sw, ph, pw, out, argmax,
-                                                checksum)
-            if np.isnan(checksum).any():
-                kernel_for(_maxpool_forward_kernel, n)(x, kh, kw, sh, sw, ph, pw, out, argmax)
+        kernel_for(_maxpool_fast_kernel, n)(x, kh, kw, sh, sw, ph, pw, out, argmax, checksum)
+        if np.isnan(checksum).any():           # a NaN was read: the exact rule
+            kernel_for(_maxpool_forward_kernel, n)(x, kh, kw, sh, sw, ph, pw, out, argmax)
         self._x_shape, self._argmax, self._offsets = x.shape, argmax, None
         return out
 
@@ -495,18 +433,18 @@ class AvgPool2D(_Pool2D):
     Shapes: (batch, C, H, W) -> (batch, C, OH, OW).
     """
 
-    #: the separable forward of ``kernels.pooling`` (False: sitting 18's per-window
-    #: kernel; for A/Bs). The backward stays the per-window scatter: the separable
-    #: one lost under load (4.2 vs 3.3 ms on Cifar10_quick's pool2).
-    SEPARABLE = True
-
     def forward(self, x, training=False):
         geometry = self._geometry(np.shape(x))
         kh, kw, sh, sw, ph, pw, OH, OW = geometry
         x = np.ascontiguousarray(x)
         N, C = x.shape[:2]
         out = np.empty((N, C, OH, OW), dtype=x.dtype)
-        if self.SEPARABLE and x.dtype in (np.float32, np.float64):
+        # dispatch rule: the separable forward of ``kernels.pooling`` for float32 and
+        # float64 (sitting 19; its ``SEPARABLE`` switch deleted in sitting 22), the
+        # per-window kernel (also the inference plan's) for other dtypes. The backward
+        # stays the per-window scatter: the separable one lost under load (4.2 vs
+        # 3.3 ms on Cifar10_quick's pool2).
+        if x.dtype in (np.float32, np.float64):
             divisor = pool_kernels.avg_divisors(x.shape, geometry, x.dtype)
             kernel_for(pool_kernels._avgpool_sep_forward_kernel, x.size)(
                 x, kh, kw, sh, sw, ph, pw, False, divisor, out)
