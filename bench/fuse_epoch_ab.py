@@ -6,10 +6,11 @@
 Arms: every switch off ("off"), each switch on alone, every switch on ("on"). The switches:
 
 * ``fuse``: ``layers.fusion.FUSE_DENSE_ACTIVATION`` (SparseDense → Sigmoid in one CSR kernel
-  call each way, Dense → Sigmoid bias + activation in one pass; ``kernels.csr_fused``);
-* ``head``: ``Dense.SMALL_TRAINING_THREADS`` = 1 (the training products of a Dense layer
-  below ``Dense.SMALL_TRAINING_BELOW`` multiply-adds, the 500→10 head, on one BLAS thread;
-  off = None, BLAS's own count). Changes how work is split over threads: for the quiet run.
+  call each way, Dense → Sigmoid bias + activation in one pass; ``kernels.csr_fused``).
+
+(Sitting 20's second switch, ``head``, ``Dense.SMALL_TRAINING_THREADS``, is gone since
+sitting 22: ``fit`` runs the batch loop of a model whose BLAS products are all small on
+one BLAS thread, ``training._batch_loop_blas``.)
 
 Each round trains one epoch of the sparse (γ = ``--density``, per_unit pattern) and of
 the dense 784-500-10 sigmoid net (softmax cross-entropy, SGD momentum 0.9, batch 100)
@@ -39,14 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RESULTS_DIR  # noqa: E402
 
-SWITCHES = ("fuse", "head")
+SWITCHES = ("fuse",)
 
 
 def set_switches(on: set) -> None:
     from minidnn.layers import fusion
-    from minidnn.layers.dense import Dense
     fusion.FUSE_DENSE_ACTIVATION = "fuse" in on
-    Dense.SMALL_TRAINING_THREADS = 1 if "head" in on else None
 
 
 def epoch(md, density, x, y, now):
@@ -109,8 +108,6 @@ def main(argv=None):
                 times[(arm, d)].append(us)
                 params.setdefault((arm, d), final)
     set_switches({"fuse"})                                  # the defaults again
-    from minidnn.layers.dense import Dense
-    Dense.SMALL_TRAINING_THREADS = None
     same = {f"{d:g}": all(all(np.array_equal(a, b) for a, b in zip(params[(arm, d)],
                                                                     params[("off", d)]))
                           for arm in arms) for d in densities}
