@@ -216,3 +216,41 @@ def test_checked_gather_names_the_first_bad_position(dtype, tiles, monkeypatch):
                 assert bad == pos
                 np.testing.assert_array_equal(out, z[idx])
                 assert gather.gather_feature_major_checked(z, idx, finite=False)[1] == -1
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_the_parallel_gather_equals_the_serial_one(parts):
+    from minidnn.kernels import gather
+    if not gather.SIMD_AVAILABLE:
+        pytest.skip("no AVX2 + FMA: no register-tile gather")
+    rng = np.random.default_rng(0)
+    for n, m in ((1, 3), (8, 9), (13, 17), (33, 64), (100, 70)):
+        x = rng.random((120, m), dtype=np.float32)
+        idx = rng.permutation(120)[:n]
+        serial = np.full((m, n + 5), np.nan, np.float32)
+        split = serial.copy()
+        assert gather._gather_transposed_tiles(x, idx, serial[:, :n], False) == -1
+        assert gather._gather_transposed_tiles_parallel(x, idx, split[:, :n], False, parts) == -1
+        np.testing.assert_array_equal(split, serial)      # pad lanes untouched too
+        for pos in sorted({0, n // 2, n - 1}):
+            z = x.copy()
+            z[idx[pos], m - 1] = np.nan
+            z[idx[n - 1], 0] = np.inf
+            assert gather._gather_transposed_tiles_parallel(z, idx, split[:, :n], True,
+                                                            parts) == pos
+
+
+def test_the_parallel_gather_is_taken_only_when_switched_on_at_several_threads(monkeypatch):
+    from minidnn.kernels import gather
+    monkeypatch.setattr(gather, "PARALLEL", True)
+    monkeypatch.setattr(gather, "_pool_wakes_fast", True)
+    monkeypatch.setattr(gather, "numba_thread_count", lambda: 2)
+    assert gather._parallel_parts(100) == 2 and gather._parallel_parts(8) == 1
+    monkeypatch.setattr(gather, "_pool_wakes_fast", False)          # workqueue
+    assert gather._parallel_parts(100) == 1
+    monkeypatch.setattr(gather, "_pool_wakes_fast", True)
+    monkeypatch.setattr(gather, "numba_thread_count", lambda: 1)
+    assert gather._parallel_parts(100) == 1
+    monkeypatch.setattr(gather, "PARALLEL", False)
+    monkeypatch.setattr(gather, "numba_thread_count", lambda: 2)
+    assert gather._parallel_parts(100) == 1
