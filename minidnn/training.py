@@ -127,8 +127,8 @@ def _split_xy(data, what: str, check_x: bool = True):
         raise ValueError(f"{what}: {len(x)} inputs but {len(y)} targets")
     if len(x) == 0:
         raise ValueError(f"{what} is empty")
-    for array, name, kind in ((x, "x", "inputs"), (y, "y", "targets")):
-        if np.issubdtype(array.dtype, np.floating) and (check_x or array is not x):
+    for array, name, kind, check in ((x, "x", "inputs", check_x), (y, "y", "targets", True)):
+        if check and np.issubdtype(array.dtype, np.floating):
             _refuse_nonfinite(array, what, name, kind)
     return x, y
 
@@ -359,9 +359,9 @@ class _DeferredCheck:
                      if isinstance(getattr(layer, "rng", None), np.random.Generator)]
         self.rngs_seeded = model.layer_rngs_seeded
 
-    def refuse(self, first: int | None = None) -> None:
+    def refuse(self) -> None:
         """Raise the error of ``_refuse_nonfinite`` after rolling back, if x holds a
-        NaN or Inf (``first``: a bad row is known to exist); nothing otherwise."""
+        NaN or Inf; nothing otherwise."""
         if not self.pending:
             return
         first = finite.first_nonfinite_row(self.x)
@@ -464,6 +464,13 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     good one stays there), and the model in memory is rolled back to its state
     after the last good epoch (weights, buffers, optimizer state), or with
     ``keep_best`` to the best epoch's weights.
+
+    Training data whose inputs or targets hold NaN or Inf are refused with a
+    ValueError naming the first such sample, and the model, its RNGs and the optimizer
+    are left as they were. For a net whose first layer reads fit's feature-major gather
+    (a ``SparseDense``) that gather checks the inputs row by row in the first epoch
+    (``_DeferredCheck``: no extra pass over the data set), and fit rolls everything back
+    to the call's state before it raises.
 
     ``drop_last``: skip the short last minibatch of each epoch. The default
     (None) drops it when the model has batch norm, whose statistics are wrong
