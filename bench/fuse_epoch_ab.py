@@ -13,8 +13,8 @@ Arms: every switch off ("off"), each switch on alone, every switch on ("on"). Th
   not named in ``--switches`` stay at their defaults in every arm.
 
 (Sitting 20's second switch, ``head``, ``Dense.SMALL_TRAINING_THREADS``, is gone since
-sitting 22: ``fit`` runs the batch loop of a model whose BLAS products are all small on
-one BLAS thread, ``training._batch_loop_blas``.)
+sitting 22: NumPy's OpenBLAS runs the head's products on one thread at any thread count,
+so it could only add its per-call cost.)
 
 Each round trains one epoch of the sparse (γ = ``--density``, per_unit pattern) and of
 the dense 784-500-10 sigmoid net (softmax cross-entropy, SGD momentum 0.9, batch 100)

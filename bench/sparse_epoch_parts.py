@@ -12,8 +12,7 @@ that gather in fit's first epoch, so the check is inside "minibatch gather" ther
 a batch) and no longer a pass over the data set in "fit loop, rest"; the dense net's
 check is still that pass. The rest also holds the divergence rule's starting loss (ten
 evaluation batches before the first step, ~4 ms under load: 21 µs a step at 20,000
-images, 9 at 50,000), and the batch loop of the sparse net runs BLAS on one thread
-(``training._batch_loop_blas``). ``--clock thread`` (default) reads this thread's CPU
+images, 9 at 50,000). ``--clock thread`` (default) reads this thread's CPU
 time, which leaves out the waits for a core on a loaded machine (right at one thread;
 a Numba or BLAS worker thread's time is not counted, so use ``--clock wall`` at two).
 Since sitting 17, ``fit`` gathers the minibatches of a net whose first layer is a

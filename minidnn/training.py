@@ -24,12 +24,10 @@ from . import io
 from .checks import NonFiniteWarning, check_positive_int, describe_nonfinite, nonfinite_arrays
 from .kernels import finite, gather
 from .kernels.softmax_xent import count_correct
-from .layers.dense import Dense
 from .layers.reshape import Flatten
 from .layers.normalization import BatchNorm
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
-from .threads import serial_blas_if_small
 
 
 DIVERGENCE_FACTOR = 10.0
@@ -385,46 +383,6 @@ class _DeferredCheck:
             self.pending = False
 
 
-def _only_small_blas(model, batch_size: int) -> bool:
-    """Whether every BLAS product of a training step of ``model`` at ``batch_size`` is a
-    small one: every layer with parameters is a ``Dense`` whose plain products
-    (batch·in·out multiply-adds) lie below its ``SERIAL_TRAINING_BELOW``, or a CSR
-    layer (a ``Dense`` holding an ``indptr`` buffer with all three products its own:
-    Numba kernels, no BLAS). Layers without parameters run no BLAS product. Any other
-    layer (convolutions, batch norm, a subclass with products of its own) may: False.
-
-    Then ``fit`` runs its batch loop with BLAS on one thread (``_batch_loop_blas``)."""
-    own = (Dense._forward_product, Dense._input_grad, Dense._weight_grad)
-    for layer in model.layers:
-        if not layer.params:
-            continue
-        if not isinstance(layer, Dense):
-            return False
-        kind = type(layer)
-        products = (kind._forward_product, kind._input_grad, kind._weight_grad)
-        if products == own:
-            if batch_size * layer.in_features * layer.out_features >= layer.SERIAL_TRAINING_BELOW:
-                return False
-        elif not ("indptr" in layer.buffers and all(a is not b for a, b in zip(products, own))):
-            return False
-    return True
-
-
-def _batch_loop_blas(model, batch_size: int):
-    """The BLAS thread setting of ``fit``'s batch loop: one thread for a model whose BLAS
-    products are all small (``_only_small_blas``: the 784-500-10 net with a sparse first
-    layer, whose only BLAS products are the 500→10 head's 0.5 M multiply-adds), else
-    BLAS's own count. On two threads OpenBLAS splits those products and its second thread
-    then spins for a while after each one, holding the core that the sparse layer's
-    Numba kernels need next (sitting 20, quiet: the head on one thread, switched around
-    each product, saved 145 µs of a ~740 µs sparse step; switched per call it also cost
-    the dense net, which keeps its threads here). Set once per epoch, not per product
-    (each switch costs a few µs), and restored when the loop ends or raises. OpenBLAS
-    splits a product over its rows and columns, not its sums, so the results are the
-    same bits (``tests/test_fit_epoch_cuts.py``)."""
-    return serial_blas_if_small(0 if _only_small_blas(model, batch_size) else 1 << 62)
-
-
 def resolve_drop_last(model, drop_last) -> bool:
     """``drop_last=None`` means: drop the short last batch iff the model has batch norm."""
     if drop_last is None:
@@ -619,8 +577,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
                    disable=None if progress else True, unit="batch")
         # Overflow on the way to a divergence is reported by the rule below,
         # once and clearly, not as NumPy warnings printed above it.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
-                _batch_loop_blas(model, batch_size):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for b in bar:
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 xb, bad = _gather_batch(x, idx, reader, checking)
