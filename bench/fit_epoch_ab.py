@@ -7,7 +7,11 @@ process, interleaved (issue #11, sitting 18: the non-sparse-kernel part of the s
 The revision's ``minidnn`` is unpacked as ``minidnn_base`` (as bench/sparse_step_ab.py
 does) and imported beside this tree's. Each round trains one epoch of the sparse
 (γ = ``--density``, per_unit pattern) and of the dense 784-500-10 sigmoid net (softmax
-cross-entropy, SGD momentum 0.9, batch 100) with each package, in rotating order; the
+cross-entropy, SGD momentum 0.9, batch 100) with each package: the densities one after
+the other, each opened by an untimed primer epoch of that density, the packages in an
+order alternating from round to round (``grouped_rounds``: every timed epoch follows
+one of its own density; sitting 21's plain rotation biased the ``--base HEAD``
+self-check by −100 µs a sparse step at two threads). The
 model is rebuilt from one seed every time, so every epoch does the same work. The
 figure per arm is the median over ``--rounds`` of the µs per step (``--clock thread``:
 this thread's CPU time, right at one thread; ``wall`` at two). Not a speed figure for
@@ -32,13 +36,35 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (RESULTS_DIR, fit_epoch_us_per_step, interleaved,  # noqa: E402
-                           mnist_net, save_result)
+from bench._common import (RESULTS_DIR, fit_epoch_us_per_step, mnist_net,  # noqa: E402
+                           rotated, save_result)
 from bench.sparse_step_ab import unpack_base  # noqa: E402
 
 
 def epoch_us_per_step(md, density, x, y, now):
     return fit_epoch_us_per_step(md, mnist_net(md, density, np.random.default_rng(0)), x, y, now)
+
+
+def grouped_rounds(names, densities, rounds: int, run) -> dict:
+    """(name, density) -> [run(name, density) for each round], every timed epoch right
+    after an epoch of the same density.
+
+    Sitting 21's order (the four arms rotated as one list) put "this tree"'s sparse
+    epoch right after a dense one in every round and the base's after a sparse one in
+    most, and at two threads a sparse epoch is much slower just after a dense one
+    (sitting 22, under load, 10,000 images: 1428 against 671 µs a step, medians of 5
+    and 6): the −100 µs of the ``--base HEAD`` self-check. So each round takes the
+    densities one after the other (their order rotating), opens each with an untimed
+    primer epoch of that density on the package timed first, and times the packages
+    in an order that alternates from round to round."""
+    times = {(name, density): [] for density in densities for name in names}
+    for r in range(rounds):
+        for k, density in enumerate(rotated(densities, r)):
+            order = rotated(names, r + k)
+            run(order[0], density)                       # the primer: not timed
+            for name in order:
+                times[(name, density)].append(run(name, density))
+    return times
 
 
 def main(argv=None):
@@ -70,8 +96,9 @@ def main(argv=None):
         arms = [(name, density) for density in densities for name in packages]
         for name, density in arms:                       # compile / load every kernel
             epoch_us_per_step(packages[name], density, x[:1000], y[:1000], now)
-        times = interleaved(arms, args.rounds,
-                            lambda arm: epoch_us_per_step(packages[arm[0]], arm[1], x, y, now))
+        times = grouped_rounds(list(packages), densities, args.rounds,
+                               lambda name, density: epoch_us_per_step(packages[name], density,
+                                                                       x, y, now))
     med = {arm: float(np.median(v)) for arm, v in times.items()}
     print(f"µs per step, median of {args.rounds} epochs of {len(x)} images ({args.clock} "
           f"clock, {args.threads} thread(s)); base {result['base'][:7]}")

@@ -6,14 +6,20 @@
 Arms: every switch off ("off"), each switch on alone, every switch on ("on"). The switches:
 
 * ``fuse``: ``layers.fusion.FUSE_DENSE_ACTIVATION`` (SparseDense → Sigmoid in one CSR kernel
-  call each way, Dense → Sigmoid bias + activation in one pass; ``kernels.csr_fused``);
-* ``head``: ``Dense.SMALL_TRAINING_THREADS`` = 1 (the training products of a Dense layer
-  below ``Dense.SMALL_TRAINING_BELOW`` multiply-adds, the 500→10 head, on one BLAS thread;
-  off = None, BLAS's own count). Changes how work is split over threads: for the quiet run.
+  call each way, Dense → Sigmoid bias + activation in one pass; ``kernels.csr_fused``).
+* ``gather`` (sitting 22): ``kernels.gather.PARALLEL`` (fit's feature-major minibatch gather
+  split over the Numba threads; default off): a 2-thread question, for the quiet run:
+  ``--switches gather --threads 2 --clock wall --images 50000 --rounds 9``. The switches
+  not named in ``--switches`` stay at their defaults in every arm.
+
+(Sitting 20's second switch, ``head``, ``Dense.SMALL_TRAINING_THREADS``, is gone since
+sitting 22: NumPy's OpenBLAS runs the head's products on one thread at any thread count,
+so it could only add its per-call cost.)
 
 Each round trains one epoch of the sparse (γ = ``--density``, per_unit pattern) and of
 the dense 784-500-10 sigmoid net (softmax cross-entropy, SGD momentum 0.9, batch 100)
-under each arm, in rotating order; the model is rebuilt from one seed every time, so
+under each arm (the densities one after the other, each opened by an untimed primer
+epoch, the arms in rotating order: ``fit_epoch_ab.grouped_rounds``); the model is rebuilt from one seed every time, so
 every epoch does the same work (and every arm computes the same bits: checked at the
 end). The figure per arm is the median over ``--rounds`` of the µs per step
 (``--clock thread``: this thread's CPU time, right at one thread; ``wall`` at two).
@@ -38,15 +44,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RESULTS_DIR  # noqa: E402
+from bench.fit_epoch_ab import grouped_rounds  # noqa: E402
 
-SWITCHES = ("fuse", "head")
+SWITCHES = ("fuse", "gather")
+DEFAULTS = {"fuse": True, "gather": False}
 
 
-def set_switches(on: set) -> None:
+def set_switches(on: set, chosen=SWITCHES) -> None:
+    """The ``chosen`` switches on where named in ``on``, off otherwise; the others at
+    their defaults."""
+    from minidnn.kernels import gather
     from minidnn.layers import fusion
-    from minidnn.layers.dense import Dense
-    fusion.FUSE_DENSE_ACTIVATION = "fuse" in on
-    Dense.SMALL_TRAINING_THREADS = 1 if "head" in on else None
+    value = {name: (name in on) if name in chosen else DEFAULTS[name] for name in SWITCHES}
+    fusion.FUSE_DENSE_ACTIVATION = value["fuse"]
+    gather.PARALLEL = value["gather"]
 
 
 def epoch(md, density, x, y, now):
@@ -95,22 +106,19 @@ def main(argv=None):
     result = {"threads": args.threads, "clock": args.clock, "images": len(x),
               "rounds": args.rounds, "switches": switches, "load_average": os.getloadavg()}
     keys = [(arm, d) for d in densities for arm in arms]
-    times = {key: [] for key in keys}
     params = {}
     with threadpool_limits(args.threads):
         for arm, d in keys:                                 # compile / load every kernel
-            set_switches(arms[arm])
+            set_switches(arms[arm], switches)
             epoch(md, d, x[:1000], y[:1000], now)
-        for r in range(args.rounds):
-            for i in range(len(keys)):
-                arm, d = keys[(i + r) % len(keys)]
-                set_switches(arms[arm])
-                us, final = epoch(md, d, x, y, now)
-                times[(arm, d)].append(us)
-                params.setdefault((arm, d), final)
-    set_switches({"fuse"})                                  # the defaults again
-    from minidnn.layers.dense import Dense
-    Dense.SMALL_TRAINING_THREADS = None
+
+        def run(arm, d):
+            set_switches(arms[arm], switches)
+            us, final = epoch(md, d, x, y, now)
+            params.setdefault((arm, d), final)
+            return us
+        times = grouped_rounds(list(arms), densities, args.rounds, run)
+    set_switches({name for name, on in DEFAULTS.items() if on})     # the defaults again
     same = {f"{d:g}": all(all(np.array_equal(a, b) for a, b in zip(params[(arm, d)],
                                                                     params[("off", d)]))
                           for arm in arms) for d in densities}

@@ -8,8 +8,10 @@ Fortran-ordered (100, 500)): forward x W, weight gradient xᵀ g, input gradient
 Each arm runs them in one process, interleaved, ``--repeats`` times. It reports the
 median wall time and the median CPU time of the whole process (all threads: a spinning
 second BLAS thread shows up there). The thread count is switched by
-``threads.serial_blas_if_small``, the way ``Dense.SMALL_TRAINING_THREADS = 1`` does it, so
-the "1 thread" arm includes that switch's cost. Not a quiet figure unless it is run on a
+``threads.serial_blas_if_small`` around each call, the way sitting 20's per-call switch
+``Dense.SMALL_TRAINING_THREADS = 1`` did it, so the "1 thread" arm includes that switch's
+cost (the switch is gone since sitting 22: with NumPy's OpenBLAS 0.3.31 the "2 threads"
+arm's products already run on one thread, 1.0 CPU second per wall second). Not a quiet figure unless it is run on a
 quiet machine. Results: bench/results/head_threads_micro.json.
 """
 from __future__ import annotations

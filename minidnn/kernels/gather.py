@@ -23,13 +23,48 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..threads import numba_thread_count
 from .csr import SIMD_AVAILABLE, _transpose_tile8
 
 
 @numba.njit(cache=True)
-def _gather_transposed(x, idx, out):
+def _all_finite32(r):
+    # |v| <= the largest float32 is False for NaN and ±Inf only; a boolean AND-reduction,
+    # which LLVM vectorises (~20 values a ns here). NOT for a fastmath caller: Numba
+    # compiles a callee with its caller's flags, and "nnan" / "ninf" fold these
+    # comparisons to True (so the gather kernels below are built without fastmath: they
+    # copy, and compute nothing it would speed up)
+    limit = np.float32(3.4028234663852886e38)
+    ok = True
+    for j in range(r.shape[0]):
+        ok &= abs(r[j]) <= limit
+    return ok
+
+
+@numba.njit(cache=True)
+def _all_finite64(r):
+    limit = np.float64(1.7976931348623157e308)
+    ok = True
+    for j in range(r.shape[0]):
+        ok &= abs(r[j]) <= limit
+    return ok
+
+
+@numba.njit(cache=True)
+def _nonfinite_bits(r):
+    # whether the 1-D float row r holds a NaN or an Inf
+    if r.itemsize == 4:
+        return not _all_finite32(r)
+    return not _all_finite64(r)
+
+
+@numba.njit(cache=True)
+def _gather_transposed(x, idx, out, check):
+    # returns, with ``check``, the first position i whose row x[idx[i]] holds a NaN or an
+    # Inf (-1: none), else -1 unchecked
     n, m = idx.shape[0], x.shape[1]
     n8 = n - n % 8
+    bad = -1
     for i0 in range(0, n8, 8):
         r0, r1, r2, r3 = x[idx[i0]], x[idx[i0 + 1]], x[idx[i0 + 2]], x[idx[i0 + 3]]
         r4, r5, r6, r7 = x[idx[i0 + 4]], x[idx[i0 + 5]], x[idx[i0 + 6]], x[idx[i0 + 7]]
@@ -37,31 +72,46 @@ def _gather_transposed(x, idx, out):
             o = out[j]
             o[i0], o[i0 + 1], o[i0 + 2], o[i0 + 3] = r0[j], r1[j], r2[j], r3[j]
             o[i0 + 4], o[i0 + 5], o[i0 + 6], o[i0 + 7] = r4[j], r5[j], r6[j], r7[j]
+        if check and bad < 0 and m:
+            for lane in range(8):
+                if _nonfinite_bits(x[idx[i0 + lane]]):
+                    bad = i0 + lane
+                    break
     for i in range(n8, n):
         r = x[idx[i]]
         for j in range(m):
             out[j, i] = r[j]
+        if check and bad < 0 and m and _nonfinite_bits(r):
+            bad = i
+    return bad
 
 
-@numba.njit(cache=True, fastmath=True)
-def _gather_transposed_tiles(x, idx, out):
+@numba.njit(cache=True)
+def _gather_transposed_tiles(x, idx, out, check):
     # out[j, i] = x[idx[i], j] for float32 x (C-ordered) and an out whose rows have unit
     # stride (a padded buffer's view: the row stride need not be the row length): eight
     # sample rows are copied side by side into an L1-resident scratch (eight streams
     # from memory at once), then written out as AVX2 8 x 8 register-tile transposes
-    # (``csr._transpose_tile8``), eight floats a store instead of one
+    # (``csr._transpose_tile8``), eight floats a store instead of one. With ``check``
+    # the scratch's rows (in L1) are tested for NaN / Inf as well (``_gather_transposed``)
     n, m = idx.shape[0], x.shape[1]
     ld = out.strides[0] // out.itemsize
     scratch = np.empty((8, m), dtype=x.dtype)
     s0, s1, s2, s3 = scratch[0], scratch[1], scratch[2], scratch[3]
     s4, s5, s6, s7 = scratch[4], scratch[5], scratch[6], scratch[7]
     n8, m8 = n - n % 8, m - m % 8
+    bad = -1
     for i0 in range(0, n8, 8):
         r0, r1, r2, r3 = x[idx[i0]], x[idx[i0 + 1]], x[idx[i0 + 2]], x[idx[i0 + 3]]
         r4, r5, r6, r7 = x[idx[i0 + 4]], x[idx[i0 + 5]], x[idx[i0 + 6]], x[idx[i0 + 7]]
         for j in range(m):
             s0[j], s1[j], s2[j], s3[j] = r0[j], r1[j], r2[j], r3[j]
             s4[j], s5[j], s6[j], s7[j] = r4[j], r5[j], r6[j], r7[j]
+        if check and bad < 0 and m and _nonfinite_bits(scratch.reshape(8 * m)):
+            for lane in range(8):              # which row: only where one is bad
+                if _nonfinite_bits(scratch[lane]):
+                    bad = i0 + lane
+                    break
         for j0 in range(0, m8, 8):
             _transpose_tile8(scratch, out, j0, m, j0 * ld + i0, ld)
         for j in range(m8, m):
@@ -71,6 +121,63 @@ def _gather_transposed_tiles(x, idx, out):
         r = x[idx[i]]
         for j in range(m):
             out[j, i] = r[j]
+        if check and bad < 0 and m and _nonfinite_bits(r):
+            bad = i
+    return bad
+
+
+@numba.njit(cache=True, inline="always")
+def _gather_tiles_share(x, idx, out, ld, lo, hi, check):
+    # _gather_transposed_tiles' loops for the samples lo <= i < hi (lo a multiple of 8),
+    # with a scratch of its own: one thread's share in the parallel build
+    m = x.shape[1]
+    scratch = np.empty((8, m), dtype=x.dtype)
+    s0, s1, s2, s3 = scratch[0], scratch[1], scratch[2], scratch[3]
+    s4, s5, s6, s7 = scratch[4], scratch[5], scratch[6], scratch[7]
+    h8, m8 = lo + (hi - lo) // 8 * 8, m - m % 8
+    bad = -1
+    for i0 in range(lo, h8, 8):
+        r0, r1, r2, r3 = x[idx[i0]], x[idx[i0 + 1]], x[idx[i0 + 2]], x[idx[i0 + 3]]
+        r4, r5, r6, r7 = x[idx[i0 + 4]], x[idx[i0 + 5]], x[idx[i0 + 6]], x[idx[i0 + 7]]
+        for j in range(m):
+            s0[j], s1[j], s2[j], s3[j] = r0[j], r1[j], r2[j], r3[j]
+            s4[j], s5[j], s6[j], s7[j] = r4[j], r5[j], r6[j], r7[j]
+        if check and bad < 0 and m and _nonfinite_bits(scratch.reshape(8 * m)):
+            for lane in range(8):
+                if _nonfinite_bits(scratch[lane]):
+                    bad = i0 + lane
+                    break
+        for j0 in range(0, m8, 8):
+            _transpose_tile8(scratch, out, j0, m, j0 * ld + i0, ld)
+        for j in range(m8, m):
+            for lane in range(8):
+                out[j, i0 + lane] = scratch[lane, j]
+    for i in range(h8, hi):
+        r = x[idx[i]]
+        for j in range(m):
+            out[j, i] = r[j]
+        if check and bad < 0 and m and _nonfinite_bits(r):
+            bad = i
+    return bad
+
+
+@numba.njit(cache=True, parallel=True)
+def _gather_transposed_tiles_parallel(x, idx, out, check, parts):
+    # _gather_transposed_tiles with the batch's 8-sample blocks cut into ``parts``
+    # contiguous shares, one a thread (values are copied, not summed: the same bits
+    # whatever the split); the first bad position is the smallest of the shares'
+    n = idx.shape[0]
+    ld = out.strides[0] // out.itemsize
+    blocks = (n + 7) // 8
+    found = np.full(parts, -1, dtype=np.int64)
+    for p in numba.prange(parts):
+        lo = min(n, 8 * (p * blocks // parts))
+        hi = min(n, 8 * ((p + 1) * blocks // parts))
+        found[p] = _gather_tiles_share(x, idx, out, ld, lo, hi, check)
+    for p in range(parts):
+        if found[p] >= 0:
+            return found[p]
+    return -1
 
 
 #: float32 gathers take the register-tile kernel where Numba's target has AVX2 + FMA
@@ -79,11 +186,39 @@ def _gather_transposed_tiles(x, idx, out):
 TILES = SIMD_AVAILABLE
 
 
-def _gather_into(x, idx, out_t):
+#: at more than one Numba thread on a pool that wakes in µs (OpenMP, TBB: not workqueue,
+#: ~100 µs a region), float32 gathers of at least PARALLEL_MIN_ROWS rows split their
+#: 8-row blocks over the threads (``_gather_transposed_tiles_parallel``). Off by default:
+#: under load it was no faster (2 threads, 100 MNIST rows, wall medians: 76 against 69
+#: µs serial); the quiet A/B decides (``bench/fuse_epoch_ab.py --switches gather``)
+PARALLEL = False
+PARALLEL_MIN_ROWS = 32
+_pool_wakes_fast = None         # whether Numba's threading layer is omp / tbb, once known
+
+
+def _parallel_parts(rows: int) -> int:
+    """Threads for a gather of ``rows`` rows (1: the serial kernel)."""
+    global _pool_wakes_fast
+    if not PARALLEL or rows < PARALLEL_MIN_ROWS:
+        return 1
+    threads = numba_thread_count()
+    if threads < 2:
+        return 1
+    if _pool_wakes_fast is None:
+        try:
+            _pool_wakes_fast = numba.threading_layer() in ("omp", "tbb")
+        except ValueError:      # no parallel kernel has run yet: ask again next time
+            return 1
+    return min(threads, rows // 8) if _pool_wakes_fast else 1
+
+
+def _gather_into(x, idx, out_t, check=False) -> int:
     if TILES and x.dtype == np.float32:
-        _gather_transposed_tiles(x, idx, out_t)
-    else:
-        _gather_transposed(x, idx, out_t)
+        parts = _parallel_parts(len(idx))
+        if parts > 1:
+            return _gather_transposed_tiles_parallel(x, idx, out_t, check, parts)
+        return _gather_transposed_tiles(x, idx, out_t, check)
+    return _gather_transposed(x, idx, out_t, check)
 
 
 def gather_feature_major_numpy(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -109,14 +244,25 @@ def gather_feature_major(x: np.ndarray, idx: np.ndarray, check: bool = True,
     if check and len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
         raise IndexError(f"gather_feature_major: row numbers must lie in [0, {len(x)}), got "
                          f"[{idx.min()}, {idx.max()}]")
+    return gather_feature_major_checked(x, idx, out, False)[0]
+
+
+def gather_feature_major_checked(x: np.ndarray, idx: np.ndarray, out: np.ndarray | None = None,
+                                 finite: bool = True) -> tuple[np.ndarray, int]:
+    """(``gather_feature_major(x, idx, check=False, out=out)``, the first position i
+    whose row x[idx[i]] holds a NaN or an Inf, or -1): with ``finite`` the gather tests
+    each row as it copies it (the row is in L1 then: a few µs a batch of 100 MNIST rows,
+    where a separate pass over the data set reads it from memory again); without, -1.
+    ``fit`` checks its training data so in its first epoch (``training.fit``)."""
+    idx = np.ascontiguousarray(idx, dtype=np.intp)
     if out is None:
         target = np.empty((x.shape[1], len(idx)), dtype=x.dtype)
-        _gather_into(x, idx, target)
-        return target.T
+        bad = _gather_into(x, idx, target, finite)
+        return target.T, int(bad)
     if (out.shape != (len(idx), x.shape[1]) or out.dtype != x.dtype
             or (out.strides[0] != out.itemsize and out.size)):
         raise ValueError(f"gather_feature_major: out must be a ({len(idx)}, {x.shape[1]}) "
                          f"{x.dtype} array with unit-stride columns, got {out.shape} "
                          f"{out.dtype} strides {out.strides}")
-    _gather_into(x, idx, out.T)
-    return out
+    bad = _gather_into(x, idx, out.T, finite)
+    return out, int(bad)

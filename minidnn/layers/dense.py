@@ -59,15 +59,13 @@ class Dense(Layer):
     #: them from 2^18; switching its thread count around the MLP's 500→10 layer, a
     #: neighbour of BLAS-only layers, cost CPU time and saved no wall time), as is
     #: evaluation (a batch-1 784×500 GEMV is faster on two threads). 0 turns it off.
+    #: (Sitting 20's per-call switch for the smaller ones, ``SMALL_TRAINING_THREADS``, is
+    #: gone since sitting 22: NumPy's OpenBLAS here, 0.3.31, runs the 784-500-10 head's
+    #: (100, 500) x (500, 10) products on one thread at any thread count: 1.0 CPU per
+    #: wall second and the same wall time at 1 and 2 threads, where a 100x784x500
+    #: product takes 1.27 CPU per wall second at 2)
     SERIAL_TRAINING_BELOW = 1 << 23
     SERIAL_TRAINING_FROM = 1 << 20
-    #: BLAS threads for the training products below SERIAL_TRAINING_FROM multiply-adds
-    #: (the 784-500-10 net's 500→10 head: 100·500·10): None keeps BLAS's count (the
-    #: default), 1 runs them on one thread. Sitting 20's switch for issue #11's quiet A/B
-    #: (``bench/fuse_epoch_ab.py --switches head``): after the sparse layer's Numba
-    #: kernels, OpenBLAS's second thread on these small GEMMs may cost more than it saves
-    #: (it changes how the work is split over threads: keep it only if it wins quietly)
-    SMALL_TRAINING_THREADS: int | None = None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  init: str = "glorot", rng=None, name: str | None = None):
@@ -161,12 +159,6 @@ class Dense(Layer):
                  <= len(batch) * self.in_features * self.out_features
                  < self.SERIAL_TRAINING_BELOW)
         if small:
-            return serial_blas_if_small(0)
-        if (self.SMALL_TRAINING_THREADS == 1 and kind._weight_grad is Dense._weight_grad
-                and kind._input_grad is Dense._input_grad
-                and kind._forward_product is Dense._forward_product
-                and len(batch) * self.in_features * self.out_features
-                < self.SERIAL_TRAINING_FROM):
             return serial_blas_if_small(0)
         return _KEEP_THREADS
 
