@@ -36,30 +36,14 @@ Sitting 19 added single rows (no "old"):
   rows+columns|serial``: forward + backward_params (a first layer, as in the epoch).
   At ``--threads 2 --clock wall`` on the quiet machine these decide the switches.
 
-Sitting 21 added ``work 2 blocks rows|private fwd+T`` and ``… columns|private bwd+T``:
-the two-block splits' serial builds, both blocks on one thread, so at ``--threads 1``
-(thread clock) their difference is the work FILL_PER_THREAD adds (each thread transposing
-the whole operand), and ``step private`` and ``step private nnz`` (and ``step_params …``): the
-default rows+columns splits with ``TrainingKernels.FILL_PER_THREAD`` (each thread fills a
-whole copy of xᵀ / gradᵀ of its own inside the product's region: two parallel regions a
-step instead of four), with blocks cut by counts or by stored entries
-(``BALANCE_BY_NNZ``); their numbers are checked equal to rows+columns' bit for bit. For
-every ``step`` row the CPU time each thread ran per call is printed too
+For every ``step`` row the CPU time each thread ran per call is printed too
 (``/proc/self/task/*/schedstat``, read outside the timed calls): how evenly the threads
-share the step, fair even on a loaded machine. ``step private bwd``: FILL_PER_THREAD for
-the backward only (``FILL_PER_THREAD_FORWARD = False``, three regions a step). ``step
-aligned``: the default splits with ``LINE_ALIGNED_ROWS`` (padded rows a whole number of
-64-byte lines, so the two threads' fills never write one cache line). The quiet
-decision of FILL_PER_THREAD:
-
-    python bench/sparse_kernel_ab.py --threads 2 --clock wall --rounds 300 --out bench/results/sparse_kernel_ab_s21_2threads_quiet.json
-
-(~1 min): ``step aligned`` / ``private`` / ``… nnz`` / ``… bwd`` against ``step rows+columns``, p50 and
-p5, and ``step_params`` likewise. The per-thread CPU counts a spinning thread's wait as
-CPU: under libgomp's default wait policy (threads spin a while after each region) read
-it from a run with ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or ``--layer
-workqueue`` (``minidnn.configure_threads``: threads block; its larger parallel threshold
-runs the forward serial).
+share the step, fair even on a loaded machine. The per-thread CPU counts a spinning
+thread's wait as CPU: under libgomp's default wait policy (threads spin a while after
+each region) read it from a run with ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or
+``--layer workqueue`` (``minidnn.configure_threads``: threads block; its larger parallel
+threshold runs the forward serial). (Sitting 21's ``work 2 blocks …`` and ``step
+private|aligned …`` arms went with their switches in sitting 22.)
 
 Calls rotate over the candidates ``--iters`` at a time for ``--rounds`` rounds; the
 5th, 25th and 50th percentiles of all calls are printed and written as JSON (``--out``).
@@ -201,51 +185,24 @@ def candidates(density: float, threads: int):
         fns["split columns bwd_params"] = lambda: K["backward_padded_colsplit"](
             ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_c, gb_c, no_dx, N, blocks)
     del g_full, x_full
-    # sitting 21: the work of the two-block splits, both blocks run by the serial build on
-    # one thread (what the two threads do between them): the one-region FILL_PER_THREAD
-    # kernels against the two-region row / column splits, so the difference is the price
-    # of each thread transposing the whole operand (a 1-thread, thread-clock figure)
-    x_pads2 = csr.padded_buffer(2 * n_in, k).reshape(2, n_in, csr.padded_width(k))
-    g_pads2 = csr.padded_buffer(2 * n_out, k).reshape(2, n_out, csr.padded_width(k))
-    rows2, cols2 = csr.balanced_cuts(ip, 2, False), csr.balanced_cuts(ti, 2, False)
-    gd_w, gb_w, dx_w = np.empty(nnz, np.float32), np.empty(n_out, np.float32), \
-        np.empty((n_in, k), np.float32)
-    out_w = np.empty((n_out, k), np.float32)
-    S = {name: pair[0] for name, pair in csr._KERNELS.items()}
-    fns["work 2 blocks rows fwd+T"] = lambda: S["matmul_padded_rowsplit"](
-        ip, ix, data, bias, x, x_fill, out_w, T, 2)
-    fns["work 2 blocks private fwd+T"] = lambda: S["matmul_padded_private"](
-        ip, ix, data, bias, x, x_pads2, out_w, T, rows2, 2)
-    fns["work 2 blocks columns bwd+T"] = lambda: S["backward_padded_colsplit"](
-        ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_w, gb_w, dx_w, T, 2)
-    fns["work 2 blocks private bwd+T"] = lambda: S["backward_padded_private"](
-        ti, tt, perm, data, g, g_pads2, x_pad, k, zero, gd_w, gb_w, dx_w, T, cols2, 2)
     # the layer's whole training step (SparseDense.forward + backward from C-ordered x and
     # g, what bench/sparse_speed.py times), and the first-layer step (forward +
     # backward_params), under the work-split switches of TrainingKernels: sitting 18's
     # default (split by samples), the backward split by product, and the serial kernels
     # (THREADS = 1) — set on the layer's own TrainingKernels before each call
-    # (THREADS, BACKWARD_SPLIT, FORWARD_SPLIT, FILL_PER_THREAD, BALANCE_BY_NNZ,
-    #  FILL_PER_THREAD_FORWARD, LINE_ALIGNED_ROWS)
-    variants = {"samples": (None, "samples", "samples", False, False, True, False),
-                "products": (None, "products", "samples", False, False, True, False),
-                "rows+products": (None, "products", "rows", False, False, True, False),
-                "rows+columns": (None, "columns", "rows", False, False, True, False),
-                "aligned": (None, "columns", "rows", False, False, True, True),
-                "private": (None, "columns", "rows", True, False, True, False),
-                "private nnz": (None, "columns", "rows", True, True, True, False),
-                "private bwd": (None, "columns", "rows", True, False, False, False),
-                "serial": (1, "samples", "samples", False, False, True, False)}
+    # (THREADS, BACKWARD_SPLIT, FORWARD_SPLIT)
+    variants = {"samples": (None, "samples", "samples"),
+                "products": (None, "products", "samples"),
+                "rows+products": (None, "products", "rows"),
+                "rows+columns": (None, "columns", "rows"),
+                "serial": (1, "samples", "samples")}
 
     def step(variant, params_only=False):
-        threads_cap, split, forward_split, private, by_nnz, private_fwd, aligned = \
-            variants[variant]
+        threads_cap, split, forward_split = variants[variant]
 
         def run():
             kern.THREADS, kern.BACKWARD_SPLIT, kern.FORWARD_SPLIT = threads_cap, split, \
                 forward_split
-            kern.FILL_PER_THREAD, kern.BALANCE_BY_NNZ = private, by_nnz
-            kern.FILL_PER_THREAD_FORWARD, kern.LINE_ALIGNED_ROWS = private_fwd, aligned
             layer.forward(x, True)
             if params_only:
                 layer.backward_params(g)
@@ -254,19 +211,9 @@ def candidates(density: float, threads: int):
         return run
     for variant in variants:
         fns[f"step {variant}"] = step(variant)
-    for variant in ("samples", "rows+columns", "aligned", "private", "private nnz", "private bwd",
-                    "serial"):
+    for variant in ("samples", "rows+columns", "serial"):
         fns[f"step_params {variant}"] = step(variant, True)
-    # the same steps bit for bit whatever the switches (the private and nnz-balanced
-    # splits change which thread computes what, never how), or the times are moot
-    ref = None
-    for variant in ("rows+columns", "aligned", "private", "private nnz", "private bwd"):
-        step(variant)()                         # sets the switches
-        got = (layer.forward(x, True).copy(), layer.backward(g).copy(),
-               layer.grads["data"].copy(), layer.grads["b"].copy())
-        ref = got if ref is None else ref
-        for a, b in zip(got, ref):
-            np.testing.assert_array_equal(a, b, err_msg=variant)
+    step("rows+columns")()                      # the default switches again
     return fns
 
 

@@ -1250,72 +1250,6 @@ def _backward_padded_colsplit(t_indptr, t_indices, perm, data, source, grad_pad,
                                           grad_data, dx, k, c0, c1)
 
 
-def _csr_matmul_padded_private_rows(indptr, indices, data, bias, source, pads, out, fill,
-                                    row_cuts, n_blocks):
-    # the row split in ONE parallel region (``TrainingKernels.FILL_PER_THREAD``, sitting 21):
-    # block c fills the WHOLE of xᵀ into its own copy pads[c] (n_blocks copies of the padded
-    # buffer; FILL_NONE: pads[0] holds xᵀ and every block reads it), then computes rows
-    # row_cuts[c]..row_cuts[c+1] for every sample from that copy. No block reads what
-    # another writes, so the barrier between the fill and the product (the second region of
-    # ``_csr_matmul_padded_rowsplit``) goes, and each core reads xᵀ from its own cache; the
-    # price is the transpose done once per block. Each row is the one-block kernel's, bit
-    # for bit; pads[0] is the xᵀ handed to the backward.
-    k = out.shape[1]
-    for c in numba.prange(n_blocks):
-        pad = pads[0]
-        if fill != FILL_NONE:
-            pad = pads[c]
-            _fill_share(source, pad, fill, 0, k)
-        _forward_padded_row_range(indptr, indices, data, bias, pad, out, row_cuts[c],
-                                  row_cuts[c + 1])
-
-
-def _backward_padded_private_columns(t_indptr, t_indices, perm, data, source, grad_pads, x_pad,
-                                     k, zero, grad_data, grad_bias, dx, fill, col_cuts,
-                                     n_blocks):
-    # the column split in ONE parallel region (``TrainingKernels.FILL_PER_THREAD``): block
-    # c fills the whole of gradᵀ into its own copy grad_pads[c], then does A's columns
-    # col_cuts[c]..col_cuts[c+1] (their dx rows and weight-gradient entries, every sample)
-    # and its share of the bias rows, from that copy; xᵀ is read from x_pad (the forward's).
-    # The numbers are ``_backward_padded_colsplit``'s, bit for bit.
-    n_rows = grad_pads.shape[1]
-    want_dx = dx.shape[0] > 0
-    for c in numba.prange(n_blocks):
-        g_pad = grad_pads[0]
-        if fill != FILL_NONE:
-            g_pad = grad_pads[c]
-            _fill_share(source, g_pad, fill, 0, k)
-        r0, r1 = c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks
-        if len(grad_bias) > 0:
-            _row_sums_share(g_pad[r0:r1], zero, grad_bias[r0:r1], 0, k)
-        c0, c1 = col_cuts[c], col_cuts[c + 1]
-        if k == 0:                  # no samples: every product is 0
-            for q in range(t_indptr[c0], t_indptr[c1]):
-                grad_data[perm[q]] = zero
-        elif want_dx:
-            _backward_dx_column_range(t_indptr, t_indices, perm, data, g_pad, x_pad,
-                                      grad_data, dx, c0, c1)
-        else:
-            _backward_params_column_range(t_indptr, t_indices, perm, data, g_pad, x_pad,
-                                          grad_data, dx, k, c0, c1)
-
-
-def balanced_cuts(indptr, n_blocks: int, by_nnz: bool) -> np.ndarray:
-    """n_blocks + 1 row boundaries (int64) cutting the rows of a CSR structure into
-    contiguous blocks: ``by_nnz=False`` c·n/B (equal row counts, the kernels' default);
-    ``by_nnz=True`` the row where the running entry count first reaches c·nnz/B (equal
-    entry counts, to within one row). Block c is rows cuts[c]..cuts[c+1]."""
-    indptr = np.asarray(indptr, dtype=np.int64)
-    n = len(indptr) - 1
-    blocks = np.arange(n_blocks + 1, dtype=np.int64)
-    if not by_nnz or n == 0 or indptr[-1] == 0:
-        return blocks * n // n_blocks
-    cuts = np.searchsorted(indptr, blocks * indptr[-1] // n_blocks, side="left")
-    cuts = np.minimum(cuts, n)
-    cuts[0], cuts[-1] = 0, n
-    return np.maximum.accumulate(cuts).astype(np.int64)
-
-
 def _backward_products_rows(t_indptr, t_indices, perm, data, source, grad_pad, x_pad, k, zero,
                             grad_data, grad_bias, dx, fill, n_blocks):
     # the padded backward split by PRODUCT instead of by samples (``BACKWARD_SPLIT =
@@ -1395,9 +1329,7 @@ for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul
                    ("backward_padded", _backward_padded_rows),
                    ("backward_products", _backward_products_rows),
                    ("matmul_padded_rowsplit", _csr_matmul_padded_rowsplit),
-                   ("backward_padded_colsplit", _backward_padded_colsplit),
-                   ("matmul_padded_private", _csr_matmul_padded_private_rows),
-                   ("backward_padded_private", _backward_padded_private_columns)):
+                   ("backward_padded_colsplit", _backward_padded_colsplit)):
     # each build under its own name, so its own on-disk cache entry (``builds``)
     _KERNELS[_name] = (njit_variant(_fn, "_serial", fastmath=True),
                        njit_variant(_fn, "_parallel", fastmath=True, parallel=True))
@@ -1632,42 +1564,6 @@ class TrainingKernels:
     #: partial dot products. Class-level, for the quiet A/B (default: see BACKWARD_SPLIT).
     FORWARD_SPLIT: str = "rows"
 
-    #: with FORWARD_SPLIT "rows" / BACKWARD_SPLIT "columns" at more than one thread: False
-    #: (sitting 19): a first parallel region fills the shared padded xᵀ / gradᵀ, each thread
-    #: its share of the samples, and a second computes each thread's rows / columns (two
-    #: regions a call, four a layer step from C-ordered x and grad); True (sitting 21,
-    #: ``_csr_matmul_padded_private_rows`` / ``_backward_padded_private_columns``): each
-    #: thread fills the whole of xᵀ / gradᵀ into a copy of its own and computes its rows /
-    #: columns from it in the same region (one region a call, two a step; every thread
-    #: transposes all of x or grad, which costs about one transpose more a call). The
-    #: numbers are the same bit for bit. Class-level, for the quiet-machine A/B
-    #: (``bench/sparse_kernel_ab.py --threads 2 --clock wall``, rows ``step private``).
-    FILL_PER_THREAD: bool = False
-
-    #: with FILL_PER_THREAD: whether the forward takes it too (True) or only the backward
-    #: (False: the forward keeps its two regions, three a step). At one thread, under load,
-    #: the forward's extra transpose cost more than the backward's (``bench/
-    #: sparse_kernel_ab.py`` rows ``work 2 blocks …``: +22 against +6 µs at p5), so the
-    #: quiet A/B has both variants (``step private`` / ``step private bwd``).
-    FILL_PER_THREAD_FORWARD: bool = True
-
-    #: with FILL_PER_THREAD: where the threads' blocks of rows (forward) and of A's columns
-    #: (backward) are cut. False: equal counts of rows / columns (as the other splits); True:
-    #: equal counts of stored entries (``balanced_cuts``), so each thread streams the same
-    #: number of dense rows. The numbers are the same bit for bit.
-    BALANCE_BY_NNZ: bool = False
-
-    #: rows of the padded xᵀ / gradᵀ buffers: False: padded_width(k) floats (k rounded up
-    #: to 8: 104 at batch 100, 416 bytes, so every other row starts mid-cache-line); True: a
-    #: whole number of 64-byte lines (k rounded up to 16: 112). The fills split each row's
-    #: lanes between the threads at a vector boundary (48 | 52 samples at batch 100: byte
-    #: 192, a line boundary of a line-aligned row), so with True no cache line of the
-    #: buffers is written by both threads (False: the line at each odd row's split and at
-    #: each row's end is, ~2 lines a row). The kernels compute ceil(k/8) vectors a row
-    #: either way, so the numbers are the same bit for bit; the buffers grow 8 % at batch
-    #: 100. Class-level, for the quiet A/B (``bench/sparse_kernel_ab.py``, ``step aligned``).
-    LINE_ALIGNED_ROWS: bool = False
-
     def __init__(self, indptr, indices, transposed, n_cols: int):
         t_indptr, t_indices, perm = transposed
         self.n_rows, self.n_cols = len(indptr) - 1, int(n_cols)
@@ -1681,49 +1577,13 @@ class TrainingKernels:
         # the buffer ``_x_view`` is a view of, so a forward call that fills the same buffer
         # for the same batch hands out the same view object instead of slicing a new one
         self._x_view_of = None
-        # FILL_PER_THREAD: the (blocks, n, ld) stacks of per-thread copies (copy 0 is then
-        # ``_x_pad`` / ``_grad_pad``), and the blocks' cuts by (rows|columns, blocks, by nnz)
-        self._x_pads = self._grad_pads = None
-        self._stack_first = {}
-        self._cut_cache = {}
-
-    def _width(self, k: int) -> int:
-        """Row length of this object's padded buffers for batch k: padded_width(k), or a
-        whole number of 64-byte lines (16 floats) with LINE_ALIGNED_ROWS."""
-        return (k + 15) // 16 * 16 if self.LINE_ALIGNED_ROWS else (k + 7) // 8 * 8
 
     def _padded(self, which: str, n: int, k: int) -> np.ndarray:
         buf = getattr(self, which)
-        if buf is None or buf.shape != (n, self._width(k)):
-            buf = padded_buffer(n, k, width=self._width(k))
+        if buf is None or buf.shape != (n, padded_width(k)):
+            buf = padded_buffer(n, k)
             setattr(self, which, buf)
         return buf
-
-    def _stack(self, which: str, n: int, k: int, blocks: int) -> np.ndarray:
-        """The (blocks, n, padded_width(k)) stack of per-thread padded buffers ``which``
-        ("_x_pads" or "_grad_pads"), 64-byte aligned and zero-filled when allocated; its
-        copy 0 becomes the object's ``_x_pad`` / ``_grad_pad`` (one view object, kept)."""
-        stack = getattr(self, which)
-        ld = self._width(k)
-        if stack is None or stack.shape != (blocks, n, ld):
-            stack = padded_buffer(blocks * n, k, width=ld).reshape(blocks, n, ld)
-            setattr(self, which, stack)
-            self._stack_first[which] = stack[0]
-        first = self._stack_first[which]
-        # a call without the switch (or ``input_buffer``) may have put another buffer there
-        if getattr(self, which[:-1]) is not first:
-            setattr(self, which[:-1], first)
-        return stack
-
-    def _cuts(self, which: str, blocks: int) -> np.ndarray:
-        """``balanced_cuts`` of A's rows ("rows") or columns ("columns") into ``blocks``,
-        by entries where BALANCE_BY_NNZ, made once per (which, blocks, balance)."""
-        key = (which, blocks, bool(self.BALANCE_BY_NNZ))
-        cuts = self._cut_cache.get(key)
-        if cuts is None:
-            cuts = self._cut_cache[key] = balanced_cuts(
-                self.indptr if which == "rows" else self.t_indptr, blocks, key[2])
-        return cuts
 
     def _blocks(self, work: int) -> int:
         """The thread blocks a call of ``work`` multiply-adds runs on: Numba's thread
@@ -1743,18 +1603,15 @@ class TrainingKernels:
         C-ordered grad) opens at batch size k under the current switches and thread count:
         0 where both calls run serial. ``fill_x=False``: x is already in the padded buffer
         (``input_buffer``, as ``fit`` does). With FORWARD_SPLIT "rows" and BACKWARD_SPLIT
-        "columns" that is 4 (3 without the fill of x), 2 with FILL_PER_THREAD (3 with it
-        for the backward only)."""
+        "columns" that is 4 (3 without the fill of x)."""
         regions = 0
         if padded_path(dtype):
             if self._blocks((self.nnz + self.n_cols) * k) > 1:
-                two = self.FORWARD_SPLIT == "rows" and fill_x and not (
-                    self.FILL_PER_THREAD and self.FILL_PER_THREAD_FORWARD)
-                regions += 2 if two else 1
+                regions += 2 if self.FORWARD_SPLIT == "rows" and fill_x else 1
             blocks = self._blocks(self.nnz * k * (2 if input_grad else 1) + self.n_rows * k)
             if blocks > 1:
                 if self.BACKWARD_SPLIT == "columns":
-                    regions += 1 if self.FILL_PER_THREAD else 2
+                    regions += 2
                 elif (self.BACKWARD_SPLIT == "products" and input_grad
                       and _sample_blocks(blocks, k) == 2):
                     regions += 2
@@ -1821,21 +1678,11 @@ class TrainingKernels:
                 k = x.shape[1]
                 fill = FILL_NONE if x is self._x_view else FILL_COPY
             pad = self._x_pad
-            if pad is None or pad.shape[1] != self._width(k):
+            if pad is None or pad.shape[1] != padded_width(k):
                 pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=np.float32)
             blocks = self._blocks((self.nnz + self.n_cols) * k)
-            if (blocks > 1 and self.FORWARD_SPLIT == "rows" and self.FILL_PER_THREAD
-                    and self.FILL_PER_THREAD_FORWARD):
-                if fill == FILL_NONE:       # xᵀ is in pad already: every block reads it
-                    pads = pad[None]
-                else:
-                    self._stack("_x_pads", self.n_cols, k, blocks)
-                    pad, pads = self._x_pad, self._x_pads
-                _KERNELS["matmul_padded_private"][1](self.indptr, self.indices, data, bias, x,
-                                                     pads, out, fill, self._cuts("rows", blocks),
-                                                     blocks)
-            elif blocks > 1 and self.FORWARD_SPLIT == "rows":
+            if blocks > 1 and self.FORWARD_SPLIT == "rows":
                 _KERNELS["matmul_padded_rowsplit"][1](self.indptr, self.indices, data, bias, x,
                                                       pad, out, fill, blocks)
             else:
@@ -1882,7 +1729,7 @@ class TrainingKernels:
                 x_pad = self._padded("_x_other", self.n_cols, k)
                 x_pad[:, :k] = xt
             g_pad = self._grad_pad
-            if g_pad is None or g_pad.shape[1] != self._width(k):
+            if g_pad is None or g_pad.shape[1] != padded_width(k):
                 g_pad = self._padded("_grad_pad", self.n_rows, k)
             grad_data = np.empty(self.nnz, dtype=np.float32)
             grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=np.float32)
@@ -1891,13 +1738,6 @@ class TrainingKernels:
             fill = FILL_TRANSPOSE if batch_major else FILL_COPY
             blocks = self._blocks(work)
             kernel = _KERNELS["backward_padded"][blocks > 1]
-            if blocks > 1 and self.BACKWARD_SPLIT == "columns" and self.FILL_PER_THREAD:
-                g_pads = self._stack("_grad_pads", self.n_rows, k, blocks)
-                _KERNELS["backward_padded_private"][1](self.t_indptr, self.t_indices, self.perm,
-                                                       data, grad, g_pads, x_pad, k, zero,
-                                                       grad_data, grad_bias, dx, fill,
-                                                       self._cuts("columns", blocks), blocks)
-                return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
             if blocks > 1 and self.BACKWARD_SPLIT == "columns":
                 _KERNELS["backward_padded_colsplit"][1](self.t_indptr, self.t_indices, self.perm,
                                                         data, grad, g_pad, x_pad, k, zero,
