@@ -45,6 +45,19 @@ each region) read it from a run with ``OMP_WAIT_POLICY=PASSIVE`` in the environm
 threshold runs the forward serial). (Sitting 21's ``work 2 blocks …`` and ``step
 private|aligned …`` arms went with their switches in sitting 22.)
 
+Sitting 22, ``--lanes``: only the padded kernels on 16-lane vectors (this tree's default
+where Numba's target has AVX-512F) against the same kernels on 8 (``_LANES = 8``: what
+they were until sitting 22, and what CPUs without AVX-512 run), both from this tree's
+csr.py (the 8-lane copy is compiled from it into a temporary folder, ``lanes8_module``):
+``lanes8|lanes16 fwd``, ``fwd+T``, ``bwd``, ``bwd+T``, ``bwd_params`` (serial builds,
+one block, as above) and ``lanes8|lanes16 step`` / ``step_params``: the layer's whole
+step through a ``TrainingKernels`` of either module (the tree's default splits). The
+outputs of both are checked against each other within float32 rounding first. The
+quiet decision of sitting 22 (16 lanes by default):
+
+    python bench/sparse_kernel_ab.py --lanes --threads 2 --clock wall --rounds 300
+    python bench/sparse_kernel_ab.py --lanes --rounds 300      # 1 thread, thread clock
+
 Calls rotate over the candidates ``--iters`` at a time for ``--rounds`` rounds; the
 5th, 25th and 50th percentiles of all calls are printed and written as JSON (``--out``).
 ``--clock thread`` (default) leaves out the waits for a core on a loaded machine: right
@@ -217,6 +230,102 @@ def candidates(density: float, threads: int):
     return fns
 
 
+def lanes8_module():
+    """This tree's csr.py with ``_LANES = 8`` (the padded kernels on 8-lane vectors), as
+    the module ``minidnn.kernels._csr_lanes8``, from a copy in a temporary folder (kept
+    while the source is the same, so Numba's cache there stays valid)."""
+    import importlib.util
+    import tempfile
+    import minidnn.kernels.csr as csr
+    src = Path(csr.__file__).read_text()
+    line = '_LANES = 16 if target_has("avx512f") else 8'
+    if line not in src:
+        raise SystemExit("csr.py has no _LANES line to replace")
+    folder = Path(tempfile.gettempdir()) / f"minidnn_csr_lanes8_{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    path = folder / "_csr_lanes8.py"
+    text = src.replace(line, "_LANES = 8")
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    spec = importlib.util.spec_from_file_location("minidnn.kernels._csr_lanes8", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def lanes_candidates(density: float, threads: int):
+    """``--lanes``: the padded kernels and the layer step on 8- against 16-lane vectors."""
+    import minidnn.kernels.csr as csr
+    from minidnn.sparse import SparseDense
+    c8 = lanes8_module()
+    if csr._LANES != 16:
+        print("note: Numba's target has no AVX-512F; both arms run 8 lanes", flush=True)
+    rng = np.random.default_rng(1)
+    k, n_in, n_out = 100, 784, 500
+    x = rng.random((k, n_in), dtype=np.float32)
+    g = rng.standard_normal((k, n_out)).astype(np.float32)
+    layers = {"lanes16": SparseDense(n_in, n_out, density=density, rng=0),
+              "lanes8": SparseDense(n_in, n_out, density=density, rng=0)}
+    kern = layers["lanes16"]._kernels
+    k8 = layers["lanes8"]._kernels = c8.TrainingKernels(
+        kern.indptr.view(np.int32), kern.indices.view(np.int32),
+        (kern.t_indptr.view(np.int32), kern.t_indices.view(np.int32), kern.perm.view(np.int32)),
+        n_in)
+    data, bias, zero = layers["lanes16"].params["data"], layers["lanes16"].params["b"], \
+        np.float32(0)
+    ip, ix, ti, tt, perm = kern.indptr, kern.indices, kern.t_indptr, kern.t_indices, kern.perm
+    nnz = len(data)
+    fns, outputs = {}, {}
+    for name, m in (("lanes8", c8), ("lanes16", csr)):
+        S = {n: pair[0] for n, pair in m._KERNELS.items()}
+        xp, gp = m.padded_buffer(n_in, k), m.padded_buffer(n_out, k)
+        xp[:, :k], gp[:, :k] = x.T, g.T
+        xf, gf = m.padded_buffer(n_in, k), m.padded_buffer(n_out, k)
+        out = np.empty((n_out, k), np.float32)
+        gd, gb = np.empty(nnz, np.float32), np.empty(n_out, np.float32)
+        dx, no_dx = np.empty((n_in, k), np.float32), np.empty((0, k), np.float32)
+        part, part_b = np.empty((0, nnz), np.float32), np.empty((0, n_out), np.float32)
+        T, N = m.FILL_TRANSPOSE, m.FILL_NONE
+
+        def add(what, f):
+            fns[f"{name} {what}"] = f
+        add("fwd", lambda S=S, xp=xp, out=out: S["matmul_padded"](ip, ix, data, bias, x, xp,
+                                                                  out, N, 1))
+        add("fwd+T", lambda S=S, xf=xf, out=out: S["matmul_padded"](ip, ix, data, bias, x, xf,
+                                                                    out, T, 1))
+        add("bwd", lambda S=S, gp=gp, xp=xp, gd=gd, gb=gb, dx=dx, part=part, part_b=part_b:
+            S["backward_padded"](ti, tt, perm, data, g, gp, xp, k, zero, gd, gb, dx, part,
+                                 part_b, N, 1))
+        add("bwd+T", lambda S=S, gf=gf, xp=xp, gd=gd, gb=gb, dx=dx, part=part, part_b=part_b:
+            S["backward_padded"](ti, tt, perm, data, g, gf, xp, k, zero, gd, gb, dx, part,
+                                 part_b, T, 1))
+        add("bwd_params", lambda S=S, gp=gp, xp=xp, gd=gd, gb=gb, part=part, part_b=part_b:
+            S["backward_padded"](ti, tt, perm, data, g, gp, xp, k, zero, gd, gb, no_dx, part,
+                                 part_b, N, 1))
+        layer = layers[name]
+
+        def step(layer=layer, params_only=False):
+            def run():
+                layer.forward(x, True)
+                if params_only:
+                    layer.backward_params(g)
+                else:
+                    layer.backward(g)
+            return run
+        add("step", step())
+        add("step_params", step(params_only=True))
+        fns[f"{name} fwd"]()
+        fns[f"{name} bwd"]()
+        y = np.array(layer.forward(x, True))
+        outputs[name] = (out.copy(), gd.copy(), gb.copy(), dx.copy(), y,
+                         np.array(layer.backward(g)), layer.grads["data"].copy())
+    for a, b in zip(outputs["lanes8"], outputs["lanes16"]):   # the same numbers, or moot
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    assert k8._x_pad.shape[1] == 104 and kern._x_pad.shape[1] == csr.padded_width(k)
+    return fns
+
+
 def product_bytes(density: float):
     """Bytes each product of the 784→500, batch-100 step must move through the cache
     hierarchy at least once per call, by what it reads per stored entry: its dense row of
@@ -242,7 +351,11 @@ def main(argv=None):
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
     p.add_argument("--layer", choices=("default", "workqueue"), default="default",
                    help="workqueue: minidnn.configure_threads (blocking threads) first")
-    p.add_argument("--out", default=str(RESULTS_DIR / "sparse_kernel_ab.json"))
+    p.add_argument("--lanes", action="store_true",
+                   help="sitting 22: only the 8- against 16-lane padded kernels and steps")
+    p.add_argument("--out", default=None,
+                   help="default bench/results/sparse_kernel_ab.json (--lanes: "
+                        "sparse_kernel_ab_lanes.json)")
     args = p.parse_args(argv)
     import numba
     if args.layer == "workqueue":
@@ -250,7 +363,10 @@ def main(argv=None):
         minidnn.configure_threads(args.threads)
     numba.set_num_threads(args.threads)
     now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
-    fns = candidates(args.density, args.threads)
+    if args.out is None:
+        args.out = str(RESULTS_DIR / ("sparse_kernel_ab_lanes.json" if args.lanes
+                                      else "sparse_kernel_ab.json"))
+    fns = (lanes_candidates if args.lanes else candidates)(args.density, args.threads)
     for f in fns.values():
         for _ in range(20):
             f()
@@ -258,7 +374,7 @@ def main(argv=None):
     names = list(fns)
     # per-thread CPU time of the whole-step rows (read outside the timed calls): how the
     # two threads share the work, a fair measure even on a loaded machine
-    cpu = {name: {} for name in names if name.startswith("step")}
+    cpu = {name: {} for name in names if name.startswith("step") or " step" in name}
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             f = fns[name]

@@ -64,3 +64,38 @@ def test_step_regions_counts_the_parallel_regions_of_a_layer_step(monkeypatch, t
         assert kern.step_regions(100, fill_x=False) == 3   # x already in the input buffer
     monkeypatch.setattr(csr.TrainingKernels, "THREADS", 1)
     assert kern.step_regions(100) == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("sizes", [(13, 9, 13), (100, 97, 100, 1), (32, 17)])
+def test_a_smaller_batch_of_the_same_row_length_reads_no_stale_lanes(monkeypatch, two_threads,
+                                                                    threads, sizes):
+    # sizes that share a padded row length (13 and 9: 16 lanes for 8- and 16-lane vectors)
+    # reuse the buffers; the lanes the larger batch wrote must read as zeros, or the
+    # weight gradient's dot products pick them up (the bug until sitting 22). Against the
+    # SciPy/NumPy twins, through the plain layer and the fused SparseDense → Sigmoid kernels
+    from minidnn.kernels import csr_fused
+    two_threads(threads)
+    rng = np.random.default_rng(12)
+    layer = md.SparseDense(30, 20, density=0.3, rng=0)
+    kern = layer._kernels
+    ip, ix = kern.indptr.view(np.int32), kern.indices.view(np.int32)
+    for k in sizes:
+        x = rng.random((k, 30), dtype=np.float32)
+        g = rng.standard_normal((k, 20)).astype(np.float32)
+        y = np.array(layer.forward(x, training=True))
+        dx = np.array(layer.backward(g))
+        data, bias = layer.params["data"], layer.params["b"]
+        np.testing.assert_allclose(y, csr.csr_matmul_numpy(ip, ix, data, x.T, bias).T,
+                                   rtol=1e-5, atol=1e-5)
+        want = csr.csr_backward_numpy(ip, ix, data, g.T.copy(), x.T.copy())
+        np.testing.assert_allclose(layer.grads["data"], want[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(layer.grads["b"], want[1], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(dx, want[2].T, rtol=1e-4, atol=1e-5)
+        if csr.SIMD_AVAILABLE:
+            ys, xt = csr_fused.forward_sigmoid(kern, data, bias, x, batch_major=True)
+            gd, gb, _ = csr_fused.backward_sigmoid(kern, data, ys, g, xt, True,
+                                                   batch_major=True)
+            ref = csr_fused.backward_sigmoid_numpy(ip, ix, data, ys, g.T, x.T)
+            np.testing.assert_allclose(gd, ref[0], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(gb, ref[1], rtol=1e-4, atol=1e-5)

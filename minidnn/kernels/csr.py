@@ -95,6 +95,23 @@ stay), 2.6 µs of Numba dispatch, four parallel regions at two threads (an empty
 row of the dense operand against 8 (forward) or 16 (backward) bytes of structure, so
 narrower indices would save under 1 %; the kernels, their arguments and their numbers
 are unchanged.
+
+Sitting 22: where Numba's target has AVX-512F the padded kernels run on 16-lane vectors
+(``_LANES = 16``: zmm registers, 32 of them; the padded rows are a whole number of 16
+lanes, 112 floats at a batch of 100, so each vector is one 64-byte line), else on 8 as
+before; the IR is the same, written for ``_LANES``. A batch of 100 is 7 vectors: the
+forward's row and the backward's column are one pass each (13 + 0 and 7 + 6 vectors of
+8 before), the fused backward holds x[c]'s 7 vectors in registers for the column
+(``_HOLD_X``), and each entry costs half the instructions. Serial builds, 784→500,
+γ = 0.04, batch 100, one process, thread clock, under load (``bench/sparse_kernel_ab.py
+--lanes``): the forward 80 → 73 µs, the fused backward 140 → 98, without dx 98 → 78
+(8 → 16 lanes, p5). The numbers change within float32 rounding (another order of the
+partial sums: per lane as before, but the dot products' partials and the horizontal sum
+group the lanes by 16). Sitting 21's one-region switches (``FILL_PER_THREAD``,
+``FILL_PER_THREAD_FORWARD``, ``BALANCE_BY_NNZ``, ``LINE_ALIGNED_ROWS``), a tie or a loss
+on the quiet machine, were deleted with their kernels. ``TrainingKernels._padded`` now
+zeroes a kept buffer's lanes k.. when the batch size changes within one row length (a
+batch of 13 then one of 9 read the first batch's samples in the pad lanes).
 """
 from __future__ import annotations
 
@@ -106,7 +123,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import avx2_fma_target
+from .simd import avx2_fma_target, target_has
 from ..threads import numba_thread_count
 from .builds import njit_variant
 
@@ -534,7 +551,12 @@ SIMD_AVAILABLE = avx2_fma_target()
 _FORWARD_PASS_REGS = (12, 4, 1)
 
 
-def _ir_helpers(context, builder):
+def _ir_helpers(context, builder, lanes: int = 8):
+    # (f32, i64, the vector type, its fma, vec_ptr, broadcast, masks, masked_load,
+    # masked_store) for vectors of ``lanes`` float32: 8 (AVX2: ymm; the masked ops are
+    # vmaskmovps) or 16 (AVX-512: zmm; LLVM's generic masked load / store, k-masks)
+    if lanes != 8:
+        return _wide_ir_helpers(builder, lanes)
     f32, i64 = ir.FloatType(), ir.IntType(64)
     v8f = ir.VectorType(f32, 8)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]),
@@ -570,6 +592,44 @@ def _ir_helpers(context, builder):
         return builder.shuffle_vector(one, ir.Constant(v8f, ir.Undefined),
                                       ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
     return f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store
+
+
+def _wide_ir_helpers(builder, lanes: int):
+    f32, i64, i1, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(1), ir.IntType(32)
+    vf, vi = ir.VectorType(f32, lanes), ir.VectorType(i32, lanes)
+    vb = ir.VectorType(i1, lanes)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
+                                         f"llvm.fma.v{lanes}f32")
+    load_fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vf, [vf.as_pointer(), i32, vb, vf]),
+        f"llvm.masked.load.v{lanes}f32.p0")
+    store_fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vf, vf.as_pointer(), i32, vb]),
+        f"llvm.masked.store.v{lanes}f32.p0")
+
+    def vec_ptr(base, offset):
+        return builder.bitcast(builder.gep(base, [offset]), vf.as_pointer())
+
+    def masks(n):
+        """the mask of the first n (< lanes) lanes"""
+        splat = builder.insert_element(ir.Constant(vi, ir.Undefined), builder.trunc(n, i32),
+                                       ir.Constant(i64, 0))
+        splat = builder.shuffle_vector(splat, ir.Constant(vi, ir.Undefined),
+                                       ir.Constant(vi, [0] * lanes))
+        return builder.icmp_signed("<", ir.Constant(vi, list(range(lanes))), splat)
+
+    def masked_load(base, offset, mask):
+        return builder.call(load_fn, [vec_ptr(base, offset), ir.Constant(i32, 4), mask,
+                                      ir.Constant(vf, [0.0] * lanes)])
+
+    def masked_store(base, offset, mask, value):
+        builder.call(store_fn, [value, vec_ptr(base, offset), ir.Constant(i32, 4), mask])
+
+    def broadcast(value):
+        one = builder.insert_element(ir.Constant(vf, ir.Undefined), value, ir.Constant(i64, 0))
+        return builder.shuffle_vector(one, ir.Constant(vf, ir.Undefined),
+                                      ir.Constant(vi, [0] * lanes))
+    return f32, i64, vf, fma, vec_ptr, broadcast, masks, masked_load, masked_store
 
 
 @intrinsic
@@ -729,12 +789,25 @@ def _csr_matmul_batch_major_simd_rows(indptr, indices, data, bias, zero, x_bm, d
 #: build, 784→500, γ = 0.04, batch 100: 2 and 8 no better than 4)
 PREFETCH_DISTANCE = 4
 
-#: most 8-lane vectors per pass of the padded backward (see above)
+#: float32 lanes of the padded kernels' vectors: 16 (zmm) where Numba's target has
+#: AVX-512F (sitting 22), else 8 (ymm); the padded buffers' rows are a whole number of them
+_LANES = 16 if target_has("avx512f") else 8
+
+#: whether the fused backward with dx holds x[c]'s vectors in registers (with 16-lane
+#: vectors: 32 zmm registers, 7 dx accumulators + 7 of x at a batch of 100)
+_HOLD_X = _LANES == 16
+
+#: most vectors per pass of the padded backward (see above)
 _BACKWARD_PASS_REGS = 7
 
 #: most 8-lane vectors per pass of the padded forward: 13 accumulators + the broadcast
 #: value + one operand = 15 of the 16 ymm registers; a batch of ≤ 104 in one pass
 _PADDED_FORWARD_PASS_REGS = 13
+
+
+def _pass_lines(n_regs: int) -> int:
+    # 64-byte lines a pass of n_regs vectors covers (its prefetches: one a line)
+    return (n_regs * _LANES + 15) // 16
 
 
 def padded_path(dtype) -> bool:
@@ -744,8 +817,9 @@ def padded_path(dtype) -> bool:
 
 
 def padded_width(k: int) -> int:
-    """Row length of the padded feature-major buffers: k rounded up to a multiple of 8."""
-    return (int(k) + 7) // 8 * 8
+    """Row length of the padded feature-major buffers: k rounded up to a multiple of the
+    padded kernels' vector width ``_LANES`` (16 with AVX-512, else 8)."""
+    return (int(k) + _LANES - 1) // _LANES * _LANES
 
 
 def padded_buffer(n: int, k: int, dtype=np.float32, width: int | None = None) -> np.ndarray:
@@ -785,9 +859,9 @@ def _store_row_vectors(builder, helpers, out_p, row, j, k_v, values):
     # out[row + j + 8n ...] = values[n]; the vector that crosses k is stored masked
     f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
     for n, value in enumerate(values):
-        jn = builder.add(j, ir.Constant(i64, 8 * n))
+        jn = builder.add(j, ir.Constant(i64, _LANES * n))
         where = builder.add(row, jn)
-        with builder.if_else(builder.icmp_signed("<=", builder.add(jn, ir.Constant(i64, 8)),
+        with builder.if_else(builder.icmp_signed("<=", builder.add(jn, ir.Constant(i64, _LANES)),
                                                  k_v)) as (whole, part):
             with whole:
                 builder.store(value, vec_ptr(out_p, where), align=4)
@@ -816,7 +890,7 @@ def _balanced_passes(builder, n_vectors, most, emit):
                 block = builder.append_basic_block(f"pass_{n_regs}")
                 switch.add_case(C(n_regs), block)
                 builder.position_at_end(block)
-                emit(n_regs, builder.mul(first_vector, C(8)), is_first)
+                emit(n_regs, builder.mul(first_vector, C(_LANES)), is_first)
                 builder.branch(done)
             builder.position_at_end(done)
             builder.store(builder.add(first_vector, size), at)
@@ -834,7 +908,7 @@ def _forward_row_padded_codegen(permuted: bool):
             out_p, dense_p, idx_p, perm_p, data_p = pointers
         else:
             (out_p, dense_p, idx_p, data_p), perm_p = pointers, None
-        helpers = _ir_helpers(context, builder)
+        helpers = _ir_helpers(context, builder, _LANES)
         f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
         prefetch = _prefetch_helper(builder, dense_p)
         p0_v, p1_v, r_v, k_v, ld_v, ld_out_v, pf_end_v = _int_args(context, builder, signature,
@@ -842,7 +916,7 @@ def _forward_row_padded_codegen(permuted: bool):
         C = lambda v: ir.Constant(i64, v)                       # noqa: E731
         n_entries = builder.sub(p1_v, p0_v)
         last = builder.sub(pf_end_v, C(1))
-        zero = ir.Constant(v8f, [0.0] * 8)
+        zero = ir.Constant(v8f, [0.0] * _LANES)
 
         def one_pass(n_regs, j, is_first):
             accs = [cgutils.alloca_once_value(builder, zero) for _ in range(n_regs)]
@@ -852,7 +926,7 @@ def _forward_row_padded_codegen(permuted: bool):
                 ahead = builder.select(builder.icmp_signed("<", ahead, pf_end_v), ahead, last)
                 ahead_row = builder.add(builder.mul(builder.zext(
                     builder.load(builder.gep(idx_p, [ahead])), i64), ld_v), j)
-                for line in range((n_regs + 1) // 2):       # vector 2·line of this pass
+                for line in range(_pass_lines(n_regs)):     # each 64-byte line of the pass
                     prefetch(builder.add(ahead_row, C(16 * line)))
                 col = builder.zext(builder.load(builder.gep(idx_p, [p])), i64)
                 at_value = (p if perm_p is None
@@ -860,12 +934,12 @@ def _forward_row_padded_codegen(permuted: bool):
                 v = broadcast(builder.load(builder.gep(data_p, [at_value])))
                 at = builder.add(builder.mul(col, ld_v), j)
                 for n, acc in enumerate(accs):
-                    s = builder.load(vec_ptr(dense_p, builder.add(at, C(8 * n))), align=4)
+                    s = builder.load(vec_ptr(dense_p, builder.add(at, C(_LANES * n))), align=4)
                     builder.store(builder.call(fma, [v, s, builder.load(acc)]), acc)
             _store_row_vectors(builder, helpers, out_p, builder.mul(r_v, ld_out_v), j, k_v,
                                [builder.load(acc) for acc in accs])
 
-        n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
+        n_vectors = builder.udiv(builder.add(k_v, C(_LANES - 1)), C(_LANES))
         _balanced_passes(builder, n_vectors, _PADDED_FORWARD_PASS_REGS, one_pass)
         return context.get_dummy_value()
 
@@ -909,7 +983,7 @@ def _make_backward_col_avx2(want_dx: bool):
         def codegen(context, builder, signature, args):
             dx_p, g_p, x_p, ti_p, perm_p, data_p, gd_p = _array_pointers(
                 context, builder, signature, args, 7)
-            helpers = _ir_helpers(context, builder)
+            helpers = _ir_helpers(context, builder, _LANES)
             f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
             i32 = ir.IntType(32)
             prefetch = _prefetch_helper(builder, g_p)
@@ -919,32 +993,39 @@ def _make_backward_col_avx2(want_dx: bool):
             n_entries = builder.sub(q1_v, q0_v)
             last = builder.sub(pf_end_v, C(1))
             x_row = builder.mul(c_v, ldx_v)
-            zero = ir.Constant(v8f, [0.0] * 8)
+            zero = ir.Constant(v8f, [0.0] * _LANES)
 
             def lanes(t, idx):
                 return builder.shuffle_vector(t, t, ir.Constant(ir.VectorType(i32, len(idx)), idx))
 
             def horizontal_sum(t):
+                if _LANES == 16:
+                    t = builder.fadd(lanes(t, list(range(8))), lanes(t, list(range(8, 16))))
                 s = builder.fadd(lanes(t, [0, 1, 2, 3]), lanes(t, [4, 5, 6, 7]))
                 s = builder.fadd(s, lanes(s, [2, 3, 2, 3]))
                 s = builder.fadd(s, lanes(s, [1, 1, 1, 1]))
                 return builder.extract_element(s, C(0))
 
             def x_vector(j, n):
-                return builder.load(vec_ptr(x_p, builder.add(x_row, builder.add(j, C(8 * n)))),
+                return builder.load(vec_ptr(x_p, builder.add(x_row, builder.add(j, C(_LANES * n)))),
                                     align=4)
 
             def one_pass(n_regs, j, is_first):
                 accs = ([cgutils.alloca_once_value(builder, zero) for _ in range(n_regs)]
                         if want_dx else [])
-                held = None if want_dx else [x_vector(j, n) for n in range(n_regs)]
+                # x[c]'s vectors of the pass in registers, loaded once before the entries
+                # (LLVM cannot hoist the loads itself: the grad_data stores might alias
+                # x); with dx on AVX2 the 16 ymm registers are taken by dx, so x is read
+                # from L1 each entry there
+                hold = _HOLD_X or not want_dx
+                held = [x_vector(j, n) for n in range(n_regs)] if hold else None
                 with cgutils.for_range(builder, n_entries) as inner:
                     q = builder.add(q0_v, inner.index)
                     ahead = builder.add(q, C(PREFETCH_DISTANCE))
                     ahead = builder.select(builder.icmp_signed("<", ahead, pf_end_v), ahead, last)
                     ahead_row = builder.add(builder.mul(builder.zext(
                         builder.load(builder.gep(ti_p, [ahead])), i64), ldg_v), j)
-                    for line in range((n_regs + 1) // 2):
+                    for line in range(_pass_lines(n_regs)):
                         prefetch(builder.add(ahead_row, C(16 * line)))
                     r = builder.zext(builder.load(builder.gep(ti_p, [q])), i64)
                     p = builder.zext(builder.load(builder.gep(perm_p, [q])), i64)
@@ -953,11 +1034,11 @@ def _make_backward_col_avx2(want_dx: bool):
                         v = broadcast(builder.load(builder.gep(data_p, [p])))
                     partial = [None] * 4            # four dot-product chains, then a tree
                     for n in range(n_regs):
-                        g = builder.load(vec_ptr(g_p, builder.add(g_row, C(8 * n))), align=4)
+                        g = builder.load(vec_ptr(g_p, builder.add(g_row, C(_LANES * n))), align=4)
                         if want_dx:
                             builder.store(builder.call(fma, [v, g, builder.load(accs[n])]),
                                           accs[n])
-                        xv = x_vector(j, n) if want_dx else held[n]
+                        xv = held[n] if hold else x_vector(j, n)
                         t = partial[n % 4]
                         partial[n % 4] = (builder.fmul(g, xv) if t is None
                                           else builder.call(fma, [g, xv, t]))
@@ -976,7 +1057,7 @@ def _make_backward_col_avx2(want_dx: bool):
                     _store_row_vectors(builder, helpers, dx_p, builder.mul(c_v, lddx_v), j, k_v,
                                        [builder.load(acc) for acc in accs])
 
-            n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
+            n_vectors = builder.udiv(builder.add(k_v, C(_LANES - 1)), C(_LANES))
             _balanced_passes(builder, n_vectors, _BACKWARD_PASS_REGS, one_pass)
             return context.get_dummy_value()
 
@@ -1067,9 +1148,9 @@ def _fill_share(source, pad, fill, s0, s1):
 def _sample_share(c, n_blocks, k):
     # (first vector, end vector, first sample, end sample) of block c when the k samples'
     # ceil(k/8) 8-lane vectors are cut into n_blocks contiguous shares
-    nv = (k + 7) // 8
+    nv = (k + _LANES - 1) // _LANES
     v0, v1 = c * nv // n_blocks, (c + 1) * nv // n_blocks
-    return v0, v1, min(k, 8 * v0), min(k, 8 * v1)
+    return v0, v1, min(k, _LANES * v0), min(k, _LANES * v1)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -1369,7 +1450,7 @@ def _kernel(name, work):
 def _sample_blocks(blocks: int, k: int) -> int:
     """Blocks of the padded kernels, which split the batch's 8-lane vectors: at most
     one per vector, at least one."""
-    return max(1, min(blocks, (k + 7) // 8))
+    return max(1, min(blocks, (k + _LANES - 1) // _LANES))
 
 
 def _forward_name(name: str, dtype) -> str:
@@ -1577,12 +1658,22 @@ class TrainingKernels:
         # the buffer ``_x_view`` is a view of, so a forward call that fills the same buffer
         # for the same batch hands out the same view object instead of slicing a new one
         self._x_view_of = None
+        # the batch each padded buffer was last handed out for (``_padded``)
+        self._buffer_k = {}
 
     def _padded(self, which: str, n: int, k: int) -> np.ndarray:
+        """The padded buffer ``which`` for batch k: a new zeroed one when its row length
+        changes; kept when it does not, with lanes k.. zeroed again when the batch it was
+        last handed out for was another (a larger batch of the same row length left its
+        samples there, and the backward's dot products read every lane of a vector:
+        until sitting 22 a batch of 13 then one of 9 gave a wrong weight gradient)."""
         buf = getattr(self, which)
         if buf is None or buf.shape != (n, padded_width(k)):
             buf = padded_buffer(n, k)
             setattr(self, which, buf)
+        elif self._buffer_k.get(which) != k:
+            buf[:, k:] = 0
+        self._buffer_k[which] = k
         return buf
 
     def _blocks(self, work: int) -> int:
@@ -1678,7 +1769,7 @@ class TrainingKernels:
                 k = x.shape[1]
                 fill = FILL_NONE if x is self._x_view else FILL_COPY
             pad = self._x_pad
-            if pad is None or pad.shape[1] != padded_width(k):
+            if pad is None or self._buffer_k.get("_x_pad") != k:
                 pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=np.float32)
             blocks = self._blocks((self.nnz + self.n_cols) * k)
@@ -1729,7 +1820,7 @@ class TrainingKernels:
                 x_pad = self._padded("_x_other", self.n_cols, k)
                 x_pad[:, :k] = xt
             g_pad = self._grad_pad
-            if g_pad is None or g_pad.shape[1] != padded_width(k):
+            if g_pad is None or self._buffer_k.get("_grad_pad") != k:
                 g_pad = self._padded("_grad_pad", self.n_rows, k)
             grad_data = np.empty(self.nnz, dtype=np.float32)
             grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=np.float32)
