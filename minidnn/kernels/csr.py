@@ -104,8 +104,10 @@ forward's row and the backward's column are one pass each (13 + 0 and 7 + 6 vect
 8 before), the fused backward holds x[c]'s 7 vectors in registers for the column
 (``_HOLD_X``), and each entry costs half the instructions. Serial builds, 784→500,
 γ = 0.04, batch 100, one process, thread clock, under load (``bench/sparse_kernel_ab.py
---lanes``): the forward 80 → 73 µs, the fused backward 140 → 98, without dx 98 → 78
-(8 → 16 lanes, p5). The numbers change within float32 rounding (another order of the
+--lanes``, p5, 8 → 16 lanes): the forward 79 → 66 µs, the fused backward 140 → 96,
+without dx 99 → 72, the layer's step 299 → 254 (two threads, wall clock). With 16 lanes
+the row kernels issue no software prefetches (``_PREFETCH``: the forward 74 → 62 µs
+without them; a vector is one line, and the hardware prefetchers keep up). The numbers change within float32 rounding (another order of the
 partial sums: per lane as before, but the dot products' partials and the horizontal sum
 group the lanes by 16). Sitting 21's one-region switches (``FILL_PER_THREAD``,
 ``FILL_PER_THREAD_FORWARD``, ``BALANCE_BY_NNZ``, ``LINE_ALIGNED_ROWS``), a tie or a loss
@@ -793,6 +795,13 @@ PREFETCH_DISTANCE = 4
 #: AVX-512F (sitting 22), else 8 (ymm); the padded buffers' rows are a whole number of them
 _LANES = 16 if target_has("avx512f") else 8
 
+#: whether the row kernels prefetch the dense row of the entry PREFETCH_DISTANCE ahead:
+#: with 8 lanes (sitting 18's A/B); with 16 not (sitting 22: serial builds, one process,
+#: thread clock, under load, p5: the forward 74 → 62 µs without, the backward 99 → 98;
+#: one line a vector, the hardware prefetchers keep up and the prefetches only took load
+#: slots)
+_PREFETCH = _LANES == 8
+
 #: whether the fused backward with dx holds x[c]'s vectors in registers (with 16-lane
 #: vectors: 32 zmm registers, 7 dx accumulators + 7 of x at a batch of 100)
 _HOLD_X = _LANES == 16
@@ -806,8 +815,9 @@ _PADDED_FORWARD_PASS_REGS = 13
 
 
 def _pass_lines(n_regs: int) -> int:
-    # 64-byte lines a pass of n_regs vectors covers (its prefetches: one a line)
-    return (n_regs * _LANES + 15) // 16
+    # the software prefetches of a pass of n_regs vectors: one a 64-byte line with 8-lane
+    # vectors, none with 16 (``_PREFETCH``)
+    return (n_regs * _LANES + 15) // 16 if _PREFETCH else 0
 
 
 def padded_path(dtype) -> bool:
@@ -1032,16 +1042,26 @@ def _make_backward_col_avx2(want_dx: bool):
                     g_row = builder.add(builder.mul(r, ldg_v), j)
                     if want_dx:
                         v = broadcast(builder.load(builder.gep(data_p, [p])))
-                    partial = [None] * 4            # four dot-product chains, then a tree
+                    # four dot-product chains, then a tree. (Sitting 22, 16 lanes, one
+                    # process, thread clock, under load: two chains without dx were 76 → 72
+                    # µs, but the fast-math flags of the callers then let LLVM sum them in
+                    # another order in csr_fused's column split than in the layer's kernel,
+                    # and the fused SparseSigmoid's weight gradient lost its bit-for-bit
+                    # equality with the two layers': not kept. With dx, one or two chains
+                    # were slower, 98–99 against 95; summing four entries' dot products
+                    # at once in one shuffle tree was a tie without dx and 20 % slower with
+                    # it, 116 against 97: not kept either.)
+                    chains = 4
+                    partial = [None] * chains
                     for n in range(n_regs):
                         g = builder.load(vec_ptr(g_p, builder.add(g_row, C(_LANES * n))), align=4)
                         if want_dx:
                             builder.store(builder.call(fma, [v, g, builder.load(accs[n])]),
                                           accs[n])
                         xv = held[n] if hold else x_vector(j, n)
-                        t = partial[n % 4]
-                        partial[n % 4] = (builder.fmul(g, xv) if t is None
-                                          else builder.call(fma, [g, xv, t]))
+                        t = partial[n % chains]
+                        partial[n % chains] = (builder.fmul(g, xv) if t is None
+                                               else builder.call(fma, [g, xv, t]))
                     partial = [t for t in partial if t is not None]
                     while len(partial) > 1:
                         partial = [builder.fadd(partial[i], partial[i + 1]) if i + 1 < len(partial)
@@ -1121,9 +1141,13 @@ def _transpose_samples_padded(a, out, s0, s1):
         for j in range(m8, m):
             for i in range(i0, i0 + 8):
                 out[j, i] = a[i, j]
-    for i in range(s8, s1):
-        for j in range(m):
-            out[j, i] = a[i, j]
+    # the last (s1 − s0) % 8 samples: column by column, so each row of out is touched once
+    # (sample by sample, each of the < 8 passes wrote one float into every row of out, a
+    # cache line each: 4.3 µs of the 18.5 of a 100 × 784 fill)
+    for j in range(m):
+        dst = out[j]
+        for i in range(s8, s1):
+            dst[i] = a[i, j]
 
 
 #: how the padded kernels fill their padded operand's lanes from ``source``
