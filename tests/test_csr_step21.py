@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minidnn as md
 from minidnn.kernels import csr
@@ -99,3 +101,20 @@ def test_a_smaller_batch_of_the_same_row_length_reads_no_stale_lanes(monkeypatch
             ref = csr_fused.backward_sigmoid_numpy(ip, ix, data, ys, g.T, x.T)
             np.testing.assert_allclose(gd, ref[0], rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(gb, ref[1], rtol=1e-4, atol=1e-5)
+
+
+@needs_simd
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 50), st.integers(0, 70), st.data())
+def test_padded_transpose_of_any_sample_range_equals_numpy(k, m, data):
+    # _transpose_samples_padded (the fills of xᵀ and gradᵀ): 16 × 16 tiles with 16-lane
+    # vectors (sitting 22), 8 × 8 tiles, scalar edges; any s0 ≤ s1 (the sample shares
+    # start on a vector, but the kernel takes any range); lanes outside s0..s1 untouched
+    s0 = data.draw(st.integers(0, k), label="s0")
+    s1 = data.draw(st.integers(s0, k), label="s1")
+    a = np.random.default_rng(k * 100 + m).random((k, m), dtype=np.float32)
+    out = csr.padded_buffer(m, k)
+    out[:] = np.nan
+    csr._transpose_samples_padded(a, out, s0, s1)
+    np.testing.assert_array_equal(out[:, s0:s1], a[s0:s1].T)
+    assert np.isnan(out[:, :s0]).all() and np.isnan(out[:, s1:]).all()

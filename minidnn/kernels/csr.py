@@ -1125,17 +1125,66 @@ def _transpose_tile8(typingctx, src, dst, src_at, src_ld, dst_at, dst_ld):
     return sig, codegen
 
 
+@intrinsic
+def _transpose_tile16(typingctx, src, dst, src_at, src_ld, dst_at, dst_ld):
+    """dst[dst_at + j·dst_ld + i] = src[src_at + i·src_ld + j] for i, j < 16: sixteen
+    16-lane loads, four stages of eight interleave pairs (out[2i], out[2i+1] = the low and
+    high interleaves of v[i] and v[i+8]; four such perfect shuffles transpose 16 × 16),
+    sixteen stores. For 16-lane (AVX-512) targets: each shuffle one vpermt2ps."""
+    sig = types.void(src, dst, src_at, src_ld, dst_at, dst_ld)
+
+    def codegen(context, builder, signature, args):
+        src_p, dst_p = _array_pointers(context, builder, signature, args, 2)
+        f32, i64, vf, fma, vec_ptr, broadcast, masks, masked_load, masked_store = \
+            _ir_helpers(context, builder, 16)
+        s_at, s_ld, d_at, d_ld = _int_args(context, builder, signature, args, 2)
+        C = lambda v: ir.Constant(i64, v)                       # noqa: E731
+        idx = ir.VectorType(ir.IntType(32), 16)
+        lo = ir.Constant(idx, [i // 2 + 16 * (i % 2) for i in range(16)])
+        hi = ir.Constant(idx, [8 + i // 2 + 16 * (i % 2) for i in range(16)])
+        v = [builder.load(vec_ptr(src_p, builder.add(s_at, builder.mul(s_ld, C(i)))), align=4)
+             for i in range(16)]
+        for _ in range(4):
+            w = []
+            for i in range(8):
+                w += [builder.shuffle_vector(v[i], v[i + 8], lo),
+                      builder.shuffle_vector(v[i], v[i + 8], hi)]
+            v = w
+        for j, column in enumerate(v):
+            builder.store(column, vec_ptr(dst_p, builder.add(d_at, builder.mul(d_ld, C(j)))),
+                          align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, fastmath=True)
 def _transpose_samples_padded(a, out, s0, s1):
     # out[j, i] = a[i, j] for the samples (rows of a) s0 ≤ i < s1, every column j: a is a
-    # C-ordered float32 (k, m), out the padded (m, ld ≥ k) buffer. 8 × 8 register tiles
-    # where 8 samples and 8 columns are whole, scalar copies at the ragged edges; the pad
-    # lanes k..ld of out are never written.
+    # C-ordered float32 (k, m), out the padded (m, ld ≥ k) buffer. With 16-lane vectors
+    # 16 × 16 register tiles where 16 samples and 16 columns are whole (then 8 × 8 and
+    # scalar copies for those 16 samples' last columns); 8 × 8 tiles where 8 samples and
+    # 8 columns are whole; scalar copies at the ragged edges; the pad lanes k..ld of out
+    # are never written.
     m = a.shape[1]
     src_ld, dst_ld = a.shape[1], out.shape[1]
     m8 = m - m % 8
-    s8 = s0 + (s1 - s0) // 8 * 8
-    for i0 in range(s0, s8, 8):
+    first8 = s0
+    if _LANES == 16:
+        m16 = m - m % 16
+        first8 = s0 + (s1 - s0) // 16 * 16
+        for i0 in range(s0, first8, 16):
+            for j0 in range(0, m16, 16):
+                _transpose_tile16(a, out, i0 * src_ld + j0, src_ld, j0 * dst_ld + i0, dst_ld)
+            for j0 in range(m16, m8, 8):
+                _transpose_tile8(a, out, i0 * src_ld + j0, src_ld, j0 * dst_ld + i0, dst_ld)
+                _transpose_tile8(a, out, (i0 + 8) * src_ld + j0, src_ld, j0 * dst_ld + i0 + 8,
+                                 dst_ld)
+            for j in range(m8, m):
+                for i in range(i0, i0 + 16):
+                    out[j, i] = a[i, j]
+    s8 = first8 + (s1 - first8) // 8 * 8
+    for i0 in range(first8, s8, 8):
         for j0 in range(0, m8, 8):
             _transpose_tile8(a, out, i0 * src_ld + j0, src_ld, j0 * dst_ld + i0, dst_ld)
         for j in range(m8, m):
