@@ -85,6 +85,11 @@ from bench._common import RESULTS_DIR, thread_env  # noqa: E402
 
 DENSITIES = (1.0, 0.33, 0.16, 0.08, 0.04, 0.02, 0.01)
 PEERS = ("minidnn", "minidnn_active", "minidnn_bare", "dense", "scipy", "torch")
+#: every peer a run may name (the default ones and those for the quiet A/Bs); another
+#: name is refused (an unknown minidnn_* name would run the default set-up unnoticed, as
+#: sitting 21's deleted minidnn_private* / minidnn_aligned peers would)
+KNOWN_PEERS = PEERS + ("minidnn_workqueue", "minidnn_spin3k", "minidnn_serial",
+                       "minidnn_products", "minidnn_rowcol", "minidnn_samples")
 N_IN, N_OUT, BATCH = 784, 500, 100
 
 
@@ -418,6 +423,9 @@ def main(argv=None):
         if args.out == str(RESULTS_DIR / "sparse_speed.json"):
             args.out = str(RESULTS_DIR / "sparse_speed_tiny.json")
     peers = args.peers.split(",")
+    unknown = [peer for peer in peers if peer not in KNOWN_PEERS]
+    if unknown:
+        raise SystemExit(f"unknown peers {unknown}; known: {', '.join(KNOWN_PEERS)}")
     common = ["--densities", args.densities, "--iters", str(args.iters),
               "--min-seconds", str(args.min_seconds)]
     rounds = {peer: [] for peer in peers}
