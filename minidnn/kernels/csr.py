@@ -102,18 +102,26 @@ lanes, 112 floats at a batch of 100, so each vector is one 64-byte line), else o
 before; the IR is the same, written for ``_LANES``. A batch of 100 is 7 vectors: the
 forward's row and the backward's column are one pass each (13 + 0 and 7 + 6 vectors of
 8 before), the fused backward holds x[c]'s 7 vectors in registers for the column
-(``_HOLD_X``), and each entry costs half the instructions. Serial builds, 784→500,
-γ = 0.04, batch 100, one process, thread clock, under load (``bench/sparse_kernel_ab.py
---lanes``, p5, 8 → 16 lanes): the forward 79 → 66 µs, the fused backward 140 → 96,
-without dx 99 → 72, the layer's step 299 → 254 (two threads, wall clock). With 16 lanes
-the row kernels issue no software prefetches (``_PREFETCH``: the forward 74 → 62 µs
-without them; a vector is one line, and the hardware prefetchers keep up). The numbers change within float32 rounding (another order of the
-partial sums: per lane as before, but the dot products' partials and the horizontal sum
-group the lanes by 16). Sitting 21's one-region switches (``FILL_PER_THREAD``,
-``FILL_PER_THREAD_FORWARD``, ``BALANCE_BY_NNZ``, ``LINE_ALIGNED_ROWS``), a tie or a loss
-on the quiet machine, were deleted with their kernels. ``TrainingKernels._padded`` now
-zeroes a kept buffer's lanes k.. when the batch size changes within one row length (a
-batch of 13 then one of 9 read the first batch's samples in the pad lanes).
+(``_HOLD_X``), and each entry costs half the instructions. With 16 lanes the row kernels
+issue no software prefetches (``_PREFETCH``: the forward 74 → 62 µs without them; a
+vector is one line, and the hardware prefetchers keep up), and the fills of xᵀ and gradᵀ
+use 16 × 16 register tiles (``_transpose_tile16``: 100 × 784 in 18.5 → 10.9 µs). Serial
+builds, 784→500, γ = 0.04, batch 100, one process, under load (``bench/sparse_kernel_ab.py
+--lanes``, p5, 8 → 16 lanes, thread clock): the forward 110 → 84 µs, with the fill of xᵀ
+130 → 96, the fused backward 226 → 150, without dx 162 → 107, the layer's step 442 → 324;
+at two threads (wall clock) the step 326 → 257 (p50 380 → 315). The forward now moves
+~97 GB/s from L2 (a 448-byte row per stored entry, ~43 bytes a cycle): it is bound by L2
+bandwidth, and batch-chunked loops that keep a slice of xᵀ in L1 (one 16-lane vector of
+every row per pass over the structure, outer loop over the chunks) were slower (a
+prototype, 1.03–1.4× the 8-lane kernel's time). The numbers change within float32
+rounding (another order of the partial sums: per lane as before, but the dot products'
+partials and the horizontal sum group the lanes by 16); dx is still bit for bit the
+permuted forward's, and the fused SparseSigmoid still gives the two layers' bits.
+Sitting 21's one-region switches (``FILL_PER_THREAD``, ``FILL_PER_THREAD_FORWARD``,
+``BALANCE_BY_NNZ``, ``LINE_ALIGNED_ROWS``), a tie or a loss on the quiet machine, were
+deleted with their kernels. ``TrainingKernels._padded`` now zeroes a kept buffer's lanes
+k.. when the batch size changes within one row length (a batch of 13 then one of 9 read
+the first batch's samples in the pad lanes, and its weight gradient was wrong).
 """
 from __future__ import annotations
 
