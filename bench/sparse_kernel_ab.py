@@ -36,30 +36,27 @@ Sitting 19 added single rows (no "old"):
   rows+columns|serial``: forward + backward_params (a first layer, as in the epoch).
   At ``--threads 2 --clock wall`` on the quiet machine these decide the switches.
 
-Sitting 21 added ``work 2 blocks rows|private fwd+T`` and ``… columns|private bwd+T``:
-the two-block splits' serial builds, both blocks on one thread, so at ``--threads 1``
-(thread clock) their difference is the work FILL_PER_THREAD adds (each thread transposing
-the whole operand), and ``step private`` and ``step private nnz`` (and ``step_params …``): the
-default rows+columns splits with ``TrainingKernels.FILL_PER_THREAD`` (each thread fills a
-whole copy of xᵀ / gradᵀ of its own inside the product's region: two parallel regions a
-step instead of four), with blocks cut by counts or by stored entries
-(``BALANCE_BY_NNZ``); their numbers are checked equal to rows+columns' bit for bit. For
-every ``step`` row the CPU time each thread ran per call is printed too
+For every ``step`` row the CPU time each thread ran per call is printed too
 (``/proc/self/task/*/schedstat``, read outside the timed calls): how evenly the threads
-share the step, fair even on a loaded machine. ``step private bwd``: FILL_PER_THREAD for
-the backward only (``FILL_PER_THREAD_FORWARD = False``, three regions a step). ``step
-aligned``: the default splits with ``LINE_ALIGNED_ROWS`` (padded rows a whole number of
-64-byte lines, so the two threads' fills never write one cache line). The quiet
-decision of FILL_PER_THREAD:
+share the step, fair even on a loaded machine. The per-thread CPU counts a spinning
+thread's wait as CPU: under libgomp's default wait policy (threads spin a while after
+each region) read it from a run with ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or
+``--layer workqueue`` (``minidnn.configure_threads``: threads block; its larger parallel
+threshold runs the forward serial). (Sitting 21's ``work 2 blocks …`` and ``step
+private|aligned …`` arms went with their switches in sitting 22.)
 
-    python bench/sparse_kernel_ab.py --threads 2 --clock wall --rounds 300 --out bench/results/sparse_kernel_ab_s21_2threads_quiet.json
+Sitting 22, ``--lanes``: only the padded kernels on 16-lane vectors (this tree's default
+where Numba's target has AVX-512F) against the same kernels on 8 (``_LANES = 8``: what
+they were until sitting 22, and what CPUs without AVX-512 run), both from this tree's
+csr.py (the 8-lane copy is compiled from it into a temporary folder, ``lanes8_module``):
+``lanes8|lanes16 fwd``, ``fwd+T``, ``bwd``, ``bwd+T``, ``bwd_params`` (serial builds,
+one block, as above) and ``lanes8|lanes16 step`` / ``step_params``: the layer's whole
+step through a ``TrainingKernels`` of either module (the tree's default splits). The
+outputs of both are checked against each other within float32 rounding first. The
+quiet decision of sitting 22 (16 lanes by default):
 
-(~1 min): ``step aligned`` / ``private`` / ``… nnz`` / ``… bwd`` against ``step rows+columns``, p50 and
-p5, and ``step_params`` likewise. The per-thread CPU counts a spinning thread's wait as
-CPU: under libgomp's default wait policy (threads spin a while after each region) read
-it from a run with ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or ``--layer
-workqueue`` (``minidnn.configure_threads``: threads block; its larger parallel threshold
-runs the forward serial).
+    python bench/sparse_kernel_ab.py --lanes --threads 2 --clock wall --rounds 300
+    python bench/sparse_kernel_ab.py --lanes --rounds 300      # 1 thread, thread clock
 
 Calls rotate over the candidates ``--iters`` at a time for ``--rounds`` rounds; the
 5th, 25th and 50th percentiles of all calls are printed and written as JSON (``--out``).
@@ -201,51 +198,24 @@ def candidates(density: float, threads: int):
         fns["split columns bwd_params"] = lambda: K["backward_padded_colsplit"](
             ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_c, gb_c, no_dx, N, blocks)
     del g_full, x_full
-    # sitting 21: the work of the two-block splits, both blocks run by the serial build on
-    # one thread (what the two threads do between them): the one-region FILL_PER_THREAD
-    # kernels against the two-region row / column splits, so the difference is the price
-    # of each thread transposing the whole operand (a 1-thread, thread-clock figure)
-    x_pads2 = csr.padded_buffer(2 * n_in, k).reshape(2, n_in, csr.padded_width(k))
-    g_pads2 = csr.padded_buffer(2 * n_out, k).reshape(2, n_out, csr.padded_width(k))
-    rows2, cols2 = csr.balanced_cuts(ip, 2, False), csr.balanced_cuts(ti, 2, False)
-    gd_w, gb_w, dx_w = np.empty(nnz, np.float32), np.empty(n_out, np.float32), \
-        np.empty((n_in, k), np.float32)
-    out_w = np.empty((n_out, k), np.float32)
-    S = {name: pair[0] for name, pair in csr._KERNELS.items()}
-    fns["work 2 blocks rows fwd+T"] = lambda: S["matmul_padded_rowsplit"](
-        ip, ix, data, bias, x, x_fill, out_w, T, 2)
-    fns["work 2 blocks private fwd+T"] = lambda: S["matmul_padded_private"](
-        ip, ix, data, bias, x, x_pads2, out_w, T, rows2, 2)
-    fns["work 2 blocks columns bwd+T"] = lambda: S["backward_padded_colsplit"](
-        ti, tt, perm, data, g, g_pad, x_pad, k, zero, gd_w, gb_w, dx_w, T, 2)
-    fns["work 2 blocks private bwd+T"] = lambda: S["backward_padded_private"](
-        ti, tt, perm, data, g, g_pads2, x_pad, k, zero, gd_w, gb_w, dx_w, T, cols2, 2)
     # the layer's whole training step (SparseDense.forward + backward from C-ordered x and
     # g, what bench/sparse_speed.py times), and the first-layer step (forward +
     # backward_params), under the work-split switches of TrainingKernels: sitting 18's
     # default (split by samples), the backward split by product, and the serial kernels
     # (THREADS = 1) — set on the layer's own TrainingKernels before each call
-    # (THREADS, BACKWARD_SPLIT, FORWARD_SPLIT, FILL_PER_THREAD, BALANCE_BY_NNZ,
-    #  FILL_PER_THREAD_FORWARD, LINE_ALIGNED_ROWS)
-    variants = {"samples": (None, "samples", "samples", False, False, True, False),
-                "products": (None, "products", "samples", False, False, True, False),
-                "rows+products": (None, "products", "rows", False, False, True, False),
-                "rows+columns": (None, "columns", "rows", False, False, True, False),
-                "aligned": (None, "columns", "rows", False, False, True, True),
-                "private": (None, "columns", "rows", True, False, True, False),
-                "private nnz": (None, "columns", "rows", True, True, True, False),
-                "private bwd": (None, "columns", "rows", True, False, False, False),
-                "serial": (1, "samples", "samples", False, False, True, False)}
+    # (THREADS, BACKWARD_SPLIT, FORWARD_SPLIT)
+    variants = {"samples": (None, "samples", "samples"),
+                "products": (None, "products", "samples"),
+                "rows+products": (None, "products", "rows"),
+                "rows+columns": (None, "columns", "rows"),
+                "serial": (1, "samples", "samples")}
 
     def step(variant, params_only=False):
-        threads_cap, split, forward_split, private, by_nnz, private_fwd, aligned = \
-            variants[variant]
+        threads_cap, split, forward_split = variants[variant]
 
         def run():
             kern.THREADS, kern.BACKWARD_SPLIT, kern.FORWARD_SPLIT = threads_cap, split, \
                 forward_split
-            kern.FILL_PER_THREAD, kern.BALANCE_BY_NNZ = private, by_nnz
-            kern.FILL_PER_THREAD_FORWARD, kern.LINE_ALIGNED_ROWS = private_fwd, aligned
             layer.forward(x, True)
             if params_only:
                 layer.backward_params(g)
@@ -254,19 +224,105 @@ def candidates(density: float, threads: int):
         return run
     for variant in variants:
         fns[f"step {variant}"] = step(variant)
-    for variant in ("samples", "rows+columns", "aligned", "private", "private nnz", "private bwd",
-                    "serial"):
+    for variant in ("samples", "rows+columns", "serial"):
         fns[f"step_params {variant}"] = step(variant, True)
-    # the same steps bit for bit whatever the switches (the private and nnz-balanced
-    # splits change which thread computes what, never how), or the times are moot
-    ref = None
-    for variant in ("rows+columns", "aligned", "private", "private nnz", "private bwd"):
-        step(variant)()                         # sets the switches
-        got = (layer.forward(x, True).copy(), layer.backward(g).copy(),
-               layer.grads["data"].copy(), layer.grads["b"].copy())
-        ref = got if ref is None else ref
-        for a, b in zip(got, ref):
-            np.testing.assert_array_equal(a, b, err_msg=variant)
+    step("rows+columns")()                      # the default switches again
+    return fns
+
+
+def lanes8_module():
+    """This tree's csr.py with ``_LANES = 8`` (the padded kernels on 8-lane vectors), as
+    the module ``minidnn.kernels._csr_lanes8``, from a copy in a temporary folder (kept
+    while the source is the same, so Numba's cache there stays valid)."""
+    import importlib.util
+    import tempfile
+    import minidnn.kernels.csr as csr
+    src = Path(csr.__file__).read_text()
+    line = '_LANES = 16 if target_has("avx512f") else 8'
+    if line not in src:
+        raise SystemExit("csr.py has no _LANES line to replace")
+    folder = Path(tempfile.gettempdir()) / f"minidnn_csr_lanes8_{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    path = folder / "_csr_lanes8.py"
+    text = src.replace(line, "_LANES = 8")
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    spec = importlib.util.spec_from_file_location("minidnn.kernels._csr_lanes8", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def lanes_candidates(density: float, threads: int):
+    """``--lanes``: the padded kernels and the layer step on 8- against 16-lane vectors."""
+    import minidnn.kernels.csr as csr
+    from minidnn.sparse import SparseDense
+    c8 = lanes8_module()
+    if csr._LANES != 16:
+        print("note: Numba's target has no AVX-512F; both arms run 8 lanes", flush=True)
+    rng = np.random.default_rng(1)
+    k, n_in, n_out = 100, 784, 500
+    x = rng.random((k, n_in), dtype=np.float32)
+    g = rng.standard_normal((k, n_out)).astype(np.float32)
+    layers = {"lanes16": SparseDense(n_in, n_out, density=density, rng=0),
+              "lanes8": SparseDense(n_in, n_out, density=density, rng=0)}
+    kern = layers["lanes16"]._kernels
+    k8 = layers["lanes8"]._kernels = c8.TrainingKernels(
+        kern.indptr.view(np.int32), kern.indices.view(np.int32),
+        (kern.t_indptr.view(np.int32), kern.t_indices.view(np.int32), kern.perm.view(np.int32)),
+        n_in)
+    data, bias, zero = layers["lanes16"].params["data"], layers["lanes16"].params["b"], \
+        np.float32(0)
+    ip, ix, ti, tt, perm = kern.indptr, kern.indices, kern.t_indptr, kern.t_indices, kern.perm
+    nnz = len(data)
+    fns, outputs = {}, {}
+    for name, m in (("lanes8", c8), ("lanes16", csr)):
+        S = {n: pair[0] for n, pair in m._KERNELS.items()}
+        xp, gp = m.padded_buffer(n_in, k), m.padded_buffer(n_out, k)
+        xp[:, :k], gp[:, :k] = x.T, g.T
+        xf, gf = m.padded_buffer(n_in, k), m.padded_buffer(n_out, k)
+        out = np.empty((n_out, k), np.float32)
+        gd, gb = np.empty(nnz, np.float32), np.empty(n_out, np.float32)
+        dx, no_dx = np.empty((n_in, k), np.float32), np.empty((0, k), np.float32)
+        part, part_b = np.empty((0, nnz), np.float32), np.empty((0, n_out), np.float32)
+        T, N = m.FILL_TRANSPOSE, m.FILL_NONE
+
+        def add(what, f):
+            fns[f"{name} {what}"] = f
+        add("fwd", lambda S=S, xp=xp, out=out: S["matmul_padded"](ip, ix, data, bias, x, xp,
+                                                                  out, N, 1))
+        add("fwd+T", lambda S=S, xf=xf, out=out: S["matmul_padded"](ip, ix, data, bias, x, xf,
+                                                                    out, T, 1))
+        add("bwd", lambda S=S, gp=gp, xp=xp, gd=gd, gb=gb, dx=dx, part=part, part_b=part_b:
+            S["backward_padded"](ti, tt, perm, data, g, gp, xp, k, zero, gd, gb, dx, part,
+                                 part_b, N, 1))
+        add("bwd+T", lambda S=S, gf=gf, xp=xp, gd=gd, gb=gb, dx=dx, part=part, part_b=part_b:
+            S["backward_padded"](ti, tt, perm, data, g, gf, xp, k, zero, gd, gb, dx, part,
+                                 part_b, T, 1))
+        add("bwd_params", lambda S=S, gp=gp, xp=xp, gd=gd, gb=gb, part=part, part_b=part_b:
+            S["backward_padded"](ti, tt, perm, data, g, gp, xp, k, zero, gd, gb, no_dx, part,
+                                 part_b, N, 1))
+        layer = layers[name]
+
+        def step(layer=layer, params_only=False):
+            def run():
+                layer.forward(x, True)
+                if params_only:
+                    layer.backward_params(g)
+                else:
+                    layer.backward(g)
+            return run
+        add("step", step())
+        add("step_params", step(params_only=True))
+        fns[f"{name} fwd"]()
+        fns[f"{name} bwd"]()
+        y = np.array(layer.forward(x, True))
+        outputs[name] = (out.copy(), gd.copy(), gb.copy(), dx.copy(), y,
+                         np.array(layer.backward(g)), layer.grads["data"].copy())
+    for a, b in zip(outputs["lanes8"], outputs["lanes16"]):   # the same numbers, or moot
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    assert k8._x_pad.shape[1] == 104 and kern._x_pad.shape[1] == csr.padded_width(k)
     return fns
 
 
@@ -295,7 +351,11 @@ def main(argv=None):
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
     p.add_argument("--layer", choices=("default", "workqueue"), default="default",
                    help="workqueue: minidnn.configure_threads (blocking threads) first")
-    p.add_argument("--out", default=str(RESULTS_DIR / "sparse_kernel_ab.json"))
+    p.add_argument("--lanes", action="store_true",
+                   help="sitting 22: only the 8- against 16-lane padded kernels and steps")
+    p.add_argument("--out", default=None,
+                   help="default bench/results/sparse_kernel_ab.json (--lanes: "
+                        "sparse_kernel_ab_lanes.json)")
     args = p.parse_args(argv)
     import numba
     if args.layer == "workqueue":
@@ -303,7 +363,10 @@ def main(argv=None):
         minidnn.configure_threads(args.threads)
     numba.set_num_threads(args.threads)
     now = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
-    fns = candidates(args.density, args.threads)
+    if args.out is None:
+        args.out = str(RESULTS_DIR / ("sparse_kernel_ab_lanes.json" if args.lanes
+                                      else "sparse_kernel_ab.json"))
+    fns = (lanes_candidates if args.lanes else candidates)(args.density, args.threads)
     for f in fns.values():
         for _ in range(20):
             f()
@@ -311,7 +374,7 @@ def main(argv=None):
     names = list(fns)
     # per-thread CPU time of the whole-step rows (read outside the timed calls): how the
     # two threads share the work, a fair measure even on a loaded machine
-    cpu = {name: {} for name in names if name.startswith("step")}
+    cpu = {name: {} for name in names if name.startswith("step") or " step" in name}
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             f = fns[name]

@@ -35,14 +35,9 @@ transposes a peer needs are inside its time. The peers:
   ``TrainingKernels.THREADS = 1`` (every kernel serial) or ``BACKWARD_SPLIT = "products"``
   (the 2-thread backward split by product instead of by samples); ``minidnn_rowcol``:
   ``FORWARD_SPLIT = "rows"``, ``BACKWARD_SPLIT = "columns"`` (the default since sitting
-  19's quiet run); ``minidnn_samples``: both "samples" (sitting 18's split);
-  ``minidnn_private`` / ``minidnn_private_nnz`` (sitting 21): the default splits with
-  ``TrainingKernels.FILL_PER_THREAD`` (each thread transposes x and dy into a copy of its
-  own inside the product's region: two parallel regions a step instead of four), with
-  the blocks cut by row / column counts or (``_nnz``, ``BALANCE_BY_NNZ``) by entries;
-  ``minidnn_private_bwd``: FILL_PER_THREAD for the backward only (three regions a step);
-  ``minidnn_aligned``: the default with ``LINE_ALIGNED_ROWS`` (no cache line of the padded
-  buffers written by both threads' fills);
+  19's quiet run); ``minidnn_samples``: both "samples" (sitting 18's split). (Sitting
+  21's ``minidnn_private*`` and ``minidnn_aligned`` peers went with their switches in
+  sitting 22: a tie or a loss on the quiet machine.)
 * ``dense``: ``Dense.forward`` + ``backward`` (NumPy → OpenBLAS sgemm), the same at every γ,
   with the set-up ``minidnn train --threads n`` (no ``--density``) gets (workqueue layer,
   BLAS capped at n);
@@ -90,6 +85,11 @@ from bench._common import RESULTS_DIR, thread_env  # noqa: E402
 
 DENSITIES = (1.0, 0.33, 0.16, 0.08, 0.04, 0.02, 0.01)
 PEERS = ("minidnn", "minidnn_active", "minidnn_bare", "dense", "scipy", "torch")
+#: every peer a run may name (the default ones and those for the quiet A/Bs); another
+#: name is refused (an unknown minidnn_* name would run the default set-up unnoticed, as
+#: sitting 21's deleted minidnn_private* / minidnn_aligned peers would)
+KNOWN_PEERS = PEERS + ("minidnn_workqueue", "minidnn_spin3k", "minidnn_serial",
+                       "minidnn_products", "minidnn_rowcol", "minidnn_samples")
 N_IN, N_OUT, BATCH = 784, 500, 100
 
 
@@ -229,17 +229,9 @@ def worker_layer(peer, densities, iters, min_seconds):
         # Numba's omp layer, OpenBLAS) is set up before torch's own OpenMP runtime
         import torch  # noqa: F401
     setup = thread_setup(peer, _threads())      # before any kernel runs: it picks the layer
-    if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol", "minidnn_samples",
-                "minidnn_private", "minidnn_private_nnz", "minidnn_private_bwd",
-                "minidnn_aligned"):
+    if peer in ("minidnn_serial", "minidnn_products", "minidnn_rowcol", "minidnn_samples"):
         from minidnn.kernels.csr import TrainingKernels       # sitting 19's work-split switches
-        if peer == "minidnn_aligned":           # sitting 21: line-aligned padded rows
-            TrainingKernels.LINE_ALIGNED_ROWS = True
-        elif peer.startswith("minidnn_private"):  # sitting 21: one region a call (2 a step)
-            TrainingKernels.FILL_PER_THREAD = True
-            TrainingKernels.BALANCE_BY_NNZ = peer == "minidnn_private_nnz"
-            TrainingKernels.FILL_PER_THREAD_FORWARD = peer != "minidnn_private_bwd"
-        elif peer == "minidnn_serial":
+        if peer == "minidnn_serial":
             TrainingKernels.THREADS = 1
         elif peer == "minidnn_products":
             TrainingKernels.FORWARD_SPLIT, TrainingKernels.BACKWARD_SPLIT = "samples", "products"
@@ -431,6 +423,9 @@ def main(argv=None):
         if args.out == str(RESULTS_DIR / "sparse_speed.json"):
             args.out = str(RESULTS_DIR / "sparse_speed_tiny.json")
     peers = args.peers.split(",")
+    unknown = [peer for peer in peers if peer not in KNOWN_PEERS]
+    if unknown:
+        raise SystemExit(f"unknown peers {unknown}; known: {', '.join(KNOWN_PEERS)}")
     common = ["--densities", args.densities, "--iters", str(args.iters),
               "--min-seconds", str(args.min_seconds)]
     rounds = {peer: [] for peer in peers}

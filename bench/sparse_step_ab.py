@@ -3,7 +3,7 @@ interleaved in ONE process (issue #11 work guide, not a speed figure).
 
     python bench/sparse_step_ab.py --base f853567          # ~2 min
     python bench/sparse_step_ab.py --base f853567 --threads 2 --clock wall
-    python bench/sparse_step_ab.py --base HEAD --switch FILL_PER_THREAD=1 --threads 2 --clock wall
+    python bench/sparse_step_ab.py --base HEAD --switch BACKWARD_SPLIT=products --threads 2 --clock wall
 
 ``--switch NAME=VALUE`` sets a class-level switch of this tree's ``TrainingKernels`` only,
 so with ``--base HEAD`` the A/B is the switch against the default in one process (the
@@ -161,7 +161,7 @@ def main(argv=None):
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
     p.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
                    help="set a class-level switch of this tree's TrainingKernels only (e.g. "
-                        "FILL_PER_THREAD=1; repeatable): an A/B of the switch against the "
+                        "BACKWARD_SPLIT=products; repeatable): an A/B of the switch against the "
                         "base's default")
     p.add_argument("--out", default=str(RESULTS_DIR / "sparse_step_ab.json"))
     args = p.parse_args(argv)

@@ -509,7 +509,7 @@ def test_padded_buffer_is_aligned_zeroed_and_a_whole_number_of_vectors():
     for n, k in ((3, 1), (5, 8), (784, 100), (0, 7), (2, 0)):
         buf = csr.padded_buffer(n, k)
         assert buf.shape == (n, csr.padded_width(k)) and buf.dtype == np.float32
-        assert buf.shape[1] % 8 == 0 and buf.shape[1] >= k and buf.flags.c_contiguous
+        assert buf.shape[1] % csr._LANES == 0 and buf.shape[1] >= k and buf.flags.c_contiguous
         assert (buf.size == 0 or buf.ctypes.data % 64 == 0) and not buf.any()
 
 
@@ -645,11 +645,12 @@ def test_sample_shares_cover_the_batch_in_whole_vectors():
     for k in (0, 1, 8, 9, 100, 104, 217):
         for blocks in (1, 2, 3, 4):
             n = csr._sample_blocks(blocks, k)
-            assert 1 <= n <= max(1, (k + 7) // 8)
+            L = csr._LANES                  # 16 with AVX-512, else 8
+            assert 1 <= n <= max(1, (k + L - 1) // L)
             shares = [csr._sample_share(c, n, k) for c in range(n)]
             assert shares[0][2] == 0 and shares[-1][3] == k
             for (v0, v1, s0, s1), nxt in zip(shares, shares[1:] + [None]):
-                assert s0 == min(k, 8 * v0) and s1 == min(k, 8 * v1) and s0 <= s1
+                assert s0 == min(k, L * v0) and s1 == min(k, L * v1) and s0 <= s1
                 if nxt is not None:
                     assert nxt[0] == v1 and nxt[2] == s1
 

@@ -95,6 +95,33 @@ stay), 2.6 µs of Numba dispatch, four parallel regions at two threads (an empty
 row of the dense operand against 8 (forward) or 16 (backward) bytes of structure, so
 narrower indices would save under 1 %; the kernels, their arguments and their numbers
 are unchanged.
+
+Sitting 22: where Numba's target has AVX-512F the padded kernels run on 16-lane vectors
+(``_LANES = 16``: zmm registers, 32 of them; the padded rows are a whole number of 16
+lanes, 112 floats at a batch of 100, so each vector is one 64-byte line), else on 8 as
+before; the IR is the same, written for ``_LANES``. A batch of 100 is 7 vectors: the
+forward's row and the backward's column are one pass each (13 + 0 and 7 + 6 vectors of
+8 before), the fused backward holds x[c]'s 7 vectors in registers for the column
+(``_HOLD_X``), and each entry costs half the instructions. With 16 lanes the row kernels
+issue no software prefetches (``_PREFETCH``: the forward 74 → 62 µs without them; a
+vector is one line, and the hardware prefetchers keep up), and the fills of xᵀ and gradᵀ
+use 16 × 16 register tiles (``_transpose_tile16``: 100 × 784 in 18.5 → 10.9 µs). Serial
+builds, 784→500, γ = 0.04, batch 100, one process, under load (``bench/sparse_kernel_ab.py
+--lanes``, p5, 8 → 16 lanes, thread clock): the forward 110 → 84 µs, with the fill of xᵀ
+130 → 96, the fused backward 226 → 150, without dx 162 → 107, the layer's step 442 → 324;
+at two threads (wall clock) the step 326 → 257 (p50 380 → 315). The forward now moves
+~97 GB/s from L2 (a 448-byte row per stored entry, ~43 bytes a cycle): it is bound by L2
+bandwidth, and batch-chunked loops that keep a slice of xᵀ in L1 (one 16-lane vector of
+every row per pass over the structure, outer loop over the chunks) were slower (a
+prototype, 1.03–1.4× the 8-lane kernel's time). The numbers change within float32
+rounding (another order of the partial sums: per lane as before, but the dot products'
+partials and the horizontal sum group the lanes by 16); dx is still bit for bit the
+permuted forward's, and the fused SparseSigmoid still gives the two layers' bits.
+Sitting 21's one-region switches (``FILL_PER_THREAD``, ``FILL_PER_THREAD_FORWARD``,
+``BALANCE_BY_NNZ``, ``LINE_ALIGNED_ROWS``), a tie or a loss on the quiet machine, were
+deleted with their kernels. ``TrainingKernels._padded`` now zeroes a kept buffer's lanes
+k.. when the batch size changes within one row length (a batch of 13 then one of 9 read
+the first batch's samples in the pad lanes, and its weight gradient was wrong).
 """
 from __future__ import annotations
 
@@ -106,7 +133,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import avx2_fma_target
+from .simd import avx2_fma_target, target_has
 from ..threads import numba_thread_count
 from .builds import njit_variant
 
@@ -534,7 +561,12 @@ SIMD_AVAILABLE = avx2_fma_target()
 _FORWARD_PASS_REGS = (12, 4, 1)
 
 
-def _ir_helpers(context, builder):
+def _ir_helpers(context, builder, lanes: int = 8):
+    # (f32, i64, the vector type, its fma, vec_ptr, broadcast, masks, masked_load,
+    # masked_store) for vectors of ``lanes`` float32: 8 (AVX2: ymm; the masked ops are
+    # vmaskmovps) or 16 (AVX-512: zmm; LLVM's generic masked load / store, k-masks)
+    if lanes != 8:
+        return _wide_ir_helpers(builder, lanes)
     f32, i64 = ir.FloatType(), ir.IntType(64)
     v8f = ir.VectorType(f32, 8)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]),
@@ -570,6 +602,44 @@ def _ir_helpers(context, builder):
         return builder.shuffle_vector(one, ir.Constant(v8f, ir.Undefined),
                                       ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
     return f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store
+
+
+def _wide_ir_helpers(builder, lanes: int):
+    f32, i64, i1, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(1), ir.IntType(32)
+    vf, vi = ir.VectorType(f32, lanes), ir.VectorType(i32, lanes)
+    vb = ir.VectorType(i1, lanes)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
+                                         f"llvm.fma.v{lanes}f32")
+    load_fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vf, [vf.as_pointer(), i32, vb, vf]),
+        f"llvm.masked.load.v{lanes}f32.p0")
+    store_fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vf, vf.as_pointer(), i32, vb]),
+        f"llvm.masked.store.v{lanes}f32.p0")
+
+    def vec_ptr(base, offset):
+        return builder.bitcast(builder.gep(base, [offset]), vf.as_pointer())
+
+    def masks(n):
+        """the mask of the first n (< lanes) lanes"""
+        splat = builder.insert_element(ir.Constant(vi, ir.Undefined), builder.trunc(n, i32),
+                                       ir.Constant(i64, 0))
+        splat = builder.shuffle_vector(splat, ir.Constant(vi, ir.Undefined),
+                                       ir.Constant(vi, [0] * lanes))
+        return builder.icmp_signed("<", ir.Constant(vi, list(range(lanes))), splat)
+
+    def masked_load(base, offset, mask):
+        return builder.call(load_fn, [vec_ptr(base, offset), ir.Constant(i32, 4), mask,
+                                      ir.Constant(vf, [0.0] * lanes)])
+
+    def masked_store(base, offset, mask, value):
+        builder.call(store_fn, [value, vec_ptr(base, offset), ir.Constant(i32, 4), mask])
+
+    def broadcast(value):
+        one = builder.insert_element(ir.Constant(vf, ir.Undefined), value, ir.Constant(i64, 0))
+        return builder.shuffle_vector(one, ir.Constant(vf, ir.Undefined),
+                                      ir.Constant(vi, [0] * lanes))
+    return f32, i64, vf, fma, vec_ptr, broadcast, masks, masked_load, masked_store
 
 
 @intrinsic
@@ -729,12 +799,33 @@ def _csr_matmul_batch_major_simd_rows(indptr, indices, data, bias, zero, x_bm, d
 #: build, 784→500, γ = 0.04, batch 100: 2 and 8 no better than 4)
 PREFETCH_DISTANCE = 4
 
-#: most 8-lane vectors per pass of the padded backward (see above)
+#: float32 lanes of the padded kernels' vectors: 16 (zmm) where Numba's target has
+#: AVX-512F (sitting 22), else 8 (ymm); the padded buffers' rows are a whole number of them
+_LANES = 16 if target_has("avx512f") else 8
+
+#: whether the row kernels prefetch the dense row of the entry PREFETCH_DISTANCE ahead:
+#: with 8 lanes (sitting 18's A/B); with 16 not (sitting 22: serial builds, one process,
+#: thread clock, under load, p5: the forward 74 → 62 µs without, the backward 99 → 98;
+#: one line a vector, the hardware prefetchers keep up and the prefetches only took load
+#: slots)
+_PREFETCH = _LANES == 8
+
+#: whether the fused backward with dx holds x[c]'s vectors in registers (with 16-lane
+#: vectors: 32 zmm registers, 7 dx accumulators + 7 of x at a batch of 100)
+_HOLD_X = _LANES == 16
+
+#: most vectors per pass of the padded backward (see above)
 _BACKWARD_PASS_REGS = 7
 
 #: most 8-lane vectors per pass of the padded forward: 13 accumulators + the broadcast
 #: value + one operand = 15 of the 16 ymm registers; a batch of ≤ 104 in one pass
 _PADDED_FORWARD_PASS_REGS = 13
+
+
+def _pass_lines(n_regs: int) -> int:
+    # the software prefetches of a pass of n_regs vectors: one a 64-byte line with 8-lane
+    # vectors, none with 16 (``_PREFETCH``)
+    return (n_regs * _LANES + 15) // 16 if _PREFETCH else 0
 
 
 def padded_path(dtype) -> bool:
@@ -744,8 +835,9 @@ def padded_path(dtype) -> bool:
 
 
 def padded_width(k: int) -> int:
-    """Row length of the padded feature-major buffers: k rounded up to a multiple of 8."""
-    return (int(k) + 7) // 8 * 8
+    """Row length of the padded feature-major buffers: k rounded up to a multiple of the
+    padded kernels' vector width ``_LANES`` (16 with AVX-512, else 8)."""
+    return (int(k) + _LANES - 1) // _LANES * _LANES
 
 
 def padded_buffer(n: int, k: int, dtype=np.float32, width: int | None = None) -> np.ndarray:
@@ -785,9 +877,9 @@ def _store_row_vectors(builder, helpers, out_p, row, j, k_v, values):
     # out[row + j + 8n ...] = values[n]; the vector that crosses k is stored masked
     f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
     for n, value in enumerate(values):
-        jn = builder.add(j, ir.Constant(i64, 8 * n))
+        jn = builder.add(j, ir.Constant(i64, _LANES * n))
         where = builder.add(row, jn)
-        with builder.if_else(builder.icmp_signed("<=", builder.add(jn, ir.Constant(i64, 8)),
+        with builder.if_else(builder.icmp_signed("<=", builder.add(jn, ir.Constant(i64, _LANES)),
                                                  k_v)) as (whole, part):
             with whole:
                 builder.store(value, vec_ptr(out_p, where), align=4)
@@ -816,7 +908,7 @@ def _balanced_passes(builder, n_vectors, most, emit):
                 block = builder.append_basic_block(f"pass_{n_regs}")
                 switch.add_case(C(n_regs), block)
                 builder.position_at_end(block)
-                emit(n_regs, builder.mul(first_vector, C(8)), is_first)
+                emit(n_regs, builder.mul(first_vector, C(_LANES)), is_first)
                 builder.branch(done)
             builder.position_at_end(done)
             builder.store(builder.add(first_vector, size), at)
@@ -834,7 +926,7 @@ def _forward_row_padded_codegen(permuted: bool):
             out_p, dense_p, idx_p, perm_p, data_p = pointers
         else:
             (out_p, dense_p, idx_p, data_p), perm_p = pointers, None
-        helpers = _ir_helpers(context, builder)
+        helpers = _ir_helpers(context, builder, _LANES)
         f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
         prefetch = _prefetch_helper(builder, dense_p)
         p0_v, p1_v, r_v, k_v, ld_v, ld_out_v, pf_end_v = _int_args(context, builder, signature,
@@ -842,7 +934,7 @@ def _forward_row_padded_codegen(permuted: bool):
         C = lambda v: ir.Constant(i64, v)                       # noqa: E731
         n_entries = builder.sub(p1_v, p0_v)
         last = builder.sub(pf_end_v, C(1))
-        zero = ir.Constant(v8f, [0.0] * 8)
+        zero = ir.Constant(v8f, [0.0] * _LANES)
 
         def one_pass(n_regs, j, is_first):
             accs = [cgutils.alloca_once_value(builder, zero) for _ in range(n_regs)]
@@ -852,7 +944,7 @@ def _forward_row_padded_codegen(permuted: bool):
                 ahead = builder.select(builder.icmp_signed("<", ahead, pf_end_v), ahead, last)
                 ahead_row = builder.add(builder.mul(builder.zext(
                     builder.load(builder.gep(idx_p, [ahead])), i64), ld_v), j)
-                for line in range((n_regs + 1) // 2):       # vector 2·line of this pass
+                for line in range(_pass_lines(n_regs)):     # each 64-byte line of the pass
                     prefetch(builder.add(ahead_row, C(16 * line)))
                 col = builder.zext(builder.load(builder.gep(idx_p, [p])), i64)
                 at_value = (p if perm_p is None
@@ -860,12 +952,12 @@ def _forward_row_padded_codegen(permuted: bool):
                 v = broadcast(builder.load(builder.gep(data_p, [at_value])))
                 at = builder.add(builder.mul(col, ld_v), j)
                 for n, acc in enumerate(accs):
-                    s = builder.load(vec_ptr(dense_p, builder.add(at, C(8 * n))), align=4)
+                    s = builder.load(vec_ptr(dense_p, builder.add(at, C(_LANES * n))), align=4)
                     builder.store(builder.call(fma, [v, s, builder.load(acc)]), acc)
             _store_row_vectors(builder, helpers, out_p, builder.mul(r_v, ld_out_v), j, k_v,
                                [builder.load(acc) for acc in accs])
 
-        n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
+        n_vectors = builder.udiv(builder.add(k_v, C(_LANES - 1)), C(_LANES))
         _balanced_passes(builder, n_vectors, _PADDED_FORWARD_PASS_REGS, one_pass)
         return context.get_dummy_value()
 
@@ -909,7 +1001,7 @@ def _make_backward_col_avx2(want_dx: bool):
         def codegen(context, builder, signature, args):
             dx_p, g_p, x_p, ti_p, perm_p, data_p, gd_p = _array_pointers(
                 context, builder, signature, args, 7)
-            helpers = _ir_helpers(context, builder)
+            helpers = _ir_helpers(context, builder, _LANES)
             f32, i64, v8f, fma, vec_ptr, broadcast, masks, masked_load, masked_store = helpers
             i32 = ir.IntType(32)
             prefetch = _prefetch_helper(builder, g_p)
@@ -919,48 +1011,68 @@ def _make_backward_col_avx2(want_dx: bool):
             n_entries = builder.sub(q1_v, q0_v)
             last = builder.sub(pf_end_v, C(1))
             x_row = builder.mul(c_v, ldx_v)
-            zero = ir.Constant(v8f, [0.0] * 8)
+            zero = ir.Constant(v8f, [0.0] * _LANES)
 
             def lanes(t, idx):
                 return builder.shuffle_vector(t, t, ir.Constant(ir.VectorType(i32, len(idx)), idx))
 
             def horizontal_sum(t):
+                if _LANES == 16:
+                    t = builder.fadd(lanes(t, list(range(8))), lanes(t, list(range(8, 16))))
                 s = builder.fadd(lanes(t, [0, 1, 2, 3]), lanes(t, [4, 5, 6, 7]))
                 s = builder.fadd(s, lanes(s, [2, 3, 2, 3]))
                 s = builder.fadd(s, lanes(s, [1, 1, 1, 1]))
                 return builder.extract_element(s, C(0))
 
             def x_vector(j, n):
-                return builder.load(vec_ptr(x_p, builder.add(x_row, builder.add(j, C(8 * n)))),
+                return builder.load(vec_ptr(x_p, builder.add(x_row, builder.add(j, C(_LANES * n)))),
                                     align=4)
 
             def one_pass(n_regs, j, is_first):
                 accs = ([cgutils.alloca_once_value(builder, zero) for _ in range(n_regs)]
                         if want_dx else [])
-                held = None if want_dx else [x_vector(j, n) for n in range(n_regs)]
+                # x[c]'s vectors of the pass in registers, loaded once before the entries
+                # (LLVM cannot hoist the loads itself: the grad_data stores might alias
+                # x); with dx on AVX2 the 16 ymm registers are taken by dx, so x is read
+                # from L1 each entry there
+                hold = _HOLD_X or not want_dx
+                held = [x_vector(j, n) for n in range(n_regs)] if hold else None
                 with cgutils.for_range(builder, n_entries) as inner:
                     q = builder.add(q0_v, inner.index)
                     ahead = builder.add(q, C(PREFETCH_DISTANCE))
                     ahead = builder.select(builder.icmp_signed("<", ahead, pf_end_v), ahead, last)
                     ahead_row = builder.add(builder.mul(builder.zext(
                         builder.load(builder.gep(ti_p, [ahead])), i64), ldg_v), j)
-                    for line in range((n_regs + 1) // 2):
+                    for line in range(_pass_lines(n_regs)):
                         prefetch(builder.add(ahead_row, C(16 * line)))
                     r = builder.zext(builder.load(builder.gep(ti_p, [q])), i64)
                     p = builder.zext(builder.load(builder.gep(perm_p, [q])), i64)
                     g_row = builder.add(builder.mul(r, ldg_v), j)
                     if want_dx:
                         v = broadcast(builder.load(builder.gep(data_p, [p])))
-                    partial = [None] * 4            # four dot-product chains, then a tree
+                    # four dot-product chains, then a tree. (Sitting 22, 16 lanes, one
+                    # process, thread clock, under load: two chains without dx were 76 → 72
+                    # µs, but the fast-math flags of the callers then let LLVM sum them in
+                    # another order in csr_fused's column split than in the layer's kernel,
+                    # and the fused SparseSigmoid's weight gradient lost its bit-for-bit
+                    # equality with the two layers': not kept. With dx, one or two chains
+                    # were slower, 98–99 against 95; summing four entries' dot products
+                    # at once in one shuffle tree was a tie without dx and 20 % slower with
+                    # it, 116 against 97: not kept either. Written with fma calls only, the
+                    # sums of the chains as fma(a, 1, b), two chains without dx were 108 →
+                    # 102.5 µs, but the fused pair's bits still differed from the layers':
+                    # not kept.)
+                    chains = 4
+                    partial = [None] * chains
                     for n in range(n_regs):
-                        g = builder.load(vec_ptr(g_p, builder.add(g_row, C(8 * n))), align=4)
+                        g = builder.load(vec_ptr(g_p, builder.add(g_row, C(_LANES * n))), align=4)
                         if want_dx:
                             builder.store(builder.call(fma, [v, g, builder.load(accs[n])]),
                                           accs[n])
-                        xv = x_vector(j, n) if want_dx else held[n]
-                        t = partial[n % 4]
-                        partial[n % 4] = (builder.fmul(g, xv) if t is None
-                                          else builder.call(fma, [g, xv, t]))
+                        xv = held[n] if hold else x_vector(j, n)
+                        t = partial[n % chains]
+                        partial[n % chains] = (builder.fmul(g, xv) if t is None
+                                               else builder.call(fma, [g, xv, t]))
                     partial = [t for t in partial if t is not None]
                     while len(partial) > 1:
                         partial = [builder.fadd(partial[i], partial[i + 1]) if i + 1 < len(partial)
@@ -976,7 +1088,7 @@ def _make_backward_col_avx2(want_dx: bool):
                     _store_row_vectors(builder, helpers, dx_p, builder.mul(c_v, lddx_v), j, k_v,
                                        [builder.load(acc) for acc in accs])
 
-            n_vectors = builder.udiv(builder.add(k_v, C(7)), C(8))
+            n_vectors = builder.udiv(builder.add(k_v, C(_LANES - 1)), C(_LANES))
             _balanced_passes(builder, n_vectors, _BACKWARD_PASS_REGS, one_pass)
             return context.get_dummy_value()
 
@@ -1024,25 +1136,78 @@ def _transpose_tile8(typingctx, src, dst, src_at, src_ld, dst_at, dst_ld):
     return sig, codegen
 
 
+@intrinsic
+def _transpose_tile16(typingctx, src, dst, src_at, src_ld, dst_at, dst_ld):
+    """dst[dst_at + j·dst_ld + i] = src[src_at + i·src_ld + j] for i, j < 16: sixteen
+    16-lane loads, four stages of eight interleave pairs (out[2i], out[2i+1] = the low and
+    high interleaves of v[i] and v[i+8]; four such perfect shuffles transpose 16 × 16),
+    sixteen stores. For 16-lane (AVX-512) targets: each shuffle one vpermt2ps."""
+    sig = types.void(src, dst, src_at, src_ld, dst_at, dst_ld)
+
+    def codegen(context, builder, signature, args):
+        src_p, dst_p = _array_pointers(context, builder, signature, args, 2)
+        f32, i64, vf, fma, vec_ptr, broadcast, masks, masked_load, masked_store = \
+            _ir_helpers(context, builder, 16)
+        s_at, s_ld, d_at, d_ld = _int_args(context, builder, signature, args, 2)
+        C = lambda v: ir.Constant(i64, v)                       # noqa: E731
+        idx = ir.VectorType(ir.IntType(32), 16)
+        lo = ir.Constant(idx, [i // 2 + 16 * (i % 2) for i in range(16)])
+        hi = ir.Constant(idx, [8 + i // 2 + 16 * (i % 2) for i in range(16)])
+        v = [builder.load(vec_ptr(src_p, builder.add(s_at, builder.mul(s_ld, C(i)))), align=4)
+             for i in range(16)]
+        for _ in range(4):
+            w = []
+            for i in range(8):
+                w += [builder.shuffle_vector(v[i], v[i + 8], lo),
+                      builder.shuffle_vector(v[i], v[i + 8], hi)]
+            v = w
+        for j, column in enumerate(v):
+            builder.store(column, vec_ptr(dst_p, builder.add(d_at, builder.mul(d_ld, C(j)))),
+                          align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, fastmath=True)
 def _transpose_samples_padded(a, out, s0, s1):
     # out[j, i] = a[i, j] for the samples (rows of a) s0 ≤ i < s1, every column j: a is a
-    # C-ordered float32 (k, m), out the padded (m, ld ≥ k) buffer. 8 × 8 register tiles
-    # where 8 samples and 8 columns are whole, scalar copies at the ragged edges; the pad
-    # lanes k..ld of out are never written.
+    # C-ordered float32 (k, m), out the padded (m, ld ≥ k) buffer. With 16-lane vectors
+    # 16 × 16 register tiles where 16 samples and 16 columns are whole (then 8 × 8 and
+    # scalar copies for those 16 samples' last columns); 8 × 8 tiles where 8 samples and
+    # 8 columns are whole; scalar copies at the ragged edges; the pad lanes k..ld of out
+    # are never written.
     m = a.shape[1]
     src_ld, dst_ld = a.shape[1], out.shape[1]
     m8 = m - m % 8
-    s8 = s0 + (s1 - s0) // 8 * 8
-    for i0 in range(s0, s8, 8):
+    first8 = s0
+    if _LANES == 16:
+        m16 = m - m % 16
+        first8 = s0 + (s1 - s0) // 16 * 16
+        for i0 in range(s0, first8, 16):
+            for j0 in range(0, m16, 16):
+                _transpose_tile16(a, out, i0 * src_ld + j0, src_ld, j0 * dst_ld + i0, dst_ld)
+            for j0 in range(m16, m8, 8):
+                _transpose_tile8(a, out, i0 * src_ld + j0, src_ld, j0 * dst_ld + i0, dst_ld)
+                _transpose_tile8(a, out, (i0 + 8) * src_ld + j0, src_ld, j0 * dst_ld + i0 + 8,
+                                 dst_ld)
+            for j in range(m8, m):
+                for i in range(i0, i0 + 16):
+                    out[j, i] = a[i, j]
+    s8 = first8 + (s1 - first8) // 8 * 8
+    for i0 in range(first8, s8, 8):
         for j0 in range(0, m8, 8):
             _transpose_tile8(a, out, i0 * src_ld + j0, src_ld, j0 * dst_ld + i0, dst_ld)
         for j in range(m8, m):
             for i in range(i0, i0 + 8):
                 out[j, i] = a[i, j]
-    for i in range(s8, s1):
-        for j in range(m):
-            out[j, i] = a[i, j]
+    # the last (s1 − s0) % 8 samples: column by column, so each row of out is touched once
+    # (sample by sample, each of the < 8 passes wrote one float into every row of out, a
+    # cache line each: 4.3 µs of the 18.5 of a 100 × 784 fill)
+    for j in range(m):
+        dst = out[j]
+        for i in range(s8, s1):
+            dst[i] = a[i, j]
 
 
 #: how the padded kernels fill their padded operand's lanes from ``source``
@@ -1067,9 +1232,9 @@ def _fill_share(source, pad, fill, s0, s1):
 def _sample_share(c, n_blocks, k):
     # (first vector, end vector, first sample, end sample) of block c when the k samples'
     # ceil(k/8) 8-lane vectors are cut into n_blocks contiguous shares
-    nv = (k + 7) // 8
+    nv = (k + _LANES - 1) // _LANES
     v0, v1 = c * nv // n_blocks, (c + 1) * nv // n_blocks
-    return v0, v1, min(k, 8 * v0), min(k, 8 * v1)
+    return v0, v1, min(k, _LANES * v0), min(k, _LANES * v1)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -1250,72 +1415,6 @@ def _backward_padded_colsplit(t_indptr, t_indices, perm, data, source, grad_pad,
                                           grad_data, dx, k, c0, c1)
 
 
-def _csr_matmul_padded_private_rows(indptr, indices, data, bias, source, pads, out, fill,
-                                    row_cuts, n_blocks):
-    # the row split in ONE parallel region (``TrainingKernels.FILL_PER_THREAD``, sitting 21):
-    # block c fills the WHOLE of xᵀ into its own copy pads[c] (n_blocks copies of the padded
-    # buffer; FILL_NONE: pads[0] holds xᵀ and every block reads it), then computes rows
-    # row_cuts[c]..row_cuts[c+1] for every sample from that copy. No block reads what
-    # another writes, so the barrier between the fill and the product (the second region of
-    # ``_csr_matmul_padded_rowsplit``) goes, and each core reads xᵀ from its own cache; the
-    # price is the transpose done once per block. Each row is the one-block kernel's, bit
-    # for bit; pads[0] is the xᵀ handed to the backward.
-    k = out.shape[1]
-    for c in numba.prange(n_blocks):
-        pad = pads[0]
-        if fill != FILL_NONE:
-            pad = pads[c]
-            _fill_share(source, pad, fill, 0, k)
-        _forward_padded_row_range(indptr, indices, data, bias, pad, out, row_cuts[c],
-                                  row_cuts[c + 1])
-
-
-def _backward_padded_private_columns(t_indptr, t_indices, perm, data, source, grad_pads, x_pad,
-                                     k, zero, grad_data, grad_bias, dx, fill, col_cuts,
-                                     n_blocks):
-    # the column split in ONE parallel region (``TrainingKernels.FILL_PER_THREAD``): block
-    # c fills the whole of gradᵀ into its own copy grad_pads[c], then does A's columns
-    # col_cuts[c]..col_cuts[c+1] (their dx rows and weight-gradient entries, every sample)
-    # and its share of the bias rows, from that copy; xᵀ is read from x_pad (the forward's).
-    # The numbers are ``_backward_padded_colsplit``'s, bit for bit.
-    n_rows = grad_pads.shape[1]
-    want_dx = dx.shape[0] > 0
-    for c in numba.prange(n_blocks):
-        g_pad = grad_pads[0]
-        if fill != FILL_NONE:
-            g_pad = grad_pads[c]
-            _fill_share(source, g_pad, fill, 0, k)
-        r0, r1 = c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks
-        if len(grad_bias) > 0:
-            _row_sums_share(g_pad[r0:r1], zero, grad_bias[r0:r1], 0, k)
-        c0, c1 = col_cuts[c], col_cuts[c + 1]
-        if k == 0:                  # no samples: every product is 0
-            for q in range(t_indptr[c0], t_indptr[c1]):
-                grad_data[perm[q]] = zero
-        elif want_dx:
-            _backward_dx_column_range(t_indptr, t_indices, perm, data, g_pad, x_pad,
-                                      grad_data, dx, c0, c1)
-        else:
-            _backward_params_column_range(t_indptr, t_indices, perm, data, g_pad, x_pad,
-                                          grad_data, dx, k, c0, c1)
-
-
-def balanced_cuts(indptr, n_blocks: int, by_nnz: bool) -> np.ndarray:
-    """n_blocks + 1 row boundaries (int64) cutting the rows of a CSR structure into
-    contiguous blocks: ``by_nnz=False`` c·n/B (equal row counts, the kernels' default);
-    ``by_nnz=True`` the row where the running entry count first reaches c·nnz/B (equal
-    entry counts, to within one row). Block c is rows cuts[c]..cuts[c+1]."""
-    indptr = np.asarray(indptr, dtype=np.int64)
-    n = len(indptr) - 1
-    blocks = np.arange(n_blocks + 1, dtype=np.int64)
-    if not by_nnz or n == 0 or indptr[-1] == 0:
-        return blocks * n // n_blocks
-    cuts = np.searchsorted(indptr, blocks * indptr[-1] // n_blocks, side="left")
-    cuts = np.minimum(cuts, n)
-    cuts[0], cuts[-1] = 0, n
-    return np.maximum.accumulate(cuts).astype(np.int64)
-
-
 def _backward_products_rows(t_indptr, t_indices, perm, data, source, grad_pad, x_pad, k, zero,
                             grad_data, grad_bias, dx, fill, n_blocks):
     # the padded backward split by PRODUCT instead of by samples (``BACKWARD_SPLIT =
@@ -1395,9 +1494,7 @@ for _name, _fn in (("matmul", _csr_matmul_rows), ("matmul_permuted", _csr_matmul
                    ("backward_padded", _backward_padded_rows),
                    ("backward_products", _backward_products_rows),
                    ("matmul_padded_rowsplit", _csr_matmul_padded_rowsplit),
-                   ("backward_padded_colsplit", _backward_padded_colsplit),
-                   ("matmul_padded_private", _csr_matmul_padded_private_rows),
-                   ("backward_padded_private", _backward_padded_private_columns)):
+                   ("backward_padded_colsplit", _backward_padded_colsplit)):
     # each build under its own name, so its own on-disk cache entry (``builds``)
     _KERNELS[_name] = (njit_variant(_fn, "_serial", fastmath=True),
                        njit_variant(_fn, "_parallel", fastmath=True, parallel=True))
@@ -1437,7 +1534,7 @@ def _kernel(name, work):
 def _sample_blocks(blocks: int, k: int) -> int:
     """Blocks of the padded kernels, which split the batch's 8-lane vectors: at most
     one per vector, at least one."""
-    return max(1, min(blocks, (k + 7) // 8))
+    return max(1, min(blocks, (k + _LANES - 1) // _LANES))
 
 
 def _forward_name(name: str, dtype) -> str:
@@ -1632,42 +1729,6 @@ class TrainingKernels:
     #: partial dot products. Class-level, for the quiet A/B (default: see BACKWARD_SPLIT).
     FORWARD_SPLIT: str = "rows"
 
-    #: with FORWARD_SPLIT "rows" / BACKWARD_SPLIT "columns" at more than one thread: False
-    #: (sitting 19): a first parallel region fills the shared padded xᵀ / gradᵀ, each thread
-    #: its share of the samples, and a second computes each thread's rows / columns (two
-    #: regions a call, four a layer step from C-ordered x and grad); True (sitting 21,
-    #: ``_csr_matmul_padded_private_rows`` / ``_backward_padded_private_columns``): each
-    #: thread fills the whole of xᵀ / gradᵀ into a copy of its own and computes its rows /
-    #: columns from it in the same region (one region a call, two a step; every thread
-    #: transposes all of x or grad, which costs about one transpose more a call). The
-    #: numbers are the same bit for bit. Class-level, for the quiet-machine A/B
-    #: (``bench/sparse_kernel_ab.py --threads 2 --clock wall``, rows ``step private``).
-    FILL_PER_THREAD: bool = False
-
-    #: with FILL_PER_THREAD: whether the forward takes it too (True) or only the backward
-    #: (False: the forward keeps its two regions, three a step). At one thread, under load,
-    #: the forward's extra transpose cost more than the backward's (``bench/
-    #: sparse_kernel_ab.py`` rows ``work 2 blocks …``: +22 against +6 µs at p5), so the
-    #: quiet A/B has both variants (``step private`` / ``step private bwd``).
-    FILL_PER_THREAD_FORWARD: bool = True
-
-    #: with FILL_PER_THREAD: where the threads' blocks of rows (forward) and of A's columns
-    #: (backward) are cut. False: equal counts of rows / columns (as the other splits); True:
-    #: equal counts of stored entries (``balanced_cuts``), so each thread streams the same
-    #: number of dense rows. The numbers are the same bit for bit.
-    BALANCE_BY_NNZ: bool = False
-
-    #: rows of the padded xᵀ / gradᵀ buffers: False: padded_width(k) floats (k rounded up
-    #: to 8: 104 at batch 100, 416 bytes, so every other row starts mid-cache-line); True: a
-    #: whole number of 64-byte lines (k rounded up to 16: 112). The fills split each row's
-    #: lanes between the threads at a vector boundary (48 | 52 samples at batch 100: byte
-    #: 192, a line boundary of a line-aligned row), so with True no cache line of the
-    #: buffers is written by both threads (False: the line at each odd row's split and at
-    #: each row's end is, ~2 lines a row). The kernels compute ceil(k/8) vectors a row
-    #: either way, so the numbers are the same bit for bit; the buffers grow 8 % at batch
-    #: 100. Class-level, for the quiet A/B (``bench/sparse_kernel_ab.py``, ``step aligned``).
-    LINE_ALIGNED_ROWS: bool = False
-
     def __init__(self, indptr, indices, transposed, n_cols: int):
         t_indptr, t_indices, perm = transposed
         self.n_rows, self.n_cols = len(indptr) - 1, int(n_cols)
@@ -1681,49 +1742,23 @@ class TrainingKernels:
         # the buffer ``_x_view`` is a view of, so a forward call that fills the same buffer
         # for the same batch hands out the same view object instead of slicing a new one
         self._x_view_of = None
-        # FILL_PER_THREAD: the (blocks, n, ld) stacks of per-thread copies (copy 0 is then
-        # ``_x_pad`` / ``_grad_pad``), and the blocks' cuts by (rows|columns, blocks, by nnz)
-        self._x_pads = self._grad_pads = None
-        self._stack_first = {}
-        self._cut_cache = {}
-
-    def _width(self, k: int) -> int:
-        """Row length of this object's padded buffers for batch k: padded_width(k), or a
-        whole number of 64-byte lines (16 floats) with LINE_ALIGNED_ROWS."""
-        return (k + 15) // 16 * 16 if self.LINE_ALIGNED_ROWS else (k + 7) // 8 * 8
+        # the batch each padded buffer was last handed out for (``_padded``)
+        self._buffer_k = {}
 
     def _padded(self, which: str, n: int, k: int) -> np.ndarray:
+        """The padded buffer ``which`` for batch k: a new zeroed one when its row length
+        changes; kept when it does not, with lanes k.. zeroed again when the batch it was
+        last handed out for was another (a larger batch of the same row length left its
+        samples there, and the backward's dot products read every lane of a vector:
+        until sitting 22 a batch of 13 then one of 9 gave a wrong weight gradient)."""
         buf = getattr(self, which)
-        if buf is None or buf.shape != (n, self._width(k)):
-            buf = padded_buffer(n, k, width=self._width(k))
+        if buf is None or buf.shape != (n, padded_width(k)):
+            buf = padded_buffer(n, k)
             setattr(self, which, buf)
+        elif self._buffer_k.get(which) != k:
+            buf[:, k:] = 0
+        self._buffer_k[which] = k
         return buf
-
-    def _stack(self, which: str, n: int, k: int, blocks: int) -> np.ndarray:
-        """The (blocks, n, padded_width(k)) stack of per-thread padded buffers ``which``
-        ("_x_pads" or "_grad_pads"), 64-byte aligned and zero-filled when allocated; its
-        copy 0 becomes the object's ``_x_pad`` / ``_grad_pad`` (one view object, kept)."""
-        stack = getattr(self, which)
-        ld = self._width(k)
-        if stack is None or stack.shape != (blocks, n, ld):
-            stack = padded_buffer(blocks * n, k, width=ld).reshape(blocks, n, ld)
-            setattr(self, which, stack)
-            self._stack_first[which] = stack[0]
-        first = self._stack_first[which]
-        # a call without the switch (or ``input_buffer``) may have put another buffer there
-        if getattr(self, which[:-1]) is not first:
-            setattr(self, which[:-1], first)
-        return stack
-
-    def _cuts(self, which: str, blocks: int) -> np.ndarray:
-        """``balanced_cuts`` of A's rows ("rows") or columns ("columns") into ``blocks``,
-        by entries where BALANCE_BY_NNZ, made once per (which, blocks, balance)."""
-        key = (which, blocks, bool(self.BALANCE_BY_NNZ))
-        cuts = self._cut_cache.get(key)
-        if cuts is None:
-            cuts = self._cut_cache[key] = balanced_cuts(
-                self.indptr if which == "rows" else self.t_indptr, blocks, key[2])
-        return cuts
 
     def _blocks(self, work: int) -> int:
         """The thread blocks a call of ``work`` multiply-adds runs on: Numba's thread
@@ -1743,18 +1778,15 @@ class TrainingKernels:
         C-ordered grad) opens at batch size k under the current switches and thread count:
         0 where both calls run serial. ``fill_x=False``: x is already in the padded buffer
         (``input_buffer``, as ``fit`` does). With FORWARD_SPLIT "rows" and BACKWARD_SPLIT
-        "columns" that is 4 (3 without the fill of x), 2 with FILL_PER_THREAD (3 with it
-        for the backward only)."""
+        "columns" that is 4 (3 without the fill of x)."""
         regions = 0
         if padded_path(dtype):
             if self._blocks((self.nnz + self.n_cols) * k) > 1:
-                two = self.FORWARD_SPLIT == "rows" and fill_x and not (
-                    self.FILL_PER_THREAD and self.FILL_PER_THREAD_FORWARD)
-                regions += 2 if two else 1
+                regions += 2 if self.FORWARD_SPLIT == "rows" and fill_x else 1
             blocks = self._blocks(self.nnz * k * (2 if input_grad else 1) + self.n_rows * k)
             if blocks > 1:
                 if self.BACKWARD_SPLIT == "columns":
-                    regions += 1 if self.FILL_PER_THREAD else 2
+                    regions += 2
                 elif (self.BACKWARD_SPLIT == "products" and input_grad
                       and _sample_blocks(blocks, k) == 2):
                     regions += 2
@@ -1821,21 +1853,11 @@ class TrainingKernels:
                 k = x.shape[1]
                 fill = FILL_NONE if x is self._x_view else FILL_COPY
             pad = self._x_pad
-            if pad is None or pad.shape[1] != self._width(k):
+            if pad is None or self._buffer_k.get("_x_pad") != k:
                 pad = self._padded("_x_pad", self.n_cols, k)
             out = np.empty((self.n_rows, k), dtype=np.float32)
             blocks = self._blocks((self.nnz + self.n_cols) * k)
-            if (blocks > 1 and self.FORWARD_SPLIT == "rows" and self.FILL_PER_THREAD
-                    and self.FILL_PER_THREAD_FORWARD):
-                if fill == FILL_NONE:       # xᵀ is in pad already: every block reads it
-                    pads = pad[None]
-                else:
-                    self._stack("_x_pads", self.n_cols, k, blocks)
-                    pad, pads = self._x_pad, self._x_pads
-                _KERNELS["matmul_padded_private"][1](self.indptr, self.indices, data, bias, x,
-                                                     pads, out, fill, self._cuts("rows", blocks),
-                                                     blocks)
-            elif blocks > 1 and self.FORWARD_SPLIT == "rows":
+            if blocks > 1 and self.FORWARD_SPLIT == "rows":
                 _KERNELS["matmul_padded_rowsplit"][1](self.indptr, self.indices, data, bias, x,
                                                       pad, out, fill, blocks)
             else:
@@ -1882,7 +1904,7 @@ class TrainingKernels:
                 x_pad = self._padded("_x_other", self.n_cols, k)
                 x_pad[:, :k] = xt
             g_pad = self._grad_pad
-            if g_pad is None or g_pad.shape[1] != self._width(k):
+            if g_pad is None or self._buffer_k.get("_grad_pad") != k:
                 g_pad = self._padded("_grad_pad", self.n_rows, k)
             grad_data = np.empty(self.nnz, dtype=np.float32)
             grad_bias = np.empty(self.n_rows if want_bias else 0, dtype=np.float32)
@@ -1891,13 +1913,6 @@ class TrainingKernels:
             fill = FILL_TRANSPOSE if batch_major else FILL_COPY
             blocks = self._blocks(work)
             kernel = _KERNELS["backward_padded"][blocks > 1]
-            if blocks > 1 and self.BACKWARD_SPLIT == "columns" and self.FILL_PER_THREAD:
-                g_pads = self._stack("_grad_pads", self.n_rows, k, blocks)
-                _KERNELS["backward_padded_private"][1](self.t_indptr, self.t_indices, self.perm,
-                                                       data, grad, g_pads, x_pad, k, zero,
-                                                       grad_data, grad_bias, dx, fill,
-                                                       self._cuts("columns", blocks), blocks)
-                return (grad_data, grad_bias if want_bias else None, dx if input_grad else None)
             if blocks > 1 and self.BACKWARD_SPLIT == "columns":
                 _KERNELS["backward_padded_colsplit"][1](self.t_indptr, self.t_indices, self.perm,
                                                         data, grad, g_pad, x_pad, k, zero,

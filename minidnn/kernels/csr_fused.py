@@ -131,21 +131,6 @@ def _forward_sigmoid_rows(indptr, indices, data, bias, source, dense_pad, out, f
                                    c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks)
 
 
-def _forward_sigmoid_private_rows(indptr, indices, data, bias, source, pads, out, fill, row_cuts,
-                                  n_blocks):
-    # ``TrainingKernels.FILL_PER_THREAD`` (sitting 21): ONE region; block c fills the whole
-    # of xᵀ into its own copy pads[c] (FILL_NONE: every block reads pads[0]), then σ of rows
-    # row_cuts[c]..row_cuts[c+1] from it, as csr's ``_csr_matmul_padded_private_rows``
-    k = out.shape[1]
-    for c in numba.prange(n_blocks):
-        pad = pads[0]
-        if fill != FILL_NONE:
-            pad = pads[c]
-            _fill_share(source, pad, fill, 0, k)
-        _forward_sigmoid_row_range(indptr, indices, data, bias, pad, out, row_cuts[c],
-                                   row_cuts[c + 1])
-
-
 # -- the backward ----------------------------------------------------------------------
 
 @numba.njit(cache=True)
@@ -194,37 +179,9 @@ def _backward_sigmoid_columns(t_indptr, t_indices, perm, data, source, y, grad_p
                                               grad_data, dx, k, c0, c1)
 
 
-def _backward_sigmoid_private_columns(t_indptr, t_indices, perm, data, source, y, grad_pads,
-                                      x_pad, k, zero, grad_data, grad_bias, dx, batch_major,
-                                      col_cuts, n_blocks):
-    # ``TrainingKernels.FILL_PER_THREAD``: ONE region; block c writes the whole of d into its
-    # own copy grad_pads[c], then csr's column-split work for A's columns
-    # col_cuts[c]..col_cuts[c+1] and its share of the bias rows, from that copy
-    n_rows = grad_pads.shape[1]
-    want_dx = dx.shape[0] > 0
-    for c in numba.prange(n_blocks):
-        g_pad = grad_pads[c]
-        _sigmoid_grad_fill(source, y, g_pad, batch_major, 0, k)
-        r0, r1 = c * n_rows // n_blocks, (c + 1) * n_rows // n_blocks
-        if len(grad_bias) > 0:
-            csr._row_sums_share(g_pad[r0:r1], zero, grad_bias[r0:r1], 0, k)
-        c0, c1 = col_cuts[c], col_cuts[c + 1]
-        if k == 0:
-            for q in range(t_indptr[c0], t_indptr[c1]):
-                grad_data[perm[q]] = zero
-        elif want_dx:
-            csr._backward_dx_column_range(t_indptr, t_indices, perm, data, g_pad, x_pad,
-                                          grad_data, dx, c0, c1)
-        else:
-            csr._backward_params_column_range(t_indptr, t_indices, perm, data, g_pad, x_pad,
-                                              grad_data, dx, k, c0, c1)
-
-
 _KERNELS = {}
 for _name, _fn in (("forward_sigmoid", _forward_sigmoid_rows),
-                   ("backward_sigmoid", _backward_sigmoid_columns),
-                   ("forward_sigmoid_private", _forward_sigmoid_private_rows),
-                   ("backward_sigmoid_private", _backward_sigmoid_private_columns)):
+                   ("backward_sigmoid", _backward_sigmoid_columns)):
     # a serial and a parallel build, each with its own cache entry (``kernels.builds``)
     _KERNELS[_name] = (njit_variant(_fn, "_serial", error_model="numpy",
                                     fastmath={"contract"}),
@@ -257,21 +214,6 @@ def forward_sigmoid(kernels, data, bias, x, batch_major: bool):
     kernel, blocks = _pick(kernels, "forward_sigmoid", (kernels.nnz + kernels.n_cols) * k)
     own = not batch_major and x is kernels._x_view
     fill = FILL_TRANSPOSE if batch_major else (FILL_NONE if own else FILL_COPY)
-    if blocks > 1 and kernels.FILL_PER_THREAD and kernels.FILL_PER_THREAD_FORWARD:
-        # one region: a copy of xᵀ per thread
-        if fill == FILL_NONE:
-            pads = pad[None]
-        else:
-            pads = kernels._stack("_x_pads", kernels.n_cols, k, blocks)
-            pad = kernels._x_pad
-        _KERNELS["forward_sigmoid_private"][1](kernels.indptr, kernels.indices, data, bias, x,
-                                               pads, out, fill, kernels._cuts("rows", blocks),
-                                               blocks)
-        if not own and (kernels._x_view is None or kernels._x_view_of is not pad
-                        or kernels._x_view.shape[1] != k):
-            kernels._x_view = pad[:, :k]
-            kernels._x_view_of = pad
-        return out, kernels._x_view
     kernel(kernels.indptr, kernels.indices, data, bias, x, pad, out, fill, blocks)
     if not own:
         kernels._x_view = pad[:, :k]
@@ -297,13 +239,6 @@ def backward_sigmoid(kernels, data, y, grad, xt, input_grad: bool, want_bias: bo
     grad_data = np.empty(kernels.nnz, dtype=data.dtype)
     grad_bias = np.empty(kernels.n_rows if want_bias else 0, dtype=data.dtype)
     dx = np.empty((kernels.n_cols if input_grad else 0, k), dtype=data.dtype)
-    if blocks > 1 and kernels.FILL_PER_THREAD:     # one region: a copy of gradᵀ per thread
-        g_pads = kernels._stack("_grad_pads", kernels.n_rows, k, blocks)
-        _KERNELS["backward_sigmoid_private"][1](
-            kernels.t_indptr, kernels.t_indices, kernels.perm, data, grad, y, g_pads,
-            kernels._x_pad, k, data.dtype.type(0), grad_data, grad_bias, dx, batch_major,
-            kernels._cuts("columns", blocks), blocks)
-        return grad_data, (grad_bias if want_bias else None), (dx if input_grad else None)
     g_pad = kernels._padded("_grad_pad", kernels.n_rows, k)
     kernel(kernels.t_indptr, kernels.t_indices, kernels.perm, data, grad, y, g_pad,
            kernels._x_pad, k, data.dtype.type(0), grad_data, grad_bias, dx, batch_major, blocks)
