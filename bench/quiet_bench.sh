@@ -27,8 +27,8 @@ python bench/sparse_kernel_ab.py --threads 2 --clock wall --out bench/results/sp
 python bench/sparse_speed.py --peers minidnn,minidnn_samples,minidnn_serial,minidnn_products,dense --densities 0.04 --repeats 3 --no-epoch --out bench/results/sparse_speed_splits_quiet.json
 # sitting 20 (#11, s20-11step): the layer step against sitting 19's main in one process at 2 threads, and its fixed costs (~2 min)
 python bench/sparse_step_ab.py --base 232ab88 --densities 0.04 --epoch-images 0 --threads 2 --clock wall --rounds 60 --iters 40 --out bench/results/sparse_step_ab_s20_2threads_quiet.json; python bench/sparse_fixed_costs.py --threads 2 --clock wall --rounds 150 --out bench/results/sparse_fixed_costs_2threads_quiet.json
-# sitting 21 (#11, s21-11regions): TrainingKernels.FILL_PER_THREAD (2 parallel regions a sparse step instead of 4) and BALANCE_BY_NNZ, in one process and in separate peers (~2 min)
-python bench/sparse_kernel_ab.py --threads 2 --clock wall --rounds 300 --out bench/results/sparse_kernel_ab_s21_2threads_quiet.json; python bench/sparse_speed.py --peers minidnn,minidnn_aligned,minidnn_private,minidnn_private_nnz,minidnn_private_bwd,dense --densities 0.04 --repeats 3 --no-epoch --out bench/results/sparse_speed_private_quiet.json
+# sitting 22 (#11): the layer step under TrainingKernels' splits, and the 16-lane kernels against 8 lanes, in one process (~3 min)
+python bench/sparse_kernel_ab.py --threads 2 --clock wall --rounds 300 --out bench/results/sparse_kernel_ab_s22_2threads_quiet.json; python bench/sparse_kernel_ab.py --lanes --threads 2 --clock wall --rounds 300 --out bench/results/sparse_kernel_ab_lanes_2threads_quiet.json   # sitting 22 (s22-kern): the splits with the 16-lane kernels, and 8 vs 16 lanes
 uptime
 if [ -n "$DISCRETE" ]; then   # technique 1's inference (issue 9, resolved): DISCRETE=1 to rerun
   for gain in max mse; do
