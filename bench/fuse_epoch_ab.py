@@ -7,10 +7,9 @@ Arms: every switch off ("off"), each switch on alone, every switch on ("on"). Th
 
 * ``fuse``: ``layers.fusion.FUSE_DENSE_ACTIVATION`` (SparseDense → Sigmoid in one CSR kernel
   call each way, Dense → Sigmoid bias + activation in one pass; ``kernels.csr_fused``).
-* ``gather`` (sitting 22): ``kernels.gather.PARALLEL`` (fit's feature-major minibatch gather
-  split over the Numba threads; default off): a 2-thread question, for the quiet run:
-  ``--switches gather --threads 2 --clock wall --images 50000 --rounds 9``. The switches
-  not named in ``--switches`` stay at their defaults in every arm.
+(``gather``, sitting 22: ``kernels.gather.PARALLEL``, fit's feature-major minibatch gather
+split over the Numba threads, saved 12.9 µs of a 637 µs sparse step in the quiet run,
+``bench/results/fuse_epoch_ab_gather_s22_quiet.json``: a tie, deleted with its kernel.)
 
 (Sitting 20's second switch, ``head``, ``Dense.SMALL_TRAINING_THREADS``, is gone since
 sitting 22: NumPy's OpenBLAS runs the head's products on one thread at any thread count,
@@ -46,18 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import RESULTS_DIR  # noqa: E402
 from bench.fit_epoch_ab import grouped_rounds  # noqa: E402
 
-SWITCHES = ("fuse", "gather")
-DEFAULTS = {"fuse": True, "gather": False}
+SWITCHES = ("fuse",)
+DEFAULTS = {"fuse": True}
 
 
 def set_switches(on: set, chosen=SWITCHES) -> None:
     """The ``chosen`` switches on where named in ``on``, off otherwise; the others at
     their defaults."""
-    from minidnn.kernels import gather
     from minidnn.layers import fusion
     value = {name: (name in on) if name in chosen else DEFAULTS[name] for name in SWITCHES}
     fusion.FUSE_DENSE_ACTIVATION = value["fuse"]
-    gather.PARALLEL = value["gather"]
 
 
 def epoch(md, density, x, y, now):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..threads import numba_thread_count
 from .csr import SIMD_AVAILABLE, _transpose_tile8
 
 
@@ -126,97 +125,16 @@ def _gather_transposed_tiles(x, idx, out, check):
     return bad
 
 
-@numba.njit(cache=True, inline="always")
-def _gather_tiles_share(x, idx, out, ld, lo, hi, check):
-    # _gather_transposed_tiles' loops for the samples lo <= i < hi (lo a multiple of 8),
-    # with a scratch of its own: one thread's share in the parallel build
-    m = x.shape[1]
-    scratch = np.empty((8, m), dtype=x.dtype)
-    s0, s1, s2, s3 = scratch[0], scratch[1], scratch[2], scratch[3]
-    s4, s5, s6, s7 = scratch[4], scratch[5], scratch[6], scratch[7]
-    h8, m8 = lo + (hi - lo) // 8 * 8, m - m % 8
-    bad = -1
-    for i0 in range(lo, h8, 8):
-        r0, r1, r2, r3 = x[idx[i0]], x[idx[i0 + 1]], x[idx[i0 + 2]], x[idx[i0 + 3]]
-        r4, r5, r6, r7 = x[idx[i0 + 4]], x[idx[i0 + 5]], x[idx[i0 + 6]], x[idx[i0 + 7]]
-        for j in range(m):
-            s0[j], s1[j], s2[j], s3[j] = r0[j], r1[j], r2[j], r3[j]
-            s4[j], s5[j], s6[j], s7[j] = r4[j], r5[j], r6[j], r7[j]
-        if check and bad < 0 and m and _nonfinite_bits(scratch.reshape(8 * m)):
-            for lane in range(8):
-                if _nonfinite_bits(scratch[lane]):
-                    bad = i0 + lane
-                    break
-        for j0 in range(0, m8, 8):
-            _transpose_tile8(scratch, out, j0, m, j0 * ld + i0, ld)
-        for j in range(m8, m):
-            for lane in range(8):
-                out[j, i0 + lane] = scratch[lane, j]
-    for i in range(h8, hi):
-        r = x[idx[i]]
-        for j in range(m):
-            out[j, i] = r[j]
-        if check and bad < 0 and m and _nonfinite_bits(r):
-            bad = i
-    return bad
-
-
-@numba.njit(cache=True, parallel=True)
-def _gather_transposed_tiles_parallel(x, idx, out, check, parts):
-    # _gather_transposed_tiles with the batch's 8-sample blocks cut into ``parts``
-    # contiguous shares, one a thread (values are copied, not summed: the same bits
-    # whatever the split); the first bad position is the smallest of the shares'
-    n = idx.shape[0]
-    ld = out.strides[0] // out.itemsize
-    blocks = (n + 7) // 8
-    found = np.full(parts, -1, dtype=np.int64)
-    for p in numba.prange(parts):
-        lo = min(n, 8 * (p * blocks // parts))
-        hi = min(n, 8 * ((p + 1) * blocks // parts))
-        found[p] = _gather_tiles_share(x, idx, out, ld, lo, hi, check)
-    for p in range(parts):
-        if found[p] >= 0:
-            return found[p]
-    return -1
-
-
 #: float32 gathers take the register-tile kernel where Numba's target has AVX2 + FMA
 #: (False: the scalar kernel; for A/Bs). At batch 100 of MNIST rows (1 thread, under
 #: load): 47 against 62 µs from memory, 27 against 39 from cache
 TILES = SIMD_AVAILABLE
 
 
-#: at more than one Numba thread on a pool that wakes in µs (OpenMP, TBB: not workqueue,
-#: ~100 µs a region), float32 gathers of at least PARALLEL_MIN_ROWS rows split their
-#: 8-row blocks over the threads (``_gather_transposed_tiles_parallel``). Off by default:
-#: under load it was no faster (2 threads, 100 MNIST rows, wall medians: 76 against 69
-#: µs serial); the quiet A/B decides (``bench/fuse_epoch_ab.py --switches gather``)
-PARALLEL = False
-PARALLEL_MIN_ROWS = 32
-_pool_wakes_fast = None         # whether Numba's threading layer is omp / tbb, once known
-
-
-def _parallel_parts(rows: int) -> int:
-    """Threads for a gather of ``rows`` rows (1: the serial kernel)."""
-    global _pool_wakes_fast
-    if not PARALLEL or rows < PARALLEL_MIN_ROWS:
-        return 1
-    threads = numba_thread_count()
-    if threads < 2:
-        return 1
-    if _pool_wakes_fast is None:
-        try:
-            _pool_wakes_fast = numba.threading_layer() in ("omp", "tbb")
-        except ValueError:      # no parallel kernel has run yet: ask again next time
-            return 1
-    return min(threads, rows // 8) if _pool_wakes_fast else 1
-
-
 def _gather_into(x, idx, out_t, check=False) -> int:
+    # serial: splitting a 100-row gather over 2 threads saved 12.9 µs of a 637 µs sparse
+    # step on the quiet machine (sitting 22, bench/fuse_epoch_ab.py): a tie, deleted
     if TILES and x.dtype == np.float32:
-        parts = _parallel_parts(len(idx))
-        if parts > 1:
-            return _gather_transposed_tiles_parallel(x, idx, out_t, check, parts)
         return _gather_transposed_tiles(x, idx, out_t, check)
     return _gather_transposed(x, idx, out_t, check)
 
