@@ -17,7 +17,6 @@ python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 python bench/fit_epoch_ab.py --base 2bad77b --threads 2 --clock wall --images 50000 --rounds 7 --out bench/results/fit_epoch_ab_s19_quiet.json   # sitting 19 (#11): the epoch against sitting 18's main, ~2 min
 python bench/fuse_epoch_ab.py --threads 2 --clock wall --images 50000 --rounds 5 --out bench/results/fuse_epoch_ab_2threads_quiet.json   # sitting 20 (#11, s20-11epoch): FUSE_DENSE_ACTIVATION and Dense.SMALL_TRAINING_THREADS, ~1.5 min
 uptime
-python bench/rbm_fused_update_ab.py --threads 2 --rounds 9 --steps 100 --out bench/results/rbm_fused_update_ab_2threads_quiet.json   # sitting 22 (#8 RBM): the gradient sgemm writing W / the velocity (beta, c) vs the optimizer pass; each GEMM alone (~1 min)
 python bench/rbm_step20_ab.py --threads 2 --repeats 5 --out bench/results/rbm_step20_ab_s22_1blas_2threads_quiet.json   # sitting 22 (#8 RBM): the epoch with OpenBLAS at 2 threads vs 1 (~1 min)
 python bench/rbm_subnormal_ab.py --threads 2 --rounds 7 --out bench/results/rbm_subnormal_ab_2threads_quiet.json   # sitting 22 (#8 RBM): no subnormal statistics vs 5c0a50c's kernels, PCD-1 at momentum 0.9, decay 0.002 (~1.5 min)
 python bench/rbm_step_trace.py --threads 2 --rounds 7 --steps 100 --out bench/results/rbm_step_trace_2threads_quiet.json   # sitting 21 (#8 RBM): each op of the real step timed in place vs alone, glue, per-thread CPU (~40 s)
