@@ -299,3 +299,33 @@ def conv_pass_times(layer, x, g, clock):
     dx = layer.backward(g)
     t4 = clock()
     return ((t1 - t0 + t3 - t2) / 2, t2 - t1, t4 - t3), dx
+
+
+def same_bits_against(worker: str, against: str, threads_list, key_width: int = 40) -> int:
+    """Run ``worker`` (Python source printing one JSON dict of array hashes as its last
+    line; argv[1] is the thread count) in a clean process on this tree and on the
+    ``minidnn`` of commit ``against`` (unpacked from ``git archive``), at each thread
+    count, print SAME / DIFFERENT per key and return how many differ."""
+    import tempfile
+
+    def run(tree: Path, threads: int) -> dict:
+        done = subprocess.run([sys.executable, "-c", worker, str(threads)],
+                              env=clean_env(threads, tree), capture_output=True, text=True,
+                              timeout=1800)
+        if done.returncode:
+            raise RuntimeError(f"worker in {tree} failed:\n{done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    differ = 0
+    with tempfile.TemporaryDirectory() as folder:
+        archive = subprocess.run(["git", "archive", against, "minidnn"], cwd=REPO_ROOT,
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        for threads in threads_list:
+            base, this = run(Path(folder), threads), run(REPO_ROOT, threads)
+            for key in sorted(set(base) | set(this)):
+                same = base.get(key) == this.get(key)
+                differ += not same
+                print(f"{threads} thread(s)  {key:<{key_width}} {'SAME' if same else 'DIFFERENT'}")
+    print("all the same" if not differ else f"{differ} arrays differ")
+    return differ

@@ -15,14 +15,12 @@ used it for the weight-gradient helper and the shared pairwise sum (``--against
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import REPO_ROOT, clean_env  # noqa: E402
+from bench._common import same_bits_against  # noqa: E402
 
 WORKER = r"""
 import hashlib, json, sys
@@ -59,33 +57,12 @@ print(json.dumps(out))
 """
 
 
-def run(tree: Path, threads: int) -> dict:
-    import json
-    done = subprocess.run([sys.executable, "-c", WORKER, str(threads)],
-                          env=clean_env(threads, tree), capture_output=True, text=True,
-                          timeout=1800)
-    if done.returncode:
-        raise RuntimeError(f"worker in {tree} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", required=True, help="the commit to compare with")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
-    differ = 0
-    with tempfile.TemporaryDirectory() as folder:
-        archive = subprocess.run(["git", "archive", args.against, "minidnn"], cwd=REPO_ROOT,
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
-        for threads in args.threads:
-            base, this = run(Path(folder), threads), run(REPO_ROOT, threads)
-            for key in base:
-                same = base[key] == this.get(key)
-                differ += not same
-                print(f"{threads} thread(s)  {key:<40} {'SAME' if same else 'DIFFERENT'}")
-    print("all the same" if not differ else f"{differ} arrays differ")
+    differ = same_bits_against(WORKER, args.against, args.threads, key_width=40)
     return 1 if differ else 0
 
 
