@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a network with minibatch SGD; prints one line per "
                                    "epoch and a result table; writes a checkpoint every epoch.")
     p.add_argument("--arch", default="mlp:784-500-10:relu",
-                   help="architecture: lenet, cifar10-quick, or mlp:SIZES[:ACTIVATION] "
+                   help="architecture: lenet, cifar10-quick, vgg-cifar[:OPTIONS] "
+                        "(e.g. vgg-cifar:width=8,fc=512,bn=conv) or mlp:SIZES[:ACTIVATION] "
                         "(e.g. mlp:784-500-10:sigmoid). Default: %(default)s")
     _add_data_args(p)
     p.add_argument("--epochs", type=_positive_int, default=5, help="passes over the training set (default %(default)s)")
