@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.sgd_update import (FORMS, can_fuse, sgd_update_many, sgd_update_prepared,
-                                 sgd_update_prepared_parts)
-from .layers.base import ParamHolder
+from .kernels.sgd_update import FORMS, can_fuse, sgd_update_many, sgd_update_prepared
 
 
 class ConstantLR:
@@ -190,11 +188,10 @@ class SGD:
                 continue
             h = self.hyper(layer)
             in_place = getattr(layer, "in_place_param", None) if fusable else None
-            update_parts = getattr(layer, "update_parts", None)
             for pname in layer.params:
                 grad = layer.grads[pname]
                 if in_place is not None and self._fused_step(layer, pname, in_place(pname),
-                                                             grad, h, update_parts):
+                                                             grad, h):
                     continue
                 hp = self._param_hyper(layer, pname, h)
                 delta = self._step_delta(f"{layer.name}/{pname}", layer, pname, grad, hp)
@@ -274,7 +271,7 @@ class SGD:
         sgd_update_many(plan.ws, grads, plan.vs, plan.scalars, plan.decays, plan.form)
         return True
 
-    def _fused_step(self, layer, pname, param, grad, layer_hyper, update_parts=None) -> bool:
+    def _fused_step(self, layer, pname, param, grad, layer_hyper) -> bool:
         """Step ``param`` in place in one pass (``kernels.sgd_update``), bit-identical
         to ``_step_delta`` + the default ``apply_update``; False (nothing done) when
         the arrays do not allow it (dtypes, layout), and the caller takes that path."""
@@ -295,14 +292,7 @@ class SGD:
         flat_g = grad.reshape(-1) if grad.flags.c_contiguous else \
             np.ascontiguousarray(grad).reshape(-1)
         # operands checked above, scalars cast once per hyperparameter setting
-        # a layer whose step already runs split over the worker threads (the RBM's)
-        # asks for its update in as many parts (``ParamHolder.update_parts``)
-        parts = 1 if update_parts is None else update_parts(pname)
-        if parts > 1:
-            sgd_update_prepared_parts(flat_w, flat_g, flat_v, lr, momentum, weight_decay, decay,
-                                      form, parts)
-        else:
-            sgd_update_prepared(flat_w, flat_g, flat_v, lr, momentum, weight_decay, decay, form)
+        sgd_update_prepared(flat_w, flat_g, flat_v, lr, momentum, weight_decay, decay, form)
         return True
 
     def _step_delta(self, key, layer, pname, grad, hyper) -> np.ndarray:
@@ -349,15 +339,6 @@ class SGD:
         self.steps = int(state["steps"])
 
 
-def _splits_update(layer) -> bool:
-    """Whether ``layer`` asks for a parameter's step in more than one part now
-    (``ParamHolder.update_parts``: the RBM's row-split step does; its one-thread step,
-    the default, does not, and so takes the plan like any layer)."""
-    if type(layer).update_parts is ParamHolder.update_parts:
-        return False
-    return any(layer.update_parts(pname) != 1 for pname in layer.params)
-
-
 class _StepPlan:
     """What ``SGD._planned_step`` hands ``sgd_update_many``, for one list of layers."""
 
@@ -367,18 +348,11 @@ class _StepPlan:
     @classmethod
     def build(cls, sgd, layers, hypers):
         """The plan, or None when a parameter cannot be stepped in place in one pass
-        (the storage is not the default one, the layer splits this step's update over
-        worker threads, dtypes differ, a gradient or velocity does not fit).
-
-        A layer that may split its update (its class overrides ``update_parts``: the
-        RBM, whose W step follows its CD step's row split) joins the plan whenever it
-        asks for one part, the step every other layer gets; ``matches`` asks again at
-        every step, and a step that wants more parts takes ``_fused_step``'s split."""
+        (the storage is not the default one, dtypes differ, a gradient or velocity does
+        not fit)."""
         entries, scalars, decays, dtype = [], [], [], None
         holders = [layer for layer in layers if layer.params]
         for layer, hyper in zip(holders, hypers):
-            if _splits_update(layer):
-                return None
             for pname in layer.params:
                 w = layer.in_place_param(pname)
                 if w is None or not can_fuse(w, layer.grads.get(pname), None):
@@ -419,8 +393,6 @@ class _StepPlan:
         for layer, pname, w, key, v in self.entries:
             if layer.params.get(pname) is not w or (v is not w and velocity.get(key) is not v):
                 return False
-        if any(_splits_update(layer) for layer in self.layers if layer.params):
-            return False
         return self.counts == [len(layer.params) for layer in layers if layer.params]
 
     def flat_grads(self):

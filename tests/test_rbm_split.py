@@ -1,6 +1,7 @@
 """Kernels the row-split RBM step (deleted in sitting 22: it lost its quiet A/B) used,
-which stay in the package: the Bernoulli kernel's ``row_offset`` (a row block draws what
-the whole call draws for those rows) and the SGD step in parts."""
+which stays in the package: the Bernoulli kernel's ``row_offset`` (a row block draws what
+the whole call draws for those rows). The SGD step in parts went in sitting 22 too: no
+layer asked for it any more."""
 import numpy as np
 import pytest
 
@@ -25,25 +26,3 @@ def test_row_blocks_with_row_offset_draw_what_the_whole_call_draws(cols, dtype):
         np.testing.assert_allclose(block, p_twin, rtol=2e-6 if dtype == np.float32 else 1e-15)
     with pytest.raises(ValueError, match="row_offset"):
         sigmoid_bernoulli(pre.copy(), bias, key, row_offset=-1)
-
-
-# -- the SGD step in parts --------------------------------------------------------
-
-@pytest.mark.parametrize("parts", [2, 3])
-@pytest.mark.parametrize("momentum,weight_decay,form", [(0.0, 0.0, "caffe"), (0.9, 0.002, "caffe"),
-                                                        (0.5, 0.0, "pytorch"), (0.0, 0.01, "caffe")])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_split_sgd_step_equals_the_twin_bit_for_bit(parts, momentum, weight_decay, form, dtype,
-                                                    monkeypatch):
-    from minidnn.kernels import sgd_update
-    monkeypatch.setattr(sgd_update, "SPLIT_MIN_ELEMENTS", 1)
-    rng = np.random.default_rng(parts)
-    w = rng.standard_normal((37, 29)).astype(dtype)
-    g = rng.standard_normal((37, 29)).astype(dtype)
-    v = rng.standard_normal((37, 29)).astype(dtype) if momentum else None
-    w_ref, v_ref = w.copy(), None if v is None else v.copy()
-    sgd_update.sgd_update_numpy(w_ref, g, v_ref, 0.1, momentum, weight_decay, form)
-    sgd_update.sgd_update_unchecked(w, g, v, 0.1, momentum, weight_decay, form, parts)
-    assert np.array_equal(w, w_ref)
-    if v is not None:
-        assert np.array_equal(v, v_ref)

@@ -137,7 +137,7 @@ def sgd_update(w: np.ndarray, g: np.ndarray, v: np.ndarray | None, lr, momentum,
 
 
 def sgd_update_unchecked(w: np.ndarray, g: np.ndarray, v: np.ndarray | None, lr, momentum,
-                         weight_decay, form: str = "caffe", parts: int = 1) -> None:
+                         weight_decay, form: str = "caffe") -> None:
     """``sgd_update`` for a caller that has just checked ``can_fuse(w, g, v)`` and the
     form (``SGD._fused_step``): the same kernel call without repeating those checks,
     which cost about as much as the update of a small parameter (a bias)."""
@@ -145,50 +145,14 @@ def sgd_update_unchecked(w: np.ndarray, g: np.ndarray, v: np.ndarray | None, lr,
     flat_w = w.reshape(-1)
     flat_g = g.reshape(-1) if g.flags.c_contiguous else np.ascontiguousarray(g).reshape(-1)
     flat_v = flat_w if v is None else v.reshape(-1)
-    args = (t(lr), t(momentum), t(weight_decay), bool(weight_decay), FORMS[form])
-    if parts > 1 and flat_w.size >= SPLIT_MIN_ELEMENTS * parts:
-        _split_update(flat_w, flat_g, flat_v, args, parts)
-        return
-    _sgd_update_kernel(flat_w, flat_g, flat_v, *args)
-
-
-#: fewest elements per thread worth splitting a step over worker threads (``parts``)
-SPLIT_MIN_ELEMENTS = 1 << 16
-
-
-def _split_update(flat_w, flat_g, flat_v, args, parts: int) -> None:
-    """The kernel on ``parts`` contiguous ranges of the flat arrays, on the worker
-    threads of ``kernels.workers`` (the kernel is nogil). Each element's arithmetic
-    is unchanged, so the result is bit for bit the one-range one. For a caller whose
-    other work of the step already runs split over those threads (the RBM's
-    ``_split_step``), where the pool's threads are awake and BLAS's are not."""
-    from .workers import _get_pool, ranges
-    spans = ranges(flat_w.shape[0], parts)
-    pool = _get_pool()
-    futures = [pool.submit(_sgd_update_kernel, flat_w[lo:hi], flat_g[lo:hi], flat_v[lo:hi], *args)
-               for lo, hi in spans[1:]]
-    lo, hi = spans[0]
-    try:
-        _sgd_update_kernel(flat_w[lo:hi], flat_g[lo:hi], flat_v[lo:hi], *args)
-    finally:
-        for future in futures:
-            future.result()
+    _sgd_update_kernel(flat_w, flat_g, flat_v, t(lr), t(momentum), t(weight_decay),
+                       bool(weight_decay), FORMS[form])
 
 
 #: the kernel itself, for a caller that hands it flat, checked operands and the scalars
 #: already cast to their dtype (``SGD._fused_step``, which caches the casts): each
 #: Python-level step above it costs about a microsecond, the dispatch itself about 3
 sgd_update_prepared = _sgd_update_kernel
-
-
-def sgd_update_prepared_parts(flat_w, flat_g, flat_v, lr, momentum, weight_decay, decay: bool,
-                              form: int, parts: int = 1) -> None:
-    """``sgd_update_prepared`` split over ``parts`` worker threads where the array is
-    large enough (``_split_update``; bit for bit the one-range result), else one call."""
-    if parts > 1 and flat_w.shape[0] >= SPLIT_MIN_ELEMENTS * parts:
-        _split_update(flat_w, flat_g, flat_v, (lr, momentum, weight_decay, decay, form), parts)
-    else:
-        _sgd_update_kernel(flat_w, flat_g, flat_v, lr, momentum, weight_decay, decay, form)
 
 
 # -- every parameter of a step in one call ------------------------------------------------

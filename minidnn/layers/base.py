@@ -75,13 +75,6 @@ class ParamHolder:
         """The float value of parameter ``name`` (what weight decay acts on)."""
         return self.params[name]
 
-    def update_parts(self, name: str) -> int:
-        """How many worker threads the optimizer may split the in-place step of
-        parameter ``name`` over (``kernels.sgd_update``, bit for bit the same);
-        1, the default: one pass on the calling thread. A layer whose own step
-        already runs on the worker threads (``BernoulliRBM``) asks for them."""
-        return 1
-
     def in_place_param(self, name: str) -> np.ndarray | None:
         """The array an optimizer may step in place, fused (``kernels.sgd_update``),
         or None: then it computes the float step and calls ``apply_update``.
