@@ -15,7 +15,7 @@ python bench/region_wakeup.py --threads 2 --rounds 3 --out bench/results/region_
 python bench/sparse_speed.py --peers minidnn,minidnn_workqueue,minidnn_active,minidnn_spin3k,minidnn_bare,dense --densities 0.04,0.01 --repeats 5 --no-epoch --out bench/results/sparse_speed_threads_quiet.json
 python bench/sparse_epoch_parts.py --threads 2 --clock wall --images 50000
 python bench/fit_epoch_ab.py --base 2bad77b --threads 2 --clock wall --images 50000 --rounds 7 --out bench/results/fit_epoch_ab_s19_quiet.json   # sitting 19 (#11): the epoch against sitting 18's main, ~2 min
-python bench/fuse_epoch_ab.py --threads 2 --clock wall --images 50000 --rounds 5 --out bench/results/fuse_epoch_ab_2threads_quiet.json   # sitting 20 (#11, s20-11epoch): FUSE_DENSE_ACTIVATION and Dense.SMALL_TRAINING_THREADS, ~1.5 min
+python bench/fuse_epoch_ab.py --threads 2 --clock wall --images 50000 --rounds 5 --out bench/results/fuse_epoch_ab_2threads_quiet.json   # sitting 20 (#11, s20-11epoch): FUSE_DENSE_ACTIVATION (SMALL_TRAINING_THREADS and gather.PARALLEL deleted in sitting 22), ~1.5 min
 uptime
 python bench/rbm_step20_ab.py --threads 2 --repeats 5 --out bench/results/rbm_step20_ab_s22_1blas_2threads_quiet.json   # sitting 22 (#8 RBM): the epoch with OpenBLAS at 2 threads vs 1 (~1 min)
 python bench/rbm_subnormal_ab.py --threads 2 --rounds 7 --out bench/results/rbm_subnormal_ab_2threads_quiet.json   # sitting 22 (#8 RBM): no subnormal statistics vs 5c0a50c's kernels, PCD-1 at momentum 0.9, decay 0.002 (~1.5 min)
