@@ -44,8 +44,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .im2col import _geometry, as_pair, kernel_for
-from .implicit_conv import _tile_avx2
-from .simd import avx2_fma_target
+from .implicit_conv import _tile_avx2, _tile_codegen
+from .simd import avx2_fma_target, target_has
 from ..threads import numba_thread_count
 from .workers import serial_nogil
 
@@ -324,6 +324,10 @@ def direct_conv_weight_grad(x_pad: np.ndarray, grad: np.ndarray, kernel) -> np.n
 #: the tiled kernels run only where this is True (Numba's target has AVX2 + FMA; tests
 #: switch it off to hold the plane-by-plane fallback)
 SIMD_AVAILABLE = avx2_fma_target()
+#: where Numba's target also has AVX-512F the forward's row blocks of >= 16 pixels take
+#: 16-lane (zmm) tiles (``_tile_avx512``), the rest of a row the 8-lane ones: the same FMA
+#: chain per output, so the same bits (``tests/test_direct_conv_tiled.py``)
+WIDE_AVAILABLE = SIMD_AVAILABLE and target_has("avx512f")
 #: the weight gradient's register block: taps of one window row × output channels
 WGRAD_MAX_J, WGRAD_MAX_V = 6, 2
 #: output channels per forward tile (the broadcast side of ``_tile_avx2``)
@@ -453,6 +457,17 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
     return sig, codegen
 
 
+@intrinsic
+def _tile_avx512(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                 n_inner, a_inner, b_inner, a_p, out_p, accumulate):
+    """``implicit_conv._tile_avx2`` on 16-lane vectors: V ≤ 2 blocks of 16 floats on the
+    vector side (one zmm each where the target has AVX-512F; LLVM splits them in two
+    ymm elsewhere, so it compiles, but only ``WIDE_AVAILABLE`` targets call it)."""
+    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                     n_inner, a_inner, b_inner, a_p, out_p, accumulate)
+    return sig, _tile_codegen(False, 16)
+
+
 def window_rows_numpy(x: np.ndarray, padding) -> np.ndarray:
     """x (N, C, H, W) -> xr (N, H + 2ph, C, W + 2pw), xr[n, h, c, w] = x_pad[n, c, h, w]:
     the zero-padded input with its channels inside the image rows (the layout the
@@ -492,12 +507,14 @@ def _window_rows_kernel(x, ph, pw, out):
 
 
 @numba.njit(cache=True, inline="always")
-def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_off, y_plane):
+def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_off, y_plane,
+                          wide):
     # y[y_off + o·y_plane + a·OW + b] for one sample (its rows xr at x_off): output
     # channels in ceil(O / 6) near-equal tiles, each output row in blocks of 16 and 8
-    # pixels, the last block shifted back to end at OW (overlapping pixels are
-    # recomputed with the same sums), then the bias added to the tile's planes while
-    # they are in L1 (a loop over whole planes: row by row it cost 2 ms of 10)
+    # pixels (with ``wide``, first blocks of 32 and 16 on 16-lane vectors), the last
+    # block shifted back to end at OW (overlapping pixels are recomputed with the same
+    # sums), then the bias added to the tile's planes while they are in L1 (a loop
+    # over whole planes: row by row it cost 2 ms of 10)
     n_ot = (O + FORWARD_MAX_P - 1) // FORWARD_MAX_P
     for t in range(n_ot):
         o0 = t * O // n_ot
@@ -506,6 +523,13 @@ def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_o
             b = 0
             while b < OW:
                 rem = OW - b
+                if wide and rem >= 16:
+                    nv = 2 if rem >= 32 else 1
+                    _tile_avx512(yf, wf, xf, y_off + o0 * y_plane + a * OW + b, o0,
+                                 x_off + a * C * Wp + b, o1 - o0, nv, kh * C, kw * O, Wp,
+                                 kw, O, 1, 1, y_plane, False)
+                    b += 16 * nv
+                    continue
                 nv = 2 if rem >= 16 else 1
                 start = b if rem >= 8 else OW - 8
                 _tile_avx2(yf, wf, xf, y_off + o0 * y_plane + a * OW + start, o0,
@@ -520,7 +544,7 @@ def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_o
 
 
 @numba.njit(cache=True, parallel=True)
-def _direct_conv_tiled_kernel(x, ph, pw, xr, wt, bias, out):
+def _direct_conv_tiled_kernel(x, ph, pw, xr, wt, bias, out, wide):
     # x (N, C, H, W); xr (N, Hp, C, Wp) the rows, written here sample by sample
     # (each in L1 when the tiles read it: the layout transform costs no pass of its
     # own); wt (kh·C·kw·O,) = Wt[(i·C + c)·kw + j, o]; out (N, O, OH, OW)
@@ -531,7 +555,7 @@ def _direct_conv_tiled_kernel(x, ph, pw, xr, wt, bias, out):
     for n in numba.prange(N):
         _window_rows_sample(x, n, ph, pw, xr[n])
         _forward_sample_tiled(xf, n * Hp * C * Wp, wt, bias, C, Wp, kh, kw, O, OH, OW, yf,
-                              n * O * OH * OW, OH * OW)
+                              n * O * OH * OW, OH * OW, wide)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -597,10 +621,13 @@ def window_rows(x: np.ndarray, padding, out: np.ndarray | None = None) -> np.nda
 
 def direct_conv_tiled(x: np.ndarray, W: np.ndarray, bias=None, padding=0,
                       rows_buffer: np.ndarray | None = None,
-                      out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      out: np.ndarray | None = None,
+                      wide: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(y, xr): ``direct_conv_numpy(x, W, bias, 1, padding)`` by the register-tiled
     kernel (``tiled_applies`` must hold), and the rows xr it read
-    (``window_rows_numpy``), which ``direct_conv_weight_grad_tiled`` takes."""
+    (``window_rows_numpy``), which ``direct_conv_weight_grad_tiled`` takes. ``wide``:
+    16-lane tiles for row blocks of >= 16 pixels (default ``WIDE_AVAILABLE``; False
+    holds the 8-lane tiles, for tests)."""
     O, C, kh, kw = W.shape
     if x.ndim != 4 or x.shape[1] != C:
         raise ValueError(f"direct_conv_tiled expects x of shape (batch, {C}, H, W) for W of "
@@ -626,8 +653,9 @@ def direct_conv_tiled(x: np.ndarray, W: np.ndarray, bias=None, padding=0,
     elif out.shape != (N, O, OH, OW) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 array of shape "
                          f"{(N, O, OH, OW)}, got {out.dtype} {out.shape}")
+    wide = WIDE_AVAILABLE if wide is None else bool(wide)
     kernel_for(_direct_conv_tiled_kernel, out.size)(np.ascontiguousarray(x), ph, pw, xr,
-                                                    _tiled_weights(W), bias, out)
+                                                    _tiled_weights(W), bias, out, wide)
     return out, xr
 
 
@@ -672,7 +700,8 @@ def direct_conv_padded_serial(x_pad: np.ndarray, W: np.ndarray, bias: np.ndarray
         rows = np.empty((N, Hp, C, Wp), np.float32)
         serial_nogil(_direct_conv_tiled_kernel)(np.ascontiguousarray(x_pad), 0, 0, rows,
                                                 _tiled_weights(W),
-                                                np.ascontiguousarray(bias, np.float32), out)
+                                                np.ascontiguousarray(bias, np.float32), out,
+                                                WIDE_AVAILABLE)
         return out
     serial_nogil(_direct_conv_kernel)(x_pad, W, bias, sh, sw, out)
     return out
