@@ -1,9 +1,11 @@
-"""In-process A/B of the direct convolution's forward tiles on 16 lanes (zmm, where
+"""In-process A/B of the direct convolution's forward and weight-gradient tiles on 16 lanes (zmm, where
 Numba's target has AVX-512F: ``direct_conv.WIDE_AVAILABLE``) against 8 lanes (ymm), on
 LeNet's conv1 (1→20, 28×28, batch 64) and Cifar10_quick's (3→32, pad 2, 32×32, batch
 100): ``direct_conv_tiled(..., wide=True / False)`` with the same inputs and reused
-buffers, outputs checked bit for bit first, then alternated, wall clock (a parallel
-kernel runs on Numba's workers), medians of ``--repeats``.
+buffers, outputs checked bit for bit first (the weight gradient,
+``direct_conv_weight_grad_tiled(..., wide=)``, sums in other lanes: checked to 1e-4
+relative), then alternated, wall clock (a parallel kernel runs on Numba's workers),
+medians of ``--repeats``.
 
     python bench/conv_wide_ab.py [--threads 2] [--repeats 100]
 """
@@ -30,7 +32,7 @@ def main(argv=None) -> int:
     if not dc.WIDE_AVAILABLE:
         print("Numba's target has no AVX-512F: the layer runs the 8-lane tiles only")
     rng = np.random.default_rng(0)
-    print(f"direct conv forward, {args.threads} thread(s), wall clock, medians of "
+    print(f"direct conv, {args.threads} thread(s), wall clock, medians of "
           f"{args.repeats}: 8 lanes → 16 lanes")
     for name, (N, C, H, O, pad) in {"lenet conv1": (64, 1, 28, 20, 0),
                                     "cifar10-quick conv1": (100, 3, 32, 32, 2)}.items():
@@ -47,15 +49,27 @@ def main(argv=None) -> int:
             call()
             call()
         np.testing.assert_array_equal(bufs[0][1], bufs[1][1])
-        times = [[], []]
-        for r in range(args.repeats):
-            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-                t0 = time.perf_counter()
-                calls[i]()
-                times[i].append(time.perf_counter() - t0)
-        a, c = (1e3 * float(np.median(t)) for t in times)
-        print(f"  {name:20s} 8 lanes {a:6.3f} ms  16 lanes {c:6.3f} ms  (16/8 {c / a:.2f})")
+        g = rng.standard_normal(bufs[0][1].shape).astype(np.float32)
+        grads = [lambda w=w: dc.direct_conv_weight_grad_tiled(bufs[0][0], g, (5, 5), wide=w)
+                 for w in (False, True)]
+        (dw8, db8), (dw16, db16) = grads[0](), grads[1]()
+        np.testing.assert_allclose(dw16, dw8, rtol=1e-4, atol=1e-4 * float(np.abs(dw8).max()))
+        np.testing.assert_allclose(db16, db8, rtol=1e-4, atol=1e-4 * float(np.abs(db8).max()))
+        _time(name + " fwd", calls, args.repeats)
+        _time(name + " dW+db", grads, args.repeats)
     return 0
+
+
+def _time(name, calls, repeats):
+    import numpy as np
+    times = [[], []]
+    for r in range(repeats):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            t0 = time.perf_counter()
+            calls[i]()
+            times[i].append(time.perf_counter() - t0)
+    a, c = (1e3 * float(np.median(t)) for t in times)
+    print(f"  {name:26s} 8 lanes {a:6.3f} ms  16 lanes {c:6.3f} ms  (16/8 {c / a:.2f})")
 
 
 if __name__ == "__main__":

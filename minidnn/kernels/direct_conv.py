@@ -33,6 +33,16 @@ partials over samples). Twins: ``window_rows_numpy``, ``direct_conv_numpy``,
 ``bench/results/conv1_ab_1t_load.json``): forward 8.35 against 13.27 ms, dW + db
 10.28 against 12.52 ms (plane walk + NumPy's db); PyTorch 2.13 13.40 and 13.86 ms
 in the same run.
+
+16 lanes (sitting 22, ``WIDE_AVAILABLE``: Numba's target has AVX-512F): the forward's
+row blocks of >= 16 pixels run ``_tile_avx512`` (the same tile on zmm vectors, blocks
+of 32 and 16 pixels; the rest of a row the 8-lane tiles; the same FMA chain per output,
+so the same bits), and the weight gradient of rows of >= 16 pixels
+``_wgrad_tile_avx512`` (16-lane partial sums: other bits, within float32 rounding).
+In-process A/B, under load, 8 → 16 lanes (``python bench/conv_wide_ab.py``,
+``bench/results/conv_wide_ab_load.log``), two threads: Cifar10_quick's conv1 forward
+4.95 → 3.37 ms, dW + db 7.73 → 6.89; one thread 9.36 → 6.60 and 10.15 → 9.12; LeNet's
+conv1 (OW = 24: a 16 + 8 split) a tie (two threads 0.86 → 0.87 and 0.75 → 0.76 ms).
 """
 from __future__ import annotations
 
@@ -334,19 +344,8 @@ WGRAD_MAX_J, WGRAD_MAX_V = 6, 2
 FORWARD_MAX_P = 6
 
 
-@intrinsic
-def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row,
-                     n_blocks, tail, tail_lo, g_v, dw_j, dw_v, sum_off):
-    """dw[dw_off + j·dw_j + v·dw_v] += Σ_r Σ_k Σ_lanes x[x_off + r·x_row + 8k + j : +8] ·
-    g[g_off + v·g_v + r·g_row + 8k : +8] for j < J ≤ 6, v < V ≤ 2, r < n_rows,
-    k < n_blocks, plus (when tail >= 0) one more block per row at element ``tail``
-    whose g lanes below ``tail_lo`` count as zero (an overlapping last block of a
-    row whose length is not a multiple of 8). With ``sum_off >= 0`` also
-    dw[sum_off + v] += Σ_r Σ_k Σ_lanes g[...] (the bias gradient, from the g vectors
-    the block loads anyway: 2 adds per 10 FMAs, where a separate pass over dY cost
-    ~2.4 ms a Cifar10_quick step). Flat float32 arrays, element offsets."""
-    sig = types.void(dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row, n_blocks,
-                     tail, tail_lo, g_v, dw_j, dw_v, sum_off)
+def _wgrad_codegen(width: int):
+    """The LLVM IR of ``_wgrad_tile_avx2`` (``width`` 8) and ``_wgrad_tile_avx512`` (16)."""
 
     def codegen(context, builder, signature, args):
         dw_ptr, x_ptr, g_ptr = [context.make_array(t)(context, builder, v).data
@@ -357,11 +356,11 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
             context.cast(builder, v, t, types.int64)
             for v, t in zip(args[3:18], signature.args[3:18])]
         f32 = ir.FloatType()
-        v8f = ir.VectorType(f32, 8)
+        v8f = ir.VectorType(f32, width)
         fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
-        zero = ir.Constant(v8f, [0.0] * 8)
-        lanes = ir.Constant(ir.VectorType(i32, 8), list(range(8)))
+            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), f"llvm.fma.v{width}f32")
+        zero = ir.Constant(v8f, [0.0] * width)
+        lanes = ir.Constant(ir.VectorType(i32, width), list(range(width)))
 
         def c64(k):
             return ir.Constant(i64, k)
@@ -371,7 +370,14 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
                                 align=4)
 
         def hsum(acc):
-            # pairwise: (0+4, 1+5, 2+6, 3+7), then halves, then the last two
+            # pairwise: (16 lanes: first 0+8, ..., 7+15), (0+4, 1+5, 2+6, 3+7), then
+            # halves, then the last two
+            if width == 16:
+                acc = builder.fadd(
+                    builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 8),
+                                                                 list(range(8)))),
+                    builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 8),
+                                                                 list(range(8, 16)))))
             four = builder.fadd(
                 builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 4), [0, 1, 2, 3])),
                 builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 4), [4, 5, 6, 7])))
@@ -415,10 +421,10 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
             has_tail = builder.icmp_signed(">=", tail_v, c64(0))
             lo32 = builder.trunc(tail_lo_v, i32)
             lo_splat = builder.shuffle_vector(
-                builder.insert_element(ir.Constant(ir.VectorType(i32, 8), ir.Undefined), lo32,
-                                       c64(0)),
-                ir.Constant(ir.VectorType(i32, 8), ir.Undefined),
-                ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+                builder.insert_element(ir.Constant(ir.VectorType(i32, width), ir.Undefined),
+                                       lo32, c64(0)),
+                ir.Constant(ir.VectorType(i32, width), ir.Undefined),
+                ir.Constant(ir.VectorType(i32, width), [0] * width))
             mask = builder.icmp_signed(">=", lanes, lo_splat)
             with cgutils.for_range(builder, n_rows_v):
                 x_r, g_r = builder.load(x_row_p), builder.load(g_row_p)
@@ -427,8 +433,8 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
                 with cgutils.for_range(builder, n_blocks_v):
                     x_t, g_t = builder.load(x_cur), builder.load(g_cur)
                     block(x_t, g_t, None)
-                    builder.store(builder.gep(x_t, [c64(8)]), x_cur)
-                    builder.store(builder.gep(g_t, [c64(8)]), g_cur)
+                    builder.store(builder.gep(x_t, [c64(width)]), x_cur)
+                    builder.store(builder.gep(g_t, [c64(width)]), g_cur)
                 with builder.if_then(has_tail, likely=False):
                     block(builder.gep(x_r, [tail_v]), builder.gep(g_r, [tail_v]), mask)
                 builder.store(builder.gep(x_r, [x_row_v]), x_row_p)
@@ -454,7 +460,36 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
                             body(n_j, n_v, False)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row,
+                     n_blocks, tail, tail_lo, g_v, dw_j, dw_v, sum_off):
+    """dw[dw_off + j·dw_j + v·dw_v] += Σ_r Σ_k Σ_lanes x[x_off + r·x_row + 8k + j : +8] ·
+    g[g_off + v·g_v + r·g_row + 8k : +8] for j < J ≤ 6, v < V ≤ 2, r < n_rows,
+    k < n_blocks, plus (when tail >= 0) one more block per row at element ``tail``
+    whose g lanes below ``tail_lo`` count as zero (an overlapping last block of a
+    row whose length is not a multiple of 8). With ``sum_off >= 0`` also
+    dw[sum_off + v] += Σ_r Σ_k Σ_lanes g[...] (the bias gradient, from the g vectors
+    the block loads anyway: 2 adds per 10 FMAs, where a separate pass over dY cost
+    ~2.4 ms a Cifar10_quick step). Flat float32 arrays, element offsets."""
+    sig = types.void(dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row, n_blocks,
+                     tail, tail_lo, g_v, dw_j, dw_v, sum_off)
+
+    return sig, _wgrad_codegen(8)
+
+
+@intrinsic
+def _wgrad_tile_avx512(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row,
+                       n_blocks, tail, tail_lo, g_v, dw_j, dw_v, sum_off):
+    """``_wgrad_tile_avx2`` on 16-lane vectors (blocks of 16 pixels, ``tail_lo`` < 16;
+    called only where ``WIDE_AVAILABLE``): per-lane partial sums over other pixel
+    subsets, so other bits than the 8-lane tile, within float32 rounding."""
+    sig = types.void(dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row, n_blocks,
+                     tail, tail_lo, g_v, dw_j, dw_v, sum_off)
+
+    return sig, _wgrad_codegen(16)
 
 
 @intrinsic
@@ -559,7 +594,7 @@ def _direct_conv_tiled_kernel(x, ph, pw, xr, wt, bias, out, wide):
 
 
 @numba.njit(cache=True, parallel=True)
-def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts):
+def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts, wide):
     # parts[t] = (dW (O·C·kh·kw) | db (O)) summed over the t-th range of samples: one
     # partial per thread, so no two threads write one sum. For each sample and pair
     # of output channels the pair's dY planes (8 KB for Cifar10_quick) and the sample's
@@ -571,9 +606,11 @@ def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts):
     K = C * kh * kw
     plane = OH * OW
     xf, gf = xr.reshape(-1), grad.reshape(-1)
-    full = OW // 8
-    tail = OW - 8 if OW % 8 else -1
-    tail_lo = 8 - OW % 8
+    wide = wide and OW >= 16                  # 16-lane blocks (AVX-512F targets)
+    width = 16 if wide else 8
+    full = OW // width
+    tail = OW - width if OW % width else -1
+    tail_lo = width - OW % width
     for part in numba.prange(T):
         pf = parts[part]
         pf[:] = 0
@@ -586,11 +623,18 @@ def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts):
                     for c in range(C):
                         for j0 in range(0, kw, WGRAD_MAX_J):
                             first = i == 0 and c == 0 and j0 == 0     # db with the first block
-                            _wgrad_tile_avx2(pf, xf, gf, ((o0 * C + c) * kh + i) * kw + j0,
-                                             ((n * Hp + i) * C + c) * Wp + j0, g_off,
-                                             min(WGRAD_MAX_J, kw - j0), nv, OH, C * Wp, OW,
-                                             full, tail, tail_lo, plane, 1, K,
-                                             O * K + o0 if first else -1)
+                            dw_off = ((o0 * C + c) * kh + i) * kw + j0
+                            x_off = ((n * Hp + i) * C + c) * Wp + j0
+                            nj = min(WGRAD_MAX_J, kw - j0)
+                            sum_off = O * K + o0 if first else -1
+                            if wide:
+                                _wgrad_tile_avx512(pf, xf, gf, dw_off, x_off, g_off, nj, nv, OH,
+                                                   C * Wp, OW, full, tail, tail_lo, plane, 1,
+                                                   K, sum_off)
+                            else:
+                                _wgrad_tile_avx2(pf, xf, gf, dw_off, x_off, g_off, nj, nv, OH,
+                                                 C * Wp, OW, full, tail, tail_lo, plane, 1, K,
+                                                 sum_off)
 
 
 def tiled_applies(dtype, stride, output_width: int) -> bool:
@@ -659,8 +703,8 @@ def direct_conv_tiled(x: np.ndarray, W: np.ndarray, bias=None, padding=0,
     return out, xr
 
 
-def direct_conv_weight_grad_tiled(xr: np.ndarray, grad: np.ndarray, kernel
-                                  ) -> tuple[np.ndarray, np.ndarray]:
+def direct_conv_weight_grad_tiled(xr: np.ndarray, grad: np.ndarray, kernel,
+                                  wide: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(dW, db) for the stride-1 layer whose rows ``direct_conv_tiled`` returned:
     dW = ``direct_conv_weight_grad_numpy`` (O, C, kh, kw), db = Σ_{n,a,b} dY (O,).
     One partial sum per Numba thread over its range of samples, added at the end."""
@@ -679,7 +723,8 @@ def direct_conv_weight_grad_tiled(xr: np.ndarray, grad: np.ndarray, kernel
     parts = np.empty((threads, O * C * kh * kw + O), np.float32)
     kernel = _direct_weight_grad_tiled_kernel if threads > 1 else serial_nogil(
         _direct_weight_grad_tiled_kernel)
-    kernel(np.ascontiguousarray(xr), np.ascontiguousarray(grad), kh, kw, parts)
+    kernel(np.ascontiguousarray(xr), np.ascontiguousarray(grad), kh, kw, parts,
+           WIDE_AVAILABLE if wide is None else bool(wide))
     total = parts[0]
     for t in range(1, threads):
         total += parts[t]
