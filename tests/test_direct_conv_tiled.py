@@ -108,6 +108,17 @@ def test_16_lane_tiles_agree_with_8_lane_tiles(g):
 
 
 @needs_simd
+@pytest.mark.parametrize("W, pad", [(32, 2), (28, 0), (45, 2), (16, 0)])
+def test_16_lane_tiles_on_the_rows_that_take_them(W, pad):
+    # OW = 32 (Cifar10_quick's conv1: a 32-pixel zmm block, 16-lane dW blocks), 24
+    # (LeNet's: 8-lane both), 45 (32 + 8 + a shifted 8; dW 3 blocks of 16, the last
+    # masked) and 12
+    g = {"N": 2, "C": 3, "O": 13, "kh": 5, "kw": 5, "H": 6, "W": W, "ph": pad, "pw": pad,
+         "seed": W}
+    test_16_lane_tiles_agree_with_8_lane_tiles.hypothesis.inner_test(g)
+
+
+@needs_simd
 def test_two_threads_equal_one():
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba allows one thread here")

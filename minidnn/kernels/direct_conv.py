@@ -35,14 +35,17 @@ partials over samples). Twins: ``window_rows_numpy``, ``direct_conv_numpy``,
 in the same run.
 
 16 lanes (sitting 22, ``WIDE_AVAILABLE``: Numba's target has AVX-512F): the forward's
-row blocks of >= 16 pixels run ``_tile_avx512`` (the same tile on zmm vectors, blocks
-of 32 and 16 pixels; the rest of a row the 8-lane tiles; the same FMA chain per output,
-so the same bits), and the weight gradient of rows of >= 16 pixels
-``_wgrad_tile_avx512`` (16-lane partial sums: other bits, within float32 rounding).
+row blocks of 32 pixels run ``_tile_avx512`` (the same tile on two zmm vectors; the rest
+of a row the 8-lane tiles; the same FMA chain per output, so the same bits), and the weight gradient of rows of 16·k pixels (or 16·k + 9 ..
+16·k + 15: no more lanes than the 8-lane walk) ``_wgrad_tile_avx512`` (16-lane partial
+sums: other bits, within float32 rounding).
 In-process A/B, under load, 8 → 16 lanes (``python bench/conv_wide_ab.py``,
-``bench/results/conv_wide_ab_load.log``), two threads: Cifar10_quick's conv1 forward
-4.95 → 3.37 ms, dW + db 7.73 → 6.89; one thread 9.36 → 6.60 and 10.15 → 9.12; LeNet's
-conv1 (OW = 24: a 16 + 8 split) a tie (two threads 0.86 → 0.87 and 0.75 → 0.76 ms).
+``bench/results/conv_wide_ab_load.log``): Cifar10_quick's conv1 (OW = 32) forward
+9.13 → 6.55 ms, dW + db 9.83 → 8.57 (one thread), 9.63 → 6.71 and 8.22 → 7.83 (two
+threads). LeNet's conv1 (OW = 24) runs the 8-lane tiles: as a zmm 16 + ymm 8 split its
+forward was no faster (0.94-1.09 of the 8-lane time over five runs) and its dW 1-3 %
+slower, so the rules above leave it out (its arms now run the same code: 0.97-1.02,
+the noise of the A/B).
 """
 from __future__ import annotations
 
@@ -496,7 +499,7 @@ def _wgrad_tile_avx512(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, 
 def _tile_avx512(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
                  n_inner, a_inner, b_inner, a_p, out_p, accumulate):
     """``implicit_conv._tile_avx2`` on 16-lane vectors: V ≤ 2 blocks of 16 floats on the
-    vector side (one zmm each where the target has AVX-512F; LLVM splits them in two
+    vector side (the forward calls it with V = 2) (one zmm each where the target has AVX-512F; LLVM splits them in two
     ymm elsewhere, so it compiles, but only ``WIDE_AVAILABLE`` targets call it)."""
     sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
                      n_inner, a_inner, b_inner, a_p, out_p, accumulate)
@@ -546,7 +549,7 @@ def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_o
                           wide):
     # y[y_off + o·y_plane + a·OW + b] for one sample (its rows xr at x_off): output
     # channels in ceil(O / 6) near-equal tiles, each output row in blocks of 16 and 8
-    # pixels (with ``wide``, first blocks of 32 and 16 on 16-lane vectors), the last
+    # pixels (with ``wide``, first blocks of 32 on 16-lane vectors), the last
     # block shifted back to end at OW (overlapping pixels are recomputed with the same
     # sums), then the bias added to the tile's planes while they are in L1 (a loop
     # over whole planes: row by row it cost 2 ms of 10)
@@ -558,12 +561,14 @@ def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_o
             b = 0
             while b < OW:
                 rem = OW - b
-                if wide and rem >= 16:
-                    nv = 2 if rem >= 32 else 1
+                if wide and rem >= 32:
+                    # (blocks of 32 only: 12 zmm accumulators; a 16-pixel zmm tile has 6,
+                    # too few to hide the FMA latency, and LeNet's OW = 24 as 16 + 8 was
+                    # no faster than 16 + 8 on ymm)
                     _tile_avx512(yf, wf, xf, y_off + o0 * y_plane + a * OW + b, o0,
-                                 x_off + a * C * Wp + b, o1 - o0, nv, kh * C, kw * O, Wp,
+                                 x_off + a * C * Wp + b, o1 - o0, 2, kh * C, kw * O, Wp,
                                  kw, O, 1, 1, y_plane, False)
-                    b += 16 * nv
+                    b += 32
                     continue
                 nv = 2 if rem >= 16 else 1
                 start = b if rem >= 8 else OW - 8
@@ -606,7 +611,10 @@ def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts, wide):
     K = C * kh * kw
     plane = OH * OW
     xf, gf = xr.reshape(-1), grad.reshape(-1)
-    wide = wide and OW >= 16                  # 16-lane blocks (AVX-512F targets)
+    # 16-lane blocks (AVX-512F targets) where they cover no more lanes than 8-lane ones
+    # would (OW = 32: dW + db 11 % faster; OW = 24, 1 block + a masked one against 3:
+    # 1-3 % slower, so LeNet's conv1 keeps the 8-lane walk and its bits)
+    wide = wide and OW >= 16 and (OW % 16 == 0 or OW % 16 > 8)
     width = 16 if wide else 8
     full = OW // width
     tail = OW - width if OW % width else -1

@@ -459,7 +459,7 @@ class Conv2D(Layer):
         step: 0.99x and 0.97x). A dispatch rule: float64, output rows under 8
         pixels, strides other than 1 and CPUs without AVX2 + FMA keep the
         plane-by-plane kernels (``direct_conv``, ``direct_conv_weight_grad``). Where the
-        target also has AVX-512F, row blocks of >= 16 pixels run on 16-lane tiles
+        target also has AVX-512F, row blocks of 32 pixels run on 16-lane tiles
         (``direct_conv.WIDE_AVAILABLE``; the forward's bits unchanged)."""
         OW = self._spatial_out(x_shape[-2], x_shape[-1])[1]
         return (self.dtype == np.float32
