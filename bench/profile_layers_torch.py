@@ -1,13 +1,16 @@
-"""PyTorch's per-layer forward and backward times for Cifar10_quick, the peer of
+"""PyTorch's per-layer forward and backward times for Cifar10_quick or LeNet, the peer of
 ``bench/profile_layers.py`` / ``bench/conv_step_ab.py`` (bench only; torch 2.x CPU).
 
-    python bench/profile_layers_torch.py [--threads 1] [--repeats 20] [--clock cpu|wall]
+    python bench/profile_layers_torch.py [--arch cifar10-quick|lenet] [--threads 1]
+                                         [--repeats 20] [--clock cpu|wall]
                                          [--out bench/results/profile_layers_torch.json]
 
 Run it in its own process (it sets torch's thread count). Each layer runs on
 a detached copy of its input, so its backward can be timed alone with
 ``torch.autograd.grad`` (the first layer: its parameters only, as a training
-step does); batch 100 of random data, Caffe's layer order and ceil-mode pools.
+step does); random data of the real shape and batch (Cifar10_quick: 3×32×32, batch
+100, Caffe's layer order and ceil-mode pools; LeNet: 1×28×28, batch 64, as
+``bench/speed_vs_torch.py`` builds it).
 The clock is the process's CPU time by default (fair on a loaded machine at
 one thread; at more it also counts idle threads that spin).
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=("cifar10-quick", "lenet"), default="cifar10-quick")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
@@ -32,12 +36,20 @@ def main(argv=None) -> int:
     import torch.nn as nn
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    layers = [nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
-              nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-              nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-              nn.Flatten(), nn.Linear(1024, 64), nn.Linear(64, 10)]
+    if args.arch == "lenet":
+        layers = [nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
+                  nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10)]
+        shape, batch = (1, 28, 28), 64
+    else:
+        shape, batch = (3, 32, 32), 100
+        layers = [nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
+                  nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(),
+                  nn.AvgPool2d(3, 2, ceil_mode=True),
+                  nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(),
+                  nn.AvgPool2d(3, 2, ceil_mode=True),
+                  nn.Flatten(), nn.Linear(1024, 64), nn.Linear(64, 10)]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    x = torch.rand(100, 3, 32, 32)
+    x = torch.rand(batch, *shape)
     fwd = [[] for _ in layers]
     bwd = [[] for _ in layers]
     for rep in range(args.repeats + 3):                 # 3 warm-up steps
@@ -62,10 +74,10 @@ def main(argv=None) -> int:
     rows = [{"layer": f"{i}:{layer}", "forward_ms": 1e3 * float(np.median(fwd[i][3:])),
              "backward_ms": 1e3 * float(np.median(bwd[i][3:]))} for i, layer in enumerate(layers)]
     total = sum(r["forward_ms"] + r["backward_ms"] for r in rows)
-    result = {"framework": f"torch {torch.__version__}", "arch": "cifar10-quick", "batch": 100,
+    result = {"framework": f"torch {torch.__version__}", "arch": args.arch, "batch": batch,
               "threads": args.threads, "clock": args.clock, "repeats": args.repeats,
               "step_ms": total, "layers": rows}
-    print(f"torch {torch.__version__} cifar10-quick batch 100, {args.threads} thread(s), "
+    print(f"torch {torch.__version__} {args.arch} batch {batch}, {args.threads} thread(s), "
           f"{args.clock} clock: step {total:.1f} ms (sum of per-layer medians)")
     for r in rows:
         print(f"  {r['layer'][:60]:<60} fwd {r['forward_ms']:7.2f} bwd {r['backward_ms']:7.2f}")

@@ -87,6 +87,38 @@ def test_tiled_weight_and_bias_gradients_equal_the_twin(g):
 
 
 @needs_simd
+@settings(max_examples=30, deadline=None)
+@given(geometry)
+def test_16_lane_tiles_agree_with_8_lane_tiles(g):
+    # the forward: the same FMA chain per output at either width, so the same bits; the
+    # weight gradient's 16-lane partial sums cover other pixels, so within the twin's
+    # bound (run on any AVX2 target: LLVM splits 16-lane vectors where there is no zmm)
+    x, W, b, grad, pads = _case(g)
+    y8, rows = dc.direct_conv_tiled(x, W, b, pads, wide=False)
+    y16, _ = dc.direct_conv_tiled(x, W, b, pads, wide=True)
+    np.testing.assert_array_equal(y16, y8)
+    x64, g64 = _f64(x, grad)
+    want = dc.direct_conv_weight_grad_numpy(x64, g64, W.shape[2:], 1, pads)
+    bound = dc.direct_conv_weight_grad_numpy(np.abs(x64), np.abs(g64), W.shape[2:], 1, pads)
+    for wide in (False, True):
+        dW, db = dc.direct_conv_weight_grad_tiled(rows, grad, W.shape[2:], wide=wide)
+        assert np.all(np.abs(dW - want) <= 1e-5 * bound + 1e-6)
+        np.testing.assert_allclose(db, g64.sum(axis=(0, 2, 3)), rtol=1e-5,
+                                   atol=1e-5 * np.abs(g64).sum(axis=(0, 2, 3)).max())
+
+
+@needs_simd
+@pytest.mark.parametrize("W, pad", [(32, 2), (28, 0), (45, 2), (16, 0)])
+def test_16_lane_tiles_on_the_rows_that_take_them(W, pad):
+    # OW = 32 (Cifar10_quick's conv1: a 32-pixel zmm block, 16-lane dW blocks), 24
+    # (LeNet's: 8-lane both), 45 (32 + 8 + a shifted 8; dW 3 blocks of 16, the last
+    # masked) and 12
+    g = {"N": 2, "C": 3, "O": 13, "kh": 5, "kw": 5, "H": 6, "W": W, "ph": pad, "pw": pad,
+         "seed": W}
+    test_16_lane_tiles_agree_with_8_lane_tiles.hypothesis.inner_test(g)
+
+
+@needs_simd
 def test_two_threads_equal_one():
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba allows one thread here")

@@ -33,6 +33,19 @@ partials over samples). Twins: ``window_rows_numpy``, ``direct_conv_numpy``,
 ``bench/results/conv1_ab_1t_load.json``): forward 8.35 against 13.27 ms, dW + db
 10.28 against 12.52 ms (plane walk + NumPy's db); PyTorch 2.13 13.40 and 13.86 ms
 in the same run.
+
+16 lanes (sitting 22, ``WIDE_AVAILABLE``: Numba's target has AVX-512F): the forward's
+row blocks of 32 pixels run ``_tile_avx512`` (the same tile on two zmm vectors; the rest
+of a row the 8-lane tiles; the same FMA chain per output, so the same bits), and the weight gradient of rows of 16·k pixels (or 16·k + 9 ..
+16·k + 15: no more lanes than the 8-lane walk) ``_wgrad_tile_avx512`` (16-lane partial
+sums: other bits, within float32 rounding).
+In-process A/B, under load, 8 → 16 lanes (``python bench/conv_wide_ab.py``,
+``bench/results/conv_wide_ab_load.log``): Cifar10_quick's conv1 (OW = 32) forward
+9.13 → 6.55 ms, dW + db 9.83 → 8.57 (one thread), 9.63 → 6.71 and 8.22 → 7.83 (two
+threads). LeNet's conv1 (OW = 24) runs the 8-lane tiles: as a zmm 16 + ymm 8 split its
+forward was no faster (0.94-1.09 of the 8-lane time over five runs) and its dW 1-3 %
+slower, so the rules above leave it out (its arms now run the same code: 0.97-1.02,
+the noise of the A/B).
 """
 from __future__ import annotations
 
@@ -44,8 +57,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .im2col import _geometry, as_pair, kernel_for
-from .implicit_conv import _tile_avx2
-from .simd import avx2_fma_target
+from .implicit_conv import _tile_avx2, _tile_codegen
+from .simd import avx2_fma_target, target_has
 from ..threads import numba_thread_count
 from .workers import serial_nogil
 
@@ -324,25 +337,18 @@ def direct_conv_weight_grad(x_pad: np.ndarray, grad: np.ndarray, kernel) -> np.n
 #: the tiled kernels run only where this is True (Numba's target has AVX2 + FMA; tests
 #: switch it off to hold the plane-by-plane fallback)
 SIMD_AVAILABLE = avx2_fma_target()
+#: where Numba's target also has AVX-512F the forward's row blocks of >= 16 pixels take
+#: 16-lane (zmm) tiles (``_tile_avx512``), the rest of a row the 8-lane ones: the same FMA
+#: chain per output, so the same bits (``tests/test_direct_conv_tiled.py``)
+WIDE_AVAILABLE = SIMD_AVAILABLE and target_has("avx512f")
 #: the weight gradient's register block: taps of one window row × output channels
 WGRAD_MAX_J, WGRAD_MAX_V = 6, 2
 #: output channels per forward tile (the broadcast side of ``_tile_avx2``)
 FORWARD_MAX_P = 6
 
 
-@intrinsic
-def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row,
-                     n_blocks, tail, tail_lo, g_v, dw_j, dw_v, sum_off):
-    """dw[dw_off + j·dw_j + v·dw_v] += Σ_r Σ_k Σ_lanes x[x_off + r·x_row + 8k + j : +8] ·
-    g[g_off + v·g_v + r·g_row + 8k : +8] for j < J ≤ 6, v < V ≤ 2, r < n_rows,
-    k < n_blocks, plus (when tail >= 0) one more block per row at element ``tail``
-    whose g lanes below ``tail_lo`` count as zero (an overlapping last block of a
-    row whose length is not a multiple of 8). With ``sum_off >= 0`` also
-    dw[sum_off + v] += Σ_r Σ_k Σ_lanes g[...] (the bias gradient, from the g vectors
-    the block loads anyway: 2 adds per 10 FMAs, where a separate pass over dY cost
-    ~2.4 ms a Cifar10_quick step). Flat float32 arrays, element offsets."""
-    sig = types.void(dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row, n_blocks,
-                     tail, tail_lo, g_v, dw_j, dw_v, sum_off)
+def _wgrad_codegen(width: int):
+    """The LLVM IR of ``_wgrad_tile_avx2`` (``width`` 8) and ``_wgrad_tile_avx512`` (16)."""
 
     def codegen(context, builder, signature, args):
         dw_ptr, x_ptr, g_ptr = [context.make_array(t)(context, builder, v).data
@@ -353,11 +359,11 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
             context.cast(builder, v, t, types.int64)
             for v, t in zip(args[3:18], signature.args[3:18])]
         f32 = ir.FloatType()
-        v8f = ir.VectorType(f32, 8)
+        v8f = ir.VectorType(f32, width)
         fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
-        zero = ir.Constant(v8f, [0.0] * 8)
-        lanes = ir.Constant(ir.VectorType(i32, 8), list(range(8)))
+            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), f"llvm.fma.v{width}f32")
+        zero = ir.Constant(v8f, [0.0] * width)
+        lanes = ir.Constant(ir.VectorType(i32, width), list(range(width)))
 
         def c64(k):
             return ir.Constant(i64, k)
@@ -367,7 +373,14 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
                                 align=4)
 
         def hsum(acc):
-            # pairwise: (0+4, 1+5, 2+6, 3+7), then halves, then the last two
+            # pairwise: (16 lanes: first 0+8, ..., 7+15), (0+4, 1+5, 2+6, 3+7), then
+            # halves, then the last two
+            if width == 16:
+                acc = builder.fadd(
+                    builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 8),
+                                                                 list(range(8)))),
+                    builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 8),
+                                                                 list(range(8, 16)))))
             four = builder.fadd(
                 builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 4), [0, 1, 2, 3])),
                 builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 4), [4, 5, 6, 7])))
@@ -411,10 +424,10 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
             has_tail = builder.icmp_signed(">=", tail_v, c64(0))
             lo32 = builder.trunc(tail_lo_v, i32)
             lo_splat = builder.shuffle_vector(
-                builder.insert_element(ir.Constant(ir.VectorType(i32, 8), ir.Undefined), lo32,
-                                       c64(0)),
-                ir.Constant(ir.VectorType(i32, 8), ir.Undefined),
-                ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+                builder.insert_element(ir.Constant(ir.VectorType(i32, width), ir.Undefined),
+                                       lo32, c64(0)),
+                ir.Constant(ir.VectorType(i32, width), ir.Undefined),
+                ir.Constant(ir.VectorType(i32, width), [0] * width))
             mask = builder.icmp_signed(">=", lanes, lo_splat)
             with cgutils.for_range(builder, n_rows_v):
                 x_r, g_r = builder.load(x_row_p), builder.load(g_row_p)
@@ -423,8 +436,8 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
                 with cgutils.for_range(builder, n_blocks_v):
                     x_t, g_t = builder.load(x_cur), builder.load(g_cur)
                     block(x_t, g_t, None)
-                    builder.store(builder.gep(x_t, [c64(8)]), x_cur)
-                    builder.store(builder.gep(g_t, [c64(8)]), g_cur)
+                    builder.store(builder.gep(x_t, [c64(width)]), x_cur)
+                    builder.store(builder.gep(g_t, [c64(width)]), g_cur)
                 with builder.if_then(has_tail, likely=False):
                     block(builder.gep(x_r, [tail_v]), builder.gep(g_r, [tail_v]), mask)
                 builder.store(builder.gep(x_r, [x_row_v]), x_row_p)
@@ -450,7 +463,47 @@ def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_
                             body(n_j, n_v, False)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def _wgrad_tile_avx2(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row,
+                     n_blocks, tail, tail_lo, g_v, dw_j, dw_v, sum_off):
+    """dw[dw_off + j·dw_j + v·dw_v] += Σ_r Σ_k Σ_lanes x[x_off + r·x_row + 8k + j : +8] ·
+    g[g_off + v·g_v + r·g_row + 8k : +8] for j < J ≤ 6, v < V ≤ 2, r < n_rows,
+    k < n_blocks, plus (when tail >= 0) one more block per row at element ``tail``
+    whose g lanes below ``tail_lo`` count as zero (an overlapping last block of a
+    row whose length is not a multiple of 8). With ``sum_off >= 0`` also
+    dw[sum_off + v] += Σ_r Σ_k Σ_lanes g[...] (the bias gradient, from the g vectors
+    the block loads anyway: 2 adds per 10 FMAs, where a separate pass over dY cost
+    ~2.4 ms a Cifar10_quick step). Flat float32 arrays, element offsets."""
+    sig = types.void(dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row, n_blocks,
+                     tail, tail_lo, g_v, dw_j, dw_v, sum_off)
+
+    return sig, _wgrad_codegen(8)
+
+
+@intrinsic
+def _wgrad_tile_avx512(typingctx, dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row,
+                       n_blocks, tail, tail_lo, g_v, dw_j, dw_v, sum_off):
+    """``_wgrad_tile_avx2`` on 16-lane vectors (blocks of 16 pixels, ``tail_lo`` < 16;
+    called only where ``WIDE_AVAILABLE``): per-lane partial sums over other pixel
+    subsets, so other bits than the 8-lane tile, within float32 rounding."""
+    sig = types.void(dw, x, g, dw_off, x_off, g_off, J, V, n_rows, x_row, g_row, n_blocks,
+                     tail, tail_lo, g_v, dw_j, dw_v, sum_off)
+
+    return sig, _wgrad_codegen(16)
+
+
+@intrinsic
+def _tile_avx512(typingctx, out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                 n_inner, a_inner, b_inner, a_p, out_p, accumulate):
+    """``implicit_conv._tile_avx2`` on 16-lane vectors: V ≤ 2 blocks of 16 floats on the
+    vector side (the forward calls it with V = 2) (one zmm each where the target has AVX-512F; LLVM splits them in two
+    ymm elsewhere, so it compiles, but only ``WIDE_AVAILABLE`` targets call it)."""
+    sig = types.void(out, a, b, out_off, a_off, b_off, P, V, n_outer, a_outer, b_outer,
+                     n_inner, a_inner, b_inner, a_p, out_p, accumulate)
+    return sig, _tile_codegen(False, 16)
 
 
 def window_rows_numpy(x: np.ndarray, padding) -> np.ndarray:
@@ -492,12 +545,14 @@ def _window_rows_kernel(x, ph, pw, out):
 
 
 @numba.njit(cache=True, inline="always")
-def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_off, y_plane):
+def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_off, y_plane,
+                          wide):
     # y[y_off + o·y_plane + a·OW + b] for one sample (its rows xr at x_off): output
     # channels in ceil(O / 6) near-equal tiles, each output row in blocks of 16 and 8
-    # pixels, the last block shifted back to end at OW (overlapping pixels are
-    # recomputed with the same sums), then the bias added to the tile's planes while
-    # they are in L1 (a loop over whole planes: row by row it cost 2 ms of 10)
+    # pixels (with ``wide``, first blocks of 32 on 16-lane vectors), the last
+    # block shifted back to end at OW (overlapping pixels are recomputed with the same
+    # sums), then the bias added to the tile's planes while they are in L1 (a loop
+    # over whole planes: row by row it cost 2 ms of 10)
     n_ot = (O + FORWARD_MAX_P - 1) // FORWARD_MAX_P
     for t in range(n_ot):
         o0 = t * O // n_ot
@@ -506,6 +561,15 @@ def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_o
             b = 0
             while b < OW:
                 rem = OW - b
+                if wide and rem >= 32:
+                    # (blocks of 32 only: 12 zmm accumulators; a 16-pixel zmm tile has 6,
+                    # too few to hide the FMA latency, and LeNet's OW = 24 as 16 + 8 was
+                    # no faster than 16 + 8 on ymm)
+                    _tile_avx512(yf, wf, xf, y_off + o0 * y_plane + a * OW + b, o0,
+                                 x_off + a * C * Wp + b, o1 - o0, 2, kh * C, kw * O, Wp,
+                                 kw, O, 1, 1, y_plane, False)
+                    b += 32
+                    continue
                 nv = 2 if rem >= 16 else 1
                 start = b if rem >= 8 else OW - 8
                 _tile_avx2(yf, wf, xf, y_off + o0 * y_plane + a * OW + start, o0,
@@ -520,7 +584,7 @@ def _forward_sample_tiled(xf, x_off, wf, bias, C, Wp, kh, kw, O, OH, OW, yf, y_o
 
 
 @numba.njit(cache=True, parallel=True)
-def _direct_conv_tiled_kernel(x, ph, pw, xr, wt, bias, out):
+def _direct_conv_tiled_kernel(x, ph, pw, xr, wt, bias, out, wide):
     # x (N, C, H, W); xr (N, Hp, C, Wp) the rows, written here sample by sample
     # (each in L1 when the tiles read it: the layout transform costs no pass of its
     # own); wt (kh·C·kw·O,) = Wt[(i·C + c)·kw + j, o]; out (N, O, OH, OW)
@@ -531,11 +595,11 @@ def _direct_conv_tiled_kernel(x, ph, pw, xr, wt, bias, out):
     for n in numba.prange(N):
         _window_rows_sample(x, n, ph, pw, xr[n])
         _forward_sample_tiled(xf, n * Hp * C * Wp, wt, bias, C, Wp, kh, kw, O, OH, OW, yf,
-                              n * O * OH * OW, OH * OW)
+                              n * O * OH * OW, OH * OW, wide)
 
 
 @numba.njit(cache=True, parallel=True)
-def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts):
+def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts, wide):
     # parts[t] = (dW (O·C·kh·kw) | db (O)) summed over the t-th range of samples: one
     # partial per thread, so no two threads write one sum. For each sample and pair
     # of output channels the pair's dY planes (8 KB for Cifar10_quick) and the sample's
@@ -547,9 +611,14 @@ def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts):
     K = C * kh * kw
     plane = OH * OW
     xf, gf = xr.reshape(-1), grad.reshape(-1)
-    full = OW // 8
-    tail = OW - 8 if OW % 8 else -1
-    tail_lo = 8 - OW % 8
+    # 16-lane blocks (AVX-512F targets) where they cover no more lanes than 8-lane ones
+    # would (OW = 32: dW + db 11 % faster; OW = 24, 1 block + a masked one against 3:
+    # 1-3 % slower, so LeNet's conv1 keeps the 8-lane walk and its bits)
+    wide = wide and OW >= 16 and (OW % 16 == 0 or OW % 16 > 8)
+    width = 16 if wide else 8
+    full = OW // width
+    tail = OW - width if OW % width else -1
+    tail_lo = width - OW % width
     for part in numba.prange(T):
         pf = parts[part]
         pf[:] = 0
@@ -562,11 +631,18 @@ def _direct_weight_grad_tiled_kernel(xr, grad, kh, kw, parts):
                     for c in range(C):
                         for j0 in range(0, kw, WGRAD_MAX_J):
                             first = i == 0 and c == 0 and j0 == 0     # db with the first block
-                            _wgrad_tile_avx2(pf, xf, gf, ((o0 * C + c) * kh + i) * kw + j0,
-                                             ((n * Hp + i) * C + c) * Wp + j0, g_off,
-                                             min(WGRAD_MAX_J, kw - j0), nv, OH, C * Wp, OW,
-                                             full, tail, tail_lo, plane, 1, K,
-                                             O * K + o0 if first else -1)
+                            dw_off = ((o0 * C + c) * kh + i) * kw + j0
+                            x_off = ((n * Hp + i) * C + c) * Wp + j0
+                            nj = min(WGRAD_MAX_J, kw - j0)
+                            sum_off = O * K + o0 if first else -1
+                            if wide:
+                                _wgrad_tile_avx512(pf, xf, gf, dw_off, x_off, g_off, nj, nv, OH,
+                                                   C * Wp, OW, full, tail, tail_lo, plane, 1,
+                                                   K, sum_off)
+                            else:
+                                _wgrad_tile_avx2(pf, xf, gf, dw_off, x_off, g_off, nj, nv, OH,
+                                                 C * Wp, OW, full, tail, tail_lo, plane, 1, K,
+                                                 sum_off)
 
 
 def tiled_applies(dtype, stride, output_width: int) -> bool:
@@ -597,10 +673,13 @@ def window_rows(x: np.ndarray, padding, out: np.ndarray | None = None) -> np.nda
 
 def direct_conv_tiled(x: np.ndarray, W: np.ndarray, bias=None, padding=0,
                       rows_buffer: np.ndarray | None = None,
-                      out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      out: np.ndarray | None = None,
+                      wide: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(y, xr): ``direct_conv_numpy(x, W, bias, 1, padding)`` by the register-tiled
     kernel (``tiled_applies`` must hold), and the rows xr it read
-    (``window_rows_numpy``), which ``direct_conv_weight_grad_tiled`` takes."""
+    (``window_rows_numpy``), which ``direct_conv_weight_grad_tiled`` takes. ``wide``:
+    16-lane tiles for row blocks of >= 16 pixels (default ``WIDE_AVAILABLE``; False
+    holds the 8-lane tiles, for tests)."""
     O, C, kh, kw = W.shape
     if x.ndim != 4 or x.shape[1] != C:
         raise ValueError(f"direct_conv_tiled expects x of shape (batch, {C}, H, W) for W of "
@@ -626,13 +705,14 @@ def direct_conv_tiled(x: np.ndarray, W: np.ndarray, bias=None, padding=0,
     elif out.shape != (N, O, OH, OW) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 array of shape "
                          f"{(N, O, OH, OW)}, got {out.dtype} {out.shape}")
+    wide = WIDE_AVAILABLE if wide is None else bool(wide)
     kernel_for(_direct_conv_tiled_kernel, out.size)(np.ascontiguousarray(x), ph, pw, xr,
-                                                    _tiled_weights(W), bias, out)
+                                                    _tiled_weights(W), bias, out, wide)
     return out, xr
 
 
-def direct_conv_weight_grad_tiled(xr: np.ndarray, grad: np.ndarray, kernel
-                                  ) -> tuple[np.ndarray, np.ndarray]:
+def direct_conv_weight_grad_tiled(xr: np.ndarray, grad: np.ndarray, kernel,
+                                  wide: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(dW, db) for the stride-1 layer whose rows ``direct_conv_tiled`` returned:
     dW = ``direct_conv_weight_grad_numpy`` (O, C, kh, kw), db = Σ_{n,a,b} dY (O,).
     One partial sum per Numba thread over its range of samples, added at the end."""
@@ -651,7 +731,8 @@ def direct_conv_weight_grad_tiled(xr: np.ndarray, grad: np.ndarray, kernel
     parts = np.empty((threads, O * C * kh * kw + O), np.float32)
     kernel = _direct_weight_grad_tiled_kernel if threads > 1 else serial_nogil(
         _direct_weight_grad_tiled_kernel)
-    kernel(np.ascontiguousarray(xr), np.ascontiguousarray(grad), kh, kw, parts)
+    kernel(np.ascontiguousarray(xr), np.ascontiguousarray(grad), kh, kw, parts,
+           WIDE_AVAILABLE if wide is None else bool(wide))
     total = parts[0]
     for t in range(1, threads):
         total += parts[t]
@@ -672,7 +753,8 @@ def direct_conv_padded_serial(x_pad: np.ndarray, W: np.ndarray, bias: np.ndarray
         rows = np.empty((N, Hp, C, Wp), np.float32)
         serial_nogil(_direct_conv_tiled_kernel)(np.ascontiguousarray(x_pad), 0, 0, rows,
                                                 _tiled_weights(W),
-                                                np.ascontiguousarray(bias, np.float32), out)
+                                                np.ascontiguousarray(bias, np.float32), out,
+                                                WIDE_AVAILABLE)
         return out
     serial_nogil(_direct_conv_kernel)(x_pad, W, bias, sh, sw, out)
     return out

@@ -156,7 +156,7 @@ def _conv_pool2x2_tiled_kernel(x_pad, wt, bias, kh, kw, out):
         z = np.empty(O * OH * OW, x_pad.dtype)
         _window_rows_sample(x_pad, n, 0, 0, rows)
         _forward_sample_tiled(rows.reshape(-1), 0, wt, bias, C, Wp, kh, kw, O, OH, OW, z, 0,
-                              OH * OW)
+                              OH * OW, _direct.WIDE_AVAILABLE)
         for o in range(O):
             _pool2x2_plane(z[o * OH * OW:], OW, out[n, o])
 

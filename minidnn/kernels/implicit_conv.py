@@ -109,9 +109,11 @@ WEIGHT_GRAD_POSITIONS = 64
 WEIGHT_GRAD_SAMPLES = 8
 
 
-def _tile_codegen(with_table: bool):
+def _tile_codegen(with_table: bool, lanes: int = 8):
     """The LLVM IR of the tile, for ``_tile_avx2`` (rows a_p apart) or
-    ``_tile_table_avx2`` (rows at a table's offsets)."""
+    ``_tile_table_avx2`` (rows at a table's offsets); ``lanes`` floats a vector (8: ymm,
+    16: zmm for ``direct_conv``'s ``_tile_avx512``). Each lane's sum is the same FMA
+    chain in the same order at either width."""
     def codegen(context, builder, signature, args):
         out_ptr, a_ptr, b_ptr = [context.make_array(t)(context, builder, v).data
                                  for t, v in zip(signature.args[:3], args[:3])]
@@ -131,11 +133,11 @@ def _tile_codegen(with_table: bool):
                           for v, t in zip(rest[:2], signature.args[first:first + 2])]
         acc_flag = context.cast(builder, rest[2], signature.args[first + 2], types.boolean)
         f32 = ir.FloatType()
-        v8f = ir.VectorType(f32, 8)
+        v8f = ir.VectorType(f32, lanes)
         fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
-        zero = ir.Constant(v8f, [0.0] * 8)
-        mask0 = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
+            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), f"llvm.fma.v{lanes}f32")
+        zero = ir.Constant(v8f, [0.0] * lanes)
+        mask0 = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
 
         def c64(k):
             return ir.Constant(i64, k)
@@ -148,7 +150,7 @@ def _tile_codegen(with_table: bool):
             for p in range(n_p):
                 row = builder.add(out_off_v, builder.mul(c64(p), out_p_v))
                 for v in range(n_v):
-                    old = builder.load(vec_ptr(out_ptr, builder.add(row, c64(8 * v))), align=4)
+                    old = builder.load(vec_ptr(out_ptr, builder.add(row, c64(lanes * v))), align=4)
                     builder.store(builder.select(acc_flag, old, zero), accs[p][v])
             # the operands walked as pointers, advanced by their strides (with the
             # offsets recomputed from the loop indices, LLVM reloaded the strides from
@@ -169,7 +171,7 @@ def _tile_codegen(with_table: bool):
                 builder.store(b_q, b_cur)
                 with cgutils.for_range(builder, n_inner_v):
                     a_t, b_t = builder.load(a_cur), builder.load(b_cur)
-                    bs = [builder.load(builder.bitcast(builder.gep(b_t, [c64(8 * v)]),
+                    bs = [builder.load(builder.bitcast(builder.gep(b_t, [c64(lanes * v)]),
                                                        v8f.as_pointer()), align=4)
                           for v in range(n_v)]
                     for p in range(n_p):
@@ -189,7 +191,7 @@ def _tile_codegen(with_table: bool):
                 row = builder.add(out_off_v, builder.mul(c64(p), out_p_v))
                 for v in range(n_v):
                     builder.store(builder.load(accs[p][v]),
-                                  vec_ptr(out_ptr, builder.add(row, c64(8 * v))), align=4)
+                                  vec_ptr(out_ptr, builder.add(row, c64(lanes * v))), align=4)
 
         for n_p in range(1, MAX_P + 1):
             for n_v in range(1, MAX_V + 1):

@@ -458,7 +458,9 @@ class Conv2D(Layer):
         LeNet's 1.17 and 1.06 against 1.54 and 1.67 (quiet, 2 threads, the whole
         step: 0.99x and 0.97x). A dispatch rule: float64, output rows under 8
         pixels, strides other than 1 and CPUs without AVX2 + FMA keep the
-        plane-by-plane kernels (``direct_conv``, ``direct_conv_weight_grad``)."""
+        plane-by-plane kernels (``direct_conv``, ``direct_conv_weight_grad``). Where the
+        target also has AVX-512F, row blocks of 32 pixels run on 16-lane tiles
+        (``direct_conv.WIDE_AVAILABLE``; the forward's bits unchanged)."""
         OW = self._spatial_out(x_shape[-2], x_shape[-1])[1]
         return (self.dtype == np.float32
                 and direct_kernels.tiled_applies(self.dtype, self.strides, OW))
