@@ -17,7 +17,11 @@ Three measurements, each against a control that needs no memory at all:
   alternating, next to a control, a two-iteration ``prange`` of the hot tile, timed the same
   way (its 1T/2T speed-up: 2.0 when both cores are free, 1.0 when only one is).
   The step's 1T/2T speed-up means something only where the control says both cores
-  were free; on a shared machine it rarely does, so read the two side by side.
+  were free; on a shared machine it rarely does, so read the two side by side. With
+  them, the cores the step kept busy (all threads' CPU time over its wall time,
+  ``/proc/self/task/*/schedstat``): near 2 at two threads with no speed-up means each
+  thread ran slower (shared caches, a host-level sibling), near 1 that the workers
+  waited for a vCPU.
 
 A diagnosis tool, not a speed figure: absolute rates move with the machine's load.
 """
@@ -118,29 +122,48 @@ def main(argv=None) -> int:
             else:
                 grad = model.layers[i].backward(grad)
 
-    scale = {1: {"step": [], "control": []}, 2: {"step": [], "control": []}}
+    def thread_cpu():
+        # each thread's CPU time so far (ns; /proc/self/task/*/schedstat), by thread id
+        import os
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    out[tid] = int(f.read().split()[0])
+            except OSError:
+                pass
+        return out
+
+    scale = {t: {"step": [], "control": [], "cores": []} for t in (1, 2)}
     for r in range(args.repeats + 1):
         for threads in ((1, 2) if r % 2 == 0 else (2, 1)):
             minidnn.configure_threads(threads)
             t0 = time.perf_counter()
             hot(hout, ha, hb, 1500, 2, 0)       # two tiles: one per thread at 2 threads
+            cpu0 = thread_cpu()
             t1 = time.perf_counter()
             step()
             t2 = time.perf_counter()
+            cpu1 = thread_cpu()
+            busy = sum(v - cpu0.get(k, 0) for k, v in cpu1.items()) / 1e9
             if r:                               # round 0: warm-up (JIT, buffers)
                 scale[threads]["control"].append(t1 - t0)
                 scale[threads]["step"].append(t2 - t1)
+                scale[threads]["cores"].append(busy / (t2 - t1))
     step_1, step_2 = median(scale[1]["step"]), median(scale[2]["step"])
     ctl_1, ctl_2 = median(scale[1]["control"]), median(scale[2]["control"])
     print(f"Cifar10_quick step, wall clock: 1 thread {1e3 * step_1:.1f} ms, 2 threads "
           f"{1e3 * step_2:.1f} ms (speed-up {step_1 / step_2:.2f}); control speed-up "
-          f"{ctl_1 / ctl_2:.2f} (2.0 = two free cores)")
+          f"{ctl_1 / ctl_2:.2f} (2.0 = two free cores); cores busy during the step "
+          f"(all threads' CPU time / wall): {median(scale[1]['cores']):.2f} at 1 thread, "
+          f"{median(scale[2]['cores']):.2f} at 2")
     if args.out:
         payload = {"benchmark": "implicit_conv_peak", "command": " ".join(sys.argv),
                    "repeats": args.repeats, "one_thread_gflops": rates,
                    "one_thread_ms": {k: 1e3 * median(v) for k, v in times.items()},
                    "step_ms": {"1": 1e3 * step_1, "2": 1e3 * step_2},
-                   "control_ms": {"1": 1e3 * ctl_1, "2": 1e3 * ctl_2}}
+                   "control_ms": {"1": 1e3 * ctl_1, "2": 1e3 * ctl_2},
+                   "cores_busy": {str(t): median(scale[t]["cores"]) for t in (1, 2)}}
         args.out.write_text(json.dumps(payload, indent=1))
         print(f"wrote {args.out}")
     return 0
