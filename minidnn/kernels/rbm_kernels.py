@@ -267,36 +267,36 @@ def _philox_fill(out, first_block, key):
 def _philox_fill_into(out, first_block, key, lanes):
     """_philox_fill with caller-given scratch ``lanes`` (4, ≥ len(out)/4).
 
-    Structure of arrays: each round is one loop over the blocks with the four
-    counter words in four unit-stride rows, so LLVM vectorises the 32×32 → 64-bit
-    products (a loop of whole blocks with the 10 rounds inside, stored with
-    stride 4, stayed scalar: 4.7 ns a word against about 1.5)."""
+    One loop over the blocks with the 10 rounds inside (unrolled, the block's four
+    words in registers), its results stored in four unit-stride rows of ``lanes``,
+    then interleaved into ``out``: LLVM vectorises the blocks (8 per ymm pass) and
+    the rounds never go through memory. Sitting 23: 12 % less time a word than
+    one loop over the blocks per round (which loaded and stored the four rows ten
+    times), the same words; a loop of whole blocks storing with stride 4 straight
+    into ``out`` stayed scalar (4.7 ns a word against about 1.5, sitting 19)."""
     n = out.shape[0] // 4
-    k0, k1 = numba.uint32(key[0]), numba.uint32(key[1])
-    c0, c1, c2, c3 = lanes[0, :n], lanes[1, :n], lanes[2, :n], lanes[3, :n]
+    w0, w1, w2, w3 = lanes[0, :n], lanes[1, :n], lanes[2, :n], lanes[3, :n]
     base = numba.uint32(first_block)
+    key0, key1 = numba.uint32(key[0]), numba.uint32(key[1])
+    key2, key3 = numba.uint32(key[2]), numba.uint32(key[3])
     for j in range(n):
-        c0[j] = numba.uint32(base + numba.uint32(j))
-        c1[j] = numba.uint32(0)
-        c2[j] = key[2]
-        c3[j] = key[3]
-    for _ in range(PHILOX_ROUNDS):
-        for j in range(n):
-            p0 = numba.uint64(c0[j]) * numba.uint64(PHILOX_M0)
-            p1 = numba.uint64(c2[j]) * numba.uint64(PHILOX_M1)
-            a = numba.uint32((p1 >> numba.uint64(32)) ^ c1[j] ^ k0)
-            c = numba.uint32((p0 >> numba.uint64(32)) ^ c3[j] ^ k1)
-            c0[j] = a
-            c1[j] = numba.uint32(p1)
-            c2[j] = c
-            c3[j] = numba.uint32(p0)
-        k0 = numba.uint32(k0 + numba.uint32(PHILOX_W0))
-        k1 = numba.uint32(k1 + numba.uint32(PHILOX_W1))
+        c0, c1, c2, c3 = numba.uint32(base + numba.uint32(j)), numba.uint32(0), key2, key3
+        k0, k1 = key0, key1
+        for _ in range(PHILOX_ROUNDS):
+            p0 = numba.uint64(c0) * numba.uint64(PHILOX_M0)
+            p1 = numba.uint64(c2) * numba.uint64(PHILOX_M1)
+            c0, c1, c2, c3 = (numba.uint32((p1 >> numba.uint64(32)) ^ c1 ^ k0),
+                              numba.uint32(p1),
+                              numba.uint32((p0 >> numba.uint64(32)) ^ c3 ^ k1),
+                              numba.uint32(p0))
+            k0 = numba.uint32(k0 + numba.uint32(PHILOX_W0))
+            k1 = numba.uint32(k1 + numba.uint32(PHILOX_W1))
+        w0[j], w1[j], w2[j], w3[j] = c0, c1, c2, c3
     for j in range(n):
-        out[4 * j] = c0[j]
-        out[4 * j + 1] = c1[j]
-        out[4 * j + 2] = c2[j]
-        out[4 * j + 3] = c3[j]
+        out[4 * j] = w0[j]
+        out[4 * j + 1] = w1[j]
+        out[4 * j + 2] = w2[j]
+        out[4 * j + 3] = w3[j]
 
 
 # -- the kernels ------------------------------------------------------------------
