@@ -524,14 +524,16 @@ class BernoulliRBM(ParamHolder):
             _hidden_pass_kernel(buf.p, c, n, keys[2 * k - 1], h, pos, neg, 0, n, 0, m)
             if not own:
                 chain[...] = h
+        # the general path's two GEMVs, written into reused arrays, before the gradient
+        # GEMM (they only read what it reads, so the same bits): [p0; pk] is still in
+        # the caller's cache from the σ pass that wrote it
+        self.grads["visible_bias"] = np.matmul(lean.weights, buf.v, out=lean.grad_b)
+        self.grads["hidden_bias"] = np.matmul(buf.ones, buf.p, out=lean.grad_c)
         grad_W = self.grads.get("W")
         if grad_W is None or grad_W.shape != W.shape or grad_W.dtype != W.dtype \
                 or not grad_W.flags.c_contiguous:
             grad_W = self.grads["W"] = np.empty_like(W)
         np.matmul(buf.v.T, buf.p, out=grad_W)
-        # the general path's two GEMVs, written into reused arrays
-        self.grads["visible_bias"] = np.matmul(lean.weights, buf.v, out=lean.grad_b)
-        self.grads["hidden_bias"] = np.matmul(buf.ones, buf.p, out=lean.grad_c)
         return reconstruction_error
 
     # -- the hooks the greedy trainer calls ------------------------------------------------
