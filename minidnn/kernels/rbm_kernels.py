@@ -396,6 +396,47 @@ def _sigmoid_bernoulli_kernel(pre, bias, key, states, row_offset, scale):
                 row_states[c] = one if _uniform(row_words[c], p) < p else zero
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _bernoulli_states_kernel(pre, bias, key, states, row_offset):
+    # _sigmoid_bernoulli_kernel without storing σ: the draws only, pre left as it is.
+    # For the passes whose probabilities nobody reads (PCD's visible sample, the chain's
+    # inner Gibbs steps): the same σ, uniforms and compare, so the same states, without
+    # the floor test, the scaling and the store of every element
+    rows, cols = pre.shape
+    if rows == 0 or cols == 0:
+        return
+    one, zero = pre.dtype.type(1.0), pre.dtype.type(0.0)
+    rows_per_pass = max(1, WORDS_PER_PASS // cols)
+    most = 4 * ((rows_per_pass * cols) // 4 + 2)
+    words = np.empty(most, dtype=np.uint32)
+    lanes = np.empty((4, most // 4), dtype=np.uint32)
+    for first_row in range(0, rows, rows_per_pass):
+        last_row = min(rows, first_row + rows_per_pass)
+        start = (row_offset + first_row) * cols
+        first_block = start // 4
+        n_blocks = ((row_offset + last_row) * cols + 3) // 4 - first_block
+        _philox_fill_into(words[:4 * n_blocks], first_block, key, lanes)
+        offset = start - 4 * first_block
+        r = first_row
+        while r + 1 < last_row:
+            o = offset + (r - first_row) * cols
+            words_a, words_b = words[o:o + cols], words[o + cols:o + 2 * cols]
+            a, a_states, b, b_states = pre[r], states[r], pre[r + 1], states[r + 1]
+            for c in range(cols):
+                p = _sigmoid(a[c] + bias[c])
+                q = _sigmoid(b[c] + bias[c])
+                a_states[c] = one if _uniform(words_a[c], p) < p else zero
+                b_states[c] = one if _uniform(words_b[c], q) < q else zero
+            r += 2
+        if r < last_row:
+            o = offset + (r - first_row) * cols
+            row_words = words[o:o + cols]
+            row, row_states = pre[r], states[r]
+            for c in range(cols):
+                p = _sigmoid(row[c] + bias[c])
+                row_states[c] = one if _uniform(row_words[c], p) < p else zero
+
+
 def _check(pre, bias, other=None, what="uniforms"):
     if pre.ndim != 2 or bias.shape != (pre.shape[1],):
         raise ValueError(f"rbm kernels expect pre (batch, units) and bias (units,), got "

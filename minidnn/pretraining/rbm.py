@@ -36,9 +36,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..kernels.rbm_kernels import (_hidden_pass_kernel, _sigmoid_bernoulli_kernel,
-                                   _sigmoid_bias_kernel, draw_key, draw_keys, sigmoid_bernoulli,
-                                   sigmoid_bias)
+from ..kernels.rbm_kernels import (_bernoulli_states_kernel, _hidden_pass_kernel,
+                                   _sigmoid_bernoulli_kernel, _sigmoid_bias_kernel, draw_key,
+                                   draw_keys, sigmoid_bernoulli, sigmoid_bias)
 from ..layers.activations import sigmoid
 from ..layers.base import ParamHolder, as_generator
 
@@ -493,7 +493,10 @@ class BernoulliRBM(ParamHolder):
             _sigmoid_bernoulli_kernel(p_pos, c, next(keys), h, 0, pos)
             for step in range(k):
                 last = step == k - 1
-                if samples[step]:
+                if samples[step] and step > 0:     # a sample whose mean nobody reads
+                    np.matmul(h, W.T, out=pre_v)
+                    _bernoulli_states_kernel(pre_v, b, next(keys), vk, 0)
+                elif samples[step]:
                     np.matmul(h, W.T, out=pre_v)
                     _sigmoid_bernoulli_kernel(pre_v, b, next(keys), vk, 0, one)
                     mean = pre_v
@@ -507,18 +510,20 @@ class BernoulliRBM(ParamHolder):
                 np.matmul(vk, W, out=pk)
                 if last:
                     _sigmoid_bias_kernel(pk, c, neg)
-                else:
-                    _sigmoid_bernoulli_kernel(pk, c, next(keys), h, 0, one)
+                else:               # the next product overwrites pk: the states only
+                    _bernoulli_states_kernel(pk, c, next(keys), h, 0)
         else:               # PCD-k: 2k keys, visible then hidden, step by step
             own = chain.dtype == self.dtype and chain.flags.c_contiguous
             h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
             keys = draw_keys(rng, 2 * k)
+            # the chain's samples only: their probabilities are read by nobody
+            # (the states-only kernel draws the same states without storing σ)
             for step in range(k):
                 np.matmul(h, W.T, out=pre_v)
-                _sigmoid_bernoulli_kernel(pre_v, b, keys[2 * step], vk, 0, one)
+                _bernoulli_states_kernel(pre_v, b, keys[2 * step], vk, 0)
                 if step < k - 1:
                     np.matmul(vk, W, out=pk)
-                    _sigmoid_bernoulli_kernel(pk, c, keys[2 * step + 1], h, 0, one)
+                    _bernoulli_states_kernel(pk, c, keys[2 * step + 1], h, 0)
             np.matmul(buf.v, W, out=buf.p)      # p0 and pk in one product
             # p0 ← −σ/n and pk ← σ/m with the chain's next state h ~ P(h | vk), one call
             _hidden_pass_kernel(buf.p, c, n, keys[2 * k - 1], h, pos, neg, 0, n, 0, m)
