@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench._common import thread_cpu_ns  # noqa: E402
 
-OPS = ("sort idx", "cd_gradients prologue", "gather (np.take)", "key draw",
+OPS = ("sort idx", "cd_gradients prologue", "gather (gather_rows)", "key draw",
        "gemm h@W.T (100x500x784)", "sigma+Bernoulli visible (100x784)",
        "gemm [v0;vk]@W (200x784x500)", "hidden pass (sigma p0, sigma+Bernoulli pk)",
        "bias GEMVs", "gemm [v0;vk].T@[p0;pk] (784x200x500)", "SGD step")
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     from minidnn import data
     from minidnn.kernels.rbm_kernels import (_bernoulli_states_kernel, _hidden_pass_kernel,
-                                             draw_keys)
+                                             draw_keys, gather_rows)
     from minidnn.optimizers import SGD
     from minidnn.pretraining import BernoulliRBM, PretrainConfig
 
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         h = s.state["chain"]
         grad_W = rbm.grads["W"]
         t2 = clock()
-        np.take(x, idx, axis=0, out=buf.v[:100])
+        gather_rows(x, idx, buf.v[:100])
         t3 = clock()
         keys = draw_keys(s.rng, 2)
         t4 = clock()
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
 
     alone = {
         "sort idx": lambda: np.sort(order[:100]),
-        "gather (np.take)": lambda: np.take(x, np.sort(order[:100]), axis=0, out=v_scr),
+        "gather (gather_rows)": lambda: gather_rows(x, np.sort(order[:100]), v_scr),
         "key draw": lambda: draw_keys(s.rng, 2),
         "gemm h@W.T (100x500x784)": lambda: np.matmul(h, W.T, out=pre_v),
         "sigma+Bernoulli visible (100x784)": lambda: (
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     lone_med = {k: med(v) for k, v in lone.items()}
     lone_med["sigma+Bernoulli visible (100x784)"] -= lone_med.pop("_copy pre_v")
     lone_med["hidden pass (sigma p0, sigma+Bernoulli pk)"] -= lone_med.pop("_copy p")
-    lone_med["gather (np.take)"] -= lone_med["sort idx"]
+    lone_med["gather (gather_rows)"] -= lone_med["sort idx"]
     in_med = {k: med(v) for k, v in in_step.items()}
     real, traced = med(real_times), med(traced_times)
     peak = med(rates)

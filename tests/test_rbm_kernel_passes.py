@@ -100,3 +100,21 @@ def test_train_rows_gathers_into_the_buffer_with_the_bits_of_train_batch(persist
         assert s1 == s2
         assert all(np.array_equal(g1[k], g2[k]) for k in g1)
         assert (c1 is None and c2 is None) or np.array_equal(c1, c2)
+
+
+def test_gather_rows_is_np_take():
+    """``gather_rows`` (sitting 23: four rows copied side by side) gives np.take's rows for
+    any count (not only multiples of 4), repeated and unsorted indices, and np.take's
+    answer (or error) for negative and out-of-range ones."""
+    from minidnn.kernels.rbm_kernels import gather_rows
+    rng = np.random.default_rng(3)
+    x = rng.random((50, 13), dtype=np.float32)
+    for idx in (np.arange(0), np.array([49]), rng.integers(0, 50, 7), np.sort(rng.permutation(50)[:20]),
+                rng.integers(0, 50, 9).astype(np.int32), np.array([-1, 3, -50, 0])):
+        out = np.full((len(idx), 13), np.nan, np.float32)
+        assert gather_rows(x, idx, out) is out
+        assert np.array_equal(out, np.take(x, idx, axis=0))
+    with pytest.raises(IndexError):
+        gather_rows(x, np.array([0, 50]), np.empty((2, 13), np.float32))
+    with pytest.raises(TypeError):                  # another dtype: np.take's refusal
+        gather_rows(x, np.array([1, 2, 3]), np.empty((3, 13), np.float64))
