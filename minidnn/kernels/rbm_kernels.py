@@ -16,6 +16,10 @@ one pass, in place:
   of experts by minimizing contrastive divergence").
 * ``sigmoid_sample(pre, bias, uniforms)``: the same with caller-given
   uniforms (kept for callers that bring their own draws).
+* ``_bernoulli_states_kernel(pre, bias, key, states, row_offset)``: the states of
+  ``sigmoid_bernoulli`` without storing p (the chain's samples whose
+  probabilities nobody reads); ``gather_rows(x, idx, out)``: ``np.take``'s rows
+  of a minibatch, four copied side by side (sitting 23).
 
 ``scale`` folds the CD statistics' row weights (−1/n for the data rows, 1/m
 for the chains) into the pass that writes the probabilities, so no second
