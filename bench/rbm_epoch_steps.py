@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rbm_epoch_steps.json")
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "bench" / "results" / "rbm_epoch_steps.json")
     args = parser.parse_args(argv)
 
     import minidnn

@@ -110,7 +110,8 @@ def main(argv=None) -> int:
           f"{args.images} images; parameters after {a.cursor} steps: "
           f"{'SAME bits' if same else 'DIFFER'}")
     for name in arms:
-        print(f"  {name:<16} median step {1e3 * med[name]:.3f} ms  (min {1e3 * min(times[name]):.3f})")
+        print(f"  {name:<16} median step {1e3 * med[name]:.3f} ms  "
+              f"(min {1e3 * min(times[name]):.3f})")
     print(f"  median paired ratio this/base {statistics.median(ratios):.4f}; "
           f"this tree faster in {faster} of {args.rounds} rounds")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,8 @@ def test_gather_rows_is_np_take():
     from minidnn.kernels.rbm_kernels import gather_rows
     rng = np.random.default_rng(3)
     x = rng.random((50, 13), dtype=np.float32)
-    for idx in (np.arange(0), np.array([49]), rng.integers(0, 50, 7), np.sort(rng.permutation(50)[:20]),
+    for idx in (np.arange(0), np.array([49]), rng.integers(0, 50, 7),
+                np.sort(rng.permutation(50)[:20]),
                 rng.integers(0, 50, 9).astype(np.int32), np.array([-1, 3, -50, 0])):
         out = np.full((len(idx), 13), np.nan, np.float32)
         assert gather_rows(x, idx, out) is out
