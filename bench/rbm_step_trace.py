@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench._common import thread_cpu_ns  # noqa: E402
 
-OPS = ("sort idx", "cd_gradients prologue", "gather (np.take)", "key draw",
+OPS = ("sort idx", "cd_gradients prologue", "gather (gather_rows)", "key draw",
        "gemm h@W.T (100x500x784)", "sigma+Bernoulli visible (100x784)",
        "gemm [v0;vk]@W (200x784x500)", "hidden pass (sigma p0, sigma+Bernoulli pk)",
-       "gemm [v0;vk].T@[p0;pk] (784x200x500)", "bias GEMVs", "SGD step")
+       "bias GEMVs", "gemm [v0;vk].T@[p0;pk] (784x200x500)", "SGD step")
 
 
 def main(argv=None) -> int:
@@ -64,8 +64,8 @@ def main(argv=None) -> int:
     threads = minidnn.configure_threads(args.threads)
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     from minidnn import data
-    from minidnn.kernels.rbm_kernels import (_hidden_pass_kernel, _sigmoid_bernoulli_kernel,
-                                             draw_keys)
+    from minidnn.kernels.rbm_kernels import (_bernoulli_states_kernel, _hidden_pass_kernel,
+                                             draw_keys, gather_rows)
     from minidnn.optimizers import SGD
     from minidnn.pretraining import BernoulliRBM, PretrainConfig
 
@@ -108,22 +108,22 @@ def main(argv=None) -> int:
         h = s.state["chain"]
         grad_W = rbm.grads["W"]
         t2 = clock()
-        np.take(x, idx, axis=0, out=buf.v[:100])
+        gather_rows(x, idx, buf.v[:100])
         t3 = clock()
         keys = draw_keys(s.rng, 2)
         t4 = clock()
         np.matmul(h, W.T, out=buf.pre_v)
         t5 = clock()
-        _sigmoid_bernoulli_kernel(buf.pre_v, bv, keys[0], buf.v[100:], 0, lean.one)
+        _bernoulli_states_kernel(buf.pre_v, bv, keys[0], buf.v[100:], 0)
         t6 = clock()
         np.matmul(buf.v, W, out=buf.p)
         t7 = clock()
         _hidden_pass_kernel(buf.p, c, 100, keys[1], h, lean.pos, lean.neg, 0, 100, 0, 100)
         t8 = clock()
-        np.matmul(buf.v.T, buf.p, out=grad_W)
-        t9 = clock()
         rbm.grads["visible_bias"] = np.matmul(lean.weights, buf.v, out=lean.grad_b)
         rbm.grads["hidden_bias"] = np.matmul(buf.ones, buf.p, out=lean.grad_c)
+        t9 = clock()
+        np.matmul(buf.v.T, buf.p, out=grad_W)
         t10 = clock()
         s.opt.step(s.holder)
         t11 = clock()
@@ -165,11 +165,11 @@ def main(argv=None) -> int:
 
     alone = {
         "sort idx": lambda: np.sort(order[:100]),
-        "gather (np.take)": lambda: np.take(x, np.sort(order[:100]), axis=0, out=v_scr),
+        "gather (gather_rows)": lambda: gather_rows(x, np.sort(order[:100]), v_scr),
         "key draw": lambda: draw_keys(s.rng, 2),
         "gemm h@W.T (100x500x784)": lambda: np.matmul(h, W.T, out=pre_v),
         "sigma+Bernoulli visible (100x784)": lambda: (
-            copy_pre_v(), _sigmoid_bernoulli_kernel(pre_v, bv, keys[0], v_scr, 0, lean.one)),
+            copy_pre_v(), _bernoulli_states_kernel(pre_v, bv, keys[0], v_scr, 0)),
         "gemm [v0;vk]@W (200x784x500)": lambda: np.matmul(buf.v, W, out=p),
         "hidden pass (sigma p0, sigma+Bernoulli pk)": lambda: (
             copy_p(), _hidden_pass_kernel(p, c, 100, keys[1], h_scr, lean.pos, lean.neg,
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     lone_med = {k: med(v) for k, v in lone.items()}
     lone_med["sigma+Bernoulli visible (100x784)"] -= lone_med.pop("_copy pre_v")
     lone_med["hidden pass (sigma p0, sigma+Bernoulli pk)"] -= lone_med.pop("_copy p")
-    lone_med["gather (np.take)"] -= lone_med["sort idx"]
+    lone_med["gather (gather_rows)"] -= lone_med["sort idx"]
     in_med = {k: med(v) for k, v in in_step.items()}
     real, traced = med(real_times), med(traced_times)
     peak = med(rates)
@@ -253,6 +253,11 @@ def main(argv=None) -> int:
     print(f"{'real step':<46} {1e3 * real:8.3f}   ({flops / real / 1e9:.1f} GFLOP/s, "
           f"{100 * flops / real / 1e9 / peak:.0f} % of the 2048^3 rate {peak:.1f})")
     print(f"{'glue = real - sum of operations':<46} {1e3 * (real - ops_sum):8.3f}")
+    # the same per round (the real and traced timers of one round run back to back), then
+    # the median: a difference of medians moves with every slow round of either timer
+    glue_rounds = [r_ - sum(in_step[k][i] for k in OPS) for i, r_ in enumerate(real_times)]
+    print(f"{'glue, median of the rounds':<46} {1e3 * med(glue_rounds):8.3f}   (rounds "
+          + " ".join(f"{1e3 * g:.2f}" for g in glue_rounds) + ")")
     print(f"GEMMs in step {1e3 * gemm_in:.3f} ms ({flops / gemm_in / 1e9:.1f} GFLOP/s), alone "
           f"{1e3 * gemm_alone:.3f} ms ({flops / gemm_alone / 1e9:.1f} GFLOP/s)")
     print(f"traced rounds per step: wall {1e3 * med(cpu_wall):.3f} ms, CPU calling thread "
@@ -264,7 +269,8 @@ def main(argv=None) -> int:
         "note": "one process, timers interleaved; taken under load unless stated",
         "gemm_peak_gflops_median": peak, "replay_bit_identical": same,
         "real_step_s": real, "traced_step_s": traced, "operations": rows,
-        "glue_s": real - ops_sum,
+        "glue_s": real - ops_sum, "glue_rounds_s": glue_rounds,
+        "glue_median_of_rounds_s": med(glue_rounds),
         "cpu_per_step_s": {"wall": med(cpu_wall), "calling_thread": med(cpu_main),
                            "other_threads": med(cpu_other)},
         "raw": {"real": real_times, "traced": traced_times, "in_step": in_step, "alone": lone,

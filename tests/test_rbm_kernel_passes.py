@@ -25,6 +25,30 @@ def test_bernoulli_kernel_equals_sampling_with_the_twins_uniforms(shape, dtype):
     assert np.array_equal(p, p_ref) and np.array_equal(s, s_ref)
 
 
+@pytest.mark.parametrize("shape", [(120, 785), (3, rbm_kernels.WORDS_PER_PASS + 3), (7, 3),
+                                   (1, 1), (15, rbm_kernels.WORDS_PER_PASS // 7)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_states_only_kernel_draws_the_bernoulli_kernels_states(shape, dtype):
+    """``_bernoulli_states_kernel`` (sitting 23: the passes whose σ nobody reads) draws the
+    states of ``sigmoid_bernoulli`` and of its twin, bit for bit, whole or as a row block
+    (``row_offset``), and leaves the pre-activations as they were."""
+    from minidnn.kernels.rbm_kernels import _bernoulli_states_kernel, sigmoid_bernoulli_numpy
+    rng = np.random.default_rng(shape[1] + 1)
+    pre = (3 * rng.standard_normal(shape)).astype(dtype)
+    bias = rng.standard_normal(shape[1]).astype(dtype)
+    key = draw_key(rng)
+    _, s_ref = sigmoid_bernoulli(pre.copy(), bias, key)
+    kept = pre.copy()
+    states = np.full(shape, 7, dtype)
+    _bernoulli_states_kernel(kept, bias, key, states, 0)
+    assert np.array_equal(states, s_ref) and np.array_equal(kept, pre)
+    assert np.array_equal(states, sigmoid_bernoulli_numpy(pre, bias, key)[1])
+    lo = shape[0] // 2
+    block = np.full((shape[0] - lo, shape[1]), 7, dtype)
+    _bernoulli_states_kernel(pre[lo:].copy(), bias, key, block, lo)
+    assert np.array_equal(block, s_ref[lo:])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [-1.0 / 100, 1.0 / 37, 1.0])
 def test_scaled_kernels_store_the_product_a_separate_pass_would(dtype, scale):
@@ -76,3 +100,22 @@ def test_train_rows_gathers_into_the_buffer_with_the_bits_of_train_batch(persist
         assert s1 == s2
         assert all(np.array_equal(g1[k], g2[k]) for k in g1)
         assert (c1 is None and c2 is None) or np.array_equal(c1, c2)
+
+
+def test_gather_rows_is_np_take():
+    """``gather_rows`` (sitting 23: four rows copied side by side) gives np.take's rows for
+    any count (not only multiples of 4), repeated and unsorted indices, and np.take's
+    answer (or error) for negative and out-of-range ones."""
+    from minidnn.kernels.rbm_kernels import gather_rows
+    rng = np.random.default_rng(3)
+    x = rng.random((50, 13), dtype=np.float32)
+    for idx in (np.arange(0), np.array([49]), rng.integers(0, 50, 7),
+                np.sort(rng.permutation(50)[:20]),
+                rng.integers(0, 50, 9).astype(np.int32), np.array([-1, 3, -50, 0])):
+        out = np.full((len(idx), 13), np.nan, np.float32)
+        assert gather_rows(x, idx, out) is out
+        assert np.array_equal(out, np.take(x, idx, axis=0))
+    with pytest.raises(IndexError):
+        gather_rows(x, np.array([0, 50]), np.empty((2, 13), np.float32))
+    with pytest.raises(TypeError):                  # another dtype: np.take's refusal
+        gather_rows(x, np.array([1, 2, 3]), np.empty((3, 13), np.float64))

@@ -36,9 +36,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..kernels.rbm_kernels import (_hidden_pass_kernel, _sigmoid_bernoulli_kernel,
-                                   _sigmoid_bias_kernel, draw_key, draw_keys, sigmoid_bernoulli,
-                                   sigmoid_bias)
+from ..kernels.rbm_kernels import (_bernoulli_states_kernel, _hidden_pass_kernel,
+                                   _sigmoid_bernoulli_kernel, _sigmoid_bias_kernel, draw_key,
+                                   draw_keys, gather_rows, sigmoid_bernoulli, sigmoid_bias)
 from ..layers.activations import sigmoid
 from ..layers.base import ParamHolder, as_generator
 
@@ -480,7 +480,7 @@ class BernoulliRBM(ParamHolder):
         if rows is None:
             buf.v[:n] = v0
         elif rows[0].dtype == buf.v.dtype:
-            np.take(rows[0], rows[1], axis=0, out=buf.v[:n])
+            gather_rows(rows[0], rows[1], buf.v[:n])    # np.take's rows, four at a time
         else:
             buf.v[:n] = rows[0][rows[1]]
         v_pos, p_pos, vk, pk, pre_v = buf.v[:n], buf.p[:n], buf.v[n:], buf.p[n:], buf.pre_v
@@ -493,7 +493,10 @@ class BernoulliRBM(ParamHolder):
             _sigmoid_bernoulli_kernel(p_pos, c, next(keys), h, 0, pos)
             for step in range(k):
                 last = step == k - 1
-                if samples[step]:
+                if samples[step] and step > 0:     # a sample whose mean nobody reads
+                    np.matmul(h, W.T, out=pre_v)
+                    _bernoulli_states_kernel(pre_v, b, next(keys), vk, 0)
+                elif samples[step]:
                     np.matmul(h, W.T, out=pre_v)
                     _sigmoid_bernoulli_kernel(pre_v, b, next(keys), vk, 0, one)
                     mean = pre_v
@@ -507,31 +510,35 @@ class BernoulliRBM(ParamHolder):
                 np.matmul(vk, W, out=pk)
                 if last:
                     _sigmoid_bias_kernel(pk, c, neg)
-                else:
-                    _sigmoid_bernoulli_kernel(pk, c, next(keys), h, 0, one)
+                else:               # the next product overwrites pk: the states only
+                    _bernoulli_states_kernel(pk, c, next(keys), h, 0)
         else:               # PCD-k: 2k keys, visible then hidden, step by step
             own = chain.dtype == self.dtype and chain.flags.c_contiguous
             h = chain if own else np.ascontiguousarray(chain, dtype=self.dtype)
             keys = draw_keys(rng, 2 * k)
+            # the chain's samples only: their probabilities are read by nobody
+            # (the states-only kernel draws the same states without storing σ)
             for step in range(k):
                 np.matmul(h, W.T, out=pre_v)
-                _sigmoid_bernoulli_kernel(pre_v, b, keys[2 * step], vk, 0, one)
+                _bernoulli_states_kernel(pre_v, b, keys[2 * step], vk, 0)
                 if step < k - 1:
                     np.matmul(vk, W, out=pk)
-                    _sigmoid_bernoulli_kernel(pk, c, keys[2 * step + 1], h, 0, one)
+                    _bernoulli_states_kernel(pk, c, keys[2 * step + 1], h, 0)
             np.matmul(buf.v, W, out=buf.p)      # p0 and pk in one product
             # p0 ← −σ/n and pk ← σ/m with the chain's next state h ~ P(h | vk), one call
             _hidden_pass_kernel(buf.p, c, n, keys[2 * k - 1], h, pos, neg, 0, n, 0, m)
             if not own:
                 chain[...] = h
+        # the general path's two GEMVs, written into reused arrays, before the gradient
+        # GEMM (they only read what it reads, so the same bits): [p0; pk] is still in
+        # the caller's cache from the σ pass that wrote it
+        self.grads["visible_bias"] = np.matmul(lean.weights, buf.v, out=lean.grad_b)
+        self.grads["hidden_bias"] = np.matmul(buf.ones, buf.p, out=lean.grad_c)
         grad_W = self.grads.get("W")
         if grad_W is None or grad_W.shape != W.shape or grad_W.dtype != W.dtype \
                 or not grad_W.flags.c_contiguous:
             grad_W = self.grads["W"] = np.empty_like(W)
         np.matmul(buf.v.T, buf.p, out=grad_W)
-        # the general path's two GEMVs, written into reused arrays
-        self.grads["visible_bias"] = np.matmul(lean.weights, buf.v, out=lean.grad_b)
-        self.grads["hidden_bias"] = np.matmul(buf.ones, buf.p, out=lean.grad_c)
         return reconstruction_error
 
     # -- the hooks the greedy trainer calls ------------------------------------------------
