@@ -238,7 +238,8 @@ def _maxpool_offsets_backward_kernel(grad, offsets, offset_rows, offset_cols, sh
             for a in range(OH):
                 base = (a * sh - ph) * W - pw
                 for b in range(OW):
-                    plane[max(base + b * sw + step[offsets[n, c, a, b]], 0)] += grad[n, c, a, b]
+                    k, g = offsets[n, c, a, b], grad[n, c, a, b]
+                    plane[max(base + b * sw + step[k], 0)] += g
 
 
 # -- average pooling -----------------------------------------------------------------------
