@@ -37,6 +37,11 @@ def _base_module(base: str, folder: Path):
     return module
 
 
+def _takes_relu(module) -> bool:
+    import inspect
+    return "relu" in inspect.signature(module._maxpool_offsets_kernel.py_func).parameters
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="5e573b2")
@@ -60,7 +65,9 @@ def main(argv=None) -> int:
             outs = [(np.empty((N, C, H // 2, W // 2), np.float32),
                      np.empty((N, C, H // 2, W // 2), np.uint8), np.empty(N, np.bool_))
                     for _ in range(2)]
-            calls = [lambda m=m, o=o: m._maxpool_offsets_kernel(x, 2, 2, 2, 2, 0, 0, False, *o)
+            # (kernels before sitting 23 take a ``relu`` flag before the outputs: False)
+            calls = [lambda m=m, o=o: m._maxpool_offsets_kernel(
+                         x, 2, 2, 2, 2, 0, 0, *((False,) if _takes_relu(m) else ()), *o)
                      for m, o in zip((old, new), outs)]
             for call in calls:
                 call()

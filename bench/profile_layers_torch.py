@@ -1,5 +1,5 @@
 """PyTorch's per-layer forward and backward times for Cifar10_quick or LeNet, the peer of
-``bench/profile_layers.py`` / ``bench/conv_step_ab.py`` (bench only; torch 2.x CPU).
+``bench/profile_layers.py`` (bench only; torch 2.x CPU).
 
     python bench/profile_layers_torch.py [--arch cifar10-quick|lenet] [--threads 1]
                                          [--repeats 20] [--clock cpu|wall]

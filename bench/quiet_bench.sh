@@ -39,6 +39,5 @@ fi
 python bench/conv1_ab.py --threads 2 --repeats 30 --clock wall --out bench/results/conv1_ab_2threads_wall_quiet.json
 python bench/implicit_conv_threads.py --threads 2 --repeats 15 --rounds 3 --out bench/results/implicit_conv_threads_2t_quiet_s22.json   # 8conv, ~1 min (sitting 22: implicit and torch only; the older file holds the deleted variants)
 python bench/profile_layers_torch.py --threads 2 --clock wall --repeats 20 --out bench/results/profile_layers_torch_2threads_wall_quiet.json
-python bench/pool_fusion_ab.py --threads 2 --repeats 20 --out bench/results/pool_fusion_ab_2threads_wall_quiet_s22.json   # sitting 19, #8 (~30 s; sitting 22: fused vs separate only, the older file holds the deleted old variant)
 python bench/speed_vs_torch.py --repeats 2 --only cifar10_quick --out bench/results/speed_vs_torch_cifar10_quick.json
 uptime

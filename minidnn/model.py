@@ -15,7 +15,7 @@ def _fusion_switches() -> tuple:
     if _fusion is None:
         from .layers import fusion
         _fusion = fusion
-    return (_fusion.FUSE_PAIRS, _fusion.FUSE_DENSE_ACTIVATION)
+    return (_fusion.FUSE_DENSE_ACTIVATION,)   # fusion.switches(), without the call
 
 
 class Sequential:
@@ -86,8 +86,8 @@ class Sequential:
 
     def plan(self) -> list:
         """[(index of the step's first layer, step)]: the layers, with neighbouring
-        pairs fused into one step where ``layers.fusion`` has a pair for them (a pool
-        and a ReLU; a Dense or SparseDense and its activation). Kept between calls, so
+        pairs fused into one step where ``layers.fusion`` has a pair for them (a Dense
+        or SparseDense and its activation). Kept between calls, so
         that backward runs the steps forward ran (a pair remembers whether its fused
         kernels ran); rebuilt when the list of layers or fusion's switches change."""
         cached = self.__dict__.get("_plan")

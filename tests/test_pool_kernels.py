@@ -1,17 +1,14 @@
 """The separable pooling kernels of ``minidnn.kernels.pooling`` held to their NumPy
-twins (shapes with ceil-mode edges, odd sizes, padding, ties, NaN, float32/64,
-with and without the fused ReLU), their layers to finite differences, and a
-whole Cifar10_quick step to the per-window kernels of sitting 18."""
+twins (shapes with ceil-mode edges, odd sizes, padding, ties, NaN, float32/64),
+their layers to finite differences, and the per-window fallback's dispatch rule."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidnn import architectures
 from minidnn.kernels import pooling as kp
 from minidnn.kernels.im2col import kernel_for
 from minidnn.layers import AvgPool2D, MaxPool2D
-from minidnn.losses import SoftmaxCrossEntropy
 from tests.gradcheck import check_layer_gradients
 
 FAST = settings(max_examples=25, deadline=None)
@@ -38,21 +35,21 @@ CIFAR_LIKE = [((2, 3, 32, 32), 3, 2, 0, True), ((2, 3, 16, 16), 3, 2, 0, True),
               ((2, 3, 24, 24), 2, 2, 0, False), ((2, 2, 9, 8), 2, 2, 0, False)]
 
 
-def _run_maxpool(x, geometry, relu):
+def _run_maxpool(x, geometry):
     kh, kw, sh, sw, ph, pw, OH, OW = geometry
     N, C = x.shape[:2]
     out = np.empty((N, C, OH, OW), x.dtype)
     offsets = np.empty((N, C, OH, OW), np.uint8)
     nan_seen = np.empty(N, np.bool_)
-    kernel_for(kp._maxpool_offsets_kernel, x.size)(x, kh, kw, sh, sw, ph, pw, relu, out,
-                                                   offsets, nan_seen)
+    kernel_for(kp._maxpool_offsets_kernel, x.size)(x, kh, kw, sh, sw, ph, pw, out, offsets,
+                                                   nan_seen)
     return out, offsets, nan_seen
 
 
-def _check_maxpool(x, layer, relu, rng):
+def _check_maxpool(x, layer, rng):
     geometry = layer._geometry(x.shape)
-    out, offsets, nan_seen = _run_maxpool(x, geometry, relu)
-    twin_out, twin_offsets = kp.maxpool_offsets_numpy(x, geometry, relu)
+    out, offsets, nan_seen = _run_maxpool(x, geometry)
+    twin_out, twin_offsets = kp.maxpool_offsets_numpy(x, geometry)
     assert not nan_seen.any()
     np.testing.assert_array_equal(out, twin_out)
     np.testing.assert_array_equal(offsets, twin_offsets)
@@ -68,13 +65,12 @@ def _check_maxpool(x, layer, relu, rng):
 
 
 @FAST
-@given(geometries(), st.sampled_from([np.float32, np.float64]), st.booleans(),
-       st.integers(0, 2**31 - 1))
-def test_maxpool_offsets_kernels_equal_their_twins(geometry, dtype, relu, seed):
+@given(geometries(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31 - 1))
+def test_maxpool_offsets_kernels_equal_their_twins(geometry, dtype, seed):
     x_shape, kernel, stride, padding, ceil_mode = geometry
     rng = np.random.default_rng(seed)
     x = np.round(rng.standard_normal(x_shape), 1).astype(dtype)     # ties are common
-    _check_maxpool(x, MaxPool2D(kernel, stride, padding, ceil_mode), relu, rng)
+    _check_maxpool(x, MaxPool2D(kernel, stride, padding, ceil_mode), rng)
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, ceil", CIFAR_LIKE)
@@ -83,10 +79,9 @@ def test_maxpool_offsets_kernels_on_the_literal_stride_paths(shape, kernel, stri
                                                              ceil, dtype):
     rng = np.random.default_rng(1)
     layer = MaxPool2D(kernel, stride, padding, ceil)
-    for relu in (False, True):
-        x = (np.round(rng.standard_normal(shape) * 2) / 2).astype(dtype)    # many ties
-        _check_maxpool(x, layer, relu, rng)
-        _check_maxpool(np.zeros(shape, dtype), layer, relu, rng)          # all tied, 0
+    x = (np.round(rng.standard_normal(shape) * 2) / 2).astype(dtype)    # many ties
+    _check_maxpool(x, layer, rng)
+    _check_maxpool(np.zeros(shape, dtype), layer, rng)                # all tied
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, ceil",
@@ -99,7 +94,7 @@ def test_a_nan_sets_the_flag_and_the_layer_keeps_the_first_nan_rule(shape, kerne
     x.reshape(-1)[rng.choice(x.size, 3, replace=False)] = np.nan
     layer = MaxPool2D(kernel, stride, padding, ceil)
     geometry = layer._geometry(x.shape)
-    _, _, nan_seen = _run_maxpool(x, geometry, False)
+    _, _, nan_seen = _run_maxpool(x, geometry)
     assert nan_seen.any()
     out = layer.forward(x, training=True)
     twin_out, twin_offsets = kp.maxpool_offsets_numpy(x, geometry)
@@ -108,14 +103,9 @@ def test_a_nan_sets_the_flag_and_the_layer_keeps_the_first_nan_rule(shape, kerne
     grad = rng.standard_normal(out.shape).astype(np.float32)
     np.testing.assert_array_equal(layer.backward(grad), kp.maxpool_offsets_backward_numpy(
         grad, twin_offsets, geometry, x.shape))
-    # the fused-ReLU form of the exact path
-    out, offsets = layer._forward_offsets(x, geometry, relu=True), layer._offsets
-    twin_out, twin_offsets = kp.maxpool_offsets_numpy(x, geometry, relu=True)
-    np.testing.assert_array_equal(out, twin_out)
-    np.testing.assert_array_equal(offsets, twin_offsets)
 
 
-def test_offsets_twin_agrees_with_the_flat_argmax_twin_and_relu_routes_nothing():
+def test_offsets_twin_agrees_with_the_flat_argmax_twin():
     from minidnn.layers.pooling import maxpool_backward_numpy, maxpool_forward_numpy
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 9, 9))
@@ -127,51 +117,37 @@ def test_offsets_twin_agrees_with_the_flat_argmax_twin_and_relu_routes_nothing()
     grad = rng.standard_normal(out.shape)
     np.testing.assert_array_equal(kp.maxpool_offsets_backward_numpy(grad, offsets, geometry, x.shape),
                                   maxpool_backward_numpy(grad, argmax, x.shape))
-    relu_out, relu_offsets = kp.maxpool_offsets_numpy(x, geometry, relu=True)
-    np.testing.assert_array_equal(relu_out, np.maximum(out, 0))
-    assert (relu_offsets[out <= 0] == kp.NO_ROUTE).all()
-    dx = kp.maxpool_offsets_backward_numpy(grad, relu_offsets, geometry, x.shape)
-    np.testing.assert_array_equal(dx, maxpool_backward_numpy(np.where(out > 0, grad, 0),
-                                                             argmax, x.shape))
 
 
-def _check_avgpool(x, layer, relu, rng):
+def _check_avgpool(x, layer):
     geometry = layer._geometry(x.shape)
     kh, kw, sh, sw, ph, pw, OH, OW = geometry
     divisor = kp.avg_divisors(x.shape, geometry, x.dtype)
     out = np.empty(x.shape[:2] + (OH, OW), x.dtype)
-    kernel_for(kp._avgpool_sep_forward_kernel, x.size)(x, kh, kw, sh, sw, ph, pw, relu,
-                                                       divisor, out)
+    kernel_for(kp._avgpool_sep_forward_kernel, x.size)(x, kh, kw, sh, sw, ph, pw, divisor, out)
     tol = dict(rtol=1e-5, atol=1e-6) if x.dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(out, kp.avgpool_forward_numpy(x, geometry, relu), **tol)
-    grad = rng.standard_normal(out.shape).astype(x.dtype)
-    dx = np.full(x.shape, np.nan, x.dtype)
-    kernel_for(kp._avgpool_sep_backward_kernel, dx.size)(grad, kh, kw, sh, sw, ph, pw,
-                                                        divisor, relu, x, dx)
-    np.testing.assert_allclose(dx, kp.avgpool_backward_numpy(grad, geometry, x, relu), **tol)
+    np.testing.assert_allclose(out, kp.avgpool_forward_numpy(x, geometry), **tol)
 
 
 @FAST
-@given(geometries(), st.sampled_from([np.float32, np.float64]), st.booleans(),
-       st.integers(0, 2**31 - 1))
-def test_avgpool_separable_kernels_equal_their_twins(geometry, dtype, relu, seed):
+@given(geometries(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31 - 1))
+def test_avgpool_separable_forward_equals_its_twin(geometry, dtype, seed):
     x_shape, kernel, stride, padding, ceil_mode = geometry
     rng = np.random.default_rng(seed)
-    x = np.round(rng.standard_normal(x_shape), 1).astype(dtype)     # zeros for the ReLU
-    _check_avgpool(x, AvgPool2D(kernel, stride, padding, ceil_mode), relu, rng)
+    x = np.round(rng.standard_normal(x_shape), 1).astype(dtype)
+    _check_avgpool(x, AvgPool2D(kernel, stride, padding, ceil_mode))
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, ceil", CIFAR_LIKE)
-def test_avgpool_separable_kernels_on_the_literal_stride_path(shape, kernel, stride, padding,
+def test_avgpool_separable_forward_on_the_literal_stride_path(shape, kernel, stride, padding,
                                                               ceil):
     rng = np.random.default_rng(4)
     layer = AvgPool2D(kernel, stride, padding, ceil)
-    for relu in (False, True):
-        for dtype in (np.float32, np.float64):
-            _check_avgpool(rng.standard_normal(shape).astype(dtype), layer, relu, rng)
+    for dtype in (np.float32, np.float64):
+        _check_avgpool(rng.standard_normal(shape).astype(dtype), layer)
     x = rng.standard_normal(shape).astype(np.float32)
-    x.reshape(-1)[:3] = np.nan                  # NaN passes the ReLU, as relu_numpy
-    _check_avgpool(x, layer, True, rng)
+    x.reshape(-1)[:3] = np.nan
+    _check_avgpool(x, layer)
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, ceil",
@@ -187,14 +163,6 @@ def test_pool_layers_on_the_new_kernels_match_finite_differences(shape, kernel, 
         layer.cast(np.float64)
         check_layer_gradients(layer, x, rng)
         assert getattr(layer, "_offsets", True) is not None      # the offsets path ran
-
-
-def _cifar_step(model, x, y):
-    out = model.forward(x, training=True)
-    _, grad = SoftmaxCrossEntropy()(out, y)
-    model.backward(grad, input_grad=False)
-    return out, {(layer.name, k): np.array(v) for layer in model.layers
-                 for k, v in layer.grads.items()}
 
 
 def test_the_per_window_fallback_takes_big_windows_and_other_dtypes():
@@ -219,81 +187,3 @@ def test_the_per_window_fallback_takes_big_windows_and_other_dtypes():
         np.testing.assert_allclose(layer.backward(grad),
                                    maxpool_backward_numpy(grad, twin_argmax, x.shape),
                                    rtol=1e-12, atol=1e-12)
-
-
-# -- ReLU fused into the pool beside it (layers/fusion.py, formed by Sequential) ----------
-
-@pytest.fixture
-def pairs_on():
-    """FUSE_PAIRS on for the test (off by default since sitting 19's quiet A/B)."""
-    from minidnn.layers import fusion
-    before, fusion.FUSE_PAIRS = fusion.FUSE_PAIRS, True
-    yield
-    fusion.FUSE_PAIRS = before
-
-def _model_step(model, x, y, input_grad):
-    out = model.forward(x, training=True)
-    _, grad = SoftmaxCrossEntropy()(out, y)
-    dx = model.backward(grad, input_grad=input_grad)
-    return out, dx, {(layer.name, k): np.array(v) for layer in model.layers
-                     for k, v in layer.grads.items()}
-
-
-def _fused_vs_unfused(model, x, y, input_grad, exact):
-    from minidnn.layers import fusion
-    before = fusion.FUSE_PAIRS
-    try:
-        fusion.FUSE_PAIRS = True
-        fused = _model_step(model, x, y, input_grad)
-        fusion.FUSE_PAIRS = False
-        plain = _model_step(model, x, y, input_grad)
-    finally:
-        fusion.FUSE_PAIRS = before
-    check = np.testing.assert_array_equal if exact else (
-        lambda a, b, **k: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, **k))
-    check(fused[0], plain[0])
-    if input_grad:
-        check(fused[1], plain[1])
-    else:
-        assert fused[1] is None and plain[1] is None
-    for key in plain[2]:
-        check(fused[2][key], plain[2][key], err_msg=str(key))
-
-
-def test_sequential_forms_the_pairs_of_cifar10_quick_and_nothing_else(pairs_on):
-    from minidnn.layers.fusion import MaxPoolReLU, ReLUAvgPool, fused_steps
-    model = architectures.build("cifar10-quick", input_shape=(3, 32, 32), seed=0)
-    kinds = [type(step).__name__ for _, step in fused_steps(model.layers)]
-    assert kinds == ["Conv2D", "MaxPoolReLU", "Conv2D", "ReLUAvgPool", "Conv2D", "ReLUAvgPool",
-                     "Flatten", "Dense", "Dense"]
-    assert [i for i, _ in fused_steps(model.layers)] == [0, 1, 3, 4, 6, 7, 9, 10, 11]
-    lenet = architectures.build("lenet", seed=0)
-    assert not any(isinstance(s, (MaxPoolReLU, ReLUAvgPool)) for _, s in fused_steps(lenet.layers))
-
-
-@pytest.mark.parametrize("input_grad", [False, True])
-def test_a_fused_cifar10_quick_step_equals_the_layers_one_by_one(input_grad):
-    rng = np.random.default_rng(7)
-    x = rng.random((6, 3, 32, 32), dtype=np.float32)
-    y = rng.integers(0, 10, 6)
-    model = architectures.build("cifar10-quick", input_shape=(3, 32, 32), seed=0)
-    _fused_vs_unfused(model, x, y, input_grad, exact=False)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_pairs_at_the_ends_of_a_net_and_the_max_pair_bit_for_bit(dtype, pairs_on):
-    from minidnn.layers import Dense, Flatten, ReLU
-    from minidnn.model import Sequential
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal((4, 2, 9, 9)).astype(dtype)
-    y = rng.integers(0, 3, 4)
-    # a pair first (ReLU -> AvgPool at index 0), then MaxPool -> ReLU
-    model = Sequential([ReLU(), AvgPool2D(3, 2, ceil_mode=True), MaxPool2D(2, ceil_mode=True),
-                        ReLU(), Flatten(), Dense(2 * 2 * 2, 3)], seed=0, dtype=dtype,
-                       input_shape=(2, 9, 9))
-    _fused_vs_unfused(model, x, y, True, exact=False)
-    _fused_vs_unfused(model, x, y, False, exact=False)
-    # max-pool + ReLU alone: the same bits as the two layers
-    model = Sequential([MaxPool2D(3, 2, ceil_mode=True), ReLU(), Flatten(), Dense(2 * 4 * 4, 3)],
-                       seed=0, dtype=dtype, input_shape=(2, 9, 9))
-    _fused_vs_unfused(model, x, y, True, exact=True)

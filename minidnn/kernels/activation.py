@@ -11,8 +11,10 @@ else: NaN, Inf and the order of operations stay IEEE): 54 → 40 µs on that bat
 (0.8 ns an element, one thread, under load), with the same largest error against a
 float64 sigmoid, 8.9e-8 absolute and 1.1e-7 relative over N(0, 16) inputs, as NumPy's
 own float32 path (whose error there is 8.9e-8 too); the bits change in the last place
-for some inputs. It differs from the twin by at most 1.2e-7; below x = −87 it gives 0, where NumPy gives a denormal (under
-1.2e-38) down to −88.7 and 0 beyond; NaN stays NaN, as in the twin.
+for some inputs. It differs from the twin by at most 1.2e-7; below x = −87 it gives 0,
+where the twin gives 0 from about −87.3 on (its quotients below float32's smallest
+normal, 1.18e-38, flushed; NumPy's own would be subnormal down to −88.7): neither
+returns a subnormal number. NaN stays NaN, as in the twin.
 """
 from __future__ import annotations
 

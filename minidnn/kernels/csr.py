@@ -840,11 +840,10 @@ def padded_width(k: int) -> int:
     return (int(k) + _LANES - 1) // _LANES * _LANES
 
 
-def padded_buffer(n: int, k: int, dtype=np.float32, width: int | None = None) -> np.ndarray:
+def padded_buffer(n: int, k: int, dtype=np.float32) -> np.ndarray:
     """A zero-filled (n, padded_width(k)) C-ordered array whose data is 64-byte aligned
-    (rows start on a 32-byte boundary, so no 8-lane load splits a cache line); ``width``:
-    another row length (≥ padded_width(k), a multiple of 8)."""
-    ld = padded_width(k) if width is None else int(width)
+    (rows start on a 32-byte boundary, so no 8-lane load splits a cache line)."""
+    ld = padded_width(k)
     dtype = np.dtype(dtype)
     raw = np.zeros(n * ld * dtype.itemsize + 64, dtype=np.uint8)
     start = (-raw.ctypes.data) % 64

@@ -1,4 +1,4 @@
-"""Training kernels of max and average pooling (NCHW), each with an optional fused ReLU.
+"""Training kernels of max and average pooling (NCHW).
 
 Geometry is that of ``layers.pooling``: window (a, b) of kernel (kh, kw), stride
 (sh, sw), padding (ph, pw) covers input rows [a·sh - ph, a·sh - ph + kh) and
@@ -23,89 +23,62 @@ with the same strict > (the same values, offsets and NaN flag) and writes them o
 under load, ``python bench/conv_pool2x2_ab.py``).
 
 The argmax is kept as the window offset i·kw + j (uint8, 4× less memory than a
-flat int32 index; windows of at most ``MAX_WINDOW`` elements), or ``NO_ROUTE``
-where the fused ReLU zeroed the output:
+flat int32 index; windows of at most ``MAX_WINDOW`` elements):
 
-    y[a, b] = relu(max over window (a, b))   (relu(max x) = max(relu x))
+    y[a, b] = max over window (a, b)
     dx[h, w] = Σ over windows whose offset points at (h, w) of dy[a, b]
 
 The backward zeroes each dx plane just before its gradients go in (in L1 then;
 no whole-buffer ``np.zeros``) and adds them in (a, b) order, the order of the
 twin's ``np.add.at``: the same bits.
 
-**Average pooling, separable**, with an optional ReLU on its input: row sums,
-then sums down the rows, / the window size clipped to the padded input. The
-backward sums dy / |window| down the rows, then spreads it along them, masked by
-x > 0 with the ReLU (x > 0 ⇔ relu(x) > 0, and NaN passes, as ``relu_grad_numpy``),
-writing each dx element once. ``AvgPool2D`` alone keeps the per-window scatter
-of ``layers.pooling`` for its backward (faster under load than this one without
-the mask); the ReLU → AvgPool2D pair of ``layers.fusion`` uses this one.
+**Average pooling, separable, forward**: row sums, then sums down the rows, / the
+window size clipped to the padded input. ``AvgPool2D``'s backward is the per-window
+scatter of ``layers.pooling`` (the separable backward was slower under load: 4.2 vs
+3.3 ms on Cifar10_quick's pool2).
 
-``relu=True`` is what ``layers.fusion`` passes for the pairs ``Sequential`` forms
-(MaxPool2D → ReLU, ReLU → AvgPool2D): the ReLU's output and its passes are never
-made.
+(Until sitting 23 these kernels also took a ``relu`` flag, for the ReLU fused into
+the pool beside it, ``layers.fusion.FUSE_PAIRS``; that pair fusion tied its quiet
+A/Bs and was deleted with the flag and the separable backward only it used.)
 
 Each kernel has its NumPy twin here (``*_numpy``), which defines it; the twins
-are compositions of ``layers.pooling``'s twins and ``layers.activations.relu_numpy``.
+are ``layers.pooling``'s twins in the kernels' form.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-#: the offset of a window whose (fused-ReLU) output is 0: its gradient goes nowhere
-NO_ROUTE = 255
-
-#: largest kh·kw whose offsets (0 .. kh·kw - 1) stay below NO_ROUTE; larger windows
-#: keep the flat int32 argmax of ``layers.pooling``
+#: largest kh·kw whose offsets (0 .. kh·kw - 1) fit a uint8 (255 itself was reserved
+#: for the deleted fused ReLU's "route nothing"); larger windows keep the flat int32
+#: argmax of ``layers.pooling``
 MAX_WINDOW = 255
 
 
 # -- NumPy twins: the definition ------------------------------------------------------
-def _relu(v):
-    from ..layers.activations import relu_numpy
-    return relu_numpy(v)
-
-
-def maxpool_offsets_numpy(x, geometry, relu=False):
-    """(y, offsets): the max over each window (relu'd with ``relu``) and the window
-    offset i·kw + j of its first maximum (first NaN), uint8; ``NO_ROUTE`` where
-    ``relu`` and the output is not > 0 (nor NaN)."""
+def maxpool_offsets_numpy(x, geometry):
+    """(y, offsets): the max over each window and the window offset i·kw + j of its
+    first maximum (first NaN), uint8."""
     from ..layers.pooling import maxpool_forward_numpy
-    kh, kw, sh, sw, ph, pw, OH, OW = geometry
     out, argmax = maxpool_forward_numpy(x, geometry)
-    offsets = offsets_from_argmax(argmax, geometry, x.shape[3])
-    if relu:
-        out = _relu(out)
-        offsets = np.where(out <= 0, np.uint8(NO_ROUTE), offsets).astype(np.uint8)
-    return out, offsets
+    return out, offsets_from_argmax(argmax, geometry, x.shape[3])
 
 
 def maxpool_offsets_backward_numpy(grad, offsets, geometry, x_shape):
-    """dx: each dy[a, b] added at its window's offset (nothing for ``NO_ROUTE``)."""
+    """dx: each dy[a, b] added at its window's offset."""
     from ..layers.pooling import maxpool_backward_numpy
     kh, kw, sh, sw, ph, pw, OH, OW = geometry
     W = x_shape[3]
     k = offsets.astype(np.int64)
-    routed = k != NO_ROUTE
     rows = (np.arange(OH) * sh - ph).reshape(-1, 1) + k // kw
     cols = np.arange(OW) * sw - pw + k % kw
-    argmax = np.where(routed, rows * W + cols, 0).astype(np.int32)
-    return maxpool_backward_numpy(np.where(routed, grad, 0).astype(grad.dtype), argmax, x_shape)
+    return maxpool_backward_numpy(grad, (rows * W + cols).astype(np.int32), x_shape)
 
 
-def avgpool_forward_numpy(x, geometry, relu=False):
-    """The average pool of ``layers.pooling`` on relu(x) (``relu``) or x."""
+def avgpool_forward_numpy(x, geometry):
+    """The average pool of ``layers.pooling`` (the twin of the separable forward)."""
     from ..layers.pooling import avgpool_forward_numpy as plain
-    return plain(_relu(x) if relu else x, geometry)
-
-
-def avgpool_backward_numpy(grad, geometry, x, relu=False):
-    """dx of the average pool, times the ReLU's derivative at x (``relu``)."""
-    from ..layers.activations import relu_grad_numpy
-    from ..layers.pooling import avgpool_backward_numpy as plain
-    dx = plain(grad, geometry, x.shape)
-    return relu_grad_numpy(x, dx) if relu else dx
+    return plain(x, geometry)
 
 
 # -- Numba kernels ------------------------------------------------------------------------
@@ -122,14 +95,13 @@ def avgpool_backward_numpy(grad, geometry, x, relu=False):
 #   beside float32 values kept the column pass scalar (6.1 vs 1.8 ms);
 # * literal strides where the geometry allows (3x3/2 and 2x2/2 without padding).
 @numba.njit(cache=True, inline="always")
-def _maxpool2x2_plane(x, n, c, relu, out, offsets):
+def _maxpool2x2_plane(x, n, c, out, offsets):
     # The 2×2/2 pool without padding where every window is whole (LeNet's, VGG's), in
     # one pass: the four values of window (a, b) compared in row-major order with
     # strict > (the separable passes' rule, np.argmax's: the same values and offsets),
     # written once; returns the NaN flag. (The separable passes cost 2.7 ms on LeNet's
     # pool1, one thread: the row maxima and their offsets went through a float scratch.)
     t = x.dtype.type
-    zero = t(0)
     bad = False
     for a in range(out.shape[2]):
         for b in range(out.shape[3]):
@@ -143,16 +115,12 @@ def _maxpool2x2_plane(x, n, c, relu, out, offsets):
                 best, k = v2, t(2)
             if v3 > best:
                 best, k = v3, t(3)
-            if relu:
-                routed = best > zero
-                best = best if routed else zero
-                k = k if routed else t(NO_ROUTE)
             out[n, c, a, b], offsets[n, c, a, b] = best, k
     return bad
 
 
 @numba.njit(cache=True, parallel=True)
-def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, relu, out, offsets, nan_seen):
+def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, out, offsets, nan_seen):
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
     if (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
@@ -160,7 +128,7 @@ def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, relu, out, offsets, nan_s
         for n in numba.prange(N):
             bad = False
             for c in range(C):
-                bad |= _maxpool2x2_plane(x, n, c, relu, out, offsets)
+                bad |= _maxpool2x2_plane(x, n, c, out, offsets)
             nan_seen[n] = bad
         return
     b_lo = min(-(-pw // sw), OW)                          # first b with b·sw - pw >= 0
@@ -168,7 +136,6 @@ def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, relu, out, offsets, nan_s
     fast3 = kw == 3 and sw == 2 and pw == 0               # Cifar10_quick, AlexNet
     fast2 = kw == 2 and sw == 2 and pw == 0               # LeNet, VGG
     t = x.dtype.type
-    zero = t(0)
     for n in numba.prange(N):
         hm = np.empty((H, OW), x.dtype)         # one plane's row maxima (L1)
         hj = np.empty((H, OW), x.dtype)         # and their column offsets, as floats
@@ -245,12 +212,6 @@ def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, relu, out, offsets, nan_s
                             if v > best:
                                 best, k = v, kv
                         out[n, c, a, b], offsets[n, c, a, b] = best, k
-                if relu:
-                    for b in range(OW):
-                        v = out[n, c, a, b]
-                        routed = v > zero
-                        out[n, c, a, b] = v if routed else zero
-                        offsets[n, c, a, b] = offsets[n, c, a, b] if routed else NO_ROUTE
         nan_seen[n] = bad
 
 
@@ -258,11 +219,11 @@ def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, relu, out, offsets, nan_s
 def _maxpool_offsets_backward_kernel(grad, offsets, offset_rows, offset_cols, sh, sw, ph, pw,
                                      dx):
     # The in-plane step of every offset is looked up (an integer division by kw per
-    # output cost more than the rest of the kernel); NO_ROUTE maps to (0, 0) and
-    # adds 0 at the window's first in-plane pixel (clamped into the plane), so the
-    # loop has no branch. Each dx plane is zeroed just before its gradients go in
-    # (in L1 then; no whole-buffer fill), and they go in in (a, b) order, the order
-    # of the twin's np.add.at: the same bits.
+    # output cost more than the rest of the kernel); an offset always points into the
+    # plane, and max(·, 0) tells the compiler so (no negative-index wrap-around test).
+    # Each dx plane is zeroed just before its gradients go in (in L1 then; no
+    # whole-buffer fill), and they go in in (a, b) order, the order of the twin's
+    # np.add.at: the same bits.
     N, C, OH, OW = grad.shape
     H, W = dx.shape[2], dx.shape[3]
     zero = dx.dtype.type(0)
@@ -277,16 +238,14 @@ def _maxpool_offsets_backward_kernel(grad, offsets, offset_rows, offset_cols, sh
             for a in range(OH):
                 base = (a * sh - ph) * W - pw
                 for b in range(OW):
-                    k = offsets[n, c, a, b]
-                    g = grad[n, c, a, b] if k != NO_ROUTE else zero
+                    k, g = offsets[n, c, a, b], grad[n, c, a, b]
                     plane[max(base + b * sw + step[k], 0)] += g
 
 
 # -- average pooling -----------------------------------------------------------------------
 @numba.njit(cache=True, parallel=True)
-def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, relu, divisor, out):
-    # rows: the kw-wide sums of each window's columns (of relu(x) with ``relu``),
-    # then down the window's rows of those sums, / divisor[a, b] (the window
+def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, divisor, out):
+    # rows: the kw-wide sums of each window's columns, then down the window's rows of those sums, / divisor[a, b] (the window
     # clipped to the padded input). Padding adds zeros: it is left out of the sums.
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
@@ -298,22 +257,14 @@ def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, relu, divisor, out):
         rs = np.empty((H, OW), x.dtype)
         for c in range(C):
             for h in range(H):
-                if fast3 and relu:
-                    for b in range(b_hi):
-                        v0, v1, v2 = x[n, c, h, 2 * b], x[n, c, h, 2 * b + 1], x[n, c, h, 2 * b + 2]
-                        v0 = zero if v0 <= zero else v0
-                        v1 = zero if v1 <= zero else v1
-                        v2 = zero if v2 <= zero else v2
-                        rs[h, b] = v0 + v1 + v2
-                elif fast3:
+                if fast3:
                     for b in range(b_hi):
                         rs[h, b] = x[n, c, h, 2 * b] + x[n, c, h, 2 * b + 1] + x[n, c, h, 2 * b + 2]
                 else:
                     for b in range(b_lo, b_hi):
                         total = zero
                         for j in range(kw):
-                            v = x[n, c, h, b * sw - pw + j]
-                            total += zero if relu and v <= zero else v
+                            total += x[n, c, h, b * sw - pw + j]
                         rs[h, b] = total
                 for b in range(OW):                     # windows over an edge, clipped
                     if b_lo <= b < b_hi:
@@ -321,8 +272,7 @@ def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, relu, divisor, out):
                     start = b * sw - pw
                     total = zero
                     for w in range(max(start, 0), min(start + kw, W)):
-                        v = x[n, c, h, w]
-                        total += zero if relu and v <= zero else v
+                        total += x[n, c, h, w]
                     rs[h, b] = total
             for a in range(OH):
                 start = a * sh - ph
@@ -338,48 +288,10 @@ def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, relu, divisor, out):
                         out[n, c, a, b] = total / divisor[a, b]
 
 
-@numba.njit(cache=True, parallel=True)
-def _avgpool_sep_backward_kernel(grad, kh, kw, sh, sw, ph, pw, divisor, relu, x, dx):
-    # dy / divisor summed down the window rows (per input row h and window column
-    # b, in an L1 scratch), then spread along each row to the window's columns;
-    # with ``relu`` masked by x > 0 (or NaN) as dx is written, once per element.
-    N, C, H, W = dx.shape
-    OH, OW = grad.shape[2], grad.shape[3]
-    zero = dx.dtype.type(0)
-    for n in numba.prange(N):
-        cs = np.empty((H, OW), dx.dtype)
-        row = np.empty(W, dx.dtype)
-        for c in range(C):
-            for h in range(H):
-                for b in range(OW):
-                    cs[h, b] = zero
-            for a in range(OH):
-                start = a * sh - ph
-                for h in range(max(start, 0), min(start + kh, H)):
-                    for b in range(OW):
-                        cs[h, b] += grad[n, c, a, b] / divisor[a, b]
-            for h in range(H):
-                for w in range(W):
-                    row[w] = zero
-                for b in range(OW):
-                    start = b * sw - pw
-                    v = cs[h, b]
-                    for w in range(max(start, 0), min(start + kw, W)):
-                        row[w] += v
-                if relu:
-                    for w in range(W):
-                        dx[n, c, h, w] = zero if x[n, c, h, w] <= zero else row[w]
-                else:
-                    for w in range(W):
-                        dx[n, c, h, w] = row[w]
-
-
 def offset_tables(kw):
-    """(rows, cols): the window row and column of every uint8 offset (NO_ROUTE: 0, 0)."""
+    """(rows, cols): the window row and column of every uint8 offset."""
     k = np.arange(256)
-    routed = k != NO_ROUTE
-    return (np.where(routed, k // kw, 0).astype(np.int64),
-            np.where(routed, k % kw, 0).astype(np.int64))
+    return (k // kw).astype(np.int64), (k % kw).astype(np.int64)
 
 
 def offsets_from_argmax(argmax, geometry, W):
@@ -388,13 +300,6 @@ def offsets_from_argmax(argmax, geometry, W):
     i = argmax // W - (np.arange(OH) * sh - ph).reshape(-1, 1)
     j = argmax % W - (np.arange(OW) * sw - pw)
     return (i * kw + j).astype(np.uint8)
-
-
-def relu_offsets(out, offsets):
-    """(relu(out), offsets with NO_ROUTE where relu(out) is not > 0 nor NaN)."""
-    routed = ~(out <= 0)
-    return (np.where(routed, out, out.dtype.type(0)),
-            np.where(routed, offsets, np.uint8(NO_ROUTE)).astype(np.uint8))
 
 
 def avg_divisors(x_shape, geometry, dtype):

@@ -6,10 +6,6 @@ import numpy as np
 from ..kernels.activation import relu_grad_kernel, relu_kernel, sigmoid32, sigmoid_grad32
 from .base import Layer
 
-#: ReLU through its one-pass Numba kernels (False: the NumPy twins; for A/Bs)
-RELU_KERNEL = True
-
-
 def relu_numpy(x: np.ndarray) -> np.ndarray:
     """max(x, 0), NaN kept (IEEE ``maximum``): the twin of ``kernels.activation.relu_kernel``."""
     return np.maximum(x, x.dtype.type(0))
@@ -21,18 +17,25 @@ def relu_grad_numpy(y: np.ndarray, grad: np.ndarray) -> np.ndarray:
 
 
 def sigmoid_numpy(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)), in place in one new array of x's dtype and memory order.
+    """1 / (1 + exp(-x)), in place in one new array of x's dtype and memory order,
+    with results below the dtype's smallest normal number flushed to 0.
 
     Four passes over one buffer (a 100×500 float32 batch in ~0.1 ms, where a
-    two-branch ``np.where`` form took ~0.7 ms). For x below about -88 (float32)
-    exp(-x) overflows to inf and 1 / (1 + inf) = 0, the right limit, so that
-    overflow is expected and silenced; NaN stays NaN. The twin of the float32
-    kernel (``kernels.activation.sigmoid32``), and ``sigmoid`` for other input."""
+    two-branch ``np.where`` form took ~0.7 ms), and one for the flush. For x below
+    about -88.7 (float32) exp(-x) overflows to inf and 1 / (1 + inf) = 0, the right
+    limit, so that overflow is expected and silenced; NaN stays NaN. Between about
+    -88.7 and -87.3 (float32; -745 and -708 for float64) the quotient is subnormal,
+    and a subnormal operand sends the next layer's GEMMs to the CPU's slow path
+    (sitting 22: 20× slower with 3 % of them), so it is stored as 0 (the float32
+    kernel already gives 0 below -87). The twin of the float32 kernel
+    (``kernels.activation.sigmoid32``), and ``sigmoid`` for other input."""
     out = np.negative(x)
     with np.errstate(over="ignore"):
         np.exp(out, out=out)
     out += out.dtype.type(1)
     np.reciprocal(out, out=out)
+    # (< is False for NaN: NaN stays)
+    np.copyto(out, out.dtype.type(0), where=out < np.finfo(out.dtype).tiny)
     return out
 
 
@@ -41,7 +44,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
     A contiguous float32 x goes through one Numba pass (``kernels.activation``,
     ~2× faster than NumPy's four; within 1.2e-7 of ``sigmoid_numpy``), anything
-    else through ``sigmoid_numpy``. Every sigmoid in minidnn (the layer, the
+    else through ``sigmoid_numpy``; neither returns a subnormal number (results below
+    the smallest normal are 0). Every sigmoid in minidnn (the layer, the
     autoencoders, the RBMs' probabilities) calls this one, so a stack and the
     MLP it initialises compute the same bits."""
     if isinstance(x, np.ndarray):
@@ -49,11 +53,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
         if y is not None:
             return y
     return sigmoid_numpy(x)
-
-
-#: what a ReLU holds as its output after ``layers.fusion``'s ReLU → AvgPool2D pair ran it
-#: inside the pool's kernel (relu(x) was never made): its backward then says so
-FUSED_AWAY = object()
 
 
 class ReLU(Layer):
@@ -65,21 +64,17 @@ class ReLU(Layer):
     Contiguous float arrays take one vectorised Numba pass each way
     (``kernels.activation``: the same bits as the NumPy twins ``relu_numpy`` /
     ``relu_grad_numpy``; the backward's ``np.where`` built a mask first and took
-    ~20x longer)."""
+    ~20x longer; in Cifar10_quick's step 0.5 against 2.1 ms after pool1, sitting 17's
+    ``conv_step_ab_s17_*.json``; the A/B switch ``RELU_KERNEL`` went in sitting 23).
+    Any other input takes the twins."""
 
     def forward(self, x, training=False):
-        y = relu_kernel(x) if RELU_KERNEL and isinstance(x, np.ndarray) else None
+        y = relu_kernel(x) if isinstance(x, np.ndarray) else None
         self._y = relu_numpy(x) if y is None else y
         return self._y
 
     def backward(self, grad):
-        if self._y is FUSED_AWAY:
-            raise RuntimeError(
-                f"{self!r} ({self.name}) ran fused into the AvgPool2D after it "
-                f"(layers.fusion.FUSE_PAIRS), which keeps no ReLU output: backpropagate "
-                f"through the model (Sequential.backward), or set fusion.FUSE_PAIRS = False "
-                f"to call this layer's backward by hand")
-        d = relu_grad_kernel(self._y, grad) if RELU_KERNEL else None
+        d = relu_grad_kernel(self._y, grad)
         return relu_grad_numpy(self._y, grad) if d is None else d
 
 

@@ -49,7 +49,7 @@ class Dense(Layer):
     decay_params = ("W",)
     #: output units (columns of W) whose weight gradient is computed; None: all
     active_units = None
-    #: training products (forward with training=True, backward) of
+    #: dispatch rule: training products (forward with training=True, backward) of
     #: SERIAL_TRAINING_FROM to SERIAL_TRAINING_BELOW multiply-adds (batch·in·out) run
     #: BLAS on one thread. At two threads OpenBLAS's second thread spins for a while
     #: after each call and holds a core the next layers' Numba kernels need: in one
@@ -58,9 +58,11 @@ class Dense(Layer):
     #: against 22.6 ms. Smaller products are left as they were (OpenBLAS threads
     #: them from 2^18; switching its thread count around the MLP's 500→10 layer, a
     #: neighbour of BLAS-only layers, cost CPU time and saved no wall time), as is
-    #: evaluation (a batch-1 784×500 GEMV is faster on two threads). 0 turns it off.
-    #: (Sitting 20's per-call switch for the smaller ones, ``SMALL_TRAINING_THREADS``, is
-    #: gone since sitting 22: NumPy's OpenBLAS here, 0.3.31, runs the 784-500-10 head's
+    #: evaluation (a batch-1 784×500 GEMV is faster on two threads). With the window,
+    #: under load, 2 threads, CPU clock, the Cifar10_quick step took 144.2 against
+    #: 190.4 ms (``results/conv_step_ab_s18_dense_2threads_cpu.json``); its A/B toggle
+    #: in ``bench/conv_step_ab.py`` went in sitting 23. (Sitting 20's per-call switch
+    #: for the smaller ones, ``SMALL_TRAINING_THREADS``, is gone since sitting 22: NumPy's OpenBLAS here, 0.3.31, runs the 784-500-10 head's
     #: (100, 500) x (500, 10) products on one thread at any thread count: 1.0 CPU per
     #: wall second and the same wall time at 1 and 2 threads, where a 100x784x500
     #: product takes 1.27 CPU per wall second at 2)

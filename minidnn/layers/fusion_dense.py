@@ -24,7 +24,6 @@ import numpy as np
 
 from ..kernels import csr_fused
 from .activations import ReLU, Sigmoid
-from . import activations as _activations
 from .dense import Dense
 
 
@@ -119,7 +118,6 @@ class DenseActivation:
         dense, act = self.dense, self.activation
         a = x if isinstance(x, np.ndarray) else None
         if (a is None or a.ndim != 2 or dense.active_units is not None
-                or (self.kind == "relu" and not _activations.RELU_KERNEL)
                 or a.dtype != dense.params["W"].dtype
                 or a.dtype not in ((np.float32,) if self.kind == "sigmoid"
                                    else (np.float32, np.float64))):

@@ -377,7 +377,7 @@ class MaxPool2D(_Pool2D):
         self._x_shape, self._argmax, self._offsets = x.shape, argmax, None
         return out
 
-    def _forward_offsets(self, x, geometry, relu=False):
+    def _forward_offsets(self, x, geometry):
         """The separable kernel; a NaN read sends the batch to the exact kernel, whose
         flat argmax becomes offsets (``kernels.pooling.offsets_from_argmax``)."""
         kh, kw, sh, sw, ph, pw, OH, OW = geometry
@@ -386,20 +386,18 @@ class MaxPool2D(_Pool2D):
         offsets = np.empty((N, C, OH, OW), dtype=np.uint8)
         nan_seen = np.empty(N, dtype=np.bool_)
         kernel_for(pool_kernels._maxpool_offsets_kernel, x.size)(
-            x, kh, kw, sh, sw, ph, pw, relu, out, offsets, nan_seen)
+            x, kh, kw, sh, sw, ph, pw, out, offsets, nan_seen)
         if nan_seen.any():
             argmax = np.empty((N, C, OH, OW), dtype=np.int32)
             kernel_for(_maxpool_forward_kernel, x.size)(x, kh, kw, sh, sw, ph, pw, out, argmax)
             offsets = pool_kernels.offsets_from_argmax(argmax, geometry, x.shape[3])
-            if relu:
-                out, offsets = pool_kernels.relu_offsets(out, offsets)
         self._x_shape, self._argmax, self._offsets = x.shape, None, offsets
         self._geometry_cache = geometry
         return out
 
     def flat_argmax(self):
         """The last forward's argmax as flat in-plane indices h·W + w (int32, the
-        NumPy twin's form; -1 where a fused ReLU routes nothing), whichever path ran."""
+        NumPy twin's form), whichever path ran."""
         if self._offsets is None:
             return self._argmax
         kh, kw, sh, sw, ph, pw, OH, OW = self._geometry_cache
@@ -407,7 +405,7 @@ class MaxPool2D(_Pool2D):
         k = self._offsets.astype(np.int64)
         rows = (np.arange(OH) * sh - ph).reshape(-1, 1) + k // kw
         cols = np.arange(OW) * sw - pw + k % kw
-        return np.where(k == pool_kernels.NO_ROUTE, -1, rows * W + cols).astype(np.int32)
+        return (rows * W + cols).astype(np.int32)
 
     def backward(self, grad):
         if self._offsets is not None:
@@ -447,7 +445,7 @@ class AvgPool2D(_Pool2D):
         if x.dtype in (np.float32, np.float64):
             divisor = pool_kernels.avg_divisors(x.shape, geometry, x.dtype)
             kernel_for(pool_kernels._avgpool_sep_forward_kernel, x.size)(
-                x, kh, kw, sh, sw, ph, pw, False, divisor, out)
+                x, kh, kw, sh, sw, ph, pw, divisor, out)
         else:
             kernel_for(_avgpool_forward_kernel, x.size)(x, kh, kw, sh, sw, ph, pw, out)
         self._x_shape, self._geometry_cache = x.shape, geometry
