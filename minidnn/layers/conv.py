@@ -331,6 +331,8 @@ class Conv2D(Layer):
         ==================  ===================  ===================
 
         (the rows path's weight gradient is timed on the rows its forward kept.)
+        (``bench/conv_step_ab.py``, cited below, was deleted in sitting 23 with its
+        last toggles; its results stay in ``bench/results/``.)
         The weight gradient alone is slower from 128 channels, the sum of the
         three is faster everywhere measured, so the rule is by channel count
         (``IMPLICIT_MAX_CHANNELS``). By output size, in the VGG-style net
