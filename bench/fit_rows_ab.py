@@ -18,6 +18,7 @@ round to round, medians over ``--rounds``:
   data path is a large share and of issue #8's net, where it is ~1 % (a full-epoch A/B
   under load cannot resolve it; the data path figure says what moved).
 
+``--self-check`` gives both arms the row gather: the harness's reading of no change.
 Not a README speed figure: a guide taken on a loaded machine.
 """
 from __future__ import annotations
@@ -54,6 +55,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
+    p.add_argument("--self-check", action="store_true",
+                   help="both arms take the row gather: what the harness reads for no change")
     p.add_argument("--out", default=str(RESULTS_DIR / "fit_rows_ab.json"))
     args = p.parse_args(argv)
     from threadpoolctl import threadpool_limits
@@ -66,13 +69,15 @@ def main(argv=None):
     order = np.random.default_rng(0).permutation(len(x))
 
     def arm(kernel: bool):
-        gather.rows_apply = rows_apply if kernel else (lambda x: False)
+        gather.rows_apply = (rows_apply if kernel or args.self_check
+                             else (lambda x: False))
 
     def run(what, kernel):
         arm(kernel)
         try:
             if what == "data path":
-                return data_path_us_per_step(training, x, order, 100, now, kernel)
+                return data_path_us_per_step(training, x, order, 100, now,
+                                             kernel or args.self_check)
             rng = np.random.default_rng(0)
             model = (md.Sequential([md.Flatten(), md.Dense(784, 10, rng=rng)], seed=None,
                                    input_shape=(784,)) if what == "logreg 784-10"
@@ -84,6 +89,7 @@ def main(argv=None):
     whats = ("data path", "logreg 784-10", "mlp 784-500-10")
     times = {(w, k): [] for w in whats for k in (True, False)}
     result = {"threads": args.threads, "clock": args.clock, "images": len(x),
+              "self_check": args.self_check,
               "rounds": args.rounds, "load_average": os.getloadavg()}
     with threadpool_limits(args.threads):
         for w in whats:                                  # compile / load, untimed

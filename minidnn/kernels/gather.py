@@ -259,8 +259,9 @@ def gather_rows_checked(x: np.ndarray, idx: np.ndarray,
     that also tests each row while it is in L1, where ``fit`` used to check the whole
     data set first (a pass from memory) and then take ``x[idx]``."""
     idx = np.ascontiguousarray(idx, dtype=np.intp)
-    out = np.empty((len(idx),) + x.shape[1:], dtype=x.dtype)
-    m = math.prod(x.shape[1:])                  # 1 for 1-D x
-    bad = _gather_rows(x.reshape(len(x), m), idx, out.reshape(len(idx), m), finite,
-                       _LARGEST[x.dtype])
-    return out, int(bad)
+    # the wrapper's own cost matters for narrow rows (~5 µs for x[idx] of 100 rows of
+    # 20 floats): 2-D x, fit's usual case, is passed as it is
+    rows = x if x.ndim == 2 else x.reshape(len(x), math.prod(x.shape[1:]))   # 1-D: m = 1
+    out = np.empty((len(idx), rows.shape[1]), dtype=x.dtype)
+    bad = _gather_rows(rows, idx, out, finite, _LARGEST[x.dtype])
+    return (out if x.ndim == 2 else out.reshape((len(idx),) + x.shape[1:])), int(bad)
