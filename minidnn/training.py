@@ -353,10 +353,10 @@ class _DeferredCheck:
     gather, which reads every row anyway, tests each row in L1 for ~4 µs a batch of 100.
     Where fit gathers with a kernel (``_checks_in_gather``: sitting 22 for a sparse first
     layer's feature-major gather, sitting 23 for every other net's row gather) it
-    refuses the same data with the same error as before, and leaves the model as the check before training did: at the
-    first row found bad (or at the end of the first epoch, for the rows ``drop_last``
-    left out of it; or before a divergence is reported, or when no epoch is left to
-    run), the whole set is checked to name its first bad sample, every layer's arrays,
+    refuses the same data with the same error as before, and leaves the model as the
+    check before training did: at the first row found bad (or at the end of the first
+    epoch, for the rows ``drop_last`` left out of it; or before a divergence is
+    reported, or when no epoch is left to run), the whole set is checked to name its first bad sample, every layer's arrays,
     its RNG and the optimizer's state go back to what they were when fit was called,
     and the ValueError is raised. Nothing was written to the checkpoint by then."""
 
