@@ -9,8 +9,9 @@ timer; whatever is left of the epoch is the fit loop itself (the data check, the
 accuracy count, the divergence checks, Python). Since sitting 22 a net whose first layer
 takes the feature-major gather (the sparse one) has its inputs checked for NaN / Inf by
 that gather in fit's first epoch, so the check is inside "minibatch gather" there (~4 µs
-a batch) and no longer a pass over the data set in "fit loop, rest"; the dense net's
-check is still that pass. The rest also holds the divergence rule's starting loss (ten
+a batch) and no longer a pass over the data set in "fit loop, rest"; since sitting 23
+the dense net's too (``kernels.gather.gather_rows_checked``, the row gather that
+replaced its ``x[idx]``). The rest also holds the divergence rule's starting loss (ten
 evaluation batches before the first step, ~4 ms under load: 21 µs a step at 20,000
 images, 9 at 50,000). ``--clock thread`` (default) reads this thread's CPU
 time, which leaves out the waits for a core on a loaded machine (right at one thread;

@@ -325,11 +325,23 @@ def _gathers_feature_major(model, x, transform):
 def _gather_batch(x, idx, reader, check: bool = False):
     """(x[idx], the first position in idx of a row holding NaN or Inf, or -1); for a
     ``fortran_input`` ``reader`` (``_gathers_feature_major``) in Fortran order, into its
-    ``input_buffer`` where it has one, and with ``check`` each row tested as it is
-    copied (``kernels.gather.gather_feature_major_checked``); otherwise -1."""
-    if reader is None:
-        return x[idx], -1
-    return gather.gather_feature_major_checked(x, idx, reader.input_buffer(len(idx)), check)
+    ``input_buffer`` where it has one, else for a C-ordered float x in one row-gather
+    pass (``kernels.gather.gather_rows_checked``: every dense or conv net's data), with
+    ``check`` each row tested as it is copied; otherwise (``x[idx]``) -1."""
+    if reader is not None:
+        return gather.gather_feature_major_checked(x, idx, reader.input_buffer(len(idx)),
+                                                   check)
+    if gather.rows_apply(x):
+        return gather.gather_rows_checked(x, idx, check)
+    return x[idx], -1
+
+
+def _checks_in_gather(x, reader, transform) -> bool:
+    """Whether fit's first epoch's gather checks x for NaN / Inf (``_DeferredCheck``)
+    instead of a pass over x before training: for float x that ``_gather_batch`` takes
+    with a kernel, and no ``transform`` (the divergence rule's starting loss runs it on
+    the first samples before any gather has checked them)."""
+    return transform is None and (reader is not None or gather.rows_apply(x))
 
 
 class _DeferredCheck:
@@ -339,11 +351,12 @@ class _DeferredCheck:
     from memory once more: 16 ms of CPU on the 50,000 MNIST images, 33 µs a step of a
     one-epoch sparse fit (sitting 22, one thread, under load), where the first epoch's
     gather, which reads every row anyway, tests each row in L1 for ~4 µs a batch of 100.
-    Where fit gathers so (``_gathers_feature_major``) it refuses the same data with the
-    same error as before, and leaves the model as the check before training did: at the
-    first row found bad (or at the end of the first epoch, for the rows ``drop_last``
-    left out of it; or before a divergence is reported, or when no epoch is left to
-    run), the whole set is checked to name its first bad sample, every layer's arrays,
+    Where fit gathers with a kernel (``_checks_in_gather``: sitting 22 for a sparse first
+    layer's feature-major gather, sitting 23 for every other net's row gather) it
+    refuses the same data with the same error as before, and leaves the model as the
+    check before training did: at the first row found bad (or at the end of the first
+    epoch, for the rows ``drop_last`` left out of it; or before a divergence is
+    reported, or when no epoch is left to run), the whole set is checked to name its first bad sample, every layer's arrays,
     its RNG and the optimizer's state go back to what they were when fit was called,
     and the ValueError is raised. Nothing was written to the checkpoint by then."""
 
@@ -425,10 +438,10 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
 
     Training data whose inputs or targets hold NaN or Inf are refused with a
     ValueError naming the first such sample, and the model, its RNGs and the optimizer
-    are left as they were. For a net whose first layer reads fit's feature-major gather
-    (a ``SparseDense``) that gather checks the inputs row by row in the first epoch
-    (``_DeferredCheck``: no extra pass over the data set), and fit rolls everything back
-    to the call's state before it raises.
+    are left as they were. For C-ordered float inputs and no ``transform`` (the usual
+    case: dense, sparse and conv nets alike) fit's minibatch gather checks the inputs
+    row by row in the first epoch (``_DeferredCheck``: no extra pass over the data set),
+    and fit rolls everything back to the call's state before it raises.
 
     ``drop_last``: skip the short last minibatch of each epoch. The default
     (None) drops it when the model has batch norm, whose statistics are wrong
@@ -458,7 +471,8 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
     """
     x, y = _split_xy(train, "training data", check_x=False)
     reader = _gathers_feature_major(model, x, transform)
-    if reader is None and np.issubdtype(x.dtype, np.floating):
+    checked_later = _checks_in_gather(x, reader, transform)
+    if not checked_later and np.issubdtype(x.dtype, np.floating):
         _refuse_nonfinite(x, "training data", "x", "inputs")   # else: _DeferredCheck
     if val is not None:
         val = _split_xy(val, "validation data")
@@ -480,7 +494,7 @@ def fit(model: Sequential, train, val=None, *, epochs: int, batch_size: int, opt
                             if drop_last else ""))
     n_seen = n_batches * batch_size if drop_last else n
     # a gather of fit's own checks x in the first epoch, from the state fit was called in
-    deferred = _DeferredCheck(model, optimizer, x) if reader is not None else None
+    deferred = _DeferredCheck(model, optimizer, x) if checked_later else None
     if not model.layer_rngs_seeded:
         model.seed_random_layers(seed)
     shuffle_rng = np.random.default_rng(seed)
