@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     threads = minidnn.configure_threads(args.threads)
     from minidnn import data
     from minidnn.kernels import rbm_kernels as new
+    from minidnn.kernels.gather import gather_rows_into as new_gather_rows
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     source = subprocess.run(["git", "-C", str(ROOT), "show",
                              f"{args.base}:minidnn/kernels/rbm_kernels.py"],
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
         evict[::16] = 1.0
         t0 = clock()
         if arm == "new":
-            new.gather_rows(x, idx, b.rows)
+            new_gather_rows(x, idx, b.rows)
         else:
             np.take(x, idx, axis=0, out=b.rows)
         return clock() - t0

@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     from minidnn import data
     from minidnn.kernels.rbm_kernels import (_bernoulli_states_kernel, _hidden_pass_kernel,
-                                             draw_keys, gather_rows)
+                                             draw_keys)
+    from minidnn.kernels.gather import gather_rows_into as gather_rows
     from minidnn.optimizers import SGD
     from minidnn.pretraining import BernoulliRBM, PretrainConfig
 

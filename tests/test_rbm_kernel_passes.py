@@ -103,10 +103,10 @@ def test_train_rows_gathers_into_the_buffer_with_the_bits_of_train_batch(persist
 
 
 def test_gather_rows_is_np_take():
-    """``gather_rows`` (sitting 23: four rows copied side by side) gives np.take's rows for
+    """``kernels.gather.gather_rows_into`` (the RBM's minibatch; sitting 23: four rows copied side by side) gives np.take's rows for
     any count (not only multiples of 4), repeated and unsorted indices, and np.take's
     answer (or error) for negative and out-of-range ones."""
-    from minidnn.kernels.rbm_kernels import gather_rows
+    from minidnn.kernels.gather import gather_rows_into as gather_rows
     rng = np.random.default_rng(3)
     x = rng.random((50, 13), dtype=np.float32)
     for idx in (np.arange(0), np.array([49]), rng.integers(0, 50, 7),

@@ -265,3 +265,25 @@ def gather_rows_checked(x: np.ndarray, idx: np.ndarray,
     out = np.empty((len(idx), rows.shape[1]), dtype=x.dtype)
     bad = _gather_rows(rows, idx, out, finite, _LARGEST[x.dtype])
     return (out if x.ndim == 2 else out.reshape((len(idx),) + x.shape[1:])), int(bad)
+
+
+@numba.njit(cache=True)
+def _rows_in_range(idx, n):
+    for r in range(idx.shape[0]):
+        if idx[r] < 0 or idx[r] >= n:
+            return False
+    return True
+
+
+def gather_rows_into(x: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out ← x[idx] (the twin is ``np.take(x, idx, axis=0, out=out)``) by the same four-row
+    kernel, unchecked, for a C-ordered 2-D float x of out's dtype and integer indices
+    inside [0, len(x)); np.take otherwise (negative indices, its errors). The RBM's
+    minibatch (sitting 23: 100 random MNIST rows from cold memory, 1 thread under load,
+    np.take 284-308 µs, four rows at a time 130-156)."""
+    if (x.ndim == 2 and x.flags.c_contiguous and x.dtype in _LARGEST and x.dtype == out.dtype
+            and out.flags.c_contiguous and out.shape == (len(idx), x.shape[1])
+            and idx.ndim == 1 and idx.dtype.kind in "iu" and _rows_in_range(idx, x.shape[0])):
+        _gather_rows(x, idx, out, False, _LARGEST[x.dtype])
+        return out
+    return np.take(x, idx, axis=0, out=out)

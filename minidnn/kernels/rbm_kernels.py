@@ -18,8 +18,8 @@ one pass, in place:
   uniforms (kept for callers that bring their own draws).
 * ``_bernoulli_states_kernel(pre, bias, key, states, row_offset)``: the states of
   ``sigmoid_bernoulli`` without storing p (the chain's samples whose
-  probabilities nobody reads); ``gather_rows(x, idx, out)``: ``np.take``'s rows
-  of a minibatch, four copied side by side (sitting 23).
+  probabilities nobody reads). The minibatch's rows come from
+  ``kernels.gather.gather_rows_into`` (the training loop's four-row gather).
 
 ``scale`` folds the CD statistics' row weights (−1/n for the data rows, 1/m
 for the chains) into the pass that writes the probabilities, so no second
@@ -439,52 +439,6 @@ def _bernoulli_states_kernel(pre, bias, key, states, row_offset):
             for c in range(cols):
                 p = _sigmoid(row[c] + bias[c])
                 row_states[c] = one if _uniform(row_words[c], p) < p else zero
-
-
-# -- sitting 23: the minibatch's rows ----------------------------------------------
-
-@numba.njit(cache=True, nogil=True)
-def _gather_rows_kernel(x, idx, out):
-    """out[r] = x[idx[r]] for every r, four rows per loop; returns False (copying nothing)
-    when an index is outside [0, len(x)).
-
-    Four rows copied side by side are four streams of cache misses in flight at once
-    (the rows of a minibatch are rarely in cache: MNIST's 50,000 rows are 157 MB);
-    np.take copies one row after the other. Sitting 23, 100 random rows of 784 float32
-    from cold memory, 1 thread under load: np.take 284-308 µs, one row per loop 217-245,
-    four rows 130-156, eight rows 139."""
-    n, cols = x.shape[0], x.shape[1]
-    for r in range(idx.shape[0]):
-        if idx[r] < 0 or idx[r] >= n:
-            return False
-    rows = idx.shape[0]
-    r = 0
-    while r + 3 < rows:
-        a, b, c, d = x[idx[r]], x[idx[r + 1]], x[idx[r + 2]], x[idx[r + 3]]
-        oa, ob, oc, od = out[r], out[r + 1], out[r + 2], out[r + 3]
-        for j in range(cols):
-            oa[j] = a[j]
-            ob[j] = b[j]
-            oc[j] = c[j]
-            od[j] = d[j]
-        r += 4
-    while r < rows:
-        a, oa = x[idx[r]], out[r]
-        for j in range(cols):
-            oa[j] = a[j]
-        r += 1
-    return True
-
-
-def gather_rows(x: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out ← x[idx] (the twin is ``np.take(x, idx, axis=0, out=out)``): the kernel for a
-    C-contiguous 2-D x of out's dtype and integer indices in range, np.take otherwise
-    (negative indices, its errors)."""
-    if x.ndim == 2 and x.flags.c_contiguous and x.dtype == out.dtype and idx.ndim == 1 \
-            and idx.dtype.kind in "iu" and out.shape == (len(idx), x.shape[1]) \
-            and _gather_rows_kernel(x, idx, out):
-        return out
-    return np.take(x, idx, axis=0, out=out)
 
 
 def _check(pre, bias, other=None, what="uniforms"):

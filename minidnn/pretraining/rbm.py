@@ -38,7 +38,8 @@ import numpy as np
 
 from ..kernels.rbm_kernels import (_bernoulli_states_kernel, _hidden_pass_kernel,
                                    _sigmoid_bernoulli_kernel, _sigmoid_bias_kernel, draw_key,
-                                   draw_keys, gather_rows, sigmoid_bernoulli, sigmoid_bias)
+                                   draw_keys, sigmoid_bernoulli, sigmoid_bias)
+from ..kernels.gather import gather_rows_into
 from ..layers.activations import sigmoid
 from ..layers.base import ParamHolder, as_generator
 
@@ -480,7 +481,7 @@ class BernoulliRBM(ParamHolder):
         if rows is None:
             buf.v[:n] = v0
         elif rows[0].dtype == buf.v.dtype:
-            gather_rows(rows[0], rows[1], buf.v[:n])    # np.take's rows, four at a time
+            gather_rows_into(rows[0], rows[1], buf.v[:n])    # np.take's rows, four at a time
         else:
             buf.v[:n] = rows[0][rows[1]]
         v_pos, p_pos, vk, pk, pre_v = buf.v[:n], buf.p[:n], buf.v[n:], buf.p[n:], buf.pre_v
