@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import thread_cpu_ns  # noqa: E402  (bench/ is on sys.path: the script's own folder)
 
 
 def main(argv=None) -> int:
@@ -122,29 +123,17 @@ def main(argv=None) -> int:
             else:
                 grad = model.layers[i].backward(grad)
 
-    def thread_cpu():
-        # each thread's CPU time so far (ns; /proc/self/task/*/schedstat), by thread id
-        import os
-        out = {}
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{tid}/schedstat") as f:
-                    out[tid] = int(f.read().split()[0])
-            except OSError:
-                pass
-        return out
-
     scale = {t: {"step": [], "control": [], "cores": []} for t in (1, 2)}
     for r in range(args.repeats + 1):
         for threads in ((1, 2) if r % 2 == 0 else (2, 1)):
             minidnn.configure_threads(threads)
             t0 = time.perf_counter()
             hot(hout, ha, hb, 1500, 2, 0)       # two tiles: one per thread at 2 threads
-            cpu0 = thread_cpu()
+            cpu0 = thread_cpu_ns()
             t1 = time.perf_counter()
             step()
             t2 = time.perf_counter()
-            cpu1 = thread_cpu()
+            cpu1 = thread_cpu_ns()
             busy = sum(v - cpu0.get(k, 0) for k, v in cpu1.items()) / 1e9
             if r:                               # round 0: warm-up (JIT, buffers)
                 scale[threads]["control"].append(t1 - t0)

@@ -354,6 +354,26 @@ def _sigmoid_sample_kernel(pre, bias, uniforms, states):
 WORDS_PER_PASS = 16384
 
 
+@numba.njit(cache=True, nogil=True)
+def _pass_buffers(cols):
+    # rows a pass of the Bernoulli kernels covers, and the words / lanes scratch for them
+    rows_per_pass = max(1, WORDS_PER_PASS // cols)
+    most = 4 * ((rows_per_pass * cols) // 4 + 2)
+    return rows_per_pass, np.empty(most, dtype=np.uint32), np.empty((4, most // 4), dtype=np.uint32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_pass_words(words, lanes, key, row_offset, first_row, last_row, cols):
+    # the Philox words of rows first_row … last_row - 1 (rows of the array the key's
+    # counters number from row_offset) into words, whole 4-word blocks; returns where
+    # row first_row's first word sits in words
+    start = (row_offset + first_row) * cols
+    first_block = start // 4
+    n_blocks = ((row_offset + last_row) * cols + 3) // 4 - first_block
+    _philox_fill_into(words[:4 * n_blocks], first_block, key, lanes)
+    return start - 4 * first_block
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _sigmoid_bernoulli_kernel(pre, bias, key, states, row_offset, scale):
     # the Philox words of a block of rows in one vectorised pass (a pass per row, 196
@@ -365,17 +385,10 @@ def _sigmoid_bernoulli_kernel(pre, bias, key, states, row_offset, scale):
         return
     one, zero = pre.dtype.type(1.0), pre.dtype.type(0.0)
     floor = _normal_floor(scale)
-    rows_per_pass = max(1, WORDS_PER_PASS // cols)
-    most = 4 * ((rows_per_pass * cols) // 4 + 2)
-    words = np.empty(most, dtype=np.uint32)
-    lanes = np.empty((4, most // 4), dtype=np.uint32)
+    rows_per_pass, words, lanes = _pass_buffers(cols)
     for first_row in range(0, rows, rows_per_pass):
         last_row = min(rows, first_row + rows_per_pass)
-        start = (row_offset + first_row) * cols
-        first_block = start // 4
-        n_blocks = ((row_offset + last_row) * cols + 3) // 4 - first_block
-        _philox_fill_into(words[:4 * n_blocks], first_block, key, lanes)
-        offset = start - 4 * first_block
+        offset = _fill_pass_words(words, lanes, key, row_offset, first_row, last_row, cols)
         r = first_row
         while r + 1 < last_row:             # two rows per loop, as _sigmoid_bias_kernel
             # slices indexed from 0: no wraparound test in the loop, so it vectorises
@@ -410,17 +423,10 @@ def _bernoulli_states_kernel(pre, bias, key, states, row_offset):
     if rows == 0 or cols == 0:
         return
     one, zero = pre.dtype.type(1.0), pre.dtype.type(0.0)
-    rows_per_pass = max(1, WORDS_PER_PASS // cols)
-    most = 4 * ((rows_per_pass * cols) // 4 + 2)
-    words = np.empty(most, dtype=np.uint32)
-    lanes = np.empty((4, most // 4), dtype=np.uint32)
+    rows_per_pass, words, lanes = _pass_buffers(cols)
     for first_row in range(0, rows, rows_per_pass):
         last_row = min(rows, first_row + rows_per_pass)
-        start = (row_offset + first_row) * cols
-        first_block = start // 4
-        n_blocks = ((row_offset + last_row) * cols + 3) // 4 - first_block
-        _philox_fill_into(words[:4 * n_blocks], first_block, key, lanes)
-        offset = start - 4 * first_block
+        offset = _fill_pass_words(words, lanes, key, row_offset, first_row, last_row, cols)
         r = first_row
         while r + 1 < last_row:
             o = offset + (r - first_row) * cols
