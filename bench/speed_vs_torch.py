@@ -2,7 +2,8 @@
 
     python bench/speed_vs_torch.py                     # everything, ~6-8 min on 2 quiet cores
     python bench/speed_vs_torch.py --only mlp lenet --repeats 5
-    python bench/speed_vs_torch.py --tiny              # smoke test: small data, seconds
+    python bench/speed_vs_torch.py --tiny              # smoke test: small data, ~2 min
+    python bench/speed_vs_torch.py --tiny --repeats 1 --exact-repeats   # quicker smoke test
 
 Fairness, in the order the issue asks for it:
 
@@ -17,8 +18,30 @@ Fairness, in the order the issue asks for it:
 * The machine's GEMM peak is measured in the same run (float32 NumPy/OpenBLAS
   and torch matmul of 2048x2048, best of 5), and each workload's GFLOP/s is
   printed beside its time, with the fraction of that peak.
-* Repeats are interleaved (minidnn, torch, torch, minidnn, ...) and medians
-  reported; each worker first runs 20 throw-away minibatches (JIT, caches).
+* Repeats are interleaved pairs (minidnn, torch, torch, minidnn, ...); each
+  worker first runs 20 throw-away minibatches (JIT, caches).
+* The machine's speed swings: minutes-long slow modes in which a 2-thread GEMM
+  drops ~22 % and minidnn's MLP epoch doubles, so that a 2-pair run can catch
+  one side in one. So every timed worker also measures the machine's state: a
+  control GEMM (float32 1024^3, NumPy/OpenBLAS in every worker, torch's and
+  sklearn's too: one instrument for both sides; best of 3) before its warm-up
+  (``control_gflops``) and after its timed work (``control_after_gflops``); the
+  lower of the two is the worker's control. A pair is in a slow mode when either
+  worker's control is more than 15 % (SLOW_MODE_TOLERANCE) below the run's best
+  control reading (over every workload, so that a workload run wholly in a slow
+  mode is flagged too); the others are steady. The log has a per-repeat table
+  (each pair on one line, both sides' figures and controls, slow ones marked)
+  and, per workload, the ratio of the medians beside the median of the per-pair
+  ratios (a pair's two workers run seconds apart, so a mode that covers both
+  cancels), over all pairs and over the steady ones, with each side's min-max.
+  The summary ``ratio`` column (JSON ``ratio_summary``) is the steady pairs'
+  median per-pair ratio, all pairs' where none is steady; the JSON ``ratio``
+  (and ``ratio_batch1_median`` ...) stays the ratio of the medians of all runs,
+  as before. Nothing is dropped: slow pairs stay in the all-pairs figures.
+* Repeats: --repeats pairs (default 3), raised for the short workloads to
+  MIN_REPEATS: mlp 8 (an epoch is ~0.6 s), rbm 4 (~2 s), each inference net 8
+  (a worker ~1 s); lenet gets --repeats, cifar10_quick min(--repeats, 2) (~70 s
+  an epoch). ``--exact-repeats`` runs --repeats everywhere (a harness check).
 * Peak memory: each worker's own peak RSS (/proc/self/status VmHWM), and,
   for the training workloads, what training adds above imports + data: VmHWM
   reset once the data is loaded (/proc/self/clear_refs), read after the
@@ -39,8 +62,8 @@ and SGD settings on both sides):
 * ``inference``: MLP and LeNet forward passes in evaluation mode (minidnn's
   ``Sequential.infer``, torch eager under ``no_grad``): batch 1 latency (median
   and p99 of 2,000 calls) and batch 100 throughput over the 10,000 test images,
-  the median of 5 timed passes per worker (``--inference-passes``), at least 4
-  workers per side (``--inference-repeats``).
+  the median of 5 timed passes per worker (``--inference-passes``), at least 8
+  workers per side (MIN_REPEATS; sitting 24 replaced ``--inference-repeats``, 4).
 
 FLOP counts are nominal: 2 per multiply-add of the conv/dense products;
 training = forward + weight gradient + input gradient (not for the first
@@ -65,6 +88,16 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WARMUP_BATCHES = 20
 SEED = 0
+#: the control GEMM every timed worker runs (``_control_gflops``)
+CONTROL_N, CONTROL_REPEATS, CONTROL_PAUSE_S = 1024, 3, 0.2
+#: a worker is in a "slow mode" when its lower control rate is more than this fraction
+#: below the run's best control reading
+SLOW_MODE_TOLERANCE = 0.15
+#: the fewest interleaved pairs a workload gets, whatever --repeats says (--exact-repeats:
+#: none): these workers are short (an MLP epoch ~0.6 s, an inference worker ~1 s, an RBM
+#: epoch ~2 s), and 2 pairs of them can catch one side in one of the machine's
+#: minutes-long slow modes
+MIN_REPEATS = {"mlp": 8, "rbm": 4, "infer_mlp": 8, "infer_lenet": 8}
 
 TRAIN = {
     "mlp": {"arch": "mlp:784-500-10:relu", "dataset": "mnist", "batch": 100,
@@ -226,6 +259,27 @@ def _gemm(framework: str, threads: int) -> dict:
         mm()
         best = min(best, time.perf_counter() - t0)
     return {"n": n, "seconds": best, "gflops": 2 * n ** 3 / best / 1e9}
+
+
+def _control_gflops() -> float:
+    """The machine's state, measured in every timed worker (``control_gflops`` before its
+    work, ``control_after_gflops`` after): GFLOP/s of a float32 CONTROL_N^3 NumPy/OpenBLAS
+    GEMM, best of CONTROL_REPEATS after one untimed call (~60 ms). NumPy in every worker,
+    torch's and sklearn's too, so that both sides are read with one instrument: a rate
+    below the run's best means the machine, not the instrument, was slower. (torch's own
+    matmul is another instrument: sitting 24's quiet run read 2048^3 at 172.9 GFLOP/s in
+    torch, 210.6 in NumPy, which on one scale would flag every torch worker.)"""
+    import numpy as np
+    n = CONTROL_N
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(CONTROL_REPEATS):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
 
 
 def _load(args, dataset):
@@ -411,6 +465,13 @@ def run_worker(args) -> dict:
     if framework == "minidnn":
         import minidnn
         minidnn.configure_threads(args.threads)
+    timed = task not in ("prepare", "gemm")
+    if timed:
+        control = _control_gflops()
+        # OpenBLAS's idle thread spins ~0.1 s after a GEMM (measured here: 0.10 s of CPU
+        # in a 0.5 s sleep); in a torch worker it would take a core from torch's first
+        # minibatches. Every worker waits the same, before its warm-up.
+        time.sleep(CONTROL_PAUSE_S)
     if task == "prepare":
         result = _prepare(args)
     elif task == "gemm":
@@ -428,10 +489,161 @@ def run_worker(args) -> dict:
     peaks = [p for p in (_peak_rss_mib(), result.get("peak_rss_before_training_mib"))
              if p is not None]
     result["peak_rss_mib"] = max(peaks) if peaks else None
+    if timed:   # after the peak is read: the control's 12 MiB are not the worker's
+        result["control_gflops"] = control
+        result["control_after_gflops"] = _control_gflops()
     if framework == "minidnn":
         import numba
         result["numba_layer"] = numba.threading_layer() if task != "prepare" else None
     return result
+
+
+# =====================================================================================
+# parent: the pairs' summary (pure functions of the workers' numbers; tested with
+# synthetic ones in tests/test_speed_vs_torch_summary.py)
+# =====================================================================================
+
+def repeats_for(task: str, repeats: int, exact: bool = False) -> int:
+    """Interleaved pairs for ``task``: --repeats, raised to MIN_REPEATS for the short
+    workloads unless ``exact``; cifar10_quick (~70 s an epoch) at most 2."""
+    if task == "cifar10_quick":
+        return min(repeats, 2)
+    return repeats if exact else max(repeats, MIN_REPEATS.get(task, 0))
+
+
+def worker_control(run: dict) -> float | None:
+    """A worker's machine state: the lower of its two control rates, so that a slow
+    mode which began during the timed work shows too (None for a worker without one)."""
+    values = [run[key] for key in ("control_gflops", "control_after_gflops")
+              if run.get(key) is not None]
+    return min(values) if values else None
+
+
+def best_control(runs: dict) -> float | None:
+    """The run's best control reading: the highest of every worker's before and after
+    rates, over every workload (task -> framework -> [worker results])."""
+    values = [run[key] for by_framework in runs.values() for results in by_framework.values()
+              for run in results for key in ("control_gflops", "control_after_gflops")
+              if run.get(key) is not None]
+    return max(values) if values else None
+
+
+def is_slow(control: float | None, best: float | None,
+            tolerance: float = SLOW_MODE_TOLERANCE) -> bool:
+    """A slow mode: the control more than ``tolerance`` below the run's best."""
+    return control is not None and best is not None and control < (1.0 - tolerance) * best
+
+
+def summarise_pairs(ours: list, peer: list, ours_control: list, peer_control: list,
+                    best: float | None, tolerance: float = SLOW_MODE_TOLERANCE) -> dict:
+    """Pair i = (ours[i], peer[i]): the two sides' times (lower is faster) of repeat i,
+    run one after the other, with each worker's control. A pair is slow when either
+    control is more than ``tolerance`` below ``best``; steady otherwise.
+
+    Both the ratio of the medians (ours median / peer median: each side's median may
+    come from a different state of the machine) and the median of the per-pair ratios
+    (each pair's two workers ran seconds apart, so a slow mode that covers both cancels),
+    over all pairs and over the steady ones. ``ratio_summary`` is the steady pairs'
+    median pair ratio; all pairs' where no pair is steady (``ratio_summary_basis``)."""
+    if not ours or len(ours) != len(peer) or len(ours) != len(ours_control) \
+            or len(ours) != len(peer_control):
+        raise ValueError(f"summarise_pairs: one value and one control per side and pair, "
+                         f"got {len(ours)}/{len(peer)} values and {len(ours_control)}/"
+                         f"{len(peer_control)} controls")
+    median = statistics.median
+    ratios = [o / p for o, p in zip(ours, peer)]
+    slow = [is_slow(oc, best, tolerance) or is_slow(pc, best, tolerance)
+            for oc, pc in zip(ours_control, peer_control)]
+    steady = [i for i, s in enumerate(slow) if not s]
+    out = {"n_pairs": len(ours), "n_steady_pairs": len(steady),
+           "slow_pairs": [i + 1 for i, s in enumerate(slow) if s], "pair_ratios": ratios,
+           "pair_slow": slow,
+           "ratio_of_medians": median(ours) / median(peer), "ratio_pairs_median": median(ratios),
+           "ours_min": min(ours), "ours_max": max(ours),
+           "peer_min": min(peer), "peer_max": max(peer)}
+    if steady:
+        ours_steady, peer_steady = [ours[i] for i in steady], [peer[i] for i in steady]
+        out.update({"ours_steady_median": median(ours_steady),
+                    "peer_steady_median": median(peer_steady),
+                    "steady_ratio_of_medians": median(ours_steady) / median(peer_steady),
+                    "steady_ratio_pairs_median": median(ratios[i] for i in steady),
+                    "ratio_summary_basis": "steady pairs: median of the per-pair ratios"})
+        out["ratio_summary"] = out["steady_ratio_pairs_median"]
+    else:
+        out.update({"ratio_summary": out["ratio_pairs_median"],
+                    "ratio_summary_basis": "all pairs (none steady): median of the "
+                                           "per-pair ratios"})
+    return out
+
+
+#: inference: the three timed figures, each summarised over the pairs:
+#: (ratio name in the rows, the worker's field, lower is faster)
+INFERENCE_METRICS = (("ratio_batch1_median", "batch1_median_ms"),
+                     ("ratio_batch1_p99", "batch1_p99_ms"),
+                     ("ratio_batch100_time", "batch100_seconds"))
+
+
+def pair_fields(prefix: str, summary: dict) -> dict:
+    """The row's fields for one summarised ratio (``prefix`` = the row's existing
+    ratio-of-medians field, kept as it was)."""
+    fields = {f"{prefix}_pairs_median": summary["ratio_pairs_median"],
+              f"{prefix}_summary": summary["ratio_summary"],
+              f"{prefix}_summary_basis": summary["ratio_summary_basis"]}
+    if "steady_ratio_pairs_median" in summary:
+        fields[f"{prefix}_steady_pairs_median"] = summary["steady_ratio_pairs_median"]
+        fields[f"{prefix}_steady_of_medians"] = summary["steady_ratio_of_medians"]
+    return fields
+
+
+def pairs_of(runs: dict, peer: str, kind: str, best: float | None,
+             tolerance: float = SLOW_MODE_TOLERANCE) -> tuple[dict, list]:
+    """A workload's summaries (ratio name -> summarise_pairs) and its per-repeat table
+    (one dict per interleaved pair) from its workers' results."""
+    ours_runs, peer_runs = runs["minidnn"], runs[peer]
+    ours_control = [worker_control(r) for r in ours_runs]
+    peer_control = [worker_control(r) for r in peer_runs]
+    metrics = (("ratio", "seconds"),) if kind == "train" else INFERENCE_METRICS
+    summaries = {name: summarise_pairs([r[key] for r in ours_runs], [r[key] for r in peer_runs],
+                                       ours_control, peer_control, best, tolerance)
+                 for name, key in metrics}
+    first = next(iter(summaries.values()))
+    table = []
+    for i, (ours, theirs) in enumerate(zip(ours_runs, peer_runs)):
+        pair = {"repeat": i + 1, "first": "minidnn" if i % 2 == 0 else peer,
+                "ours_control_gflops": ours_control[i], "peer_control_gflops": peer_control[i],
+                "slow_mode": first["pair_slow"][i]}
+        for name, key in metrics:
+            pair[f"ours_{key}"], pair[f"peer_{key}"] = ours[key], theirs[key]
+            pair[name] = summaries[name]["pair_ratios"][i]
+        if kind != "train":
+            pair["ours_batch100_images_per_s"] = ours["batch100_images_per_s"]
+            pair["peer_batch100_images_per_s"] = theirs["batch100_images_per_s"]
+        table.append(pair)
+    return summaries, table
+
+
+def _format_control(control: float | None, best: float | None) -> str:
+    if control is None:
+        return "   -  "
+    return f"{control:5.0f}{'*' if is_slow(control, best) else ' '}"
+
+
+def format_pair_line(task: str, peer: str, kind: str, pair: dict, best: float | None) -> str:
+    """One interleaved pair of the per-repeat table: both sides' figures and controls."""
+    head = f"  {task:<14}{pair['repeat']:>4}  {pair['first']:<9}"
+    if kind == "train":
+        ours = f"{pair['ours_seconds']:8.2f} s"
+        theirs = f"{pair['peer_seconds']:8.2f} s"
+        ratio = f"{pair['ratio']:7.2f}"
+    else:
+        ours = (f"{pair['ours_batch1_median_ms']:7.3f} ms "
+                f"{pair['ours_batch100_images_per_s']:8.0f}/s")
+        theirs = (f"{pair['peer_batch1_median_ms']:7.3f} ms "
+                  f"{pair['peer_batch100_images_per_s']:8.0f}/s")
+        ratio = f"{pair['ratio_batch1_median']:7.2f} {pair['ratio_batch100_time']:5.2f}"
+    return (f"{head}minidnn {ours} {_format_control(pair['ours_control_gflops'], best)}"
+            f"  {peer:<7} {theirs} {_format_control(pair['peer_control_gflops'], best)}"
+            f" {ratio}{'  slow mode' if pair['slow_mode'] else ''}")
 
 
 # =====================================================================================
@@ -461,15 +673,16 @@ def main(argv=None) -> int:
                         choices=["mlp", "lenet", "cifar10_quick", "rbm", "inference"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per framework and workload, interleaved (default 3; "
-                             "cifar10_quick uses min(repeats, 2))")
+                        help="interleaved pairs of timed runs per workload (default 3); the "
+                             "short workloads get at least MIN_REPEATS (mlp 8, rbm 4, "
+                             "inference 8 per net), cifar10_quick at most 2")
+    parser.add_argument("--exact-repeats", action="store_true",
+                        help="--repeats pairs for every workload (no MIN_REPEATS; "
+                             "cifar10_quick still at most 2)")
     parser.add_argument("--latency-calls", type=int, default=2000)
     parser.add_argument("--inference-passes", type=int, default=5,
                         help="timed passes over the test images at batch 100 per worker "
                              "(the median pass is reported; default 5)")
-    parser.add_argument("--inference-repeats", type=int, default=4,
-                        help="fresh processes per side for each inference workload, at least "
-                             "(default 4; the larger of this and --repeats is used)")
     parser.add_argument("--minidnn-forward", action="store_true",
                         help="inference: time minidnn's forward(training=False) instead of "
                              "Sequential.infer")
@@ -494,7 +707,7 @@ def main(argv=None) -> int:
     for key, value in env.items():
         print(f"  {key}={value}")
     started = time.time()
-    rows, raw = [], {}
+    raw = {}
     with tempfile.TemporaryDirectory(prefix="minidnn-speed-") as workdir:
         info = launch("minidnn", "prepare", args, workdir, env)
         peaks = {fw: launch(fw, "gemm", args, workdir, env) for fw in ("numpy", "torch")}
@@ -512,10 +725,9 @@ def main(argv=None) -> int:
             for name in ("mlp", "lenet"):
                 tasks.append((f"infer_{name}", "torch", info[f"{name}_flops_infer_per_example"],
                               "infer"))
+        repeats_used = {}
         for task, peer, flops, kind in tasks:
-            repeats = min(args.repeats, 2) if task == "cifar10_quick" else args.repeats
-            if kind == "infer":     # short workers: more fresh processes per side
-                repeats = max(args.repeats, args.inference_repeats)
+            repeats = repeats_used[task] = repeats_for(task, args.repeats, args.exact_repeats)
             runs = {"minidnn": [], peer: []}
             for r in range(repeats):
                 for framework in (("minidnn", peer) if r % 2 == 0 else (peer, "minidnn")):
@@ -529,61 +741,140 @@ def main(argv=None) -> int:
                     grown = ("" if "training_rss_growth_mib" not in result else
                              f" (training adds {result['training_rss_growth_mib']:.0f} MiB)")
                     print(f"  {task:<14} {framework:<8} repeat {r + 1}: {shown}, peak RSS "
-                          f"{result['peak_rss_mib']:.0f} MiB{grown}", flush=True)
+                          f"{result['peak_rss_mib']:.0f} MiB{grown}, control "
+                          f"{result['control_gflops']:.0f}/{result['control_after_gflops']:.0f}"
+                          f" GFLOP/s", flush=True)
             raw[task] = runs
-            row = {"task": task, "peer": peer, "kind": kind}
-            for framework, results in runs.items():
-                side = "ours" if framework == "minidnn" else "peer"
-                row[f"{side}_peak_rss_mib"] = statistics.median(r["peak_rss_mib"] for r in results)
-                growth = [r["training_rss_growth_mib"] for r in results
-                          if "training_rss_growth_mib" in r]
-                if growth:   # what training adds above imports + data (_TrainingMemory)
-                    row[f"{side}_training_rss_growth_mib"] = statistics.median(growth)
-                if kind == "train":
-                    seconds = statistics.median(r["seconds"] for r in results)
-                    gflops = flops * results[0]["n_examples"] / seconds / 1e9
-                    row.update({f"{side}_seconds": seconds, f"{side}_gflops": gflops,
-                                f"{side}_fraction_of_peak": gflops / peak})
-                else:
-                    for key in ("batch1_median_ms", "batch1_p99_ms", "batch100_images_per_s",
-                                "batch100_call_median_ms"):
-                        row[f"{side}_{key}"] = statistics.median(r[key] for r in results)
-                    row[f"{side}_batch100_gflops"] = (
-                        flops * row[f"{side}_batch100_images_per_s"] / 1e9)
-            if kind == "train":
-                row["ratio"] = row["ours_seconds"] / row["peer_seconds"]
-                row["target"] = TRAIN[task]["target"] if task in TRAIN else 0.6
-            else:
-                row["ratio_batch1_median"] = (row["ours_batch1_median_ms"]
-                                              / row["peer_batch1_median_ms"])
-                row["ratio_batch1_p99"] = row["ours_batch1_p99_ms"] / row["peer_batch1_p99_ms"]
-                row["ratio_batch100_time"] = (row["peer_batch100_images_per_s"]
-                                              / row["ours_batch100_images_per_s"])
-            rows.append(row)
 
-    print(f"\nGEMM peak {peak:.1f} GFLOP/s ({args.threads} threads); ratio = minidnn / peer "
-          f"(time), medians of {args.repeats} interleaved runs\n")
-    header = f"{'workload':<15}{'minidnn':>22}{'peer':>30}{'ratio':>8}{'target':>8}{'peak RSS m/p':>16}"
+    # the slow-mode reference is the whole run's best control: a workload that ran
+    # entirely in a slow mode is flagged, not measured against itself
+    best = best_control(raw)
+    rows, tables = [], {}
+    for task, peer, flops, kind in tasks:
+        runs = raw[task]
+        row = {"task": task, "peer": peer, "kind": kind}
+        for framework, results in runs.items():
+            side = "ours" if framework == "minidnn" else "peer"
+            row[f"{side}_peak_rss_mib"] = statistics.median(r["peak_rss_mib"] for r in results)
+            growth = [r["training_rss_growth_mib"] for r in results
+                      if "training_rss_growth_mib" in r]
+            if growth:   # what training adds above imports + data (_TrainingMemory)
+                row[f"{side}_training_rss_growth_mib"] = statistics.median(growth)
+            row[f"{side}_control_gflops"] = statistics.median(
+                worker_control(r) for r in results)
+            if kind == "train":
+                seconds = statistics.median(r["seconds"] for r in results)
+                gflops = flops * results[0]["n_examples"] / seconds / 1e9
+                row.update({f"{side}_seconds": seconds, f"{side}_gflops": gflops,
+                            f"{side}_fraction_of_peak": gflops / peak})
+            else:
+                for key in ("batch1_median_ms", "batch1_p99_ms", "batch100_images_per_s",
+                            "batch100_call_median_ms"):
+                    row[f"{side}_{key}"] = statistics.median(r[key] for r in results)
+                row[f"{side}_batch100_gflops"] = (
+                    flops * row[f"{side}_batch100_images_per_s"] / 1e9)
+                for key in ("batch1_median_ms", "batch100_images_per_s"):
+                    row[f"{side}_{key}_min"] = min(r[key] for r in results)
+                    row[f"{side}_{key}_max"] = max(r[key] for r in results)
+        if kind == "train":
+            row["ratio"] = row["ours_seconds"] / row["peer_seconds"]
+            row["target"] = TRAIN[task]["target"] if task in TRAIN else 0.6
+        else:
+            row["ratio_batch1_median"] = (row["ours_batch1_median_ms"]
+                                          / row["peer_batch1_median_ms"])
+            row["ratio_batch1_p99"] = row["ours_batch1_p99_ms"] / row["peer_batch1_p99_ms"]
+            row["ratio_batch100_time"] = (row["peer_batch100_images_per_s"]
+                                          / row["ours_batch100_images_per_s"])
+        summaries, table = pairs_of(runs, peer, kind, best)
+        for name, summary in summaries.items():
+            row.update(pair_fields(name, summary))
+        first = next(iter(summaries.values()))
+        if kind == "train":
+            for side in ("ours", "peer"):
+                row[f"{side}_seconds_min"] = first[f"{side}_min"]
+                row[f"{side}_seconds_max"] = first[f"{side}_max"]
+                if f"{side}_steady_median" in first:
+                    row[f"{side}_seconds_steady"] = first[f"{side}_steady_median"]
+        row.update({"n_pairs": first["n_pairs"], "n_steady_pairs": first["n_steady_pairs"],
+                    "slow_pairs": first["slow_pairs"], "pairs": table})
+        rows.append(row)
+        tables[task] = table
+
+    print(f"\nper-repeat pairs (interleaved; 'first' ran first). ctl = the worker's control, "
+          f"GFLOP/s of a NumPy float32 {CONTROL_N}^3 GEMM, the lower of before/after its "
+          f"work; * = slow mode, > {100 * SLOW_MODE_TOLERANCE:.0f} % below the run's best "
+          f"control ({best:.1f} GFLOP/s). inference: batch-1 median ms, batch-100 img/s; "
+          f"ratios batch-1 median, batch-100 time")
+    print(f"  {'workload':<14}{'pair':>4}  {'first':<9}{'minidnn':<8}{'':>20}{'ctl':>6}  "
+          f"{'peer':<8}{'':>20}{'ctl':>6} ratio")
+    for task, peer, flops, kind in tasks:
+        for pair in tables[task]:
+            print(format_pair_line(task, peer, kind, pair, best))
+
+    print(f"\nGEMM peak {peak:.1f} GFLOP/s ({args.threads} threads). ratio = minidnn / peer "
+          f"(time): the median of the per-pair ratios over the steady pairs (both controls "
+          f"within {100 * SLOW_MODE_TOLERANCE:.0f} % of the run's best), over all pairs where "
+          f"none is steady (JSON ratio_summary); the ratio of the medians (JSON ratio) is in "
+          f"the pairs table below\n")
+    header = (f"{'workload':<15}{'minidnn':>22}{'peer':>30}{'ratio':>8}{'target':>8}"
+              f"{'peak RSS m/p':>16}{'steady':>12}")
     print(header)
     print("-" * len(header))
     for row in rows:
-        rss = f"{row['ours_peak_rss_mib']:.0f}/{row['peer_peak_rss_mib']:.0f} MiB"
+        # the steady pairs the ratio comes from; "all" where none is steady
+        steady = (f"{row['n_steady_pairs']}/{row['n_pairs']}"
+                  + ("" if row["n_steady_pairs"] else " all"))
+        rss = f"{row['ours_peak_rss_mib']:.0f}/{row['peer_peak_rss_mib']:.0f} MiB{steady:>12}"
         if row["kind"] == "train":
             ours = f"{row['ours_seconds']:.2f} s {row['ours_gflops']:.1f} GF/s"
             peer = f"{row['peer']} {row['peer_seconds']:.2f} s {row['peer_gflops']:.1f} GF/s"
-            print(f"{row['task']:<15}{ours:>22}{peer:>30}{row['ratio']:>8.2f}"
+            print(f"{row['task']:<15}{ours:>22}{peer:>30}{row['ratio_summary']:>8.2f}"
                   f"{'<= ' + str(row['target']):>8}{rss:>16}")
         else:
             ours = (f"{row['ours_batch1_median_ms']:.3f}/{row['ours_batch1_p99_ms']:.3f} ms "
                     f"{row['ours_batch100_images_per_s']:.0f}/s")
             peer = (f"{row['peer_batch1_median_ms']:.3f}/{row['peer_batch1_p99_ms']:.3f} ms "
                     f"{row['peer_batch100_images_per_s']:.0f}/s")
-            print(f"{row['task']:<15}{ours:>22}{peer:>30}{row['ratio_batch1_median']:>8.2f}"
-                  f"{'<= 1.0':>8}{rss:>16}")
-            print(f"{'':<15}{'p99 ratio':>22}{row['ratio_batch1_p99']:>38.2f}{'<= 1.0':>8}\n"
-                  f"{'':<15}{'batch-100 time ratio':>22}{row['ratio_batch100_time']:>38.2f}"
-                  f"{'<= 1.0':>8}")
-    print("(inference: batch-1 median/p99 latency and batch-100 images/s; ratio = median latency)")
+            print(f"{row['task']:<15}{ours:>22}{peer:>30}"
+                  f"{row['ratio_batch1_median_summary']:>8.2f}{'<= 1.0':>8}{rss:>16}")
+            print(f"{'':<15}{'p99 ratio':>22}{row['ratio_batch1_p99_summary']:>38.2f}"
+                  f"{'<= 1.0':>8}\n"
+                  f"{'':<15}{'batch-100 time ratio':>22}"
+                  f"{row['ratio_batch100_time_summary']:>38.2f}{'<= 1.0':>8}")
+    print("(inference: batch-1 median/p99 latency and batch-100 images/s; ratio = median "
+          "latency; minidnn/peer columns: medians of all runs)")
+
+    print(f"\npairs: ratios of the medians and medians of the per-pair ratios, all pairs and "
+          f"steady pairs; each side's min-max over all runs")
+    header = (f"{'workload':<15}{'ratio':<14}{'med/med':>8}{'pairs':>7}{'steady':>8}"
+              f"{'steady n':>10}  {'minidnn min-max':<22}{'peer min-max'}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        names = ["ratio"] if row["kind"] == "train" else [n for n, _ in INFERENCE_METRICS]
+        for name in names:
+            steady = row.get(f"{name}_steady_pairs_median")
+            label = "time" if name == "ratio" else name[len("ratio_"):]
+            if row["kind"] == "train":
+                spread = [f"{row[f'{s}_seconds_min']:.2f}-{row[f'{s}_seconds_max']:.2f} s"
+                          for s in ("ours", "peer")]
+            elif name == "ratio_batch1_median":
+                spread = [f"{row[f'{s}_batch1_median_ms_min']:.3f}-"
+                          f"{row[f'{s}_batch1_median_ms_max']:.3f} ms" for s in ("ours", "peer")]
+            elif name == "ratio_batch100_time":
+                spread = [f"{row[f'{s}_batch100_images_per_s_min']:.0f}-"
+                          f"{row[f'{s}_batch100_images_per_s_max']:.0f}/s"
+                          for s in ("ours", "peer")]
+            else:
+                spread = ["", ""]
+            print(f"{row['task']:<15}{label:<14}{row[name]:>8.2f}"
+                  f"{row[f'{name}_pairs_median']:>7.2f}"
+                  f"{'-' if steady is None else f'{steady:.2f}':>8}"
+                  f"{str(row['n_steady_pairs']) + '/' + str(row['n_pairs']):>10}  "
+                  f"{spread[0]:<22}{spread[1]}".rstrip())
+    slow = [f"{row['task']} {row['slow_pairs']}" for row in rows if row["slow_pairs"]]
+    print("slow-mode pairs (kept in the all-pairs figures): "
+          + ("; ".join(slow) if slow else "none"))
     grown = [r for r in rows
              if "ours_training_rss_growth_mib" in r and "peer_training_rss_growth_mib" in r]
     if grown:
@@ -594,7 +885,13 @@ def main(argv=None) -> int:
     payload = {"benchmark": "speed_vs_torch", "command": "python bench/speed_vs_torch.py "
                + " ".join(argv if argv is not None else sys.argv[1:]),
                "environment": env, "threads": args.threads, "repeats": args.repeats,
+               "repeats_per_workload": repeats_used, "exact_repeats": args.exact_repeats,
                "tiny": args.tiny, "gemm_peak": peaks, "gemm_peak_gflops": peak,
+               "control": {"framework": "numpy", "n": CONTROL_N, "best_of": CONTROL_REPEATS,
+                           "best_gflops": best, "slow_mode_tolerance": SLOW_MODE_TOLERANCE,
+                           "worker_control": "min(control_gflops, control_after_gflops)",
+                           "ratio_summary": "median of the per-pair ratios over the steady "
+                                            "pairs; over all pairs where none is steady"},
                "data": {k: v for k, v in info.items() if not k.endswith("per_example")},
                "flops_per_example": {k: v for k, v in info.items() if k.endswith("per_example")},
                "wall_seconds": time.time() - started, "results": rows, "runs": raw,
