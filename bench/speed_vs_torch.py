@@ -2,7 +2,7 @@
 
     python bench/speed_vs_torch.py                     # everything, ~6-8 min on 2 quiet cores
     python bench/speed_vs_torch.py --only mlp lenet --repeats 5
-    python bench/speed_vs_torch.py --tiny              # smoke test: small data, ~2 min
+    python bench/speed_vs_torch.py --tiny              # smoke test: small data, minutes
     python bench/speed_vs_torch.py --tiny --repeats 1 --exact-repeats   # quicker smoke test
 
 Fairness, in the order the issue asks for it:
@@ -23,10 +23,11 @@ Fairness, in the order the issue asks for it:
 * The machine's speed swings: minutes-long slow modes in which a 2-thread GEMM
   drops ~22 % and minidnn's MLP epoch doubles, so that a 2-pair run can catch
   one side in one. So every timed worker also measures the machine's state: a
-  control GEMM (float32 1024^3, NumPy/OpenBLAS in every worker, torch's and
-  sklearn's too: one instrument for both sides; best of 3) before its warm-up
-  (``control_gflops``) and after its timed work (``control_after_gflops``); the
-  lower of the two is the worker's control. A pair is in a slow mode when either
+  control GEMM (float32 1024^3, NumPy/OpenBLAS for every worker, torch's and
+  sklearn's too: one instrument for both sides; best of 3; in a child process the
+  worker waits for, which leaves the worker's memory and threads untouched) before
+  its warm-up (``control_gflops``) and after its timed work
+  (``control_after_gflops``); the lower of the two is the worker's control. A pair is in a slow mode when either
   worker's control is more than 15 % (SLOW_MODE_TOLERANCE) below the run's best
   control reading (over every workload, so that a workload run wholly in a slow
   mode is flagged too); the others are steady. The log has a per-repeat table
@@ -88,8 +89,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WARMUP_BATCHES = 20
 SEED = 0
-#: the control GEMM every timed worker runs (``_control_gflops``)
-CONTROL_N, CONTROL_REPEATS, CONTROL_PAUSE_S = 1024, 3, 0.2
+#: the control GEMM measured for every timed worker (``_control_gflops``)
+CONTROL_N, CONTROL_REPEATS = 1024, 3
 #: a worker is in a "slow mode" when its lower control rate is more than this fraction
 #: below the run's best control reading
 SLOW_MODE_TOLERANCE = 0.15
@@ -261,14 +262,9 @@ def _gemm(framework: str, threads: int) -> dict:
     return {"n": n, "seconds": best, "gflops": 2 * n ** 3 / best / 1e9}
 
 
-def _control_gflops() -> float:
-    """The machine's state, measured in every timed worker (``control_gflops`` before its
-    work, ``control_after_gflops`` after): GFLOP/s of a float32 CONTROL_N^3 NumPy/OpenBLAS
-    GEMM, best of CONTROL_REPEATS after one untimed call (~60 ms). NumPy in every worker,
-    torch's and sklearn's too, so that both sides are read with one instrument: a rate
-    below the run's best means the machine, not the instrument, was slower. (torch's own
-    matmul is another instrument: sitting 24's quiet run read 2048^3 at 172.9 GFLOP/s in
-    torch, 210.6 in NumPy, which on one scale would flag every torch worker.)"""
+def _control_gemm() -> float:
+    """GFLOP/s of a float32 CONTROL_N^3 NumPy/OpenBLAS GEMM, best of CONTROL_REPEATS after
+    one untimed call (~60 ms): the control, run by ``--control`` (see _control_gflops)."""
     import numpy as np
     n = CONTROL_N
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
@@ -280,6 +276,29 @@ def _control_gflops() -> float:
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
+
+
+def _control_gflops() -> float:
+    """The machine's state, measured for every timed worker (``control_gflops`` before its
+    warm-up, ``control_after_gflops`` after its timed work): _control_gemm, in a child
+    process the worker starts and waits for (~0.3 s, at the worker's thread caps).
+
+    NumPy for every worker, torch's and sklearn's too, so that both sides are read with
+    one instrument: a rate below the run's best means the machine, not the instrument,
+    was slower. (torch's own matmul is another instrument: sitting 24's quiet run read
+    2048^3 at 172.9 GFLOP/s in torch, 210.6 in NumPy; on one scale every torch worker
+    would be flagged.) A child, not the worker itself: a GEMM in the worker leaves
+    OpenBLAS's buffers resident (measured: 5-7 MiB moved from "training adds" to the
+    RSS before training, in both frameworks), an idle OpenBLAS thread spinning ~0.1 s
+    (0.10 s of CPU in a 0.5 s sleep after a GEMM; in a torch worker, a core taken from
+    the warm-up or the first minibatches), and glibc's mmap threshold raised by the
+    freed 4 MiB arrays (which moves later allocations from mmap to the heap)."""
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--control"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the control GEMM failed (exit {done.returncode}):\n"
+                           f"{done.stderr[-2000:]}")
+    return float(done.stdout.split()[-1])
 
 
 def _load(args, dataset):
@@ -468,10 +487,6 @@ def run_worker(args) -> dict:
     timed = task not in ("prepare", "gemm")
     if timed:
         control = _control_gflops()
-        # OpenBLAS's idle thread spins ~0.1 s after a GEMM (measured here: 0.10 s of CPU
-        # in a 0.5 s sleep); in a torch worker it would take a core from torch's first
-        # minibatches. Every worker waits the same, before its warm-up.
-        time.sleep(CONTROL_PAUSE_S)
     if task == "prepare":
         result = _prepare(args)
     elif task == "gemm":
@@ -489,7 +504,7 @@ def run_worker(args) -> dict:
     peaks = [p for p in (_peak_rss_mib(), result.get("peak_rss_before_training_mib"))
              if p is not None]
     result["peak_rss_mib"] = max(peaks) if peaks else None
-    if timed:   # after the peak is read: the control's 12 MiB are not the worker's
+    if timed:
         result["control_gflops"] = control
         result["control_after_gflops"] = _control_gflops()
     if framework == "minidnn":
@@ -628,22 +643,33 @@ def _format_control(control: float | None, best: float | None) -> str:
     return f"{control:5.0f}{'*' if is_slow(control, best) else ' '}"
 
 
-def format_pair_line(task: str, peer: str, kind: str, pair: dict, best: float | None) -> str:
-    """One interleaved pair of the per-repeat table: both sides' figures and controls."""
-    head = f"  {task:<14}{pair['repeat']:>4}  {pair['first']:<9}"
+def _pair_figures(pair: dict, side: str, kind: str) -> str:
     if kind == "train":
-        ours = f"{pair['ours_seconds']:8.2f} s"
-        theirs = f"{pair['peer_seconds']:8.2f} s"
-        ratio = f"{pair['ratio']:7.2f}"
-    else:
-        ours = (f"{pair['ours_batch1_median_ms']:7.3f} ms "
-                f"{pair['ours_batch100_images_per_s']:8.0f}/s")
-        theirs = (f"{pair['peer_batch1_median_ms']:7.3f} ms "
-                  f"{pair['peer_batch100_images_per_s']:8.0f}/s")
-        ratio = f"{pair['ratio_batch1_median']:7.2f} {pair['ratio_batch100_time']:5.2f}"
-    return (f"{head}minidnn {ours} {_format_control(pair['ours_control_gflops'], best)}"
-            f"  {peer:<7} {theirs} {_format_control(pair['peer_control_gflops'], best)}"
-            f" {ratio}{'  slow mode' if pair['slow_mode'] else ''}")
+        return f"{pair[f'{side}_seconds']:8.2f} s"
+    return (f"{pair[f'{side}_batch1_median_ms']:7.3f} ms "
+            f"{pair[f'{side}_batch100_images_per_s']:8.0f}/s")
+
+
+def format_pair_header(peer: str, kind: str) -> str:
+    """The per-repeat table's column names for one workload (train: seconds; inference:
+    batch-1 median ms, batch-100 img/s, and the batch-1 and batch-100 time ratios)."""
+    width = 10 if kind == "train" else 21
+    ratio = "  ratio" if kind == "train" else "  ratio b1 b100"
+    return (f"  {'workload':<14}{'pair':>4}  {'first':<9}{'minidnn':<{width + 1}}{'ctl':>6}  "
+            f"{peer:<{width + 1}}{'ctl':>6}{ratio}")
+
+
+def format_pair_line(task: str, peer: str, kind: str, pair: dict, best: float | None) -> str:
+    """One interleaved pair of the per-repeat table: both sides' figures and controls,
+    a slow-mode control starred and the pair marked."""
+    ratio = (f"{pair['ratio']:7.2f}" if kind == "train" else
+             f"{pair['ratio_batch1_median']:7.2f} {pair['ratio_batch100_time']:5.2f}")
+    return (f"  {task:<14}{pair['repeat']:>4}  {pair['first']:<9}"
+            f"{_pair_figures(pair, 'ours', kind)} "
+            f"{_format_control(pair['ours_control_gflops'], best)}  "
+            f"{_pair_figures(pair, 'peer', kind)} "
+            f"{_format_control(pair['peer_control_gflops'], best)}"
+            f"{ratio}{'  slow mode' if pair['slow_mode'] else ''}")
 
 
 # =====================================================================================
@@ -694,8 +720,12 @@ def main(argv=None) -> int:
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--control", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.models = args.only
+    if args.control:
+        print(f"{_control_gemm():.3f}")
+        return 0
     if args.worker:
         sys.path.insert(0, str(ROOT))
         result = run_worker(args)
@@ -805,9 +835,8 @@ def main(argv=None) -> int:
           f"work; * = slow mode, > {100 * SLOW_MODE_TOLERANCE:.0f} % below the run's best "
           f"control ({best:.1f} GFLOP/s). inference: batch-1 median ms, batch-100 img/s; "
           f"ratios batch-1 median, batch-100 time")
-    print(f"  {'workload':<14}{'pair':>4}  {'first':<9}{'minidnn':<8}{'':>20}{'ctl':>6}  "
-          f"{'peer':<8}{'':>20}{'ctl':>6} ratio")
     for task, peer, flops, kind in tasks:
+        print(format_pair_header(peer, kind))
         for pair in tables[task]:
             print(format_pair_line(task, peer, kind, pair, best))
 
@@ -824,19 +853,20 @@ def main(argv=None) -> int:
         # the steady pairs the ratio comes from; "all" where none is steady
         steady = (f"{row['n_steady_pairs']}/{row['n_pairs']}"
                   + ("" if row["n_steady_pairs"] else " all"))
-        rss = f"{row['ours_peak_rss_mib']:.0f}/{row['peer_peak_rss_mib']:.0f} MiB{steady:>12}"
+        rss = f"{row['ours_peak_rss_mib']:.0f}/{row['peer_peak_rss_mib']:.0f} MiB"
+        rss = f"{rss:>16}{steady:>12}"
         if row["kind"] == "train":
             ours = f"{row['ours_seconds']:.2f} s {row['ours_gflops']:.1f} GF/s"
             peer = f"{row['peer']} {row['peer_seconds']:.2f} s {row['peer_gflops']:.1f} GF/s"
             print(f"{row['task']:<15}{ours:>22}{peer:>30}{row['ratio_summary']:>8.2f}"
-                  f"{'<= ' + str(row['target']):>8}{rss:>16}")
+                  f"{'<= ' + str(row['target']):>8}{rss}")
         else:
             ours = (f"{row['ours_batch1_median_ms']:.3f}/{row['ours_batch1_p99_ms']:.3f} ms "
                     f"{row['ours_batch100_images_per_s']:.0f}/s")
             peer = (f"{row['peer_batch1_median_ms']:.3f}/{row['peer_batch1_p99_ms']:.3f} ms "
                     f"{row['peer_batch100_images_per_s']:.0f}/s")
             print(f"{row['task']:<15}{ours:>22}{peer:>30}"
-                  f"{row['ratio_batch1_median_summary']:>8.2f}{'<= 1.0':>8}{rss:>16}")
+                  f"{row['ratio_batch1_median_summary']:>8.2f}{'<= 1.0':>8}{rss}")
             print(f"{'':<15}{'p99 ratio':>22}{row['ratio_batch1_p99_summary']:>38.2f}"
                   f"{'<= 1.0':>8}\n"
                   f"{'':<15}{'batch-100 time ratio':>22}"

@@ -142,3 +142,9 @@ def test_short_workloads_get_their_minimum_repeats():
     assert svt.repeats_for("cifar10_quick", 5) == 2
     assert svt.repeats_for("mlp", 2, exact=True) == 2
     assert svt.repeats_for("cifar10_quick", 5, exact=True) == 2
+
+
+def test_control_prints_one_positive_rate(capsys):
+    # what _control_gflops reads from its child: the last word of stdout, a GFLOP/s rate
+    assert svt.main(["--control"]) == 0
+    assert float(capsys.readouterr().out.split()[-1]) > 0
