@@ -1,6 +1,6 @@
 """minidnn against PyTorch (CPU) and scikit-learn, each in its own clean process.
 
-    python bench/speed_vs_torch.py                     # everything, ~6-8 min on 2 quiet cores
+    python bench/speed_vs_torch.py                     # everything, ~8-10 min on 2 quiet cores
     python bench/speed_vs_torch.py --only mlp lenet --repeats 5
     python bench/speed_vs_torch.py --tiny              # smoke test: small data, minutes
     python bench/speed_vs_torch.py --tiny --repeats 1 --exact-repeats   # quicker smoke test
@@ -281,7 +281,7 @@ def _control_gemm() -> float:
 def _control_gflops() -> float:
     """The machine's state, measured for every timed worker (``control_gflops`` before its
     warm-up, ``control_after_gflops`` after its timed work): _control_gemm, in a child
-    process the worker starts and waits for (~0.3 s, at the worker's thread caps).
+    process the worker starts and waits for (~0.3 s quiet, at the worker's thread caps).
 
     NumPy for every worker, torch's and sklearn's too, so that both sides are read with
     one instrument: a rate below the run's best means the machine, not the instrument,
