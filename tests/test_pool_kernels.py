@@ -32,7 +32,12 @@ CIFAR_LIKE = [((2, 3, 32, 32), 3, 2, 0, True), ((2, 3, 16, 16), 3, 2, 0, True),
               ((2, 2, 8, 9), 2, 2, 0, False), ((1, 2, 7, 7), 2, 2, 0, True),
               # 2×2/2 with whole windows: the one-pass kernel (LeNet's pools; an odd
               # last row or column left out); the ceil-mode edge above takes the passes
-              ((2, 3, 24, 24), 2, 2, 0, False), ((2, 2, 9, 8), 2, 2, 0, False)]
+              ((2, 3, 24, 24), 2, 2, 0, False), ((2, 2, 9, 8), 2, 2, 0, False),
+              # 3×3/2 on even widths: the flat passes (sitting 24), in floor and ceil
+              # mode, odd heights, the smallest planes
+              ((2, 3, 10, 12), 3, 2, 0, False), ((2, 2, 9, 8), 3, 2, 0, True),
+              ((2, 2, 9, 8), 3, 2, 0, False), ((2, 2, 8, 10), 3, 2, 0, True),
+              ((1, 2, 3, 4), 3, 2, 0, True), ((1, 2, 4, 4), 3, 2, 0, False)]
 
 
 def _run_maxpool(x, geometry):
