@@ -1,7 +1,9 @@
 """In-process A/B of Cifar10_quick's pooling kernels: this tree's ``kernels.pooling``
 against the same file from a base commit, on the three pools' shapes (batch 100):
 pool1 MaxPool2D(3, 2, ceil) on (100, 32, 32, 32), pool2 and pool3 AvgPool2D(3, 2, ceil)
-on (100, 32, 16, 16) and (100, 64, 8, 8); forward and backward kernels.
+on (100, 32, 16, 16) and (100, 64, 8, 8); forward and backward kernels (the average's
+backward: the base tree's layer scatter, ``layers.pooling._avgpool_backward_kernel`` into
+a zeroed dx, against the gather where this tree has one).
 
     python bench/pool3x3_ab.py [--base 9164eca] [--threads 1 2] [--repeats 40]
                                [--out bench/results/pool3x3_ab_s24p.json]
@@ -71,6 +73,22 @@ def _cases(module, rng):
         ca = np.empty_like(xa)
         cases.append((f"{name} avg forward", lambda xa=xa, d=divisor, o=outa, g=geometry:
                       module._avgpool_sep_forward_kernel(xa, *g[:6], d, o), (outa,),
+                      lambda xa=xa, ca=ca: np.copyto(ca, xa)))
+        # the backward: the gather where the module has it (sitting 24), else the layer's
+        # per-window scatter into a zeroed dx (np.zeros in the layer: a fill here)
+        ga = rng.standard_normal(outa.shape).astype(np.float32)
+        dxa = np.empty_like(xa)
+        if hasattr(module, "_avgpool3x3s2_backward_kernel"):
+            d64 = module.avg_divisors(shape, geometry, np.float64)
+            call = (lambda ga=ga, d=d64, dxa=dxa:
+                    module._avgpool3x3s2_backward_kernel(ga, d, dxa))
+        else:
+            from minidnn.layers.pooling import _avgpool_backward_kernel
+
+            def call(ga=ga, dxa=dxa, g=geometry):
+                dxa.fill(0)
+                _avgpool_backward_kernel(ga, *g[:6], dxa)
+        cases.append((f"{name} avg backward", call, (dxa,),
                       lambda xa=xa, ca=ca: np.copyto(ca, xa)))
     return cases
 

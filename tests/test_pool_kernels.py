@@ -250,3 +250,31 @@ def test_maxpool_3x3_stride2_flat_passes_on_infinities_and_signed_zeros(shape, c
     x[x == 0] = -0.0
     x[:, -1, ::3, ::2] = 0.0
     _check_maxpool(x, MaxPool2D(3, 2, 0, ceil), rng)
+
+
+@pytest.mark.parametrize("shape, ceil", [((2, 3, 32, 32), True), ((2, 3, 16, 16), True),
+                                         ((2, 3, 8, 8), True), ((2, 2, 9, 8), True),
+                                         ((2, 2, 9, 8), False), ((2, 2, 10, 12), False),
+                                         ((1, 2, 3, 4), True), ((1, 2, 4, 4), False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avgpool_3x3_stride2_backward_gather_equals_the_scatter_bit_for_bit(shape, ceil, dtype):
+    """The gather (sitting 24) adds each window's float64 share in (a, b) order from 0,
+    as the per-window scatter it replaced for this geometry: the same bits (signed zeros
+    and all), and the NumPy twin's values to rounding."""
+    from minidnn.layers.pooling import _avgpool_backward_kernel, avgpool_backward_numpy
+    rng = np.random.default_rng(9)
+    layer = AvgPool2D(3, 2, 0, ceil)
+    x = rng.standard_normal(shape).astype(dtype)
+    out = layer.forward(x, training=True)
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    grad[grad > 1.0] = -0.0
+    grad[:, 0] = -0.0                                  # a plane of -0.0 gradients
+    dx = layer.backward(grad)
+    scatter = np.zeros(shape, dtype)
+    # (the compiled scatter: in Numba grad / an int64 size is float64; its Python source
+    # run by NumPy would divide in float32)
+    _avgpool_backward_kernel(grad, 3, 3, 2, 2, 0, 0, scatter)
+    np.testing.assert_array_equal(dx.view(np.uint8), scatter.view(np.uint8))
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, avgpool_backward_numpy(grad, layer._geometry(shape), shape),
+                               **tol)

@@ -35,7 +35,13 @@ twin's ``np.add.at``: the same bits.
 **Average pooling, separable, forward**: row sums, then sums down the rows, / the
 window size clipped to the padded input. ``AvgPool2D``'s backward is the per-window
 scatter of ``layers.pooling`` (the separable backward was slower under load: 4.2 vs
-3.3 ms on Cifar10_quick's pool2).
+3.3 ms on Cifar10_quick's pool2), except for 3×3/2 without padding on even widths
+(Cifar10_quick's), where a gather adds the same shares in the same order.
+
+**3×3/2 without padding on even widths** (sitting 24) runs as flat loops over each
+plane (``_maxpool3x3s2_plane``, ``_avgpool3x3s2_plane``): Numba vectorises a loop only
+when its indices are provably non-negative (else each load is a gather) and pays run-time
+alias checks each time a loop starts, which on 16-wide rows cost more than the work.
 
 (Until sitting 23 these kernels also took a ``relu`` flag, for the ReLU fused into
 the pool beside it, ``layers.fusion.FUSE_PAIRS``; that pair fusion tied its quiet
@@ -406,6 +412,40 @@ def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, divisor, out):
                         for h in range(h0 + 1, h1):
                             total += rs[h, b]
                         out[n, c, a, b] = total / divisor[a, b]
+
+
+@numba.njit(cache=True, parallel=True)
+def _avgpool3x3s2_backward_kernel(grad, divisor, dx):
+    # The 3×3/2 average's backward without padding on even widths as a gather: each dx
+    # pixel sums the shares of the (up to four) windows over it, in (a, b) order from
+    # 0, each added in float64 and rounded to dx's dtype: the per-window scatter of
+    # ``layers.pooling._avgpool_backward_kernel`` (its share is grad / an int64 window
+    # size: float64) bit for bit, without its zeroed dx and its 9 read-modify-writes a
+    # window (sitting 24: 1.70 → 0.80 ms on Cifar10_quick's pool2, one thread, under
+    # load). divisor: the window sizes, float64 (OH, OW). Pixel pair (h, 2b), (h, 2b + 1)
+    # of row pair a: windows (a - 1, b - 1), (a - 1, b), (a, b - 1), (a, b).
+    N, C, OH, OW = grad.shape
+    H, W = dx.shape[2], dx.shape[3]
+    t = dx.dtype.type
+    for n in numba.prange(N):
+        # the shares in a frame of zeros (row -1, columns -1 and OW), which adds nothing:
+        # a sum from +0.0 is never -0.0
+        share = np.zeros((OH + 1, OW + 2))
+        for c in range(C):
+            for a in range(OH):
+                for b in range(OW):
+                    share[a + 1, b + 1] = grad[n, c, a, b] / divisor[a, b]
+            for a in range((H + 1) // 2):
+                cur = a + 1 if a < OH else 0                  # window row a, or zeros
+                for b in range(W // 2):
+                    here = b + 1 if b < OW else OW + 1
+                    s_ul, s_u = share[a, b], share[a, here]
+                    s_l, s_c = share[cur, b], share[cur, here]
+                    dx[n, c, 2 * a, 2 * b] = t(t(t(t(t(0) + s_ul) + s_u) + s_l) + s_c)
+                    dx[n, c, 2 * a, 2 * b + 1] = t(t(t(0) + s_u) + s_c)
+                    if 2 * a + 1 < H:
+                        dx[n, c, 2 * a + 1, 2 * b] = t(t(t(0) + s_l) + s_c)
+                        dx[n, c, 2 * a + 1, 2 * b + 1] = t(t(0) + s_c)
 
 
 def offset_tables(kw):
