@@ -261,7 +261,7 @@ def test_avgpool_3x3_stride2_backward_gather_equals_the_scatter_bit_for_bit(shap
     """The gather (sitting 24) adds each window's float64 share in (a, b) order from 0,
     as the per-window scatter it replaced for this geometry: the same bits (signed zeros
     and all), and the NumPy twin's values to rounding."""
-    from minidnn.layers.pooling import _avgpool_backward_kernel, avgpool_backward_numpy
+    from minidnn.layers.pooling import _avgpool_backward_kernel
     rng = np.random.default_rng(9)
     layer = AvgPool2D(3, 2, 0, ceil)
     x = rng.standard_normal(shape).astype(dtype)
@@ -276,5 +276,5 @@ def test_avgpool_3x3_stride2_backward_gather_equals_the_scatter_bit_for_bit(shap
     _avgpool_backward_kernel(grad, 3, 3, 2, 2, 0, 0, scatter)
     np.testing.assert_array_equal(dx.view(np.uint8), scatter.view(np.uint8))
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(dx, avgpool_backward_numpy(grad, layer._geometry(shape), shape),
-                               **tol)
+    np.testing.assert_allclose(dx, kp.avgpool_backward_numpy(grad, layer._geometry(shape),
+                                                             shape), **tol)

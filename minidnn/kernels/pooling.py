@@ -87,6 +87,13 @@ def avgpool_forward_numpy(x, geometry):
     return plain(x, geometry)
 
 
+def avgpool_backward_numpy(grad, geometry, x_shape):
+    """The average pool's backward of ``layers.pooling`` (the twin of the 3×3/2 gather, to
+    rounding: the kernels add float64 shares, the twin float32 ones)."""
+    from ..layers.pooling import avgpool_backward_numpy as plain
+    return plain(grad, geometry, x_shape)
+
+
 # -- Numba kernels ------------------------------------------------------------------------
 # What made these fast (one thread, under load; Cifar10_quick's layers):
 # * no array views inside the loops, only 4-D indexing: Numba builds a view's
@@ -217,7 +224,7 @@ def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, out, offsets, nan_seen):
         return
     b_lo = min(-(-pw // sw), OW)                          # first b with b·sw - pw >= 0
     b_hi = max(min((W + pw - kw) // sw + 1, OW), b_lo)    # past the last full window
-    fast3 = kw == 3 and sw == 2 and pw == 0               # odd widths
+    fast3 = kw == 3 and sw == 2 and pw == 0               # (odd widths, row padding)
     fast2 = kw == 2 and sw == 2 and pw == 0               # LeNet, VGG
     t = x.dtype.type
     for n in numba.prange(N):
