@@ -32,7 +32,12 @@ CIFAR_LIKE = [((2, 3, 32, 32), 3, 2, 0, True), ((2, 3, 16, 16), 3, 2, 0, True),
               ((2, 2, 8, 9), 2, 2, 0, False), ((1, 2, 7, 7), 2, 2, 0, True),
               # 2×2/2 with whole windows: the one-pass kernel (LeNet's pools; an odd
               # last row or column left out); the ceil-mode edge above takes the passes
-              ((2, 3, 24, 24), 2, 2, 0, False), ((2, 2, 9, 8), 2, 2, 0, False)]
+              ((2, 3, 24, 24), 2, 2, 0, False), ((2, 2, 9, 8), 2, 2, 0, False),
+              # 3×3/2 on even widths: the flat passes (sitting 24), in floor and ceil
+              # mode, odd heights, the smallest planes
+              ((2, 3, 10, 12), 3, 2, 0, False), ((2, 2, 9, 8), 3, 2, 0, True),
+              ((2, 2, 9, 8), 3, 2, 0, False), ((2, 2, 8, 10), 3, 2, 0, True),
+              ((1, 2, 3, 4), 3, 2, 0, True), ((1, 2, 4, 4), 3, 2, 0, False)]
 
 
 def _run_maxpool(x, geometry):
@@ -187,3 +192,89 @@ def test_the_per_window_fallback_takes_big_windows_and_other_dtypes():
         np.testing.assert_allclose(layer.backward(grad),
                                    maxpool_backward_numpy(grad, twin_argmax, x.shape),
                                    rtol=1e-12, atol=1e-12)
+
+
+def _avgpool_row_by_row_order(x, geometry):
+    """The 3×3/2 separable average (no padding) in the row-by-row passes' order, in
+    NumPy: (x0 + x1) + x2 along a row, a clipped last window (0 + x0) + x1, then down
+    the rows (r0 + r1) + r2, or r0 + r1 for a window of two rows; / the divisor."""
+    kh, kw, sh, sw, ph, pw, OH, OW = geometry
+    H, W = x.shape[2:]
+    zero = x.dtype.type(0)
+    rs = np.empty(x.shape[:3] + (OW,), x.dtype)
+    for b in range(OW):
+        if 2 * b + 2 < W:
+            rs[..., b] = (x[..., 2 * b] + x[..., 2 * b + 1]) + x[..., 2 * b + 2]
+        else:
+            rs[..., b] = (zero + x[..., 2 * b]) + x[..., 2 * b + 1]
+    total = np.empty(x.shape[:2] + (OH, OW), x.dtype)
+    for a in range(OH):
+        total[:, :, a] = rs[:, :, 2 * a] + rs[:, :, 2 * a + 1]
+        if 2 * a + 2 < H:
+            total[:, :, a] = total[:, :, a] + rs[:, :, 2 * a + 2]
+    return total / kp.avg_divisors(x.shape, geometry, x.dtype)
+
+
+@pytest.mark.parametrize("shape, ceil", [((2, 3, 32, 32), True), ((2, 3, 16, 16), True),
+                                         ((2, 3, 8, 8), True), ((2, 2, 9, 8), True),
+                                         ((2, 2, 9, 8), False), ((2, 2, 10, 12), False),
+                                         ((1, 2, 3, 4), True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avgpool_3x3_stride2_flat_passes_keep_the_row_by_row_sums_bit_for_bit(shape, ceil,
+                                                                              dtype):
+    """The flat 3×3/2 passes (sitting 24) add in the order of the row-by-row passes they
+    replaced: the same bits, signed zeros included (a ReLU's -0.0 and +0.0)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[x < -0.5] = -0.0
+    x[(x > 0) & (x < 0.3)] = 0.0
+    x.reshape(-1)[:4] = -0.0                          # a window of -0.0 only
+    x[:, 0, -2:, :] = -0.0                            # the bottom edge's two-row windows
+    layer = AvgPool2D(3, 2, 0, ceil)
+    geometry = layer._geometry(x.shape)
+    out = layer.forward(x)
+    twin = _avgpool_row_by_row_order(x, geometry)
+    np.testing.assert_array_equal(out.view(np.uint8), twin.view(np.uint8))
+
+
+@pytest.mark.parametrize("shape, ceil", [((2, 3, 32, 32), True), ((2, 2, 9, 8), True),
+                                         ((2, 2, 10, 12), False)])
+def test_maxpool_3x3_stride2_flat_passes_on_infinities_and_signed_zeros(shape, ceil):
+    """-inf (the value the flat passes put beyond the edges), whole windows of it, and
+    -0.0 tied with 0.0 (the first in row-major order wins): the twin's values and offsets."""
+    rng = np.random.default_rng(8)
+    x = np.round(rng.standard_normal(shape), 0).astype(np.float32)
+    x[x < -1] = -np.inf
+    x[:, 0, :3, :] = -np.inf                          # windows of -inf only
+    x[:, 0, -2:, :] = -np.inf                         # the bottom edge's two-row windows
+    x[x == 0] = -0.0
+    x[:, -1, ::3, ::2] = 0.0
+    _check_maxpool(x, MaxPool2D(3, 2, 0, ceil), rng)
+
+
+@pytest.mark.parametrize("shape, ceil", [((2, 3, 32, 32), True), ((2, 3, 16, 16), True),
+                                         ((2, 3, 8, 8), True), ((2, 2, 9, 8), True),
+                                         ((2, 2, 9, 8), False), ((2, 2, 10, 12), False),
+                                         ((1, 2, 3, 4), True), ((1, 2, 4, 4), False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avgpool_3x3_stride2_backward_gather_equals_the_scatter_bit_for_bit(shape, ceil, dtype):
+    """The gather (sitting 24) adds each window's float64 share in (a, b) order from 0,
+    as the per-window scatter it replaced for this geometry: the same bits (signed zeros
+    and all), and the NumPy twin's values to rounding."""
+    from minidnn.layers.pooling import _avgpool_backward_kernel
+    rng = np.random.default_rng(9)
+    layer = AvgPool2D(3, 2, 0, ceil)
+    x = rng.standard_normal(shape).astype(dtype)
+    out = layer.forward(x, training=True)
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    grad[grad > 1.0] = -0.0
+    grad[:, 0] = -0.0                                  # a plane of -0.0 gradients
+    dx = layer.backward(grad)
+    scatter = np.zeros(shape, dtype)
+    # (the compiled scatter: in Numba grad / an int64 size is float64; its Python source
+    # run by NumPy would divide in float32)
+    _avgpool_backward_kernel(grad, 3, 3, 2, 2, 0, 0, scatter)
+    np.testing.assert_array_equal(dx.view(np.uint8), scatter.view(np.uint8))
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, kp.avgpool_backward_numpy(grad, layer._geometry(shape),
+                                                             shape), **tol)

@@ -35,7 +35,13 @@ twin's ``np.add.at``: the same bits.
 **Average pooling, separable, forward**: row sums, then sums down the rows, / the
 window size clipped to the padded input. ``AvgPool2D``'s backward is the per-window
 scatter of ``layers.pooling`` (the separable backward was slower under load: 4.2 vs
-3.3 ms on Cifar10_quick's pool2).
+3.3 ms on Cifar10_quick's pool2), except for 3×3/2 without padding on even widths
+(Cifar10_quick's), where a gather adds the same shares in the same order.
+
+**3×3/2 without padding on even widths** (sitting 24) runs as flat loops over each
+plane (``_maxpool3x3s2_plane``, ``_avgpool3x3s2_plane``): Numba vectorises a loop only
+when its indices are provably non-negative (else each load is a gather) and pays run-time
+alias checks each time a loop starts, which on 16-wide rows cost more than the work.
 
 (Until sitting 23 these kernels also took a ``relu`` flag, for the ReLU fused into
 the pool beside it, ``layers.fusion.FUSE_PAIRS``; that pair fusion tied its quiet
@@ -81,6 +87,13 @@ def avgpool_forward_numpy(x, geometry):
     return plain(x, geometry)
 
 
+def avgpool_backward_numpy(grad, geometry, x_shape):
+    """The average pool's backward of ``layers.pooling`` (the twin of the 3×3/2 gather, to
+    rounding: the kernels add float64 shares, the twin float32 ones)."""
+    from ..layers.pooling import avgpool_backward_numpy as plain
+    return plain(grad, geometry, x_shape)
+
+
 # -- Numba kernels ------------------------------------------------------------------------
 # What made these fast (one thread, under load; Cifar10_quick's layers):
 # * no array views inside the loops, only 4-D indexing: Numba builds a view's
@@ -119,6 +132,71 @@ def _maxpool2x2_plane(x, n, c, out, offsets):
     return bad
 
 
+@numba.njit(cache=True, inline="always")
+def _maxpool3x3s2_plane(xf, n, c, H, W, out, offsets, hm, hj, ev, vm, vk):
+    # The 3×3/2 pool without padding on planes of even width (Cifar10_quick's pool1,
+    # AlexNet's), as flat loops over the whole plane that the compiler vectorises
+    # (sitting 24: the row-by-row passes were 4.8 ms on Cifar10_quick's pool1, one
+    # thread, against 0.46 ms for a copy of its input; their 16-wide inner loops
+    # each paid the vector loop's run-time alias checks, and an index the compiler
+    # could not prove non-negative turned its loads into gathers). Same compares in
+    # the same order as the row-by-row passes: the same values, offsets and flag.
+    # Returns the NaN flag, ORed over every value of the rows the windows read.
+    t = xf.dtype.type
+    OH, OW = out.shape[2], out.shape[3]
+    half = max(W // 2, 0)                  # (max: a known non-negative index step)
+    rows = min(H, 2 * OH + 1)              # the rows the windows read
+    P = rows * half
+    bad = False
+    # rows: the pair maxima at every even flat position (stride-2 pairs, which the
+    # compiler loads as whole vectors and deinterleaves) ...
+    for q in range(P):
+        v0, v1 = xf[n, c, 2 * q], xf[n, c, 2 * q + 1]
+        bad |= (v0 != v0) | (v1 != v1)
+        best = v0
+        j = t(0)
+        if v1 > best:
+            best = v1
+            j = t(1)
+        hm[q] = best
+        hj[q] = j
+        ev[q] = v0
+    # ... then the third column, the next pair's first, read from a contiguous copy (a
+    # third stride-2 load at an offset became a gather). In ceil mode each row's last
+    # window has two columns: -inf there, which strict > never takes.
+    ev[P] = -np.inf
+    if OW == half:
+        for h in range(1, rows):
+            ev[h * half] = -np.inf
+    for q in range(P):
+        v2, best, j = ev[q + 1], hm[q], hj[q]
+        if v2 > best:
+            best = v2
+            j = t(2)
+        hm[q] = best
+        hj[q] = j
+    for q in range(P, P + half):           # a row of -inf under the last (a window of
+        hm[q] = -np.inf                    # two rows at the bottom edge in ceil mode)
+    # columns: the windows starting at every row, flat (those at odd rows unused), so
+    # that the alias checks are paid once a plane; then the even rows go out
+    for q in range((rows - 1) * half):
+        best, k = hm[q], hj[q]
+        v, kv = hm[q + half], hj[q + half] + t(3)
+        if v > best:
+            best, k = v, kv
+        v, kv = hm[q + 2 * half], hj[q + 2 * half] + t(6)
+        if v > best:
+            best, k = v, kv
+        vm[q] = best
+        vk[q] = k
+    for a in range(OH):
+        r = max(2 * a * half, 0)
+        for b in range(OW):
+            out[n, c, a, b] = vm[r + b]
+            offsets[n, c, a, b] = vk[r + b]
+    return bad
+
+
 @numba.njit(cache=True, parallel=True)
 def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, out, offsets, nan_seen):
     N, C, H, W = x.shape
@@ -131,9 +209,22 @@ def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, out, offsets, nan_seen):
                 bad |= _maxpool2x2_plane(x, n, c, out, offsets)
             nan_seen[n] = bad
         return
+    if (kh == 3 and kw == 3 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+            and W % 2 == 0):
+        xf = x.reshape(N, C, H * W)
+        size = (H + 1) * (W // 2) + 1
+        for n in numba.prange(N):
+            hm, hj = np.empty(size, x.dtype), np.empty(size, x.dtype)
+            ev, vm = np.empty(size, x.dtype), np.empty(size, x.dtype)
+            vk = np.empty(size, np.uint8)
+            bad = False
+            for c in range(C):
+                bad |= _maxpool3x3s2_plane(xf, n, c, H, W, out, offsets, hm, hj, ev, vm, vk)
+            nan_seen[n] = bad
+        return
     b_lo = min(-(-pw // sw), OW)                          # first b with b·sw - pw >= 0
     b_hi = max(min((W + pw - kw) // sw + 1, OW), b_lo)    # past the last full window
-    fast3 = kw == 3 and sw == 2 and pw == 0               # Cifar10_quick, AlexNet
+    fast3 = kw == 3 and sw == 2 and pw == 0               # (odd widths, row padding)
     fast2 = kw == 2 and sw == 2 and pw == 0               # LeNet, VGG
     t = x.dtype.type
     for n in numba.prange(N):
@@ -243,12 +334,54 @@ def _maxpool_offsets_backward_kernel(grad, offsets, offset_rows, offset_cols, sh
 
 
 # -- average pooling -----------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _avgpool3x3s2_plane(xf, n, c, H, W, divisor, out, rs, ev, vs):
+    # The 3×3/2 average without padding on planes of even width (Cifar10_quick's pool2
+    # and pool3) as flat loops, as ``_maxpool3x3s2_plane`` (why: there), with the sums
+    # of the row-by-row passes in their order: (x0 + x1) + x2 along a row, a clipped
+    # last window (0 + x0) + x1, then (r0 + r1) + r2 down the rows. A window of two
+    # rows at the bottom edge adds a row of -0.0, which leaves every sum as it was.
+    OH, OW = out.shape[2], out.shape[3]
+    half = max(W // 2, 0)
+    rows = min(H, 2 * OH + 1)
+    P = rows * half
+    zero = xf.dtype.type(0)
+    for q in range(P):
+        v0 = xf[n, c, 2 * q]
+        rs[q] = v0 + xf[n, c, 2 * q + 1]
+        ev[q] = v0
+    ev[P] = zero
+    for q in range(P):
+        rs[q] = rs[q] + ev[q + 1]
+    if OW == half:                          # ceil mode: each row's last window clipped
+        for h in range(rows):
+            q = h * half + half - 1
+            rs[q] = (zero + xf[n, c, 2 * q]) + xf[n, c, 2 * q + 1]
+    for q in range(P, P + half):
+        rs[q] = -zero
+    for q in range((rows - 1) * half):
+        vs[q] = (rs[q] + rs[q + half]) + rs[q + 2 * half]
+    for a in range(OH):
+        r = max(2 * a * half, 0)
+        for b in range(OW):
+            out[n, c, a, b] = vs[r + b] / divisor[a, b]
+
+
 @numba.njit(cache=True, parallel=True)
 def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, divisor, out):
     # rows: the kw-wide sums of each window's columns, then down the window's rows of those sums, / divisor[a, b] (the window
     # clipped to the padded input). Padding adds zeros: it is left out of the sums.
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
+    if (kh == 3 and kw == 3 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+            and W % 2 == 0):
+        xf = x.reshape(N, C, H * W)
+        size = (H + 1) * (W // 2) + 1
+        for n in numba.prange(N):
+            rs, ev, vs = np.empty(size, x.dtype), np.empty(size, x.dtype), np.empty(size, x.dtype)
+            for c in range(C):
+                _avgpool3x3s2_plane(xf, n, c, H, W, divisor, out, rs, ev, vs)
+        return
     b_lo = min(-(-pw // sw), OW)
     b_hi = max(min((W + pw - kw) // sw + 1, OW), b_lo)
     fast3 = kw == 3 and sw == 2 and pw == 0
@@ -286,6 +419,40 @@ def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, divisor, out):
                         for h in range(h0 + 1, h1):
                             total += rs[h, b]
                         out[n, c, a, b] = total / divisor[a, b]
+
+
+@numba.njit(cache=True, parallel=True)
+def _avgpool3x3s2_backward_kernel(grad, divisor, dx):
+    # The 3×3/2 average's backward without padding on even widths as a gather: each dx
+    # pixel sums the shares of the (up to four) windows over it, in (a, b) order from
+    # 0, each added in float64 and rounded to dx's dtype: the per-window scatter of
+    # ``layers.pooling._avgpool_backward_kernel`` (its share is grad / an int64 window
+    # size: float64) bit for bit, without its zeroed dx and its 9 read-modify-writes a
+    # window (sitting 24: 1.70 → 0.80 ms on Cifar10_quick's pool2, one thread, under
+    # load). divisor: the window sizes, float64 (OH, OW). Pixel pair (h, 2b), (h, 2b + 1)
+    # of row pair a: windows (a - 1, b - 1), (a - 1, b), (a, b - 1), (a, b).
+    N, C, OH, OW = grad.shape
+    H, W = dx.shape[2], dx.shape[3]
+    t = dx.dtype.type
+    for n in numba.prange(N):
+        # the shares in a frame of zeros (row -1, columns -1 and OW), which adds nothing:
+        # a sum from +0.0 is never -0.0
+        share = np.zeros((OH + 1, OW + 2))
+        for c in range(C):
+            for a in range(OH):
+                for b in range(OW):
+                    share[a + 1, b + 1] = grad[n, c, a, b] / divisor[a, b]
+            for a in range((H + 1) // 2):
+                cur = a + 1 if a < OH else 0                  # window row a, or zeros
+                for b in range(W // 2):
+                    here = b + 1 if b < OW else OW + 1
+                    s_ul, s_u = share[a, b], share[a, here]
+                    s_l, s_c = share[cur, b], share[cur, here]
+                    dx[n, c, 2 * a, 2 * b] = t(t(t(t(t(0) + s_ul) + s_u) + s_l) + s_c)
+                    dx[n, c, 2 * a, 2 * b + 1] = t(t(t(0) + s_u) + s_c)
+                    if 2 * a + 1 < H:
+                        dx[n, c, 2 * a + 1, 2 * b] = t(t(t(0) + s_l) + s_c)
+                        dx[n, c, 2 * a + 1, 2 * b + 1] = t(t(0) + s_c)
 
 
 def offset_tables(kw):
