@@ -45,9 +45,6 @@ def minflt() -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--blas-wait", choices=("passive", "active"), default="passive",
-                        help="OpenBLAS's idle workers between calls (configure_threads' "
-                             "blas_wait; active = OpenBLAS's default spin, before sitting 24)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--images", type=int, default=10000)
@@ -55,7 +52,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import minidnn
-    minidnn.configure_threads(args.threads, blas_wait=args.blas_wait)
+    minidnn.configure_threads(args.threads)
     from threadpoolctl import threadpool_limits
     from minidnn import data
     from minidnn.kernels.sgd_update import sgd_update_many
@@ -167,7 +164,7 @@ def main(argv=None) -> int:
               f"{med(faults[name]):7.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "threads": args.threads, "blas_wait": args.blas_wait, "reps": args.reps, "rounds": args.rounds,
+        "threads": args.threads, "reps": args.reps, "rounds": args.rounds,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "gemm_peak_gflops_median": med(gemm_rates), "probes": rows,
         "raw": {"sgd": times, "sgd_thread_cpu": cpu_times, "pre": pre_times, "minflt": faults, "gemm_rates": gemm_rates}},

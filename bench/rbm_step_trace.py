@@ -50,9 +50,6 @@ OPS = ("sort idx", "cd_gradients prologue", "gather (gather_rows)", "key draw",
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--blas-wait", choices=("passive", "active"), default="passive",
-                        help="OpenBLAS's idle workers between calls (configure_threads' "
-                             "blas_wait; active = OpenBLAS's default spin, before sitting 24)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--images", type=int, default=10000)
@@ -64,7 +61,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import minidnn
-    threads = minidnn.configure_threads(args.threads, blas_wait=args.blas_wait)
+    threads = minidnn.configure_threads(args.threads)
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     from minidnn import data
     from minidnn.kernels.rbm_kernels import (_bernoulli_states_kernel, _hidden_pass_kernel,
@@ -269,7 +266,6 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "threads": threads, "steps": args.steps, "rounds": args.rounds, "clock": args.clock,
-        "blas_wait": args.blas_wait,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "note": "one process, timers interleaved; taken under load unless stated",
         "gemm_peak_gflops_median": peak, "replay_bit_identical": same,

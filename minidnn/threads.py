@@ -34,19 +34,6 @@ What it sets, and why:
   process-wide (OMP_WAIT_POLICY / GOMP_SPINCOUNT in os.environ, read by libgomp when it
   loads), so it is never done unless asked.
 
-* OpenBLAS's idle workers: asleep right after each call (``blas_wait="passive"``,
-  sitting 24). A pthreads OpenBLAS keeps each worker SPINNING (``sched_yield`` in a loop)
-  for 2^28 cycles (~0.1 s) after every call; between the RBM step's products the
-  calling thread runs the σ passes, the gather and the SGD update while the worker
-  spins beside it, and on the 2-vCPU Zen 4 VM those ran 2-12x slower than alone (the
-  quiet 784x500 PCD-1 step: 4.07 ms spinning, 2.65 ms with OPENBLAS_THREAD_TIMEOUT=4;
-  the SGD update 0.54 against 0.09 ms; bench/results/rbm_sgd_probe_s24r.json,
-  bench/README.md "Sitting 24, s24-rbm"). OpenBLAS reads its timeout
-  (OPENBLAS_THREAD_TIMEOUT, 2^4 … 2^30 cycles) when its pool starts, so
-  ``set_blas_wait`` gives the loaded library the value through its own
-  ``openblas_read_env`` (the variable is set only for that call) and restarts the pool
-  (``blas_thread_shutdown_``; the next call starts it again with that timeout).
-
 Everything is optional: with no call, minidnn runs with the host's defaults.
 
 Small products run BLAS on one thread (``serial_blas_if_small``): OpenBLAS
@@ -68,9 +55,6 @@ _blas_limits = None     # the threadpoolctl controller, kept alive
 NUMBA_LAYERS = ("workqueue", "omp", "tbb")
 #: libgomp wait policies (OMP_WAIT_POLICY): what an idle OpenMP thread does
 WAIT_POLICIES = ("active", "passive")
-#: OPENBLAS_THREAD_TIMEOUT (log2 of the cycles an idle worker spins before it sleeps) per
-#: ``blas_wait``: "passive" OpenBLAS's smallest, "active" its built-in default (28)
-BLAS_THREAD_TIMEOUTS = {"passive": 4, "active": 28}
 
 
 def _libgomp_loaded() -> bool:
@@ -98,51 +82,9 @@ def _set_openmp_env(var: str, value: str) -> None:
     os.environ[var] = value
 
 
-def set_blas_wait(policy: str) -> list:
-    """What OpenBLAS's idle worker threads do between calls, process-wide, at run time:
-    "passive" (they sleep right after each call: OPENBLAS_THREAD_TIMEOUT=4, 16 cycles) or
-    "active" (OpenBLAS's default: they spin ~2^28 cycles, about 0.1 s, before sleeping).
-
-    For every pthreads OpenBLAS loaded now (threadpoolctl's list; NumPy's, SciPy's): the
-    timeout is handed to the library through its ``openblas_read_env`` with the variable
-    set in ``os.environ`` for that call only (the host's value is put back, so child
-    processes inherit the host's environment), then ``blas_thread_shutdown_`` stops the
-    pool, which the next BLAS call restarts with the new timeout. No BLAS call may run
-    in another thread meanwhile (call it at start-up, as ``configure_threads`` does).
-    Returns [(library path, the timeout it now reports or None where the library has no
-    such control: MKL, BLIS, an OpenMP OpenBLAS)]."""
-    if policy not in BLAS_THREAD_TIMEOUTS:
-        raise ValueError(f"set_blas_wait: policy must be one of {tuple(BLAS_THREAD_TIMEOUTS)}, "
-                         f"got {policy!r}")
-    import ctypes
-    from threadpoolctl import threadpool_info
-    done = []
-    for lib in threadpool_info():
-        if lib.get("internal_api") != "openblas":
-            continue
-        handle = ctypes.CDLL(lib["filepath"])
-        names = ("openblas_read_env", "openblas_thread_timeout", "blas_thread_shutdown_")
-        if lib.get("threading_layer") != "pthreads" or not all(hasattr(handle, f) for f in names):
-            done.append((lib["filepath"], None))
-            continue
-        host = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-        os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_THREAD_TIMEOUTS[policy])
-        try:
-            handle.openblas_read_env()
-        finally:
-            if host is None:
-                del os.environ["OPENBLAS_THREAD_TIMEOUT"]
-            else:
-                os.environ["OPENBLAS_THREAD_TIMEOUT"] = host
-        handle.blas_thread_shutdown_()
-        handle.openblas_thread_timeout.restype = ctypes.c_int
-        done.append((lib["filepath"], int(handle.openblas_thread_timeout())))
-    return done
-
-
 def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue",
                       wait_policy: str | None = None,
-                      spin_count: int | None = None, blas_wait: str | None = "passive") -> dict:
+                      spin_count: int | None = None) -> dict:
     """Cap BLAS, OpenMP and Numba at ``n`` threads and pick Numba's threading
     layer; returns what was set. Default n: $OMP_NUM_THREADS when the user set
     it, else the cores this process may use.
@@ -166,11 +108,6 @@ def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue
     it); otherwise a RuntimeError says so, unless the environment already holds the
     same value (then the call is a no-op, so it may be repeated). None leaves the
     variable as the host has it. See bench/region_wakeup.py for what each costs here.
-
-    ``blas_wait`` ("passive" | "active" | None): what OpenBLAS's idle workers do
-    between calls (``set_blas_wait``); "passive", the default, puts them to sleep right
-    after each call instead of spinning ~0.1 s beside the calling thread; None leaves
-    OpenBLAS as it is.
     """
     global _blas_limits
     import numba
@@ -181,9 +118,6 @@ def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue
     if wait_policy is not None and wait_policy not in WAIT_POLICIES:
         raise ValueError(f"configure_threads: wait_policy must be one of {WAIT_POLICIES} "
                          f"or None, got {wait_policy!r}")
-    if blas_wait is not None and blas_wait not in BLAS_THREAD_TIMEOUTS:
-        raise ValueError(f"configure_threads: blas_wait must be one of "
-                         f"{tuple(BLAS_THREAD_TIMEOUTS)} or None, got {blas_wait!r}")
     if spin_count is not None and (isinstance(spin_count, bool) or not isinstance(
             spin_count, numbers.Integral) or spin_count < 0):
         raise ValueError(f"configure_threads: spin_count must be an int >= 0 or None, "
@@ -215,9 +149,6 @@ def configure_threads(n: int | None = None, numba_layer: str | None = "workqueue
         _blas_limits = threadpool_limits(limits=n)
         from threadpoolctl import threadpool_info
         report["blas"] = [(p["internal_api"], p["num_threads"]) for p in threadpool_info()]
-        if blas_wait is not None:
-            report["blas_wait"] = blas_wait
-            report["blas_thread_timeout"] = [t for _, t in set_blas_wait(blas_wait)]
     except ImportError:     # threadpoolctl absent: BLAS keeps its own setting
         report["blas"] = "unchanged (threadpoolctl not installed)"
     if numba_layer is not None:
