@@ -257,6 +257,12 @@ def _blas_thread_calls():
     return _blas_threads
 
 
+def blas_thread_count() -> int:
+    """The thread count of the BLAS library NumPy calls (1 when threadpoolctl cannot tell)."""
+    counts = [get() for get, _ in _blas_thread_calls()]
+    return max([c for c in counts if c] or [1])
+
+
 class serial_blas_if_small:
     """``with serial_blas_if_small(m * n * k):`` runs the BLAS calls inside on
     one thread when the product is smaller than ``SERIAL_BLAS_BELOW``
