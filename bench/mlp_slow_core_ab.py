@@ -13,8 +13,9 @@ numba_layer=...)``), the arms below run one ``minidnn.fit`` epoch each in rotati
 ``--repeats`` times:
 
 * ``shared``: Dense's large training products as ``kernels.workers.shared_matmul`` (column
-  blocks claimed by the threads, one-thread BLAS each; the rule since sitting 24);
-* ``openblas2``: the same products on OpenBLAS's own two threads (the rule before:
+  blocks claimed by the threads, one-thread BLAS each; ``Dense.SHARE_TRAINING_PRODUCTS =
+  True``, opt-in since sitting 24);
+* ``openblas2``: the same products on OpenBLAS's own two threads (the default:
   ``Dense.SHARE_TRAINING_PRODUCTS = False``);
 * ``blas1``: BLAS on one thread (threadpoolctl), Numba at two;
 * ``numba1``: the ``shared`` arm with Numba at one thread, and ``openblas2_numba1``
@@ -138,6 +139,7 @@ def worker(layer: str, images: int, repeats: int) -> dict:
     splits = data.load("mnist", progress=False)
     x, y = splits.train.x[:images], splits.train.y[:images]
     square = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
+    default_share = Dense.SHARE_TRAINING_PRODUCTS
 
     def gemm(threads):
         with threadpool_limits(threads):
@@ -165,7 +167,7 @@ def worker(layer: str, images: int, repeats: int) -> dict:
         finally:
             if remove:
                 remove()
-            Dense.SHARE_TRAINING_PRODUCTS = True
+            Dense.SHARE_TRAINING_PRODUCTS = default_share
             numba.set_num_threads(2)
         return history["seconds"][0]
 
@@ -176,7 +178,7 @@ def worker(layer: str, images: int, repeats: int) -> dict:
             m = architectures.build(ARCH, input_shape=x.shape[1:], seed=0)
             md.fit(m, (x[:2000], y[:2000]), epochs=1, batch_size=100,
                    optimizer=md.SGD(lr=0.1, momentum=0.9), seed=0, progress=False, log=None)
-    Dense.SHARE_TRAINING_PRODUCTS = True
+    Dense.SHARE_TRAINING_PRODUCTS = default_share
     out = {"layer": numba.threading_layer(), "epochs": {a: [] for a in ARMS},
            "gemm_gflops": {"2": [], "1": []}, "parts_us_per_step": {}}
     for r in range(repeats):
@@ -242,6 +244,48 @@ def _median(values):
     return float(np.median(values)) if values else float("nan")
 
 
+def _summarise(args, duties, layers, runs, quiet=False) -> None:
+    """Medians per load (printed unless ``quiet``) and the results file, rewritten after
+    every load of every round so that a cut-short run keeps what it measured."""
+    summary = {}
+    for duty in duties:
+        d = runs[str(duty)]
+        if not d["minidnn"][layers[0]]:
+            continue                    # not measured yet
+        row = {"load_average": d["load_average"]}
+        for layer in layers:
+            got = d["minidnn"][layer]
+            scale = got[0]["scale_to_50k"]
+            for arm in ARMS:
+                row[f"{layer}/{arm}"] = scale * _median(
+                    [t for g in got for t in g["epochs"][arm]])
+            row[f"{layer}/gemm2_gflops"] = _median([t for g in got for t in g["gemm_gflops"]["2"]])
+            row[f"{layer}/gemm1_gflops"] = _median([t for g in got for t in g["gemm_gflops"]["1"]])
+        if d["torch"]:
+            row["torch"] = d["torch"][0]["scale_to_50k"] * _median(
+                [t for g in d["torch"] for t in g["epochs"]])
+        summary[str(duty)] = row
+        if quiet:
+            continue
+        print(f"\nCPU {args.cpu} busy {duty:.0%}: epoch seconds (50,000 images, medians)")
+        for k, v in row.items():
+            print(f"    {k:34s} {v}" if k == "load_average" else f"    {k:34s} {v:8.3f}")
+        for layer in layers[:1]:
+            for arm in PART_ARMS:
+                parts = {}
+                for g in d["minidnn"][layer]:
+                    for k, v in g["parts_us_per_step"][arm].items():
+                        parts.setdefault(k, []).append(v)
+                print(f"    {layer}/{arm} parts, µs a step (median over workers): " + ", ".join(
+                    f"{k} {np.median(v):.0f}" for k, v in parts.items()))
+    write_json(Path(args.out), {
+        "machine": machine_info(), "load_generator": {
+            "cpu": args.cpu, "period_ms": args.period_ms, "duties": duties,
+            "what": "spin duty*period, sleep the rest, pinned with sched_setaffinity"},
+        "rounds": args.rounds, "repeats": args.repeats, "images": args.images,
+        "load_average_after": os.getloadavg(), "summary_epoch_s_50k": summary, "runs": runs})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duties", default="0,0.3,0.6")
@@ -268,7 +312,8 @@ def main(argv=None) -> int:
           f"{args.repeats} epochs per arm per worker, {args.images} images; "
           f"load average before {os.getloadavg()}", flush=True)
     env = clean_env(2)
-    runs = {str(d): {"minidnn": {layer: [] for layer in layers}, "torch": []} for d in duties}
+    runs = {str(d): {"minidnn": {layer: [] for layer in layers}, "torch": [],
+                     "load_average": []} for d in duties}
     for r in range(args.rounds):
         for duty in rotated(duties, r):
             with Load(args.cpu, duty, args.period_ms):
@@ -280,41 +325,11 @@ def main(argv=None) -> int:
                     runs[str(duty)]["torch"].append(
                         _launch(["--worker", "torch", "--images", str(args.images),
                                  "--repeats", str(args.repeats)], env))
+            runs[str(duty)]["load_average"].append(os.getloadavg()[0])
             print(f"round {r + 1}/{args.rounds} duty {duty:g} done "
                   f"(load average {os.getloadavg()[0]:.2f})", flush=True)
-    summary = {}
-    for duty in duties:
-        d = runs[str(duty)]
-        row = {}
-        for layer in layers:
-            got = d["minidnn"][layer]
-            scale = got[0]["scale_to_50k"]
-            for arm in ARMS:
-                row[f"{layer}/{arm}"] = scale * _median(
-                    [t for g in got for t in g["epochs"][arm]])
-            row[f"{layer}/gemm2_gflops"] = _median([t for g in got for t in g["gemm_gflops"]["2"]])
-            row[f"{layer}/gemm1_gflops"] = _median([t for g in got for t in g["gemm_gflops"]["1"]])
-        if d["torch"]:
-            row["torch"] = d["torch"][0]["scale_to_50k"] * _median(
-                [t for g in d["torch"] for t in g["epochs"]])
-        summary[str(duty)] = row
-        print(f"\nCPU {args.cpu} busy {duty:.0%}: epoch seconds (50,000 images, medians)")
-        for k, v in row.items():
-            print(f"    {k:34s} {v:8.3f}")
-        for layer in layers[:1]:
-            for arm in PART_ARMS:
-                parts = {}
-                for g in d["minidnn"][layer]:
-                    for k, v in g["parts_us_per_step"][arm].items():
-                        parts.setdefault(k, []).append(v)
-                print(f"    {layer}/{arm} parts, µs a step (median over workers): " + ", ".join(
-                    f"{k} {np.median(v):.0f}" for k, v in parts.items()))
-    write_json(Path(args.out), {
-        "machine": machine_info(), "load_generator": {
-            "cpu": args.cpu, "period_ms": args.period_ms, "duties": duties,
-            "what": "spin duty*period, sleep the rest, pinned with sched_setaffinity"},
-        "rounds": args.rounds, "repeats": args.repeats, "images": args.images,
-        "load_average_after": os.getloadavg(), "summary_epoch_s_50k": summary, "runs": runs})
+            _summarise(args, duties, layers, runs, quiet=True)
+    _summarise(args, duties, layers, runs)
     print(f"wrote {args.out}")
     return 0
 

@@ -87,8 +87,19 @@ def _mlp_layer_step():
     return layer, x, grad
 
 
-def test_large_training_products_are_shared_with_the_one_thread_bits(shared_calls):
+def test_sharing_is_off_by_default(shared_calls):
     threadpoolctl = pytest.importorskip("threadpoolctl")
+    layer, x, grad = _mlp_layer_step()
+    assert Dense.SHARE_TRAINING_PRODUCTS is False
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        _step(layer, x, grad)
+    assert shared_calls == []
+
+
+def test_large_training_products_are_shared_with_the_one_thread_bits(shared_calls,
+                                                                     monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(Dense, "SHARE_TRAINING_PRODUCTS", True)
     layer, x, grad = _mlp_layer_step()
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
         serial = _step(layer, x, grad)                       # one thread: nothing shared
@@ -106,7 +117,7 @@ def test_large_training_products_are_shared_with_the_one_thread_bits(shared_call
         np.testing.assert_array_equal(a, b)
 
 
-def test_sharing_can_be_switched_off_and_skips_other_sizes_and_own_products(shared_calls,
+def test_sharing_is_a_switch_and_skips_other_sizes_and_own_products(shared_calls,
                                                                             monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     layer, x, grad = _mlp_layer_step()
@@ -117,8 +128,7 @@ def test_sharing_can_be_switched_off_and_skips_other_sizes_and_own_products(shar
             return x.T @ grad
 
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        monkeypatch.setattr(Dense, "SHARE_TRAINING_PRODUCTS", False)
-        _step(layer, x, grad)
+        _step(layer, x, grad)                                # off (the default)
         monkeypatch.setattr(Dense, "SHARE_TRAINING_PRODUCTS", True)
         _step(Dense(1024, 64, rng=0), rng.random((100, 1024), dtype=np.float32),   # 2^20..2^23
               rng.random((100, 64), dtype=np.float32))

@@ -92,8 +92,8 @@ def split_samples(work, N: int, threads: int) -> list:
 # spin. When another process wants the second core (the machine's "slow modes"), the
 # share of the thread that lost its core waits a timeslice while the caller spins on the
 # first core, so the kernel cannot move the late thread there: the MLP's 100×784×500
-# product, 2 threads, took 0.43 ms at the median and up to 20 ms (p99) with the other
-# core 30 % busy, where one thread takes 0.8 ms always (bench/mlp_slow_core_ab.py).
+# product, 2 threads, took 0.42 ms at the median and 8-20 ms at the 99th percentile while
+# other processes ran, where one thread took 0.8 ms throughout (bench/README.md, sitting 24).
 # ``shared_matmul`` cuts the columns of the product into blocks that the calling thread
 # and helper threads claim one at a time, each block a one-thread BLAS call, and the
 # caller waits (blocked, not spinning) only for blocks a helper has claimed: a helper
@@ -102,6 +102,9 @@ def split_samples(work, N: int, threads: int) -> list:
 # (OpenBLAS's column loop does not change any element's order of terms), so the result
 # is the one-thread product bit for bit; OpenBLAS's own two threads split k differently
 # (784 = 392 + 392 against one thread's 400 + 384) and so differ in the last bits.
+# Its cost: each product wakes a sleeping helper and then the caller (~75 µs a hand-over on
+# this VM), so on a quiet machine it is slower than OpenBLAS's spinning threads; Dense uses
+# it only when asked (``Dense.SHARE_TRAINING_PRODUCTS``).
 
 #: column blocks a shared product is cut into per thread sharing it: a late thread then
 #: holds up at most 1/(BLOCKS_PER_THREAD·threads) of the product

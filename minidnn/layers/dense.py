@@ -86,14 +86,17 @@ class Dense(Layer):
     #: product takes 1.27 CPU per wall second at 2)
     SERIAL_TRAINING_BELOW = 1 << 23
     SERIAL_TRAINING_FROM = 1 << 20
-    #: and from SERIAL_TRAINING_BELOW on, at two or more BLAS threads, the plain training
-    #: products are shared by column blocks that the threads claim one at a time, each a
-    #: one-thread BLAS call (``kernels.workers.shared_matmul``; sitting 24): OpenBLAS's own
-    #: threads split a product in fixed halves and spin while they wait, so when another
-    #: process wants the second core each product waits a timeslice for the half that lost
-    #: it (the MLP's 2-thread epoch was slower than its 1-thread one in the machine's slow
-    #: modes, bench/mlp_slow_core_ab.py). The gradients are the one-thread products' bits.
-    SHARE_TRAINING_PRODUCTS = True
+    #: opt-in (sitting 24): from SERIAL_TRAINING_BELOW on, at two or more BLAS threads, the
+    #: plain float32 training products are shared by column blocks that the threads claim
+    #: one at a time, each a one-thread BLAS call (``kernels.workers.shared_matmul``).
+    #: OpenBLAS's own threads split a product in fixed halves and spin while they wait, so
+    #: when another process wants the second core each product waits a timeslice for the
+    #: half that lost it: at load 4-7 the MLP's 2-thread epoch took 5-33 s against 1.2-2.7 s
+    #: shared (bench/mlp_slow_core_ab.py). Off by default because it loses the fast mode:
+    #: its helper sleeps between products and each hand-over costs a wake-up (~75 µs here),
+    #: so on a lightly loaded machine a 100x784x500 product pair took 1085 µs against
+    #: OpenBLAS's 834. When on, the gradients are the one-thread products' bits.
+    SHARE_TRAINING_PRODUCTS = False
     #: the thread count the plain products run with now (set by ``_training_blas``)
     _share_threads = 1
 
