@@ -19,6 +19,14 @@ changed a bit:
 
     python bench/fit_same_bits.py --base fffa29e --without-bit-changes   # same bits
     python bench/fit_same_bits.py --base fffa29e                         # differs (last bits)
+
+Sitting 24 made Dense's large float32 training products at two or more BLAS threads the
+one-thread products' bits (``kernels.workers.shared_matmul``), where OpenBLAS's own two
+threads gave other last bits. ``--blas-threads OURS,BASE`` caps BLAS (threadpoolctl) for
+each tree's run, so that this tree at 2 threads can be held to a revision at 1:
+
+    python bench/fit_same_bits.py --base 9164eca --blas-threads 2,1     # same bits
+    python bench/fit_same_bits.py --base 9164eca --blas-threads 1,1     # same bits
 """
 from __future__ import annotations
 
@@ -54,6 +62,8 @@ def main(argv=None):
     p.add_argument("--base", required=True, help="git revision to compare against")
     p.add_argument("--images", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--blas-threads", default=None, metavar="OURS,BASE",
+                   help="BLAS thread caps for this tree's and the revision's runs")
     p.add_argument("--without-bit-changes", action="store_true",
                    help="switch sitting 18's bit-changing cuts back in this tree's run")
     args = p.parse_args(argv)
@@ -67,14 +77,23 @@ def main(argv=None):
     x, y = splits.train.flatten()[:args.images], splits.train.y[:args.images]
     val = (splits.val.flatten()[:1000], splits.val.y[:1000])
     differ = []
+    caps = ([int(n) for n in args.blas_threads.split(",")] if args.blas_threads
+            else [None, None])
+
+    def capped(n):
+        if n is None:
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(n)
     with tempfile.TemporaryDirectory() as folder:
         full = unpack_base(args.base, folder)
         sys.path.insert(0, folder)
         base = importlib.import_module("minidnn_base")
         for density in (0.04, 1.0):
-            with ours_context():
+            with ours_context(), capped(caps[0]):
                 ours = train(minidnn, density, x, y, val, args.epochs)
-            theirs = train(base, density, x, y, val, args.epochs)
+            with capped(caps[1]):
+                theirs = train(base, density, x, y, val, args.epochs)
             label = f"γ={density:g}" if density < 1 else "dense"
             for what, a, b in (("weights", ours[0], theirs[0]), ("velocity", ours[1], theirs[1])):
                 for key in sorted(set(a) | set(b)):

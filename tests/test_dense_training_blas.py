@@ -62,3 +62,75 @@ def test_large_small_and_own_products_keep_their_threads(calls):
     own = OwnProducts(8, 4, rng=0)
     _step(own, rng.standard_normal((3, 8)), rng.standard_normal((3, 4)))
     assert all(n > 1 << 40 for n in calls)   # no switch (none is made)
+
+
+# -- sitting 24: the large training products are shared over claimed column blocks -----------
+
+@pytest.fixture
+def shared_calls(monkeypatch):
+    seen = []
+    real = dense_module.shared_matmul
+
+    def recording(a, b, threads):
+        seen.append((a.shape, b.shape, threads))
+        return real(a, b, threads)
+
+    monkeypatch.setattr(dense_module, "shared_matmul", recording)
+    return seen
+
+
+def _mlp_layer_step():
+    rng = np.random.default_rng(24)
+    layer = Dense(784, 500, rng=0)                           # 100·784·500 >= 2^23
+    x = rng.random((100, 784), dtype=np.float32)
+    grad = rng.standard_normal((100, 500)).astype(np.float32)
+    return layer, x, grad
+
+
+def test_sharing_is_off_by_default(shared_calls):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    layer, x, grad = _mlp_layer_step()
+    assert Dense.SHARE_TRAINING_PRODUCTS is False
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        _step(layer, x, grad)
+    assert shared_calls == []
+
+
+def test_large_training_products_are_shared_with_the_one_thread_bits(shared_calls,
+                                                                     monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(Dense, "SHARE_TRAINING_PRODUCTS", True)
+    layer, x, grad = _mlp_layer_step()
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        serial = _step(layer, x, grad)                       # one thread: nothing shared
+        assert shared_calls == []
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        shared = _step(layer, x, grad)
+        assert shared_calls == [((100, 784), (784, 500), 2),      # x W
+                                ((784, 100), (100, 500), 2),      # xᵀ g
+                                ((100, 500), (500, 784), 2)]      # g Wᵀ
+        assert layer._share_threads == 1                     # restored after the nested use
+        shared_calls.clear()
+        layer.forward(x, training=False)                     # evaluation: BLAS's threads
+        assert shared_calls == []
+    for a, b in zip(serial, shared):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sharing_is_a_switch_and_skips_other_sizes_and_own_products(shared_calls,
+                                                                            monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    layer, x, grad = _mlp_layer_step()
+    rng = np.random.default_rng(2)
+
+    class OwnProducts(Dense):
+        def _weight_grad(self, x, grad):
+            return x.T @ grad
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        _step(layer, x, grad)                                # off (the default)
+        monkeypatch.setattr(Dense, "SHARE_TRAINING_PRODUCTS", True)
+        _step(Dense(1024, 64, rng=0), rng.random((100, 1024), dtype=np.float32),   # 2^20..2^23
+              rng.random((100, 64), dtype=np.float32))
+        _step(OwnProducts(784, 500, rng=0), x, grad)
+    assert shared_calls == []
