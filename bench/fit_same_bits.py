@@ -20,12 +20,12 @@ changed a bit:
     python bench/fit_same_bits.py --base fffa29e --without-bit-changes   # same bits
     python bench/fit_same_bits.py --base fffa29e                         # differs (last bits)
 
-Sitting 24 made Dense's large float32 training products at two or more BLAS threads the
-one-thread products' bits (``kernels.workers.shared_matmul``), where OpenBLAS's own two
-threads gave other last bits. ``--blas-threads OURS,BASE`` caps BLAS (threadpoolctl) for
-each tree's run, so that this tree at 2 threads can be held to a revision at 1:
+``--blas-threads OURS,BASE`` caps BLAS (threadpoolctl) for each tree's run (sitting 24).
+OpenBLAS splits a product's k differently at one and two threads (392 + 392 against
+400 + 384 for the MLP's 784-wide products), so 2-thread and 1-thread training differ in
+the last bits; hold trees at the same count:
 
-    python bench/fit_same_bits.py --base 9164eca --blas-threads 2,1     # same bits
+    python bench/fit_same_bits.py --base 9164eca --blas-threads 2,2     # same bits
     python bench/fit_same_bits.py --base 9164eca --blas-threads 1,1     # same bits
 """
 from __future__ import annotations

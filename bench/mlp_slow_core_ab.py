@@ -12,17 +12,19 @@ in one process per Numba threading layer (workqueue, omp; ``minidnn.configure_th
 numba_layer=...)``), the arms below run one ``minidnn.fit`` epoch each in rotating order,
 ``--repeats`` times:
 
-* ``shared``: Dense's large training products as ``kernels.workers.shared_matmul`` (column
-  blocks claimed by the threads, one-thread BLAS each; ``Dense.SHARE_TRAINING_PRODUCTS =
-  True``, opt-in since sitting 24);
-* ``openblas2``: the same products on OpenBLAS's own two threads (the default:
-  ``Dense.SHARE_TRAINING_PRODUCTS = False``);
+* ``openblas2``: Dense's training products on OpenBLAS's own two threads (the default);
 * ``blas1``: BLAS on one thread (threadpoolctl), Numba at two;
-* ``numba1``: the ``shared`` arm with Numba at one thread, and ``openblas2_numba1``
-  likewise (whether any Numba region of the dense step matters);
+* ``openblas2_numba1``: the default with Numba at one thread (whether any Numba region of
+  the dense step matters);
+
+(until the end of sitting 24 also ``shared`` and ``numba1``: Dense's large products as
+column blocks claimed by the threads, one-thread BLAS each, ``Dense.SHARE_TRAINING_PRODUCTS``;
+never catastrophic under load but 1.5x slower in the quiet fast mode, and no better than
+``blas1`` under load, so the path was deleted; its figures are in
+``results/mlp_slow_core_*_s24m.json``, measured at commit 7cb8e1d)
 
 and a control in the same process: a 1024³ float32 GEMM at two and at one BLAS thread.
-Then one epoch per arm of ``shared`` / ``openblas2`` / ``blas1`` with wall-clock timers
+Then one epoch per arm of ``openblas2`` / ``blas1`` with wall-clock timers
 around the step's parts (the fused first layer's forward and backward, the 500->10
 layer, the loss, the optimizer, the gather; the rest is the fit loop), so that the
 slow-down is placed. Then PyTorch's same epoch (``torch.set_num_threads(2)``, nn.Linear
@@ -59,8 +61,8 @@ while True:
         pass
     time.sleep(rest)
 """
-ARMS = ("shared", "openblas2", "blas1", "numba1", "openblas2_numba1")
-PART_ARMS = ("shared", "openblas2", "blas1")
+ARMS = ("openblas2", "blas1", "openblas2_numba1")
+PART_ARMS = ("openblas2", "blas1")
 
 
 class Load:
@@ -87,9 +89,8 @@ class Load:
 # -- the minidnn worker ------------------------------------------------------------------------
 
 def _arm_settings(arm):
-    """(BLAS threads, Numba threads, Dense.SHARE_TRAINING_PRODUCTS) of an arm."""
-    return {"shared": (2, 2, True), "openblas2": (2, 2, False), "blas1": (1, 2, True),
-            "numba1": (2, 1, True), "openblas2_numba1": (2, 1, False)}[arm]
+    """(BLAS threads, Numba threads) of an arm."""
+    return {"openblas2": (2, 2), "blas1": (1, 2), "openblas2_numba1": (2, 1)}[arm]
 
 
 def _timed_parts(md, model, opt, spent):
@@ -133,13 +134,11 @@ def worker(layer: str, images: int, repeats: int) -> dict:
 
     import minidnn as md
     from minidnn import architectures
-    from minidnn.layers.dense import Dense
     md.configure_threads(2, numba_layer=layer)
     from minidnn import data
     splits = data.load("mnist", progress=False)
     x, y = splits.train.x[:images], splits.train.y[:images]
     square = np.random.default_rng(1).random((1024, 1024), dtype=np.float32)
-    default_share = Dense.SHARE_TRAINING_PRODUCTS
 
     def gemm(threads):
         with threadpool_limits(threads):
@@ -151,8 +150,7 @@ def worker(layer: str, images: int, repeats: int) -> dict:
         return 2 * 1024 ** 3 / float(np.median(times)) / 1e9
 
     def epoch(arm, parts=None):
-        blas, nb, share = _arm_settings(arm)
-        Dense.SHARE_TRAINING_PRODUCTS = share
+        blas, nb = _arm_settings(arm)
         numba.set_num_threads(nb)
         model = architectures.build(ARCH, input_shape=x.shape[1:], seed=0)
         opt = md.SGD(lr=0.1, momentum=0.9)
@@ -167,18 +165,15 @@ def worker(layer: str, images: int, repeats: int) -> dict:
         finally:
             if remove:
                 remove()
-            Dense.SHARE_TRAINING_PRODUCTS = default_share
             numba.set_num_threads(2)
         return history["seconds"][0]
 
     for arm in ARMS:                     # compile, load, start the pools
-        blas, nb, share = _arm_settings(arm)
+        blas, nb = _arm_settings(arm)
         with threadpool_limits(blas):
-            Dense.SHARE_TRAINING_PRODUCTS = share
             m = architectures.build(ARCH, input_shape=x.shape[1:], seed=0)
             md.fit(m, (x[:2000], y[:2000]), epochs=1, batch_size=100,
                    optimizer=md.SGD(lr=0.1, momentum=0.9), seed=0, progress=False, log=None)
-    Dense.SHARE_TRAINING_PRODUCTS = default_share
     out = {"layer": numba.threading_layer(), "epochs": {a: [] for a in ARMS},
            "gemm_gflops": {"2": [], "1": []}, "parts_us_per_step": {}}
     for r in range(repeats):

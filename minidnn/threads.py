@@ -42,15 +42,6 @@ conv2 product (64 × 500 × 50, ~70 us) wakes a second thread, which costs more
 than it saves and, on a busy machine, waits for a core (batch-1 forward under
 load, 2 threads: 24 ms with BLAS at 2 threads, 2.9 ms with it at 1). PyTorch
 keeps such small operations on one thread likewise (its grain size).
-
-Opt-in (sitting 24): with ``Dense.SHARE_TRAINING_PRODUCTS = True``, Dense's large float32
-training products (from ``Dense.SERIAL_TRAINING_BELOW`` = 2^23 multiply-adds) at two or
-more BLAS threads (``blas_thread_count``) skip OpenBLAS's threads:
-``kernels.workers.shared_matmul`` cuts them into column blocks that the caller and blocked
-helper threads claim one at a time, each a one-thread BLAS call, so a thread that has lost
-its core to another process holds up at most the block it took. Never catastrophic under
-load, but its wake-ups cost the quiet machine's fast mode about half again
-(bench/mlp_slow_core_ab.py), hence off by default.
 """
 from __future__ import annotations
 
@@ -264,12 +255,6 @@ def _blas_thread_calls():
         except Exception:   # threadpoolctl absent or unable to read a library: leave BLAS be
             _blas_threads = []
     return _blas_threads
-
-
-def blas_thread_count() -> int:
-    """The thread count of the BLAS library NumPy calls (1 when threadpoolctl cannot tell)."""
-    counts = [get() for get, _ in _blas_thread_calls()]
-    return max([c for c in counts if c] or [1])
 
 
 class serial_blas_if_small:

@@ -6,31 +6,13 @@ import contextlib
 import numpy as np
 
 from ..kernels.column_sums import column_sums
-from ..kernels.workers import shared_matmul
-from ..threads import blas_thread_count, serial_blas_if_small
+from ..threads import serial_blas_if_small
 from .base import Layer, as_generator
 
 #: the context of a training product that keeps BLAS's thread count (reused: the
 #: ``serial_blas_if_small`` object made and entered per product cost ~2 µs, three times
 #: a layer step)
 _KEEP_THREADS = contextlib.nullcontext()
-
-
-class _SharedProducts:
-    """Inside: the layer's plain products run as ``shared_matmul`` over ``threads``
-    (nested uses restore what the outer one set)."""
-
-    def __init__(self, layer, threads):
-        self.layer, self.threads = layer, threads
-
-    def __enter__(self):
-        self.before = self.layer._share_threads
-        self.layer._share_threads = self.threads
-        return self
-
-    def __exit__(self, *exc):
-        self.layer._share_threads = self.before
-        return False
 
 
 class Dense(Layer):
@@ -86,19 +68,6 @@ class Dense(Layer):
     #: product takes 1.27 CPU per wall second at 2)
     SERIAL_TRAINING_BELOW = 1 << 23
     SERIAL_TRAINING_FROM = 1 << 20
-    #: opt-in (sitting 24): from SERIAL_TRAINING_BELOW on, at two or more BLAS threads, the
-    #: plain float32 training products are shared by column blocks that the threads claim
-    #: one at a time, each a one-thread BLAS call (``kernels.workers.shared_matmul``).
-    #: OpenBLAS's own threads split a product in fixed halves and spin while they wait, so
-    #: when another process wants the second core each product waits a timeslice for the
-    #: half that lost it: at load 4-7 the MLP's 2-thread epoch took 5-33 s against 1.2-2.7 s
-    #: shared (bench/mlp_slow_core_ab.py). Off by default because it loses the fast mode:
-    #: its helper sleeps between products and each hand-over costs a wake-up (~75 µs here),
-    #: so on a lightly loaded machine a 100x784x500 product pair took 1085 µs against
-    #: OpenBLAS's 834. When on, the gradients are the one-thread products' bits.
-    SHARE_TRAINING_PRODUCTS = False
-    #: the thread count the plain products run with now (set by ``_training_blas``)
-    _share_threads = 1
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  init: str = "glorot", rng=None, name: str | None = None):
@@ -129,12 +98,8 @@ class Dense(Layer):
             self.params["b"] = np.zeros(self.out_features, dtype=self.dtype)
         self.zero_grads()
 
-    def _matmul(self, a, b):
-        threads = self._share_threads
-        return shared_matmul(a, b, threads) if threads > 1 else a @ b
-
     def _forward_product(self, x):
-        return self._matmul(x, self.params["W"])
+        return x @ self.params["W"]
 
     def _input_grad(self, grad):
         x = getattr(self, "_x", None)
@@ -145,13 +110,13 @@ class Dense(Layer):
             # σ and dx (~15 µs) instead of reading a C-ordered dx through its
             # transpose (~43 µs, 784-500-10 at batch 100). (W gᵀ)ᵀ holds the same
             # sums as g Wᵀ; BLAS may add their k terms in another order (last bits)
-            return self._matmul(self.params["W"], grad.T).T
-        return self._matmul(grad, self.params["W"].T)
+            return (self.params["W"] @ grad.T).T
+        return grad @ self.params["W"].T
 
     def _weight_grad(self, x, grad):
         cols = self.active_units
         if cols is None:
-            return self._matmul(x.T, grad)
+            return x.T @ grad
         shape = (self.in_features, self.out_features)
         buf = self.grads.get("W")
         if (buf is None or buf is not getattr(self, "_partial_grad", None)
@@ -187,20 +152,16 @@ class Dense(Layer):
         return out
 
     def _training_blas(self, batch):
-        """One BLAS thread for the small training products of the plain products, and
-        the shared products for the large ones (a layer with its own products, e.g. CSR
-        kernels, calls no BLAS: left alone)."""
+        """One BLAS thread for the small training products of the plain products
+        (a layer with its own products, e.g. CSR kernels, calls no BLAS: left alone)."""
         kind = type(self)
-        if not (kind._weight_grad is Dense._weight_grad and kind._input_grad is Dense._input_grad
-                and kind._forward_product is Dense._forward_product):
-            return _KEEP_THREADS
-        multiply_adds = len(batch) * self.in_features * self.out_features
-        if self.SERIAL_TRAINING_FROM <= multiply_adds < self.SERIAL_TRAINING_BELOW:
+        small = (kind._weight_grad is Dense._weight_grad and kind._input_grad is Dense._input_grad
+                 and kind._forward_product is Dense._forward_product
+                 and self.SERIAL_TRAINING_FROM
+                 <= len(batch) * self.in_features * self.out_features
+                 < self.SERIAL_TRAINING_BELOW)
+        if small:
             return serial_blas_if_small(0)
-        if multiply_adds >= self.SERIAL_TRAINING_BELOW and self.SHARE_TRAINING_PRODUCTS:
-            threads = blas_thread_count()
-            if threads > 1:
-                return _SharedProducts(self, threads)
         return _KEEP_THREADS
 
     def backward_params(self, grad):
