@@ -329,3 +329,19 @@ def same_bits_against(worker: str, against: str, threads_list, key_width: int = 
                 print(f"{threads} thread(s)  {key:<{key_width}} {'SAME' if same else 'DIFFERENT'}")
     print("all the same" if not differ else f"{differ} arrays differ")
     return differ
+
+
+def base_kernel_module(base: str, relpath: str, folder: Path, name: str):
+    """The module at ``relpath`` (e.g. "minidnn/kernels/pooling.py") as it was at git
+    revision ``base``, loaded from ``folder`` under ``name`` (with its own Numba cache
+    there), its relative imports (``from ..layers``) resolved against this tree's package:
+    the "before" side of an in-process kernel A/B."""
+    import importlib.util
+    source = subprocess.run(["git", "show", f"{base}:{relpath}"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    path = folder / f"{name}.py"
+    path.write_text(source.replace("from ..", "from minidnn."))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

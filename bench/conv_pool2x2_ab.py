@@ -15,8 +15,6 @@ workers), medians of ``--repeats``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,16 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _base_module(base: str, folder: Path):
-    source = subprocess.run(["git", "show", f"{base}:minidnn/kernels/pooling.py"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout
-    path = folder / "pooling_base.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("pooling_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench._common import base_kernel_module  # noqa: E402
 
 
 def _takes_relu(module) -> bool:
@@ -56,7 +45,7 @@ def main(argv=None) -> int:
     minidnn.configure_threads(args.threads)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        old = _base_module(args.base, Path(tmp))
+        old = base_kernel_module(args.base, "minidnn/kernels/pooling.py", Path(tmp), "pooling_base")
         print(f"2×2/2 max pool forward, batch {args.batch}, {args.threads} thread(s), wall "
               f"clock, medians of {args.repeats}: base {args.base} → this tree")
         for shape in ((args.batch, 20, 24, 24), (args.batch, 50, 8, 8)):

@@ -198,7 +198,6 @@ def torch_worker(images: int, repeats: int) -> dict:
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(2)
-    import minidnn as md
     from minidnn import data
     splits = data.load("mnist", progress=False)
     x = torch.from_numpy(np.ascontiguousarray(splits.train.x[:images].reshape(images, -1),

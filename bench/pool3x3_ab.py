@@ -18,7 +18,6 @@ The thread counts run in one process each (``configure_threads`` is once a proce
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -29,17 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _base_module(base: str, folder: Path):
-    source = subprocess.run(["git", "show", f"{base}:minidnn/kernels/pooling.py"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout
-    # its relative imports (..layers.pooling) resolve against this tree's package
-    path = folder / "pooling_base.py"
-    path.write_text(source.replace("from ..", "from minidnn."))
-    spec = importlib.util.spec_from_file_location("pooling_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench._common import base_kernel_module  # noqa: E402
 
 
 def _cases(module, rng):
@@ -120,7 +109,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        old = _base_module(args.base, Path(tmp))
+        old = base_kernel_module(args.base, "minidnn/kernels/pooling.py", Path(tmp), "pooling_base")
         pairs = list(zip(_cases(old, rng), _cases(new, rng)))
         print(f"{args._one} thread(s), wall clock, medians of {args.repeats}: base "
               f"{args.base} → this tree (copy: np.copyto of the kernel's input)",
