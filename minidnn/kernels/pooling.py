@@ -132,6 +132,21 @@ def _maxpool2x2_plane(x, n, c, out, offsets):
     return bad
 
 
+@numba.njit(cache=True)
+def takes_flat_3x3s2(kh, kw, sh, sw, ph, pw, W):
+    """Whether a pool runs the flat 3×3/2 plane loops (``_maxpool3x3s2_plane``,
+    ``_avgpool3x3s2_plane``, ``_avgpool3x3s2_backward_kernel``): a 3×3 window, stride 2,
+    no padding, an even input width."""
+    return kh == 3 and kw == 3 and sh == 2 and sw == 2 and ph == 0 and pw == 0 and W % 2 == 0
+
+
+@numba.njit(cache=True, inline="always")
+def _flat_3x3s2_scratch(H, W):
+    # the length of each per-thread scratch of the flat plane loops: the pair maxima or
+    # sums of every row the windows read, a row of -inf / -0.0 below them, one past
+    return (H + 1) * (W // 2) + 1
+
+
 @numba.njit(cache=True, inline="always")
 def _maxpool3x3s2_plane(xf, n, c, H, W, out, offsets, hm, hj, ev, vm, vk):
     # The 3×3/2 pool without padding on planes of even width (Cifar10_quick's pool1,
@@ -209,10 +224,9 @@ def _maxpool_offsets_kernel(x, kh, kw, sh, sw, ph, pw, out, offsets, nan_seen):
                 bad |= _maxpool2x2_plane(x, n, c, out, offsets)
             nan_seen[n] = bad
         return
-    if (kh == 3 and kw == 3 and sh == 2 and sw == 2 and ph == 0 and pw == 0
-            and W % 2 == 0):
+    if takes_flat_3x3s2(kh, kw, sh, sw, ph, pw, W):
         xf = x.reshape(N, C, H * W)
-        size = (H + 1) * (W // 2) + 1
+        size = _flat_3x3s2_scratch(H, W)
         for n in numba.prange(N):
             hm, hj = np.empty(size, x.dtype), np.empty(size, x.dtype)
             ev, vm = np.empty(size, x.dtype), np.empty(size, x.dtype)
@@ -373,10 +387,9 @@ def _avgpool_sep_forward_kernel(x, kh, kw, sh, sw, ph, pw, divisor, out):
     # clipped to the padded input). Padding adds zeros: it is left out of the sums.
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
-    if (kh == 3 and kw == 3 and sh == 2 and sw == 2 and ph == 0 and pw == 0
-            and W % 2 == 0):
+    if takes_flat_3x3s2(kh, kw, sh, sw, ph, pw, W):
         xf = x.reshape(N, C, H * W)
-        size = (H + 1) * (W // 2) + 1
+        size = _flat_3x3s2_scratch(H, W)
         for n in numba.prange(N):
             rs, ev, vs = np.empty(size, x.dtype), np.empty(size, x.dtype), np.empty(size, x.dtype)
             for c in range(C):

@@ -455,7 +455,7 @@ class AvgPool2D(_Pool2D):
         kh, kw, sh, sw, ph, pw, _, _ = self._geometry_cache
         # dispatch rule: 3×3/2 without padding on even widths (Cifar10_quick's pools) takes
         # the gather of ``kernels.pooling`` (same bits, sitting 24); the rest this scatter
-        if ((kh, kw, sh, sw, ph, pw) == (3, 3, 2, 2, 0, 0) and self._x_shape[3] % 2 == 0
+        if (pool_kernels.takes_flat_3x3s2(kh, kw, sh, sw, ph, pw, self._x_shape[3])
                 and grad.dtype in (np.float32, np.float64)):
             dx = np.empty(self._x_shape, dtype=grad.dtype)
             divisor = pool_kernels.avg_divisors(self._x_shape, self._geometry_cache, np.float64)
